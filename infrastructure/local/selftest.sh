@@ -1,0 +1,75 @@
+#!/bin/bash
+# selftest.sh: cheap checks of the infrastructure scripts that need no cluster (a few seconds).
+#  - bash -n and shellcheck on every script (installs shellcheck with apt if missing)
+#  - both RuntimeClass manifests are identical
+#  - `cluster.sh down` exits 0 twice in a row when nothing is running. If the real cluster is
+#    running (or its state dir exists), that check runs against an empty scratch CRUCIBLE_LAB
+#    instead, which leaves the real cluster alone.
+#  - `status` exits non-zero when nothing runs; `env`, `kubeconfig` and `--help` print.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+INFRA=$(dirname "$HERE")
+SCRIPTS=("$HERE/cluster.sh" "$HERE/runsc-wrapper" "$HERE/selftest.sh" "$INFRA/kind/node-setup.sh")
+fail=0
+ok() { echo "ok   $*"; }
+bad() { echo "FAIL $*"; fail=1; }
+
+for s in "${SCRIPTS[@]}"; do
+  if bash -n "$s"; then ok "bash -n ${s#"$INFRA"/}"; else bad "bash -n ${s#"$INFRA"/}"; fi
+done
+
+if ! command -v shellcheck >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing shellcheck"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
+  fi
+fi
+if command -v shellcheck >/dev/null; then
+  if shellcheck -x "${SCRIPTS[@]}"; then ok "shellcheck"; else bad "shellcheck"; fi
+else
+  bad "shellcheck not available"
+fi
+
+if cmp -s "$INFRA/runtimeclasses.yaml" "$INFRA/kind/runtimeclasses.yaml"; then
+  ok "runtimeclasses.yaml == kind/runtimeclasses.yaml"
+else
+  bad "runtimeclasses.yaml and kind/runtimeclasses.yaml differ"
+fi
+
+scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT
+real_lab=${CRUCIBLE_LAB:-/var/lib/crucible-local}
+if [ "$(id -u)" != 0 ]; then
+  echo "skip down/status checks (need root)"
+else
+  if [ -e "$real_lab" ]; then
+    echo "note: $real_lab exists (cluster up?): running the down checks on a scratch state dir"
+    lab=$scratch/lab
+  else
+    lab=$real_lab
+  fi
+  for i in 1 2; do
+    if CRUCIBLE_LAB=$lab CRUCIBLE_CACHE=$scratch/cache bash "$HERE/cluster.sh" down >"$scratch/down.out" 2>&1; then
+      ok "cluster.sh down with nothing running (run $i, CRUCIBLE_LAB=$lab)"
+    else
+      bad "cluster.sh down with nothing running (run $i): $(cat "$scratch/down.out")"
+    fi
+  done
+  if CRUCIBLE_LAB=$scratch/lab CRUCIBLE_CACHE=$scratch/cache bash "$HERE/cluster.sh" status >/dev/null 2>&1; then
+    bad "status exits 0 with nothing running"
+  else
+    ok "status exits non-zero with nothing running"
+  fi
+fi
+out=$(CRUCIBLE_LAB=/x/lab CRUCIBLE_CACHE=/x/cache bash "$HERE/cluster.sh" env)
+# shellcheck disable=SC2016  # the literal $PATH is what `env` must print
+if [ "$out" = 'export KUBECONFIG=/x/lab/kubeconfig; export PATH=/x/cache/k8s-1.20.2/bin:$PATH' ]; then
+  ok "env"
+else
+  bad "env printed: $out"
+fi
+if [ "$(CRUCIBLE_LAB=/x/lab bash "$HERE/cluster.sh" kubeconfig)" = /x/lab/kubeconfig ]; then ok "kubeconfig"; else bad "kubeconfig"; fi
+if bash "$HERE/cluster.sh" --help | grep -q '^  up '; then ok "--help"; else bad "--help"; fi
+if bash "$HERE/cluster.sh" no-such-command >/dev/null 2>&1; then bad "unknown subcommand exits 0"; else ok "unknown subcommand exits non-zero"; fi
+
+if [ "$fail" != 0 ]; then echo "selftest: FAILED"; exit 1; fi
+echo "selftest: all passed"
