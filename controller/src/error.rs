@@ -1,0 +1,106 @@
+//! The controller's error type: one variant per action that can fail, a fixed `reason()` for
+//! Events and metric labels, and `is_transient()` for the requeue policy.
+
+/// Errors of the reconcilers.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading the pods of an Evaluation failed.
+    #[error("failed to list sandbox pods: {0}")]
+    ListPods(#[source] kube::Error),
+    /// Reading the RuntimeClass failed for a reason other than "not found".
+    #[error("failed to read RuntimeClass {name}: {source}")]
+    GetRuntimeClass {
+        /// RuntimeClass name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// Reading the pod log failed.
+    #[error("failed to read the log of pod {pod}: {source}")]
+    ReadLog {
+        /// Pod name.
+        pod: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// Creating or updating a child object failed.
+    #[error("failed to apply {kind} {name}: {source}")]
+    ApplyChild {
+        /// Kind of the child.
+        kind: &'static str,
+        /// Name of the child.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// Deleting a child object failed.
+    #[error("failed to delete {kind} {name}: {source}")]
+    DeleteChild {
+        /// Kind of the child.
+        kind: &'static str,
+        /// Name of the child.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing status failed.
+    #[error("failed to patch status: {0}")]
+    PatchStatus(#[source] kube::Error),
+    /// Writing status did not finish in time.
+    #[error("timed out patching status")]
+    PatchStatusTimeout,
+    /// The object lacks something the API server always sets.
+    #[error("object is missing {0}")]
+    MissingObjectKey(&'static str),
+    /// Serializing an object failed (a bug).
+    #[error("failed to serialize {0}: {1}")]
+    Serialize(&'static str, #[source] serde_json::Error),
+}
+
+impl Error {
+    /// Fixed PascalCase name of the variant, for Event reasons and metric labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::ListPods(_) => "ListPodsFailed",
+            Error::GetRuntimeClass { .. } => "GetRuntimeClassFailed",
+            Error::ReadLog { .. } => "ReadLogFailed",
+            Error::ApplyChild { .. } => "ApplyChildFailed",
+            Error::DeleteChild { .. } => "DeleteChildFailed",
+            Error::PatchStatus(_) => "PatchStatusFailed",
+            Error::PatchStatusTimeout => "PatchStatusTimeout",
+            Error::MissingObjectKey(_) => "MissingObjectKey",
+            Error::Serialize(..) => "SerializeFailed",
+        }
+    }
+
+    /// Whether retrying the same reconcile may succeed (network, conflicts, server errors).
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, Error::MissingObjectKey(_) | Error::Serialize(..))
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_pascal_case_and_bugs_are_not_transient() {
+        let missing = Error::MissingObjectKey("metadata.uid");
+        assert_eq!(missing.reason(), "MissingObjectKey");
+        assert!(!missing.is_transient());
+        assert!(Error::PatchStatusTimeout.is_transient());
+        assert!(
+            Error::PatchStatusTimeout
+                .reason()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric())
+        );
+    }
+}

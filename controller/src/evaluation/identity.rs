@@ -1,0 +1,168 @@
+//! Names, labels and hashes that identify an Evaluation's runs and children. Pure.
+//!
+//! A run is identified by the spec that runs (its hash) and the `crucible.dev/rerun` annotation;
+//! each attempt of a run gets its own deterministic pod name, so a controller that crashes
+//! between creating a pod and writing status finds the same pod again instead of making a second.
+
+use sha2::{Digest, Sha256};
+
+use crate::crd::{Evaluation, EvaluationSpec};
+
+/// Annotation whose new value re-runs an Evaluation without a spec change.
+pub const RERUN_ANNOTATION: &str = "crucible.dev/rerun";
+/// Label on every child: selects what the controller manages.
+pub const MANAGED_LABEL: &str = "crucible.dev/managed";
+/// Label with the owning Evaluation's uid (names can be longer than a label value).
+pub const EVALUATION_UID_LABEL: &str = "crucible.dev/evaluation-uid";
+/// Label with the run/attempt id of a pod.
+pub const RUN_LABEL: &str = "crucible.dev/run";
+/// Annotation with the owning Evaluation's name, for people.
+pub const EVALUATION_ANNOTATION: &str = "crucible.dev/evaluation";
+/// Field manager of every child object the controller applies.
+pub const CHILD_MANAGER: &str = "crucible-controller";
+/// Field manager of status writes (distinct from children: 1.20 has no per-subresource managers).
+pub const STATUS_MANAGER: &str = "crucible-status";
+
+/// Longest evaluation-name prefix in child names: `<prefix>-<10 hex>` stays within 63
+/// characters, the limit for pod hostnames.
+const NAME_PREFIX_MAX: usize = 52;
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// sha256 of the part of the spec that decides what runs.
+///
+/// `cancel`, `ttlSecondsAfterFinished` and `keepPodOnFailure` are left out: they change what
+/// happens around a run, not the run, so editing them must not start a new one.
+pub fn spec_hash(spec: &EvaluationSpec) -> String {
+    let run_spec = EvaluationSpec {
+        cancel: None,
+        ttl_seconds_after_finished: None,
+        keep_pod_on_failure: None,
+        ..spec.clone()
+    };
+    let bytes = serde_json::to_vec(&run_spec).expect("EvaluationSpec always serializes to JSON");
+    format!("sha256:{}", sha256_hex(&bytes))
+}
+
+/// The identity of the run an Evaluation asks for now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunKey {
+    /// [`spec_hash`] of the spec.
+    pub spec_hash: String,
+    /// Value of the rerun annotation.
+    pub rerun: Option<String>,
+}
+
+impl RunKey {
+    /// The run `ev` asks for.
+    pub fn of(ev: &Evaluation) -> Self {
+        RunKey {
+            spec_hash: spec_hash(&ev.spec),
+            rerun: ev
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RERUN_ANNOTATION))
+                .cloned(),
+        }
+    }
+
+    /// 10 hex characters naming attempt `attempt` of this run, started at `generation`.
+    ///
+    /// The generation keeps names unique when a spec goes A → B → A.
+    pub fn attempt_id(&self, generation: Option<i64>, attempt: i32) -> String {
+        let text = format!(
+            "{}\n{}\n{}\n{attempt}",
+            self.spec_hash,
+            self.rerun.as_deref().unwrap_or(""),
+            generation.unwrap_or(0)
+        );
+        sha256_hex(text.as_bytes())[..10].to_string()
+    }
+}
+
+fn prefix(name: &str) -> &str {
+    let mut end = name.len().min(NAME_PREFIX_MAX);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].trim_end_matches(['-', '.'])
+}
+
+/// Pod name of one attempt: `<evaluation>-<attempt id>`.
+pub fn pod_name(evaluation: &str, attempt_id: &str) -> String {
+    format!("{}-{attempt_id}", prefix(evaluation))
+}
+
+/// Name of a per-Evaluation child (NetworkPolicy, ConfigMap): `<evaluation>-<suffix>`, shortened
+/// with a hash when the Evaluation's name is long.
+pub fn child_name(evaluation: &str, suffix: &str) -> String {
+    let full = format!("{evaluation}-{suffix}");
+    if full.len() <= 63 {
+        full
+    } else {
+        let hash = &sha256_hex(evaluation.as_bytes())[..8];
+        format!(
+            "{}-{hash}-{suffix}",
+            prefix(&evaluation[..40.min(evaluation.len())])
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_hash_ignores_cancel_ttl_and_keep_pod() {
+        let spec = EvaluationSpec {
+            image: "img".into(),
+            ..Default::default()
+        };
+        let edited = EvaluationSpec {
+            cancel: Some(true),
+            ttl_seconds_after_finished: Some(5),
+            keep_pod_on_failure: Some(true),
+            ..spec.clone()
+        };
+        assert_eq!(spec_hash(&spec), spec_hash(&edited));
+        let other = EvaluationSpec {
+            image: "img2".into(),
+            ..spec.clone()
+        };
+        assert_ne!(spec_hash(&spec), spec_hash(&other));
+    }
+
+    #[test]
+    fn attempts_and_reruns_get_distinct_pod_names() {
+        let key = RunKey {
+            spec_hash: "sha256:x".into(),
+            rerun: None,
+        };
+        let rerun = RunKey {
+            rerun: Some("1".into()),
+            ..key.clone()
+        };
+        assert_ne!(key.attempt_id(Some(1), 1), key.attempt_id(Some(1), 2));
+        assert_ne!(key.attempt_id(Some(1), 1), rerun.attempt_id(Some(1), 1));
+        assert_ne!(key.attempt_id(Some(1), 1), key.attempt_id(Some(3), 1));
+        assert_eq!(key.attempt_id(Some(1), 1), key.attempt_id(Some(1), 1));
+    }
+
+    #[test]
+    fn long_names_are_shortened_to_valid_dns_labels() {
+        let long = "a".repeat(200);
+        let pod = pod_name(&long, "0123456789");
+        assert!(pod.len() <= 63, "{pod}");
+        let child = child_name(&long, "workspace");
+        assert!(child.len() <= 63, "{child}");
+        assert_ne!(child_name(&long, "x"), child_name(&"b".repeat(200), "x"));
+        assert_eq!(child_name("short", "workspace"), "short-workspace");
+    }
+}

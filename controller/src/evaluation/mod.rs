@@ -1,0 +1,96 @@
+//! The Evaluation controller: watches Evaluations and the pods they own, and runs each
+//! reconcile through observe → plan → apply → report.
+
+pub mod apply;
+pub mod identity;
+pub mod observe;
+pub mod phase;
+pub mod plan;
+pub mod pod;
+pub mod reconcile;
+pub mod report;
+pub mod results;
+pub mod validate;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+
+use crate::config::Config;
+use crate::crd::Evaluation;
+use crate::metrics::Metrics;
+
+/// Everything a reconcile needs.
+#[derive(Clone)]
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Planning settings.
+    pub config: Config,
+    /// Event recorder shared by all reconciles (it de-duplicates repeated Events).
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    /// A context reporting Events as `crucible-controller` from `instance`.
+    pub fn new(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "crucible-controller".into(),
+            instance,
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            metrics,
+        }
+    }
+}
+
+/// Runs the Evaluation controller for one namespace (or all, with `None`) until shutdown.
+/// `on_ready` fires once the Evaluation cache has synced.
+pub async fn run(
+    ctx: Arc<Context>,
+    namespace: Option<&str>,
+    concurrency: u16,
+    on_ready: impl FnOnce() + Send + 'static,
+) {
+    let (evaluations, pods): (Api<Evaluation>, Api<Pod>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(ctx.client.clone(), ns),
+            Api::namespaced(ctx.client.clone(), ns),
+        ),
+        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
+    };
+    let managed = watcher::Config::default().labels(&format!("{}=true", identity::MANAGED_LABEL));
+    let controller = Controller::new(evaluations, watcher::Config::default())
+        .owns(pods, managed)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .shutdown_on_signal();
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            on_ready();
+        }
+    });
+    controller
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "controller stream error");
+            }
+        })
+        .await;
+}

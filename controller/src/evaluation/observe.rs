@@ -1,0 +1,115 @@
+//! Reads what `plan` needs from the API server: the Evaluation's pods (a fresh list, not the
+//! cache, so a pod created a moment ago is never missed), the RuntimeClass, and the log of a pod
+//! that finished or is about to be stopped.
+
+use std::collections::BTreeMap;
+
+use futures::AsyncBufReadExt;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, LogParams};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::Evaluation;
+use crate::error::{Error, Result};
+use crate::evaluation::Context;
+use crate::evaluation::identity::EVALUATION_UID_LABEL;
+use crate::evaluation::plan::{self, Admission, Observed, RuntimeClassCheck};
+use crate::evaluation::results::{LogCapture, LogScanner};
+use crate::evaluation::validate;
+
+/// Most log bytes read per container. The kubelet rotates container logs at 10 MiB by default
+/// and serves only the current file, so this reads whole logs while bounding a hostile one.
+const MAX_LOG_READ: i64 = 16 * 1024 * 1024;
+
+/// Observes the cluster state of one Evaluation.
+///
+/// # Errors
+/// API errors other than "not found" while listing pods, reading the RuntimeClass or a log.
+pub async fn observe(ev: &Evaluation, ctx: &Context) -> Result<Observed> {
+    let namespace = ev
+        .namespace()
+        .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let uid = ev
+        .meta()
+        .uid
+        .clone()
+        .ok_or(Error::MissingObjectKey("metadata.uid"))?;
+    let now = Time(jiff::Timestamp::now());
+    let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pods = pod_api
+        .list(&ListParams::default().labels(&format!("{EVALUATION_UID_LABEL}={uid}")))
+        .await
+        .map_err(Error::ListPods)?
+        .items;
+    let runtime_class = if plan::run_is_over(ev) {
+        None
+    } else {
+        Some(runtime_class(ctx, validate::runtime_class(&ev.spec, &ctx.config)).await?)
+    };
+    let mut logs = BTreeMap::new();
+    if let Some((pod, containers)) = plan::logs_needed(ev, &pods, &now, &ctx.config) {
+        for container in containers {
+            if let Some(capture) = read_log(&pod_api, &pod, container).await? {
+                logs.insert(container.to_string(), capture);
+            }
+        }
+    }
+    Ok(Observed {
+        now,
+        pods,
+        runtime_class,
+        logs,
+        // Admission control (quotas, queue) is decided by its own issue; until then every run
+        // is admitted at once.
+        admission: Admission::Admitted,
+    })
+}
+
+async fn runtime_class(ctx: &Context, name: &str) -> Result<RuntimeClassCheck> {
+    let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
+    match api.get_opt(name).await {
+        Ok(Some(_)) => Ok(RuntimeClassCheck::Present),
+        Ok(None) => Ok(RuntimeClassCheck::Missing),
+        Err(source) => Err(Error::GetRuntimeClass {
+            name: name.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Streams one container's log through a [`LogScanner`]; `None` when the kubelet has no log
+/// for it (container never started, pod gone).
+async fn read_log(api: &Api<Pod>, pod: &str, container: &str) -> Result<Option<LogCapture>> {
+    let params = LogParams {
+        container: Some(container.to_string()),
+        limit_bytes: Some(MAX_LOG_READ),
+        ..Default::default()
+    };
+    let read_error = |source| Error::ReadLog {
+        pod: pod.to_string(),
+        source,
+    };
+    let mut stream = match api.log_stream(pod, &params).await {
+        Ok(stream) => stream,
+        Err(kube::Error::Api(status)) if status.code == 400 || status.code == 404 => {
+            return Ok(None);
+        }
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut scanner = LogScanner::default();
+    loop {
+        let chunk = stream
+            .fill_buf()
+            .await
+            .map_err(|e| read_error(kube::Error::ReadEvents(e)))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let len = chunk.len();
+        scanner.feed(chunk);
+        stream.consume_unpin(len);
+    }
+    Ok(Some(scanner.finish()))
+}

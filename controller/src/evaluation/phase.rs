@@ -1,0 +1,254 @@
+//! Reads a sandbox pod: is it waiting, running, finished (with which outcome), or lost to an
+//! infrastructure failure? Pure; `plan` turns the answer into the next status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+
+use crate::crd::evaluation::{EvaluationResult, EvaluationSpec, Phase};
+use crate::evaluation::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
+use crate::evaluation::results::{self, LogCapture};
+
+/// Waiting reasons that mean the image cannot be had: the attempt is over, and a retry may help
+/// (registry hiccup, image imported late). `ErrImagePull` alone is left to the kubelet's retry.
+const IMAGE_FAILURES: [&str; 3] = ["ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"];
+/// Waiting reasons that mean the spec itself cannot start (e.g. a missing Secret in `env`).
+const CONFIG_FAILURES: [&str; 2] = ["CreateContainerConfigError", "CreateContainerError"];
+
+/// How a run ended.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Outcome {
+    /// Final phase.
+    pub phase: Option<Phase>,
+    /// Machine-readable reason.
+    pub reason: Option<String>,
+    /// Human-readable message.
+    pub message: Option<String>,
+    /// Exit code of the container that decided the outcome.
+    pub exit_code: Option<i32>,
+    /// The valid result, if any.
+    pub result: Option<EvaluationResult>,
+    /// Digest of the result JSON.
+    pub result_digest: Option<String>,
+}
+
+impl Outcome {
+    /// An outcome with phase, reason and message.
+    pub fn new(phase: Phase, reason: &str, message: impl Into<String>) -> Self {
+        Outcome {
+            phase: Some(phase),
+            reason: Some(reason.to_string()),
+            message: Some(message.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// What a sandbox pod says about its attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PodState {
+    /// Scheduled or being created; nothing runs yet.
+    Waiting,
+    /// A container of the attempt is running.
+    Running,
+    /// The attempt ended with this outcome.
+    Finished(Outcome),
+    /// The attempt was lost to the infrastructure; `retries` may start another.
+    InfraFailure {
+        /// Reason, e.g. `Evicted`, `ImagePullBackOff`.
+        reason: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// The container whose output is the result: the scorer when there is one.
+pub fn result_container(spec: &EvaluationSpec) -> &'static str {
+    if spec.scorer.is_some() {
+        SCORER_CONTAINER
+    } else {
+        EVALUATION_CONTAINER
+    }
+}
+
+/// Whether the pod has stopped for good (restartPolicy Never).
+pub fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// All container statuses of the pod, init containers first.
+fn statuses(pod: &Pod) -> impl Iterator<Item = &ContainerStatus> {
+    let status = pod.status.as_ref();
+    let init = status.and_then(|s| s.init_container_statuses.as_deref());
+    let main = status.and_then(|s| s.container_statuses.as_deref());
+    init.unwrap_or_default()
+        .iter()
+        .chain(main.unwrap_or_default())
+}
+
+/// The status of container `name`.
+pub fn container_status<'a>(pod: &'a Pod, name: &str) -> Option<&'a ContainerStatus> {
+    statuses(pod).find(|c| c.name == name)
+}
+
+/// Whether container `name` has started, so that it has a log to read.
+pub fn has_started(pod: &Pod, name: &str) -> bool {
+    container_status(pod, name).is_some_and(|c| {
+        let state = c.state.as_ref();
+        state.is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+            || c.last_state
+                .as_ref()
+                .is_some_and(|s| s.terminated.is_some())
+    })
+}
+
+/// Reads the pod of the current attempt. `logs` holds the captures `observe` read
+/// (by container name); `threshold` decides `passed` when the result does not.
+pub fn examine(
+    pod: &Pod,
+    spec: &EvaluationSpec,
+    logs: &BTreeMap<String, LogCapture>,
+    threshold: f64,
+) -> PodState {
+    let status = pod.status.clone().unwrap_or_default();
+    match status.reason.as_deref() {
+        // The kubelet enforced activeDeadlineSeconds.
+        Some("DeadlineExceeded") => {
+            return PodState::Finished(Outcome::new(
+                Phase::TimedOut,
+                "DeadlineExceeded",
+                "the evaluation ran longer than its timeout and was stopped",
+            ));
+        }
+        // Node pressure, preemption, node shutdown: not the evaluation's fault.
+        Some(reason @ ("Evicted" | "Preempting" | "Terminated" | "Shutdown" | "NodeLost")) => {
+            return PodState::InfraFailure {
+                reason: reason.to_string(),
+                message: status.message.unwrap_or_else(|| format!("pod {reason}")),
+            };
+        }
+        _ => {}
+    }
+    for c in statuses(pod) {
+        let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+            continue;
+        };
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        let message = waiting.message.clone().unwrap_or_default();
+        if IMAGE_FAILURES.contains(&reason) {
+            return PodState::InfraFailure {
+                reason: reason.to_string(),
+                message: format!("container {}: {message}", c.name),
+            };
+        }
+        if CONFIG_FAILURES.contains(&reason) {
+            return PodState::Finished(Outcome::new(
+                Phase::Failed,
+                reason,
+                format!("container {} cannot start: {message}", c.name),
+            ));
+        }
+    }
+    if is_terminal(pod) {
+        return PodState::Finished(terminated_outcome(pod, spec, logs, threshold));
+    }
+    let running = statuses(pod).any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    if running {
+        PodState::Running
+    } else {
+        PodState::Waiting
+    }
+}
+
+/// The outcome of a pod that stopped: the evaluated code's exit code first, then (with a
+/// scorer) the scorer's, then the result.
+fn terminated_outcome(
+    pod: &Pod,
+    spec: &EvaluationSpec,
+    logs: &BTreeMap<String, LogCapture>,
+    threshold: f64,
+) -> Outcome {
+    let terminated = |name: &str| {
+        container_status(pod, name)
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.terminated.clone())
+    };
+    let Some(evaluation) = terminated(EVALUATION_CONTAINER) else {
+        let message = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.message.clone())
+            .unwrap_or_else(|| "the pod stopped before the evaluation container ran".into());
+        return Outcome::new(Phase::Failed, "PodFailed", message);
+    };
+    if evaluation.exit_code != 0 {
+        let reason = evaluation.reason.clone().unwrap_or_else(|| "Error".into());
+        let message = if reason == "OOMKilled" {
+            "the evaluation ran out of memory and was killed; raise spec.resources.memory"
+                .to_string()
+        } else {
+            format!("the evaluation exited with code {}", evaluation.exit_code)
+        };
+        return Outcome {
+            exit_code: Some(evaluation.exit_code),
+            ..Outcome::new(Phase::Failed, &reason, message)
+        };
+    }
+    let result_name = result_container(spec);
+    let last = if result_name == EVALUATION_CONTAINER {
+        Some(evaluation)
+    } else {
+        terminated(result_name)
+    };
+    let Some(last) = last else {
+        return Outcome::new(
+            Phase::Failed,
+            "PodFailed",
+            "the scorer did not run after the evaluation finished",
+        );
+    };
+    if last.exit_code != 0 {
+        return Outcome {
+            exit_code: Some(last.exit_code),
+            ..Outcome::new(
+                Phase::Failed,
+                "ScorerFailed",
+                format!("the scorer exited with code {}", last.exit_code),
+            )
+        };
+    }
+    match results::select(last.message.as_deref(), logs.get(result_name)) {
+        Ok((reported, _channel)) => {
+            let digest = reported.digest.clone();
+            let result = reported.into_result(threshold);
+            let message = format!(
+                "score {} {} (threshold {threshold})",
+                result.score,
+                if result.passed {
+                    "passed"
+                } else {
+                    "did not pass"
+                }
+            );
+            Outcome {
+                phase: Some(Phase::Succeeded),
+                reason: Some(if result.passed { "Passed" } else { "NotPassed" }.into()),
+                message: Some(message),
+                exit_code: Some(0),
+                result: Some(result),
+                result_digest: Some(digest),
+            }
+        }
+        Err(why) => Outcome {
+            exit_code: Some(0),
+            ..Outcome::new(Phase::Failed, "InvalidResult", why)
+        },
+    }
+}
+
+#[cfg(test)]
+#[path = "phase_tests.rs"]
+mod tests;

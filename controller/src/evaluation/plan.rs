@@ -1,0 +1,762 @@
+//! The pure heart of the Evaluation controller: from the Evaluation and what `observe` found,
+//! compute the next status, the children to create and delete, the Events and the requeue.
+//!
+//! # Guarantees
+//! - A run is identified by [`RunKey`] (spec hash + rerun annotation): a finished run is never
+//!   started again, whatever restarts; a new key starts a new run and moves the old one to
+//!   `history`.
+//! - Invalid specs and missing sandboxes create no children.
+//! - The log tail of a run is in the status written before its pod is deleted: `reconcile`
+//!   patches status first and deletes afterwards.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Resource, ResourceExt};
+
+use crate::config::Config;
+use crate::crd::conditions::{self, Status};
+use crate::crd::evaluation::{
+    Evaluation, EvaluationStatus, HistoryEntry, Phase, Provenance, QueueStatus, SandboxStatus,
+};
+use crate::duration;
+use crate::error::{Error, Result};
+use crate::evaluation::identity::{RunKey, child_name, pod_name};
+use crate::evaluation::phase::{self, Outcome, PodState};
+use crate::evaluation::pod::{
+    Attempt, EVALUATION_CONTAINER, Owner, desired_network_policy, desired_pod, desired_workspace,
+};
+use crate::evaluation::results::LogCapture;
+use crate::evaluation::validate;
+
+/// Default `passThreshold`.
+pub const DEFAULT_PASS_THRESHOLD: f64 = 0.5;
+/// Runs kept in `status.history`.
+pub const HISTORY_LIMIT: usize = 10;
+/// Slack after `activeDeadlineSeconds` before the controller stops a pod itself: the kubelet
+/// normally ends it first, this catches pods stuck unscheduled or on a lost node.
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(15);
+/// Longest wait between two looks at a running Evaluation when no watch event arrives.
+pub const MAX_RESYNC: Duration = Duration::from_secs(300);
+/// How often a queued Evaluation asks for admission again.
+pub const QUEUE_RECHECK: Duration = Duration::from_secs(5);
+/// Suffix of the NetworkPolicy name.
+pub const POLICY_SUFFIX: &str = "sandbox";
+/// Suffix of the workspace ConfigMap name.
+pub const WORKSPACE_SUFFIX: &str = "workspace";
+
+/// Whether the sandbox's RuntimeClass exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeClassCheck {
+    /// The class exists.
+    Present,
+    /// The class does not exist.
+    Missing,
+}
+
+/// The admission decision for a run that has not started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The run may start now.
+    Admitted,
+    /// The run waits in the queue.
+    Wait {
+        /// 1-based queue position.
+        position: i32,
+        /// Which limit is full.
+        reason: String,
+    },
+}
+
+/// What `observe` read from the cluster for one Evaluation.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    /// Time of observation.
+    pub now: Time,
+    /// Pods labelled with the Evaluation's uid.
+    pub pods: Vec<Pod>,
+    /// The RuntimeClass lookup; `None` when the run is finished and it was not needed.
+    pub runtime_class: Option<RuntimeClassCheck>,
+    /// Log captures of the current pod's containers, by container name.
+    pub logs: BTreeMap<String, LogCapture>,
+    /// Admission decision.
+    pub admission: Admission,
+}
+
+/// A child object to create or update (server-side apply).
+#[derive(Clone, Debug)]
+pub enum Child {
+    /// The sandbox NetworkPolicy; always applied before the pod.
+    NetworkPolicy(Box<NetworkPolicy>),
+    /// The workspace ConfigMap.
+    ConfigMap(Box<ConfigMap>),
+    /// The sandbox pod.
+    Pod(Box<Pod>),
+}
+
+/// Kind of a child to delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildKind {
+    /// Pod.
+    Pod,
+    /// NetworkPolicy.
+    NetworkPolicy,
+    /// ConfigMap.
+    ConfigMap,
+}
+
+/// Severity of an Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Normal.
+    Normal,
+    /// Warning.
+    Warning,
+}
+
+/// An Event to publish on the Evaluation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub severity: Severity,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+/// When to look at the Evaluation again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// After this long.
+    After(Duration),
+    /// Only when something changes.
+    AwaitChange,
+}
+
+/// Everything one reconcile does.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The complete status to write.
+    pub status: EvaluationStatus,
+    /// Children to apply, in order (NetworkPolicy before the pod).
+    pub create: Vec<Child>,
+    /// Children to delete after the status is written.
+    pub delete: Vec<(ChildKind, String)>,
+    /// Events to publish.
+    pub notes: Vec<Note>,
+    /// Next look.
+    pub requeue: Requeue,
+}
+
+/// The owner identity of `ev`'s children.
+///
+/// # Errors
+/// [`Error::MissingObjectKey`] when the object has no namespace or uid (never for objects read
+/// from the API server).
+pub fn owner(ev: &Evaluation) -> Result<Owner> {
+    Ok(Owner {
+        name: ev.name_any(),
+        namespace: ev
+            .namespace()
+            .ok_or(Error::MissingObjectKey("metadata.namespace"))?,
+        uid: ev.uid().ok_or(Error::MissingObjectKey("metadata.uid"))?,
+        reference: ev
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("metadata.uid"))?,
+    })
+}
+
+/// Whether the status belongs to the run `key` names.
+fn is_current_run(status: &EvaluationStatus, key: &RunKey) -> bool {
+    status.phase.is_some()
+        && status
+            .provenance
+            .as_ref()
+            .and_then(|p| p.spec_hash.as_ref())
+            == Some(&key.spec_hash)
+        && status.rerun == key.rerun
+}
+
+/// Whether `ev`'s current run has finished: nothing will start, so no sandbox lookup is needed.
+pub fn run_is_over(ev: &Evaluation) -> bool {
+    ev.status.as_ref().is_some_and(|s| {
+        is_current_run(s, &RunKey::of(ev)) && s.phase.is_some_and(Phase::is_finished)
+    })
+}
+
+/// The pod of the current attempt of an unfinished run, and the containers whose logs `plan`
+/// will need from it now. `observe` calls this to read only the logs that matter.
+pub fn logs_needed(
+    ev: &Evaluation,
+    pods: &[Pod],
+    now: &Time,
+    config: &Config,
+) -> Option<(String, Vec<&'static str>)> {
+    let status = ev.status.as_ref()?;
+    let key = RunKey::of(ev);
+    if !is_current_run(status, &key) || status.phase.is_some_and(Phase::is_finished) {
+        return None;
+    }
+    let pod = pods
+        .iter()
+        .find(|p| Some(p.name_any()) == status.pod_name)?;
+    let stopping = ev.spec.cancel == Some(true) || deadline_passed(ev, status, now, config);
+    if !phase::is_terminal(pod) && !stopping {
+        return None;
+    }
+    let containers = [EVALUATION_CONTAINER, phase::result_container(&ev.spec)]
+        .into_iter()
+        .fold(Vec::new(), |mut v, c| {
+            if !v.contains(&c) && phase::has_started(pod, c) {
+                v.push(c);
+            }
+            v
+        });
+    Some((pod.name_any(), containers))
+}
+
+fn timeout(ev: &Evaluation, config: &Config) -> Duration {
+    ev.spec
+        .timeout
+        .as_deref()
+        .and_then(|t| duration::parse(t).ok())
+        .unwrap_or(config.default_timeout)
+}
+
+fn elapsed(from: &Time, to: &Time) -> Duration {
+    Duration::try_from(to.0.duration_since(from.0)).unwrap_or(Duration::ZERO)
+}
+
+/// Time left before the controller-side deadline of the current attempt.
+fn time_to_deadline(
+    ev: &Evaluation,
+    status: &EvaluationStatus,
+    now: &Time,
+    config: &Config,
+) -> Option<Duration> {
+    let start = status.start_time.as_ref()?;
+    let limit = timeout(ev, config) + DEADLINE_GRACE;
+    Some(limit.saturating_sub(elapsed(start, now)))
+}
+
+fn deadline_passed(
+    ev: &Evaluation,
+    status: &EvaluationStatus,
+    now: &Time,
+    config: &Config,
+) -> bool {
+    time_to_deadline(ev, status, now, config) == Some(Duration::ZERO)
+}
+
+/// Computes the plan for one reconcile.
+///
+/// # Errors
+/// Only [`Error::MissingObjectKey`] for objects that did not come from the API server.
+pub fn plan(ev: &Evaluation, obs: &Observed, config: &Config) -> Result<Plan> {
+    let owner = owner(ev)?;
+    let key = RunKey::of(ev);
+    let old = ev.status.clone().unwrap_or_default();
+    let same_run = is_current_run(&old, &key);
+    let mut p = Planner {
+        ev,
+        obs,
+        config,
+        owner,
+        key,
+        status: if same_run {
+            old.clone()
+        } else {
+            fresh_status(&old, &obs.now)
+        },
+        plan_create: Vec::new(),
+        plan_delete: Vec::new(),
+        notes: Vec::new(),
+        requeue: Requeue::AwaitChange,
+    };
+    p.status
+        .provenance
+        .get_or_insert_with(Provenance::default)
+        .spec_hash = Some(p.key.spec_hash.clone());
+    p.status.rerun = p.key.rerun.clone();
+    if !same_run {
+        p.status.run_generation = ev.meta().generation;
+    }
+    // Pods of other runs or attempts: superseded, delete them.
+    for pod in &obs.pods {
+        if Some(pod.name_any()) != p.status.pod_name && pod.meta().deletion_timestamp.is_none() {
+            p.plan_delete.push((ChildKind::Pod, pod.name_any()));
+        }
+    }
+    match p.status.phase {
+        Some(phase) if phase.is_finished() => p.finished(),
+        _ => p.step(),
+    }
+    let generation = ev.meta().generation;
+    p.status.observed_generation = generation;
+    set_conditions(&mut p.status, generation, &obs.now);
+    if !same_run || old.phase != p.status.phase {
+        if let Some(note) = transition_note(&p.status) {
+            p.notes.push(note);
+        }
+    }
+    Ok(Plan {
+        status: p.status,
+        create: p.plan_create,
+        delete: p.plan_delete,
+        notes: p.notes,
+        requeue: p.requeue,
+    })
+}
+
+/// A status for a new run: empty but for the history, which gains the previous run.
+fn fresh_status(old: &EvaluationStatus, now: &Time) -> EvaluationStatus {
+    let mut history = old.history.clone();
+    if let Some(phase) = old.phase {
+        history.insert(
+            0,
+            HistoryEntry {
+                generation: old.run_generation,
+                commit: old.provenance.as_ref().and_then(|p| p.commit.clone()),
+                // A run replaced before it finished counts as cancelled.
+                phase: Some(if phase.is_finished() {
+                    phase
+                } else {
+                    Phase::Cancelled
+                }),
+                score: old.result.as_ref().map(|r| r.score),
+                passed: old.result.as_ref().map(|r| r.passed),
+                completion_time: old.completion_time.clone().or_else(|| Some(now.clone())),
+            },
+        );
+        history.truncate(HISTORY_LIMIT);
+    }
+    EvaluationStatus {
+        history,
+        conditions: old.conditions.clone(),
+        ..Default::default()
+    }
+}
+
+struct Planner<'a> {
+    ev: &'a Evaluation,
+    obs: &'a Observed,
+    config: &'a Config,
+    owner: Owner,
+    key: RunKey,
+    status: EvaluationStatus,
+    plan_create: Vec<Child>,
+    plan_delete: Vec<(ChildKind, String)>,
+    notes: Vec<Note>,
+    requeue: Requeue,
+}
+
+impl Planner<'_> {
+    fn current_pod(&self) -> Option<&Pod> {
+        let name = self.status.pod_name.as_ref()?;
+        self.obs.pods.iter().find(|p| &p.name_any() == name)
+    }
+
+    fn threshold(&self) -> f64 {
+        self.ev
+            .spec
+            .pass_threshold
+            .unwrap_or(DEFAULT_PASS_THRESHOLD)
+    }
+
+    /// Advances a run that has not finished.
+    fn step(&mut self) {
+        if let Err(problems) = validate::validate(&self.ev.spec, self.config) {
+            return self.finish(Outcome::new(
+                Phase::Failed,
+                "InvalidSpec",
+                problems.join("; "),
+            ));
+        }
+        if self.ev.spec.cancel == Some(true) {
+            return self.finish(Outcome::new(
+                Phase::Cancelled,
+                "Cancelled",
+                "cancelled by spec.cancel",
+            ));
+        }
+        match self.status.phase {
+            None | Some(Phase::Queued) => match self.obs.admission.clone() {
+                Admission::Admitted => self.start_attempt(1),
+                Admission::Wait { position, reason } => {
+                    self.status.phase = Some(Phase::Queued);
+                    self.status.queue = Some(QueueStatus {
+                        position: Some(position),
+                        reason: Some(reason),
+                    });
+                    self.requeue = Requeue::After(QUEUE_RECHECK);
+                }
+            },
+            Some(_) => self.watch_attempt(),
+        }
+    }
+
+    fn watch_attempt(&mut self) {
+        let Some(pod) = self.current_pod().cloned() else {
+            let name = self.status.pod_name.clone().unwrap_or_default();
+            return self.infra_failure(
+                "PodLost",
+                format!("pod {name} disappeared before it finished"),
+            );
+        };
+        let state = phase::examine(&pod, &self.ev.spec, &self.obs.logs, self.threshold());
+        let left = time_to_deadline(self.ev, &self.status, &self.obs.now, self.config);
+        match state {
+            PodState::Finished(outcome) => self.finish(outcome),
+            PodState::InfraFailure { reason, message } => self.infra_failure(&reason, message),
+            PodState::Waiting | PodState::Running if left == Some(Duration::ZERO) => {
+                self.finish(Outcome::new(
+                    Phase::TimedOut,
+                    "DeadlineExceeded",
+                    format!(
+                        "the evaluation did not finish within its timeout of {}",
+                        duration::render(timeout(self.ev, self.config))
+                    ),
+                ))
+            }
+            PodState::Waiting | PodState::Running => {
+                self.status.phase = Some(if state == PodState::Running {
+                    Phase::Running
+                } else {
+                    Phase::Pending
+                });
+                let wait = left.unwrap_or(MAX_RESYNC).min(MAX_RESYNC);
+                self.requeue = Requeue::After(wait.max(Duration::from_secs(1)));
+            }
+        }
+    }
+
+    /// Creates the children of attempt `attempt`, or fails closed when the sandbox is missing.
+    fn start_attempt(&mut self, attempt: i32) {
+        let class = validate::runtime_class(&self.ev.spec, self.config).to_string();
+        let sandboxed = match self.obs.runtime_class {
+            Some(RuntimeClassCheck::Present) => true,
+            Some(RuntimeClassCheck::Missing) if self.config.allow_unsandboxed => {
+                self.notes.push(Note {
+                    severity: Severity::Warning,
+                    reason: "Unsandboxed",
+                    message: format!("RuntimeClass {class} is missing; running without gVisor because the controller allows it"),
+                });
+                false
+            }
+            _ => {
+                return self.finish(Outcome::new(
+                    Phase::Failed,
+                    "SandboxUnavailable",
+                    format!("RuntimeClass {class} does not exist; no pod was created (install gVisor and the RuntimeClass)"),
+                ));
+            }
+        };
+        let attempt_id = self.key.attempt_id(self.status.run_generation, attempt);
+        let pod_name = pod_name(&self.owner.name, &attempt_id);
+        let policy_name = child_name(&self.owner.name, POLICY_SUFFIX);
+        let workspace_name = child_name(&self.owner.name, WORKSPACE_SUFFIX);
+        let workspace = desired_workspace(&self.ev.spec, &self.owner, &workspace_name);
+        let timeout_seconds = i64::try_from(timeout(self.ev, self.config).as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let pod = desired_pod(
+            &self.ev.spec,
+            &self.owner,
+            &Attempt {
+                pod_name: &pod_name,
+                attempt_id: &attempt_id,
+                runtime_class: sandboxed.then_some(class.as_str()),
+                timeout_seconds,
+                workspace: workspace.as_ref().map(|_| workspace_name.as_str()),
+            },
+            self.config,
+        );
+        self.plan_create
+            .push(Child::NetworkPolicy(Box::new(desired_network_policy(
+                &self.ev.spec,
+                &self.owner,
+                &policy_name,
+            ))));
+        if let Some(cm) = workspace {
+            self.plan_create.push(Child::ConfigMap(Box::new(cm)));
+        }
+        self.plan_create.push(Child::Pod(Box::new(pod)));
+        self.status.phase = Some(Phase::Pending);
+        self.status.attempts = Some(attempt);
+        self.status.pod_name = Some(pod_name);
+        self.status.start_time = Some(self.obs.now.clone());
+        self.status.queue = None;
+        self.status.sandbox = Some(SandboxStatus {
+            runtime_class_name: sandboxed.then_some(class),
+            sandboxed,
+        });
+        self.requeue = Requeue::After(timeout(self.ev, self.config).min(MAX_RESYNC));
+    }
+
+    /// An attempt lost to the infrastructure: retry while `retries` allow, else fail.
+    fn infra_failure(&mut self, reason: &str, message: String) {
+        let attempts = self.status.attempts.unwrap_or(1);
+        if attempts <= self.ev.spec.retries.unwrap_or(0) {
+            self.notes.push(Note {
+                severity: Severity::Warning,
+                reason: "Retrying",
+                message: format!(
+                    "attempt {attempts} lost ({reason}: {message}); starting attempt {}",
+                    attempts + 1
+                ),
+            });
+            if let Some(old) = self.status.pod_name.clone() {
+                self.plan_delete.push((ChildKind::Pod, old));
+            }
+            self.start_attempt(attempts + 1);
+        } else {
+            self.finish(Outcome::new(Phase::Failed, reason, message));
+        }
+    }
+
+    /// Ends the run with `outcome`: status first, pod deletion after (reconcile's order).
+    fn finish(&mut self, outcome: Outcome) {
+        let now = self.obs.now.clone();
+        let Outcome {
+            phase,
+            reason,
+            message,
+            exit_code,
+            result,
+            result_digest,
+        } = outcome;
+        self.status.phase = phase;
+        self.status.reason = reason;
+        self.status.message = message;
+        self.status.exit_code = exit_code;
+        self.status.queue = None;
+        if let Some(capture) = self.obs.logs.get(EVALUATION_CONTAINER) {
+            self.status.log_tail = Some(capture.tail.clone());
+        }
+        if let Some(start) = &self.status.start_time {
+            self.status.duration = Some(duration::render(elapsed(start, &now)));
+        }
+        self.status.completion_time = Some(now);
+        let image_id = self
+            .current_pod()
+            .and_then(|p| phase::container_status(p, EVALUATION_CONTAINER))
+            .map(|c| c.image_id.clone())
+            .filter(|id| !id.is_empty());
+        let provenance = self
+            .status
+            .provenance
+            .get_or_insert_with(Provenance::default);
+        provenance.image_id = image_id;
+        provenance.result_digest = result_digest;
+        self.status.result = result;
+        self.finished();
+    }
+
+    /// A finished run: remove its pod (unless kept for debugging) and, after the TTL, every
+    /// child; the Evaluation and its status stay.
+    fn finished(&mut self) {
+        let passed = self.status.result.as_ref().is_some_and(|r| r.passed);
+        let keep = self.ev.spec.keep_pod_on_failure == Some(true) && !passed;
+        let current = self
+            .current_pod()
+            .filter(|p| p.meta().deletion_timestamp.is_none())
+            .map(|p| p.name_any());
+        let ttl = self
+            .ev
+            .spec
+            .ttl_seconds_after_finished
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        let age = self
+            .status
+            .completion_time
+            .as_ref()
+            .map(|t| elapsed(t, &self.obs.now));
+        match (ttl, age) {
+            (Some(ttl), Some(age)) if age >= ttl => {
+                if let Some(pod) = current {
+                    self.plan_delete.push((ChildKind::Pod, pod));
+                }
+                self.plan_delete.push((
+                    ChildKind::NetworkPolicy,
+                    child_name(&self.owner.name, POLICY_SUFFIX),
+                ));
+                if desired_workspace(&self.ev.spec, &self.owner, "").is_some() {
+                    self.plan_delete.push((
+                        ChildKind::ConfigMap,
+                        child_name(&self.owner.name, WORKSPACE_SUFFIX),
+                    ));
+                }
+                self.requeue = Requeue::AwaitChange;
+            }
+            (ttl, age) => {
+                if let (Some(pod), false) = (current, keep) {
+                    self.plan_delete.push((ChildKind::Pod, pod));
+                }
+                self.requeue = match (ttl, age) {
+                    (Some(ttl), Some(age)) => Requeue::After(ttl - age),
+                    _ => Requeue::AwaitChange,
+                };
+            }
+        }
+    }
+}
+
+/// Writes every condition from the status (kstatus + domain conditions).
+fn set_conditions(status: &mut EvaluationStatus, generation: Option<i64>, now: &Time) {
+    use conditions::{ADMITTED, PASSED, READY, RECONCILING, RUNNING, STALLED};
+    let phase = status.phase.unwrap_or(Phase::Queued);
+    let reason = status
+        .reason
+        .clone()
+        .unwrap_or_else(|| phase.as_str().to_string());
+    let message = status.message.clone().unwrap_or_default();
+    let passed = status.result.as_ref().map(|r| r.passed);
+    let finished = phase.is_finished();
+    let ready = finished && passed == Some(true);
+    let c = &mut status.conditions;
+    let mut set = |t: &str, s: Status, r: &str, m: &str| {
+        conditions::set_condition(c, t, s, r, m, generation, now)
+    };
+    set(RECONCILING, (!finished).into(), phase.as_str(), "");
+    set(
+        READY,
+        ready.into(),
+        if ready {
+            "Passed"
+        } else {
+            stalled_reason(phase, &reason)
+        },
+        &message,
+    );
+    set(
+        STALLED,
+        (finished && !ready).into(),
+        if finished && !ready {
+            stalled_reason(phase, &reason)
+        } else {
+            phase.as_str()
+        },
+        if finished && !ready { &message } else { "" },
+    );
+    let admitted =
+        phase != Phase::Queued && !matches!(reason.as_str(), "InvalidSpec" | "SandboxUnavailable");
+    set(
+        ADMITTED,
+        admitted.into(),
+        if admitted {
+            "Admitted"
+        } else {
+            queue_reason(&reason, phase)
+        },
+        "",
+    );
+    set(
+        RUNNING,
+        (phase == Phase::Running).into(),
+        phase.as_str(),
+        "",
+    );
+    let (passed_status, passed_reason) = match passed {
+        Some(true) => (Status::True, "ScoreAboveThreshold"),
+        Some(false) => (Status::False, "ScoreBelowThreshold"),
+        None if finished => (Status::False, "NoResult"),
+        None => (Status::Unknown, "NotFinished"),
+    };
+    set(PASSED, passed_status, passed_reason, "");
+}
+
+/// Reason of `Stalled`/`Ready=False` for a finished run that did not pass.
+fn stalled_reason(phase: Phase, reason: &str) -> &str {
+    match phase {
+        Phase::Succeeded => "EvaluationFailed",
+        Phase::Failed | Phase::TimedOut | Phase::Cancelled => reason,
+        _ => phase.as_str(),
+    }
+}
+
+fn queue_reason(reason: &str, phase: Phase) -> &str {
+    if phase == Phase::Queued {
+        "Queued"
+    } else {
+        reason
+    }
+}
+
+/// The Event of the phase the run just entered.
+fn transition_note(status: &EvaluationStatus) -> Option<Note> {
+    let message = status.message.clone().unwrap_or_default();
+    let (severity, reason, message) = match status.phase? {
+        Phase::Queued => (
+            Severity::Normal,
+            "Queued",
+            status
+                .queue
+                .as_ref()
+                .and_then(|q| q.reason.clone())
+                .unwrap_or_default(),
+        ),
+        Phase::Pending => (
+            Severity::Normal,
+            "Admitted",
+            format!(
+                "created pod {} (attempt {})",
+                status.pod_name.as_deref().unwrap_or(""),
+                status.attempts.unwrap_or(1)
+            ),
+        ),
+        Phase::Running => (
+            Severity::Normal,
+            "Started",
+            format!(
+                "pod {} is running",
+                status.pod_name.as_deref().unwrap_or("")
+            ),
+        ),
+        Phase::Succeeded => (Severity::Normal, "Succeeded", message),
+        Phase::Failed => match status.reason.as_deref() {
+            Some("InvalidSpec") => (Severity::Warning, "InvalidSpec", message),
+            Some("SandboxUnavailable") => (Severity::Warning, "SandboxUnavailable", message),
+            _ => (Severity::Warning, "Failed", message),
+        },
+        Phase::TimedOut => (Severity::Warning, "TimedOut", message),
+        Phase::Cancelled => (Severity::Normal, "Cancelled", message),
+    };
+    Some(Note {
+        severity,
+        reason,
+        message,
+    })
+}
+
+/// A child the API server refused to create, for good (not a passing error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `SandboxUnavailable` (NetworkPolicy or RuntimeClass refused) or `PodRejected`.
+    pub reason: &'static str,
+    /// What the API server said.
+    pub message: String,
+}
+
+/// Turns a plan whose children the API server refused into a fail-closed status: no pod, the
+/// run Failed with the refusal's reason.
+pub fn refused(ev: &Evaluation, mut plan: Plan, refusal: Refusal, now: &Time) -> Plan {
+    plan.create.clear();
+    plan.status.phase = Some(Phase::Failed);
+    plan.status.reason = Some(refusal.reason.to_string());
+    plan.status.message = Some(format!("no pod was started: {}", refusal.message));
+    plan.status.completion_time = Some(now.clone());
+    plan.status.pod_name = None;
+    set_conditions(&mut plan.status, ev.meta().generation, now);
+    plan.notes.retain(|n| n.reason != "Admitted");
+    plan.notes.extend(transition_note(&plan.status));
+    plan.requeue = Requeue::AwaitChange;
+    plan
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

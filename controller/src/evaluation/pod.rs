@@ -1,0 +1,417 @@
+//! Builds the children of a run: the sandbox pod, its NetworkPolicy and the workspace
+//! ConfigMap. Pure and total: every sandbox rule of DESIGN.md "Sandbox" is set here, and the
+//! unit tests below assert each one.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    KeyToPath, Pod, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile,
+    SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
+    NetworkPolicySpec,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::config::Config;
+use crate::crd::evaluation::{EvaluationSpec, Source};
+use crate::evaluation::identity::{
+    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_LABEL, sha256_hex,
+};
+
+/// The unprivileged user and group every sandbox runs as ("nobody").
+pub const SANDBOX_UID: i64 = 65534;
+/// Name of the container that runs the evaluated code.
+pub const EVALUATION_CONTAINER: &str = "evaluation";
+/// Name of the trusted scorer container.
+pub const SCORER_CONTAINER: &str = "scorer";
+/// Termination-message path, exported as `CRUCIBLE_RESULT_PATH`.
+pub const RESULT_PATH: &str = "/crucible/result.json";
+/// Mount point of the source files.
+pub const WORKSPACE_DIR: &str = "/workspace";
+/// Where the evaluated code leaves output for the scorer.
+pub const OUTPUTS_DIR: &str = "/outputs";
+/// Seconds a cancelled or superseded sandbox gets to exit: enough to flush output, short enough
+/// that cancel takes effect "within seconds".
+const TERMINATION_GRACE_SECONDS: i64 = 5;
+/// Extended resource name of GPUs.
+const GPU_RESOURCE: &str = "nvidia.com/gpu";
+
+/// Identity of the Evaluation a child belongs to.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    /// Evaluation name.
+    pub name: String,
+    /// Evaluation namespace.
+    pub namespace: String,
+    /// Evaluation uid.
+    pub uid: String,
+    /// Controller owner reference to the Evaluation.
+    pub reference: OwnerReference,
+}
+
+impl Owner {
+    fn meta(&self, name: &str, extra_labels: &[(&str, &str)]) -> ObjectMeta {
+        let mut labels = BTreeMap::from([
+            (
+                "app.kubernetes.io/name".to_string(),
+                "crucible-evaluation".to_string(),
+            ),
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "crucible".to_string(),
+            ),
+            (
+                "app.kubernetes.io/part-of".to_string(),
+                "crucible".to_string(),
+            ),
+            (MANAGED_LABEL.to_string(), "true".to_string()),
+            (EVALUATION_UID_LABEL.to_string(), self.uid.clone()),
+        ]);
+        labels.extend(
+            extra_labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: Some(self.namespace.clone()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                EVALUATION_ANNOTATION.to_string(),
+                self.name.clone(),
+            )])),
+            owner_references: Some(vec![self.reference.clone()]),
+            ..Default::default()
+        }
+    }
+
+    fn selector(&self) -> LabelSelector {
+        LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                EVALUATION_UID_LABEL.to_string(),
+                self.uid.clone(),
+            )])),
+            ..Default::default()
+        }
+    }
+}
+
+/// One attempt's pod: what it is called and how it is sandboxed.
+#[derive(Clone, Debug)]
+pub struct Attempt<'a> {
+    /// Pod name.
+    pub pod_name: &'a str,
+    /// Attempt id, the `crucible.dev/run` label.
+    pub attempt_id: &'a str,
+    /// RuntimeClass; `None` only when running unsandboxed was explicitly allowed.
+    pub runtime_class: Option<&'a str>,
+    /// `activeDeadlineSeconds`.
+    pub timeout_seconds: i64,
+    /// Name of the workspace ConfigMap, when the spec has inline source.
+    pub workspace: Option<&'a str>,
+}
+
+/// The sandbox pod of one attempt.
+pub fn desired_pod(
+    spec: &EvaluationSpec,
+    owner: &Owner,
+    attempt: &Attempt<'_>,
+    config: &Config,
+) -> Pod {
+    let resources = resources(spec, config);
+    let base_env = vec![
+        env("CRUCIBLE_EVALUATION", &owner.name),
+        env("CRUCIBLE_NAMESPACE", &owner.namespace),
+    ];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(config.tmp_size.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    if let (Some(cm), Some(Source::Inline(inline))) = (attempt.workspace, &spec.source) {
+        mounts.push(read_only("workspace", WORKSPACE_DIR));
+        volumes.push(Volume {
+            name: "workspace".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: cm.to_string(),
+                items: Some(
+                    inline
+                        .files
+                        .keys()
+                        .map(|path| KeyToPath {
+                            key: workspace_key(path),
+                            path: path.clone(),
+                            mode: None,
+                        })
+                        .collect(),
+                ),
+                default_mode: Some(0o444),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        });
+    }
+    let working_dir = attempt.workspace.map(|_| WORKSPACE_DIR.to_string());
+    let mut evaluation = Container {
+        name: EVALUATION_CONTAINER.into(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: spec.command.clone(),
+        args: spec.args.clone(),
+        working_dir: working_dir.clone(),
+        resources: Some(resources.clone()),
+        security_context: Some(container_security()),
+        termination_message_policy: Some("File".into()),
+        ..Default::default()
+    };
+    let (init_containers, containers) = match &spec.scorer {
+        None => {
+            evaluation.env = Some(chain_env(
+                &base_env,
+                &[env("CRUCIBLE_RESULT_PATH", RESULT_PATH)],
+                spec.env.as_deref(),
+            ));
+            evaluation.termination_message_path = Some(RESULT_PATH.into());
+            evaluation.volume_mounts = Some(mounts);
+            (None, vec![evaluation])
+        }
+        Some(scorer) => {
+            volumes.push(Volume {
+                name: "outputs".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(config.tmp_size.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            let outputs_env = env("CRUCIBLE_OUTPUTS", OUTPUTS_DIR);
+            evaluation.env = Some(chain_env(
+                &base_env,
+                std::slice::from_ref(&outputs_env),
+                spec.env.as_deref(),
+            ));
+            let mut eval_mounts = mounts.clone();
+            eval_mounts.push(VolumeMount {
+                name: "outputs".into(),
+                mount_path: OUTPUTS_DIR.into(),
+                ..Default::default()
+            });
+            evaluation.volume_mounts = Some(eval_mounts);
+            mounts.push(read_only("outputs", OUTPUTS_DIR));
+            let scorer = Container {
+                name: SCORER_CONTAINER.into(),
+                image: Some(scorer.image.clone()),
+                image_pull_policy: Some("IfNotPresent".into()),
+                command: scorer.command.clone(),
+                args: scorer.args.clone(),
+                working_dir,
+                env: Some(chain_env(
+                    &base_env,
+                    &[outputs_env, env("CRUCIBLE_RESULT_PATH", RESULT_PATH)],
+                    scorer.env.as_deref(),
+                )),
+                resources: Some(resources),
+                security_context: Some(container_security()),
+                termination_message_path: Some(RESULT_PATH.into()),
+                termination_message_policy: Some("File".into()),
+                volume_mounts: Some(mounts),
+                ..Default::default()
+            };
+            (Some(vec![evaluation]), vec![scorer])
+        }
+    };
+    Pod {
+        metadata: owner.meta(attempt.pod_name, &[(RUN_LABEL, attempt.attempt_id)]),
+        spec: Some(PodSpec {
+            runtime_class_name: attempt.runtime_class.map(str::to_string),
+            restart_policy: Some("Never".into()),
+            active_deadline_seconds: Some(attempt.timeout_seconds),
+            termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            host_network: Some(false),
+            host_pid: Some(false),
+            host_ipc: Some(false),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(SANDBOX_UID),
+                run_as_group: Some(SANDBOX_UID),
+                seccomp_profile: Some(runtime_default()),
+                ..Default::default()
+            }),
+            init_containers,
+            containers,
+            volumes: Some(volumes),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The NetworkPolicy of an Evaluation: deny everything, or allow egress to the allowlist.
+pub fn desired_network_policy(spec: &EvaluationSpec, owner: &Owner, name: &str) -> NetworkPolicy {
+    let rules = spec
+        .sandbox
+        .as_ref()
+        .and_then(|s| s.egress.clone())
+        .unwrap_or_default();
+    let egress = rules
+        .into_iter()
+        .map(|rule| NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: rule.cidr,
+                    except: None,
+                }),
+                ..Default::default()
+            }]),
+            ports: rule.ports.map(|ports| {
+                ports
+                    .into_iter()
+                    .map(|p| NetworkPolicyPort {
+                        protocol: Some("TCP".into()),
+                        port: Some(IntOrString::Int(p)),
+                        end_port: None,
+                    })
+                    .collect()
+            }),
+        })
+        .collect();
+    NetworkPolicy {
+        metadata: owner.meta(name, &[]),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(owner.selector()),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![]),
+            egress: Some(egress),
+        }),
+    }
+}
+
+/// The ConfigMap holding inline source files, when the spec has any.
+pub fn desired_workspace(spec: &EvaluationSpec, owner: &Owner, name: &str) -> Option<ConfigMap> {
+    let Some(Source::Inline(inline)) = &spec.source else {
+        return None;
+    };
+    Some(ConfigMap {
+        metadata: owner.meta(name, &[]),
+        data: Some(
+            inline
+                .files
+                .iter()
+                .map(|(path, content)| (workspace_key(path), content.clone()))
+                .collect(),
+        ),
+        ..Default::default()
+    })
+}
+
+/// ConfigMap key of a file path: the path itself when it is a valid key, else a flattened
+/// path with a hash so that `a/b.py` and `a_b.py` cannot collide.
+fn workspace_key(path: &str) -> String {
+    if path.contains('/') {
+        format!(
+            "{}-{}",
+            path.replace('/', "_"),
+            &sha256_hex(path.as_bytes())[..8]
+        )
+    } else {
+        path.to_string()
+    }
+}
+
+fn resources(spec: &EvaluationSpec, config: &Config) -> ResourceRequirements {
+    let r = spec.resources.clone().unwrap_or_default();
+    let mut amounts = BTreeMap::from([
+        (
+            "cpu".to_string(),
+            r.cpu.unwrap_or_else(|| config.default_cpu.clone()),
+        ),
+        (
+            "memory".to_string(),
+            r.memory.unwrap_or_else(|| config.default_memory.clone()),
+        ),
+        (
+            "ephemeral-storage".to_string(),
+            r.ephemeral_storage
+                .unwrap_or_else(|| config.default_ephemeral_storage.clone()),
+        ),
+    ]);
+    if let Some(gpu) = r.gpu.filter(|g| *g > 0) {
+        amounts.insert(GPU_RESOURCE.to_string(), Quantity(gpu.to_string()));
+    }
+    // Requests equal limits: Guaranteed QoS, and admission can count exactly what a run uses.
+    ResourceRequirements {
+        requests: Some(amounts.clone()),
+        limits: Some(amounts),
+        ..Default::default()
+    }
+}
+
+fn container_security() -> SecurityContext {
+    SecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(SANDBOX_UID),
+        run_as_group: Some(SANDBOX_UID),
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        privileged: Some(false),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".into()]),
+            add: None,
+        }),
+        seccomp_profile: Some(runtime_default()),
+        ..Default::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+fn read_only(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(true),
+        ..Default::default()
+    }
+}
+
+fn env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The user's variables first, then the controller's, so the controller's always win.
+fn chain_env(base: &[EnvVar], extra: &[EnvVar], user: Option<&[EnvVar]>) -> Vec<EnvVar> {
+    user.unwrap_or_default()
+        .iter()
+        .chain(base)
+        .chain(extra)
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "pod_tests.rs"]
+mod tests;

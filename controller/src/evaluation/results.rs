@@ -1,0 +1,406 @@
+//! The results protocol: parsing what an evaluation reports, and scanning its log. Pure.
+//!
+//! A result is one JSON object, written to the termination-message file (at most 4 KiB, cut by
+//! the kubelet) or printed on a stdout line starting with `CRUCIBLE_RESULT ` (at most 64 KiB).
+//! Anything that is not exactly the documented shape is refused with a message that says what
+//! was wrong: the run then ends as Failed with reason InvalidResult.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::crd::evaluation::EvaluationResult;
+use crate::evaluation::identity::sha256_hex;
+
+/// Prefix of the stdout line that carries a result.
+pub const RESULT_PREFIX: &str = "CRUCIBLE_RESULT ";
+/// Largest result printed on stdout (after the prefix).
+pub const RESULT_LINE_MAX: usize = 64 * 1024;
+/// Largest termination message the kubelet keeps; a message of this size may have been cut.
+pub const TERMINATION_MESSAGE_MAX: usize = 4096;
+/// Bytes of output kept in `status.logTail`.
+pub const LOG_TAIL_BYTES: usize = 4096;
+/// At most this many metrics, so one result cannot bloat the Evaluation object.
+const MAX_METRICS: usize = 64;
+/// Longest metric name.
+const MAX_METRIC_NAME: usize = 128;
+/// Longest summary.
+const MAX_SUMMARY: usize = 2048;
+
+/// A valid result as the evaluation reported it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reported {
+    /// Finite score.
+    pub score: f64,
+    /// `passed`, if the evaluation said so itself.
+    pub passed: Option<bool>,
+    /// Finite metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// Summary.
+    pub summary: Option<String>,
+    /// `sha256:<hex>` of the JSON bytes.
+    pub digest: String,
+}
+
+impl Reported {
+    /// The status result: `passed` as reported, else `score >= threshold`.
+    pub fn into_result(self, threshold: f64) -> EvaluationResult {
+        EvaluationResult {
+            passed: self.passed.unwrap_or(self.score >= threshold),
+            score: self.score,
+            metrics: self.metrics,
+            summary: self.summary,
+        }
+    }
+}
+
+/// Parses one result object.
+///
+/// # Errors
+/// A sentence saying what is wrong with the result.
+pub fn parse(bytes: &[u8]) -> Result<Reported, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("result is not UTF-8: {e}"))?;
+    let trimmed = text.trim();
+    let value: serde_json::Value = serde_json::from_str(trimmed)
+        .map_err(|e| format!("result is not valid JSON (NaN and Infinity are not JSON): {e}"))?;
+    let serde_json::Value::Object(object) = value else {
+        return Err(format!(
+            "result must be a JSON object, got {}",
+            kind(&value)
+        ));
+    };
+    let mut score = None;
+    let mut passed = None;
+    let mut metrics = BTreeMap::new();
+    let mut summary = None;
+    for (key, value) in object {
+        match key.as_str() {
+            "score" => score = Some(finite("score", &value)?),
+            "passed" => {
+                passed = Some(
+                    value
+                        .as_bool()
+                        .ok_or_else(|| format!("passed must be a boolean, got {}", kind(&value)))?,
+                )
+            }
+            "summary" => {
+                let s = value
+                    .as_str()
+                    .ok_or_else(|| format!("summary must be a string, got {}", kind(&value)))?;
+                if s.len() > MAX_SUMMARY {
+                    return Err(format!(
+                        "summary has {} bytes, at most {MAX_SUMMARY} allowed",
+                        s.len()
+                    ));
+                }
+                summary = Some(s.to_string());
+            }
+            "metrics" => {
+                let serde_json::Value::Object(m) = value else {
+                    return Err(format!("metrics must be an object, got {}", kind(&value)));
+                };
+                if m.len() > MAX_METRICS {
+                    return Err(format!(
+                        "metrics has {} entries, at most {MAX_METRICS} allowed",
+                        m.len()
+                    ));
+                }
+                for (name, v) in m {
+                    if name.is_empty() || name.len() > MAX_METRIC_NAME {
+                        return Err(format!(
+                            "metric names must have 1 to {MAX_METRIC_NAME} bytes"
+                        ));
+                    }
+                    let number = finite(&format!("metrics.{name}"), &v)?;
+                    metrics.insert(name, number);
+                }
+            }
+            other => {
+                return Err(format!(
+                    "unexpected key {other:?}: a result has only score, passed, metrics and summary"
+                ));
+            }
+        }
+    }
+    let score = score.ok_or("result has no score")?;
+    Ok(Reported {
+        score,
+        passed,
+        metrics,
+        summary,
+        digest: format!("sha256:{}", sha256_hex(trimmed.as_bytes())),
+    })
+}
+
+fn finite(field: &str, value: &serde_json::Value) -> Result<f64, String> {
+    match value.as_f64() {
+        Some(n) if n.is_finite() => Ok(n),
+        Some(_) => Err(format!("{field} must be a finite number")),
+        None => Err(format!("{field} must be a number, got {}", kind(value))),
+    }
+}
+
+fn kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Where a result came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// `$CRUCIBLE_RESULT_PATH`.
+    TerminationMessage,
+    /// The `CRUCIBLE_RESULT ` stdout line.
+    Stdout,
+}
+
+/// Picks and parses the result of a container that exited: the termination message when it
+/// is not empty, else the last `CRUCIBLE_RESULT ` line of the log.
+///
+/// # Errors
+/// Why there is no valid result.
+pub fn select(
+    termination_message: Option<&str>,
+    log: Option<&LogCapture>,
+) -> Result<(Reported, Channel), String> {
+    if let Some(message) = termination_message.filter(|m| !m.trim().is_empty()) {
+        if message.len() >= TERMINATION_MESSAGE_MAX {
+            return Err(format!(
+                "the result file has {} bytes or more, at most {} allowed (print larger results on a CRUCIBLE_RESULT line)",
+                TERMINATION_MESSAGE_MAX,
+                TERMINATION_MESSAGE_MAX - 1
+            ));
+        }
+        return parse(message.as_bytes()).map(|r| (r, Channel::TerminationMessage));
+    }
+    match log.and_then(|l| l.result_line.as_ref()) {
+        Some(ResultLine::Oversized) => Err(format!(
+            "the CRUCIBLE_RESULT line is longer than {RESULT_LINE_MAX} bytes"
+        )),
+        Some(ResultLine::Json(bytes)) => parse(bytes).map(|r| (r, Channel::Stdout)),
+        None => Err(
+            "no result: nothing was written to $CRUCIBLE_RESULT_PATH and no stdout line starts with `CRUCIBLE_RESULT `"
+                .into(),
+        ),
+    }
+}
+
+/// The last result line of a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResultLine {
+    /// The bytes after the prefix.
+    Json(Vec<u8>),
+    /// The line was longer than [`RESULT_LINE_MAX`].
+    Oversized,
+}
+
+/// What the controller keeps of a container's log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogCapture {
+    /// The last [`LOG_TAIL_BYTES`] bytes, as text (invalid UTF-8 replaced).
+    pub tail: String,
+    /// The last line starting with [`RESULT_PREFIX`].
+    pub result_line: Option<ResultLine>,
+}
+
+/// Streams a log through bounded memory: keeps the tail and the last result line.
+#[derive(Debug, Default)]
+pub struct LogScanner {
+    tail: VecDeque<u8>,
+    line: Vec<u8>,
+    line_len: usize,
+    result_line: Option<ResultLine>,
+}
+
+impl LogScanner {
+    const LINE_KEEP: usize = RESULT_PREFIX.len() + RESULT_LINE_MAX + 1;
+
+    /// Feeds the next bytes of the log.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let keep_from = chunk.len().saturating_sub(LOG_TAIL_BYTES);
+        self.tail.extend(&chunk[keep_from..]);
+        let excess = self.tail.len().saturating_sub(LOG_TAIL_BYTES);
+        self.tail.drain(..excess);
+        let mut rest = chunk;
+        while !rest.is_empty() {
+            let (part, ended) = match rest.iter().position(|&b| b == b'\n') {
+                Some(i) => (&rest[..i], true),
+                None => (rest, false),
+            };
+            let room = Self::LINE_KEEP.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&part[..part.len().min(room)]);
+            self.line_len += part.len();
+            rest = &rest[(part.len() + usize::from(ended)).min(rest.len())..];
+            if ended {
+                self.end_line();
+            }
+        }
+    }
+
+    fn end_line(&mut self) {
+        let mut line = std::mem::take(&mut self.line);
+        let len = std::mem::take(&mut self.line_len);
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if let Some(json) = line.strip_prefix(RESULT_PREFIX.as_bytes()) {
+            self.result_line = Some(if len - RESULT_PREFIX.len() > RESULT_LINE_MAX + 1 {
+                ResultLine::Oversized
+            } else if json.len() > RESULT_LINE_MAX {
+                ResultLine::Oversized
+            } else {
+                ResultLine::Json(json.to_vec())
+            });
+        }
+    }
+
+    /// The capture of everything fed so far.
+    pub fn finish(mut self) -> LogCapture {
+        if self.line_len > 0 {
+            self.end_line();
+        }
+        let tail: Vec<u8> = self.tail.into_iter().collect();
+        LogCapture {
+            tail: String::from_utf8_lossy(&tail).into_owned(),
+            result_line: self.result_line,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> LogCapture {
+        let mut s = LogScanner::default();
+        chunks.iter().for_each(|c| s.feed(c));
+        s.finish()
+    }
+
+    #[test]
+    fn good_results_parse() {
+        let r = parse(br#"{"score": 0.93, "passed": true, "metrics": {"accuracy": 0.93, "n": 100}, "summary": "ok"}"#)
+            .expect("valid");
+        assert_eq!(r.score, 0.93);
+        assert_eq!(r.passed, Some(true));
+        assert_eq!(r.metrics["n"], 100.0);
+        assert_eq!(r.summary.as_deref(), Some("ok"));
+        assert!(r.digest.starts_with("sha256:"));
+        let minimal = parse(b" {\"score\": 1}\n").expect("valid");
+        assert_eq!(minimal.passed, None);
+        assert_eq!(minimal.into_result(0.5).passed, true);
+    }
+
+    #[test]
+    fn hostile_results_are_refused_with_a_reason() {
+        let five_kib = format!(r#"{{"score": 1, "summary": "{}"}}"#, "x".repeat(5 * 1024));
+        let many_metrics = format!(
+            r#"{{"score": 1, "metrics": {{{}}}}}"#,
+            (0..65)
+                .map(|i| format!("\"m{i}\": 1"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let cases: Vec<(&[u8], &str)> = vec![
+            (b"{\"score\": NaN}", "not valid JSON"),
+            (b"{\"score\": Infinity}", "not valid JSON"),
+            (b"{\"score\": 1e400}", "not valid JSON"),
+            (b"{\"score\": \"0.9\"}", "score must be a number"),
+            (b"{\"score\": null}", "score must be a number"),
+            (b"{\"passed\": true}", "no score"),
+            (
+                b"{\"score\": 1, \"metrics\": {\"a\": {\"b\": 1}}}",
+                "metrics.a must be a number",
+            ),
+            (
+                b"{\"score\": 1, \"metrics\": [1]}",
+                "metrics must be an object",
+            ),
+            (
+                b"{\"score\": 1, \"passed\": \"yes\"}",
+                "passed must be a boolean",
+            ),
+            (b"{\"score\": 1, \"extra\": 1}", "unexpected key \"extra\""),
+            (b"[1, 2]", "must be a JSON object"),
+            (b"0.9", "must be a JSON object"),
+            (b"\xff\xfe{\"score\": 1}", "not UTF-8"),
+            (b"", "not valid JSON"),
+            (five_kib.as_bytes(), "summary has"),
+            (many_metrics.as_bytes(), "metrics has 65 entries"),
+        ];
+        for (input, expected) in cases {
+            let err = parse(input).expect_err(&String::from_utf8_lossy(input));
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn reported_passed_wins_over_the_threshold() {
+        let r = parse(br#"{"score": 0.1, "passed": true}"#).expect("valid");
+        assert!(r.into_result(0.5).passed);
+        let r = parse(br#"{"score": 0.4}"#).expect("valid");
+        assert!(!r.into_result(0.5).passed);
+    }
+
+    #[test]
+    fn scanner_keeps_the_last_result_line_and_a_bounded_tail() {
+        let log = scan(&[
+            b"starting\nCRUCIBLE_RESULT {\"score\": 0}\nwork ",
+            b"done\nCRUCIBLE_RESULT {\"sc",
+            b"ore\": 1}\r\ntrailing stderr\n",
+        ]);
+        assert_eq!(
+            log.result_line,
+            Some(ResultLine::Json(b"{\"score\": 1}".to_vec()))
+        );
+        assert!(log.tail.ends_with("trailing stderr\n"));
+
+        let mut big = LogScanner::default();
+        for _ in 0..100 {
+            big.feed(&[b'x'; 1000]);
+            big.feed(b"\n");
+        }
+        let log = big.finish();
+        assert_eq!(log.tail.len(), LOG_TAIL_BYTES);
+        assert_eq!(log.result_line, None);
+    }
+
+    #[test]
+    fn scanner_flags_oversized_result_lines_and_reads_unterminated_ones() {
+        let huge = format!("{RESULT_PREFIX}{}", "1".repeat(RESULT_LINE_MAX + 10));
+        let log = scan(&[huge.as_bytes()]);
+        assert_eq!(log.result_line, Some(ResultLine::Oversized));
+        let log = scan(&[b"CRUCIBLE_RESULT {\"score\": 2}"]);
+        assert_eq!(
+            log.result_line,
+            Some(ResultLine::Json(b"{\"score\": 2}".to_vec()))
+        );
+    }
+
+    #[test]
+    fn non_utf8_logs_keep_a_lossy_tail() {
+        let log = scan(&[b"\xff\xfeabc\n"]);
+        assert!(log.tail.ends_with("abc\n"));
+    }
+
+    #[test]
+    fn selection_prefers_the_termination_message_and_explains_absence() {
+        let log = scan(&[b"CRUCIBLE_RESULT {\"score\": 2}\n"]);
+        let (r, ch) = select(Some("{\"score\": 1}"), Some(&log)).expect("valid");
+        assert_eq!((r.score, ch), (1.0, Channel::TerminationMessage));
+        let (r, ch) = select(Some(""), Some(&log)).expect("valid");
+        assert_eq!((r.score, ch), (2.0, Channel::Stdout));
+        let err = select(None, Some(&scan(&[b"hello\n"]))).expect_err("no result");
+        assert!(err.starts_with("no result"));
+        let cut = format!("{{\"score\": 1, \"summary\": \"{}", "x".repeat(4096));
+        let err = select(Some(&cut[..4096]), None).expect_err("cut");
+        assert!(err.contains("4096 bytes or more"));
+    }
+}

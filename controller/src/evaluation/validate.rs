@@ -1,0 +1,380 @@
+//! Checks an Evaluation spec beyond what the OpenAPI schema can express. Pure.
+//!
+//! Everything the API server would refuse when the pod is created is caught here, so an invalid
+//! spec ends as `Stalled=True, reason=InvalidSpec` with every problem listed, and no pod.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::EnvVar;
+
+use crate::config::Config;
+use crate::crd::evaluation::{EvaluationSpec, NetworkMode, Source};
+use crate::duration;
+
+/// Largest total size of inline source files. The files live in the Evaluation itself and in a
+/// ConfigMap, both capped at about 1 MiB by etcd; half of that leaves room for the rest.
+pub const MAX_INLINE_BYTES: usize = 512 * 1024;
+/// Longest allowed timeout: a day-long sandbox is almost certainly a mistake.
+const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
+/// Prefix of the environment variables the controller injects.
+pub const RESERVED_ENV_PREFIX: &str = "CRUCIBLE_";
+
+/// Every problem of `spec`, in a stable order; `Ok` when it can run.
+///
+/// # Errors
+/// The list of problems, each a sentence naming the field.
+pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    check_image("spec.image", &spec.image, &mut problems);
+    check_env("spec.env", spec.env.as_deref(), &mut problems);
+    if let Some(timeout) = &spec.timeout {
+        match duration::parse(timeout) {
+            Ok(d) if d.as_secs() < 1 => problems.push("spec.timeout must be at least 1s".into()),
+            Ok(d) if d.as_secs() > MAX_TIMEOUT_SECS => {
+                problems.push("spec.timeout must be at most 24h".into())
+            }
+            Ok(_) => {}
+            Err(e) => problems.push(format!("spec.timeout: {e}")),
+        }
+    }
+    if let Some(Err(e)) = spec.queue_timeout.as_deref().map(duration::parse) {
+        problems.push(format!("spec.queueTimeout: {e}"));
+    }
+    if spec.pass_threshold.is_some_and(|t| !t.is_finite()) {
+        problems.push("spec.passThreshold must be a finite number".into());
+    }
+    match &spec.source {
+        Some(Source::Inline(inline)) => check_inline(&inline.files, &mut problems),
+        Some(Source::Git(_)) => problems.push(
+            "spec.source.git is not supported by this controller version yet; use spec.source.inline"
+                .into(),
+        ),
+        None => {}
+    }
+    if let Some(resources) = &spec.resources {
+        for (field, q) in [
+            ("cpu", &resources.cpu),
+            ("memory", &resources.memory),
+            ("ephemeralStorage", &resources.ephemeral_storage),
+        ] {
+            if let Some(q) = q
+                && !is_positive_quantity(&q.0)
+            {
+                problems.push(format!(
+                    "spec.resources.{field}: {:?} is not a positive quantity such as 500m, 1 or 512Mi",
+                    q.0
+                ));
+            }
+        }
+    }
+    if let Some(scorer) = &spec.scorer {
+        check_image("spec.scorer.image", &scorer.image, &mut problems);
+        check_env("spec.scorer.env", scorer.env.as_deref(), &mut problems);
+    }
+    check_sandbox(spec, config, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+/// The RuntimeClass the pod of `spec` runs with.
+pub fn runtime_class<'a>(spec: &EvaluationSpec, config: &'a Config) -> &'a str {
+    match network_mode(spec) {
+        NetworkMode::None => &config.runtime_class,
+        NetworkMode::Allowlist => &config.allowlist_runtime_class,
+    }
+}
+
+/// The network mode of `spec` (None when unset).
+pub fn network_mode(spec: &EvaluationSpec) -> NetworkMode {
+    spec.sandbox
+        .as_ref()
+        .and_then(|s| s.network)
+        .unwrap_or_default()
+}
+
+fn check_image(field: &str, image: &str, problems: &mut Vec<String>) {
+    if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
+        problems.push(format!("{field}: {image:?} is not an image reference"));
+    }
+}
+
+fn check_env(field: &str, env: Option<&[EnvVar]>, problems: &mut Vec<String>) {
+    for var in env.unwrap_or_default() {
+        let valid = !var.name.is_empty()
+            && !var.name.starts_with(|c: char| c.is_ascii_digit())
+            && var
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+        if !valid {
+            problems.push(format!(
+                "{field}: {:?} is not a valid variable name",
+                var.name
+            ));
+        } else if var.name.starts_with(RESERVED_ENV_PREFIX) {
+            problems.push(format!(
+                "{field}: {} is reserved (the controller sets CRUCIBLE_* variables)",
+                var.name
+            ));
+        }
+    }
+}
+
+fn check_inline(files: &std::collections::BTreeMap<String, String>, problems: &mut Vec<String>) {
+    if files.is_empty() {
+        problems.push("spec.source.inline.files must name at least one file".into());
+    }
+    let mut total = 0;
+    for (path, content) in files {
+        total += path.len() + content.len();
+        let bad_segment = path
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+        let bad_char = !path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c));
+        if bad_segment || bad_char || path.len() > 253 {
+            problems.push(format!(
+                "spec.source.inline.files: {path:?} must be a relative path of letters, digits, '-', '_', '.' and '/' without '..'"
+            ));
+        }
+    }
+    if total > MAX_INLINE_BYTES {
+        problems.push(format!(
+            "spec.source.inline.files: {total} bytes in total, at most {MAX_INLINE_BYTES} allowed"
+        ));
+    }
+}
+
+fn check_sandbox(spec: &EvaluationSpec, config: &Config, problems: &mut Vec<String>) {
+    let Some(sandbox) = &spec.sandbox else {
+        return;
+    };
+    let mode = network_mode(spec);
+    let expected = runtime_class(spec, config);
+    if let Some(class) = &sandbox.runtime_class_name
+        && class != expected
+    {
+        problems.push(format!(
+            "spec.sandbox.runtimeClassName: {class:?} is not the sandbox this controller uses for network {mode:?} ({expected:?})"
+        ));
+    }
+    let rules = sandbox.egress.as_deref().unwrap_or_default();
+    match mode {
+        NetworkMode::None if !rules.is_empty() => {
+            problems.push("spec.sandbox.egress is only allowed with network: Allowlist".into())
+        }
+        NetworkMode::Allowlist if rules.is_empty() => problems.push(
+            "spec.sandbox.egress must list at least one destination with network: Allowlist".into(),
+        ),
+        _ => {}
+    }
+    for rule in rules {
+        if !is_cidr(&rule.cidr) {
+            problems.push(format!(
+                "spec.sandbox.egress: {:?} is not a CIDR such as 203.0.113.0/24",
+                rule.cidr
+            ));
+        }
+        for port in rule.ports.as_deref().unwrap_or_default() {
+            if !(1..=65535).contains(port) {
+                problems.push(format!(
+                    "spec.sandbox.egress: port {port} is not in 1..65535"
+                ));
+            }
+        }
+    }
+}
+
+fn is_cidr(text: &str) -> bool {
+    let Some((addr, bits)) = text.split_once('/') else {
+        return false;
+    };
+    let Ok(addr) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    bits.parse::<u8>().is_ok_and(|b| b <= max)
+}
+
+/// Whether `text` is a Kubernetes quantity greater than zero (`500m`, `1`, `1.5Gi`, `2e3`).
+fn is_positive_quantity(text: &str) -> bool {
+    const SUFFIXES: [&str; 15] = [
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|s| text.strip_suffix(s))
+        .or_else(|| {
+            // Decimal exponent form: 1e3, 2E-2.
+            let i = text.find(['e', 'E'])?;
+            let exp = text[i + 1..].trim_start_matches(['+', '-']);
+            (!exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit())).then(|| &text[..i])
+        })
+        .unwrap_or(text);
+    let number = number.strip_prefix('+').unwrap_or(number);
+    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
+    let digits_ok = !(int.is_empty() && frac.is_empty())
+        && int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit());
+    digits_ok && int.chars().chain(frac.chars()).any(|c| c != '0')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::evaluation::{EgressRule, InlineSource, Resources, Sandbox};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn spec() -> EvaluationSpec {
+        EvaluationSpec {
+            image: "localhost/crucible/python:3.11".into(),
+            ..Default::default()
+        }
+    }
+
+    fn problems(spec: &EvaluationSpec) -> Vec<String> {
+        validate(spec, &Config::default()).err().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_minimal_spec_is_valid() {
+        assert_eq!(validate(&spec(), &Config::default()), Ok(()));
+    }
+
+    #[test]
+    fn reserved_and_malformed_env_names_are_rejected() {
+        let s = EvaluationSpec {
+            env: Some(vec![
+                EnvVar {
+                    name: "CRUCIBLE_RESULT_PATH".into(),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "1BAD NAME".into(),
+                    ..Default::default()
+                },
+                EnvVar {
+                    name: "GOOD".into(),
+                    ..Default::default()
+                },
+            ]),
+            ..spec()
+        };
+        let p = problems(&s);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("reserved"));
+        assert!(p[1].contains("not a valid variable name"));
+    }
+
+    #[test]
+    fn inline_paths_cannot_escape_the_workspace() {
+        for bad in [
+            "../etc/passwd",
+            "/abs.py",
+            "a//b.py",
+            "a/./b",
+            "sp ace.py",
+            "",
+        ] {
+            let s = EvaluationSpec {
+                source: Some(Source::Inline(InlineSource {
+                    files: [(bad.to_string(), "x".to_string())].into(),
+                })),
+                ..spec()
+            };
+            assert_eq!(problems(&s).len(), 1, "{bad:?} should be rejected");
+        }
+        let ok = EvaluationSpec {
+            source: Some(Source::Inline(InlineSource {
+                files: [("lib/util.py".to_string(), "x".to_string())].into(),
+            })),
+            ..spec()
+        };
+        assert_eq!(problems(&ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn oversized_inline_sources_are_rejected() {
+        let s = EvaluationSpec {
+            source: Some(Source::Inline(InlineSource {
+                files: [("big.py".to_string(), "#".repeat(MAX_INLINE_BYTES))].into(),
+            })),
+            ..spec()
+        };
+        assert!(problems(&s)[0].contains("bytes in total"));
+    }
+
+    #[test]
+    fn quantities_and_durations_are_checked() {
+        let s = EvaluationSpec {
+            resources: Some(Resources {
+                cpu: Some(Quantity("lots".into())),
+                memory: Some(Quantity("0".into())),
+                ephemeral_storage: Some(Quantity("1.5Gi".into())),
+                gpu: None,
+            }),
+            timeout: Some("0s".into()),
+            pass_threshold: Some(f64::NAN),
+            ..spec()
+        };
+        let p = problems(&s);
+        assert_eq!(p.len(), 4, "{p:?}");
+        for q in ["500m", "1", "2e3", "512Mi", "0.5", "+1"] {
+            assert!(is_positive_quantity(q), "{q}");
+        }
+        for q in ["", "0", "0m", "-1", "1Xi", "abc", "e3", "."] {
+            assert!(!is_positive_quantity(q), "{q}");
+        }
+    }
+
+    #[test]
+    fn sandbox_class_must_match_the_network_mode() {
+        let wrong_class = EvaluationSpec {
+            sandbox: Some(Sandbox {
+                runtime_class_name: Some("runc".into()),
+                ..Default::default()
+            }),
+            ..spec()
+        };
+        assert!(problems(&wrong_class)[0].contains("runtimeClassName"));
+
+        let allowlist = EvaluationSpec {
+            sandbox: Some(Sandbox {
+                network: Some(NetworkMode::Allowlist),
+                egress: Some(vec![EgressRule {
+                    cidr: "203.0.113.0/24".into(),
+                    ports: Some(vec![443]),
+                }]),
+                ..Default::default()
+            }),
+            ..spec()
+        };
+        assert_eq!(problems(&allowlist), Vec::<String>::new());
+        assert_eq!(runtime_class(&allowlist, &Config::default()), "gvisor-net");
+
+        let bad_rules = EvaluationSpec {
+            sandbox: Some(Sandbox {
+                network: Some(NetworkMode::None),
+                egress: Some(vec![EgressRule {
+                    cidr: "300.0.0.0/8".into(),
+                    ports: Some(vec![0]),
+                }]),
+                ..Default::default()
+            }),
+            ..spec()
+        };
+        assert_eq!(problems(&bad_rules).len(), 3);
+    }
+
+    #[test]
+    fn git_sources_are_reported_as_not_supported_yet() {
+        let s = EvaluationSpec {
+            source: Some(Source::Git(Default::default())),
+            ..spec()
+        };
+        assert!(problems(&s)[0].contains("not supported"));
+    }
+}

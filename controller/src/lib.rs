@@ -1,0 +1,20 @@
+//! Crucible: a Kubernetes operator that runs AI evaluations declaratively in gVisor sandboxes.
+//!
+//! Modules named for what they do; the pure planning lives in [`evaluation::plan`],
+//! [`evaluation::phase`], [`evaluation::pod`], [`evaluation::results`] and
+//! [`evaluation::validate`]; I/O only in `observe`, `apply`, `report` and the binary.
+#![deny(rust_2018_idioms)]
+
+pub mod config;
+pub mod crd;
+pub mod duration;
+pub mod error;
+pub mod evaluation;
+pub mod http;
+pub mod metrics;
+pub mod telemetry;
+
+#[cfg(test)]
+pub mod fixtures;
+
+pub use error::{Error, Result};
