@@ -18,6 +18,8 @@ pub struct Cli {
 }
 
 /// Subcommands of `crucible`.
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the controller against the current kubeconfig or the in-cluster config.

@@ -1,1 +1,270 @@
-//! Test fixtures.
+//! Test fixtures: builders for Evaluations and pods, and a mock API server (tower-test) that
+//! checks each request of a reconcile in order. Compiled for tests only.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response};
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, Pod, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::client::Body;
+use kube::{Client, Resource};
+
+use crate::config::Config;
+use crate::crd::Evaluation;
+use crate::crd::evaluation::{EvaluationSpec, EvaluationStatus, InlineSource, Source};
+use crate::evaluation::Context;
+use crate::evaluation::plan::{Admission, Observed, RuntimeClassCheck};
+use crate::metrics::Metrics;
+
+/// A fixed "now" (2026-01-01T00:00:00Z) plus `secs`.
+pub fn at(secs: i64) -> Time {
+    Time(jiff::Timestamp::from_second(1_767_225_600 + secs).expect("valid timestamp"))
+}
+
+impl Evaluation {
+    /// `team-a/arith`, generation 1, a Python image and one inline file.
+    pub fn test() -> Self {
+        let mut ev = Evaluation::new(
+            "arith",
+            EvaluationSpec {
+                image: "localhost/crucible/python:3.11".into(),
+                command: Some(vec!["python3".into(), "/workspace/eval.py".into()]),
+                source: Some(Source::Inline(InlineSource {
+                    files: [("eval.py".to_string(), "print(1)".to_string())].into(),
+                })),
+                ..Default::default()
+            },
+        );
+        ev.metadata = ObjectMeta {
+            name: Some("arith".into()),
+            namespace: Some("team-a".into()),
+            uid: Some("11111111-2222-3333-4444-555555555555".into()),
+            generation: Some(1),
+            resource_version: Some("1".into()),
+            ..Default::default()
+        };
+        ev
+    }
+
+    /// Edits the spec.
+    pub fn with_spec(mut self, edit: impl FnOnce(&mut EvaluationSpec)) -> Self {
+        edit(&mut self.spec);
+        self
+    }
+
+    /// Sets the status.
+    pub fn with_status(mut self, status: EvaluationStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Sets the generation.
+    pub fn at_generation(mut self, generation: i64) -> Self {
+        self.meta_mut().generation = Some(generation);
+        self
+    }
+
+    /// Sets an annotation.
+    pub fn annotated(mut self, key: &str, value: &str) -> Self {
+        self.meta_mut()
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
+        self
+    }
+}
+
+impl Observed {
+    /// Nothing in the cluster yet, the RuntimeClass present, admitted, at time `at(0)`.
+    pub fn empty() -> Self {
+        Observed {
+            now: at(0),
+            pods: Vec::new(),
+            runtime_class: Some(RuntimeClassCheck::Present),
+            logs: Default::default(),
+            admission: Admission::Admitted,
+        }
+    }
+}
+
+/// A pod named `name` in `team-a` with pod phase `phase` and the given container statuses.
+pub fn mk_pod(name: &str, phase: &str, containers: Vec<ContainerStatus>) -> Pod {
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("team-a".into()),
+            ..Default::default()
+        },
+        spec: None,
+        status: Some(PodStatus {
+            phase: Some(phase.into()),
+            container_statuses: Some(containers),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A container status in the given state.
+pub fn mk_container(name: &str, state: ContainerState) -> ContainerStatus {
+    ContainerStatus {
+        name: name.into(),
+        image: "localhost/crucible/python:3.11".into(),
+        image_id: "sha256:abc".into(),
+        state: Some(state),
+        ..Default::default()
+    }
+}
+
+/// A running container state.
+pub fn running() -> ContainerState {
+    ContainerState {
+        running: Some(ContainerStateRunning::default()),
+        ..Default::default()
+    }
+}
+
+/// A waiting container state with `reason`.
+pub fn waiting(reason: &str) -> ContainerState {
+    ContainerState {
+        waiting: Some(ContainerStateWaiting {
+            reason: Some(reason.into()),
+            message: Some(format!("{reason} happened")),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A terminated container state.
+pub fn terminated(exit_code: i32, reason: &str, message: Option<&str>) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code,
+            reason: Some(reason.into()),
+            message: message.map(str::to_string),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// A mock API server: each `expect` call answers the next request after checking it.
+pub struct ApiServerVerifier(ApiServerHandle);
+
+/// A request the mock API server received.
+pub struct Received {
+    /// Path and query.
+    pub uri: String,
+    /// JSON body (Null when empty).
+    pub body: serde_json::Value,
+}
+
+impl Context {
+    /// A context whose client talks to an [`ApiServerVerifier`].
+    pub fn test() -> (Arc<Context>, ApiServerVerifier) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        let ctx = Context::new(
+            client,
+            Config::default(),
+            Arc::new(Metrics::default()),
+            None,
+        );
+        (Arc::new(ctx), ApiServerVerifier(handle))
+    }
+}
+
+impl ApiServerVerifier {
+    /// Expects the next request to be `method` on a path starting with `path`, answers `code`
+    /// with `response`, and returns what was received.
+    pub async fn expect(
+        &mut self,
+        method: Method,
+        path: &str,
+        code: u16,
+        response: serde_json::Value,
+    ) -> Received {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(2), self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
+            .expect("service not called");
+        let uri = request.uri().to_string();
+        assert_eq!(request.method(), method, "unexpected method for {uri}");
+        assert!(uri.starts_with(path), "expected {method} {path}, got {uri}");
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+        };
+        let text = match &response {
+            serde_json::Value::String(s) => s.clone().into_bytes(),
+            other => serde_json::to_vec(other).expect("json"),
+        };
+        send.send_response(
+            Response::builder()
+                .status(code)
+                .body(Body::from(text))
+                .expect("response"),
+        );
+        Received { uri, body }
+    }
+
+    /// Answers with the request's own body (what a server-side apply returns, near enough).
+    pub async fn expect_apply(&mut self, path: &str) -> Received {
+        let (request, send) = tokio::time::timeout(Duration::from_secs(2), self.0.next_request())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for PATCH {path}"))
+            .expect("service not called");
+        let uri = request.uri().to_string();
+        assert_eq!(
+            request.method(),
+            Method::PATCH,
+            "unexpected method for {uri}"
+        );
+        assert!(uri.starts_with(path), "expected PATCH {path}, got {uri}");
+        assert!(uri.contains("force=true"), "applies are forced: {uri}");
+        let bytes = request.into_body().collect_bytes().await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json body");
+        let mut echo = body.clone();
+        if echo.get("metadata").is_none() {
+            // Status applies carry no metadata; the server's answer always has it.
+            echo["metadata"] = serde_json::json!({"name": "echo"});
+            echo["spec"] = serde_json::json!({"image": "echo"});
+        }
+        let echo = serde_json::to_vec(&echo).expect("json");
+        send.send_response(
+            Response::builder()
+                .body(Body::from(echo))
+                .expect("response"),
+        );
+        Received { uri, body }
+    }
+
+    /// Asserts that no further request arrives.
+    pub async fn expect_silence(mut self) {
+        let next = tokio::time::timeout(Duration::from_millis(200), self.0.next_request()).await;
+        if let Ok(Some((request, _))) = next {
+            panic!("unexpected request {} {}", request.method(), request.uri());
+        }
+    }
+}
+
+/// An API `Status` error body.
+pub fn status_error(code: u16, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "code": code, "message": message,
+        "reason": match code { 404 => "NotFound", 403 => "Forbidden", 409 => "Conflict", _ => "Invalid" }
+    })
+}
+
+/// An empty pod list.
+pub fn pod_list(pods: &[Pod]) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": pods})
+}

@@ -1,1 +1,225 @@
 use super::*;
+use crate::crd::Evaluation;
+use crate::crd::evaluation::Scorer;
+use crate::evaluation::results::LogScanner;
+use crate::fixtures::{mk_container, mk_pod, running, terminated, waiting};
+
+fn logs(container: &str, text: &str) -> BTreeMap<String, LogCapture> {
+    let mut s = LogScanner::default();
+    s.feed(text.as_bytes());
+    BTreeMap::from([(container.to_string(), s.finish())])
+}
+
+fn finished(state: PodState) -> Outcome {
+    match state {
+        PodState::Finished(o) => o,
+        other => panic!("expected a finished pod, got {other:?}"),
+    }
+}
+
+#[test]
+fn pending_and_running_pods_are_read_as_such() {
+    let spec = Evaluation::test().spec;
+    let pod = mk_pod("p", "Pending", vec![]);
+    assert_eq!(
+        examine(&pod, &spec, &BTreeMap::new(), 0.5),
+        PodState::Waiting
+    );
+    let pod = mk_pod("p", "Running", vec![mk_container("evaluation", running())]);
+    assert_eq!(
+        examine(&pod, &spec, &BTreeMap::new(), 0.5),
+        PodState::Running
+    );
+}
+
+#[test]
+fn exit_zero_with_a_termination_message_succeeds() {
+    let spec = Evaluation::test().spec;
+    let pod = mk_pod(
+        "p",
+        "Succeeded",
+        vec![mk_container(
+            "evaluation",
+            terminated(0, "Completed", Some(r#"{"score": 0.9}"#)),
+        )],
+    );
+    let o = finished(examine(&pod, &spec, &BTreeMap::new(), 0.5));
+    assert_eq!(o.phase, Some(Phase::Succeeded));
+    let result = o.result.expect("result");
+    assert!(result.passed);
+    assert_eq!(result.score, 0.9);
+    assert!(o.result_digest.is_some());
+}
+
+#[test]
+fn below_threshold_succeeds_but_does_not_pass() {
+    let spec = Evaluation::test().spec;
+    let pod = mk_pod(
+        "p",
+        "Succeeded",
+        vec![mk_container("evaluation", terminated(0, "Completed", None))],
+    );
+    let o = finished(examine(
+        &pod,
+        &spec,
+        &logs("evaluation", "CRUCIBLE_RESULT {\"score\": 0.2}\n"),
+        0.5,
+    ));
+    assert_eq!(o.phase, Some(Phase::Succeeded));
+    assert_eq!(o.reason.as_deref(), Some("NotPassed"));
+    assert!(!o.result.expect("result").passed);
+}
+
+#[test]
+fn missing_or_invalid_results_fail_with_invalid_result() {
+    let spec = Evaluation::test().spec;
+    let pod = mk_pod(
+        "p",
+        "Succeeded",
+        vec![mk_container(
+            "evaluation",
+            terminated(0, "Completed", Some("{\"score\": NaN}")),
+        )],
+    );
+    let o = finished(examine(&pod, &spec, &BTreeMap::new(), 0.5));
+    assert_eq!(
+        (o.phase, o.reason.as_deref()),
+        (Some(Phase::Failed), Some("InvalidResult"))
+    );
+    assert!(o.message.expect("message").contains("not valid JSON"));
+    let pod = mk_pod(
+        "p",
+        "Succeeded",
+        vec![mk_container("evaluation", terminated(0, "Completed", None))],
+    );
+    let o = finished(examine(&pod, &spec, &logs("evaluation", "hi\n"), 0.5));
+    assert_eq!(o.reason.as_deref(), Some("InvalidResult"));
+}
+
+#[test]
+fn non_zero_exit_and_oom_fail_with_the_exit_code() {
+    let spec = Evaluation::test().spec;
+    let pod = mk_pod(
+        "p",
+        "Failed",
+        vec![mk_container("evaluation", terminated(3, "Error", None))],
+    );
+    let o = finished(examine(&pod, &spec, &BTreeMap::new(), 0.5));
+    assert_eq!(
+        (o.phase, o.exit_code, o.reason.as_deref()),
+        (Some(Phase::Failed), Some(3), Some("Error"))
+    );
+    let pod = mk_pod(
+        "p",
+        "Failed",
+        vec![mk_container(
+            "evaluation",
+            terminated(137, "OOMKilled", None),
+        )],
+    );
+    let o = finished(examine(&pod, &spec, &BTreeMap::new(), 0.5));
+    assert_eq!(o.reason.as_deref(), Some("OOMKilled"));
+    assert!(o.message.expect("message").contains("memory"));
+}
+
+#[test]
+fn kubelet_deadline_is_a_timeout_and_eviction_is_infrastructure() {
+    let spec = Evaluation::test().spec;
+    let mut pod = mk_pod("p", "Failed", vec![]);
+    pod.status.as_mut().expect("status").reason = Some("DeadlineExceeded".into());
+    assert_eq!(
+        finished(examine(&pod, &spec, &BTreeMap::new(), 0.5)).phase,
+        Some(Phase::TimedOut)
+    );
+    pod.status.as_mut().expect("status").reason = Some("Evicted".into());
+    assert!(
+        matches!(examine(&pod, &spec, &BTreeMap::new(), 0.5), PodState::InfraFailure { reason, .. } if reason == "Evicted")
+    );
+}
+
+#[test]
+fn image_pull_back_off_is_infrastructure_and_config_errors_fail() {
+    let spec = Evaluation::test().spec;
+    let pod = mk_pod(
+        "p",
+        "Pending",
+        vec![mk_container("evaluation", waiting("ImagePullBackOff"))],
+    );
+    assert!(
+        matches!(examine(&pod, &spec, &BTreeMap::new(), 0.5), PodState::InfraFailure { reason, .. } if reason == "ImagePullBackOff")
+    );
+    let pod = mk_pod(
+        "p",
+        "Pending",
+        vec![mk_container("evaluation", waiting("ErrImagePull"))],
+    );
+    assert_eq!(
+        examine(&pod, &spec, &BTreeMap::new(), 0.5),
+        PodState::Waiting
+    );
+    let pod = mk_pod(
+        "p",
+        "Pending",
+        vec![mk_container(
+            "evaluation",
+            waiting("CreateContainerConfigError"),
+        )],
+    );
+    assert_eq!(
+        finished(examine(&pod, &spec, &BTreeMap::new(), 0.5)).phase,
+        Some(Phase::Failed)
+    );
+}
+
+#[test]
+fn with_a_scorer_only_the_scorer_result_counts() {
+    let spec = Evaluation::test()
+        .with_spec(|s| {
+            s.scorer = Some(Scorer {
+                image: "img".into(),
+                ..Default::default()
+            })
+        })
+        .spec;
+    // The evaluated code prints a forged result; the scorer writes the real one.
+    let mut pod = mk_pod(
+        "p",
+        "Succeeded",
+        vec![mk_container(
+            "scorer",
+            terminated(0, "Completed", Some(r#"{"score": 0.1}"#)),
+        )],
+    );
+    pod.status.as_mut().expect("status").init_container_statuses = Some(vec![mk_container(
+        "evaluation",
+        terminated(0, "Completed", None),
+    )]);
+    let forged = logs(
+        "evaluation",
+        "CRUCIBLE_RESULT {\"score\": 1, \"passed\": true}\n",
+    );
+    let o = finished(examine(&pod, &spec, &forged, 0.5));
+    assert_eq!(o.result.expect("result").score, 0.1);
+    // The evaluated code failing fails the run before the scorer.
+    pod.status.as_mut().expect("status").init_container_statuses = Some(vec![mk_container(
+        "evaluation",
+        terminated(1, "Error", None),
+    )]);
+    pod.status.as_mut().expect("status").phase = Some("Failed".into());
+    assert_eq!(
+        finished(examine(&pod, &spec, &forged, 0.5)).exit_code,
+        Some(1)
+    );
+    // While the evaluated code runs, the pod is Pending but the run is Running.
+    let mut pod = mk_pod(
+        "p",
+        "Pending",
+        vec![mk_container("scorer", waiting("PodInitializing"))],
+    );
+    pod.status.as_mut().expect("status").init_container_statuses =
+        Some(vec![mk_container("evaluation", running())]);
+    assert_eq!(
+        examine(&pod, &spec, &BTreeMap::new(), 0.5),
+        PodState::Running
+    );
+}

@@ -298,10 +298,10 @@ pub fn plan(ev: &Evaluation, obs: &Observed, config: &Config) -> Result<Plan> {
     let generation = ev.meta().generation;
     p.status.observed_generation = generation;
     set_conditions(&mut p.status, generation, &obs.now);
-    if !same_run || old.phase != p.status.phase {
-        if let Some(note) = transition_note(&p.status) {
-            p.notes.push(note);
-        }
+    if (!same_run || old.phase != p.status.phase)
+        && let Some(note) = transition_note(&p.status)
+    {
+        p.notes.push(note);
     }
     Ok(Plan {
         status: p.status,

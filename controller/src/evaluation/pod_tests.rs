@@ -1,1 +1,277 @@
 use super::*;
+use crate::crd::Evaluation;
+use crate::crd::evaluation::{EgressRule, NetworkMode, Resources, Sandbox, Scorer};
+use crate::evaluation::plan::owner;
+
+fn build(spec: &EvaluationSpec, runtime_class: Option<&str>) -> Pod {
+    let ev = Evaluation::test();
+    desired_pod(
+        spec,
+        &owner(&ev).expect("owner"),
+        &Attempt {
+            pod_name: "arith-0123456789",
+            attempt_id: "0123456789",
+            runtime_class,
+            timeout_seconds: 600,
+            workspace: Some("arith-workspace"),
+        },
+        &Config::default(),
+    )
+}
+
+fn env_of(c: &Container) -> BTreeMap<String, String> {
+    c.env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect()
+}
+
+#[test]
+fn pod_carries_every_sandbox_setting() {
+    let pod = build(&Evaluation::test().spec, Some("gvisor"));
+    let spec = pod.spec.expect("spec");
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    assert_eq!(spec.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(spec.active_deadline_seconds, Some(600));
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.enable_service_links, Some(false));
+    assert_eq!(spec.host_network, Some(false));
+    assert_eq!(spec.host_pid, Some(false));
+    assert_eq!(spec.host_ipc, Some(false));
+    let psc = spec.security_context.expect("pod security context");
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.run_as_user, Some(65534));
+    assert_eq!(psc.run_as_group, Some(65534));
+    assert_eq!(
+        psc.seccomp_profile.expect("seccomp").type_,
+        "RuntimeDefault"
+    );
+    assert!(spec.init_containers.is_none());
+    assert_eq!(spec.containers.len(), 1);
+    let c = &spec.containers[0];
+    assert_eq!(c.name, EVALUATION_CONTAINER);
+    let sc = c
+        .security_context
+        .clone()
+        .expect("container security context");
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.privileged, Some(false));
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.run_as_user, Some(65534));
+    assert_eq!(
+        sc.capabilities.expect("caps").drop,
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(sc.seccomp_profile.expect("seccomp").type_, "RuntimeDefault");
+    let r = c.resources.clone().expect("resources");
+    assert_eq!(r.requests, r.limits, "requests must equal limits");
+    let limits = r.limits.expect("limits");
+    assert_eq!(limits["cpu"].0, "1");
+    assert_eq!(limits["memory"].0, "512Mi");
+    assert_eq!(limits["ephemeral-storage"].0, "1Gi");
+    assert!(!limits.contains_key("nvidia.com/gpu"));
+    assert_eq!(c.termination_message_path.as_deref(), Some(RESULT_PATH));
+    assert_eq!(c.termination_message_policy.as_deref(), Some("File"));
+    let volumes = spec.volumes.expect("volumes");
+    let tmp = volumes
+        .iter()
+        .find(|v| v.name == "tmp")
+        .expect("tmp volume");
+    assert_eq!(
+        tmp.empty_dir.as_ref().and_then(|e| e.size_limit.clone()),
+        Some(Quantity("64Mi".into()))
+    );
+    let mounts = c.volume_mounts.clone().expect("mounts");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.mount_path == "/tmp" && m.read_only.is_none())
+    );
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.mount_path == WORKSPACE_DIR && m.read_only == Some(true))
+    );
+}
+
+#[test]
+fn pod_is_owned_labelled_and_told_who_it_is() {
+    let pod = build(&Evaluation::test().spec, Some("gvisor"));
+    let owners = pod.metadata.owner_references.clone().expect("owner refs");
+    assert_eq!(owners.len(), 1);
+    assert_eq!(owners[0].kind, "Evaluation");
+    assert_eq!(owners[0].controller, Some(true));
+    let labels = pod.metadata.labels.clone().expect("labels");
+    assert_eq!(labels[MANAGED_LABEL], "true");
+    assert_eq!(labels[RUN_LABEL], "0123456789");
+    assert_eq!(
+        labels[EVALUATION_UID_LABEL],
+        "11111111-2222-3333-4444-555555555555"
+    );
+    let env = env_of(&pod.spec.expect("spec").containers[0]);
+    assert_eq!(env["CRUCIBLE_EVALUATION"], "arith");
+    assert_eq!(env["CRUCIBLE_NAMESPACE"], "team-a");
+    assert_eq!(env["CRUCIBLE_RESULT_PATH"], RESULT_PATH);
+}
+
+#[test]
+fn unsandboxed_pod_has_no_runtime_class_but_keeps_the_hardening() {
+    let pod = build(&Evaluation::test().spec, None);
+    let spec = pod.spec.expect("spec");
+    assert_eq!(spec.runtime_class_name, None);
+    let sc = spec.containers[0].security_context.clone().expect("sc");
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+}
+
+#[test]
+fn resources_and_gpus_come_from_the_spec() {
+    let spec = Evaluation::test()
+        .with_spec(|s| {
+            s.resources = Some(Resources {
+                cpu: Some(Quantity("250m".into())),
+                memory: Some(Quantity("1Gi".into())),
+                ephemeral_storage: None,
+                gpu: Some(1),
+            })
+        })
+        .spec;
+    let pod = build(&spec, Some("gvisor"));
+    let limits = pod.spec.expect("spec").containers[0]
+        .resources
+        .clone()
+        .and_then(|r| r.limits)
+        .expect("limits");
+    assert_eq!(limits["cpu"].0, "250m");
+    assert_eq!(limits["memory"].0, "1Gi");
+    assert_eq!(limits["nvidia.com/gpu"].0, "1");
+}
+
+#[test]
+fn scorer_runs_after_the_evaluation_and_alone_writes_the_result() {
+    let spec = Evaluation::test()
+        .with_spec(|s| {
+            s.scorer = Some(Scorer {
+                image: "localhost/crucible/python:3.11".into(),
+                command: Some(vec!["python3".into(), "/workspace/score.py".into()]),
+                ..Default::default()
+            })
+        })
+        .spec;
+    let pod = build(&spec, Some("gvisor"));
+    let spec = pod.spec.expect("spec");
+    let init = spec.init_containers.expect("init containers");
+    assert_eq!(init[0].name, EVALUATION_CONTAINER);
+    assert!(!env_of(&init[0]).contains_key("CRUCIBLE_RESULT_PATH"));
+    assert_eq!(init[0].termination_message_path, None);
+    let outputs = |c: &Container| {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.mount_path == OUTPUTS_DIR)
+            .map(|m| m.read_only)
+    };
+    assert_eq!(outputs(&init[0]), Some(None), "evaluation writes /outputs");
+    let scorer = &spec.containers[0];
+    assert_eq!(scorer.name, SCORER_CONTAINER);
+    assert_eq!(env_of(scorer)["CRUCIBLE_RESULT_PATH"], RESULT_PATH);
+    assert_eq!(outputs(scorer), Some(Some(true)), "scorer reads /outputs");
+    assert_eq!(
+        scorer
+            .security_context
+            .clone()
+            .and_then(|s| s.read_only_root_filesystem),
+        Some(true)
+    );
+}
+
+#[test]
+fn network_policy_denies_everything_by_default() {
+    let ev = Evaluation::test();
+    let np = desired_network_policy(&ev.spec, &owner(&ev).expect("owner"), "arith-sandbox");
+    let spec = np.spec.expect("spec");
+    assert_eq!(
+        spec.policy_types,
+        Some(vec!["Ingress".into(), "Egress".into()])
+    );
+    assert_eq!(spec.ingress, Some(vec![]));
+    assert_eq!(spec.egress, Some(vec![]));
+    let selector = spec
+        .pod_selector
+        .and_then(|s| s.match_labels)
+        .expect("selector");
+    assert_eq!(
+        selector[EVALUATION_UID_LABEL],
+        "11111111-2222-3333-4444-555555555555"
+    );
+    assert!(np.metadata.owner_references.is_some());
+}
+
+#[test]
+fn network_policy_allows_only_the_listed_egress() {
+    let ev = Evaluation::test().with_spec(|s| {
+        s.sandbox = Some(Sandbox {
+            network: Some(NetworkMode::Allowlist),
+            egress: Some(vec![EgressRule {
+                cidr: "203.0.113.0/24".into(),
+                ports: Some(vec![443]),
+            }]),
+            ..Default::default()
+        })
+    });
+    let np = desired_network_policy(&ev.spec, &owner(&ev).expect("owner"), "x");
+    let egress = np.spec.and_then(|s| s.egress).expect("egress");
+    assert_eq!(egress.len(), 1);
+    let peer = &egress[0].to.as_ref().expect("to")[0];
+    assert_eq!(
+        peer.ip_block.as_ref().map(|b| b.cidr.as_str()),
+        Some("203.0.113.0/24")
+    );
+    let port = &egress[0].ports.as_ref().expect("ports")[0];
+    assert_eq!(port.port, Some(IntOrString::Int(443)));
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+}
+
+#[test]
+fn workspace_maps_nested_paths_to_valid_keys() {
+    let ev = Evaluation::test().with_spec(|s| {
+        s.source = Some(Source::Inline(crate::crd::evaluation::InlineSource {
+            files: [
+                ("eval.py".to_string(), "a".to_string()),
+                ("lib/util.py".to_string(), "b".to_string()),
+            ]
+            .into(),
+        }))
+    });
+    let cm = desired_workspace(&ev.spec, &owner(&ev).expect("owner"), "arith-workspace")
+        .expect("configmap");
+    let data = cm.data.expect("data");
+    assert_eq!(data["eval.py"], "a");
+    let nested = data
+        .keys()
+        .find(|k| k.starts_with("lib_util.py-"))
+        .expect("nested key");
+    assert!(
+        nested
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+    );
+    let pod = build(&ev.spec, Some("gvisor"));
+    let volume = pod
+        .spec
+        .and_then(|s| s.volumes)
+        .into_iter()
+        .flatten()
+        .find(|v| v.name == "workspace")
+        .and_then(|v| v.config_map)
+        .expect("workspace volume");
+    assert_eq!(volume.default_mode, Some(0o444));
+    let items = volume.items.expect("items");
+    assert!(
+        items
+            .iter()
+            .any(|i| &i.key == nested && i.path == "lib/util.py")
+    );
+    assert!(desired_workspace(&EvaluationSpec::default(), &owner(&ev).expect("o"), "x").is_none());
+}

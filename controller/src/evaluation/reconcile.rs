@@ -55,3 +55,7 @@ pub fn error_policy(ev: Arc<Evaluation>, error: &Error, ctx: Arc<Context>) -> Ac
         Action::await_change()
     }
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

@@ -243,14 +243,14 @@ impl LogScanner {
 
     fn end_line(&mut self) {
         let mut line = std::mem::take(&mut self.line);
-        let len = std::mem::take(&mut self.line_len);
+        let mut len = std::mem::take(&mut self.line_len);
         if line.last() == Some(&b'\r') {
             line.pop();
+            len -= 1;
         }
         if let Some(json) = line.strip_prefix(RESULT_PREFIX.as_bytes()) {
-            self.result_line = Some(if len - RESULT_PREFIX.len() > RESULT_LINE_MAX + 1 {
-                ResultLine::Oversized
-            } else if json.len() > RESULT_LINE_MAX {
+            // `line` keeps at most LINE_KEEP bytes; `len` is the real length.
+            self.result_line = Some(if len - RESULT_PREFIX.len() > RESULT_LINE_MAX {
                 ResultLine::Oversized
             } else {
                 ResultLine::Json(json.to_vec())
@@ -292,7 +292,7 @@ mod tests {
         assert!(r.digest.starts_with("sha256:"));
         let minimal = parse(b" {\"score\": 1}\n").expect("valid");
         assert_eq!(minimal.passed, None);
-        assert_eq!(minimal.into_result(0.5).passed, true);
+        assert!(minimal.into_result(0.5).passed);
     }
 
     #[test]

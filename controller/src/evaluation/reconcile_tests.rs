@@ -1,0 +1,242 @@
+//! Mock API server scenarios: the exact conversation one reconcile has with the API server.
+
+use std::sync::Arc;
+
+use http::Method;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::controller::Action;
+
+use super::reconcile;
+use crate::config::Config;
+use crate::crd::Evaluation;
+use crate::crd::evaluation::Phase;
+use crate::evaluation::Context;
+use crate::evaluation::plan::{Observed, plan};
+use crate::fixtures::{
+    ApiServerVerifier, at, mk_container, mk_pod, pod_list, running, status_error,
+};
+
+const PODS: &str = "/api/v1/namespaces/team-a/pods";
+const RUNTIME_CLASS: &str = "/apis/node.k8s.io/v1/runtimeclasses/gvisor";
+const POLICY: &str = "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/arith-sandbox";
+const WORKSPACE: &str = "/api/v1/namespaces/team-a/configmaps/arith-workspace";
+const STATUS: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/evaluations/arith/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
+
+fn runtime_class() -> serde_json::Value {
+    serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+        "metadata": {"name": "gvisor"}, "handler": "runsc"})
+}
+
+/// Runs one reconcile against the scenario and returns its action.
+async fn reconcile_with<F>(ev: Evaluation, scenario: impl FnOnce(ApiServerVerifier) -> F) -> Action
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (ctx, verifier) = Context::test();
+    let server = tokio::spawn(scenario(verifier));
+    let action = reconcile(Arc::new(ev), ctx)
+        .await
+        .expect("reconcile succeeds");
+    server.await.expect("scenario completed");
+    action
+}
+
+/// The Evaluation after a first reconcile started its pod, and that pod's name.
+fn started(ev: Evaluation) -> (Evaluation, String) {
+    let p = plan(&ev, &Observed::empty(), &Config::default()).expect("plan");
+    let name = p.status.pod_name.clone().expect("pod name");
+    (ev.with_status(p.status), name)
+}
+
+#[tokio::test]
+async fn create_applies_policy_before_pod_then_reports_pending() {
+    reconcile_with(Evaluation::test(), |mut api| async move {
+        let list = api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
+        assert!(
+            list.uri
+                .contains("labelSelector=crucible.dev%2Fevaluation-uid%3D11111111"),
+            "{}",
+            list.uri
+        );
+        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+            .await;
+        let policy = api.expect_apply(POLICY).await;
+        assert!(policy.uri.contains("fieldManager=crucible-controller"));
+        assert_eq!(
+            policy.body["spec"]["policyTypes"],
+            serde_json::json!(["Ingress", "Egress"])
+        );
+        let workspace = api.expect_apply(WORKSPACE).await;
+        assert_eq!(workspace.body["data"]["eval.py"], "print(1)");
+        let pod = api.expect_apply(PODS).await;
+        assert_eq!(pod.body["spec"]["runtimeClassName"], "gvisor");
+        assert_eq!(pod.body["kind"], "Pod");
+        let status = api.expect_apply(STATUS).await;
+        assert!(status.uri.contains("fieldManager=crucible-status"));
+        assert_eq!(status.body["status"]["phase"], "Pending");
+        assert_eq!(status.body["status"]["observedGeneration"], 1);
+        let event = api
+            .expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        assert_eq!(event.body["reason"], "Admitted");
+        api.expect_silence().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn missing_runtime_class_reports_sandbox_unavailable_and_creates_nothing() {
+    reconcile_with(Evaluation::test(), |mut api| async move {
+        api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
+        api.expect(
+            Method::GET,
+            RUNTIME_CLASS,
+            404,
+            status_error(404, "not found"),
+        )
+        .await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "Failed");
+        assert_eq!(status.body["status"]["reason"], "SandboxUnavailable");
+        let event = api
+            .expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        assert_eq!(event.body["reason"], "SandboxUnavailable");
+        assert_eq!(event.body["type"], "Warning");
+        api.expect_silence().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn refused_network_policy_fails_closed_without_a_pod() {
+    reconcile_with(Evaluation::test(), |mut api| async move {
+        api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
+        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+            .await;
+        api.expect(
+            Method::PATCH,
+            POLICY,
+            403,
+            status_error(403, "networkpolicies is forbidden"),
+        )
+        .await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["reason"], "SandboxUnavailable");
+        assert!(
+            status.body["status"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("forbidden"))
+        );
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancel_reads_the_log_writes_status_then_deletes_the_pod() {
+    let (ev, name) = started(Evaluation::test());
+    let ev = ev.with_spec(|s| s.cancel = Some(true));
+    let pod: Pod = mk_pod(
+        &name,
+        "Running",
+        vec![mk_container("evaluation", running())],
+    );
+    let pod_path = format!("{PODS}/{name}");
+    reconcile_with(ev, |mut api| async move {
+        api.expect(Method::GET, PODS, 200, pod_list(&[pod])).await;
+        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+            .await;
+        let log = api
+            .expect(
+                Method::GET,
+                &format!("{pod_path}/log"),
+                200,
+                "step 1\nstep 2\n".into(),
+            )
+            .await;
+        assert!(log.uri.contains("container=evaluation"));
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], Phase::Cancelled.as_str());
+        assert_eq!(status.body["status"]["logTail"], "step 1\nstep 2\n");
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        api.expect(Method::DELETE, &pod_path, 200, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deadline_times_out_and_deletes_the_pod_after_keeping_its_log() {
+    let (ev, name) = started(Evaluation::test().with_spec(|s| s.timeout = Some("1s".into())));
+    let mut ev = ev;
+    if let Some(s) = ev.status.as_mut() {
+        // Started long ago: far past timeout + grace.
+        s.start_time = Some(at(-3600));
+    }
+    let pod = mk_pod(
+        &name,
+        "Running",
+        vec![mk_container("evaluation", running())],
+    );
+    let pod_path = format!("{PODS}/{name}");
+    reconcile_with(ev, |mut api| async move {
+        api.expect(Method::GET, PODS, 200, pod_list(&[pod])).await;
+        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+            .await;
+        api.expect(
+            Method::GET,
+            &format!("{pod_path}/log"),
+            200,
+            "looping\n".into(),
+        )
+        .await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "TimedOut");
+        assert_eq!(status.body["status"]["logTail"], "looping\n");
+        let event = api
+            .expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        assert_eq!(event.body["reason"], "TimedOut");
+        api.expect(Method::DELETE, &pod_path, 200, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_ttl_deletes_children_but_writes_no_status() {
+    let ev = Evaluation::test().with_spec(|s| s.ttl_seconds_after_finished = Some(0));
+    let (ev, name) = started(ev);
+    let done_pod = mk_pod(
+        &name,
+        "Succeeded",
+        vec![mk_container(
+            "evaluation",
+            crate::fixtures::terminated(0, "Completed", Some(r#"{"score": 1}"#)),
+        )],
+    );
+    let obs = Observed {
+        pods: vec![done_pod],
+        now: at(-60),
+        ..Observed::empty()
+    };
+    let done = plan(&ev, &obs, &Config::default()).expect("plan");
+    let ev = ev.with_status(done.status);
+    let action = reconcile_with(ev, |mut api| async move {
+        api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
+        api.expect(Method::DELETE, POLICY, 200, serde_json::json!({}))
+            .await;
+        api.expect(Method::DELETE, WORKSPACE, 404, status_error(404, "gone"))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
+    assert_eq!(action, Action::await_change());
+}
