@@ -1,1 +1,8 @@
-fn main() {}
+//! The real-cluster tier: Crucible against the local Kubernetes + gVisor cluster.
+//!
+//! Run with `scripts/test.sh` (which starts the cluster and the controller), or by hand:
+//! `KUBECONFIG=... cargo test -p crucible-e2e --features e2e` with a controller running.
+
+mod examples;
+mod lifecycle;
+mod sandbox;

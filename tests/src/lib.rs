@@ -1,1 +1,235 @@
+//! Helpers for the end-to-end tier: a client for the local cluster, throwaway namespaces that
+//! dump what they hold when a test fails, and waiting for a condition with a deadline.
+//!
+//! The tests themselves live in `e2e/` behind the `e2e` feature; they need a running cluster
+//! (`infrastructure/local/cluster.sh up`) and a running controller (`scripts/test.sh` starts
+//! both).
 
+use std::fmt::Debug;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crucible::crd::Evaluation;
+
+/// Field manager of everything the tests apply.
+pub const TEST_MANAGER: &str = "crucible-e2e";
+/// Label on every namespace the tests create, for bulk cleanup.
+pub const TEST_LABEL: &str = "crucible.dev/e2e";
+/// Interval between two looks while waiting.
+const POLL: Duration = Duration::from_millis(250);
+
+/// A client from `KUBECONFIG` (or the default kubeconfig).
+///
+/// # Panics
+/// When no cluster is configured: the e2e tier needs one.
+pub async fn client() -> Client {
+    Client::try_default().await.expect(
+        "e2e tests need a cluster: run `infrastructure/local/cluster.sh up` and set KUBECONFIG",
+    )
+}
+
+/// Runs `test` in a fresh namespace `e2e-<prefix>-<suffix>`, dumps its pods, Events,
+/// Evaluations and the controller log tail if the test panics, and deletes the namespace.
+pub async fn with_temp_ns<F, Fut>(prefix: &str, test: F)
+where
+    F: FnOnce(Client, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let client = client().await;
+    let name = format!("e2e-{prefix}-{}", unique_suffix());
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": name, "labels": {TEST_LABEL: "true"}}
+    }))
+    .expect("namespace manifest");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create test namespace");
+    wait_for_default_service_account(&client, &name).await;
+    let outcome = AssertUnwindSafe(test(client.clone(), name.clone()))
+        .catch_unwind()
+        .await;
+    if outcome.is_err() {
+        dump_namespace(&client, &name).await;
+    }
+    let _ = namespaces.delete(&name, &DeleteParams::background()).await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Six hex digits that differ between calls and between runs.
+fn unique_suffix() -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let n = u64::from(nanos)
+        ^ (u64::from(std::process::id()) << 8)
+        ^ COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 20;
+    format!("{:06x}", n & 0xff_ffff)
+}
+
+/// Pods cannot be created before the namespace's default service account exists.
+async fn wait_for_default_service_account(client: &Client, ns: &str) {
+    let api: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), ns);
+    poll_until(
+        Duration::from_secs(30),
+        "default service account",
+        || async { api.get_opt("default").await.ok().flatten() },
+    )
+    .await;
+}
+
+/// Polls `probe` every 250 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until `name` satisfies `condition`, returning the object; panics with the last seen
+/// state after `timeout`.
+pub async fn wait_for<K, C>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    what: &str,
+    condition: C,
+) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    C: Fn(&K) -> bool,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let current = api.get_opt(name).await.expect("API reachable");
+        if let Some(object) = current.as_ref().filter(|o| condition(o)) {
+            return object.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {name} to be {what}; last seen: {current:#?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Waits until the Evaluation's run has finished (a terminal phase).
+pub async fn wait_finished(api: &Api<Evaluation>, name: &str, timeout: Duration) -> Evaluation {
+    wait_for(api, name, timeout, "finished", |ev: &Evaluation| {
+        ev.status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .is_some_and(|p| p.is_finished())
+    })
+    .await
+}
+
+/// Server-side applies an Evaluation into `ns`.
+pub async fn apply_evaluation(client: &Client, ns: &str, ev: &Evaluation) -> Evaluation {
+    let api: Api<Evaluation> = Api::namespaced(client.clone(), ns);
+    let mut body = serde_json::to_value(ev).expect("evaluation serializes");
+    body["apiVersion"] = "crucible.dev/v1alpha1".into();
+    body["kind"] = "Evaluation".into();
+    if let Some(meta) = body["metadata"].as_object_mut() {
+        meta.remove("namespace");
+    }
+    body.as_object_mut().map(|o| o.remove("status"));
+    api.patch(
+        &ev.name_any(),
+        &PatchParams::apply(TEST_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply evaluation {}: {e}", ev.name_any()))
+}
+
+/// Parses an Evaluation manifest.
+pub fn parse_evaluation(yaml: &str) -> Evaluation {
+    serde_saphyr::from_str(yaml).expect("manifest is an Evaluation")
+}
+
+/// Pods of the Evaluation (by its uid label).
+pub async fn pods_of(client: &Client, ns: &str, ev: &Evaluation) -> Vec<Pod> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let uid = ev.uid().expect("evaluation from the API server has a uid");
+    api.list(&ListParams::default().labels(&format!("crucible.dev/evaluation-uid={uid}")))
+        .await
+        .expect("list pods")
+        .items
+}
+
+/// Prints what the namespace holds, for a failed test.
+pub async fn dump_namespace(client: &Client, ns: &str) {
+    eprintln!("===== dump of namespace {ns} =====");
+    let evals: Api<Evaluation> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = evals.list(&ListParams::default()).await {
+        for ev in list {
+            let status = serde_json::to_string_pretty(&ev.status).unwrap_or_default();
+            eprintln!("--- evaluation {}: {status}", ev.name_any());
+        }
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = pods.list(&ListParams::default()).await {
+        for pod in list {
+            let phase = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.phase.clone())
+                .unwrap_or_default();
+            let statuses = pod
+                .status
+                .as_ref()
+                .map(|s| format!("{:?}", s.container_statuses))
+                .unwrap_or_default();
+            eprintln!(
+                "--- pod {} phase={phase} containers={statuses}",
+                pod.name_any()
+            );
+        }
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    if let Ok(list) = events.list(&ListParams::default()).await {
+        for e in list {
+            eprintln!(
+                "--- event {} {}: {} {}",
+                e.involved_object.name.unwrap_or_default(),
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.message.unwrap_or_default()
+            );
+        }
+    }
+    if let Ok(path) = std::env::var("CRUCIBLE_E2E_CONTROLLER_LOG") {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<_> = log.lines().rev().take(60).collect();
+        eprintln!("--- controller log tail ({path}):");
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
+        }
+    }
+    eprintln!("===== end of dump =====");
+}

@@ -1,0 +1,242 @@
+//! Lifecycle on a real cluster: cancel, deletion cascade, TTL cleanup, invalid specs, re-runs.
+
+use std::time::Duration;
+
+use crucible::crd::Evaluation;
+use crucible::crd::evaluation::Phase;
+use crucible_e2e::{
+    apply_evaluation, parse_evaluation, pods_of, poll_until, wait_finished, wait_for, with_temp_ns,
+};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+
+fn sleeper(name: &str, extra: &str) -> Evaluation {
+    parse_evaluation(&format!(
+        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -u, -c, \"import time; print('started', flush=True); time.sleep(300)\"]\n  timeout: 10m\n{extra}"
+    ))
+}
+
+fn quick(name: &str, extra: &str) -> Evaluation {
+    parse_evaluation(&format!(
+        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"print('CRUCIBLE_RESULT {{\\\"score\\\": 1}}')\"]\n  timeout: 1m\n{extra}"
+    ))
+}
+
+async fn wait_running(api: &Api<Evaluation>, name: &str) -> Evaluation {
+    wait_for(
+        api,
+        name,
+        Duration::from_secs(90),
+        "Running",
+        |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn cancel_stops_the_pod_within_seconds_and_keeps_the_log_tail() {
+    with_temp_ns("cancel", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        apply_evaluation(&client, &ns, &sleeper("sleeper", "")).await;
+        let running = wait_running(&api, "sleeper").await;
+        // Wait for the first line of output so that there is a log tail to keep.
+        poll_until(Duration::from_secs(30), "pod output", || {
+            let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &ns);
+            let pod = running
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_name.clone())
+                .unwrap_or_default();
+            async move {
+                pods.logs(&pod, &Default::default())
+                    .await
+                    .ok()
+                    .filter(|l| l.contains("started"))
+            }
+        })
+        .await;
+        let patch = serde_json::json!({"spec": {"cancel": true}});
+        api.patch("sleeper", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("cancel");
+        let cancelled = wait_for(
+            &api,
+            "sleeper",
+            Duration::from_secs(10),
+            "Cancelled",
+            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Cancelled),
+        )
+        .await;
+        let status = cancelled.status.clone().expect("status");
+        assert!(
+            status
+                .log_tail
+                .as_deref()
+                .is_some_and(|t| t.contains("started")),
+            "{status:#?}"
+        );
+        poll_until(Duration::from_secs(20), "the pod to be gone", || {
+            let (client, ns, ev) = (client.clone(), ns.clone(), cancelled.clone());
+            async move { pods_of(&client, &ns, &ev).await.is_empty().then_some(()) }
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_an_evaluation_removes_its_pod_and_network_policy() {
+    with_temp_ns("delete", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        apply_evaluation(&client, &ns, &sleeper("doomed", "")).await;
+        let running = wait_running(&api, "doomed").await;
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+        assert!(
+            policies
+                .get_opt("doomed-sandbox")
+                .await
+                .expect("get")
+                .is_some()
+        );
+        assert_eq!(pods_of(&client, &ns, &running).await.len(), 1);
+        api.delete("doomed", &DeleteParams::background())
+            .await
+            .expect("delete");
+        // Owner-reference garbage collection by the real kube-controller-manager.
+        poll_until(
+            Duration::from_secs(120),
+            "pod and NetworkPolicy to be collected",
+            || {
+                let (client, ns, ev, policies) = (
+                    client.clone(),
+                    ns.clone(),
+                    running.clone(),
+                    policies.clone(),
+                );
+                async move {
+                    let pods_gone = pods_of(&client, &ns, &ev).await.is_empty();
+                    let policy_gone = policies
+                        .get_opt("doomed-sandbox")
+                        .await
+                        .ok()
+                        .flatten()
+                        .is_none();
+                    (pods_gone && policy_gone).then_some(())
+                }
+            },
+        )
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ttl_removes_children_and_keeps_the_results() {
+    with_temp_ns("ttl", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let source =
+            "  source: {inline: {files: {\"a.txt\": \"x\"}}}\n  ttlSecondsAfterFinished: 2\n";
+        apply_evaluation(&client, &ns, &quick("short-lived", source)).await;
+        let done = wait_finished(&api, "short-lived", Duration::from_secs(120)).await;
+        assert_eq!(
+            done.status.as_ref().and_then(|s| s.phase),
+            Some(Phase::Succeeded)
+        );
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+        let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+        poll_until(
+            Duration::from_secs(60),
+            "children removed after the TTL",
+            || {
+                let (policies, maps, client, ns, done) = (
+                    policies.clone(),
+                    maps.clone(),
+                    client.clone(),
+                    ns.clone(),
+                    done.clone(),
+                );
+                async move {
+                    let policy = policies.get_opt("short-lived-sandbox").await.ok().flatten();
+                    let map = maps.get_opt("short-lived-workspace").await.ok().flatten();
+                    let pods = pods_of(&client, &ns, &done).await;
+                    (policy.is_none() && map.is_none() && pods.is_empty()).then_some(())
+                }
+            },
+        )
+        .await;
+        let kept = api.get("short-lived").await.expect("the Evaluation stays");
+        assert_eq!(
+            kept.status.and_then(|s| s.result).map(|r| r.score),
+            Some(1.0)
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_spec_stalls_with_a_reason_and_creates_no_pod() {
+    with_temp_ns("invalid", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let bad = quick(
+            "bad",
+            "  env: [{name: CRUCIBLE_RESULT_PATH, value: /etc/passwd}]\n",
+        );
+        apply_evaluation(&client, &ns, &bad).await;
+        let done = wait_finished(&api, "bad", Duration::from_secs(30)).await;
+        let status = done.status.clone().expect("status");
+        assert_eq!(status.reason.as_deref(), Some("InvalidSpec"));
+        assert!(
+            status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("reserved"))
+        );
+        let stalled = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .expect("Stalled");
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", "InvalidSpec")
+        );
+        assert!(pods_of(&client, &ns, &done).await.is_empty());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn spec_change_and_rerun_start_new_runs_with_history() {
+    with_temp_ns("rerun", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        apply_evaluation(&client, &ns, &quick("again", "")).await;
+        let first = wait_finished(&api, "again", Duration::from_secs(120)).await;
+        let first_pod = first.status.as_ref().and_then(|s| s.pod_name.clone());
+        // The rerun annotation starts a second run without a spec change.
+        let patch = serde_json::json!({"metadata": {"annotations": {"crucible.dev/rerun": "1"}}});
+        api.patch("again", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate");
+        let second = wait_for(
+            &api,
+            "again",
+            Duration::from_secs(120),
+            "re-run and finished",
+            |e: &Evaluation| {
+                e.status.as_ref().is_some_and(|s| {
+                    s.rerun.as_deref() == Some("1") && s.phase.is_some_and(Phase::is_finished)
+                })
+            },
+        )
+        .await;
+        let status = second.status.clone().expect("status");
+        assert_eq!(status.history.len(), 1);
+        assert_eq!(status.history[0].score, Some(1.0));
+        assert_ne!(status.pod_name, first_pod, "a new pod ran");
+        assert_eq!(second.metadata.generation, first.metadata.generation);
+        assert_eq!(second.name_any(), "again");
+    })
+    .await;
+}
