@@ -65,7 +65,10 @@ KUBELET_SYSCTLS=(vm.overcommit_memory=1 vm.panic_on_oom=0 kernel.panic=10 kernel
                  kernel.keys.root_maxkeys=1000000 kernel.keys.root_maxbytes=25000000)
 CNI_SYSCTLS=(net.ipv4.ip_forward net.ipv6.conf.all.forwarding)
 # host paths kubelet/containerd/CNI create outside $LAB; removed by `down` unless they existed
-HOST_PATHS=(/run/containerd /run/netns /var/log/pods /var/log/containers /var/lib/cni)
+# (kubelet 1.20 hard-codes /var/log/pods and /var/lib/kubelet/device-plugins; libcni caches in
+# /var/lib/cni; mount(8) keeps /run/mount/utab)
+HOST_PATHS=(/run/containerd /run/netns /run/mount /var/log/pods /var/log/containers /var/lib/cni
+            /var/lib/kubelet)
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -86,8 +89,8 @@ wait_for() {
 # processes: every daemon is started with setsid, its pid recorded in $RUN/NAME.pid. A pid only
 # counts as ours if it is alive, its argv[0] is the expected binary and its command line
 # mentions $LAB (each daemon gets a config or data path under $LAB).
-argv0() { tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | head -n1; }
-cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null; }
+argv0() { { tr '\0' '\n' <"/proc/$1/cmdline"; } 2>/dev/null | head -n1; }
+cmdline() { { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null; }
 bin_of() {
   case "$1" in
     etcd) echo /usr/bin/etcd ;;
@@ -250,7 +253,11 @@ ensure_k8s_binaries() {
   ld+=" -X $v/k8s.io/client-go/pkg/version.gitMajor=1 -X $v/k8s.io/client-go/pkg/version.gitMinor=20"
   for c in "${todo[@]}"; do
     local t0=$SECONDS
-    log "go build $c (kube-apiserver first compiles the shared deps: ~5 min on 2 cores)"
+    if [ "$c" = kube-apiserver ]; then
+      log "go build $c (compiles the shared dependencies first: ~5 min on 2 cores)"
+    else
+      log "go build $c"
+    fi
     (cd "$pkgdir" && go build -tags selinux,notest -ldflags "$ld" -o "$BIN/.$c.tmp" "./cmd/$c") \
       || die "go build $c failed"
     mv "$BIN/.$c.tmp" "$BIN/$c"
@@ -268,8 +275,11 @@ mkimage() {   # mkimage ROOTFS REF OUT.tar [umoci config args...]
   umoci new --image "$t/oci:latest"
   umoci insert --image "$t/oci:latest" "$rootfs" /
   umoci config --image "$t/oci:latest" --os linux --architecture amd64 "$@"
+  local had_containers=0; [ -e /var/lib/containers ] && had_containers=1
   skopeo copy --quiet "oci:$t/oci:latest" "docker-archive:$out.tmp:$ref"
   mv "$out.tmp" "$out"
+  # skopeo leaves a blob-info cache in /var/lib/containers/cache; do not leave it behind
+  [ "$had_containers" = 1 ] || rm -rf /var/lib/containers
   rm -rf "$t"
 }
 
