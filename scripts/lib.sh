@@ -1,0 +1,78 @@
+# shellcheck shell=bash
+# Shared steps of scripts/demo.sh and scripts/test.sh: toolchain, CRDs, the controller process.
+# Sourced, not run.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLUSTER="$ROOT/infrastructure/local/cluster.sh"
+LAB=${CRUCIBLE_LAB:-/var/lib/crucible-local}
+CONTROLLER_PID=$LAB/run/crucible-controller.pid
+CONTROLLER_LOG=$LAB/logs/crucible-controller.log
+# Port of the controller's /metrics, /healthz and /readyz when run from these scripts.
+CONTROLLER_PORT=${CRUCIBLE_CONTROLLER_PORT:-18080}
+# kube 5 needs Rust 1.89 or newer.
+MIN_RUST_MINOR=89
+
+log() { echo "[$(date +%T)] $*"; }
+die() { echo "error: $*" >&2; exit 1; }
+
+# Makes sure a recent enough Rust toolchain and the C toolchain (for -sys crates) are present.
+ensure_toolchain() {
+  [ "$(id -u)" = 0 ] || die "run as root: the local cluster needs it"
+  if ! command -v gcc >/dev/null || ! command -v curl >/dev/null || ! command -v git >/dev/null; then
+    log "installing build tools (apt)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      gcc libc6-dev pkg-config curl ca-certificates git make >/dev/null
+  fi
+  [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+  local minor
+  minor=$(cargo --version 2>/dev/null | sed -n 's/^cargo 1\.\([0-9]*\).*/\1/p')
+  if [ -z "$minor" ] || [ "$minor" -lt "$MIN_RUST_MINOR" ]; then
+    # Debian bookworm's rustc (1.63) is too old for kube 5; rustup is the standard installer.
+    log "installing Rust with rustup (needs cargo >= 1.$MIN_RUST_MINOR)"
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal \
+      --component rustfmt,clippy || die "cannot install Rust; install cargo >= 1.$MIN_RUST_MINOR yourself"
+    . "$HOME/.cargo/env"
+  fi
+}
+
+# Applies the generated CRDs and waits until the API server serves them.
+apply_crds() {
+  "$CLUSTER" kubectl apply -f "$ROOT/crds/" >/dev/null
+  "$CLUSTER" kubectl wait --for condition=established --timeout=60s crd/evaluations.crucible.dev >/dev/null
+}
+
+controller_running() {
+  [ -f "$CONTROLLER_PID" ] && kill -0 "$(cat "$CONTROLLER_PID")" 2>/dev/null \
+    && grep -q crucible "/proc/$(cat "$CONTROLLER_PID")/cmdline" 2>/dev/null
+}
+
+# Builds and starts the controller against the local cluster, in the background; waits for
+# /readyz (caches synced).
+start_controller() {
+  (cd "$ROOT" && cargo build -q -p crucible --bin crucible)
+  stop_controller
+  mkdir -p "$(dirname "$CONTROLLER_PID")" "$(dirname "$CONTROLLER_LOG")"
+  log "starting the controller (log: $CONTROLLER_LOG)"
+  KUBECONFIG=$("$CLUSTER" kubeconfig) setsid "$ROOT/target/debug/crucible" controller \
+    --metrics-addr "127.0.0.1:$CONTROLLER_PORT" --log-filter "info,crucible=debug,kube=warn" \
+    >"$CONTROLLER_LOG" 2>&1 </dev/null &
+  echo $! >"$CONTROLLER_PID"
+  local deadline=$((SECONDS + 60))
+  until curl -fsS "http://127.0.0.1:$CONTROLLER_PORT/readyz" >/dev/null 2>&1; do
+    controller_running || { tail -20 "$CONTROLLER_LOG" >&2; die "the controller exited"; }
+    [ $SECONDS -lt $deadline ] || { tail -20 "$CONTROLLER_LOG" >&2; die "the controller is not ready after 60s"; }
+    sleep 0.5
+  done
+  log "controller ready"
+}
+
+stop_controller() {
+  if controller_running; then
+    kill "$(cat "$CONTROLLER_PID")" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while controller_running && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    controller_running && kill -9 "$(cat "$CONTROLLER_PID")" 2>/dev/null || true
+  fi
+  rm -f "$CONTROLLER_PID"
+}

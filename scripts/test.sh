@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The whole test suite, cheapest first: formatting, clippy, unit + mock-API + drift + example
+# tests, checks of the cluster scripts, then the end-to-end tier against a real local
+# Kubernetes + gVisor cluster (started here, stopped at the end even on failure).
+#
+#   sudo bash scripts/test.sh
+#
+# CRUCIBLE_KEEP_CLUSTER=1 leaves a cluster this script started running afterwards.
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+
+ensure_toolchain
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy"
+cargo clippy --workspace --all-targets --features crucible-e2e/e2e -- -D warnings
+log "cargo test (unit, mock API server, CRD drift, examples)"
+cargo test --workspace
+log "cluster script checks"
+bash infrastructure/local/selftest.sh
+
+started_cluster=0
+cleanup() {
+  local rc=$?
+  stop_controller
+  if [ "$started_cluster" = 1 ] && [ -z "${CRUCIBLE_KEEP_CLUSTER:-}" ]; then
+    log "stopping the local cluster"
+    "$CLUSTER" down || rc=1
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+if ! "$CLUSTER" status >/dev/null 2>&1; then
+  started_cluster=1
+  log "starting the local cluster (a cold start builds Kubernetes: ~10-15 min)"
+  "$CLUSTER" up
+fi
+apply_crds
+start_controller
+log "end-to-end tests"
+KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG \
+  cargo test -p crucible-e2e --features e2e -- --test-threads=4
+log "all tests passed"
