@@ -208,6 +208,7 @@ ensure_k8s_source() {
           apt-get source -qq --download-only kubernetes 2>&1; }
    local dsc; dsc=$(find . -maxdepth 1 -name 'kubernetes_*.dsc' | sort | tail -n1)
    dpkg-source -x --skip-patches "$dsc" "$K8S/src" >/dev/null)
+  rm -f "$K8S"/kubernetes_*.orig.tar.*   # dpkg-source's copy of dl/'s tarball
   (cd "$K8S/src"
    local p
    while read -r p; do
@@ -471,6 +472,8 @@ serializeImagePulls: false
 # no KUBE-MARK/KUBE-FIREWALL chains in the host's iptables (there is no kube-proxy anyway)
 makeIPTablesUtilChains: false
 evictionHard: {memory.available: "200Mi", nodefs.available: "5%", imagefs.available: "5%"}
+# the first status after registration is NotReady; post the change sooner than every 10 s
+nodeStatusUpdateFrequency: 4s
 EOF
 }
 
