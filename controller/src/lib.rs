@@ -12,6 +12,7 @@ pub mod error;
 pub mod evaluation;
 pub mod http;
 pub mod metrics;
+pub mod quantity;
 pub mod telemetry;
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::EnvVar;
 
 use crate::config::Config;
 use crate::crd::evaluation::{EvaluationSpec, NetworkMode, Source};
-use crate::duration;
+use crate::{duration, quantity};
 
 /// Largest total size of inline source files. The files live in the Evaluation itself and in a
 /// ConfigMap, both capped at about 1 MiB by etcd; half of that leaves room for the rest.
@@ -58,7 +58,7 @@ pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String
             ("ephemeralStorage", &resources.ephemeral_storage),
         ] {
             if let Some(q) = q
-                && !is_positive_quantity(&q.0)
+                && !quantity::is_positive(&q.0)
             {
                 problems.push(format!(
                     "spec.resources.{field}: {:?} is not a positive quantity such as 500m, 1 or 512Mi",
@@ -200,28 +200,6 @@ fn is_cidr(text: &str) -> bool {
     bits.parse::<u8>().is_ok_and(|b| b <= max)
 }
 
-/// Whether `text` is a Kubernetes quantity greater than zero (`500m`, `1`, `1.5Gi`, `2e3`).
-fn is_positive_quantity(text: &str) -> bool {
-    const SUFFIXES: [&str; 15] = [
-        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E",
-    ];
-    let number = SUFFIXES
-        .iter()
-        .find_map(|s| text.strip_suffix(s))
-        .or_else(|| {
-            // Decimal exponent form: 1e3, 2E-2.
-            let i = text.find(['e', 'E'])?;
-            let exp = text[i + 1..].trim_start_matches(['+', '-']);
-            (!exp.is_empty() && exp.chars().all(|c| c.is_ascii_digit())).then(|| &text[..i])
-        })
-        .unwrap_or(text);
-    let number = number.strip_prefix('+').unwrap_or(number);
-    let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    let digits_ok = !(int.is_empty() && frac.is_empty())
-        && int.chars().chain(frac.chars()).all(|c| c.is_ascii_digit());
-    digits_ok && int.chars().chain(frac.chars()).any(|c| c != '0')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,12 +300,6 @@ mod tests {
         };
         let p = problems(&s);
         assert_eq!(p.len(), 4, "{p:?}");
-        for q in ["500m", "1", "2e3", "512Mi", "0.5", "+1"] {
-            assert!(is_positive_quantity(q), "{q}");
-        }
-        for q in ["", "0", "0m", "-1", "1Xi", "abc", "e3", "."] {
-            assert!(!is_positive_quantity(q), "{q}");
-        }
     }
 
     #[test]
