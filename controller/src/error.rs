@@ -4,6 +4,9 @@
 /// Errors of the reconcilers.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Reading the Evaluation itself failed.
+    #[error("failed to read the Evaluation: {0}")]
+    GetEvaluation(#[source] kube::Error),
     /// Reading the pods of an Evaluation failed.
     #[error("failed to list sandbox pods: {0}")]
     ListPods(#[source] kube::Error),
@@ -65,6 +68,7 @@ impl Error {
     /// Fixed PascalCase name of the variant, for Event reasons and metric labels.
     pub fn reason(&self) -> &'static str {
         match self {
+            Error::GetEvaluation(_) => "GetEvaluationFailed",
             Error::ListPods(_) => "ListPodsFailed",
             Error::GetRuntimeClass { .. } => "GetRuntimeClassFailed",
             Error::ReadLog { .. } => "ReadLogFailed",

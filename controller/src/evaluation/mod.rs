@@ -25,6 +25,9 @@ use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::metrics::Metrics;
 
+/// How often readiness of the cache is re-checked.
+const READY_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Everything a reconcile needs.
 #[derive(Clone)]
 pub struct Context {
@@ -81,8 +84,14 @@ pub async fn run(
         .shutdown_on_signal();
     let store = controller.store();
     tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            on_ready();
+        // NB: the store's readiness is a oneshot that wakes only its last poller, and the
+        // controller polls it too; re-poll on a short timeout instead of waiting once.
+        loop {
+            match tokio::time::timeout(READY_POLL, store.wait_until_ready()).await {
+                Ok(Ok(())) => return on_ready(),
+                Ok(Err(_)) => return,
+                Err(_) => continue,
+            }
         }
     });
     controller

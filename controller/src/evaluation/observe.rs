@@ -23,14 +23,26 @@ use crate::evaluation::validate;
 /// and serves only the current file, so this reads whole logs while bounding a hostile one.
 const MAX_LOG_READ: i64 = 16 * 1024 * 1024;
 
-/// Observes the cluster state of one Evaluation.
+/// Observes one Evaluation: its latest version (`None` once it is gone) and its cluster state.
 ///
 /// # Errors
-/// API errors other than "not found" while listing pods, reading the RuntimeClass or a log.
-pub async fn observe(ev: &Evaluation, ctx: &Context) -> Result<Observed> {
-    let namespace = ev
+/// API errors other than "not found" while reading the Evaluation, its pods, the RuntimeClass
+/// or a log.
+pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evaluation, Observed)>> {
+    let namespace = cached
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    // NB: the cache may not hold our own last status write yet; planning from it could redo
+    // a step or mistake a finished run for a lost one. One GET makes every plan start from
+    // the latest status.
+    let evaluations: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(ev) = evaluations
+        .get_opt(&cached.name_any())
+        .await
+        .map_err(Error::GetEvaluation)?
+    else {
+        return Ok(None);
+    };
     let uid = ev
         .meta()
         .uid
@@ -43,20 +55,20 @@ pub async fn observe(ev: &Evaluation, ctx: &Context) -> Result<Observed> {
         .await
         .map_err(Error::ListPods)?
         .items;
-    let runtime_class = if plan::run_is_over(ev) {
+    let runtime_class = if plan::run_is_over(&ev) {
         None
     } else {
         Some(runtime_class(ctx, validate::runtime_class(&ev.spec, &ctx.config)).await?)
     };
     let mut logs = BTreeMap::new();
-    if let Some((pod, containers)) = plan::logs_needed(ev, &pods, &now, &ctx.config) {
+    if let Some((pod, containers)) = plan::logs_needed(&ev, &pods, &now, &ctx.config) {
         for container in containers {
             if let Some(capture) = read_log(&pod_api, &pod, container).await? {
                 logs.insert(container.to_string(), capture);
             }
         }
     }
-    Ok(Observed {
+    let observed = Observed {
         now,
         pods,
         runtime_class,
@@ -64,7 +76,8 @@ pub async fn observe(ev: &Evaluation, ctx: &Context) -> Result<Observed> {
         // Admission control (quotas, queue) is decided by its own issue; until then every run
         // is admitted at once.
         admission: Admission::Admitted,
-    })
+    };
+    Ok(Some((ev, observed)))
 }
 
 async fn runtime_class(ctx: &Context, name: &str) -> Result<RuntimeClassCheck> {

@@ -285,15 +285,20 @@ pub fn plan(ev: &Evaluation, obs: &Observed, config: &Config) -> Result<Plan> {
     if !same_run {
         p.status.run_generation = ev.meta().generation;
     }
-    // Pods of other runs or attempts: superseded, delete them.
-    for pod in &obs.pods {
-        if Some(pod.name_any()) != p.status.pod_name && pod.meta().deletion_timestamp.is_none() {
-            p.plan_delete.push((ChildKind::Pod, pod.name_any()));
-        }
-    }
     match p.status.phase {
         Some(phase) if phase.is_finished() => p.finished(),
         _ => p.step(),
+    }
+    // Pods of other runs or attempts are superseded. Decided after the step, so that the pod
+    // of the attempt just (re)planned is adopted, never deleted: after a crash between creating
+    // a pod and writing status, the same deterministic name comes out again.
+    for pod in &obs.pods {
+        let name = pod.name_any();
+        let stale = Some(&name) != p.status.pod_name.as_ref();
+        let planned = p.plan_delete.iter().any(|(_, n)| n == &name);
+        if stale && !planned && pod.meta().deletion_timestamp.is_none() {
+            p.plan_delete.push((ChildKind::Pod, name));
+        }
     }
     let generation = ev.meta().generation;
     p.status.observed_generation = generation;
@@ -606,6 +611,9 @@ impl Planner<'_> {
 }
 
 /// Writes every condition from the status (kstatus + domain conditions).
+///
+/// NB: every message is non-empty: a 1.20 API server turns `""` into `null` under server-side
+/// apply, and `message` is a required string of `metav1.Condition`.
 fn set_conditions(status: &mut EvaluationStatus, generation: Option<i64>, now: &Time) {
     use conditions::{ADMITTED, PASSED, READY, RECONCILING, RUNNING, STALLED};
     let phase = status.phase.unwrap_or(Phase::Queued);
@@ -613,52 +621,55 @@ fn set_conditions(status: &mut EvaluationStatus, generation: Option<i64>, now: &
         .reason
         .clone()
         .unwrap_or_else(|| phase.as_str().to_string());
-    let message = status.message.clone().unwrap_or_default();
+    let outcome = status
+        .message
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| format!("the run is {}", phase.as_str()));
     let passed = status.result.as_ref().map(|r| r.passed);
     let finished = phase.is_finished();
     let ready = finished && passed == Some(true);
+    let stalled = finished && !ready;
+    let admitted =
+        phase != Phase::Queued && !matches!(reason.as_str(), "InvalidSpec" | "SandboxUnavailable");
+    let queue_message = status
+        .queue
+        .as_ref()
+        .and_then(|q| q.reason.clone())
+        .unwrap_or_else(|| format!("not admitted: {reason}"));
+    let in_phase = format!("the run is {}", phase.as_str());
     let c = &mut status.conditions;
     let mut set = |t: &str, s: Status, r: &str, m: &str| {
         conditions::set_condition(c, t, s, r, m, generation, now)
     };
-    set(RECONCILING, (!finished).into(), phase.as_str(), "");
-    set(
-        READY,
-        ready.into(),
-        if ready {
-            "Passed"
-        } else {
-            stalled_reason(phase, &reason)
-        },
-        &message,
-    );
-    set(
-        STALLED,
-        (finished && !ready).into(),
-        if finished && !ready {
-            stalled_reason(phase, &reason)
-        } else {
-            phase.as_str()
-        },
-        if finished && !ready { &message } else { "" },
-    );
-    let admitted =
-        phase != Phase::Queued && !matches!(reason.as_str(), "InvalidSpec" | "SandboxUnavailable");
-    set(
-        ADMITTED,
-        admitted.into(),
-        if admitted {
-            "Admitted"
-        } else {
-            queue_reason(&reason, phase)
-        },
-        "",
-    );
+    set(RECONCILING, (!finished).into(), phase.as_str(), &in_phase);
+    let ready_reason = if ready {
+        "Passed"
+    } else {
+        stalled_reason(phase, &reason)
+    };
+    set(READY, ready.into(), ready_reason, &outcome);
+    let stalled_why = if stalled {
+        stalled_reason(phase, &reason)
+    } else {
+        phase.as_str()
+    };
+    set(STALLED, stalled.into(), stalled_why, &outcome);
+    if admitted {
+        set(ADMITTED, Status::True, "Admitted", "admitted to run");
+    } else {
+        set(
+            ADMITTED,
+            Status::False,
+            queue_reason(&reason, phase),
+            &queue_message,
+        );
+    }
     set(
         RUNNING,
         (phase == Phase::Running).into(),
         phase.as_str(),
-        "",
+        &in_phase,
     );
     let (passed_status, passed_reason) = match passed {
         Some(true) => (Status::True, "ScoreAboveThreshold"),
@@ -666,7 +677,7 @@ fn set_conditions(status: &mut EvaluationStatus, generation: Option<i64>, now: &
         None if finished => (Status::False, "NoResult"),
         None => (Status::Unknown, "NotFinished"),
     };
-    set(PASSED, passed_status, passed_reason, "");
+    set(PASSED, passed_status, passed_reason, &outcome);
 }
 
 /// Reason of `Stalled`/`Ready=False` for a finished run that did not pass.

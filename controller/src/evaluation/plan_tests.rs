@@ -662,3 +662,57 @@ fn status_without_a_result_never_claims_a_pass() {
         Some("InvalidResult")
     );
 }
+
+#[test]
+fn no_condition_ever_has_an_empty_message_or_reason() {
+    // A 1.20 API server turns "" into null under server-side apply and rejects the status.
+    let (ev, name) = started();
+    let finished = run(
+        &ev,
+        &with_pods(vec![succeeded_pod(&name, r#"{"score": 0.1}"#)]),
+    );
+    let queued = run(
+        &Evaluation::test(),
+        &Observed {
+            admission: Admission::Wait {
+                position: 1,
+                reason: "QuotaExceeded".into(),
+            },
+            ..Observed::empty()
+        },
+    );
+    let invalid = run(
+        &Evaluation::test().with_spec(|s| s.image = String::new()),
+        &Observed::empty(),
+    );
+    for p in [
+        run(&Evaluation::test(), &Observed::empty()),
+        finished,
+        queued,
+        invalid,
+    ] {
+        for c in &p.status.conditions {
+            assert!(!c.message.is_empty() && !c.reason.is_empty(), "{c:?}");
+        }
+    }
+}
+
+#[test]
+fn a_pod_created_before_a_lost_status_write_is_adopted_not_deleted() {
+    // The controller created the pod, then crashed before writing status.
+    let ev = Evaluation::test();
+    let first = run(&ev, &Observed::empty());
+    let name = first.status.pod_name.clone().expect("pod");
+    let running = mk_pod(
+        &name,
+        "Running",
+        vec![mk_container("evaluation", running())],
+    );
+    let p = run(&ev, &with_pods(vec![running]));
+    assert_eq!(p.status.pod_name.as_deref(), Some(name.as_str()));
+    assert!(
+        p.delete.is_empty(),
+        "the running pod is kept: {:?}",
+        p.delete
+    );
+}

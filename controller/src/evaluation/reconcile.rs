@@ -25,7 +25,9 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
         // Children are owned: the garbage collector removes them.
         return Ok(Action::await_change());
     }
-    let observed = observe::observe(&ev, &ctx).await?; // client required
+    let Some((ev, observed)) = observe::observe(&ev, &ctx).await? else {
+        return Ok(Action::await_change()); // deleted meanwhile
+    }; // client required
     let mut plan = plan::plan(&ev, &observed, &ctx.config)?; // no client required
     if let Some(refusal) = apply::create(&ev, &plan, &ctx).await? {
         // client required

@@ -21,6 +21,7 @@ const RUNTIME_CLASS: &str = "/apis/node.k8s.io/v1/runtimeclasses/gvisor";
 const POLICY: &str = "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/arith-sandbox";
 const WORKSPACE: &str = "/api/v1/namespaces/team-a/configmaps/arith-workspace";
 const STATUS: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/evaluations/arith/status";
+const EVALUATION: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/evaluations/arith";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
 
 fn runtime_class() -> serde_json::Value {
@@ -29,12 +30,20 @@ fn runtime_class() -> serde_json::Value {
 }
 
 /// Runs one reconcile against the scenario and returns its action.
-async fn reconcile_with<F>(ev: Evaluation, scenario: impl FnOnce(ApiServerVerifier) -> F) -> Action
+async fn reconcile_with<F>(
+    ev: Evaluation,
+    scenario: impl FnOnce(ApiServerVerifier) -> F + Send + 'static,
+) -> Action
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (ctx, verifier) = Context::test();
-    let server = tokio::spawn(scenario(verifier));
+    let (ctx, mut verifier) = Context::test();
+    let latest = serde_json::to_value(&ev).expect("evaluation json");
+    let server = tokio::spawn(async move {
+        // Every reconcile starts from a fresh read of the Evaluation.
+        verifier.expect(Method::GET, EVALUATION, 200, latest).await;
+        scenario(verifier).await
+    });
     let action = reconcile(Arc::new(ev), ctx)
         .await
         .expect("reconcile succeeds");
