@@ -1,22 +1,32 @@
-//! Prometheus metrics (prometheus-client, OpenMetrics text). Labels are bounded: kinds and
-//! fixed error reasons only, never object names.
+//! Prometheus metrics (prometheus-client, OpenMetrics text). Labels are bounded: kinds, phases,
+//! namespaces and fixed error reasons; the one per-object family (`evaluation_score`) has a
+//! configurable cap on its number of series.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Labels of per-kind reconcile metrics.
+/// Default cap on `crucible_evaluation_score` series.
+pub const DEFAULT_SCORE_SERIES_LIMIT: usize = 10_000;
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// `{kind}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     /// Kind reconciled.
     pub kind: String,
 }
 
-/// Labels of reconcile failures.
+/// `{kind, reason}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct FailureLabels {
     /// Kind reconciled.
@@ -25,29 +35,110 @@ pub struct FailureLabels {
     pub reason: String,
 }
 
+/// `{namespace, phase}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// Namespace.
+    pub namespace: String,
+    /// Phase.
+    pub phase: String,
+}
+
+/// `{namespace}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// Namespace.
+    pub namespace: String,
+}
+
+/// `{namespace, resource}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// Namespace.
+    pub namespace: String,
+    /// `running`, `cpu`, `memory` or `gpu`.
+    pub resource: String,
+}
+
+/// `{outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Final phase of the run.
+    pub outcome: String,
+}
+
+/// `{namespace, evaluation}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScoreLabels {
+    /// Namespace.
+    pub namespace: String,
+    /// Evaluation name.
+    pub evaluation: String,
+}
+
+/// `{namespace, suite}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SuiteLabels {
+    /// Namespace.
+    pub namespace: String,
+    /// Suite name.
+    pub suite: String,
+}
+
 /// The controller's metric families.
 #[derive(Debug)]
 pub struct Metrics {
     reconciles: Family<KindLabels, Counter>,
     failures: Family<FailureLabels, Counter>,
     duration: Family<KindLabels, Histogram>,
+    evaluations: Family<PhaseLabels, Gauge>,
+    queue_depth: Family<NamespaceLabels, Gauge>,
+    queue_wait: Histogram,
+    quota_used: Family<QuotaLabels, FloatGauge>,
+    quota_limit: Family<QuotaLabels, FloatGauge>,
+    evaluation_duration: Family<OutcomeLabels, Histogram>,
+    evaluation_score: Family<ScoreLabels, FloatGauge>,
+    suite_mean_score: Family<SuiteLabels, FloatGauge>,
+    suite_pass_rate: Family<SuiteLabels, FloatGauge>,
+    score_limit: usize,
+    /// Last phase counted per Evaluation uid, so the phase gauge moves instead of growing.
+    phases: Mutex<HashMap<String, PhaseLabels>>,
+    /// Score series in use, for the cap.
+    scores: Mutex<HashSet<ScoreLabels>>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            reconciles: Family::default(),
-            failures: Family::default(),
-            // 1 ms to ~16 s.
-            duration: Family::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.001, 2.0, 15))
-            }),
-        }
+        Metrics::new(DEFAULT_SCORE_SERIES_LIMIT)
     }
 }
 
 impl Metrics {
-    /// Registers every family under the `crucible` prefix.
+    /// Metrics with at most `score_limit` per-evaluation score series (0 turns them off).
+    pub fn new(score_limit: usize) -> Self {
+        // 1 ms to ~16 s for reconciles; 1 s to ~9 h for runs and queue waits.
+        let reconcile_buckets = || Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        let run_buckets = || Histogram::new(exponential_buckets(1.0, 2.0, 15));
+        Metrics {
+            reconciles: Family::default(),
+            failures: Family::default(),
+            duration: Family::new_with_constructor(reconcile_buckets),
+            evaluations: Family::default(),
+            queue_depth: Family::default(),
+            queue_wait: run_buckets(),
+            quota_used: Family::default(),
+            quota_limit: Family::default(),
+            evaluation_duration: Family::new_with_constructor(run_buckets),
+            evaluation_score: Family::default(),
+            suite_mean_score: Family::default(),
+            suite_pass_rate: Family::default(),
+            score_limit,
+            phases: Mutex::default(),
+            scores: Mutex::default(),
+        }
+    }
+
+    /// Registers every family (under the registry's `crucible` prefix).
     pub fn register(self, registry: &mut Registry) -> Self {
         registry.register(
             "reconcile_runs",
@@ -63,6 +154,51 @@ impl Metrics {
             "reconcile_duration_seconds",
             "Duration of reconciles",
             self.duration.clone(),
+        );
+        registry.register(
+            "evaluations",
+            "Evaluations by namespace and phase",
+            self.evaluations.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Evaluations waiting for admission",
+            self.queue_depth.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "Time from queueing to admission",
+            self.queue_wait.clone(),
+        );
+        registry.register(
+            "quota_used",
+            "Quota in use by namespace and resource",
+            self.quota_used.clone(),
+        );
+        registry.register(
+            "quota_limit",
+            "Quota limit by namespace and resource",
+            self.quota_limit.clone(),
+        );
+        registry.register(
+            "evaluation_duration_seconds",
+            "Duration of finished runs by outcome",
+            self.evaluation_duration.clone(),
+        );
+        registry.register(
+            "evaluation_score",
+            "Score of the last finished run of an Evaluation (capped number of series)",
+            self.evaluation_score.clone(),
+        );
+        registry.register(
+            "suite_mean_score",
+            "Mean score of a suite's finished cases",
+            self.suite_mean_score.clone(),
+        );
+        registry.register(
+            "suite_pass_rate",
+            "Fraction of a suite's cases that passed",
+            self.suite_pass_rate.clone(),
         );
         self
     }
@@ -89,6 +225,132 @@ impl Metrics {
             })
             .inc();
     }
+
+    /// Records the current phase of an Evaluation (by uid); `None` forgets it.
+    pub fn set_phase(&self, uid: &str, namespace: &str, phase: Option<&str>) {
+        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        let next = phase.map(|p| PhaseLabels {
+            namespace: namespace.to_string(),
+            phase: p.to_string(),
+        });
+        let previous = match &next {
+            Some(labels) => phases.insert(uid.to_string(), labels.clone()),
+            None => phases.remove(uid),
+        };
+        if previous == next {
+            return;
+        }
+        if let Some(old) = previous {
+            self.evaluations.get_or_create(&old).dec();
+        }
+        if let Some(new) = next {
+            self.evaluations.get_or_create(&new).inc();
+        }
+    }
+
+    /// Records a finished run's duration and score.
+    pub fn finished(
+        &self,
+        namespace: &str,
+        name: &str,
+        outcome: &str,
+        seconds: f64,
+        score: Option<f64>,
+    ) {
+        self.evaluation_duration
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .observe(seconds);
+        let Some(score) = score else { return };
+        let labels = ScoreLabels {
+            namespace: namespace.to_string(),
+            evaluation: name.to_string(),
+        };
+        let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
+        if scores.contains(&labels) || scores.len() < self.score_limit {
+            scores.insert(labels.clone());
+            self.evaluation_score.get_or_create(&labels).set(score);
+        }
+    }
+
+    /// Drops the per-object series of a deleted Evaluation.
+    pub fn forget_evaluation(&self, uid: &str, namespace: &str, name: &str) {
+        self.set_phase(uid, namespace, None);
+        let labels = ScoreLabels {
+            namespace: namespace.to_string(),
+            evaluation: name.to_string(),
+        };
+        let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
+        if scores.remove(&labels) {
+            self.evaluation_score.remove(&labels);
+        }
+    }
+
+    /// Forgets every Evaluation of `scope` (a namespace, or all with `None`) whose uid is not in
+    /// `live`: deletions the reconciler never sees.
+    pub fn retain_evaluations(&self, scope: Option<&str>, live: &HashSet<String>) {
+        let gone: Vec<(String, PhaseLabels)> = {
+            let phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+            phases
+                .iter()
+                .filter(|(uid, l)| !live.contains(*uid) && scope.is_none_or(|ns| l.namespace == ns))
+                .map(|(uid, labels)| (uid.clone(), labels.clone()))
+                .collect()
+        };
+        for (uid, labels) in gone {
+            self.set_phase(&uid, &labels.namespace, None);
+        }
+    }
+
+    /// Sets a namespace's queue depth.
+    pub fn set_queue_depth(&self, namespace: &str, depth: usize) {
+        let labels = NamespaceLabels {
+            namespace: namespace.to_string(),
+        };
+        self.queue_depth
+            .get_or_create(&labels)
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Records how long a run waited for admission.
+    pub fn admitted_after(&self, seconds: f64) {
+        self.queue_wait.observe(seconds);
+    }
+
+    /// Sets a namespace's quota use and limit of one resource (`None`: no limit).
+    pub fn set_quota(&self, namespace: &str, resource: &str, used: f64, limit: Option<f64>) {
+        let labels = QuotaLabels {
+            namespace: namespace.to_string(),
+            resource: resource.to_string(),
+        };
+        self.quota_used.get_or_create(&labels).set(used);
+        match limit {
+            Some(limit) => {
+                self.quota_limit.get_or_create(&labels).set(limit);
+            }
+            None => {
+                self.quota_limit.remove(&labels);
+            }
+        }
+    }
+
+    /// Sets a suite's aggregate figures.
+    pub fn set_suite(&self, namespace: &str, suite: &str, mean_score: Option<f64>, pass_rate: f64) {
+        let labels = SuiteLabels {
+            namespace: namespace.to_string(),
+            suite: suite.to_string(),
+        };
+        match mean_score {
+            Some(mean) => {
+                self.suite_mean_score.get_or_create(&labels).set(mean);
+            }
+            None => {
+                self.suite_mean_score.remove(&labels);
+            }
+        }
+        self.suite_pass_rate.get_or_create(&labels).set(pass_rate);
+    }
 }
 
 /// Observes a reconcile's duration when dropped.
@@ -112,6 +374,14 @@ mod tests {
     use super::*;
     use prometheus_client::encoding::text::encode;
 
+    fn render(metrics: Metrics) -> (Metrics, String) {
+        let mut registry = Registry::with_prefix("crucible");
+        let metrics = metrics.register(&mut registry);
+        let mut text = String::new();
+        encode(&mut text, &registry).expect("encodes");
+        (metrics, text)
+    }
+
     #[test]
     fn reconciles_and_failures_are_exported() {
         let mut registry = Registry::with_prefix("crucible");
@@ -128,5 +398,44 @@ mod tests {
             "crucible_reconcile_failures_total{kind=\"Evaluation\",reason=\"ListPodsFailed\"} 1"
         ));
         assert!(text.contains("crucible_reconcile_duration_seconds_count{kind=\"Evaluation\"} 1"));
+    }
+
+    #[test]
+    fn phase_gauge_moves_with_each_evaluation() {
+        let m = Metrics::default();
+        m.set_phase("u1", "a", Some("Running"));
+        m.set_phase("u2", "a", Some("Running"));
+        m.set_phase("u1", "a", Some("Succeeded"));
+        m.set_phase("u1", "a", Some("Succeeded"));
+        let (m, text) = render(m);
+        assert!(
+            text.contains("crucible_evaluations{namespace=\"a\",phase=\"Running\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("crucible_evaluations{namespace=\"a\",phase=\"Succeeded\"} 1"));
+        m.forget_evaluation("u1", "a", "x");
+        let (_, text) = render(m);
+        assert!(text.contains("crucible_evaluations{namespace=\"a\",phase=\"Succeeded\"} 0"));
+    }
+
+    #[test]
+    fn score_series_are_capped() {
+        let m = Metrics::new(2);
+        for name in ["a", "b", "c"] {
+            m.finished("ns", name, "Succeeded", 3.0, Some(0.5));
+        }
+        m.finished("ns", "a", "Succeeded", 3.0, Some(0.9));
+        let (_, text) = render(m);
+        assert!(text.contains("crucible_evaluation_score{namespace=\"ns\",evaluation=\"a\"} 0.9"));
+        assert!(text.contains("evaluation=\"b\""));
+        assert!(
+            !text.contains("evaluation=\"c\""),
+            "third series over the cap: {text}"
+        );
+        assert!(
+            text.contains("crucible_evaluation_duration_seconds_count{outcome=\"Succeeded\"} 4")
+        );
+        let (_, off) = render(Metrics::new(0));
+        assert!(!off.contains("evaluation=\""));
     }
 }

@@ -28,6 +28,9 @@ use crate::metrics::Metrics;
 /// How often readiness of the cache is re-checked.
 const READY_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How often metrics of deleted Evaluations are dropped.
+const METRICS_SWEEP: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Everything a reconcile needs.
 #[derive(Clone)]
 pub struct Context {
@@ -83,6 +86,21 @@ pub async fn run(
         .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal();
     let store = controller.store();
+    let (sweep_store, metrics) = (store.clone(), ctx.metrics.clone());
+    let scope = namespace.map(str::to_string);
+    tokio::spawn(async move {
+        // Deleted Evaluations never reach the reconciler; drop their series periodically.
+        let mut tick = tokio::time::interval(METRICS_SWEEP);
+        loop {
+            tick.tick().await;
+            let live = sweep_store
+                .state()
+                .iter()
+                .filter_map(|e| e.metadata.uid.clone())
+                .collect();
+            metrics.retain_evaluations(scope.as_deref(), &live);
+        }
+    });
     tokio::spawn(async move {
         // NB: the store's readiness is a oneshot that wakes only its last poller, and the
         // controller polls it too; re-poll on a short timeout instead of waiting once.

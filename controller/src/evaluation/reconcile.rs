@@ -21,12 +21,21 @@ pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
 #[tracing::instrument(skip_all, fields(evaluation = %ev.name_any(), namespace = ev.namespace().unwrap_or_default()))]
 pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer("Evaluation");
+    let forget = || {
+        let (ns, uid) = (
+            ev.namespace().unwrap_or_default(),
+            ev.uid().unwrap_or_default(),
+        );
+        ctx.metrics.forget_evaluation(&uid, &ns, &ev.name_any());
+    };
     if ev.meta().deletion_timestamp.is_some() {
         // Children are owned: the garbage collector removes them.
+        forget();
         return Ok(Action::await_change());
     }
     let Some((ev, observed)) = observe::observe(&ev, &ctx).await? else {
-        return Ok(Action::await_change()); // deleted meanwhile
+        forget(); // deleted meanwhile
+        return Ok(Action::await_change());
     }; // client required
     let mut plan = plan::plan(&ev, &observed, &ctx.config)?; // no client required
     if let Some(refusal) = apply::create(&ev, &plan, &ctx).await? {

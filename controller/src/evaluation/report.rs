@@ -41,6 +41,7 @@ pub async fn report(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
             .map_err(|_| Error::PatchStatusTimeout)?
             .map_err(Error::PatchStatus)?;
     }
+    record_metrics(ev, plan, ctx);
     let reference = ev.object_ref(&());
     for note in &plan.notes {
         let event = Event {
@@ -58,6 +59,38 @@ pub async fn report(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Updates the phase gauge and, when this reconcile finished the run, its duration and score.
+fn record_metrics(ev: &Evaluation, plan: &Plan, ctx: &Context) {
+    let (namespace, uid) = (
+        ev.namespace().unwrap_or_default(),
+        ev.uid().unwrap_or_default(),
+    );
+    let phase = plan.status.phase;
+    ctx.metrics
+        .set_phase(&uid, &namespace, phase.map(|p| p.as_str()));
+    let was_finished = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(|p| p.is_finished());
+    let same_run = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.provenance.as_ref())
+        .map(|p| &p.spec_hash)
+        == plan.status.provenance.as_ref().map(|p| &p.spec_hash)
+        && ev.status.as_ref().map(|s| &s.rerun) == Some(&plan.status.rerun);
+    if let Some(phase) = phase.filter(|p| p.is_finished() && !(was_finished && same_run)) {
+        let seconds = match (&plan.status.start_time, &plan.status.completion_time) {
+            (Some(start), Some(end)) => end.0.duration_since(start.0).as_secs_f64().max(0.0),
+            _ => 0.0,
+        };
+        let score = plan.status.result.as_ref().map(|r| r.score);
+        ctx.metrics
+            .finished(&namespace, &ev.name_any(), phase.as_str(), seconds, score);
+    }
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary (Event notes are capped at 1 kB).
