@@ -89,18 +89,15 @@ local function progress(status, phase)
   return text(phase)
 end
 
--- The message of a run that passed: the controller's ("score 0.89 passed (threshold 0.85)"),
--- else the score.
+-- The message of a run that passed: the controller's status.message ("score 0.89 passed
+-- (threshold 0.85)"), else the score, else the Ready condition's message.
 local function passed(status, ready)
-  local message = ""
-  if ready ~= nil then
-    message = text(ready.message)
-  end
-  if message == "" then
-    message = text(status.message)
-  end
-  if message == "" and type(status.result) == "table" then
+  local message = text(status.message)
+  if message == "" and type(status.result) == "table" and status.result.score ~= nil then
     message = "score " .. text(status.result.score) .. " passed"
+  end
+  if message == "" and ready ~= nil then
+    message = text(ready.message)
   end
   return message
 end
