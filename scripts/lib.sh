@@ -18,11 +18,15 @@ die() { echo "error: $*" >&2; exit 1; }
 # Makes sure a recent enough Rust toolchain and the C toolchain (for -sys crates) are present.
 ensure_toolchain() {
   [ "$(id -u)" = 0 ] || die "run as root: the local cluster needs it"
-  if ! command -v gcc >/dev/null || ! command -v curl >/dev/null || ! command -v git >/dev/null; then
+  # gcc for -sys crates, libssl-dev + pkg-config for git2's https transport.
+  local packages=(gcc libc6-dev pkg-config libssl-dev curl ca-certificates git make)
+  if ! dpkg-query -W -f='${Status}\n' "${packages[@]}" 2>/dev/null | grep -qv "install ok installed" \
+     && [ "$(dpkg-query -W -f='${Status}\n' "${packages[@]}" 2>/dev/null | wc -l)" = "${#packages[@]}" ]; then
+    :
+  else
     log "installing build tools (apt)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      gcc libc6-dev pkg-config curl ca-certificates git make >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
   fi
   [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
   local minor

@@ -20,6 +20,8 @@ log "cargo test (unit, mock API server, CRD drift, examples)"
 cargo test --workspace
 log "cluster script checks"
 bash infrastructure/local/selftest.sh
+log "Argo CD health check cases (Lua 5.1)"
+bash infrastructure/gitops/test.sh
 
 started_cluster=0
 cleanup() {

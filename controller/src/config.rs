@@ -26,6 +26,22 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Print the CRDs as YAML, or write them into the repository with `--write`.
     Crds(CrdsArgs),
+    /// Run a tiny Evaluation, wait for it to pass, delete it (the `helm test` hook).
+    Selftest(SelftestArgs),
+}
+
+/// Flags of `crucible selftest`.
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    /// Namespace to run the Evaluation in.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Image with python3.
+    #[arg(long, default_value = "localhost/crucible/python:3.11")]
+    pub image: String,
+    /// How long to wait for the result.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub timeout: Duration,
 }
 
 /// Flags of `crucible crds`.
@@ -183,7 +199,7 @@ impl Default for Config {
         let cli = Cli::parse_from(["crucible", "controller"]);
         match cli.command {
             Command::Controller(args) => args.into_parts().0,
-            Command::Crds(_) => unreachable!("parsed the controller subcommand"),
+            _ => unreachable!("parsed the controller subcommand"),
         }
     }
 }

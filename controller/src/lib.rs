@@ -13,6 +13,7 @@ pub mod evaluation;
 pub mod http;
 pub mod metrics;
 pub mod quantity;
+pub mod selftest;
 pub mod telemetry;
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
-use crucible::config::{Cli, Command, ControllerArgs, CrdsArgs};
+use crucible::config::{Cli, Command, ControllerArgs, CrdsArgs, SelftestArgs};
 use crucible::evaluation::{self, Context};
 use crucible::metrics::Metrics;
 use crucible::{crd, http, telemetry};
@@ -17,6 +17,7 @@ async fn main() -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Controller(args) => controller(args).await,
         Command::Crds(args) => crds(args),
+        Command::Selftest(args) => selftest(args).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -70,6 +71,15 @@ async fn controller(args: ControllerArgs) -> Result<(), String> {
     });
     futures::future::join_all(controllers).await;
     tracing::info!("crucible controller stopped");
+    Ok(())
+}
+
+async fn selftest(args: SelftestArgs) -> Result<(), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the API server: {e}"))?;
+    let line = crucible::selftest::run(client, &args.namespace, &args.image, args.timeout).await?;
+    println!("{line}");
     Ok(())
 }
 

@@ -1,0 +1,84 @@
+//! `crucible selftest`: applies a tiny Evaluation, waits until it has finished, deletes it,
+//! and says whether it passed. The Helm chart's `helm test` hook runs it. Talks to the API
+//! server.
+
+use std::time::{Duration, Instant};
+
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+
+use crate::crd::Evaluation;
+
+/// Field manager of the self-test's writes.
+const MANAGER: &str = "crucible-selftest";
+/// Interval between two looks at the Evaluation.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Runs the self-test in `namespace` with `image`.
+///
+/// # Errors
+/// A sentence saying what failed: the API, the deadline, or the evaluation's outcome.
+pub async fn run(
+    client: Client,
+    namespace: &str,
+    image: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    let api: Api<Evaluation> = Api::namespaced(client, namespace);
+    let name = format!("crucible-selftest-{}", std::process::id());
+    let manifest = serde_json::json!({
+        "apiVersion": "crucible.dev/v1alpha1",
+        "kind": "Evaluation",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/component": "selftest"}},
+        "spec": {
+            "image": image,
+            "command": ["python3", "-c", "print('CRUCIBLE_RESULT {\"score\": 1, \"summary\": \"selftest\"}')"],
+            "timeout": "1m",
+        }
+    });
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&manifest),
+    )
+    .await
+    .map_err(|e| format!("cannot create Evaluation {namespace}/{name}: {e}"))?;
+    let outcome = wait(&api, &name, timeout).await;
+    let _ = api.delete(&name, &DeleteParams::background()).await;
+    outcome
+}
+
+async fn wait(api: &Api<Evaluation>, name: &str, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ev = api
+            .get(name)
+            .await
+            .map_err(|e| format!("cannot read Evaluation {name}: {e}"))?;
+        let status = ev.status.unwrap_or_default();
+        if let Some(phase) = status.phase.filter(|p| p.is_finished()) {
+            let passed = status.result.as_ref().is_some_and(|r| r.passed);
+            let sandbox = status
+                .sandbox
+                .and_then(|s| s.runtime_class_name)
+                .unwrap_or_else(|| "none".into());
+            let line = format!(
+                "Evaluation {name}: {} (reason {}, runtime class {sandbox})",
+                phase.as_str(),
+                status.reason.as_deref().unwrap_or("-"),
+            );
+            return if passed {
+                Ok(line)
+            } else {
+                Err(format!("{line}: {}", status.message.unwrap_or_default()))
+            };
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "Evaluation {name} did not finish within {timeout:?} (phase {:?})",
+                status.phase
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
