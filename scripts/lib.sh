@@ -20,13 +20,14 @@ ensure_toolchain() {
   [ "$(id -u)" = 0 ] || die "run as root: the local cluster needs it"
   # gcc for -sys crates, libssl-dev + pkg-config for git2's https transport.
   local packages=(gcc libc6-dev pkg-config libssl-dev curl ca-certificates git make)
-  if ! dpkg-query -W -f='${Status}\n' "${packages[@]}" 2>/dev/null | grep -qv "install ok installed" \
-     && [ "$(dpkg-query -W -f='${Status}\n' "${packages[@]}" 2>/dev/null | wc -l)" = "${#packages[@]}" ]; then
-    :
-  else
-    log "installing build tools (apt)"
+  local missing=() p
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} (apt)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
   local minor
