@@ -5,6 +5,7 @@
 //! [`evaluation::validate`]; I/O only in `observe`, `apply`, `report` and the binary.
 #![deny(rust_2018_idioms)]
 
+pub mod admission;
 pub mod config;
 pub mod crd;
 pub mod duration;

@@ -1,0 +1,83 @@
+//! The `EvaluationQuota` kind: per-namespace limits on what Crucible admits. Pure types.
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Limits of one namespace. An Evaluation is admitted only if admitting it keeps every figure
+/// within these limits (and within the controller-wide ones).
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "crucible.dev",
+    version = "v1alpha1",
+    kind = "EvaluationQuota",
+    namespaced,
+    status = "EvaluationQuotaStatus",
+    shortname = "evq",
+    category = "crucible",
+    doc = "Per-namespace limits on the Evaluations Crucible admits.",
+    printcolumn = r#"{"name":"MaxRunning","type":"integer","jsonPath":".spec.maxRunning"}"#,
+    printcolumn = r#"{"name":"Running","type":"integer","jsonPath":".status.used.running"}"#,
+    printcolumn = r#"{"name":"Queued","type":"integer","jsonPath":".status.queued"}"#,
+    printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".spec.paused"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationQuotaSpec {
+    /// Most Evaluations running at once in the namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub max_running: Option<i32>,
+    /// Most resources the running Evaluations may request together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<QuotaHard>,
+    /// True: admit nothing new in this namespace (running Evaluations go on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+}
+
+/// Resource limits of a quota.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaHard {
+    /// Total CPU, e.g. `8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Quantity>,
+    /// Total memory, e.g. `16Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Quantity>,
+    /// Total GPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub gpu: Option<i32>,
+}
+
+/// What the namespace uses now.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EvaluationQuotaStatus {
+    /// Admitted Evaluations and their resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<QuotaUsed>,
+    /// Evaluations waiting for admission.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued: Option<i32>,
+    /// The `metadata.generation` this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Usage figures.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuotaUsed {
+    /// Admitted Evaluations whose pods have not finished.
+    pub running: i32,
+    /// CPU they request.
+    pub cpu: Quantity,
+    /// Memory they request.
+    pub memory: Quantity,
+    /// GPUs they request.
+    pub gpu: i32,
+}
