@@ -189,7 +189,7 @@ impl Ledger {
             entry.1 = candidate.request;
             return Decision::Admit;
         }
-        self.enqueue(candidate);
+        self.queue(candidate);
         let position = self.position(candidate);
         let wait = |reason: String| Decision::Wait { position, reason };
         if let Some(why) = hold {
@@ -252,21 +252,24 @@ impl Ledger {
             .collect()
     }
 
-    /// Forgets every run whose uid `live` rejects (Evaluations deleted without a reconcile).
-    pub fn retain(&mut self, live: impl Fn(&str) -> bool) {
+    /// Forgets every run that `keep(uid, namespace)` rejects (Evaluations deleted without a
+    /// reconcile).
+    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
         let gone: Vec<String> = self
             .admitted
-            .keys()
-            .chain(self.queued.keys())
-            .filter(|uid| !live(uid))
-            .cloned()
+            .iter()
+            .map(|(uid, (ns, _))| (uid, ns))
+            .chain(self.queued.iter().map(|(uid, (ns, _, _))| (uid, ns)))
+            .filter(|(uid, ns)| !keep(uid, ns))
+            .map(|(uid, _)| uid.clone())
             .collect();
         for uid in gone {
             self.release(&uid);
         }
     }
 
-    fn enqueue(&mut self, c: &Candidate) {
+    /// Puts a run in its namespace's queue without deciding (used at controller start).
+    pub fn queue(&mut self, c: &Candidate) {
         if let Some((ns, key, _)) = self.queued.get(&c.key.uid)
             && ns == &c.namespace
             && key == &c.key

@@ -201,7 +201,7 @@ fn retain_forgets_deleted_runs() {
     let none = Limits::default();
     l.decide(&candidate("a", "1", 0, 1, 1.0), &none, &none, None);
     l.decide(&candidate("a", "2", 0, 2, 1.0), &none, &none, Some("stop"));
-    l.retain(|uid| uid == "a/2");
+    l.retain(|uid, _| uid == "a/2");
     assert_eq!(l.usage(None).running, 0);
     assert_eq!(l.queued("a"), 1);
     l.restore("a/9", "a", Request::default());

@@ -8,6 +8,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
+use crate::admission::Limits;
+use crate::quantity;
+
 /// Crucible: runs AI evaluations declaratively in gVisor sandboxes.
 #[derive(Parser, Debug)]
 #[command(name = "crucible", version, about)]
@@ -28,6 +31,49 @@ pub enum Command {
     Crds(CrdsArgs),
     /// Run a tiny Evaluation, wait for it to pass, delete it (the `helm test` hook).
     Selftest(SelftestArgs),
+    /// Emergency stop: cancel running Evaluations and admit nothing until `crucible resume`.
+    Stop(StopArgs),
+    /// Lift an emergency stop.
+    Resume(StopArgs),
+}
+
+/// Flags of `crucible stop` and `crucible resume`.
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Every namespace.
+    #[arg(
+        long,
+        conflicts_with = "namespaces",
+        required_unless_present = "namespaces"
+    )]
+    pub all: bool,
+    /// These namespaces (repeat or comma-separate).
+    #[arg(long = "namespace", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Why (kept in the switch and shown in every cancelled Evaluation).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Namespace of the switch ConfigMap (the controller's `--system-namespace`).
+    #[arg(
+        long,
+        env = "CRUCIBLE_SYSTEM_NAMESPACE",
+        default_value = "crucible-system"
+    )]
+    pub system_namespace: String,
+    /// How long `stop` waits for evaluation pods to be gone.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl StopArgs {
+    /// The scope the flags name.
+    pub fn scope(&self) -> crate::stop::Scope {
+        if self.all {
+            crate::stop::Scope::All
+        } else {
+            crate::stop::Scope::Namespaces(self.namespaces.clone())
+        }
+    }
 }
 
 /// Flags of `crucible selftest`.
@@ -105,6 +151,31 @@ pub struct ControllerArgs {
     /// Evaluations reconciled at the same time.
     #[arg(long, env = "CRUCIBLE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
+    /// Most Evaluations running at once across the controller.
+    #[arg(long, env = "CRUCIBLE_MAX_RUNNING", default_value_t = 100)]
+    pub max_running: u32,
+    /// Most CPU all running Evaluations may request together (unlimited when absent).
+    #[arg(long, env = "CRUCIBLE_MAX_CPU", value_parser = parse_quantity)]
+    pub max_cpu: Option<f64>,
+    /// Most memory all running Evaluations may request together (unlimited when absent).
+    #[arg(long, env = "CRUCIBLE_MAX_MEMORY", value_parser = parse_quantity)]
+    pub max_memory: Option<f64>,
+    /// Most GPUs all running Evaluations may request together (unlimited when absent).
+    #[arg(long, env = "CRUCIBLE_MAX_GPU")]
+    pub max_gpu: Option<u32>,
+    /// `maxRunning` of namespaces without an EvaluationQuota.
+    #[arg(long, env = "CRUCIBLE_NAMESPACE_MAX_RUNNING", default_value_t = 10)]
+    pub namespace_max_running: u32,
+    /// Namespace of the emergency-stop switch (and of the leader-election Lease).
+    #[arg(
+        long,
+        env = "CRUCIBLE_SYSTEM_NAMESPACE",
+        default_value = "crucible-system"
+    )]
+    pub system_namespace: String,
+    /// Cap on per-Evaluation score series in /metrics (0 turns them off).
+    #[arg(long, env = "CRUCIBLE_SCORE_SERIES_LIMIT", default_value_t = 10_000)]
+    pub score_series_limit: usize,
     /// Log format.
     #[arg(long, env = "CRUCIBLE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -115,6 +186,10 @@ pub struct ControllerArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s)
+}
+
+fn parse_quantity(s: &str) -> Result<f64, String> {
+    quantity::parse(s).ok_or_else(|| format!("{s:?} is not a quantity such as 8, 500m or 16Gi"))
 }
 
 /// Settings the pure planning functions need.
@@ -136,6 +211,10 @@ pub struct Config {
     pub default_timeout: Duration,
     /// Size limit of /tmp.
     pub tmp_size: Quantity,
+    /// Controller-wide admission limits.
+    pub global_limits: Limits,
+    /// `maxRunning` of namespaces without an EvaluationQuota.
+    pub namespace_max_running: u32,
 }
 
 /// Settings of the running process (not needed by pure planning).
@@ -151,6 +230,10 @@ pub struct Runtime {
     pub log_format: LogFormat,
     /// Log filter.
     pub log_filter: String,
+    /// Namespace of the emergency-stop switch and the Lease.
+    pub system_namespace: String,
+    /// Cap on score series.
+    pub score_series_limit: usize,
 }
 
 impl ControllerArgs {
@@ -168,6 +251,13 @@ impl ControllerArgs {
             namespaces,
             metrics_addr,
             concurrency,
+            max_running,
+            max_cpu,
+            max_memory,
+            max_gpu,
+            namespace_max_running,
+            system_namespace,
+            score_series_limit,
             log_format,
             log_filter,
         } = self;
@@ -181,6 +271,14 @@ impl ControllerArgs {
                 default_ephemeral_storage: Quantity(default_ephemeral_storage),
                 default_timeout,
                 tmp_size: Quantity(tmp_size),
+                global_limits: Limits {
+                    max_running: Some(max_running),
+                    cpu: max_cpu,
+                    memory: max_memory,
+                    gpu: max_gpu.map(f64::from),
+                    paused: false,
+                },
+                namespace_max_running,
             },
             Runtime {
                 namespaces,
@@ -188,6 +286,8 @@ impl ControllerArgs {
                 concurrency,
                 log_format,
                 log_filter,
+                system_namespace,
+                score_series_limit,
             },
         )
     }
@@ -221,6 +321,20 @@ mod tests {
         assert_eq!(config.allowlist_runtime_class, "gvisor-net");
         assert!(!config.allow_unsandboxed);
         assert_eq!(config.default_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn stop_needs_a_scope() {
+        assert!(Cli::try_parse_from(["crucible", "stop"]).is_err());
+        assert!(Cli::try_parse_from(["crucible", "stop", "--all", "--namespace", "a"]).is_err());
+        let cli = Cli::parse_from(["crucible", "stop", "--namespace", "a,b"]);
+        let Command::Stop(args) = cli.command else {
+            panic!("stop subcommand expected")
+        };
+        assert_eq!(
+            args.scope(),
+            crate::stop::Scope::Namespaces(vec!["a".into(), "b".into()])
+        );
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Observed {
             runtime_class: Some(RuntimeClassCheck::Present),
             logs: Default::default(),
             admission: Admission::Admitted,
+            stop: None,
         }
     }
 }
@@ -169,12 +170,16 @@ impl Context {
     pub fn test() -> (Arc<Context>, ApiServerVerifier) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
-        let ctx = Context::new(
-            client,
-            Config::default(),
-            Arc::new(Metrics::default()),
-            None,
-        );
+        let shared = crate::evaluation::Shared {
+            config: Config::default(),
+            metrics: Arc::new(Metrics::default()),
+            admission: Arc::default(),
+            quotas: kube::runtime::reflector::store().0,
+            stop_switch: kube::runtime::reflector::store().0,
+            system_namespace: "crucible-system".into(),
+            instance: None,
+        };
+        let ctx = Context::new(client, shared);
         (Arc::new(ctx), ApiServerVerifier(handle))
     }
 }

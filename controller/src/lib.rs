@@ -13,8 +13,10 @@ pub mod error;
 pub mod evaluation;
 pub mod http;
 pub mod metrics;
+pub mod operator;
 pub mod quantity;
 pub mod selftest;
+pub mod stop;
 pub mod telemetry;
 
 #[cfg(test)]

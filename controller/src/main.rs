@@ -1,23 +1,23 @@
-//! The `crucible` binary: `crucible controller` runs the operator, `crucible crds` renders the
-//! CRDs. No logic here beyond wiring.
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+//! The `crucible` binary: `controller` runs the operator, `crds` renders the CRDs, `stop` /
+//! `resume` flip the emergency stop, `selftest` checks an installation. Wiring only.
 
 use clap::Parser;
-use crucible::config::{Cli, Command, ControllerArgs, CrdsArgs, SelftestArgs};
-use crucible::evaluation::{self, Context};
-use crucible::metrics::Metrics;
-use crucible::{crd, http, telemetry};
-use prometheus_client::registry::Registry;
+use crucible::config::{Cli, Command, CrdsArgs, SelftestArgs, StopArgs};
+use crucible::{crd, operator, stop, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Controller(args) => controller(args).await,
+        Command::Controller(args) => {
+            let (config, runtime) = args.into_parts();
+            telemetry::init(runtime.log_format, &runtime.log_filter);
+            operator::run(config, runtime).await
+        }
         Command::Crds(args) => crds(args),
         Command::Selftest(args) => selftest(args).await,
+        Command::Stop(args) => stop_all(args).await,
+        Command::Resume(args) => resume(args).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -28,58 +28,39 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn controller(args: ControllerArgs) -> Result<(), String> {
-    let (config, runtime) = args.into_parts();
-    telemetry::init(runtime.log_format, &runtime.log_filter);
-    let client = kube::Client::try_default().await.map_err(|e| {
-        format!("cannot reach the API server (kubeconfig or in-cluster config): {e}")
-    })?;
-    let mut registry = Registry::with_prefix("crucible");
-    let metrics = Arc::new(Metrics::default().register(&mut registry));
-    let ready = Arc::new(AtomicBool::new(false));
-    let endpoints = http::Endpoints {
-        registry: Arc::new(registry),
-        ready: ready.clone(),
-    };
-    let listener = tokio::net::TcpListener::bind(runtime.metrics_addr)
+async fn client() -> Result<kube::Client, String> {
+    kube::Client::try_default()
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", runtime.metrics_addr))?;
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, http::router(endpoints)).await {
-            tracing::error!(%error, "metrics server stopped");
-        }
-    });
-    let instance = std::env::var("POD_NAME").ok();
-    let ctx = Arc::new(Context::new(client, config, metrics, instance));
-    tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
-    let namespaces: Vec<Option<String>> = if runtime.namespaces.is_empty() {
-        vec![None]
-    } else {
-        runtime.namespaces.into_iter().map(Some).collect()
-    };
-    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(namespaces.len()));
-    let controllers = namespaces.into_iter().map(|ns| {
-        let (ctx, ready, pending) = (ctx.clone(), ready.clone(), pending.clone());
-        async move {
-            let on_ready = move || {
-                if pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    ready.store(true, Ordering::SeqCst);
-                }
-            };
-            evaluation::run(ctx, ns.as_deref(), runtime.concurrency, on_ready).await;
-        }
-    });
-    futures::future::join_all(controllers).await;
-    tracing::info!("crucible controller stopped");
-    Ok(())
+        .map_err(|e| format!("cannot reach the API server: {e}"))
 }
 
 async fn selftest(args: SelftestArgs) -> Result<(), String> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| format!("cannot reach the API server: {e}"))?;
-    let line = crucible::selftest::run(client, &args.namespace, &args.image, args.timeout).await?;
+    let line = crucible::selftest::run(client().await?, &args.namespace, &args.image, args.timeout)
+        .await?;
     println!("{line}");
+    Ok(())
+}
+
+async fn stop_all(args: StopArgs) -> Result<(), String> {
+    let client = client().await?;
+    let scope = args.scope();
+    stop::stop(&client, &args.system_namespace, &scope, args.reason.clone()).await?;
+    println!("emergency stop set ({scope:?}); admission is held until `crucible resume`");
+    let took = stop::wait_until_stopped(&client, &scope, args.timeout).await?;
+    println!("no evaluation pod is running any more ({took:.1?})");
+    Ok(())
+}
+
+async fn resume(args: StopArgs) -> Result<(), String> {
+    let switch = stop::resume(&client().await?, &args.system_namespace, &args.scope()).await?;
+    if switch.is_clear() {
+        println!("resumed: admission is open everywhere");
+    } else {
+        println!(
+            "resumed; still stopped: all={} namespaces={:?}",
+            switch.all, switch.namespaces
+        );
+    }
     Ok(())
 }
 

@@ -375,6 +375,9 @@ pub struct QueueStatus {
     /// Why the run is not admitted yet, e.g. `QuotaExceeded: maxRunning 5 reached`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// When the run started waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
 }
 
 /// One finished run.

@@ -1,6 +1,7 @@
-//! Reads what `plan` needs from the API server: the Evaluation's pods (a fresh list, not the
-//! cache, so a pod created a moment ago is never missed), the RuntimeClass, and the log of a pod
-//! that finished or is about to be stopped.
+//! Reads what `plan` needs: from the API server the Evaluation itself and its pods (fresh, not
+//! the cache, so a pod created a moment ago is never missed), the RuntimeClass, and the log of a
+//! pod that finished or is about to be stopped; from the controller's caches the quotas and the
+//! emergency-stop switch; from the admission ledger the decision for a run not yet started.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Resource, ResourceExt};
 
-use crate::crd::Evaluation;
+use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::identity::EVALUATION_UID_LABEL;
@@ -60,8 +61,23 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     } else {
         Some(runtime_class(ctx, validate::runtime_class(&ev.spec, &ctx.config)).await?)
     };
+    let stop = ctx.stop_switch().covers(&namespace);
+    let admission = if plan::awaits_admission(&ev) {
+        let quotas = ctx.quotas.state();
+        let quotas: Vec<&EvaluationQuota> = quotas
+            .iter()
+            .map(|q| q.as_ref())
+            .filter(|q| q.namespace().as_deref() == Some(namespace.as_str()))
+            .collect();
+        ctx.admission
+            .decide(&ev, &quotas, &ctx.config, stop.as_deref(), &ctx.metrics)
+    } else {
+        Admission::Admitted
+    };
     let mut logs = BTreeMap::new();
-    if let Some((pod, containers)) = plan::logs_needed(&ev, &pods, &now, &ctx.config) {
+    if let Some((pod, containers)) =
+        plan::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
+    {
         for container in containers {
             if let Some(capture) = read_log(&pod_api, &pod, container).await? {
                 logs.insert(container.to_string(), capture);
@@ -73,9 +89,8 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         pods,
         runtime_class,
         logs,
-        // Admission control (quotas, queue) is decided by its own issue; until then every run
-        // is admitted at once.
-        admission: Admission::Admitted,
+        admission,
+        stop,
     };
     Ok(Some((ev, observed)))
 }

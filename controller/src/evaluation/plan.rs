@@ -41,8 +41,9 @@ pub const HISTORY_LIMIT: usize = 10;
 pub const DEADLINE_GRACE: Duration = Duration::from_secs(15);
 /// Longest wait between two looks at a running Evaluation when no watch event arrives.
 pub const MAX_RESYNC: Duration = Duration::from_secs(300);
-/// How often a queued Evaluation asks for admission again.
-pub const QUEUE_RECHECK: Duration = Duration::from_secs(5);
+/// How often a queued Evaluation asks for admission again: the latency between freed
+/// capacity and the next admission.
+pub const QUEUE_RECHECK: Duration = Duration::from_secs(2);
 /// Suffix of the NetworkPolicy name.
 pub const POLICY_SUFFIX: &str = "sandbox";
 /// Suffix of the workspace ConfigMap name.
@@ -84,6 +85,8 @@ pub struct Observed {
     pub logs: BTreeMap<String, LogCapture>,
     /// Admission decision.
     pub admission: Admission,
+    /// Why an emergency stop covers the namespace, if one does.
+    pub stop: Option<String>,
 }
 
 /// A child object to create or update (server-side apply).
@@ -188,12 +191,23 @@ pub fn run_is_over(ev: &Evaluation) -> bool {
     })
 }
 
+/// Whether `ev`'s run still needs an admission decision: a new run, or one still queued.
+pub fn awaits_admission(ev: &Evaluation) -> bool {
+    match &ev.status {
+        Some(s) if is_current_run(s, &RunKey::of(ev)) => {
+            matches!(s.phase, None | Some(Phase::Queued))
+        }
+        _ => true,
+    }
+}
+
 /// The pod of the current attempt of an unfinished run, and the containers whose logs `plan`
 /// will need from it now. `observe` calls this to read only the logs that matter.
 pub fn logs_needed(
     ev: &Evaluation,
     pods: &[Pod],
     now: &Time,
+    stopped: bool,
     config: &Config,
 ) -> Option<(String, Vec<&'static str>)> {
     let status = ev.status.as_ref()?;
@@ -204,7 +218,8 @@ pub fn logs_needed(
     let pod = pods
         .iter()
         .find(|p| Some(p.name_any()) == status.pod_name)?;
-    let stopping = ev.spec.cancel == Some(true) || deadline_passed(ev, status, now, config);
+    let stopping =
+        stopped || ev.spec.cancel == Some(true) || deadline_passed(ev, status, now, config);
     if !phase::is_terminal(pod) && !stopping {
         return None;
     }
@@ -391,17 +406,49 @@ impl Planner<'_> {
         match self.status.phase {
             None | Some(Phase::Queued) => match self.obs.admission.clone() {
                 Admission::Admitted => self.start_attempt(1),
-                Admission::Wait { position, reason } => {
-                    self.status.phase = Some(Phase::Queued);
-                    self.status.queue = Some(QueueStatus {
-                        position: Some(position),
-                        reason: Some(reason),
-                    });
-                    self.requeue = Requeue::After(QUEUE_RECHECK);
-                }
+                Admission::Wait { position, reason } => self.wait_in_queue(position, reason),
             },
-            Some(_) => self.watch_attempt(),
+            Some(_) => match self.obs.stop.clone() {
+                Some(why) => self.finish(Outcome::new(Phase::Cancelled, "EmergencyStop", why)),
+                None => self.watch_attempt(),
+            },
         }
+    }
+
+    /// Keeps a run queued, or ends it when it waited longer than `queueTimeout`.
+    fn wait_in_queue(&mut self, position: i32, reason: String) {
+        let now = self.obs.now.clone();
+        let since = self
+            .status
+            .queue
+            .as_ref()
+            .and_then(|q| q.since.clone())
+            .unwrap_or(now.clone());
+        let limit = self
+            .ev
+            .spec
+            .queue_timeout
+            .as_deref()
+            .and_then(|t| duration::parse(t).ok());
+        if let Some(limit) = limit
+            && elapsed(&since, &now) >= limit
+        {
+            return self.finish(Outcome::new(
+                Phase::Failed,
+                "QueueTimeout",
+                format!(
+                    "not admitted within queueTimeout {} (last reason: {reason})",
+                    duration::render(limit)
+                ),
+            ));
+        }
+        self.status.phase = Some(Phase::Queued);
+        self.status.queue = Some(QueueStatus {
+            position: Some(position),
+            reason: Some(reason),
+            since: Some(since),
+        });
+        self.requeue = Requeue::After(QUEUE_RECHECK);
     }
 
     fn watch_attempt(&mut self) {

@@ -421,7 +421,7 @@ fn cancel_keeps_the_log_tail_and_deletes_the_pod() {
         vec![mk_container("evaluation", running())],
     )];
     let (needed_pod, containers) =
-        logs_needed(&cancelled, &pods, &at(5), &Config::default()).expect("logs needed");
+        logs_needed(&cancelled, &pods, &at(5), false, &Config::default()).expect("logs needed");
     assert_eq!(
         (needed_pod.as_str(), containers),
         (name.as_str(), vec![EVALUATION_CONTAINER])
@@ -457,10 +457,10 @@ fn controller_deadline_times_out_a_stuck_pod() {
     let pods = vec![mk_pod(&name, "Pending", vec![])];
     let late = at(600 + 15);
     assert!(
-        logs_needed(&ev, &pods, &at(100), &Config::default()).is_none(),
+        logs_needed(&ev, &pods, &at(100), false, &Config::default()).is_none(),
         "no log read while running normally"
     );
-    assert!(logs_needed(&ev, &pods, &late, &Config::default()).is_some());
+    assert!(logs_needed(&ev, &pods, &late, false, &Config::default()).is_some());
     let p = run(
         &ev,
         &Observed {
@@ -715,4 +715,87 @@ fn a_pod_created_before_a_lost_status_write_is_adopted_not_deleted() {
         "the running pod is kept: {:?}",
         p.delete
     );
+}
+
+#[test]
+fn an_emergency_stop_cancels_running_runs_and_keeps_their_log() {
+    let (ev, name) = started();
+    let pods = vec![mk_pod(
+        &name,
+        "Running",
+        vec![mk_container("evaluation", running())],
+    )];
+    assert!(logs_needed(&ev, &pods, &at(5), true, &Config::default()).is_some());
+    let obs = Observed {
+        stop: Some("stopped by `crucible stop`: incident".into()),
+        logs: log("partial\n"),
+        ..with_pods(pods)
+    };
+    let p = run(&ev, &obs);
+    assert_eq!(p.status.phase, Some(Phase::Cancelled));
+    assert_eq!(p.status.reason.as_deref(), Some("EmergencyStop"));
+    assert_eq!(p.status.log_tail.as_deref(), Some("partial\n"));
+    assert_eq!(p.delete, [(ChildKind::Pod, name)]);
+}
+
+#[test]
+fn queued_runs_time_out_after_queue_timeout() {
+    let ev = Evaluation::test().with_spec(|s| s.queue_timeout = Some("1m".into()));
+    let wait = Admission::Wait {
+        position: 1,
+        reason: "QuotaExceeded: maxRunning 1 reached".into(),
+    };
+    let queued = after(
+        &ev,
+        &run(
+            &ev,
+            &Observed {
+                admission: wait.clone(),
+                ..Observed::empty()
+            },
+        ),
+    );
+    let since = queued
+        .status
+        .as_ref()
+        .and_then(|s| s.queue.as_ref())
+        .and_then(|q| q.since.clone());
+    assert_eq!(since, Some(at(0)));
+    let still = run(
+        &queued,
+        &Observed {
+            now: at(30),
+            admission: wait.clone(),
+            ..Observed::empty()
+        },
+    );
+    assert_eq!(still.status.phase, Some(Phase::Queued));
+    assert_eq!(
+        still.status.queue.and_then(|q| q.since),
+        Some(at(0)),
+        "the wait keeps its start"
+    );
+    let late = run(
+        &queued,
+        &Observed {
+            now: at(61),
+            admission: wait,
+            ..Observed::empty()
+        },
+    );
+    assert_eq!(late.status.phase, Some(Phase::Failed));
+    assert_eq!(late.status.reason.as_deref(), Some("QueueTimeout"));
+    assert!(late.create.is_empty());
+}
+
+#[test]
+fn only_new_or_queued_runs_ask_for_admission() {
+    let ev = Evaluation::test();
+    assert!(awaits_admission(&ev));
+    let (started, _) = started();
+    assert!(!awaits_admission(&started));
+    let changed = started
+        .with_spec(|s| s.args = Some(vec!["x".into()]))
+        .at_generation(2);
+    assert!(awaits_admission(&changed), "a new run asks again");
 }

@@ -27,6 +27,7 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
             ev.uid().unwrap_or_default(),
         );
         ctx.metrics.forget_evaluation(&uid, &ns, &ev.name_any());
+        ctx.admission.forget(&uid);
     };
     if ev.meta().deletion_timestamp.is_some() {
         // Children are owned: the garbage collector removes them.
@@ -45,6 +46,7 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
     }
     report::report(&ev, &plan, &ctx).await?; // client required
     apply::delete(&ev, &plan, &ctx).await?; // client required, after the status holds the logs
+    ctx.admission.settle(&ev, &plan.status, &observed.pods); // no client required
     Ok(requeue(plan.requeue))
 }
 

@@ -1,0 +1,118 @@
+//! Starts the operator: caches (quotas, the emergency-stop switch), the admission ledger rebuilt
+//! from the cluster, the quota status writer, the HTTP endpoints and one Evaluation controller
+//! per watched namespace. Talks to the API server.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::config::{Config, Runtime};
+use crate::crd::EvaluationQuota;
+use crate::evaluation::admit::{self, Admission};
+use crate::evaluation::{self, Context, Shared};
+use crate::http;
+use crate::metrics::Metrics;
+use crate::stop::STOP_CONFIGMAP;
+
+/// Runs until SIGTERM / Ctrl-C.
+///
+/// # Errors
+/// A sentence for the operator: API server unreachable, address in use, ledger not restorable.
+pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
+    let client = Client::try_default().await.map_err(|e| {
+        format!("cannot reach the API server (kubeconfig or in-cluster config): {e}")
+    })?;
+    let mut registry = Registry::with_prefix("crucible");
+    let metrics = Arc::new(Metrics::new(runtime.score_series_limit).register(&mut registry));
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(runtime.metrics_addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", runtime.metrics_addr))?;
+    let endpoints = http::Endpoints {
+        registry: Arc::new(registry),
+        ready: ready.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, http::router(endpoints)).await {
+            tracing::error!(%error, "metrics server stopped");
+        }
+    });
+
+    // Caches the reconciler reads: quotas (all namespaces) and the stop switch.
+    let (quotas, quota_writer) = reflector::store();
+    let quota_api: Api<EvaluationQuota> = Api::all(client.clone());
+    tokio::spawn(
+        reflector(quota_writer, watcher(quota_api, watcher::Config::default()))
+            .default_backoff()
+            .for_each(|_| async {}),
+    );
+    let (stop_switch, stop_writer) = reflector::store();
+    let stop_api: Api<ConfigMap> = Api::namespaced(client.clone(), &runtime.system_namespace);
+    let stop_watch = watcher::Config::default().fields(&format!("metadata.name={STOP_CONFIGMAP}"));
+    let (stop_tx, stop_rx) = watch::channel(());
+    tokio::spawn(
+        reflector(stop_writer, watcher(stop_api, stop_watch))
+            .default_backoff()
+            .touched_objects()
+            .for_each(move |_| {
+                // A change of the switch re-reconciles every Evaluation.
+                let _ = stop_tx.send(());
+                async {}
+            }),
+    );
+
+    let admission = Arc::new(Admission::default());
+    let namespaces: Vec<Option<String>> = if runtime.namespaces.is_empty() {
+        vec![None]
+    } else {
+        runtime.namespaces.iter().cloned().map(Some).collect()
+    };
+    for ns in &namespaces {
+        let restored = admission
+            .restore(&client, ns.as_deref(), &config)
+            .await
+            .map_err(|e| format!("cannot rebuild the admission ledger: {e}"))?;
+        tracing::info!(namespace = ?ns, restored, "admission ledger restored");
+    }
+    tokio::spawn(admit::publish_quota_status(
+        client.clone(),
+        quotas.clone(),
+        admission.clone(),
+    ));
+
+    let ctx = Arc::new(Context::new(
+        client,
+        Shared {
+            config,
+            metrics,
+            admission,
+            quotas,
+            stop_switch,
+            system_namespace: runtime.system_namespace.clone(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    ));
+    tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
+    let pending = Arc::new(AtomicUsize::new(namespaces.len()));
+    let controllers = namespaces.into_iter().map(|ns| {
+        let (ctx, ready, pending, stop_rx) =
+            (ctx.clone(), ready.clone(), pending.clone(), stop_rx.clone());
+        async move {
+            let on_ready = move || {
+                if pending.fetch_sub(1, Ordering::SeqCst) == 1 {
+                    ready.store(true, Ordering::SeqCst);
+                }
+            };
+            evaluation::run(ctx, ns.as_deref(), runtime.concurrency, stop_rx, on_ready).await;
+        }
+    });
+    futures::future::join_all(controllers).await;
+    tracing::info!("crucible controller stopped");
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! The emergency stop: a switch kept in the cluster, the ConfigMap `crucible-emergency-stop` in
+//! the system namespace, so that it is visible with kubectl and survives controller restarts.
+//! While it covers a namespace, the controller cancels that namespace's running Evaluations
+//! (keeping their log tails) and admits nothing new there.
+//!
+//! [`Switch`] is pure; [`stop`], [`resume`] and [`wait_until_stopped`] are the I/O behind
+//! `crucible stop` and `crucible resume`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+
+use crate::evaluation::identity::MANAGED_LABEL;
+use crate::evaluation::phase;
+
+/// Name of the switch ConfigMap.
+pub const STOP_CONFIGMAP: &str = "crucible-emergency-stop";
+/// Field manager of `crucible stop` / `crucible resume`.
+const MANAGER: &str = "crucible-stop";
+const ALL_KEY: &str = "all";
+const NAMESPACES_KEY: &str = "namespaces";
+const REASON_KEY: &str = "reason";
+/// Interval between two looks while waiting for pods to go.
+const POLL: Duration = Duration::from_millis(250);
+
+/// What the switch covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Switch {
+    /// Every namespace.
+    pub all: bool,
+    /// These namespaces.
+    pub namespaces: BTreeSet<String>,
+    /// Why, as given to `crucible stop --reason`.
+    pub reason: Option<String>,
+}
+
+/// Where `crucible stop` / `resume` act.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Everywhere.
+    All,
+    /// These namespaces.
+    Namespaces(Vec<String>),
+}
+
+impl Switch {
+    /// Reads the switch from its ConfigMap (absent: nothing stopped).
+    pub fn from_configmap(cm: Option<&ConfigMap>) -> Self {
+        let data = cm.and_then(|c| c.data.clone()).unwrap_or_default();
+        Switch {
+            all: data.get(ALL_KEY).is_some_and(|v| v == "true"),
+            namespaces: data
+                .get(NAMESPACES_KEY)
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            reason: data.get(REASON_KEY).cloned().filter(|r| !r.is_empty()),
+        }
+    }
+
+    /// The ConfigMap data of this switch.
+    pub fn to_data(&self) -> BTreeMap<String, String> {
+        let mut data = BTreeMap::from([
+            (ALL_KEY.to_string(), self.all.to_string()),
+            (
+                NAMESPACES_KEY.to_string(),
+                self.namespaces
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ]);
+        if let Some(reason) = &self.reason {
+            data.insert(REASON_KEY.to_string(), reason.clone());
+        }
+        data
+    }
+
+    /// Why `namespace` is stopped, if it is.
+    pub fn covers(&self, namespace: &str) -> Option<String> {
+        (self.all || self.namespaces.contains(namespace)).then(|| {
+            let reason = self.reason.as_deref().unwrap_or("no reason given");
+            format!("stopped by `crucible stop`: {reason}")
+        })
+    }
+
+    /// Whether nothing is stopped.
+    pub fn is_clear(&self) -> bool {
+        !self.all && self.namespaces.is_empty()
+    }
+
+    /// The switch after `crucible stop` on `scope`.
+    pub fn stopped(mut self, scope: &Scope, reason: Option<String>) -> Self {
+        match scope {
+            Scope::All => self.all = true,
+            Scope::Namespaces(list) => self.namespaces.extend(list.iter().cloned()),
+        }
+        self.reason = reason.or(self.reason);
+        self
+    }
+
+    /// The switch after `crucible resume` on `scope` (`All` clears everything).
+    pub fn resumed(mut self, scope: &Scope) -> Self {
+        match scope {
+            Scope::All => return Switch::default(),
+            Scope::Namespaces(list) => list.iter().for_each(|ns| {
+                self.namespaces.remove(ns);
+            }),
+        }
+        if self.is_clear() {
+            self.reason = None;
+        }
+        self
+    }
+}
+
+async fn read(client: &Client, system_namespace: &str) -> Result<Switch, String> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), system_namespace);
+    let cm = api
+        .get_opt(STOP_CONFIGMAP)
+        .await
+        .map_err(|e| format!("cannot read {system_namespace}/{STOP_CONFIGMAP}: {e}"))?;
+    Ok(Switch::from_configmap(cm.as_ref()))
+}
+
+async fn write(client: &Client, system_namespace: &str, switch: &Switch) -> Result<(), String> {
+    let params = PatchParams::apply(MANAGER).force();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": system_namespace}});
+    namespaces
+        .patch(system_namespace, &params, &Patch::Apply(&ns))
+        .await
+        .map_err(|e| format!("cannot create namespace {system_namespace}: {e}"))?;
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), system_namespace);
+    let cm = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": STOP_CONFIGMAP, "labels": {"app.kubernetes.io/part-of": "crucible"}},
+        "data": switch.to_data(),
+    });
+    api.patch(STOP_CONFIGMAP, &params, &Patch::Apply(&cm))
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("cannot write {system_namespace}/{STOP_CONFIGMAP}: {e}"))
+}
+
+/// `crucible stop`: sets the switch for `scope`.
+///
+/// # Errors
+/// The API refused the write.
+pub async fn stop(
+    client: &Client,
+    system_namespace: &str,
+    scope: &Scope,
+    reason: Option<String>,
+) -> Result<Switch, String> {
+    let switch = read(client, system_namespace).await?.stopped(scope, reason);
+    write(client, system_namespace, &switch).await?;
+    Ok(switch)
+}
+
+/// `crucible resume`: clears the switch for `scope`.
+///
+/// # Errors
+/// The API refused the write.
+pub async fn resume(
+    client: &Client,
+    system_namespace: &str,
+    scope: &Scope,
+) -> Result<Switch, String> {
+    let switch = read(client, system_namespace).await?.resumed(scope);
+    write(client, system_namespace, &switch).await?;
+    Ok(switch)
+}
+
+/// Waits until no evaluation pod in `scope` is still alive; returns how long it took.
+///
+/// # Errors
+/// Pods still alive after `timeout` (named), or the API failed.
+pub async fn wait_until_stopped(
+    client: &Client,
+    scope: &Scope,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let start = Instant::now();
+    let selector = ListParams::default().labels(&format!("{MANAGED_LABEL}=true"));
+    loop {
+        let apis: Vec<Api<Pod>> = match scope {
+            Scope::All => vec![Api::all(client.clone())],
+            Scope::Namespaces(list) => list
+                .iter()
+                .map(|ns| Api::namespaced(client.clone(), ns))
+                .collect(),
+        };
+        let mut alive = Vec::new();
+        for api in apis {
+            let pods = api
+                .list(&selector)
+                .await
+                .map_err(|e| format!("cannot list pods: {e}"))?;
+            alive.extend(
+                pods.items
+                    .into_iter()
+                    .filter(|p| !phase::is_terminal(p))
+                    .map(|p| {
+                        format!(
+                            "{}/{}",
+                            p.metadata.namespace.unwrap_or_default(),
+                            p.metadata.name.unwrap_or_default()
+                        )
+                    }),
+            );
+        }
+        if alive.is_empty() {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "still running after {timeout:?}: {}",
+                alive.join(", ")
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_and_resume_round_trip_through_the_configmap() {
+        let s = Switch::default().stopped(
+            &Scope::Namespaces(vec!["a".into(), "b".into()]),
+            Some("incident 7".into()),
+        );
+        let cm = ConfigMap {
+            data: Some(s.to_data()),
+            ..Default::default()
+        };
+        let read = Switch::from_configmap(Some(&cm));
+        assert_eq!(read, s);
+        assert_eq!(
+            read.covers("a").as_deref(),
+            Some("stopped by `crucible stop`: incident 7")
+        );
+        assert_eq!(read.covers("c"), None);
+        let resumed = read.resumed(&Scope::Namespaces(vec!["a".into()]));
+        assert_eq!(resumed.covers("a"), None);
+        assert!(resumed.covers("b").is_some());
+        assert!(
+            resumed
+                .resumed(&Scope::Namespaces(vec!["b".into()]))
+                .is_clear()
+        );
+    }
+
+    #[test]
+    fn stop_all_covers_every_namespace_until_resume_all() {
+        let s = Switch::default().stopped(&Scope::All, None);
+        assert!(s.covers("anything").is_some());
+        assert!(s.resumed(&Scope::All).is_clear());
+        assert!(Switch::from_configmap(None).is_clear());
+    }
+}
