@@ -7,6 +7,12 @@ pub enum Error {
     /// Reading the Evaluation itself failed.
     #[error("failed to read the Evaluation: {0}")]
     GetEvaluation(#[source] kube::Error),
+    /// Reading an EvaluationSuite failed.
+    #[error("failed to read the EvaluationSuite: {0}")]
+    GetSuite(#[source] kube::Error),
+    /// Listing a suite's child Evaluations failed.
+    #[error("failed to list child Evaluations: {0}")]
+    ListEvaluations(#[source] kube::Error),
     /// Reading the pods of an Evaluation failed.
     #[error("failed to list sandbox pods: {0}")]
     ListPods(#[source] kube::Error),
@@ -69,6 +75,8 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::GetEvaluation(_) => "GetEvaluationFailed",
+            Error::GetSuite(_) => "GetSuiteFailed",
+            Error::ListEvaluations(_) => "ListEvaluationsFailed",
             Error::ListPods(_) => "ListPodsFailed",
             Error::GetRuntimeClass { .. } => "GetRuntimeClassFailed",
             Error::ReadLog { .. } => "ReadLogFailed",

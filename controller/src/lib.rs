@@ -17,6 +17,7 @@ pub mod operator;
 pub mod quantity;
 pub mod selftest;
 pub mod stop;
+pub mod suite;
 pub mod telemetry;
 
 #[cfg(test)]

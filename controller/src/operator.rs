@@ -1,6 +1,6 @@
 //! Starts the operator: caches (quotas, the emergency-stop switch), the admission ledger rebuilt
 //! from the cluster, the quota status writer, the HTTP endpoints and one Evaluation controller
-//! per watched namespace. Talks to the API server.
+//! and one EvaluationSuite controller per watched namespace. Talks to the API server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,6 +19,7 @@ use crate::evaluation::{self, Context, Shared};
 use crate::http;
 use crate::metrics::Metrics;
 use crate::stop::STOP_CONFIGMAP;
+use crate::suite::{self, reconcile::SuiteContext};
 
 /// Runs until SIGTERM / Ctrl-C.
 ///
@@ -86,6 +87,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         admission.clone(),
     ));
 
+    let suite_ctx = Arc::new(SuiteContext::new(client.clone(), metrics.clone()));
     let ctx = Arc::new(Context::new(
         client,
         Shared {
@@ -100,6 +102,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     ));
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
     let pending = Arc::new(AtomicUsize::new(namespaces.len()));
+    let namespaces_for_suites = namespaces.clone();
     let controllers = namespaces.into_iter().map(|ns| {
         let (ctx, ready, pending, stop_rx) =
             (ctx.clone(), ready.clone(), pending.clone(), stop_rx.clone());
@@ -112,7 +115,15 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             evaluation::run(ctx, ns.as_deref(), runtime.concurrency, stop_rx, on_ready).await;
         }
     });
-    futures::future::join_all(controllers).await;
+    let suites = namespaces_for_suites.into_iter().map(|ns| {
+        let ctx = suite_ctx.clone();
+        async move { suite::reconcile::run(ctx, ns.as_deref(), runtime.concurrency).await }
+    });
+    futures::future::join(
+        futures::future::join_all(controllers),
+        futures::future::join_all(suites),
+    )
+    .await;
     tracing::info!("crucible controller stopped");
     Ok(())
 }

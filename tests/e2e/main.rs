@@ -5,4 +5,5 @@
 
 mod examples;
 mod lifecycle;
+mod quota;
 mod sandbox;

@@ -31,6 +31,7 @@ use crate::evaluation::pod::{
 };
 use crate::evaluation::results::LogCapture;
 use crate::evaluation::validate;
+use crate::suite::plan::SUITE_LABEL;
 
 /// Default `passThreshold`.
 pub const DEFAULT_PASS_THRESHOLD: f64 = 0.5;
@@ -170,6 +171,7 @@ pub fn owner(ev: &Evaluation) -> Result<Owner> {
         reference: ev
             .controller_owner_ref(&())
             .ok_or(Error::MissingObjectKey("metadata.uid"))?,
+        suite: ev.labels().get(SUITE_LABEL).cloned(),
     })
 }
 

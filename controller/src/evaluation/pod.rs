@@ -22,6 +22,7 @@ use crate::crd::evaluation::{EvaluationSpec, Source};
 use crate::evaluation::identity::{
     EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_LABEL, sha256_hex,
 };
+use crate::suite::plan::SUITE_LABEL;
 
 /// The unprivileged user and group every sandbox runs as ("nobody").
 pub const SANDBOX_UID: i64 = 65534;
@@ -52,6 +53,8 @@ pub struct Owner {
     pub uid: String,
     /// Controller owner reference to the Evaluation.
     pub reference: OwnerReference,
+    /// The suite the Evaluation belongs to, copied onto its children as a label.
+    pub suite: Option<String>,
 }
 
 impl Owner {
@@ -77,6 +80,9 @@ impl Owner {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string())),
         );
+        if let Some(suite) = &self.suite {
+            labels.insert(SUITE_LABEL.to_string(), suite.clone());
+        }
         ObjectMeta {
             name: Some(name.to_string()),
             namespace: Some(self.namespace.clone()),

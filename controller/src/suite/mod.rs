@@ -1,0 +1,7 @@
+//! The EvaluationSuite controller: expands a suite into child Evaluations (`fanout`), keeps at
+//! most `parallelism` of them unfinished, and aggregates their results (`plan`); `reconcile`
+//! is the thin I/O shell.
+
+pub mod fanout;
+pub mod plan;
+pub mod reconcile;

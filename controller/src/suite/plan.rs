@@ -1,0 +1,326 @@
+//! Plans one reconcile of an EvaluationSuite: which children to create or update (within
+//! `parallelism`, stopping at `maxFailures`), which to cancel or delete, and the aggregated
+//! status. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::{Resource, ResourceExt};
+
+use crate::crd::conditions::{self, Status};
+use crate::crd::evaluation::{Evaluation, EvaluationSpec, Phase};
+use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
+use crate::suite::fanout::{self, DesiredCase};
+
+/// Label on every child Evaluation (and its pods) naming its suite.
+pub const SUITE_LABEL: &str = "crucible.dev/suite";
+/// Default `parallelism`.
+pub const DEFAULT_PARALLELISM: i32 = 4;
+/// Default `passThreshold` of a suite: every case must pass.
+pub const DEFAULT_PASS_THRESHOLD: f64 = 1.0;
+/// Most rows in `status.cases`, to bound the object's size.
+pub const MAX_CASE_ROWS: usize = 200;
+
+/// Everything one suite reconcile does.
+#[derive(Clone, Debug)]
+pub struct SuitePlan {
+    /// Children to server-side apply (create, update, or cancel).
+    pub apply: Vec<Evaluation>,
+    /// Children to delete (cases no longer in the suite).
+    pub delete: Vec<String>,
+    /// The status to write.
+    pub status: EvaluationSuiteStatus,
+}
+
+/// Name of the child Evaluation of `case`.
+pub fn child_name(suite: &str, case: &str) -> String {
+    format!("{suite}-{case}")
+}
+
+/// The run part of a spec, for comparing a child with what the suite wants.
+fn run_spec(spec: &EvaluationSpec) -> EvaluationSpec {
+    EvaluationSpec {
+        cancel: None,
+        ..spec.clone()
+    }
+}
+
+fn finished(ev: &Evaluation) -> bool {
+    ev.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_some_and(Phase::is_finished)
+}
+
+fn passed(ev: &Evaluation) -> bool {
+    ev.status
+        .as_ref()
+        .and_then(|s| s.result.as_ref())
+        .is_some_and(|r| r.passed)
+}
+
+/// Plans the suite given its current children (owned by it, any order).
+pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> SuitePlan {
+    let name = suite.name_any();
+    let generation = suite.meta().generation;
+    let existing: BTreeMap<String, &Evaluation> =
+        children.iter().map(|c| (c.name_any(), c)).collect();
+    let desired = match fanout::desired_cases(&suite.spec) {
+        Ok(d) => d,
+        Err(problems) => {
+            let mut status = EvaluationSuiteStatus {
+                phase: Some(SuitePhase::Failed),
+                message: Some(format!("InvalidSpec: {}", problems.join("; "))),
+                conditions: suite.status.clone().unwrap_or_default().conditions,
+                ..Default::default()
+            };
+            set_conditions(&mut status, "InvalidSpec", generation, now);
+            status.observed_generation = generation;
+            return SuitePlan {
+                apply: vec![],
+                delete: vec![],
+                status,
+            };
+        }
+    };
+    let cancel = suite.spec.cancel == Some(true);
+    let parallelism =
+        usize::try_from(suite.spec.parallelism.unwrap_or(DEFAULT_PARALLELISM).max(1)).unwrap_or(1);
+    // Children whose spec is what the suite wants now.
+    let current = |case: &DesiredCase| {
+        existing
+            .get(&child_name(&name, &case.name))
+            .copied()
+            .filter(|c| run_spec(&c.spec) == case.spec)
+    };
+    let failures = desired
+        .iter()
+        .filter_map(current)
+        .filter(|c| finished(c) && !passed(c))
+        .count();
+    let max_failures = suite
+        .spec
+        .max_failures
+        .and_then(|m| usize::try_from(m).ok());
+    let stop_new = cancel || max_failures.is_some_and(|m| failures >= m);
+    let mut apply = Vec::new();
+    // Unfinished children hold a slot whether or not they are up to date.
+    let mut busy = children.iter().filter(|c| !finished(c)).count();
+    for case in &desired {
+        let child = existing.get(&child_name(&name, &case.name)).copied();
+        match child {
+            Some(c) if cancel && !finished(c) && c.spec.cancel != Some(true) => {
+                apply.push(child_object(suite, case, true));
+            }
+            Some(_) if cancel => {}
+            // Up to date: nothing to do.
+            Some(c) if run_spec(&c.spec) == case.spec => {}
+            // Outdated and still running: update now (it keeps its slot; the old run stops).
+            Some(c) if !finished(c) => apply.push(child_object(suite, case, false)),
+            // Missing, or outdated and finished: needs a free slot.
+            _ if !stop_new && busy < parallelism => {
+                busy += 1;
+                apply.push(child_object(suite, case, false));
+            }
+            _ => {}
+        }
+    }
+    let wanted: std::collections::BTreeSet<String> =
+        desired.iter().map(|c| child_name(&name, &c.name)).collect();
+    let delete = existing
+        .keys()
+        .filter(|n| !wanted.contains(*n))
+        .cloned()
+        .collect();
+    let status = aggregate(
+        suite,
+        &desired,
+        &existing,
+        cancel,
+        max_failures.filter(|m| failures >= *m),
+        now,
+    );
+    SuitePlan {
+        apply,
+        delete,
+        status,
+    }
+}
+
+fn aggregate(
+    suite: &EvaluationSuite,
+    desired: &[DesiredCase],
+    existing: &BTreeMap<String, &Evaluation>,
+    cancel: bool,
+    failed_out: Option<usize>,
+    now: &Time,
+) -> EvaluationSuiteStatus {
+    let name = suite.name_any();
+    let mut status = EvaluationSuiteStatus {
+        conditions: suite.status.clone().unwrap_or_default().conditions,
+        total: i32::try_from(desired.len()).unwrap_or(i32::MAX),
+        ..Default::default()
+    };
+    let (mut scores, mut rows) = (Vec::new(), Vec::new());
+    for case in desired {
+        let evaluation = child_name(&name, &case.name);
+        let child = existing
+            .get(&evaluation)
+            .copied()
+            .filter(|c| run_spec(&c.spec) == case.spec);
+        let child_status = child.and_then(|c| c.status.clone()).unwrap_or_default();
+        let phase = child_status.phase;
+        match phase {
+            Some(p)
+                if p.is_finished() && child_status.result.as_ref().is_some_and(|r| r.passed) =>
+            {
+                status.succeeded += 1
+            }
+            Some(p) if p.is_finished() => status.failed += 1,
+            Some(Phase::Pending | Phase::Running) => status.running += 1,
+            _ => status.queued += 1,
+        }
+        if let Some(r) = &child_status.result {
+            scores.push(r.score);
+        }
+        rows.push(CaseStatus {
+            name: case.name.clone(),
+            evaluation,
+            phase: phase.map_or("Waiting", Phase::as_str).to_string(),
+            score: child_status.result.as_ref().map(|r| r.score),
+            passed: child_status.result.as_ref().map(|r| r.passed),
+        });
+    }
+    if rows.len() > MAX_CASE_ROWS {
+        status.cases_omitted = i32::try_from(rows.len() - MAX_CASE_ROWS).ok();
+        rows.truncate(MAX_CASE_ROWS);
+    }
+    status.cases = rows;
+    if status.total > 0 {
+        status.pass_rate = Some(f64::from(status.succeeded) / f64::from(status.total));
+    }
+    if !scores.is_empty() {
+        status.mean_score = Some(scores.iter().sum::<f64>() / scores.len() as f64);
+    }
+    let threshold = suite.spec.pass_threshold.unwrap_or(DEFAULT_PASS_THRESHOLD);
+    let all_done = status.succeeded + status.failed == status.total;
+    let (phase, reason, message) = if cancel {
+        (
+            SuitePhase::Cancelled,
+            "Cancelled",
+            "cancelled by spec.cancel".to_string(),
+        )
+    } else if let Some(m) = failed_out {
+        (
+            SuitePhase::Failed,
+            "MaxFailuresReached",
+            format!("{m} cases failed (maxFailures); no new case starts"),
+        )
+    } else if all_done {
+        let rate = status.pass_rate.unwrap_or(0.0);
+        if rate >= threshold {
+            (
+                SuitePhase::Succeeded,
+                "Passed",
+                format!("pass rate {rate:.3} reached the threshold {threshold}"),
+            )
+        } else {
+            (
+                SuitePhase::Failed,
+                "EvaluationFailed",
+                format!("pass rate {rate:.3} is below the threshold {threshold}"),
+            )
+        }
+    } else {
+        (
+            SuitePhase::Running,
+            "Running",
+            format!(
+                "{} of {} cases finished",
+                status.succeeded + status.failed,
+                status.total
+            ),
+        )
+    };
+    status.phase = Some(phase);
+    status.message = Some(message);
+    status.observed_generation = suite.meta().generation;
+    set_conditions(&mut status, reason, suite.meta().generation, now);
+    status
+}
+
+fn set_conditions(
+    status: &mut EvaluationSuiteStatus,
+    reason: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let phase = status.phase.unwrap_or(SuitePhase::Running);
+    let message = status
+        .message
+        .clone()
+        .unwrap_or_else(|| phase.as_str().to_string());
+    let c = &mut status.conditions;
+    let running = phase == SuitePhase::Running;
+    let ready = phase == SuitePhase::Succeeded;
+    let stalled = matches!(phase, SuitePhase::Failed | SuitePhase::Cancelled);
+    conditions::set_condition(
+        c,
+        conditions::RECONCILING,
+        Status::from(running),
+        phase.as_str(),
+        &message,
+        generation,
+        now,
+    );
+    conditions::set_condition(
+        c,
+        conditions::READY,
+        Status::from(ready),
+        reason,
+        &message,
+        generation,
+        now,
+    );
+    conditions::set_condition(
+        c,
+        conditions::STALLED,
+        Status::from(stalled),
+        reason,
+        &message,
+        generation,
+        now,
+    );
+}
+
+/// The child Evaluation of `case`, owned by the suite.
+fn child_object(suite: &EvaluationSuite, case: &DesiredCase, cancel: bool) -> Evaluation {
+    let name = suite.name_any();
+    let mut spec = case.spec.clone();
+    if cancel {
+        spec.cancel = Some(true);
+    }
+    let mut child = Evaluation::new(&child_name(&name, &case.name), spec);
+    child.metadata = ObjectMeta {
+        name: Some(child_name(&name, &case.name)),
+        namespace: suite.namespace(),
+        labels: Some(BTreeMap::from([
+            (SUITE_LABEL.to_string(), name.clone()),
+            (
+                "app.kubernetes.io/part-of".to_string(),
+                "crucible".to_string(),
+            ),
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "crucible".to_string(),
+            ),
+        ])),
+        owner_references: suite.controller_owner_ref(&()).map(|r| vec![r]),
+        ..Default::default()
+    };
+    child
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

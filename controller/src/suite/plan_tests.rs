@@ -1,0 +1,193 @@
+use super::*;
+use crate::crd::evaluation::{EvaluationResult, EvaluationStatus};
+use crate::crd::suite::{EvaluationSuiteSpec, SuiteCase};
+use crate::fixtures::at;
+
+fn suite(cases: usize, parallelism: i32) -> EvaluationSuite {
+    let mut s = EvaluationSuite::new(
+        "s",
+        EvaluationSuiteSpec {
+            template: Evaluation::test().spec,
+            cases: (0..cases)
+                .map(|i| SuiteCase {
+                    name: format!("c{i}"),
+                    ..Default::default()
+                })
+                .collect(),
+            parallelism: Some(parallelism),
+            ..Default::default()
+        },
+    );
+    s.metadata.namespace = Some("team-a".into());
+    s.metadata.uid = Some("suite-uid".into());
+    s.metadata.generation = Some(1);
+    s
+}
+
+/// The children a plan applied, as the API server would return them, with `phase` and
+/// `passed` in status.
+fn children(planned: &SuitePlan, outcome: Option<(Phase, bool)>) -> Vec<Evaluation> {
+    planned
+        .apply
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            c.status = Some(EvaluationStatus {
+                phase: Some(outcome.map_or(Phase::Running, |o| o.0)),
+                result: outcome.map(|(_, passed)| EvaluationResult {
+                    score: if passed { 1.0 } else { 0.0 },
+                    passed,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            c
+        })
+        .collect()
+}
+
+fn names(planned: &SuitePlan) -> Vec<String> {
+    planned.apply.iter().map(|c| c.name_any()).collect()
+}
+
+#[test]
+fn parallelism_bounds_the_unfinished_children() {
+    let s = suite(10, 3);
+    let first = plan(&s, &[], &at(0));
+    assert_eq!(names(&first), ["s-c0", "s-c1", "s-c2"]);
+    assert_eq!((first.status.total, first.status.queued), (10, 10));
+    let running = children(&first, None);
+    assert!(
+        plan(&s, &running, &at(1)).apply.is_empty(),
+        "three unfinished: no room"
+    );
+    let mut one_done = running.clone();
+    one_done[0] = children(
+        &SuitePlan {
+            apply: vec![first.apply[0].clone()],
+            ..first.clone()
+        },
+        Some((Phase::Succeeded, true)),
+    )[0]
+    .clone();
+    let next = plan(&s, &one_done, &at(2));
+    assert_eq!(names(&next), ["s-c3"]);
+    assert_eq!(next.status.running, 2);
+    assert_eq!(next.status.succeeded, 1);
+}
+
+#[test]
+fn children_are_owned_labelled_and_carry_the_merged_spec() {
+    let s = suite(1, 1);
+    let child = &plan(&s, &[], &at(0)).apply[0];
+    assert_eq!(
+        child.labels().get(SUITE_LABEL).map(String::as_str),
+        Some("s")
+    );
+    let owner = &child.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+        ("EvaluationSuite", "suite-uid", Some(true))
+    );
+    assert_eq!(child.spec, s.spec.template);
+    assert_eq!(child.namespace().as_deref(), Some("team-a"));
+}
+
+#[test]
+fn every_case_finished_gives_the_pass_rate_and_phase() {
+    let mut s = suite(4, 4);
+    let first = plan(&s, &[], &at(0));
+    let mut done = children(&first, Some((Phase::Succeeded, true)));
+    done[3] = children(&first, Some((Phase::Failed, false)))[3].clone();
+    s.spec.pass_threshold = Some(0.75);
+    let p = plan(&s, &done, &at(5));
+    assert_eq!(p.status.phase, Some(SuitePhase::Succeeded));
+    assert_eq!(p.status.pass_rate, Some(0.75));
+    assert_eq!(p.status.mean_score, Some(0.75));
+    assert_eq!((p.status.succeeded, p.status.failed), (3, 1));
+    let ready = conditions::find(&p.status.conditions, conditions::READY).expect("Ready");
+    assert_eq!(ready.status, "True");
+    s.spec.pass_threshold = Some(0.8);
+    let p = plan(&s, &done, &at(5));
+    assert_eq!(p.status.phase, Some(SuitePhase::Failed));
+    let stalled = conditions::find(&p.status.conditions, conditions::STALLED).expect("Stalled");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "EvaluationFailed")
+    );
+}
+
+#[test]
+fn max_failures_stops_new_cases_and_fails_the_suite() {
+    let mut s = suite(6, 2);
+    s.spec.max_failures = Some(2);
+    let first = plan(&s, &[], &at(0));
+    let failed = children(&first, Some((Phase::Failed, false)));
+    let p = plan(&s, &failed, &at(1));
+    assert!(p.apply.is_empty(), "no new case after two failures");
+    assert_eq!(p.status.phase, Some(SuitePhase::Failed));
+    let stalled = conditions::find(&p.status.conditions, conditions::STALLED).expect("Stalled");
+    assert_eq!(stalled.reason, "MaxFailuresReached");
+}
+
+#[test]
+fn a_spec_change_reruns_exactly_the_cases_it_changes() {
+    let mut s = suite(3, 3);
+    let first = plan(&s, &[], &at(0));
+    let done = children(&first, Some((Phase::Succeeded, true)));
+    assert!(
+        plan(&s, &done, &at(1)).apply.is_empty(),
+        "nothing changed: nothing applied"
+    );
+    s.spec.cases[1].args = Some(vec!["--harder".into()]);
+    let p = plan(&s, &done, &at(2));
+    assert_eq!(names(&p), ["s-c1"]);
+    assert_eq!(
+        p.status.queued, 1,
+        "the changed case waits for its new result"
+    );
+    // A template change touches every case.
+    s.spec.template.timeout = Some("5m".into());
+    assert_eq!(plan(&s, &done, &at(3)).apply.len(), 3);
+}
+
+#[test]
+fn cancel_cancels_unfinished_children_only() {
+    let mut s = suite(3, 3);
+    let first = plan(&s, &[], &at(0));
+    let mut kids = children(&first, None);
+    kids[0] = children(&first, Some((Phase::Succeeded, true)))[0].clone();
+    s.spec.cancel = Some(true);
+    let p = plan(&s, &kids, &at(1));
+    assert_eq!(names(&p), ["s-c1", "s-c2"]);
+    assert!(p.apply.iter().all(|c| c.spec.cancel == Some(true)));
+    assert_eq!(p.status.phase, Some(SuitePhase::Cancelled));
+}
+
+#[test]
+fn removed_cases_are_deleted_and_rows_are_bounded() {
+    let s = suite(2, 2);
+    let first = plan(&s, &[], &at(0));
+    let kids = children(&first, None);
+    let fewer = suite(1, 2);
+    assert_eq!(plan(&fewer, &kids, &at(1)).delete, ["s-c1"]);
+    let big = suite(250, 1);
+    let p = plan(&big, &[], &at(0));
+    assert_eq!(p.status.cases.len(), MAX_CASE_ROWS);
+    assert_eq!(p.status.cases_omitted, Some(50));
+    assert_eq!(p.status.total, 250);
+}
+
+#[test]
+fn an_invalid_suite_creates_nothing() {
+    let s = suite(0, 1);
+    let p = plan(&s, &[], &at(0));
+    assert!(p.apply.is_empty());
+    assert_eq!(p.status.phase, Some(SuitePhase::Failed));
+    assert!(
+        p.status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.starts_with("InvalidSpec"))
+    );
+}

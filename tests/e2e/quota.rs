@@ -1,0 +1,200 @@
+//! Admission on a real cluster: a namespace quota is never exceeded, as seen by an independent
+//! watcher of pods; the emergency stop clears running pods within 10 s and holds admission.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crucible::crd::Evaluation;
+use crucible::crd::evaluation::Phase;
+use crucible::stop::{self, Scope};
+use crucible_e2e::{
+    apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_for, with_temp_ns,
+};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+
+fn quick(name: &str, seconds: u32) -> Evaluation {
+    parse_evaluation(&format!(
+        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"import time; time.sleep({seconds}); print('CRUCIBLE_RESULT {{\\\"score\\\": 1}}')\"]\n  timeout: 2m\n  resources: {{cpu: 100m, memory: 64Mi}}\n"
+    ))
+}
+
+/// Watches the namespace's evaluation pods and records the most that were alive (not
+/// Succeeded/Failed) at once. Independent of the controller: only the API server's view.
+fn watch_peak(client: Client, ns: &str) -> (Arc<AtomicUsize>, Arc<AtomicBool>) {
+    let peak = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    let (peak2, done2) = (peak.clone(), done.clone());
+    tokio::spawn(async move {
+        let mut alive = BTreeSet::new();
+        let cfg = watcher::Config::default().labels("crucible.dev/managed=true");
+        let mut events = watcher(pods, cfg).default_backoff().boxed();
+        while !done2.load(Ordering::SeqCst) {
+            let Ok(Some(event)) =
+                tokio::time::timeout(Duration::from_millis(500), events.next()).await
+            else {
+                continue;
+            };
+            match event {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    let phase = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_default();
+                    if phase == "Succeeded" || phase == "Failed" {
+                        alive.remove(&p.name_any());
+                    } else {
+                        alive.insert(p.name_any());
+                    }
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    alive.remove(&p.name_any());
+                }
+                _ => {}
+            }
+            peak2.fetch_max(alive.len(), Ordering::SeqCst);
+        }
+    });
+    (peak, done)
+}
+
+#[tokio::test]
+async fn a_namespace_quota_of_two_is_never_exceeded_by_twenty_applies() {
+    with_temp_ns("quota", |client, ns| async move {
+        let quota = serde_json::json!({
+            "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
+            "metadata": {"name": "team"}, "spec": {"maxRunning": 2}
+        });
+        let quotas: Api<crucible::crd::EvaluationQuota> = Api::namespaced(client.clone(), &ns);
+        quotas
+            .patch(
+                "team",
+                &kube::api::PatchParams::apply("crucible-e2e"),
+                &kube::api::Patch::Apply(&quota),
+            )
+            .await
+            .expect("apply quota");
+        // Give the controller's quota cache a moment to see it, as a user would by applying
+        // the quota first: wait until the controller has written its status.
+        poll_until(Duration::from_secs(30), "quota status", || {
+            let quotas = quotas.clone();
+            async move { quotas.get("team").await.ok().and_then(|q| q.status) }
+        })
+        .await;
+        let (peak, done) = watch_peak(client.clone(), &ns);
+        let applies = (0..20).map(|i| {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move { apply_evaluation(&client, &ns, &quick(&format!("burst-{i}"), 1)).await }
+        });
+        futures::future::join_all(applies).await;
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        // While the burst is being worked through, somebody is queued with a position.
+        let queued = wait_for(
+            &api,
+            "burst-19",
+            Duration::from_secs(60),
+            "queued or done",
+            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase).is_some(),
+        )
+        .await;
+        let _ = queued;
+        for i in 0..20 {
+            let done_ev =
+                wait_finished(&api, &format!("burst-{i}"), Duration::from_secs(300)).await;
+            assert_eq!(
+                done_ev.status.and_then(|s| s.phase),
+                Some(Phase::Succeeded),
+                "burst-{i}"
+            );
+        }
+        done.store(true, Ordering::SeqCst);
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(
+            peak <= 2,
+            "the watcher saw {peak} evaluation pods alive at once"
+        );
+        assert!(peak >= 1, "the watcher saw no pod at all");
+        let status = quotas
+            .get("team")
+            .await
+            .expect("quota")
+            .status
+            .expect("status");
+        assert!(status.used.is_some_and(|u| u.running <= 2));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn emergency_stop_clears_running_pods_within_ten_seconds_and_holds_admission() {
+    with_temp_ns("stop", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let system =
+            std::env::var("CRUCIBLE_SYSTEM_NAMESPACE").unwrap_or_else(|_| "crucible-system".into());
+        let scope = Scope::Namespaces(vec![ns.clone()]);
+        apply_evaluation(&client, &ns, &quick("long", 300)).await;
+        wait_for(
+            &api,
+            "long",
+            Duration::from_secs(90),
+            "Running",
+            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running),
+        )
+        .await;
+        stop::stop(&client, &system, &scope, Some("e2e drill".into()))
+            .await
+            .expect("stop");
+        let took = stop::wait_until_stopped(&client, &scope, Duration::from_secs(10)).await;
+        let cancelled = api.get("long").await.expect("get");
+        let status = cancelled.status.clone().expect("status");
+        assert!(took.is_ok(), "pods still alive 10 s after stop: {took:?}");
+        assert_eq!(status.phase, Some(Phase::Cancelled));
+        assert_eq!(status.reason.as_deref(), Some("EmergencyStop"));
+        assert!(
+            status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("e2e drill"))
+        );
+        // Nothing starts while stopped.
+        apply_evaluation(&client, &ns, &quick("held", 1)).await;
+        let held = wait_for(
+            &api,
+            "held",
+            Duration::from_secs(30),
+            "Queued",
+            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Queued),
+        )
+        .await;
+        let reason = held
+            .status
+            .and_then(|s| s.queue)
+            .and_then(|q| q.reason)
+            .unwrap_or_default();
+        assert!(reason.starts_with("EmergencyStop"), "{reason}");
+        let still = wait_for(
+            &api,
+            "held",
+            Duration::from_secs(5),
+            "still queued",
+            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Queued),
+        )
+        .await;
+        assert!(
+            still.status.and_then(|s| s.pod_name).is_none(),
+            "no pod while stopped"
+        );
+        stop::resume(&client, &system, &scope)
+            .await
+            .expect("resume");
+        let done = wait_finished(&api, "held", Duration::from_secs(60)).await;
+        assert_eq!(done.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+    })
+    .await;
+}
