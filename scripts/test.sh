@@ -43,5 +43,5 @@ apply_crds
 start_controller
 log "end-to-end tests"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG \
-  cargo test -p crucible-e2e --features e2e -- --test-threads=4
+  cargo test -p crucible-e2e --features e2e -- --test-threads=3
 log "all tests passed"

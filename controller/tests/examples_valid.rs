@@ -1,11 +1,13 @@
-//! Every manifest in `examples/evaluations/` parses into an Evaluation, passes validation, and
-//! states the outcome it must reach (which the e2e tier then checks on a real cluster).
+//! Every manifest in `examples/evaluations/` parses into its kind, passes validation (suites
+//! expand into valid cases), and states the outcome it must reach (which the e2e tier then
+//! checks on a real cluster).
 
 use std::path::{Path, PathBuf};
 
 use crucible::config::Config;
-use crucible::crd::Evaluation;
+use crucible::crd::{Evaluation, EvaluationQuota, EvaluationSuite};
 use crucible::evaluation::validate::validate;
+use crucible::suite::fanout::desired_cases;
 
 fn examples() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/evaluations");
@@ -22,28 +24,49 @@ fn examples() -> Vec<PathBuf> {
 fn every_example_parses_validates_and_states_its_outcome() {
     let files = examples();
     assert!(
-        files.len() >= 5,
-        "expected at least five examples, found {files:?}"
+        files.len() >= 8,
+        "expected at least eight examples, found {files:?}"
     );
+    let config = Config::default();
     for path in files {
         let text = std::fs::read_to_string(&path).expect("readable");
-        let ev: Evaluation = serde_saphyr::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: not an Evaluation: {e}", path.display()));
-        assert_eq!(
-            validate(&ev.spec, &Config::default()),
-            Ok(()),
-            "{} is invalid",
-            path.display()
-        );
+        let shown = path.display();
+        let value: serde_json::Value =
+            serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{shown}: not YAML: {e}"));
+        match value["kind"].as_str() {
+            Some("Evaluation") => {
+                let ev: Evaluation = serde_json::from_value(value)
+                    .unwrap_or_else(|e| panic!("{shown}: not an Evaluation: {e}"));
+                assert_eq!(validate(&ev.spec, &config), Ok(()), "{shown} is invalid");
+            }
+            Some("EvaluationSuite") => {
+                let suite: EvaluationSuite = serde_json::from_value(value)
+                    .unwrap_or_else(|e| panic!("{shown}: not an EvaluationSuite: {e}"));
+                let cases = desired_cases(&suite.spec)
+                    .unwrap_or_else(|e| panic!("{shown}: cases do not expand: {e:?}"));
+                for case in cases {
+                    assert_eq!(
+                        validate(&case.spec, &config),
+                        Ok(()),
+                        "{shown} case {}",
+                        case.name
+                    );
+                }
+            }
+            Some("EvaluationQuota") => {
+                let _: EvaluationQuota = serde_json::from_value(value)
+                    .unwrap_or_else(|e| panic!("{shown}: not an EvaluationQuota: {e}"));
+            }
+            other => panic!("{shown}: unexpected kind {other:?}"),
+        }
         let expect = text
             .lines()
             .find_map(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} has no `# expect:` line", path.display()));
-        assert!(expect.contains("phase="), "{}: {expect}", path.display());
+            .unwrap_or_else(|| panic!("{shown} has no `# expect:` line"));
+        assert!(expect.contains('='), "{shown}: {expect}");
         assert!(
             text.lines().take_while(|l| l.starts_with('#')).count() >= 2,
-            "{} must say in a comment what it shows",
-            path.display()
+            "{shown} must say in a comment what it shows"
         );
     }
 }

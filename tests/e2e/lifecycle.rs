@@ -77,7 +77,7 @@ async fn cancel_stops_the_pod_within_seconds_and_keeps_the_log_tail() {
                 .is_some_and(|t| t.contains("started")),
             "{status:#?}"
         );
-        poll_until(Duration::from_secs(20), "the pod to be gone", || {
+        poll_until(Duration::from_secs(30), "the pod to be gone", || {
             let (client, ns, ev) = (client.clone(), ns.clone(), cancelled.clone());
             async move { pods_of(&client, &ns, &ev).await.is_empty().then_some(()) }
         })

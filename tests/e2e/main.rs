@@ -7,3 +7,4 @@ mod examples;
 mod lifecycle;
 mod quota;
 mod sandbox;
+mod suite_fanout;

@@ -1,67 +1,22 @@
 //! Admission on a real cluster: a namespace quota is never exceeded, as seen by an independent
 //! watcher of pods; the emergency stop clears running pods within 10 s and holds admission.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
 use crucible::stop::{self, Scope};
 use crucible_e2e::{
-    apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_for, with_temp_ns,
+    apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_for, watch_peak,
+    with_temp_ns,
 };
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::Api;
 
 fn quick(name: &str, seconds: u32) -> Evaluation {
     parse_evaluation(&format!(
         "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"import time; time.sleep({seconds}); print('CRUCIBLE_RESULT {{\\\"score\\\": 1}}')\"]\n  timeout: 2m\n  resources: {{cpu: 100m, memory: 64Mi}}\n"
     ))
-}
-
-/// Watches the namespace's evaluation pods and records the most that were alive (not
-/// Succeeded/Failed) at once. Independent of the controller: only the API server's view.
-fn watch_peak(client: Client, ns: &str) -> (Arc<AtomicUsize>, Arc<AtomicBool>) {
-    let peak = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicBool::new(false));
-    let pods: Api<Pod> = Api::namespaced(client, ns);
-    let (peak2, done2) = (peak.clone(), done.clone());
-    tokio::spawn(async move {
-        let mut alive = BTreeSet::new();
-        let cfg = watcher::Config::default().labels("crucible.dev/managed=true");
-        let mut events = watcher(pods, cfg).default_backoff().boxed();
-        while !done2.load(Ordering::SeqCst) {
-            let Ok(Some(event)) =
-                tokio::time::timeout(Duration::from_millis(500), events.next()).await
-            else {
-                continue;
-            };
-            match event {
-                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
-                    let phase = p
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.phase.clone())
-                        .unwrap_or_default();
-                    if phase == "Succeeded" || phase == "Failed" {
-                        alive.remove(&p.name_any());
-                    } else {
-                        alive.insert(p.name_any());
-                    }
-                }
-                Ok(watcher::Event::Delete(p)) => {
-                    alive.remove(&p.name_any());
-                }
-                _ => {}
-            }
-            peak2.fetch_max(alive.len(), Ordering::SeqCst);
-        }
-    });
-    (peak, done)
 }
 
 #[tokio::test]
@@ -87,7 +42,7 @@ async fn a_namespace_quota_of_two_is_never_exceeded_by_twenty_applies() {
             async move { quotas.get("team").await.ok().and_then(|q| q.status) }
         })
         .await;
-        let (peak, done) = watch_peak(client.clone(), &ns);
+        let (peak, done) = watch_peak(client.clone(), &ns, "crucible.dev/managed=true");
         let applies = (0..20).map(|i| {
             let (client, ns) = (client.clone(), ns.clone());
             async move { apply_evaluation(&client, &ns, &quick(&format!("burst-{i}"), 1)).await }

@@ -5,14 +5,18 @@
 //! (`infrastructure/local/cluster.sh up`) and a running controller (`scripts/test.sh` starts
 //! both).
 
+use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -165,6 +169,69 @@ pub async fn apply_evaluation(client: &Client, ns: &str, ev: &Evaluation) -> Eva
     )
     .await
     .unwrap_or_else(|e| panic!("apply evaluation {}: {e}", ev.name_any()))
+}
+
+/// Watches the namespace's evaluation pods and records the most that were alive (not
+/// Succeeded/Failed) at once. Independent of the controller: only the API server's view.
+pub fn watch_peak(client: Client, ns: &str, selector: &str) -> (Arc<AtomicUsize>, Arc<AtomicBool>) {
+    let peak = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let pods: Api<Pod> = Api::namespaced(client, ns);
+    let (peak2, done2, selector) = (peak.clone(), done.clone(), selector.to_string());
+    tokio::spawn(async move {
+        let mut alive = BTreeSet::new();
+        let cfg = watcher::Config::default().labels(&selector);
+        let mut events = watcher(pods, cfg).default_backoff().boxed();
+        while !done2.load(Ordering::SeqCst) {
+            let Ok(Some(event)) =
+                tokio::time::timeout(Duration::from_millis(500), events.next()).await
+            else {
+                continue;
+            };
+            match event {
+                Ok(watcher::Event::Apply(p) | watcher::Event::InitApply(p)) => {
+                    let phase = p
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.phase.clone())
+                        .unwrap_or_default();
+                    if phase == "Succeeded" || phase == "Failed" {
+                        alive.remove(&p.name_any());
+                    } else {
+                        alive.insert(p.name_any());
+                    }
+                }
+                Ok(watcher::Event::Delete(p)) => {
+                    alive.remove(&p.name_any());
+                }
+                _ => {}
+            }
+            peak2.fetch_max(alive.len(), Ordering::SeqCst);
+        }
+    });
+    (peak, done)
+}
+
+/// Server-side applies a manifest (as parsed JSON) of kind `K` into `ns`.
+pub async fn apply_typed<K>(client: &Client, ns: &str, manifest: &serde_json::Value) -> K
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + serde::Serialize
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let name = manifest["metadata"]["name"]
+        .as_str()
+        .expect("manifest has a name");
+    api.patch(
+        name,
+        &PatchParams::apply(TEST_MANAGER).force(),
+        &Patch::Apply(manifest),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("apply {} {name}: {e}", K::kind(&())))
 }
 
 /// Parses an Evaluation manifest.
