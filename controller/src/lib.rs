@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod operator;
 pub mod quantity;
 pub mod selftest;
+pub mod source;
 pub mod stop;
 pub mod suite;
 pub mod telemetry;
