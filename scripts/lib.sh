@@ -52,15 +52,15 @@ controller_running() {
     && grep -q crucible "/proc/$(cat "$CONTROLLER_PID")/cmdline" 2>/dev/null
 }
 
-# Builds and starts the controller against the local cluster, in the background; waits for
-# /readyz (caches synced).
+# Builds and starts the controller against the local cluster, in the background, with any
+# extra flags given; waits for /readyz (caches synced).
 start_controller() {
   (cd "$ROOT" && cargo build -q -p crucible --bin crucible)
   stop_controller
   mkdir -p "$(dirname "$CONTROLLER_PID")" "$(dirname "$CONTROLLER_LOG")"
   log "starting the controller (log: $CONTROLLER_LOG)"
   KUBECONFIG=$("$CLUSTER" kubeconfig) setsid "$ROOT/target/debug/crucible" controller \
-    --metrics-addr "127.0.0.1:$CONTROLLER_PORT" --log-filter "info,crucible=debug,kube=warn" \
+    --metrics-addr "127.0.0.1:$CONTROLLER_PORT" --log-filter "info,crucible=debug,kube=warn" "$@" \
     >"$CONTROLLER_LOG" 2>&1 </dev/null &
   echo $! >"$CONTROLLER_PID"
   local deadline=$((SECONDS + 60))

@@ -40,8 +40,12 @@ if ! "$CLUSTER" status >/dev/null 2>&1; then
   "$CLUSTER" up
 fi
 apply_crds
-start_controller
+"$CLUSTER" kubectl create namespace crucible-system --dry-run=client -o yaml | "$CLUSTER" kubectl apply -f - >/dev/null
+start_controller --leader-election --system-namespace crucible-system
 log "end-to-end tests"
-KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG \
-  cargo test -p crucible-e2e --features e2e -- --test-threads=3
+export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
+cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3
+log "leader election failover (kills the controller started above)"
+CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID") \
+  CRUCIBLE_SYSTEM_NAMESPACE=crucible-system cargo test -p crucible-e2e --features e2e --test failover
 log "all tests passed"

@@ -173,6 +173,19 @@ pub struct ControllerArgs {
         default_value = "crucible-system"
     )]
     pub system_namespace: String,
+    /// Elect a leader on a Lease so that of several replicas only one acts.
+    #[arg(long, env = "CRUCIBLE_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease (in `--system-namespace`).
+    #[arg(
+        long,
+        env = "CRUCIBLE_LEASE_NAME",
+        default_value = "crucible-controller"
+    )]
+    pub lease_name: String,
+    /// Identity in the Lease; the pod name when run in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
     /// Cap on per-Evaluation score series in /metrics (0 turns them off).
     #[arg(long, env = "CRUCIBLE_SCORE_SERIES_LIMIT", default_value_t = 10_000)]
     pub score_series_limit: usize,
@@ -186,6 +199,12 @@ pub struct ControllerArgs {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "local".into())
 }
 
 fn parse_quantity(s: &str) -> Result<f64, String> {
@@ -234,6 +253,10 @@ pub struct Runtime {
     pub system_namespace: String,
     /// Cap on score series.
     pub score_series_limit: usize,
+    /// Lease name when leader election is on.
+    pub leader_lease: Option<String>,
+    /// Identity of this replica (Events, Lease).
+    pub identity: String,
 }
 
 impl ControllerArgs {
@@ -258,6 +281,9 @@ impl ControllerArgs {
             namespace_max_running,
             system_namespace,
             score_series_limit,
+            leader_election,
+            lease_name,
+            identity,
             log_format,
             log_filter,
         } = self;
@@ -288,6 +314,9 @@ impl ControllerArgs {
                 log_filter,
                 system_namespace,
                 score_series_limit,
+                leader_lease: leader_election.then_some(lease_name),
+                identity: identity
+                    .unwrap_or_else(|| format!("crucible-{}-{}", hostname(), std::process::id())),
             },
         )
     }

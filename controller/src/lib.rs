@@ -12,6 +12,7 @@ pub mod duration;
 pub mod error;
 pub mod evaluation;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod operator;
 pub mod quantity;

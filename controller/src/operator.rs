@@ -16,10 +16,10 @@ use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
 use crate::evaluation::admit::{self, Admission};
 use crate::evaluation::{self, Context, Shared};
-use crate::http;
 use crate::metrics::Metrics;
 use crate::stop::STOP_CONFIGMAP;
 use crate::suite::{self, reconcile::SuiteContext};
+use crate::{http, leader};
 
 /// Runs until SIGTERM / Ctrl-C.
 ///
@@ -68,6 +68,18 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             }),
     );
 
+    if let Some(lease) = &runtime.leader_lease {
+        // A standby replica is healthy and ready; it only does not act.
+        ready.store(true, Ordering::SeqCst);
+        leader::acquire(
+            client.clone(),
+            &runtime.system_namespace,
+            lease,
+            runtime.identity.clone(),
+        )
+        .await;
+        ready.store(false, Ordering::SeqCst);
+    }
     let admission = Arc::new(Admission::default());
     let namespaces: Vec<Option<String>> = if runtime.namespaces.is_empty() {
         vec![None]
@@ -97,7 +109,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             quotas,
             stop_switch,
             system_namespace: runtime.system_namespace.clone(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance: Some(runtime.identity.clone()),
         },
     ));
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
@@ -124,6 +136,15 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         futures::future::join_all(suites),
     )
     .await;
+    if let Some(lease) = &runtime.leader_lease {
+        leader::release(
+            ctx.client.clone(),
+            &runtime.system_namespace,
+            lease,
+            &runtime.identity,
+        )
+        .await;
+    }
     tracing::info!("crucible controller stopped");
     Ok(())
 }
