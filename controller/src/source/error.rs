@@ -199,10 +199,10 @@ pub(crate) fn classify_remote(url: &str, err: &git2::Error, seen: &CallbackFailu
     let lower = text.to_ascii_lowercase();
     match (err.code(), err.class()) {
         (ErrorCode::Auth, _) => SourceError::AuthFailed { url, message: text },
-        (ErrorCode::Certificate, _) => SourceError::AuthFailed {
-            url,
-            message: format!("the server's TLS certificate was not accepted: {text}"),
-        },
+        // With the callback passing through, libgit2 reports an untrusted certificate as a
+        // generic error of class Ssl ("the SSL certificate is invalid").
+        (ErrorCode::Certificate, _) => untrusted(url, &text),
+        (_, ErrorClass::Ssl) if lower.contains("certificate") => untrusted(url, &text),
         (_, ErrorClass::Http) if lower.contains("401") || lower.contains("403") => {
             SourceError::AuthFailed { url, message: text }
         }
@@ -220,6 +220,13 @@ pub(crate) fn classify_remote(url: &str, err: &git2::Error, seen: &CallbackFailu
         // Everything else went wrong while talking to the server (network, TLS, ssh, http,
         // a broken stream): worth retrying.
         _ => SourceError::Unreachable { url, message: text },
+    }
+}
+
+fn untrusted(url: String, text: &str) -> SourceError {
+    SourceError::AuthFailed {
+        url,
+        message: format!("the server's TLS certificate was not accepted: {text}"),
     }
 }
 
@@ -363,6 +370,11 @@ mod tests {
                 ErrorCode::Certificate,
                 ErrorClass::Ssl,
                 "certificate verify failed",
+            ),
+            remote(
+                ErrorCode::GenericError,
+                ErrorClass::Ssl,
+                "the SSL certificate is invalid",
             ),
         ] {
             assert_eq!(err.reason(), "SourceAuthFailed", "{err}");
