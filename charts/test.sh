@@ -210,7 +210,8 @@ assert dep['spec']['replicas'] == 2
 assert dep['spec']['strategy']['type'] == 'RollingUpdate'
 e = env(dep)
 assert e['CRUCIBLE_LEADER_ELECTION'] == 'true' and e['CRUCIBLE_LEASE_NAME'] == 'crucible-controller'
-assert e['CRUCIBLE_LEASE_NAMESPACE'] == 'chart-validate' and e['CRUCIBLE_SYSTEM_NAMESPACE'] == 'chart-validate'
+assert e['CRUCIBLE_SYSTEM_NAMESPACE'] == 'chart-validate' and one('Role', '-leader-election')['metadata']['namespace'] == 'chart-validate'
+assert not {'CRUCIBLE_MAX_CPU', 'CRUCIBLE_MAX_MEMORY', 'CRUCIBLE_MAX_GPU'} & set(e), 'no controller-wide resource caps by default'
 assert e['CRUCIBLE_METRICS_ADDR'] == '0.0.0.0:8080' and e['CRUCIBLE_RUNTIME_CLASS'] == 'gvisor'
 assert 'CRUCIBLE_NAMESPACES' not in e, 'all namespaces by default'
 for k in ['CRUCIBLE_ALLOWLIST_RUNTIME_CLASS', 'CRUCIBLE_ALLOW_UNSANDBOXED', 'CRUCIBLE_DEFAULT_CPU', 'CRUCIBLE_DEFAULT_MEMORY',
@@ -266,13 +267,15 @@ assert json.loads(cm['data']['crucible.json']) == json.load(open(chart + '/dashb
   fi
 
   # one replica: no leader election, Recreate, no PDB, no Lease Role
-  if render single --set replicaCount=1 --set rbac.readSecrets=false --set 'controller.namespaces={team-a,team-b}'; then
+  if render single --set replicaCount=1 --set rbac.readSecrets=false --set 'controller.namespaces={team-a,team-b}' \
+       --set controller.maxCpu=8 --set controller.maxMemory=16Gi --set controller.maxGpu=0; then
     check "replicaCount 1: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/single.yaml"
-    check "replicaCount 1: no leader election, Recreate, no PDB, no Secrets rule" assert_yaml "$WORK/single.yaml" "
+    check "replicaCount 1: no leader election, Recreate, no PDB, no Secrets rule, caps" assert_yaml "$WORK/single.yaml" "
 dep = one('Deployment')
 e = env(dep)
 assert e['CRUCIBLE_LEADER_ELECTION'] == 'false' and dep['spec']['strategy'] == {'type': 'Recreate'}
 assert e['CRUCIBLE_NAMESPACES'] == 'team-a,team-b'
+assert (e['CRUCIBLE_MAX_CPU'], e['CRUCIBLE_MAX_MEMORY'], e['CRUCIBLE_MAX_GPU']) == ('8', '16Gi', '0'), e
 assert not objs('PodDisruptionBudget')
 assert not [r for r in objs('Role') if r['metadata']['name'].endswith('-leader-election')]
 assert not [r for r in one('ClusterRole')['rules'] if 'secrets' in r['resources']]

@@ -79,10 +79,6 @@ Prints "true" or "false".
 {{- end }}
 {{- end }}
 
-{{- define "crucible.leaseNamespace" -}}
-{{- default .Release.Namespace .Values.controller.leaderElection.leaseNamespace }}
-{{- end }}
-
 {{- define "crucible.systemNamespace" -}}
 {{- default .Release.Namespace .Values.controller.systemNamespace }}
 {{- end }}
