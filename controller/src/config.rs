@@ -186,6 +186,25 @@ pub struct ControllerArgs {
     /// Identity in the Lease; the pod name when run in a cluster.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Directory of the shared cache of git repositories.
+    #[arg(
+        long,
+        env = "CRUCIBLE_GIT_CACHE_DIR",
+        default_value = "/var/cache/crucible/git"
+    )]
+    pub git_cache_dir: std::path::PathBuf,
+    /// Disk budget of the git cache; least recently used repositories go first.
+    #[arg(long, env = "CRUCIBLE_GIT_CACHE_SIZE", default_value = "2Gi", value_parser = parse_quantity)]
+    pub git_cache_size: f64,
+    /// How often a finished Evaluation with `follow: true` checks its branch for new commits.
+    #[arg(long, env = "CRUCIBLE_FOLLOW_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub follow_interval: Duration,
+    /// Allow `file://` git URLs (they read the controller's own disk: tests and mounted mirrors).
+    #[arg(long, env = "CRUCIBLE_ALLOW_FILE_GIT_URLS")]
+    pub allow_file_git_urls: bool,
+    /// Largest total size of a git source's files (they travel in a ConfigMap, at most 1 MiB).
+    #[arg(long, env = "CRUCIBLE_MAX_SOURCE_SIZE", default_value = "512Ki", value_parser = parse_quantity)]
+    pub max_source_size: f64,
     /// Cap on per-Evaluation score series in /metrics (0 turns them off).
     #[arg(long, env = "CRUCIBLE_SCORE_SERIES_LIMIT", default_value_t = 10_000)]
     pub score_series_limit: usize,
@@ -234,6 +253,10 @@ pub struct Config {
     pub global_limits: Limits,
     /// `maxRunning` of namespaces without an EvaluationQuota.
     pub namespace_max_running: u32,
+    /// Largest total size of a git source's files, in bytes.
+    pub max_source_bytes: usize,
+    /// How often finished `follow: true` runs check their branch.
+    pub follow_interval: Duration,
 }
 
 /// Settings of the running process (not needed by pure planning).
@@ -257,6 +280,12 @@ pub struct Runtime {
     pub leader_lease: Option<String>,
     /// Identity of this replica (Events, Lease).
     pub identity: String,
+    /// Git cache directory.
+    pub git_cache_dir: std::path::PathBuf,
+    /// Git cache budget in bytes.
+    pub git_cache_bytes: u64,
+    /// Whether `file://` git URLs are allowed.
+    pub allow_file_git_urls: bool,
 }
 
 impl ControllerArgs {
@@ -284,6 +313,11 @@ impl ControllerArgs {
             leader_election,
             lease_name,
             identity,
+            git_cache_dir,
+            git_cache_size,
+            follow_interval,
+            allow_file_git_urls,
+            max_source_size,
             log_format,
             log_filter,
         } = self;
@@ -305,6 +339,8 @@ impl ControllerArgs {
                     paused: false,
                 },
                 namespace_max_running,
+                max_source_bytes: max_source_size as usize,
+                follow_interval,
             },
             Runtime {
                 namespaces,
@@ -317,6 +353,9 @@ impl ControllerArgs {
                 leader_lease: leader_election.then_some(lease_name),
                 identity: identity
                     .unwrap_or_else(|| format!("crucible-{}-{}", hostname(), std::process::id())),
+                git_cache_dir,
+                git_cache_bytes: git_cache_size as u64,
+                allow_file_git_urls,
             },
         )
     }

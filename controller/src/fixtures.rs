@@ -88,6 +88,8 @@ impl Observed {
             logs: Default::default(),
             admission: Admission::Admitted,
             stop: None,
+            source: None,
+            head: None,
         }
     }
 }
@@ -178,6 +180,10 @@ impl Context {
             stop_switch: kube::runtime::reflector::store().0,
             system_namespace: "crucible-system".into(),
             instance: None,
+            git: crate::source::GitCache::new(
+                std::env::temp_dir().join("crucible-test-git"),
+                1 << 20,
+            ),
         };
         let ctx = Context::new(client, shared);
         (Arc::new(ctx), ApiServerVerifier(handle))

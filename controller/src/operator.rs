@@ -17,6 +17,7 @@ use crate::crd::EvaluationQuota;
 use crate::evaluation::admit::{self, Admission};
 use crate::evaluation::{self, Context, Shared};
 use crate::metrics::Metrics;
+use crate::source::GitCache;
 use crate::stop::STOP_CONFIGMAP;
 use crate::suite::{self, reconcile::SuiteContext};
 use crate::{http, leader};
@@ -110,6 +111,8 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             stop_switch,
             system_namespace: runtime.system_namespace.clone(),
             instance: Some(runtime.identity.clone()),
+            git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
+                .allow_file_urls(runtime.allow_file_git_urls),
         },
     ));
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");

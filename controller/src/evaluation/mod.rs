@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::evaluation::admit::Admission;
 use crate::metrics::Metrics;
+use crate::source::GitCache;
 use crate::stop::{STOP_CONFIGMAP, Switch};
 
 /// How often readiness of the cache is re-checked.
@@ -55,6 +56,8 @@ pub struct Context {
     pub stop_switch: Store<ConfigMap>,
     /// Namespace of the emergency-stop ConfigMap.
     pub system_namespace: String,
+    /// Cache of git repositories.
+    pub git: GitCache,
 }
 
 /// The shared state a [`Context`] is built from, besides the client.
@@ -73,6 +76,8 @@ pub struct Shared {
     pub system_namespace: String,
     /// Pod name of this replica, for Event reporting.
     pub instance: Option<String>,
+    /// Cache of git repositories.
+    pub git: GitCache,
 }
 
 impl Context {
@@ -86,6 +91,7 @@ impl Context {
             stop_switch,
             system_namespace,
             instance,
+            git,
         } = shared;
         let reporter = Reporter {
             controller: "crucible-controller".into(),
@@ -100,6 +106,7 @@ impl Context {
             quotas,
             stop_switch,
             system_namespace,
+            git,
         }
     }
 

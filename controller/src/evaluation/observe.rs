@@ -6,19 +6,23 @@
 use std::collections::BTreeMap;
 
 use futures::AsyncBufReadExt;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Resource, ResourceExt};
 
+use crate::crd::evaluation::{GitSource, Source};
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::identity::EVALUATION_UID_LABEL;
-use crate::evaluation::plan::{self, Admission, Observed, RuntimeClassCheck};
+use crate::evaluation::plan::{
+    self, Admission, FetchedSource, Observed, RuntimeClassCheck, SourceProblem,
+};
 use crate::evaluation::results::{LogCapture, LogScanner};
 use crate::evaluation::validate;
+use crate::source::{Credentials, GitRequest};
 
 /// Most log bytes read per container. The kubelet rotates container logs at 10 MiB by default
 /// and serves only the current file, so this reads whole logs while bounding a hostile one.
@@ -62,7 +66,22 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         Some(runtime_class(ctx, validate::runtime_class(&ev.spec, &ctx.config)).await?)
     };
     let stop = ctx.stop_switch().covers(&namespace);
-    let admission = if plan::awaits_admission(&ev) {
+    let git = match &ev.spec.source {
+        Some(Source::Git(git)) => Some(git),
+        _ => None,
+    };
+    let head = match git {
+        Some(git) if plan::follows(&ev) && plan::run_is_over(&ev) => {
+            follow_head(ctx, &namespace, git).await
+        }
+        _ => None,
+    };
+    let source = match (git, plan::source_reference(&ev, head.as_deref())) {
+        (Some(git), Some(reference)) => Some(fetch(ctx, &namespace, git, reference).await),
+        _ => None,
+    };
+    let source_failed = matches!(source, Some(Err(_)));
+    let admission = if plan::awaits_admission(&ev, head.as_deref()) && !source_failed {
         let quotas = ctx.quotas.state();
         let quotas: Vec<&EvaluationQuota> = quotas
             .iter()
@@ -91,6 +110,8 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         logs,
         admission,
         stop,
+        source,
+        head,
     };
     Ok(Some((ev, observed)))
 }
@@ -140,4 +161,112 @@ async fn read_log(api: &Api<Pod>, pod: &str, container: &str) -> Result<Option<L
         stream.consume_unpin(len);
     }
     Ok(Some(scanner.finish()))
+}
+
+/// Reads the files of `git` at `reference` through the controller's git cache.
+async fn fetch(
+    ctx: &Context,
+    namespace: &str,
+    git: &GitSource,
+    reference: Option<String>,
+) -> Result<FetchedSource, SourceProblem> {
+    let request = GitRequest {
+        url: git.url.clone(),
+        reference,
+        path: git.path.clone(),
+        credentials: credentials(ctx, namespace, git).await?,
+    };
+    match ctx.git.fetch(request, ctx.config.max_source_bytes).await {
+        Ok(fetched) => Ok(FetchedSource {
+            repo: fetched.repo,
+            commit: fetched.commit,
+            files: fetched.files,
+        }),
+        Err(error) => Err(SourceProblem {
+            reason: error.reason(),
+            message: error.to_string(),
+            transient: error.is_transient(),
+        }),
+    }
+}
+
+/// The commit a followed ref points to now; `None` (logged) when it cannot be resolved.
+async fn follow_head(ctx: &Context, namespace: &str, git: &GitSource) -> Option<String> {
+    let request = GitRequest {
+        url: git.url.clone(),
+        reference: git.r#ref.clone(),
+        path: None,
+        credentials: credentials(ctx, namespace, git).await.ok()?,
+    };
+    match ctx.git.resolve(request).await {
+        Ok(commit) => Some(commit),
+        Err(error) => {
+            tracing::warn!(%error, "cannot check the followed ref");
+            None
+        }
+    }
+}
+
+/// Credentials from the Secret named in `secretRef`: `token`; `username` + `password`; or
+/// `ssh-privatekey` + `known_hosts` (+ `passphrase`).
+async fn credentials(
+    ctx: &Context,
+    namespace: &str,
+    git: &GitSource,
+) -> Result<Option<Credentials>, SourceProblem> {
+    let Some(secret_ref) = &git.secret_ref else {
+        return Ok(None);
+    };
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let problem = |reason, message: String, transient| SourceProblem {
+        reason,
+        message,
+        transient,
+    };
+    let secret = match api.get_opt(&secret_ref.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            let message = format!(
+                "Secret {} (spec.source.git.secretRef) does not exist",
+                secret_ref.name
+            );
+            return Err(problem("SecretNotFound", message, false));
+        }
+        Err(e) => {
+            return Err(problem(
+                "SecretUnreadable",
+                format!("cannot read Secret {}: {e}", secret_ref.name),
+                true,
+            ));
+        }
+    };
+    let data = secret.data.unwrap_or_default();
+    let text = |key: &str| {
+        data.get(key).map(|b| {
+            String::from_utf8_lossy(&b.0)
+                .trim_end_matches('\n')
+                .to_string()
+        })
+    };
+    if let Some(key) = text("ssh-privatekey") {
+        return Ok(Some(Credentials::Ssh {
+            private_key: key,
+            known_hosts: text("known_hosts"),
+            passphrase: text("passphrase"),
+        }));
+    }
+    if let Some(token) = text("token") {
+        return Ok(Some(Credentials::Token(token)));
+    }
+    match (text("username"), text("password")) {
+        (Some(username), Some(password)) => Ok(Some(Credentials::Basic { username, password })),
+        _ => Err(problem(
+            "InvalidSourceCredentials",
+            format!(
+                "Secret {} has none of: token; username and password; ssh-privatekey",
+                secret_ref.name
+            ),
+            false,
+        )),
+    }
 }

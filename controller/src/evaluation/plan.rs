@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::crd::conditions::{self, Status};
 use crate::crd::evaluation::{
     Evaluation, EvaluationStatus, HistoryEntry, Phase, Provenance, QueueStatus, SandboxStatus,
+    Source,
 };
 use crate::duration;
 use crate::error::{Error, Result};
@@ -49,6 +50,9 @@ pub const QUEUE_RECHECK: Duration = Duration::from_secs(2);
 pub const POLICY_SUFFIX: &str = "sandbox";
 /// Suffix of the workspace ConfigMap name.
 pub const WORKSPACE_SUFFIX: &str = "workspace";
+
+/// How long a run waits before retrying a git source that could not be reached.
+pub const SOURCE_RETRY: Duration = Duration::from_secs(30);
 
 /// Whether the sandbox's RuntimeClass exists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,6 +92,33 @@ pub struct Observed {
     pub admission: Admission,
     /// Why an emergency stop covers the namespace, if one does.
     pub stop: Option<String>,
+    /// For a git source: the files at the run's commit, or why they could not be had. Read
+    /// when a run starts (and while it has not finished, pinned to its commit).
+    pub source: Option<Result<FetchedSource, SourceProblem>>,
+    /// For a finished run with `follow: true`: the commit the followed ref points to now.
+    pub head: Option<String>,
+}
+
+/// Files of a git source at a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FetchedSource {
+    /// Repository URL without credentials.
+    pub repo: String,
+    /// Commit id.
+    pub commit: String,
+    /// Path → bytes.
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Why a git source could not be read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceProblem {
+    /// PascalCase reason (`SourceUnreachable`, `UnknownRef`, `SourceTooLarge`, …).
+    pub reason: &'static str,
+    /// What went wrong, for people.
+    pub message: String,
+    /// Whether trying again later may work (network trouble).
+    pub transient: bool,
 }
 
 /// A child object to create or update (server-side apply).
@@ -186,6 +217,17 @@ fn is_current_run(status: &EvaluationStatus, key: &RunKey) -> bool {
         && status.rerun == key.rerun
 }
 
+/// Whether a followed branch has moved past the run's commit (a new run is due).
+fn head_moved(status: &EvaluationStatus, head: Option<&str>) -> bool {
+    let commit = status.provenance.as_ref().and_then(|p| p.commit.as_deref());
+    matches!((head, commit), (Some(h), Some(c)) if h != c)
+}
+
+/// Whether `ev` follows its git ref (`source.git.follow: true`).
+pub fn follows(ev: &Evaluation) -> bool {
+    matches!(&ev.spec.source, Some(Source::Git(g)) if g.follow == Some(true))
+}
+
 /// Whether `ev`'s current run has finished: nothing will start, so no sandbox lookup is needed.
 pub fn run_is_over(ev: &Evaluation) -> bool {
     ev.status.as_ref().is_some_and(|s| {
@@ -193,14 +235,36 @@ pub fn run_is_over(ev: &Evaluation) -> bool {
     })
 }
 
-/// Whether `ev`'s run still needs an admission decision: a new run, or one still queued.
-pub fn awaits_admission(ev: &Evaluation) -> bool {
+/// Whether `ev`'s run still needs an admission decision: a new run (also when a followed
+/// branch moved to `head`), or one still queued.
+pub fn awaits_admission(ev: &Evaluation, head: Option<&str>) -> bool {
     match &ev.status {
-        Some(s) if is_current_run(s, &RunKey::of(ev)) => {
+        Some(s) if is_current_run(s, &RunKey::of(ev)) && !head_moved(s, head) => {
             matches!(s.phase, None | Some(Phase::Queued))
         }
         _ => true,
     }
+}
+
+/// The git ref to read for `ev` now: the pinned commit of a run that has started, else the
+/// spec's ref (or `head`, when a followed branch moved). `None` without a git source or when
+/// the run is over and no new one is due.
+pub fn source_reference(ev: &Evaluation, head: Option<&str>) -> Option<Option<String>> {
+    let Some(Source::Git(git)) = &ev.spec.source else {
+        return None;
+    };
+    if awaits_admission(ev, head) {
+        return Some(head.map(str::to_string).or_else(|| git.r#ref.clone()));
+    }
+    if run_is_over(ev) {
+        return None;
+    }
+    let pinned = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.provenance.as_ref())
+        .and_then(|p| p.commit.clone());
+    Some(pinned.or_else(|| git.r#ref.clone()))
 }
 
 /// The pod of the current attempt of an unfinished run, and the containers whose logs `plan`
@@ -277,7 +341,7 @@ pub fn plan(ev: &Evaluation, obs: &Observed, config: &Config) -> Result<Plan> {
     let owner = owner(ev)?;
     let key = RunKey::of(ev);
     let old = ev.status.clone().unwrap_or_default();
-    let same_run = is_current_run(&old, &key);
+    let same_run = is_current_run(&old, &key) && !head_moved(&old, obs.head.as_deref());
     let mut p = Planner {
         ev,
         obs,
@@ -405,6 +469,11 @@ impl Planner<'_> {
                 "cancelled by spec.cancel",
             ));
         }
+        if matches!(self.status.phase, None | Some(Phase::Queued))
+            && let Some(Err(problem)) = self.obs.source.clone()
+        {
+            return self.source_problem(problem);
+        }
         match self.status.phase {
             None | Some(Phase::Queued) => match self.obs.admission.clone() {
                 Admission::Admitted => self.start_attempt(1),
@@ -415,6 +484,19 @@ impl Planner<'_> {
                 None => self.watch_attempt(),
             },
         }
+    }
+
+    /// A git source that could not be read: no pod. Network trouble waits and retries;
+    /// anything else ends the run with the source's reason.
+    fn source_problem(&mut self, problem: SourceProblem) {
+        if !problem.transient {
+            return self.finish(Outcome::new(Phase::Failed, problem.reason, problem.message));
+        }
+        self.wait_in_queue(
+            0,
+            format!("{}: {} (retrying)", problem.reason, problem.message),
+        );
+        self.requeue = Requeue::After(SOURCE_RETRY);
     }
 
     /// Keeps a run queued, or ends it when it waited longer than `queueTimeout`.
@@ -513,7 +595,28 @@ impl Planner<'_> {
         let pod_name = pod_name(&self.owner.name, &attempt_id);
         let policy_name = child_name(&self.owner.name, POLICY_SUFFIX);
         let workspace_name = child_name(&self.owner.name, WORKSPACE_SUFFIX);
-        let workspace = desired_workspace(&self.ev.spec, &self.owner, &workspace_name);
+        let fetched = match &self.obs.source {
+            Some(Ok(source)) => Some(source),
+            _ => None,
+        };
+        if matches!(self.ev.spec.source, Some(Source::Git(_))) && fetched.is_none() {
+            let message = "the git source was not read before starting the pod".to_string();
+            return self.finish(Outcome::new(Phase::Failed, "SourceUnavailable", message));
+        }
+        if let Some(source) = fetched {
+            let provenance = self
+                .status
+                .provenance
+                .get_or_insert_with(Provenance::default);
+            provenance.repo = Some(source.repo.clone());
+            provenance.commit = Some(source.commit.clone());
+        }
+        let workspace = desired_workspace(
+            &self.ev.spec,
+            &self.owner,
+            &workspace_name,
+            fetched.map(|f| &f.files),
+        );
         let timeout_seconds = i64::try_from(timeout(self.ev, self.config).as_secs())
             .unwrap_or(i64::MAX)
             .max(1);
@@ -525,7 +628,7 @@ impl Planner<'_> {
                 attempt_id: &attempt_id,
                 runtime_class: sandboxed.then_some(class.as_str()),
                 timeout_seconds,
-                workspace: workspace.as_ref().map(|_| workspace_name.as_str()),
+                workspace: workspace.as_ref(),
             },
             self.config,
         );
@@ -535,8 +638,9 @@ impl Planner<'_> {
                 &self.owner,
                 &policy_name,
             ))));
-        if let Some(cm) = workspace {
-            self.plan_create.push(Child::ConfigMap(Box::new(cm)));
+        if let Some(workspace) = workspace {
+            self.plan_create
+                .push(Child::ConfigMap(Box::new(workspace.config_map)));
         }
         self.plan_create.push(Child::Pod(Box::new(pod)));
         self.status.phase = Some(Phase::Pending);
@@ -638,7 +742,7 @@ impl Planner<'_> {
                     ChildKind::NetworkPolicy,
                     child_name(&self.owner.name, POLICY_SUFFIX),
                 ));
-                if desired_workspace(&self.ev.spec, &self.owner, "").is_some() {
+                if self.ev.spec.source.is_some() {
                     self.plan_delete.push((
                         ChildKind::ConfigMap,
                         child_name(&self.owner.name, WORKSPACE_SUFFIX),
@@ -654,6 +758,13 @@ impl Planner<'_> {
                     (Some(ttl), Some(age)) => Requeue::After(ttl - age),
                     _ => Requeue::AwaitChange,
                 };
+                if follows(self.ev) {
+                    // Look for new commits on the followed branch.
+                    self.requeue = match self.requeue {
+                        Requeue::After(d) => Requeue::After(d.min(self.config.follow_interval)),
+                        Requeue::AwaitChange => Requeue::After(self.config.follow_interval),
+                    };
+                }
             }
         }
     }

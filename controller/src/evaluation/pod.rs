@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
     KeyToPath, Pod, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile,
@@ -118,8 +119,8 @@ pub struct Attempt<'a> {
     pub runtime_class: Option<&'a str>,
     /// `activeDeadlineSeconds`.
     pub timeout_seconds: i64,
-    /// Name of the workspace ConfigMap, when the spec has inline source.
-    pub workspace: Option<&'a str>,
+    /// The workspace, when the spec has a source.
+    pub workspace: Option<&'a Workspace>,
 }
 
 /// The sandbox pod of one attempt.
@@ -147,23 +148,18 @@ pub fn desired_pod(
         }),
         ..Default::default()
     }];
-    if let (Some(cm), Some(Source::Inline(inline))) = (attempt.workspace, &spec.source) {
+    if let Some(workspace) = attempt.workspace {
         mounts.push(read_only("workspace", WORKSPACE_DIR));
         volumes.push(Volume {
             name: "workspace".into(),
             config_map: Some(ConfigMapVolumeSource {
-                name: cm.to_string(),
-                items: Some(
-                    inline
-                        .files
-                        .keys()
-                        .map(|path| KeyToPath {
-                            key: workspace_key(path),
-                            path: path.clone(),
-                            mode: None,
-                        })
-                        .collect(),
-                ),
+                name: workspace
+                    .config_map
+                    .metadata
+                    .name
+                    .clone()
+                    .unwrap_or_default(),
+                items: Some(workspace.items.clone()),
                 default_mode: Some(0o444),
                 optional: Some(false),
             }),
@@ -307,36 +303,74 @@ pub fn desired_network_policy(spec: &EvaluationSpec, owner: &Owner, name: &str) 
     }
 }
 
-/// The ConfigMap holding inline source files, when the spec has any.
-pub fn desired_workspace(spec: &EvaluationSpec, owner: &Owner, name: &str) -> Option<ConfigMap> {
-    let Some(Source::Inline(inline)) = &spec.source else {
-        return None;
-    };
-    Some(ConfigMap {
-        metadata: owner.meta(name, &[]),
-        data: Some(
-            inline
-                .files
-                .iter()
-                .map(|(path, content)| (workspace_key(path), content.clone()))
-                .collect(),
-        ),
-        ..Default::default()
-    })
+/// The source files of a run: the ConfigMap that holds them and where each key goes under
+/// /workspace (ConfigMap keys cannot contain `/`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workspace {
+    /// The ConfigMap.
+    pub config_map: ConfigMap,
+    /// Key → relative path.
+    pub items: Vec<KeyToPath>,
 }
 
-/// ConfigMap key of a file path: the path itself when it is a valid key, else a flattened
-/// path with a hash so that `a/b.py` and `a_b.py` cannot collide.
+/// The workspace of a run: inline files as text, files fetched from git (`fetched`) as
+/// binaryData. `None` when the spec has no source (or a git source was not fetched).
+pub fn desired_workspace(
+    spec: &EvaluationSpec,
+    owner: &Owner,
+    name: &str,
+    fetched: Option<&BTreeMap<String, Vec<u8>>>,
+) -> Option<Workspace> {
+    let mut config_map = ConfigMap {
+        metadata: owner.meta(name, &[]),
+        ..Default::default()
+    };
+    let paths: Vec<String> = match (&spec.source, fetched) {
+        (Some(Source::Inline(inline)), _) => {
+            config_map.data = Some(
+                inline
+                    .files
+                    .iter()
+                    .map(|(path, content)| (workspace_key(path), content.clone()))
+                    .collect(),
+            );
+            inline.files.keys().cloned().collect()
+        }
+        (Some(Source::Git(_)), Some(files)) => {
+            config_map.binary_data = Some(
+                files
+                    .iter()
+                    .map(|(path, bytes)| (workspace_key(path), ByteString(bytes.clone())))
+                    .collect(),
+            );
+            files.keys().cloned().collect()
+        }
+        _ => return None,
+    };
+    let items = paths
+        .into_iter()
+        .map(|path| KeyToPath {
+            key: workspace_key(&path),
+            path,
+            mode: None,
+        })
+        .collect();
+    Some(Workspace { config_map, items })
+}
+
+/// ConfigMap key of a file path: the path itself when it is a valid key, else the path with
+/// every other character replaced and a hash, so that `a/b.py` and `a_b.py` cannot collide.
 fn workspace_key(path: &str) -> String {
-    if path.contains('/') {
-        format!(
-            "{}-{}",
-            path.replace('/', "_"),
-            &sha256_hex(path.as_bytes())[..8]
-        )
-    } else {
-        path.to_string()
+    let valid = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
+    if path.len() <= 200 && path.chars().all(valid) && path != "." && path != ".." {
+        return path.to_string();
     }
+    let flat: String = path
+        .chars()
+        .take(200)
+        .map(|c| if valid(c) { c } else { '_' })
+        .collect();
+    format!("{flat}-{}", &sha256_hex(path.as_bytes())[..8])
 }
 
 fn resources(spec: &EvaluationSpec, config: &Config) -> ResourceRequirements {

@@ -5,15 +5,17 @@ use crate::evaluation::plan::owner;
 
 fn build(spec: &EvaluationSpec, runtime_class: Option<&str>) -> Pod {
     let ev = Evaluation::test();
+    let owner = owner(&ev).expect("owner");
+    let workspace = desired_workspace(spec, &owner, "arith-workspace", None);
     desired_pod(
         spec,
-        &owner(&ev).expect("owner"),
+        &owner,
         &Attempt {
             pod_name: "arith-0123456789",
             attempt_id: "0123456789",
             runtime_class,
             timeout_seconds: 600,
-            workspace: Some("arith-workspace"),
+            workspace: workspace.as_ref(),
         },
         &Config::default(),
     )
@@ -244,8 +246,14 @@ fn workspace_maps_nested_paths_to_valid_keys() {
             .into(),
         }))
     });
-    let cm = desired_workspace(&ev.spec, &owner(&ev).expect("owner"), "arith-workspace")
-        .expect("configmap");
+    let cm = desired_workspace(
+        &ev.spec,
+        &owner(&ev).expect("owner"),
+        "arith-workspace",
+        None,
+    )
+    .expect("configmap")
+    .config_map;
     let data = cm.data.expect("data");
     assert_eq!(data["eval.py"], "a");
     let nested = data
@@ -273,5 +281,48 @@ fn workspace_maps_nested_paths_to_valid_keys() {
             .iter()
             .any(|i| &i.key == nested && i.path == "lib/util.py")
     );
-    assert!(desired_workspace(&EvaluationSpec::default(), &owner(&ev).expect("o"), "x").is_none());
+    assert!(
+        desired_workspace(
+            &EvaluationSpec::default(),
+            &owner(&ev).expect("o"),
+            "x",
+            None
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn git_files_become_binary_data_with_mapped_paths() {
+    let ev = Evaluation::test().with_spec(|s| {
+        s.source = Some(Source::Git(crate::crd::evaluation::GitSource {
+            url: "file:///repo".into(),
+            ..Default::default()
+        }))
+    });
+    let files = BTreeMap::from([
+        ("eval.py".to_string(), b"print(1)".to_vec()),
+        ("data/weird name.bin".to_string(), vec![0, 159, 255]),
+    ]);
+    let owner = owner(&ev).expect("owner");
+    assert!(
+        desired_workspace(&ev.spec, &owner, "w", None).is_none(),
+        "not fetched: nothing"
+    );
+    let ws = desired_workspace(&ev.spec, &owner, "w", Some(&files)).expect("workspace");
+    let binary = ws.config_map.binary_data.expect("binaryData");
+    assert_eq!(binary["eval.py"].0, b"print(1)");
+    let item = ws
+        .items
+        .iter()
+        .find(|i| i.path == "data/weird name.bin")
+        .expect("item");
+    assert!(
+        item.key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)),
+        "{}",
+        item.key
+    );
+    assert_eq!(binary[&item.key].0, vec![0, 159, 255]);
 }

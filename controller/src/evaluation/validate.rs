@@ -45,10 +45,18 @@ pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String
     }
     match &spec.source {
         Some(Source::Inline(inline)) => check_inline(&inline.files, &mut problems),
-        Some(Source::Git(_)) => problems.push(
-            "spec.source.git is not supported by this controller version yet; use spec.source.inline"
-                .into(),
-        ),
+        Some(Source::Git(git)) => {
+            if git.url.trim().is_empty() {
+                problems.push("spec.source.git.url must not be empty".into());
+            }
+            if let Some(path) = &git.path
+                && path.split('/').any(|s| s == "..")
+            {
+                problems.push(format!(
+                    "spec.source.git.path: {path:?} must not contain '..'"
+                ));
+            }
+        }
         None => {}
     }
     if let Some(resources) = &spec.resources {
@@ -342,11 +350,16 @@ mod tests {
     }
 
     #[test]
-    fn git_sources_are_reported_as_not_supported_yet() {
+    fn git_sources_need_a_url_and_a_path_inside_the_repository() {
         let s = EvaluationSpec {
-            source: Some(Source::Git(Default::default())),
+            source: Some(Source::Git(crate::crd::evaluation::GitSource {
+                url: " ".into(),
+                path: Some("../outside".into()),
+                ..Default::default()
+            })),
             ..spec()
         };
-        assert!(problems(&s)[0].contains("not supported"));
+        let p = problems(&s);
+        assert_eq!(p.len(), 2, "{p:?}");
     }
 }
