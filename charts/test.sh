@@ -1,7 +1,7 @@
 #!/bin/bash
 # charts/test.sh - checks of the Helm chart in charts/crucible.
 #
-# Usage: bash charts/test.sh [--cluster]
+# Usage: bash charts/test.sh [--cluster [--no-build]]
 #   (always)    install helm 3.19.0 and kubernetes-validate into $CRUCIBLE_CACHE/tools (cached);
 #               helm lint (default values, values-local.yaml); helm template with several value
 #               sets, each validated offline against the Kubernetes 1.20 schemas (strict), plus
@@ -11,7 +11,7 @@
 #               (infrastructure/image/build.sh --import), `helm install` into a fresh namespace
 #               chart-e2e with values-local.yaml, wait for the Deployment, `helm test`,
 #               `helm uninstall`, check that nothing of the release is left, delete the namespace.
-#               Needs root (image import).
+#               Needs root (image import). --no-build: use the release binary already built.
 # Prints `N passed, M failed` last and exits non-zero when anything failed.
 #
 # Tools (pinned; a second run reuses them):
@@ -43,11 +43,12 @@ CLUSTER="$ROOT/infrastructure/local/cluster.sh"
 E2E_NS=chart-e2e
 E2E_RELEASE=crucible-e2e
 
-cluster=0
+cluster=0 image_args=(--import)
 for arg in "$@"; do
   case "$arg" in
     --cluster) cluster=1 ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-build) image_args+=(--no-build) ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -198,7 +199,7 @@ assert [(r['apiGroups'], r['resources'], r['verbs'], r.get('resourceNames')) for
     (['coordination.k8s.io'], ['leases'], ['create'], None),
     (['coordination.k8s.io'], ['leases'], ['get', 'update', 'patch'], ['crucible-controller'])], lease['rules']
 st = one('Role', '-selftest')
-assert [[r['apiGroups'], r['resources'], r['verbs']] for r in st['rules']] == [[['crucible.dev'], ['evaluations'], ['create', 'get', 'delete']]]
+assert [[r['apiGroups'], r['resources'], r['verbs']] for r in st['rules']] == [[['crucible.dev'], ['evaluations'], ['create', 'get', 'patch', 'delete']]]
 for rb in objs('RoleBinding'):
     assert rb['roleRef']['name'] == rb['metadata']['name'], rb
 "
@@ -331,8 +332,8 @@ e2e_cleanup() {
 e2e_dump() {
   log "dump of $E2E_NS:"
   kubectl_ -n "$E2E_NS" get all,evaluations -o wide 2>&1 | sed 's/^/    /' >&2 || true
-  kubectl_ -n "$E2E_NS" logs "deployment/$E2E_RELEASE-crucible" --tail=40 2>&1 | sed 's/^/    controller: /' >&2 || true
-  kubectl_ -n "$E2E_NS" logs "$E2E_RELEASE-crucible-selftest" --tail=40 2>&1 | sed 's/^/    selftest: /' >&2 || true
+  kubectl_ -n "$E2E_NS" logs "deployment/$E2E_RELEASE" --tail=40 2>&1 | sed 's/^/    controller: /' >&2 || true
+  kubectl_ -n "$E2E_NS" logs "$E2E_RELEASE-selftest" --tail=40 2>&1 | sed 's/^/    selftest: /' >&2 || true
   kubectl_ -n "$E2E_NS" get events --sort-by=.lastTimestamp 2>&1 | tail -n 20 | sed 's/^/    /' >&2 || true
 }
 
@@ -342,7 +343,7 @@ no_leftovers() {
   left=$(kubectl_ -n "$E2E_NS" get pods,configmaps,leases,roles,rolebindings,serviceaccounts,services,deployments,networkpolicies,poddisruptionbudgets,evaluations \
            -o name 2>&1 | grep -vE '^(configmap/kube-root-ca\.crt|serviceaccount/default)$' || true)
   left+=$(kubectl_ get clusterroles,clusterrolebindings -l "app.kubernetes.io/instance=$E2E_RELEASE" -o name 2>&1 || true)
-  left+=$(kubectl_ get "clusterrole/$E2E_RELEASE-crucible" "clusterrolebinding/$E2E_RELEASE-crucible" -o name 2>/dev/null || true)
+  left+=$(kubectl_ get "clusterrole/$E2E_RELEASE" "clusterrolebinding/$E2E_RELEASE" -o name 2>/dev/null || true)
   if [ -n "$left" ]; then echo "left behind: $left"; return 1; fi
 }
 
@@ -353,7 +354,7 @@ cluster_checks() {
     return
   fi
   if [ "$(id -u)" != 0 ]; then fail "cluster: must run as root (image import)"; return; fi
-  check "cluster: build and import the controller image" bash "$ROOT/infrastructure/image/build.sh" --import
+  check "cluster: build and import the controller image" bash "$ROOT/infrastructure/image/build.sh" "${image_args[@]}"
   local binary=${CARGO_TARGET_DIR:-$ROOT/target}/release/crucible
   if ! "$binary" selftest --help >/dev/null 2>&1; then
     fail "cluster: the binary has no 'crucible selftest' (helm test cannot run)"
@@ -364,13 +365,15 @@ cluster_checks() {
   check "cluster: create namespace $E2E_NS" kubectl_ create namespace "$E2E_NS"
   # Watch only the test namespace: other controllers may be running against this cluster.
   if KUBECONFIG=$KCFG "$HELM" install "$E2E_RELEASE" "$CHART" -n "$E2E_NS" -f "$CHART/values-local.yaml" \
-       --set "controller.namespaces={$E2E_NS}" --set logging.filter='info,crucible=debug,kube=warn' \
+       --set "controller.namespaces={$E2E_NS}" --set-json 'logging.filter="info,crucible=debug,kube=warn"' \
        --wait --timeout 3m >"$WORK/install.log" 2>&1; then
     pass "cluster: helm install (values-local.yaml) and Deployment ready"
   else
     fail "cluster: helm install"; tail -n 20 "$WORK/install.log" | sed 's/^/    /'; e2e_dump
+    e2e_cleanup; trap - EXIT
+    return
   fi
-  check "cluster: rollout status" kubectl_ -n "$E2E_NS" rollout status "deployment/$E2E_RELEASE-crucible" --timeout=60s
+  check "cluster: rollout status" kubectl_ -n "$E2E_NS" rollout status "deployment/$E2E_RELEASE" --timeout=60s
   local port
   port=$(grep -A1 'metricsPort' "$CHART/values-local.yaml" | grep -o '[0-9]\+' | head -n1)
   check "cluster: /metrics of the in-cluster controller (hostNetwork :$port) has crucible_ families" \
