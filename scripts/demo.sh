@@ -19,6 +19,7 @@ fi
 ensure_toolchain
 "$CLUSTER" up
 apply_crds
+bash examples/git-repo/publish.sh >/dev/null
 start_controller
 "${KUBECTL[@]}" create namespace "$NS" --dry-run=client -o yaml | "${KUBECTL[@]}" apply -f - >/dev/null
 "${KUBECTL[@]}" -n "$NS" apply -f examples/evaluations/

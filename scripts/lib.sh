@@ -53,14 +53,16 @@ controller_running() {
 }
 
 # Builds and starts the controller against the local cluster, in the background, with any
-# extra flags given; waits for /readyz (caches synced).
+# extra flags given; waits for /readyz (caches synced). file:// git URLs are allowed: the
+# examples' repository is published on this machine (examples/git-repo/publish.sh).
 start_controller() {
   (cd "$ROOT" && cargo build -q -p crucible --bin crucible)
   stop_controller
   mkdir -p "$(dirname "$CONTROLLER_PID")" "$(dirname "$CONTROLLER_LOG")"
   log "starting the controller (log: $CONTROLLER_LOG)"
   KUBECONFIG=$("$CLUSTER" kubeconfig) setsid "$ROOT/target/debug/crucible" controller \
-    --metrics-addr "127.0.0.1:$CONTROLLER_PORT" --log-filter "info,crucible=debug,kube=warn" "$@" \
+    --metrics-addr "127.0.0.1:$CONTROLLER_PORT" --log-filter "info,crucible=debug,kube=warn" \
+    --allow-file-git-urls --git-cache-dir "$LAB/git-cache" "$@" \
     >"$CONTROLLER_LOG" 2>&1 </dev/null &
   echo $! >"$CONTROLLER_PID"
   local deadline=$((SECONDS + 60))

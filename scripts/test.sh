@@ -41,7 +41,8 @@ if ! "$CLUSTER" status >/dev/null 2>&1; then
 fi
 apply_crds
 "$CLUSTER" kubectl create namespace crucible-system --dry-run=client -o yaml | "$CLUSTER" kubectl apply -f - >/dev/null
-start_controller --leader-election --system-namespace crucible-system
+bash examples/git-repo/publish.sh >/dev/null
+start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
 log "end-to-end tests"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
 cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3

@@ -4,6 +4,7 @@
 //! `KUBECONFIG=... cargo test -p crucible-e2e --features e2e` with a controller running.
 
 mod examples;
+mod git;
 mod lifecycle;
 mod quota;
 mod sandbox;

@@ -60,11 +60,6 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         .await
         .map_err(Error::ListPods)?
         .items;
-    let runtime_class = if plan::run_is_over(&ev) {
-        None
-    } else {
-        Some(runtime_class(ctx, validate::runtime_class(&ev.spec, &ctx.config)).await?)
-    };
     let stop = ctx.stop_switch().covers(&namespace);
     let git = match &ev.spec.source {
         Some(Source::Git(git)) => Some(git),
@@ -75,6 +70,12 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
             follow_head(ctx, &namespace, git).await
         }
         _ => None,
+    };
+    // The sandbox is looked up whenever a pod may be created: a run not over, or a new one.
+    let runtime_class = if plan::run_is_over(&ev) && !plan::awaits_admission(&ev, head.as_deref()) {
+        None
+    } else {
+        Some(runtime_class(ctx, validate::runtime_class(&ev.spec, &ctx.config)).await?)
     };
     let source = match (git, plan::source_reference(&ev, head.as_deref())) {
         (Some(git), Some(reference)) => Some(fetch(ctx, &namespace, git, reference).await),
