@@ -951,3 +951,129 @@ fn follow_starts_a_new_run_when_the_branch_moves() {
     assert_eq!(p.status.history[0].commit.as_deref(), Some("aaaa"));
     assert_eq!(p.status.history[0].score, Some(0.5));
 }
+
+/// kstatus (Argo CD, Flux): Reconciling while in progress, Ready when finished and passed,
+/// Stalled when finished otherwise; never two of them True; observedGeneration everywhere.
+#[test]
+fn every_phase_obeys_the_kstatus_rules() {
+    let (ev, name) = started();
+    let ev = ev.at_generation(3);
+    let pod = |phase: &str, state| mk_pod(&name, phase, vec![mk_container("evaluation", state)]);
+    let queued = Observed {
+        admission: Admission::Wait {
+            position: 2,
+            reason: "QuotaExceeded".into(),
+        },
+        ..Observed::empty()
+    };
+    let cases: Vec<(&str, Plan)> = vec![
+        ("Queued", run(&Evaluation::test().at_generation(3), &queued)),
+        (
+            "Pending",
+            run(&ev, &with_pods(vec![mk_pod(&name, "Pending", vec![])])),
+        ),
+        (
+            "Running",
+            run(&ev, &with_pods(vec![pod("Running", running())])),
+        ),
+        (
+            "Succeeded",
+            run(
+                &ev,
+                &with_pods(vec![succeeded_pod(&name, r#"{"score": 1}"#)]),
+            ),
+        ),
+        (
+            "NotPassed",
+            run(
+                &ev,
+                &with_pods(vec![succeeded_pod(&name, r#"{"score": 0}"#)]),
+            ),
+        ),
+        (
+            "Failed",
+            run(
+                &ev,
+                &with_pods(vec![pod("Failed", terminated(1, "Error", None))]),
+            ),
+        ),
+        (
+            "TimedOut",
+            run(
+                &ev,
+                &Observed {
+                    now: at(10_000),
+                    ..with_pods(vec![pod("Running", running())])
+                },
+            ),
+        ),
+        (
+            "Cancelled",
+            run(
+                &ev.clone().with_spec(|s| s.cancel = Some(true)),
+                &Observed::empty(),
+            ),
+        ),
+        (
+            "InvalidSpec",
+            run(
+                &Evaluation::test()
+                    .with_spec(|s| s.image = String::new())
+                    .at_generation(3),
+                &Observed::empty(),
+            ),
+        ),
+        (
+            "SandboxUnavailable",
+            run(
+                &Evaluation::test().at_generation(3),
+                &Observed {
+                    runtime_class: Some(RuntimeClassCheck::Missing),
+                    ..Observed::empty()
+                },
+            ),
+        ),
+    ];
+    for (label, p) in cases {
+        let s = &p.status;
+        let get = |t: &str| {
+            find(&s.conditions, t)
+                .map(|c| c.status.clone())
+                .unwrap_or_default()
+        };
+        let finished = s.phase.is_some_and(Phase::is_finished);
+        let passed = s.result.as_ref().is_some_and(|r| r.passed);
+        assert_eq!(
+            get(conditions::RECONCILING) == "True",
+            !finished,
+            "{label}: Reconciling"
+        );
+        assert_eq!(
+            get(conditions::READY) == "True",
+            finished && passed,
+            "{label}: Ready"
+        );
+        assert_eq!(
+            get(conditions::STALLED) == "True",
+            finished && !passed,
+            "{label}: Stalled"
+        );
+        assert_eq!(
+            s.observed_generation,
+            Some(3),
+            "{label}: observedGeneration"
+        );
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3)),
+            "{label}"
+        );
+        let expected_phase = match label {
+            "NotPassed" => "Succeeded",
+            "InvalidSpec" | "SandboxUnavailable" => "Failed",
+            other => other,
+        };
+        assert_eq!(s.phase.map(Phase::as_str), Some(expected_phase), "{label}");
+    }
+}
