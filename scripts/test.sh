@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, cheapest first: formatting, clippy, unit + mock-API + drift + example
-# tests, checks of the cluster scripts, then the end-to-end tier against a real local
-# Kubernetes + gVisor cluster (started here, stopped at the end even on failure).
+# tests, checks of the cluster scripts and the Argo CD health check, then the end-to-end tier
+# against a real local Kubernetes + gVisor cluster (started here, stopped at the end even on
+# failure): every example, sandbox, network, lifecycle, quota, suites, git, emergency stop,
+# leader failover, and the Helm chart installed and tested.
 #
 #   sudo bash scripts/test.sh
 #
@@ -49,4 +51,6 @@ cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3
 log "leader election failover (kills the controller started above)"
 CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID") \
   CRUCIBLE_SYSTEM_NAMESPACE=crucible-system cargo test -p crucible-e2e --features e2e --test failover
+log "Helm chart: lint, render + validate for 1.20, install + helm test + uninstall"
+bash charts/test.sh --cluster
 log "all tests passed"
