@@ -376,6 +376,18 @@ no_leftovers() {
   if [ -n "$left" ]; then echo "left behind: $left"; return 1; fi
 }
 
+# the Lease's holder is the controller pod (leader election took it), within 30 s
+lease_held_by_controller() {
+  local pod holder deadline=$((SECONDS + 30))
+  pod=$(kubectl_ -n "$E2E_NS" get pods -l app.kubernetes.io/component=controller -o jsonpath='{.items[0].metadata.name}')
+  while [ $SECONDS -lt $deadline ]; do
+    holder=$(kubectl_ -n "$E2E_NS" get lease crucible-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)
+    [ -n "$pod" ] && [ "$holder" = "$pod" ] && { echo "holder $holder"; return 0; }
+    sleep 1
+  done
+  echo "Lease holder '$holder', controller pod '$pod'"; return 1
+}
+
 cluster_checks() {
   KCFG=$(bash "$CLUSTER" kubeconfig)
   if ! kubectl_ get --raw /readyz >/dev/null 2>&1; then
@@ -393,16 +405,19 @@ cluster_checks() {
   e2e_cleanup
   check "cluster: create namespace $E2E_NS" kubectl_ create namespace "$E2E_NS"
   # Watch only the test namespace: other controllers may be running against this cluster.
+  # Leader election on (one replica: hostNetwork would clash on the metrics port), so the Lease
+  # RBAC is exercised against a real API server.
   if KUBECONFIG=$KCFG "$HELM" install "$E2E_RELEASE" "$CHART" -n "$E2E_NS" -f "$CHART/values-local.yaml" \
        --set "controller.namespaces={$E2E_NS}" --set-json 'logging.filter="info,crucible=debug,kube=warn"' \
-       --wait --timeout 3m >"$WORK/install.log" 2>&1; then
-    pass "cluster: helm install (values-local.yaml) and Deployment ready"
+       --set controller.leaderElection.enabled=true --wait --timeout 3m >"$WORK/install.log" 2>&1; then
+    pass "cluster: helm install (values-local.yaml, leader election) and Deployment ready"
   else
     fail "cluster: helm install"; tail -n 20 "$WORK/install.log" | sed 's/^/    /'; e2e_dump
     e2e_cleanup; trap - EXIT
     return
   fi
   check "cluster: rollout status" kubectl_ -n "$E2E_NS" rollout status "deployment/$E2E_RELEASE" --timeout=60s
+  check "cluster: the controller pod holds the Lease $E2E_NS/crucible-controller" lease_held_by_controller
   local port
   port=$(grep -A1 'metricsPort' "$CHART/values-local.yaml" | grep -o '[0-9]\+' | head -n1)
   check "cluster: /metrics of the in-cluster controller (hostNetwork :$port) has crucible_ families" \
@@ -415,6 +430,11 @@ cluster_checks() {
   check "cluster: helm uninstall" env KUBECONFIG="$KCFG" "$HELM" uninstall "$E2E_RELEASE" -n "$E2E_NS" --wait --timeout 2m
   # pods terminate asynchronously after the Deployment is gone
   local deadline=$((SECONDS + 60))
+  while kubectl_ -n "$E2E_NS" get pods -o name 2>/dev/null | grep -q . && [ $SECONDS -lt $deadline ]; do sleep 1; done
+  # The Lease is the controller's, not a release object (README.md: delete it after uninstall);
+  # its RoleBinding is gone before the pod ends, so the controller cannot release it either.
+  check "cluster: the controller's Lease is left, as documented; delete it" \
+    kubectl_ -n "$E2E_NS" delete lease crucible-controller
   until no_leftovers >/dev/null 2>&1 || [ $SECONDS -ge $deadline ]; do sleep 1; done
   check "cluster: nothing of the release left after uninstall" no_leftovers
   check "cluster: delete namespace $E2E_NS" kubectl_ delete namespace "$E2E_NS" --wait=true --timeout=120s
