@@ -288,6 +288,14 @@ assert not [r for r in one('ClusterRole')['rules'] if 'secrets' in r['resources'
     fail "helm template (replicaCount 1)"
   fi
 
+  # a release and a namespace that YAML 1.1 reads as booleans: every name and label is quoted
+  if "$HELM" template off "$CHART" --namespace yes --kube-version "$KUBE_VERSION" \
+       --set serviceMonitor.enabled=true --set dashboards.enabled=true >"$WORK/bool.yaml"; then
+    check "release 'off' in namespace 'yes': kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/bool.yaml"
+  else
+    fail "helm template (release off, namespace yes)"
+  fi
+
   # the local cluster's values
   if render local -f "$CHART/values-local.yaml"; then
     check "values-local.yaml: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/local.yaml"

@@ -26,17 +26,17 @@ carry it too, so two releases in different namespaces need different release nam
 
 {{/* Labels on every object of the release. */}}
 {{- define "crucible.labels" -}}
-helm.sh/chart: {{ include "crucible.chart" . }}
+helm.sh/chart: {{ include "crucible.chart" . | quote }}
 {{ include "crucible.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/managed-by: {{ .Release.Service | quote }}
 app.kubernetes.io/part-of: crucible
 {{- end }}
 
 {{/* Labels that select the release's objects (never change them: selectors are immutable). */}}
 {{- define "crucible.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "crucible.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "crucible.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 
 {{/* Selector of the controller pods. */}}
