@@ -33,6 +33,8 @@ while :; do
   sleep 2
 done
 "${KUBECTL[@]}" -n "$NS" get evaluations -o wide
+echo
+"${KUBECTL[@]}" -n "$NS" get evaluationsuites,evaluationquotas
 cat <<MSG
 
 Explore:  eval "\$($CLUSTER env)"; kubectl -n $NS get evaluation arithmetic -o yaml

@@ -231,13 +231,27 @@ impl LogScanner {
                 Some(i) => (&rest[..i], true),
                 None => (rest, false),
             };
-            let room = Self::LINE_KEEP.saturating_sub(self.line.len());
-            self.line.extend_from_slice(&part[..part.len().min(room)]);
+            self.keep(part);
             self.line_len += part.len();
             rest = &rest[(part.len() + usize::from(ended)).min(rest.len())..];
             if ended {
                 self.end_line();
             }
+        }
+    }
+
+    /// Keeps the start of the current line, and all of it (up to the limit) only when it is a
+    /// result line: ordinary output is never copied beyond the prefix length.
+    fn keep(&mut self, mut part: &[u8]) {
+        let prefix = RESULT_PREFIX.as_bytes();
+        if self.line.len() < prefix.len() {
+            let n = part.len().min(prefix.len() - self.line.len());
+            self.line.extend_from_slice(&part[..n]);
+            part = &part[n..];
+        }
+        if !part.is_empty() && self.line.starts_with(prefix) {
+            let room = Self::LINE_KEEP.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&part[..part.len().min(room)]);
         }
     }
 
