@@ -93,6 +93,13 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot rebuild the admission ledger: {e}"))?;
         tracing::info!(namespace = ?ns, restored, "admission ledger restored");
+        match evaluation::orphans::remove(&client, ns.as_deref()).await {
+            Ok(0) => {}
+            Ok(removed) => {
+                tracing::info!(namespace = ?ns, removed, "orphaned sandbox pods removed")
+            }
+            Err(error) => tracing::warn!(%error, "cannot look for orphaned sandbox pods"),
+        }
     }
     tokio::spawn(admit::publish_quota_status(
         client.clone(),

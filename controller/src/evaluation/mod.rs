@@ -5,6 +5,7 @@ pub mod admit;
 pub mod apply;
 pub mod identity;
 pub mod observe;
+pub mod orphans;
 pub mod phase;
 pub mod plan;
 pub mod pod;

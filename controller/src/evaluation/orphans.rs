@@ -1,0 +1,92 @@
+//! At start, removes sandbox pods whose Evaluation is gone (a controller that was down while
+//! an Evaluation was deleted with orphan propagation, or a pod created by hand with our
+//! labels). Pods of existing Evaluations are adopted as they are: the reconciler finds them by
+//! their deterministic names. [`orphans`] is pure; [`remove`] talks to the API server.
+
+use std::collections::HashSet;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::{Client, ResourceExt};
+
+use crate::crd::Evaluation;
+use crate::evaluation::identity::{EVALUATION_UID_LABEL, MANAGED_LABEL};
+
+/// `(namespace, name)` of the pods among `pods` that belong to no Evaluation in `live` (uids).
+pub fn orphans(pods: &[Pod], live: &HashSet<String>) -> Vec<(String, String)> {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.labels()
+                .get(EVALUATION_UID_LABEL)
+                .is_none_or(|uid| !live.contains(uid))
+        })
+        .map(|p| (p.namespace().unwrap_or_default(), p.name_any()))
+        .collect()
+}
+
+/// Deletes the orphaned sandbox pods of `namespace` (or all); returns how many.
+///
+/// # Errors
+/// Listing failed (deletions that fail are logged and skipped).
+pub async fn remove(client: &Client, namespace: Option<&str>) -> Result<usize, kube::Error> {
+    let (evaluations, pods): (Api<Evaluation>, Api<Pod>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    // Pods first: an Evaluation created after this list cannot be mistaken for missing.
+    let managed = pods
+        .list(&ListParams::default().labels(&format!("{MANAGED_LABEL}=true")))
+        .await?
+        .items;
+    let live: HashSet<String> = evaluations
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .filter_map(|e| e.uid())
+        .collect();
+    let gone = orphans(&managed, &live);
+    for (ns, name) in &gone {
+        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => tracing::info!(namespace = %ns, pod = %name, "removed orphaned sandbox pod"),
+            Err(error) => {
+                tracing::warn!(namespace = %ns, pod = %name, %error, "cannot remove orphaned pod")
+            }
+        }
+    }
+    Ok(gone.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::mk_pod;
+
+    fn labelled(name: &str, uid: Option<&str>) -> Pod {
+        let mut pod = mk_pod(name, "Running", vec![]);
+        let mut labels =
+            std::collections::BTreeMap::from([(MANAGED_LABEL.to_string(), "true".to_string())]);
+        if let Some(uid) = uid {
+            labels.insert(EVALUATION_UID_LABEL.to_string(), uid.to_string());
+        }
+        pod.metadata.labels = Some(labels);
+        pod
+    }
+
+    #[test]
+    fn pods_of_missing_evaluations_are_orphans_and_others_are_adopted() {
+        let live = HashSet::from(["u1".to_string()]);
+        let pods = [
+            labelled("kept", Some("u1")),
+            labelled("gone", Some("u2")),
+            labelled("stray", None),
+        ];
+        let names: Vec<_> = orphans(&pods, &live).into_iter().map(|(_, n)| n).collect();
+        assert_eq!(names, ["gone", "stray"]);
+    }
+}
