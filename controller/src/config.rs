@@ -186,6 +186,10 @@ pub struct ControllerArgs {
     /// Identity in the Lease; the pod name when run in a cluster.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Uid of this controller's pod (downward API): the Lease is owned by the leader's pod, so
+    /// it is garbage-collected with the last one.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
     /// Directory of the shared cache of git repositories.
     #[arg(
         long,
@@ -280,6 +284,8 @@ pub struct Runtime {
     pub leader_lease: Option<String>,
     /// Identity of this replica (Events, Lease).
     pub identity: String,
+    /// Uid of this replica's pod, when it runs in one.
+    pub pod_uid: Option<String>,
     /// Git cache directory.
     pub git_cache_dir: std::path::PathBuf,
     /// Git cache budget in bytes.
@@ -313,6 +319,7 @@ impl ControllerArgs {
             leader_election,
             lease_name,
             identity,
+            pod_uid,
             git_cache_dir,
             git_cache_size,
             follow_interval,
@@ -356,6 +363,7 @@ impl ControllerArgs {
                 git_cache_dir,
                 git_cache_bytes: git_cache_size as u64,
                 allow_file_git_urls,
+                pod_uid,
             },
         )
     }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -69,8 +69,15 @@ fn spec(me: &str, previous: Option<&LeaseSpec>, now: jiff::Timestamp) -> LeaseSp
     }
 }
 
-/// One attempt to take or renew the Lease; `Ok(true)` when we hold it afterwards.
-async fn try_take(api: &Api<Lease>, name: &str, me: &str) -> Result<bool, kube::Error> {
+/// One attempt to take or renew the Lease; `Ok(true)` when we hold it afterwards. The Lease
+/// is owned by `owner` (the leader's pod), so that it goes with the last leader when the
+/// controller is uninstalled instead of being left behind.
+async fn try_take(
+    api: &Api<Lease>,
+    name: &str,
+    me: &str,
+    owner: Option<&OwnerReference>,
+) -> Result<bool, kube::Error> {
     let now = jiff::Timestamp::now();
     let current = api.get_opt(name).await?;
     match decide(current.as_ref(), me, now) {
@@ -81,6 +88,7 @@ async fn try_take(api: &Api<Lease>, name: &str, me: &str) -> Result<bool, kube::
                     let lease = Lease {
                         metadata: ObjectMeta {
                             name: Some(name.to_string()),
+                            owner_references: owner.map(|o| vec![o.clone()]),
                             ..Default::default()
                         },
                         spec: Some(spec(me, None, now)),
@@ -91,6 +99,9 @@ async fn try_take(api: &Api<Lease>, name: &str, me: &str) -> Result<bool, kube::
                     // `replace` carries the resourceVersion we read: if another replica wrote
                     // in between, this fails with 409 and we try again later.
                     lease.spec = Some(spec(me, lease.spec.as_ref(), now));
+                    if let Some(owner) = owner {
+                        lease.metadata.owner_references = Some(vec![owner.clone()]);
+                    }
                     api.replace(name, &PostParams::default(), &lease).await
                 }
             };
@@ -106,10 +117,16 @@ async fn try_take(api: &Api<Lease>, name: &str, me: &str) -> Result<bool, kube::
 /// Blocks until this replica holds the Lease `namespace/name`, then keeps renewing it in the
 /// background. If a renewal cannot be made within the lease duration, the process exits
 /// (leadership lost: another replica may already act).
-pub async fn acquire(client: Client, namespace: &str, name: &str, me: String) {
+pub async fn acquire(
+    client: Client,
+    namespace: &str,
+    name: &str,
+    me: String,
+    owner: Option<OwnerReference>,
+) {
     let api: Api<Lease> = Api::namespaced(client, namespace);
     loop {
-        match try_take(&api, name, &me).await {
+        match try_take(&api, name, &me, owner.as_ref()).await {
             Ok(true) => break,
             Ok(false) => {}
             Err(error) => tracing::warn!(%error, "cannot read or write the leader Lease"),
@@ -122,7 +139,7 @@ pub async fn acquire(client: Client, namespace: &str, name: &str, me: String) {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(RENEW_INTERVAL).await;
-            match try_take(&api, &name, &me).await {
+            match try_take(&api, &name, &me, owner.as_ref()).await {
                 Ok(true) => last_renewal = tokio::time::Instant::now(),
                 Ok(false) => {
                     tracing::error!("leader Lease taken by another replica; exiting");

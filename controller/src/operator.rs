@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
@@ -72,11 +73,19 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     if let Some(lease) = &runtime.leader_lease {
         // A standby replica is healthy and ready; it only does not act.
         ready.store(true, Ordering::SeqCst);
+        let owner = runtime.pod_uid.clone().map(|uid| OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: runtime.identity.clone(),
+            uid,
+            ..Default::default()
+        });
         leader::acquire(
             client.clone(),
             &runtime.system_namespace,
             lease,
             runtime.identity.clone(),
+            owner,
         )
         .await;
         ready.store(false, Ordering::SeqCst);

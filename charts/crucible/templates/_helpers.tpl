@@ -109,6 +109,10 @@ extraEnv (which may set KUBERNETES_SERVICE_HOST/PORT where the Service does not 
   valueFrom:
     fieldRef:
       fieldPath: metadata.namespace
+- name: POD_UID
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.uid
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
