@@ -48,6 +48,9 @@ start_controller --leader-election --system-namespace crucible-system --follow-i
 log "end-to-end tests"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
 cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3
+log "emergency stop of everything (runs alone)"
+CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
+  cargo test -p crucible-e2e --features e2e --test stop_all
 log "leader election failover (kills the controller started above)"
 CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID") \
   CRUCIBLE_SYSTEM_NAMESPACE=crucible-system cargo test -p crucible-e2e --features e2e --test failover
