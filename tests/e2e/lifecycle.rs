@@ -5,7 +5,8 @@ use std::time::Duration;
 use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
 use crucible_e2e::{
-    apply_evaluation, parse_evaluation, pods_of, poll_until, wait_finished, wait_for, with_temp_ns,
+    apply_evaluation, parse_evaluation, pods_of, poll_until, wait_finished, wait_for, wait_phase,
+    with_temp_ns,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -25,14 +26,7 @@ fn quick(name: &str, extra: &str) -> Evaluation {
 }
 
 async fn wait_running(api: &Api<Evaluation>, name: &str) -> Evaluation {
-    wait_for(
-        api,
-        name,
-        Duration::from_secs(90),
-        "Running",
-        |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running),
-    )
-    .await
+    wait_phase(api, name, Phase::Running, Duration::from_secs(90)).await
 }
 
 #[tokio::test]
@@ -61,14 +55,8 @@ async fn cancel_stops_the_pod_within_seconds_and_keeps_the_log_tail() {
         api.patch("sleeper", &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .expect("cancel");
-        let cancelled = wait_for(
-            &api,
-            "sleeper",
-            Duration::from_secs(10),
-            "Cancelled",
-            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Cancelled),
-        )
-        .await;
+        let cancelled =
+            wait_phase(&api, "sleeper", Phase::Cancelled, Duration::from_secs(10)).await;
         let status = cancelled.status.clone().expect("status");
         assert!(
             status

@@ -8,8 +8,8 @@ use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
 use crucible::stop::{self, Scope};
 use crucible_e2e::{
-    apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_for, watch_peak,
-    with_temp_ns,
+    apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_for, wait_phase,
+    watch_peak, with_temp_ns,
 };
 use kube::Api;
 
@@ -94,14 +94,7 @@ async fn emergency_stop_clears_running_pods_within_ten_seconds_and_holds_admissi
             std::env::var("CRUCIBLE_SYSTEM_NAMESPACE").unwrap_or_else(|_| "crucible-system".into());
         let scope = Scope::Namespaces(vec![ns.clone()]);
         apply_evaluation(&client, &ns, &quick("long", 300)).await;
-        wait_for(
-            &api,
-            "long",
-            Duration::from_secs(90),
-            "Running",
-            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running),
-        )
-        .await;
+        wait_phase(&api, "long", Phase::Running, Duration::from_secs(90)).await;
         stop::stop(&client, &system, &scope, Some("e2e drill".into()))
             .await
             .expect("stop");
@@ -119,28 +112,14 @@ async fn emergency_stop_clears_running_pods_within_ten_seconds_and_holds_admissi
         );
         // Nothing starts while stopped.
         apply_evaluation(&client, &ns, &quick("held", 1)).await;
-        let held = wait_for(
-            &api,
-            "held",
-            Duration::from_secs(30),
-            "Queued",
-            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Queued),
-        )
-        .await;
+        let held = wait_phase(&api, "held", Phase::Queued, Duration::from_secs(30)).await;
         let reason = held
             .status
             .and_then(|s| s.queue)
             .and_then(|q| q.reason)
             .unwrap_or_default();
         assert!(reason.starts_with("EmergencyStop"), "{reason}");
-        let still = wait_for(
-            &api,
-            "held",
-            Duration::from_secs(5),
-            "still queued",
-            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Queued),
-        )
-        .await;
+        let still = wait_phase(&api, "held", Phase::Queued, Duration::from_secs(5)).await;
         assert!(
             still.status.and_then(|s| s.pod_name).is_none(),
             "no pod while stopped"

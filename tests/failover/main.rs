@@ -13,7 +13,7 @@ use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
 use crucible::leader::{LEASE_DURATION, RETRY_INTERVAL};
 use crucible_e2e::{
-    apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_for, with_temp_ns,
+    apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_phase, with_temp_ns,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Event;
@@ -72,9 +72,7 @@ async fn the_standby_takes_over_within_the_lease_and_the_run_in_flight_finishes_
             "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: in-flight}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"import time; time.sleep(15); print('CRUCIBLE_RESULT {\\\"score\\\": 1}')\"]\n  timeout: 2m\n",
         );
         apply_evaluation(&client, &ns, &ev).await;
-        wait_for(&api, "in-flight", Duration::from_secs(90), "Running", |e: &Evaluation| {
-            e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
-        })
+        wait_phase(&api, "in-flight", Phase::Running, Duration::from_secs(90))
         .await;
         assert_eq!(holder(&leases).await.as_deref(), Some(before.as_str()), "the standby must wait");
         let killed = Command::new("kill").args(["-9", &leader_pid]).status().expect("kill");

@@ -141,6 +141,19 @@ where
     }
 }
 
+/// Waits until the Evaluation is in `phase`.
+pub async fn wait_phase(
+    api: &Api<Evaluation>,
+    name: &str,
+    phase: crucible::crd::evaluation::Phase,
+    timeout: Duration,
+) -> Evaluation {
+    wait_for(api, name, timeout, phase.as_str(), |ev: &Evaluation| {
+        ev.status.as_ref().and_then(|s| s.phase) == Some(phase)
+    })
+    .await
+}
+
 /// Waits until the Evaluation's run has finished (a terminal phase).
 pub async fn wait_finished(api: &Api<Evaluation>, name: &str, timeout: Duration) -> Evaluation {
     wait_for(api, name, timeout, "finished", |ev: &Evaluation| {

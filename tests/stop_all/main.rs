@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
 use crucible_e2e::{
-    apply_evaluation, parse_evaluation, pods_of, wait_finished, wait_for, with_temp_ns,
+    apply_evaluation, parse_evaluation, pods_of, wait_finished, wait_phase, with_temp_ns,
 };
 use kube::Api;
 
@@ -51,14 +51,7 @@ async fn stop_all_clears_every_evaluation_pod_within_ten_seconds_and_resume_reop
             apply_evaluation(&client, &ns, &sleeper(name)).await;
         }
         for name in ["one", "two"] {
-            wait_for(
-                &api,
-                name,
-                Duration::from_secs(90),
-                "Running",
-                |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running),
-            )
-            .await;
+            wait_phase(&api, name, Phase::Running, Duration::from_secs(90)).await;
         }
         let start = Instant::now();
         let stop = crucible(&["stop", "--all", "--reason", "e2e drill", "--timeout", "10s"]);
@@ -91,14 +84,7 @@ async fn stop_all_clears_every_evaluation_pod_within_ten_seconds_and_resume_reop
             }));
         }
         apply_evaluation(&client, &ns, &sleeper("later")).await;
-        let held = wait_for(
-            &api,
-            "later",
-            Duration::from_secs(30),
-            "Queued",
-            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Queued),
-        )
-        .await;
+        let held = wait_phase(&api, "later", Phase::Queued, Duration::from_secs(30)).await;
         let reason = held
             .status
             .and_then(|s| s.queue)
@@ -107,14 +93,7 @@ async fn stop_all_clears_every_evaluation_pod_within_ten_seconds_and_resume_reop
         assert!(reason.starts_with("EmergencyStop"), "{reason}");
         let resume = crucible(&["resume", "--all"]);
         assert!(resume.status.success());
-        wait_for(
-            &api,
-            "later",
-            Duration::from_secs(60),
-            "Running after resume",
-            |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running),
-        )
-        .await;
+        wait_phase(&api, "later", Phase::Running, Duration::from_secs(60)).await;
         let patch = serde_json::json!({"spec": {"cancel": true}});
         api.patch(
             "later",
