@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
 use crucible_e2e::{
-    apply_evaluation, parse_evaluation, pods_of, wait_finished, wait_phase, with_temp_ns,
+    apply_evaluation, parse_evaluation, pods_of, poll_until, wait_finished, wait_phase,
+    with_temp_ns,
 };
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 
 fn env(name: &str) -> String {
@@ -51,7 +53,18 @@ async fn stop_all_clears_every_evaluation_pod_within_ten_seconds_and_resume_reop
             apply_evaluation(&client, &ns, &sleeper(name)).await;
         }
         for name in ["one", "two"] {
-            wait_phase(&api, name, Phase::Running, Duration::from_secs(90)).await;
+            let running = wait_phase(&api, name, Phase::Running, Duration::from_secs(90)).await;
+            // Wait for the first output, so that there is a log tail to keep.
+            let pod = running.status.and_then(|s| s.pod_name).expect("pod name");
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            poll_until(Duration::from_secs(30), "pod output", || {
+                let (pods, pod) = (pods.clone(), pod.clone());
+                async move {
+                    let log = pods.logs(&pod, &Default::default()).await.ok()?;
+                    log.contains("working").then_some(())
+                }
+            })
+            .await;
         }
         let start = Instant::now();
         let stop = crucible(&["stop", "--all", "--reason", "e2e drill", "--timeout", "10s"]);
