@@ -223,7 +223,7 @@ for k in ['CRUCIBLE_ALLOWLIST_RUNTIME_CLASS', 'CRUCIBLE_ALLOW_UNSANDBOXED', 'CRU
           'CRUCIBLE_MAX_RUNNING', 'CRUCIBLE_NAMESPACE_MAX_RUNNING', 'CRUCIBLE_SCORE_SERIES_LIMIT', 'CRUCIBLE_LOG_FORMAT', 'CRUCIBLE_LOG']:
     assert e.get(k), k
 downward = {x['name']: x['valueFrom']['fieldRef']['fieldPath'] for x in c['env'] if 'valueFrom' in x}
-assert downward == {'POD_NAME': 'metadata.name', 'POD_NAMESPACE': 'metadata.namespace'}, downward
+assert downward == {'POD_NAME': 'metadata.name', 'POD_NAMESPACE': 'metadata.namespace', 'POD_UID': 'metadata.uid'}, downward
 sc, psc = c['securityContext'], spec['securityContext']
 assert sc['readOnlyRootFilesystem'] and sc['allowPrivilegeEscalation'] is False and sc['capabilities']['drop'] == ['ALL']
 assert psc['runAsNonRoot'] and psc['runAsUser'] == 65532 and psc['seccompProfile']['type'] == 'RuntimeDefault'
