@@ -17,6 +17,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
 
+use crate::admission::Decision;
 use crate::config::Config;
 use crate::crd::conditions::{self, Status};
 use crate::crd::evaluation::{
@@ -32,7 +33,9 @@ use crate::evaluation::pod::{
 };
 use crate::evaluation::results::LogCapture;
 use crate::evaluation::validate;
-use crate::suite::plan::SUITE_LABEL;
+use crate::labels::SUITE_LABEL;
+use crate::liveness;
+use crate::requeue::Requeue;
 
 /// Default `passThreshold`.
 pub const DEFAULT_PASS_THRESHOLD: f64 = 0.5;
@@ -63,20 +66,6 @@ pub enum RuntimeClassCheck {
     Missing,
 }
 
-/// The admission decision for a run that has not started.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Admission {
-    /// The run may start now.
-    Admitted,
-    /// The run waits in the queue.
-    Wait {
-        /// 1-based queue position.
-        position: i32,
-        /// Which limit is full.
-        reason: String,
-    },
-}
-
 /// What `observe` read from the cluster for one Evaluation.
 #[derive(Clone, Debug)]
 pub struct Observed {
@@ -88,8 +77,6 @@ pub struct Observed {
     pub runtime_class: Option<RuntimeClassCheck>,
     /// Log captures of the current pod's containers, by container name.
     pub logs: BTreeMap<String, LogCapture>,
-    /// Admission decision.
-    pub admission: Admission,
     /// Why an emergency stop covers the namespace, if one does.
     pub stop: Option<String>,
     /// For a git source: the files at the run's commit, or why they could not be had. Read
@@ -161,15 +148,6 @@ pub struct Note {
     pub reason: &'static str,
     /// Message.
     pub message: String,
-}
-
-/// When to look at the Evaluation again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Requeue {
-    /// After this long.
-    After(Duration),
-    /// Only when something changes.
-    AwaitChange,
 }
 
 /// Everything one reconcile does.
@@ -246,6 +224,12 @@ pub fn awaits_admission(ev: &Evaluation, head: Option<&str>) -> bool {
     }
 }
 
+/// Whether the gate must decide on `ev`'s run now: it awaits admission and its source (if
+/// any) could be read.
+pub fn asks_admission(ev: &Evaluation, obs: &Observed) -> bool {
+    awaits_admission(ev, obs.head.as_deref()) && !matches!(obs.source, Some(Err(_)))
+}
+
 /// The git ref to read for `ev` now: the pinned commit of a run that has started, else the
 /// spec's ref (or `head`, when a followed branch moved). `None` without a git source or when
 /// the run is over and no new one is due.
@@ -286,7 +270,7 @@ pub fn logs_needed(
         .find(|p| Some(p.name_any()) == status.pod_name)?;
     let stopping =
         stopped || ev.spec.cancel == Some(true) || deadline_passed(ev, status, now, config);
-    if !phase::is_terminal(pod) && !stopping {
+    if !liveness::is_terminal(pod) && !stopping {
         return None;
     }
     let containers = [EVALUATION_CONTAINER, phase::result_container(&ev.spec)]
@@ -337,7 +321,12 @@ fn deadline_passed(
 ///
 /// # Errors
 /// Only [`Error::MissingObjectKey`] for objects that did not come from the API server.
-pub fn plan(ev: &Evaluation, obs: &Observed, config: &Config) -> Result<Plan> {
+pub fn plan(
+    ev: &Evaluation,
+    obs: &Observed,
+    admission: &Decision,
+    config: &Config,
+) -> Result<Plan> {
     let owner = owner(ev)?;
     let key = RunKey::of(ev);
     let old = ev.status.clone().unwrap_or_default();
@@ -345,6 +334,7 @@ pub fn plan(ev: &Evaluation, obs: &Observed, config: &Config) -> Result<Plan> {
     let mut p = Planner {
         ev,
         obs,
+        admission,
         config,
         owner,
         key,
@@ -430,6 +420,7 @@ fn fresh_status(old: &EvaluationStatus, now: &Time) -> EvaluationStatus {
 struct Planner<'a> {
     ev: &'a Evaluation,
     obs: &'a Observed,
+    admission: &'a Decision,
     config: &'a Config,
     owner: Owner,
     key: RunKey,
@@ -475,9 +466,12 @@ impl Planner<'_> {
             return self.source_problem(problem);
         }
         match self.status.phase {
-            None | Some(Phase::Queued) => match self.obs.admission.clone() {
-                Admission::Admitted => self.start_attempt(1),
-                Admission::Wait { position, reason } => self.wait_in_queue(position, reason),
+            None | Some(Phase::Queued) => match self.admission {
+                Decision::Admit => self.start_attempt(1),
+                Decision::Wait { position, reason } => {
+                    let position = i32::try_from(*position).unwrap_or(i32::MAX);
+                    self.wait_in_queue(position, reason.clone())
+                }
             },
             Some(_) => match self.obs.stop.clone() {
                 Some(why) => self.finish(Outcome::new(Phase::Cancelled, "EmergencyStop", why)),

@@ -1,12 +1,23 @@
 use super::*;
 use crate::crd::conditions::find;
 use crate::crd::evaluation::{EvaluationResult, HistoryEntry, Source};
-use crate::evaluation::identity::RERUN_ANNOTATION;
 use crate::evaluation::results::LogScanner;
 use crate::fixtures::{at, mk_container, mk_pod, running, terminated, waiting};
+use crate::labels::RERUN_ANNOTATION;
 
 fn run(ev: &Evaluation, obs: &Observed) -> Plan {
-    plan(ev, obs, &Config::default()).expect("plan")
+    run_with(ev, obs, &Decision::Admit)
+}
+
+fn run_with(ev: &Evaluation, obs: &Observed, admission: &Decision) -> Plan {
+    plan(ev, obs, admission, &Config::default()).expect("plan")
+}
+
+fn wait(position: usize, reason: &str) -> Decision {
+    Decision::Wait {
+        position,
+        reason: reason.into(),
+    }
 }
 
 /// The Evaluation as it reads after the plan's status was written.
@@ -139,7 +150,7 @@ fn allow_unsandboxed_runs_without_runtime_class_and_says_so() {
         allow_unsandboxed: true,
         ..Config::default()
     };
-    let p = plan(&Evaluation::test(), &obs, &config).expect("plan");
+    let p = plan(&Evaluation::test(), &obs, &Decision::Admit, &config).expect("plan");
     assert_eq!(
         pod_of(&p)
             .spec
@@ -602,14 +613,8 @@ fn keep_pod_on_failure_keeps_a_failed_pod_only() {
 
 #[test]
 fn queued_runs_wait_without_children() {
-    let obs = Observed {
-        admission: Admission::Wait {
-            position: 4,
-            reason: "QuotaExceeded: maxRunning 5 reached".into(),
-        },
-        ..Observed::empty()
-    };
-    let p = run(&Evaluation::test(), &obs);
+    let queued = wait(4, "QuotaExceeded: maxRunning 5 reached");
+    let p = run_with(&Evaluation::test(), &Observed::empty(), &queued);
     assert!(p.create.is_empty());
     assert_eq!(p.status.phase, Some(Phase::Queued));
     assert_eq!(p.status.queue.as_ref().and_then(|q| q.position), Some(4));
@@ -671,15 +676,10 @@ fn no_condition_ever_has_an_empty_message_or_reason() {
         &ev,
         &with_pods(vec![succeeded_pod(&name, r#"{"score": 0.1}"#)]),
     );
-    let queued = run(
+    let queued = run_with(
         &Evaluation::test(),
-        &Observed {
-            admission: Admission::Wait {
-                position: 1,
-                reason: "QuotaExceeded".into(),
-            },
-            ..Observed::empty()
-        },
+        &Observed::empty(),
+        &wait(1, "QuotaExceeded"),
     );
     let invalid = run(
         &Evaluation::test().with_spec(|s| s.image = String::new()),
@@ -741,33 +741,21 @@ fn an_emergency_stop_cancels_running_runs_and_keeps_their_log() {
 #[test]
 fn queued_runs_time_out_after_queue_timeout() {
     let ev = Evaluation::test().with_spec(|s| s.queue_timeout = Some("1m".into()));
-    let wait = Admission::Wait {
-        position: 1,
-        reason: "QuotaExceeded: maxRunning 1 reached".into(),
-    };
-    let queued = after(
-        &ev,
-        &run(
-            &ev,
-            &Observed {
-                admission: wait.clone(),
-                ..Observed::empty()
-            },
-        ),
-    );
+    let full = wait(1, "QuotaExceeded: maxRunning 1 reached");
+    let queued = after(&ev, &run_with(&ev, &Observed::empty(), &full));
     let since = queued
         .status
         .as_ref()
         .and_then(|s| s.queue.as_ref())
         .and_then(|q| q.since.clone());
     assert_eq!(since, Some(at(0)));
-    let still = run(
+    let still = run_with(
         &queued,
         &Observed {
             now: at(30),
-            admission: wait.clone(),
             ..Observed::empty()
         },
+        &full,
     );
     assert_eq!(still.status.phase, Some(Phase::Queued));
     assert_eq!(
@@ -775,13 +763,13 @@ fn queued_runs_time_out_after_queue_timeout() {
         Some(at(0)),
         "the wait keeps its start"
     );
-    let late = run(
+    let late = run_with(
         &queued,
         &Observed {
             now: at(61),
-            admission: wait,
             ..Observed::empty()
         },
+        &full,
     );
     assert_eq!(late.status.phase, Some(Phase::Failed));
     assert_eq!(late.status.reason.as_deref(), Some("QueueTimeout"));
@@ -959,15 +947,16 @@ fn every_phase_obeys_the_kstatus_rules() {
     let (ev, name) = started();
     let ev = ev.at_generation(3);
     let pod = |phase: &str, state| mk_pod(&name, phase, vec![mk_container("evaluation", state)]);
-    let queued = Observed {
-        admission: Admission::Wait {
-            position: 2,
-            reason: "QuotaExceeded".into(),
-        },
-        ..Observed::empty()
-    };
+    let queued = wait(2, "QuotaExceeded");
     let cases: Vec<(&str, Plan)> = vec![
-        ("Queued", run(&Evaluation::test().at_generation(3), &queued)),
+        (
+            "Queued",
+            run_with(
+                &Evaluation::test().at_generation(3),
+                &Observed::empty(),
+                &queued,
+            ),
+        ),
         (
             "Pending",
             run(&ev, &with_pods(vec![mk_pod(&name, "Pending", vec![])])),

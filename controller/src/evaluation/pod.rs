@@ -20,10 +20,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::Config;
 use crate::crd::evaluation::{EvaluationSpec, Source};
-use crate::evaluation::identity::{
-    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_LABEL, sha256_hex,
+use crate::digest::sha256_hex;
+use crate::labels::{
+    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_LABEL, SUITE_LABEL,
 };
-use crate::suite::plan::SUITE_LABEL;
 
 /// The unprivileged user and group every sandbox runs as ("nobody").
 pub const SANDBOX_UID: i64 = 65534;
