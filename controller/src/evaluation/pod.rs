@@ -1,5 +1,5 @@
 //! Builds the children of a run: the sandbox pod, its NetworkPolicy and the workspace
-//! ConfigMap. Pure and total: every sandbox rule of DESIGN.md "Sandbox" is set here, and the
+//! ConfigMap. Pure and total: every sandbox rule of docs/sandbox.md is set here, and the
 //! unit tests below assert each one.
 
 use std::collections::BTreeMap;
