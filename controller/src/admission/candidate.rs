@@ -29,8 +29,8 @@ pub fn request(spec: &EvaluationSpec, config: &Config) -> Request {
     }
 }
 
-/// The candidate of `ev`'s run; `None` for objects without namespace or uid.
-pub fn candidate(ev: &Evaluation, config: &Config) -> Option<Candidate> {
+/// The candidate of `ev`'s run `run`; `None` for objects without namespace or uid.
+pub fn candidate(ev: &Evaluation, run: &str, config: &Config) -> Option<Candidate> {
     let priority = ev
         .annotations()
         .get(PRIORITY_ANNOTATION)
@@ -49,6 +49,7 @@ pub fn candidate(ev: &Evaluation, config: &Config) -> Option<Candidate> {
             name: ev.name_any(),
             uid: ev.uid()?,
         },
+        run: run.to_string(),
         request: request(&ev.spec, config),
     })
 }
@@ -127,7 +128,7 @@ mod tests {
         );
         let ev = ev.annotated(PRIORITY_ANNOTATION, "7");
         assert_eq!(
-            candidate(&ev, &Config::default()).map(|c| c.key.priority),
+            candidate(&ev, "run", &Config::default()).map(|c| c.key.priority),
             Some(Reverse(7))
         );
     }

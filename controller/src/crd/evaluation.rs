@@ -267,6 +267,10 @@ pub struct EvaluationStatus {
     /// `metadata.generation` when the current run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_generation: Option<i64>,
+    /// Id of the current run: its pods carry it as label `crucible.dev/run-id` and hold its
+    /// share of the quota until they are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// Value of the `crucible.dev/rerun` annotation the current run answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun: Option<String>,

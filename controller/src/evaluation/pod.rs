@@ -22,8 +22,10 @@ use crate::config::Config;
 use crate::crd::evaluation::{EvaluationSpec, Source};
 use crate::digest::sha256_hex;
 use crate::labels::{
-    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_LABEL, SUITE_LABEL,
+    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_ID_LABEL, RUN_LABEL,
+    SUITE_LABEL,
 };
+use crate::liveness::GPU_RESOURCE;
 
 /// The unprivileged user and group every sandbox runs as ("nobody").
 pub const SANDBOX_UID: i64 = 65534;
@@ -40,9 +42,6 @@ pub const OUTPUTS_DIR: &str = "/outputs";
 /// Seconds a cancelled or superseded sandbox gets to exit: enough to flush output, short enough
 /// that cancel takes effect "within seconds".
 const TERMINATION_GRACE_SECONDS: i64 = 5;
-/// Extended resource name of GPUs.
-const GPU_RESOURCE: &str = "nvidia.com/gpu";
-
 /// Identity of the Evaluation a child belongs to.
 #[derive(Clone, Debug)]
 pub struct Owner {
@@ -115,6 +114,8 @@ pub struct Attempt<'a> {
     pub pod_name: &'a str,
     /// Attempt id, the `crucible.dev/run` label.
     pub attempt_id: &'a str,
+    /// Run id, the `crucible.dev/run-id` label: the pod holds this run's admission.
+    pub run_id: &'a str,
     /// RuntimeClass; `None` only when running unsandboxed was explicitly allowed.
     pub runtime_class: Option<&'a str>,
     /// `activeDeadlineSeconds`.
@@ -236,7 +237,13 @@ pub fn desired_pod(
         }
     };
     Pod {
-        metadata: owner.meta(attempt.pod_name, &[(RUN_LABEL, attempt.attempt_id)]),
+        metadata: owner.meta(
+            attempt.pod_name,
+            &[
+                (RUN_LABEL, attempt.attempt_id),
+                (RUN_ID_LABEL, attempt.run_id),
+            ],
+        ),
         spec: Some(PodSpec {
             runtime_class_name: attempt.runtime_class.map(str::to_string),
             restart_policy: Some("Never".into()),

@@ -13,6 +13,7 @@ fn build(spec: &EvaluationSpec, runtime_class: Option<&str>) -> Pod {
         &Attempt {
             pod_name: "arith-0123456789",
             attempt_id: "0123456789",
+            run_id: "run-0123456789",
             runtime_class,
             timeout_seconds: 600,
             workspace: workspace.as_ref(),
@@ -108,6 +109,7 @@ fn pod_is_owned_labelled_and_told_who_it_is() {
     let labels = pod.metadata.labels.clone().expect("labels");
     assert_eq!(labels[MANAGED_LABEL], "true");
     assert_eq!(labels[RUN_LABEL], "0123456789");
+    assert_eq!(labels[RUN_ID_LABEL], "run-0123456789");
     assert_eq!(
         labels[EVALUATION_UID_LABEL],
         "11111111-2222-3333-4444-555555555555"

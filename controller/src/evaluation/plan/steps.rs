@@ -35,6 +35,7 @@ pub(super) struct Planner<'a> {
     pub(super) plan_delete: Vec<(ChildKind, String)>,
     pub(super) notes: Vec<Note>,
     pub(super) requeue: Requeue,
+    pub(super) in_queue: bool,
 }
 
 impl Planner<'_> {
@@ -96,6 +97,9 @@ impl Planner<'_> {
             0,
             format!("{}: {} (retrying)", problem.reason, problem.message),
         );
+        // Not in the admission queue while the source is unreadable: it must not hold up
+        // the runs behind it.
+        self.in_queue = false;
         self.requeue = Requeue::After(SOURCE_RETRY);
     }
 
@@ -126,6 +130,7 @@ impl Planner<'_> {
                 ),
             ));
         }
+        self.in_queue = true;
         self.status.phase = Some(Phase::Queued);
         self.status.queue = Some(QueueStatus {
             position: Some(position),
@@ -226,6 +231,7 @@ impl Planner<'_> {
             &Attempt {
                 pod_name: &pod_name,
                 attempt_id: &attempt_id,
+                run_id: self.status.run_id.as_deref().unwrap_or_default(),
                 runtime_class: sandboxed.then_some(class.as_str()),
                 timeout_seconds,
                 workspace: workspace.as_ref(),
