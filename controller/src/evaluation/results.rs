@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::crd::bounds::{MAX_METRICS, MAX_SUMMARY};
 use crate::crd::evaluation::EvaluationResult;
 use crate::evaluation::identity::sha256_hex;
 
@@ -18,12 +19,8 @@ pub const RESULT_LINE_MAX: usize = 64 * 1024;
 pub const TERMINATION_MESSAGE_MAX: usize = 4096;
 /// Bytes of output kept in `status.logTail`.
 pub const LOG_TAIL_BYTES: usize = 4096;
-/// At most this many metrics, so one result cannot bloat the Evaluation object.
-const MAX_METRICS: usize = 64;
 /// Longest metric name.
 const MAX_METRIC_NAME: usize = 128;
-/// Longest summary.
-const MAX_SUMMARY: usize = 2048;
 
 /// A valid result as the evaluation reported it.
 #[derive(Clone, Debug, PartialEq)]
