@@ -3,6 +3,7 @@
 
 pub mod admit;
 pub mod apply;
+pub mod credentials;
 pub mod identity;
 pub mod observe;
 pub mod orphans;

@@ -16,6 +16,7 @@ use crate::crd::evaluation::{GitSource, Source};
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
+use crate::evaluation::credentials;
 use crate::evaluation::identity::EVALUATION_UID_LABEL;
 use crate::evaluation::plan::{
     self, Admission, FetchedSource, Observed, RuntimeClassCheck, SourceProblem,
@@ -208,8 +209,8 @@ async fn follow_head(ctx: &Context, namespace: &str, git: &GitSource) -> Option<
     }
 }
 
-/// Credentials from the Secret named in `secretRef`: `token`; `username` + `password`; or
-/// `ssh-privatekey` + `known_hosts` (+ `passphrase`).
+/// Credentials from the Secret named in `secretRef`, when it is labelled for git
+/// ([`credentials::from_secret`]).
 async fn credentials(
     ctx: &Context,
     namespace: &str,
@@ -241,33 +242,5 @@ async fn credentials(
             ));
         }
     };
-    let data = secret.data.unwrap_or_default();
-    let text = |key: &str| {
-        data.get(key).map(|b| {
-            String::from_utf8_lossy(&b.0)
-                .trim_end_matches('\n')
-                .to_string()
-        })
-    };
-    if let Some(key) = text("ssh-privatekey") {
-        return Ok(Some(Credentials::Ssh {
-            private_key: key,
-            known_hosts: text("known_hosts"),
-            passphrase: text("passphrase"),
-        }));
-    }
-    if let Some(token) = text("token") {
-        return Ok(Some(Credentials::Token(token)));
-    }
-    match (text("username"), text("password")) {
-        (Some(username), Some(password)) => Ok(Some(Credentials::Basic { username, password })),
-        _ => Err(problem(
-            "InvalidSourceCredentials",
-            format!(
-                "Secret {} has none of: token; username and password; ssh-privatekey",
-                secret_ref.name
-            ),
-            false,
-        )),
-    }
+    credentials::from_secret(&secret_ref.name, &secret).map(Some)
 }
