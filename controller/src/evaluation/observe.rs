@@ -21,13 +21,9 @@ use crate::evaluation::identity::EVALUATION_UID_LABEL;
 use crate::evaluation::plan::{
     self, Admission, FetchedSource, Observed, RuntimeClassCheck, SourceProblem,
 };
-use crate::evaluation::results::{LogCapture, LogScanner};
+use crate::evaluation::results::{LOG_READ_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::evaluation::validate;
 use crate::source::{Credentials, GitRequest};
-
-/// Most log bytes read per container. The kubelet rotates container logs at 10 MiB by default
-/// and serves only the current file, so this reads whole logs while bounding a hostile one.
-const MAX_LOG_READ: i64 = 16 * 1024 * 1024;
 
 /// Observes one Evaluation: its latest version (`None` once it is gone) and its cluster state.
 ///
@@ -130,39 +126,54 @@ async fn runtime_class(ctx: &Context, name: &str) -> Result<RuntimeClassCheck> {
     }
 }
 
-/// Streams one container's log through a [`LogScanner`]; `None` when the kubelet has no log
-/// for it (container never started, pod gone).
+/// Reads the end of one container's log through a [`LogScanner`]: the last lines that fit in
+/// [`LOG_READ_BYTES`], as [`TailSearch`] finds them, so the final result line and the true last
+/// bytes survive any log size. `None` when the kubelet has no log for it (container never
+/// started, pod gone).
 async fn read_log(api: &Api<Pod>, pod: &str, container: &str) -> Result<Option<LogCapture>> {
-    let params = LogParams {
-        container: Some(container.to_string()),
-        limit_bytes: Some(MAX_LOG_READ),
-        ..Default::default()
-    };
     let read_error = |source| Error::ReadLog {
         pod: pod.to_string(),
         source,
     };
-    let mut stream = match api.log_stream(pod, &params).await {
-        Ok(stream) => stream,
-        Err(kube::Error::Api(status)) if status.code == 400 || status.code == 404 => {
-            return Ok(None);
-        }
-        Err(e) => return Err(read_error(e)),
-    };
-    let mut scanner = LogScanner::default();
+    let mut search = TailSearch::default();
+    let mut kept = None;
     loop {
-        let chunk = stream
-            .fill_buf()
-            .await
-            .map_err(|e| read_error(kube::Error::ReadEvents(e)))?;
-        if chunk.is_empty() {
-            break;
+        let params = LogParams {
+            container: Some(container.to_string()),
+            tail_lines: Some(search.lines()),
+            limit_bytes: Some(LOG_READ_BYTES),
+            ..Default::default()
+        };
+        let mut stream = match api.log_stream(pod, &params).await {
+            Ok(stream) => stream,
+            Err(kube::Error::Api(status)) if status.code == 400 || status.code == 404 => {
+                return Ok(kept);
+            }
+            Err(e) => return Err(read_error(e)),
+        };
+        let mut scanner = LogScanner::default();
+        let mut received: u64 = 0;
+        loop {
+            let chunk = stream
+                .fill_buf()
+                .await
+                .map_err(|e| read_error(kube::Error::ReadEvents(e)))?;
+            if chunk.is_empty() {
+                break;
+            }
+            let len = chunk.len();
+            scanner.feed(chunk);
+            received = received.saturating_add(len as u64);
+            stream.consume_unpin(len);
         }
-        let len = chunk.len();
-        scanner.feed(chunk);
-        stream.consume_unpin(len);
+        let verdict = search.record(received);
+        if verdict.keep {
+            kept = Some(scanner.finish());
+        }
+        if verdict.next.is_none() {
+            return Ok(kept);
+        }
     }
-    Ok(Some(scanner.finish()))
 }
 
 /// Reads the files of `git` at `reference` through the controller's git cache.
