@@ -90,6 +90,20 @@ pub fn json_len<T: Serialize + ?Sized>(value: &T) -> usize {
     }
 }
 
+/// Most problems listed in an InvalidSpec message.
+pub const MAX_PROBLEMS: usize = 10;
+
+/// At most [`MAX_PROBLEMS`] problems and a count of the rest: 5,000 children or 256 variables
+/// with the same problem must not make a status message of thousands of sentences.
+pub fn capped(mut problems: Vec<String>) -> Vec<String> {
+    if problems.len() > MAX_PROBLEMS {
+        let rest = problems.len() - MAX_PROBLEMS;
+        problems.truncate(MAX_PROBLEMS);
+        problems.push(format!("and {rest} more problems"));
+    }
+    problems
+}
+
 /// `text` quoted for a message, cut to 64 characters: a message must stay small whatever the
 /// manifest holds.
 pub fn shown(text: &str) -> String {

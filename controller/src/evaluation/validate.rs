@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::EnvVar;
 use crate::config::Config;
 use crate::crd::bounds::{
     MAX_ARG_LEN, MAX_ARGS, MAX_ENV, MAX_ENV_NAME_LEN, MAX_ENV_VALUE_LEN, MAX_IMAGE_LEN,
-    MAX_INLINE_BYTES, MAX_POD_SPEC_BYTES, MAX_SOURCE_FILES, MAX_SOURCE_PATH_LEN, json_len, shown,
+    MAX_INLINE_BYTES, MAX_POD_SPEC_BYTES, MAX_SOURCE_FILES, MAX_SOURCE_PATH_LEN, capped, json_len,
+    shown,
 };
 use crate::crd::evaluation::{EvaluationSpec, NetworkMode, Source};
 use crate::{duration, quantity};
@@ -88,7 +89,7 @@ pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems)
+        Err(capped(problems))
     }
 }
 
@@ -498,6 +499,24 @@ mod tests {
             ..spec()
         };
         assert!(problems(&paths)[0].contains("bytes in the pod spec"));
+    }
+
+    #[test]
+    fn many_problems_are_capped() {
+        let s = EvaluationSpec {
+            env: Some(
+                (0..100)
+                    .map(|i| EnvVar {
+                        name: format!("CRUCIBLE_{i}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..spec()
+        };
+        let p = problems(&s);
+        assert_eq!(p.len(), crate::crd::bounds::MAX_PROBLEMS + 1, "{p:?}");
+        assert_eq!(p.last().map(String::as_str), Some("and 90 more problems"));
     }
 
     #[test]

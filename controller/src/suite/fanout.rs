@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use crate::crd::bounds::{
     MAX_CASES, MAX_MATRIX_KEY_LEN, MAX_MATRIX_KEYS, MAX_MATRIX_VALUE_LEN, MAX_SUITE_EXPANDED_BYTES,
-    MAX_SUITE_NAME_LEN, json_len, shown,
+    MAX_SUITE_NAME_LEN, capped, json_len, shown,
 };
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::suite::{EvaluationSuiteSpec, SuiteCase};
@@ -37,8 +37,6 @@ const CASE_NAME_MAX: usize = 40;
 /// JSON bytes one matrix variable adds to a child's env beyond its name and value
 /// (`{"name":"MATRIX_","value":""},`).
 const ENV_BYTES_PER_VARIABLE: usize = 32;
-/// Most problems listed in the InvalidSpec message.
-const MAX_PROBLEMS: usize = 10;
 
 /// What a suite expands to, computed without expanding it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +98,7 @@ pub fn expansion(spec: &EvaluationSuiteSpec) -> Result<Expansion, Vec<String>> {
         ));
     }
     if !problems.is_empty() {
-        return Err(problems);
+        return Err(capped(problems));
     }
     // Each child is the template merged with its case and its matrix variables, so it is at
     // most the sum of the three (a case's fields replace or merge into the template's).
@@ -232,17 +230,6 @@ pub fn desired_cases(spec: &EvaluationSuiteSpec) -> Result<Vec<DesiredCase>, Vec
     } else {
         Err(capped(problems))
     }
-}
-
-/// At most [`MAX_PROBLEMS`] problems and a count of the rest: 5,000 children with the same
-/// problem must not make a status message of 5,000 sentences.
-fn capped(mut problems: Vec<String>) -> Vec<String> {
-    if problems.len() > MAX_PROBLEMS {
-        let rest = problems.len() - MAX_PROBLEMS;
-        problems.truncate(MAX_PROBLEMS);
-        problems.push(format!("and {rest} more problems"));
-    }
-    problems
 }
 
 /// Every combination of the matrix values, keys in name order; one empty combination when

@@ -1,4 +1,5 @@
 use super::*;
+use crate::crd::bounds::MAX_PROBLEMS;
 use crate::crd::evaluation::{GitSource, InlineSource, Resources, Source};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
