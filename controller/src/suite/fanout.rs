@@ -28,7 +28,7 @@ use crate::crd::bounds::{
 };
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::suite::{EvaluationSuiteSpec, SuiteCase};
-use crate::evaluation::identity::sha256_hex;
+use crate::digest::sha256_hex;
 use crate::evaluation::validate;
 
 /// Longest case name: the child `<suite>-<case>` must stay a valid name with room for the
