@@ -181,6 +181,37 @@ fn scorer_runs_after_the_evaluation_and_alone_writes_the_result() {
     assert_eq!(scorer.name, SCORER_CONTAINER);
     assert_eq!(env_of(scorer)["CRUCIBLE_RESULT_PATH"], RESULT_PATH);
     assert_eq!(outputs(scorer), Some(Some(true)), "scorer reads /outputs");
+    let tmp_volume = |c: &Container| {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.mount_path == "/tmp")
+            .map(|m| (m.name.clone(), m.read_only))
+            .collect::<Vec<_>>()
+    };
+    let (eval_tmp, scorer_tmp) = (tmp_volume(&init[0]), tmp_volume(scorer));
+    assert_eq!(eval_tmp.len(), 1, "{eval_tmp:?}");
+    assert_eq!(scorer_tmp.len(), 1, "{scorer_tmp:?}");
+    assert_ne!(
+        eval_tmp[0].0, scorer_tmp[0].0,
+        "the scorer has its own /tmp"
+    );
+    assert_eq!(scorer_tmp[0].1, None, "the scorer's /tmp is writable");
+    let volumes = spec.volumes.clone().expect("volumes");
+    let scorer_volume = volumes
+        .iter()
+        .find(|v| v.name == scorer_tmp[0].0)
+        .expect("scorer tmp volume");
+    assert_eq!(
+        scorer_volume
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.clone()),
+        Some(Config::default().tmp_size),
+        "a bounded emptyDir"
+    );
+    let names: std::collections::BTreeSet<_> = volumes.iter().map(|v| &v.name).collect();
+    assert_eq!(names.len(), volumes.len(), "volume names are unique");
     assert_eq!(
         scorer
             .security_context

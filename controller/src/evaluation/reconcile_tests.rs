@@ -175,6 +175,12 @@ async fn cancel_reads_the_log_writes_status_then_deletes_the_pod() {
             )
             .await;
         assert!(log.uri.contains("container=evaluation"));
+        // Read from the end: the last lines, at most 1 MiB.
+        assert!(
+            log.uri.contains("tailLines=1000") && log.uri.contains("limitBytes=1048576"),
+            "{}",
+            log.uri
+        );
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["phase"], Phase::Cancelled.as_str());
         assert_eq!(status.body["status"]["logTail"], "step 1\nstep 2\n");

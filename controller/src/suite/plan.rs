@@ -64,7 +64,10 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
     let generation = suite.meta().generation;
     let existing: BTreeMap<String, &Evaluation> =
         children.iter().map(|c| (c.name_any(), c)).collect();
-    let desired = match fanout::desired_cases(&suite.spec) {
+    let desired = match fanout::check_suite_name(&name)
+        .map_err(|problem| vec![problem])
+        .and_then(|()| fanout::desired_cases(&suite.spec))
+    {
         Ok(d) => d,
         Err(problems) => {
             let mut status = EvaluationSuiteStatus {

@@ -191,3 +191,37 @@ fn an_invalid_suite_creates_nothing() {
             .is_some_and(|m| m.starts_with("InvalidSpec"))
     );
 }
+
+/// A suite refused before any child exists: Failed, `Stalled=True, reason=InvalidSpec`
+/// naming `expected`, nothing applied or deleted.
+fn assert_refused(s: &EvaluationSuite, expected: &str) {
+    let p = plan(s, &[], &at(0));
+    assert!(p.apply.is_empty() && p.delete.is_empty());
+    assert_eq!(p.status.phase, Some(SuitePhase::Failed));
+    let stalled = conditions::find(&p.status.conditions, conditions::STALLED).expect("Stalled");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "InvalidSpec")
+    );
+    assert!(stalled.message.contains(expected), "{}", stalled.message);
+}
+
+#[test]
+fn a_matrix_bomb_is_invalid_and_creates_nothing() {
+    let mut s = suite(0, 4);
+    s.spec.matrix = (0..30)
+        .map(|k| (format!("k{k}"), vec!["a".to_string(), "b".to_string()]))
+        .collect();
+    assert_refused(&s, "1073741824 cases, at most 5000");
+}
+
+#[test]
+fn a_suite_name_too_long_for_the_label_is_invalid_and_creates_nothing() {
+    let mut s = suite(2, 4);
+    s.metadata.name = Some("s".repeat(64));
+    assert_refused(&s, "at most 63 characters");
+    s.metadata.name = Some("s".repeat(63));
+    let p = plan(&s, &[], &at(0));
+    assert_eq!(p.apply.len(), 2);
+    assert!(p.apply.iter().all(|c| c.name_any().len() <= 63 + 1 + 40));
+}
