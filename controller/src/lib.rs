@@ -6,6 +6,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admission;
+pub mod apiref;
 pub mod cli;
 pub mod config;
 pub mod crd;
