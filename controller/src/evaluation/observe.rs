@@ -21,7 +21,15 @@ use crate::evaluation::plan::{self, FetchedSource, Observed, RuntimeClassCheck, 
 use crate::evaluation::results::{LOG_READ_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::evaluation::validate;
 use crate::labels::EVALUATION_UID_LABEL;
+use crate::liveness;
 use crate::source::{Credentials, GitRequest};
+
+/// Tries at reading one container's log before a stopping run goes on without it.
+const LOG_READ_ATTEMPTS: u32 = 2;
+/// Longest one log read may take (the API server proxies it to the pod's kubelet).
+const LOG_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Pause between two tries.
+const LOG_READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Observes one Evaluation: its latest version (`None` once it is gone) and its cluster state.
 ///
@@ -80,9 +88,22 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     if let Some((pod, containers)) =
         plan::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
     {
+        // A pod read because it is being stopped (cancel, timeout, emergency stop) may sit on
+        // a lost node: stopping must not depend on its log.
+        let stopping = !pods
+            .iter()
+            .any(|p| p.name_any() == pod && liveness::is_terminal(p));
         for container in containers {
-            if let Some(capture) = read_log(&pod_api, &pod, container).await? {
-                logs.insert(container.to_string(), capture);
+            match read_log_retrying(&pod_api, &pod, container).await {
+                Ok(Some(capture)) => {
+                    logs.insert(container.to_string(), capture);
+                }
+                Ok(None) => {}
+                Err(error) if stopping => {
+                    tracing::warn!(%error, pod, container, "log unavailable; stopping anyway");
+                    logs.insert(container.to_string(), LogCapture::unavailable(&error));
+                }
+                Err(error) => return Err(error),
             }
         }
     }
@@ -107,6 +128,29 @@ async fn runtime_class(ctx: &Context, name: &str) -> Result<RuntimeClassCheck> {
             name: name.to_string(),
             source,
         }),
+    }
+}
+
+/// [`read_log`], tried [`LOG_READ_ATTEMPTS`] times, each bounded by [`LOG_READ_TIMEOUT`].
+async fn read_log_retrying(
+    api: &Api<Pod>,
+    pod: &str,
+    container: &str,
+) -> Result<Option<LogCapture>> {
+    let mut attempt = 1;
+    loop {
+        let outcome = tokio::time::timeout(LOG_READ_TIMEOUT, read_log(api, pod, container))
+            .await
+            .unwrap_or(Err(Error::ReadLogTimeout {
+                pod: pod.to_string(),
+            }));
+        match outcome {
+            Err(_) if attempt < LOG_READ_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(LOG_READ_BACKOFF).await;
+            }
+            outcome => return outcome,
+        }
     }
 }
 

@@ -213,6 +213,16 @@ pub struct LogCapture {
     pub result_line: Option<ResultLine>,
 }
 
+impl LogCapture {
+    /// What is kept of a log that could not be read: the reason, as the tail.
+    pub fn unavailable(error: &impl std::fmt::Display) -> Self {
+        LogCapture {
+            tail: format!("(log unavailable: {error})"),
+            result_line: None,
+        }
+    }
+}
+
 /// Streams a log through bounded memory: keeps the tail and the last result line.
 #[derive(Debug, Default)]
 pub struct LogScanner {
