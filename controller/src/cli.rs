@@ -288,6 +288,7 @@ impl ControllerArgs {
                     memory: max_memory,
                     gpu: max_gpu.map(f64::from),
                     paused: false,
+                    invalid: None,
                 },
                 namespace_max_running,
                 max_source_bytes: max_source_size as usize,

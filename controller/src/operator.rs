@@ -114,6 +114,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         client.clone(),
         quotas.clone(),
         admission.clone(),
+        config.clone(),
     ));
 
     let suite_ctx = Arc::new(suite::Context::new(client.clone(), metrics.clone()));

@@ -41,6 +41,8 @@ pub struct Limits {
     pub gpu: Option<f64>,
     /// Admit nothing new.
     pub paused: bool,
+    /// Why a figure of the quota could not be understood: admit nothing new (fail closed).
+    pub invalid: Option<String>,
 }
 
 /// What is admitted now.
@@ -232,6 +234,9 @@ impl Ledger {
         }
         if namespace_limits.paused {
             return wait("Paused: the namespace's EvaluationQuota is paused".into());
+        }
+        if let Some(why) = &namespace_limits.invalid {
+            return wait(format!("QuotaInvalid: {why}"));
         }
         let empty = Usage::default();
         if let Some(why) = empty.exceeds(&candidate.request, namespace_limits) {
