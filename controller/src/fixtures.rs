@@ -172,7 +172,7 @@ impl Context {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let ctx = Context {
-            recorder: crate::evaluation::context::recorder(&client, None),
+            recorder: crate::events::recorder(&client, None),
             client,
             config: Config::default(),
             metrics: Arc::new(Metrics::default()),

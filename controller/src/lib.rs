@@ -14,6 +14,7 @@ pub mod digest;
 pub mod duration;
 pub mod error;
 pub mod evaluation;
+pub mod events;
 pub mod http;
 pub mod labels;
 pub mod leader;

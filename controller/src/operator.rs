@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::source::GitCache;
 use crate::stop::STOP_CONFIGMAP;
 use crate::suite;
-use crate::{http, leader};
+use crate::{events, http, leader};
 
 /// Runs until SIGTERM / Ctrl-C.
 ///
@@ -129,9 +129,13 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         config.clone(),
     ));
 
-    let suite_ctx = Arc::new(suite::Context::new(client.clone(), metrics.clone()));
+    let suite_ctx = Arc::new(suite::Context::new(
+        client.clone(),
+        metrics.clone(),
+        events::recorder(&client, Some(runtime.identity.clone())),
+    ));
     let ctx = Arc::new(Context {
-        recorder: evaluation::context::recorder(&client, Some(runtime.identity.clone())),
+        recorder: events::recorder(&client, Some(runtime.identity.clone())),
         client,
         config,
         metrics,

@@ -225,3 +225,33 @@ fn a_suite_name_too_long_for_the_label_is_invalid_and_creates_nothing() {
     assert_eq!(p.apply.len(), 2);
     assert!(p.apply.iter().all(|c| c.name_any().len() <= 63 + 1 + 40));
 }
+
+#[test]
+fn an_invalid_suite_warns_once_per_problem() {
+    let s = suite(0, 1);
+    let first = plan(&s, &[], &at(0));
+    assert_eq!(
+        first.notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+        ["InvalidSpec"]
+    );
+    assert_eq!(first.notes[0].severity, Severity::Warning);
+    let mut again = s.clone();
+    again.status = Some(first.status);
+    assert!(plan(&again, &[], &at(5)).notes.is_empty(), "no Event storm");
+}
+
+#[test]
+fn an_existing_evaluation_of_a_childs_name_is_reported_not_taken_over() {
+    let s = suite(2, 4);
+    let p = plan(&s, &[], &at(0));
+    assert!(p.notes.is_empty());
+    let taken = vec![p.apply[0].name_any()];
+    let p = with_name_conflicts(&s, p, &taken);
+    let message = p.status.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("NameConflict: Evaluation s-c0 already exists"),
+        "{message}"
+    );
+    assert_eq!(p.notes.len(), 1);
+    assert_eq!(p.notes[0].reason, "NameConflict");
+}

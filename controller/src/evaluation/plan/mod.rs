@@ -34,6 +34,7 @@ use crate::crd::evaluation::{Evaluation, EvaluationStatus, HistoryEntry, Phase, 
 use crate::error::{Error, Result};
 use crate::evaluation::identity::RunKey;
 use crate::evaluation::pod::Owner;
+pub use crate::events::{Note, Severity};
 use crate::labels::SUITE_LABEL;
 use crate::requeue::Requeue;
 
@@ -87,26 +88,6 @@ pub enum ChildKind {
     NetworkPolicy,
     /// ConfigMap.
     ConfigMap,
-}
-
-/// Severity of an Event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    /// Normal.
-    Normal,
-    /// Warning.
-    Warning,
-}
-
-/// An Event to publish on the Evaluation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    /// Normal or Warning.
-    pub severity: Severity,
-    /// PascalCase reason.
-    pub reason: &'static str,
-    /// Message.
-    pub message: String,
 }
 
 /// Everything one reconcile does.
