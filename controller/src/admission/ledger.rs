@@ -136,6 +136,12 @@ pub struct Candidate {
 pub enum Decision {
     /// Start now; the ledger holds the run's resources until [`Ledger::release`].
     Admit,
+    /// Never: the request alone exceeds a controller-wide limit, which no quota edit can
+    /// change. The run is not queued.
+    Refuse {
+        /// Which limit, e.g. `cpu 64 of 32`.
+        reason: String,
+    },
     /// Wait in the queue.
     Wait {
         /// 1-based position in the namespace's queue.
@@ -226,6 +232,13 @@ impl Ledger {
             self.dequeue(&uid);
             return Decision::Admit;
         }
+        let empty = Usage::default();
+        if let Some(why) = empty.exceeds(&candidate.request, global_limits) {
+            self.dequeue(&uid);
+            return Decision::Refuse {
+                reason: format!("the request alone exceeds the controller-wide limit ({why})"),
+            };
+        }
         self.queue(candidate);
         let position = self.position(candidate);
         let wait = |reason: String| Decision::Wait { position, reason };
@@ -238,7 +251,6 @@ impl Ledger {
         if let Some(why) = &namespace_limits.invalid {
             return wait(format!("QuotaInvalid: {why}"));
         }
-        let empty = Usage::default();
         if let Some(why) = empty.exceeds(&candidate.request, namespace_limits) {
             return wait(format!(
                 "QuotaExceeded: the request alone exceeds the namespace quota ({why})"

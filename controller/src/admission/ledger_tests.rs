@@ -537,3 +537,23 @@ fn randomized_spec_changes_deletes_and_restarts_never_over_admit_the_cluster() {
         }
     }
 }
+
+#[test]
+fn a_request_over_a_controller_wide_limit_is_refused_not_queued_forever() {
+    let mut l = Ledger::default();
+    let global = Limits {
+        cpu: Some(8.0),
+        ..Default::default()
+    };
+    let none = Limits::default();
+    let huge = candidate("a", "huge", 9, 1, 16.0);
+    assert!(matches!(
+        l.decide(&huge, &none, &global, None),
+        Decision::Refuse { reason } if reason.contains("controller-wide limit (cpu 0 of 8")
+    ));
+    assert_eq!(l.queued("a"), 0, "it holds no queue place");
+    assert_eq!(
+        l.decide(&candidate("a", "small", 0, 2, 1.0), &none, &global, None),
+        Decision::Admit
+    );
+}

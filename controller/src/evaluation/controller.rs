@@ -66,14 +66,18 @@ pub async fn run(
         let mut tick = tokio::time::interval(SWEEP);
         loop {
             tick.tick().await;
-            let live = store
-                .state()
+            let state = store.state();
+            let live = state
                 .iter()
                 .filter_map(|e| e.metadata.uid.clone())
                 .collect();
+            let names = state
+                .iter()
+                .map(|e| (e.namespace().unwrap_or_default(), e.name_any()))
+                .collect();
             sweep_ctx
                 .metrics
-                .retain_evaluations(scope.as_deref(), &live);
+                .retain_evaluations(scope.as_deref(), &live, &names);
             let holders = sweep_ctx.admission.gone(scope.as_deref(), &live);
             if !holders.is_empty() {
                 free_gone(&sweep_ctx, scope.as_deref(), &holders).await;

@@ -57,6 +57,9 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
         plan = plan::refused(&ev, plan, refusal, &observed.now); // no client required
     }
     report::report(&ev, &plan, &ctx).await?; // client required
+    if let Some(waited) = plan::queue_wait(&ev, &plan, &observed.now) {
+        ctx.metrics.admitted_after(waited.as_secs_f64());
+    }
     apply::delete(&ev, &plan, &ctx).await?; // client required, after the status holds the logs
     let uid = ev.uid().unwrap_or_default();
     ctx.admission.settle(&uid, &plan.holds(), plan.in_queue); // no client required

@@ -40,8 +40,8 @@ use crate::requeue::Requeue;
 
 pub use observed::{FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
 pub use predicates::{
-    admission_run_id, asks_admission, awaits_admission, follows, logs_needed, run_is_over,
-    source_reference,
+    admission_run_id, asks_admission, awaits_admission, follows, logs_needed, queue_wait,
+    run_is_over, source_reference,
 };
 
 use conditions::{set_conditions, transition_note};

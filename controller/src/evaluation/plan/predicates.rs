@@ -168,3 +168,11 @@ pub(super) fn deadline_passed(
 ) -> bool {
     time_to_deadline(ev, status, now, config) == Some(Duration::ZERO)
 }
+
+/// How long a run that this plan starts waited in the queue (for the queue-wait histogram).
+pub fn queue_wait(ev: &Evaluation, plan: &Plan, now: &Time) -> Option<Duration> {
+    let started = plan.status.phase == Some(Phase::Pending) && !plan.create.is_empty();
+    let status = ev.status.as_ref()?;
+    let since = status.queue.as_ref()?.since.as_ref()?;
+    (started && status.phase == Some(Phase::Queued)).then(|| elapsed(since, now))
+}

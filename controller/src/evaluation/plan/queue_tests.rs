@@ -174,6 +174,12 @@ fn a_spec_change_is_a_new_run_that_asks_while_the_old_pod_still_holds_its_share(
     );
     assert_eq!(overdue.holds(), BTreeSet::from([new_run]));
     assert_eq!(overdue.status.phase, Some(Phase::Pending));
+    assert_eq!(
+        queue_wait(&after(&changed, &queued), &overdue, &at(131)),
+        Some(Duration::from_secs(131)),
+        "queued at 0, started at 131"
+    );
+    assert_eq!(queue_wait(&changed, &queued, &at(0)), None);
 }
 
 #[test]

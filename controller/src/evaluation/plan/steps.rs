@@ -75,6 +75,11 @@ impl Planner<'_> {
         match self.status.phase {
             None | Some(Phase::Queued) => match self.admission {
                 Decision::Admit => self.start_attempt(1),
+                Decision::Refuse { reason } => self.finish(Outcome::new(
+                    Phase::Failed,
+                    "ExceedsControllerLimit",
+                    reason.clone(),
+                )),
                 Decision::Wait { position, reason } => {
                     let position = i32::try_from(*position).unwrap_or(i32::MAX);
                     self.wait_in_queue(position, reason.clone())
