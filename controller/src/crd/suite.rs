@@ -3,14 +3,20 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::EnvVar;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
-use schemars::JsonSchema;
+use std::borrow::Cow;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
-use crate::crd::bounds::{self, MAX_CASES, MAX_DURATION_LEN, MAX_IMAGE_LEN};
-use crate::crd::evaluation::{EvaluationSpec, Resources, Sandbox, Scorer, Source};
+use crate::crd::bounds::{self, MAX_CASES};
+use crate::crd::evaluation::EvaluationSpec;
+
+/// Longest case name (the child is `<suite>-<case>`).
+const MAX_CASE_NAME_LEN: usize = 40;
+/// A case name is a DNS label.
+const CASE_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 /// A suite of Evaluations.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -62,58 +68,59 @@ pub struct EvaluationSuiteSpec {
     pub cancel: Option<bool>,
 }
 
-/// One case: a name and fields overriding the template.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+/// One case: a name and fields of an Evaluation spec overriding the template's (any field but
+/// `cancel`, which belongs to the suite). Maps merge, lists replace, `env` merges by name,
+/// `resources` and `sandbox` merge field by field, an inline `source` merges files while a
+/// different source kind replaces it.
+///
+/// The overrides are kept as JSON (fan-out merges them onto the template as JSON); the schema
+/// is the Evaluation spec's with every field optional, so `kubectl explain` documents each one
+/// and the API server checks its type.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 pub struct SuiteCase {
     /// Case name; the child Evaluation is `<suite>-<case>`.
-    #[schemars(
-        length(min = 1, max = 40),
-        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-    )]
     pub name: String,
-    /// Image override.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = MAX_IMAGE_LEN))]
-    pub image: Option<String>,
-    /// Command override (replaces).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(transform = bounds::args_schema)]
-    pub command: Option<Vec<String>>,
-    /// Arguments override (replaces).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(transform = bounds::args_schema)]
-    pub args: Option<Vec<String>>,
-    /// Environment, merged by name onto the template's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(transform = bounds::env_schema)]
-    pub env: Option<Vec<EnvVar>>,
-    /// Source override (inline files merge; a different kind replaces).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<Source>,
-    /// Resources, merged field by field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<Resources>,
-    /// Timeout override.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        regex(pattern = r"^([0-9]+(ms|s|m|h))+$"),
-        length(max = MAX_DURATION_LEN)
-    )]
-    pub timeout: Option<String>,
-    /// Retries override.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 10))]
-    pub retries: Option<i32>,
-    /// Scorer override.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scorer: Option<Scorer>,
-    /// Sandbox, merged field by field.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox: Option<Sandbox>,
-    /// Pass threshold override.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pass_threshold: Option<f64>,
+    /// The spec fields this case overrides.
+    #[serde(flatten)]
+    pub overrides: serde_json::Map<String, serde_json::Value>,
+}
+
+impl JsonSchema for SuiteCase {
+    fn schema_name() -> Cow<'static, str> {
+        "SuiteCase".into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let mut schema = EvaluationSpec::json_schema(generator);
+        if let Some(object) = schema.as_object_mut() {
+            object.insert(
+                "description".into(),
+                "One case: a name and fields of an Evaluation spec overriding the template's \
+                 (any field but cancel). Maps merge, lists replace, env merges by name, \
+                 resources and sandbox merge field by field, an inline source merges files \
+                 while a different source kind replaces it."
+                    .into(),
+            );
+            object.insert("required".into(), serde_json::json!(["name"]));
+            if let Some(properties) = object
+                .get_mut("properties")
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                properties.remove("cancel");
+                properties.insert(
+                    "name".into(),
+                    serde_json::json!({
+                        "description": "Case name; the child Evaluation is `<suite>-<case>`.",
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_CASE_NAME_LEN,
+                        "pattern": CASE_NAME_PATTERN,
+                    }),
+                );
+            }
+        }
+        schema
+    }
 }
 
 /// Phase of a suite.

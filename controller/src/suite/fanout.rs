@@ -175,13 +175,11 @@ pub fn desired_cases(spec: &EvaluationSuiteSpec) -> Result<Vec<DesiredCase>, Vec
     for case in &base_cases {
         for combination in &combinations {
             let name = case_name(&case.name, combination);
-            let mut overrides = match serde_json::to_value(case) {
-                Ok(Value::Object(mut map)) => {
-                    map.remove("name");
-                    Value::Object(map)
-                }
-                _ => Value::Object(Default::default()),
-            };
+            let mut overrides = Value::Object(case.overrides.clone());
+            if let Value::Object(map) = &mut overrides {
+                // The suite's own switch, not a case's.
+                map.remove("cancel");
+            }
             if !combination.is_empty() {
                 let matrix_env: Vec<EnvVar> = combination
                     .iter()

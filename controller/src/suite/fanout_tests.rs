@@ -1,6 +1,6 @@
 use super::*;
 use crate::crd::bounds::MAX_PROBLEMS;
-use crate::crd::evaluation::{GitSource, InlineSource, Resources, Source};
+use crate::crd::evaluation::{InlineSource, Resources, Source};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 fn env(name: &str, value: &str) -> EnvVar {
@@ -38,6 +38,14 @@ fn case(name: &str) -> SuiteCase {
     }
 }
 
+/// A case overriding the template with `fields` (an object of Evaluation spec fields).
+fn overriding(name: &str, fields: serde_json::Value) -> SuiteCase {
+    SuiteCase {
+        name: name.into(),
+        overrides: fields.as_object().cloned().unwrap_or_default(),
+    }
+}
+
 fn env_of(spec: &EvaluationSpec) -> Vec<(String, String)> {
     spec.env
         .iter()
@@ -56,18 +64,16 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 fn cases_merge_onto_the_template_maps_merge_lists_replace_env_by_name() {
     let mut s = suite();
     s.cases = vec![
-        SuiteCase {
-            env: Some(vec![env("LEVEL", "hard"), env("EXTRA", "x")]),
-            command: Some(vec!["python3".into(), "/workspace/other.py".into()]),
-            source: Some(Source::Inline(InlineSource {
-                files: [("other.py".to_string(), "print(2)".to_string())].into(),
-            })),
-            resources: Some(Resources {
-                memory: Some(Quantity("1Gi".into())),
-                ..Default::default()
+        overriding(
+            "hard",
+            serde_json::json!({
+                "env": [env("LEVEL", "hard"), env("EXTRA", "x")],
+                "command": ["python3", "/workspace/other.py"],
+                "source": {"inline": {"files": {"other.py": "print(2)"}}},
+                "resources": {"memory": "1Gi"},
+                "cancel": true,
             }),
-            ..case("hard")
-        },
+        ),
         case("plain"),
     ];
     let cases = desired_cases(&s).expect("valid");
@@ -97,19 +103,17 @@ fn cases_merge_onto_the_template_maps_merge_lists_replace_env_by_name() {
         (r.cpu.map(|q| q.0), r.memory.map(|q| q.0)),
         (Some("1".into()), Some("1Gi".into()))
     );
+    assert_eq!(hard.cancel, None, "cancel is the suite's, not a case's");
     assert_eq!(cases[1].spec, s.template, "an empty case is the template");
 }
 
 #[test]
 fn a_different_source_kind_replaces_the_template_source() {
     let mut s = suite();
-    s.cases = vec![SuiteCase {
-        source: Some(Source::Git(GitSource {
-            url: "file:///repo".into(),
-            ..Default::default()
-        })),
-        ..case("git")
-    }];
+    s.cases = vec![overriding(
+        "git",
+        serde_json::json!({"source": {"git": {"url": "file:///repo"}}}),
+    )];
     let cases = desired_cases(&s).expect("valid");
     assert!(matches!(cases[0].spec.source, Some(Source::Git(_))));
 }
@@ -279,10 +283,7 @@ fn the_size_estimate_bounds_the_real_children_and_refuses_huge_suites() {
     let mut s = suite();
     s.matrix = matrix(3, 4);
     s.cases = vec![
-        SuiteCase {
-            env: Some(vec![env("EXTRA", "x")]),
-            ..case("a")
-        },
+        overriding("a", serde_json::json!({"env": [env("EXTRA", "x")]})),
         case("b"),
     ];
     let estimate = expansion(&s).expect("valid");
@@ -316,10 +317,7 @@ fn a_merge_that_exceeds_a_bound_refuses_the_suite() {
     let mut s = suite();
     s.template.source = Some(files("t"));
     s.cases = vec![
-        SuiteCase {
-            source: Some(files("c")),
-            ..case("merged")
-        },
+        overriding("merged", serde_json::json!({ "source": files("c") })),
         case("plain"),
     ];
     let problems = desired_cases(&s).expect_err("1200 files");

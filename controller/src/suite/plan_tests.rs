@@ -139,7 +139,9 @@ fn a_spec_change_reruns_exactly_the_cases_it_changes() {
         plan(&s, &done, &at(1)).apply.is_empty(),
         "nothing changed: nothing applied"
     );
-    s.spec.cases[1].args = Some(vec!["--harder".into()]);
+    s.spec.cases[1]
+        .overrides
+        .insert("args".into(), serde_json::json!(["--harder"]));
     let p = plan(&s, &done, &at(2));
     assert_eq!(names(&p), ["s-c1"]);
     assert_eq!(
