@@ -47,6 +47,8 @@ bash examples/git-repo/publish.sh >/dev/null
 start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
 log "end-to-end tests"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
+CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID")
+export CRUCIBLE_E2E_CONTROLLER_PID
 cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3
 log "emergency stop of everything (runs alone)"
 CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \

@@ -5,6 +5,7 @@
 
 mod examples;
 mod git;
+mod hostile;
 mod lifecycle;
 mod quota;
 mod sandbox;

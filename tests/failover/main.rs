@@ -54,6 +54,8 @@ async fn the_standby_takes_over_within_the_lease_and_the_run_in_flight_finishes_
         env("CRUCIBLE_SYSTEM_NAMESPACE"),
     );
     with_temp_ns("failover", |client, ns| async move {
+      let (bin, system) = (bin.clone(), system.clone());
+      with_temp_ns("held", |_, stopped_ns| async move {
         let leases: Api<Lease> = Api::namespaced(client.clone(), &system);
         let before = holder(&leases).await.expect("the leader holds the Lease");
         assert_ne!(before, STANDBY);
@@ -75,6 +77,8 @@ async fn the_standby_takes_over_within_the_lease_and_the_run_in_flight_finishes_
         wait_phase(&api, "in-flight", Phase::Running, Duration::from_secs(90))
         .await;
         assert_eq!(holder(&leases).await.as_deref(), Some(before.as_str()), "the standby must wait");
+        let stopped = crucible(&bin, &system, &["stop", "--namespace", &stopped_ns, "--timeout", "10s"]);
+        assert!(stopped.status.success(), "stop {}", String::from_utf8_lossy(&stopped.stderr));
         let killed = Command::new("kill").args(["-9", &leader_pid]).status().expect("kill");
         assert!(killed.success(), "kill the leader {leader_pid}");
         let crash = Instant::now();
@@ -88,6 +92,20 @@ async fn the_standby_takes_over_within_the_lease_and_the_run_in_flight_finishes_
         // after that, and the standby looks every RETRY_INTERVAL.
         let bound = LEASE_DURATION + RETRY_INTERVAL + Duration::from_secs(5);
         assert!(takeover <= bound, "takeover took {takeover:?}, more than {bound:?}");
+        // The new leader starts with the emergency stop set for another namespace (set before
+        // the crash): from its first decision it admits nothing there.
+        let held = parse_evaluation(
+            "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: held}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"print('CRUCIBLE_RESULT {\\\"score\\\": 1}')\"]\n  timeout: 2m\n",
+        );
+        apply_evaluation(&client, &stopped_ns, &held).await;
+        let held_api: Api<Evaluation> = Api::namespaced(client.clone(), &stopped_ns);
+        let queued = wait_phase(&held_api, "held", Phase::Queued, Duration::from_secs(30)).await;
+        let reason = queued.status.and_then(|s| s.queue).and_then(|q| q.reason).unwrap_or_default();
+        assert!(reason.starts_with("EmergencyStop"), "{reason}");
+        let resumed = crucible(&bin, &system, &["resume", "--namespace", &stopped_ns]);
+        assert!(resumed.status.success(), "resume");
+        let ran = wait_finished(&held_api, "held", Duration::from_secs(90)).await;
+        assert_eq!(ran.status.and_then(|s| s.phase), Some(Phase::Succeeded));
         let done = wait_finished(&api, "in-flight", Duration::from_secs(120)).await;
         let status = done.status.expect("status");
         assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
@@ -108,6 +126,17 @@ async fn the_standby_takes_over_within_the_lease_and_the_run_in_flight_finishes_
             .sum::<i32>();
         assert_eq!(admitted, 1, "exactly one admission, one pod");
         eprintln!("takeover after {takeover:?}");
+      })
+      .await;
     })
     .await;
+}
+
+/// Runs the crucible CLI against the cluster.
+fn crucible(bin: &str, system: &str, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .args(args)
+        .args(["--system-namespace", system])
+        .output()
+        .expect("run crucible")
 }
