@@ -13,6 +13,7 @@ pub mod error;
 pub mod evaluation;
 pub mod http;
 pub mod leader;
+pub mod local;
 pub mod metrics;
 pub mod operator;
 pub mod quantity;
