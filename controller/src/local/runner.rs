@@ -110,6 +110,9 @@ impl Runner {
             obs.source = Some(self.fetch(git).await);
         }
         loop {
+            // A slot first, so that `startTime` (set by the plan that starts a pod) and the
+            // duration do not count the wait for other runs.
+            let permit = self.slots.acquire().await;
             obs.now = now();
             let planned = match plan::plan(&ev, &obs, &self.config) {
                 Ok(p) => p,
@@ -136,7 +139,6 @@ impl Runner {
                 eprintln!("crucible: {}: the plan started no pod", ev.name_any());
                 return ev;
             };
-            let permit = self.slots.acquire().await;
             let runner = self.clone();
             let ran =
                 tokio::task::spawn_blocking(move || runner.run_pod(pod, workspace.as_ref())).await;
