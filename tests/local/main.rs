@@ -303,7 +303,10 @@ fn the_sandbox_holds_from_inside() {
         "{status:#}"
     );
     assert_eq!(m["rootWritable"], 0.0, "root must be read-only");
-    assert_eq!(m["rootReadOnly"], 1.0, "/ is mounted read-only");
+    assert_eq!(
+        m["varTmpWritable"], 0.0,
+        "the root is read-only, even where the image's modes allow writing"
+    );
     assert_eq!(m["tmpWritable"], 1.0, "/tmp is the writable tmpfs");
     let summary: Value =
         serde_json::from_str(status["result"]["summary"].as_str().expect("summary")).expect("json");
@@ -343,7 +346,9 @@ fn unsandboxed_runs_say_so_everywhere() {
     let m = &status["result"]["metrics"];
     assert_eq!(m["uid"], 65534.0);
     assert_eq!(m["rootWritable"], 0.0);
+    assert_eq!(m["varTmpWritable"], 0.0);
     assert_eq!(m["tmpWritable"], 1.0);
+    assert_eq!(m["interfaces"], 1.0, "a network namespace with only lo");
     let table = Command::new(crucible())
         .args(["run", "--unsandboxed", &file])
         .output()

@@ -257,11 +257,14 @@ try:
 except OSError:
     root_writable = 0
 try:
+    open("/var/tmp/probe", "w").write("x"); var_tmp_writable = 1
+except OSError:
+    var_tmp_writable = 0
+try:
     open("/tmp/probe", "w").write("x"); tmp_writable = 1
 except OSError:
     tmp_writable = 0
 interfaces = sorted(name for _, name in socket.if_nameindex())
-root_read_only = int(bool(os.statvfs("/").f_flag & os.ST_RDONLY))
 try:
     sys_net = sorted(os.listdir("/sys/class/net"))
 except OSError:
@@ -279,7 +282,7 @@ if target:
 print("CRUCIBLE_RESULT " + json.dumps({
     "score": 1,
     "metrics": {"uid": os.getuid(), "gid": os.getgid(), "rootWritable": root_writable,
-                "tmpWritable": tmp_writable, "connected": connected, "rootReadOnly": root_read_only,
+                "tmpWritable": tmp_writable, "connected": connected, "varTmpWritable": var_tmp_writable,
                 "interfaces": len(interfaces)},
     "summary": json.dumps({"kernel": kernel, "interfaces": interfaces, "sysClassNet": sys_net}),
 }))

@@ -202,7 +202,8 @@ fn quote(word: &str) -> String {
 /// The unsandboxed twin of the OCI bundle: `unshare` gives private mount, pid, network (only
 /// `lo`), ipc and uts namespaces; a script mounts the rootfs read-only with the same /tmp,
 /// workspace, outputs and result mounts; `chroot --userspec` drops to 65534; `prlimit` sets
-/// the memory (address space) and open-files limits. No gVisor: the host kernel runs the code.
+/// the memory limit (as the address-space rlimit; open files stay as inherited: raising them
+/// needs CAP_SYS_RESOURCE). No gVisor: the host kernel runs the code.
 fn unsandboxed_command(step: &Step, image: &Image, dir: &Path) -> Result<Command, StartError> {
     if !is_root() {
         return Err(StartError(
@@ -251,19 +252,19 @@ fn unsandboxed_command(step: &Step, image: &Image, dir: &Path) -> Result<Command
         }
     }
     script.push(format!("mount -o remount,bind,ro {r}"));
-    let mut exec = "exec prlimit --nofile=1048576".to_string();
+    let mut exec = "exec prlimit".to_string();
     if let Some(bytes) = step.memory_bytes {
         exec.push_str(&format!(" --as={bytes}"));
     }
+    // chroot resets the directory to /: env -C restores the working directory inside.
     exec.push_str(&format!(
-        " -- chroot --userspec={SANDBOX_UID}:{SANDBOX_UID} {r} /usr/bin/env -i"
+        " -- chroot --userspec={SANDBOX_UID}:{SANDBOX_UID} {r} /usr/bin/env -i -C {}",
+        quote(&step.process.cwd)
     ));
     for var in &step.process.env {
         exec.push(' ');
         exec.push_str(&quote(var));
     }
-    // chroot resets the directory to /: env -C restores the working directory inside.
-    exec.push_str(&format!(" -C {}", quote(&step.process.cwd)));
     for arg in &step.process.args {
         exec.push(' ');
         exec.push_str(&quote(arg));
