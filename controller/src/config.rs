@@ -439,6 +439,29 @@ mod tests {
     }
 
     #[test]
+    fn run_needs_files_and_bounds_its_parallelism() {
+        assert!(Cli::try_parse_from(["crucible", "run"]).is_err());
+        assert!(Cli::try_parse_from(["crucible", "run", "--parallel", "0", "a.yaml"]).is_err());
+        assert!(Cli::try_parse_from(["crucible", "run", "-o", "wide", "a.yaml"]).is_err());
+        let cli = Cli::parse_from([
+            "crucible",
+            "run",
+            "-o",
+            "json",
+            "--unsandboxed",
+            "a.yaml",
+            "dir",
+        ]);
+        let Command::Run(args) = cli.command else {
+            panic!("run subcommand expected")
+        };
+        assert_eq!(args.files.len(), 2);
+        assert_eq!(args.output, crate::local::output::Format::Json);
+        assert!(args.unsandboxed && !args.keep);
+        assert_eq!((args.parallel, args.namespace.as_str()), (2, "default"));
+    }
+
+    #[test]
     fn namespaces_flag_takes_a_comma_separated_list() {
         let cli = Cli::parse_from(["crucible", "controller", "--namespace", "a,b"]);
         let Command::Controller(args) = cli.command else {

@@ -443,7 +443,15 @@ fn prepare_volumes(
                             .map(|b| b.0.clone())
                     })
                     .ok_or_else(|| format!("the workspace has no key {}", item.key))?;
-                let file = path.join(&item.path);
+                // The kubelet refuses paths that leave the volume; so does this.
+                let relative = Path::new(&item.path);
+                if !relative
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+                {
+                    return Err(format!("workspace path {:?} leaves the volume", item.path));
+                }
+                let file = path.join(relative);
                 if let Some(parent) = file.parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| format!("{}: {e}", parent.display()))?;
@@ -458,4 +466,67 @@ fn prepare_volumes(
         out.insert(volume.name.clone(), path);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, PodSpec, Volume};
+
+    fn pod(path: &str) -> (Pod, ConfigMap) {
+        let pod = Pod {
+            spec: Some(PodSpec {
+                volumes: Some(vec![Volume {
+                    name: "workspace".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        items: Some(vec![KeyToPath {
+                            key: "k".into(),
+                            path: path.into(),
+                            mode: None,
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cm = ConfigMap {
+            data: Some([("k".to_string(), "print(1)".to_string())].into()),
+            ..Default::default()
+        };
+        (pod, cm)
+    }
+
+    #[test]
+    fn workspace_files_are_written_read_only_and_cannot_leave_the_volume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (p, cm) = pod("lib/eval.py");
+        let volumes = prepare_volumes(dir.path(), &p, Some(&cm)).expect("prepared");
+        let file = volumes["workspace"].join("lib/eval.py");
+        assert_eq!(std::fs::read_to_string(&file).expect("written"), "print(1)");
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o444);
+        for bad in ["../escape.py", "/abs.py"] {
+            let (p, cm) = pod(bad);
+            let err = prepare_volumes(dir.path(), &p, Some(&cm)).expect_err(bad);
+            assert!(err.contains("leaves the volume"), "{err}");
+        }
+        assert!(!dir.path().join("volumes/escape.py").exists());
+    }
+
+    #[test]
+    fn termination_messages_are_read_as_the_kubelet_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("result.json");
+        assert_eq!(read_termination_message(&path), None);
+        std::fs::write(&path, "").expect("write");
+        assert_eq!(read_termination_message(&path), None);
+        std::fs::write(&path, "x".repeat(10_000)).expect("write");
+        assert_eq!(
+            read_termination_message(&path).map(|m| m.len()),
+            Some(TERMINATION_MESSAGE_MAX)
+        );
+    }
 }
