@@ -355,3 +355,42 @@ fn unsandboxed_runs_say_so_everywhere() {
         .expect("runs");
     assert!(String::from_utf8_lossy(&table.stdout).starts_with("WARNING: NOT SANDBOXED"));
 }
+
+#[test]
+fn the_memory_limit_holds_and_running_out_is_oom_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let limit = python_eval(
+        "limit",
+        "print('CRUCIBLE_RESULT {\"score\": 1, \"metrics\": {\"memKiB\": %s}}' % open('/proc/meminfo').readline().split()[1])",
+        "  resources: {memory: 200Mi}\n",
+    );
+    let hog = python_eval(
+        "hog",
+        "x = [bytearray(64 << 20) for _ in range(64)]",
+        "  resources: {memory: 128Mi}\n",
+    );
+    let files = [
+        manifest(dir.path(), "limit.yaml", &limit),
+        manifest(dir.path(), "hog.yaml", &hog),
+    ];
+    let (code, items, text) = run(&[&files[0], &files[1]]);
+    assert_eq!(code, Some(1), "{text}");
+    let limit = &find(&items, "Evaluation", "limit")["status"];
+    assert_eq!(
+        limit["result"]["metrics"]["memKiB"],
+        200.0 * 1024.0,
+        "{limit:#}"
+    );
+    let hog = &find(&items, "Evaluation", "hog")["status"];
+    assert_eq!(hog["phase"], "Failed", "{hog:#}");
+    // On cgroup v1 the runner reads the OOM-kill counter (runsc sets v2 limits itself).
+    if Path::new("/sys/fs/cgroup/memory/memory.limit_in_bytes").exists() {
+        assert_eq!(hog["reason"], "OOMKilled", "{hog:#}");
+        assert!(
+            hog["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("raise spec.resources.memory")
+        );
+    }
+}

@@ -330,7 +330,14 @@ impl Runner {
             container_status.state = Some(ContainerState {
                 terminated: Some(ContainerStateTerminated {
                     exit_code: exit.code,
-                    reason: Some(if exit.code == 0 { "Completed" } else { "Error" }.into()),
+                    reason: Some(
+                        match (exit.code, exit.oom_killed) {
+                            (0, _) => "Completed",
+                            (_, true) => "OOMKilled",
+                            _ => "Error",
+                        }
+                        .into(),
+                    ),
                     message,
                     started_at: Some(started),
                     finished_at: Some(now()),

@@ -28,6 +28,13 @@ pub enum Runtime {
     Unsandboxed,
 }
 
+/// cgroup v1 memory hierarchy. runsc applies the memory limit itself on cgroup v2; on v1 the
+/// runner owns the memory cgroup so that it can read the OOM-kill counter before removing it
+/// (runsc deletes the cgroups it creates, counter included, when the sandbox ends).
+const MEMORY_CGROUP_V1: &str = "/sys/fs/cgroup/memory";
+/// Parent of every local run's cgroup.
+const CGROUP_PARENT: &str = "crucible-run";
+
 /// How a step ended.
 #[derive(Debug)]
 pub struct Exit {
@@ -35,6 +42,8 @@ pub struct Exit {
     pub code: i32,
     /// Killed at the deadline.
     pub timed_out: bool,
+    /// Killed by the kernel for exceeding its memory limit.
+    pub oom_killed: bool,
     /// The combined output.
     pub log: LogCapture,
 }
@@ -81,11 +90,22 @@ impl Runtime {
     ) -> Result<Exit, StartError> {
         let io = |what: &str, e: std::io::Error| StartError(format!("{what}: {e}"));
         std::fs::create_dir_all(dir).map_err(|e| io("bundle directory", e))?;
+        let mut memory = None;
         let hostname = id.rsplit_once('.').map_or(id, |(pod, _)| pod);
         let (mut command, state) = match self {
             Runtime::Runsc { binary, rootless } => {
-                let cgroup = (!rootless).then(|| format!("/crucible-run/{id}"));
-                let config = bundle::oci_config(step, &image.rootfs, hostname, cgroup.as_deref());
+                let cgroup = (!rootless).then(|| format!("/{CGROUP_PARENT}/{id}"));
+                let mut config =
+                    bundle::oci_config(step, &image.rootfs, hostname, cgroup.as_deref());
+                if !rootless && let Some(bytes) = step.memory_bytes {
+                    memory = MemoryCgroup::create(id, bytes);
+                    if memory.is_some() {
+                        // runsc leaves an existing cgroup's limits alone; ours is set.
+                        if let Some(r) = config["linux"]["resources"].as_object_mut() {
+                            r.remove("memory");
+                        }
+                    }
+                }
                 let bytes = serde_json::to_vec(&config).map_err(|e| StartError(e.to_string()))?;
                 std::fs::write(dir.join("config.json"), bytes).map_err(|e| io("config.json", e))?;
                 let state = dir.join("runsc");
@@ -145,11 +165,51 @@ impl Runtime {
         let code = status.code().unwrap_or_else(|| {
             128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
         });
+        let oom_killed = memory.as_ref().is_some_and(MemoryCgroup::oom_killed);
         Ok(Exit {
             code,
             timed_out,
+            oom_killed,
             log,
         })
+    }
+}
+
+/// A cgroup v1 memory cgroup with the step's limit, removed when dropped.
+struct MemoryCgroup {
+    dir: PathBuf,
+}
+
+impl MemoryCgroup {
+    /// `None` without a v1 memory hierarchy (runsc then sets the limit from the spec).
+    fn create(id: &str, bytes: u64) -> Option<Self> {
+        let root = Path::new(MEMORY_CGROUP_V1);
+        if !root.join("memory.limit_in_bytes").exists() {
+            return None;
+        }
+        let dir = root.join(CGROUP_PARENT).join(id);
+        std::fs::create_dir_all(&dir).ok()?;
+        let cgroup = MemoryCgroup { dir };
+        std::fs::write(cgroup.dir.join("memory.limit_in_bytes"), bytes.to_string()).ok()?;
+        Some(cgroup)
+    }
+
+    /// Whether the kernel killed a process of the cgroup for exceeding the limit.
+    fn oom_killed(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("memory.oom_control"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("oom_kill "))
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+            })
+            .is_some_and(|n| n > 0)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
     }
 }
 
