@@ -303,7 +303,8 @@ impl Runner {
             };
             let started = now();
             status.phase = Some("Running".into());
-            let id = format!("{name}.{}-{n}", container.name);
+            // Unique across concurrent `crucible run`s too: it names the cgroup.
+            let id = format!("{name}.{}-{}-{n}", container.name, std::process::id());
             let log_file = self
                 .keep
                 .then(|| dir.join(format!("{}.log", container.name)));
