@@ -34,7 +34,7 @@ use crate::evaluation::pod::SANDBOX_UID;
 use crate::evaluation::results::{LogCapture, TERMINATION_MESSAGE_MAX};
 use crate::local::bundle;
 use crate::local::image::ImageStore;
-use crate::local::sandbox::Runtime;
+use crate::local::sandbox::{self, Runtime};
 use crate::source::{GitCache, GitRequest};
 use crate::suite;
 
@@ -290,9 +290,25 @@ impl Runner {
             };
             container_status.image_id = image.digest.clone();
             let termination_dir = dir.join("termination").join(&container.name);
-            let step = mkdir_owned(&termination_dir).and_then(|()| {
-                bundle::step(&pod, container, &image.config, volumes, &termination_dir)
-            });
+            let step = mkdir_owned(&termination_dir)
+                .and_then(|()| {
+                    bundle::step(&pod, container, &image.config, volumes, &termination_dir)
+                })
+                .and_then(|step| {
+                    // The kubelet mounts an existing, empty file; so does this (rootless runsc
+                    // could not create one owned by the sandbox user).
+                    if let Some(file) = &step.termination_file {
+                        std::fs::write(file, b"")
+                            .and_then(|()| {
+                                std::fs::set_permissions(
+                                    file,
+                                    std::fs::Permissions::from_mode(0o666),
+                                )
+                            })
+                            .map_err(|e| format!("{}: {e}", file.display()))?;
+                    }
+                    Ok(step)
+                });
             let step = match step {
                 Ok(step) => step,
                 Err(message) => {
@@ -414,11 +430,12 @@ fn read_termination_message(path: &Path) -> Option<String> {
     (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// A directory the sandbox user can write (chown needs root; otherwise world-writable).
+/// A directory the sandbox user can write: owned by 65534 as root; world-writable otherwise
+/// (rootless runsc maps the caller to the sandbox's root, so host ownership does not carry).
 fn mkdir_owned(dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let uid = u32::try_from(SANDBOX_UID).unwrap_or(65534);
-    if std::os::unix::fs::chown(dir, Some(uid), Some(uid)).is_err() {
+    if !sandbox::is_root() || std::os::unix::fs::chown(dir, Some(uid), Some(uid)).is_err() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
             .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
