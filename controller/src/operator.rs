@@ -13,15 +13,15 @@ use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::admission::{self, Gate};
 use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
-use crate::evaluation::admit::{self, Admission};
-use crate::evaluation::{self, Context, Shared};
+use crate::evaluation::{self, Context};
 use crate::metrics::Metrics;
 use crate::source::GitCache;
 use crate::stop::STOP_CONFIGMAP;
-use crate::suite::{self, reconcile::SuiteContext};
-use crate::{http, leader};
+use crate::suite;
+use crate::{events, http, leader};
 
 /// Runs until SIGTERM / Ctrl-C.
 ///
@@ -70,6 +70,17 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             }),
     );
 
+    // Decide nothing from a cache that has not synced: right after a start, a missing quota
+    // would read as the default and the emergency stop as clear (fail open).
+    quotas
+        .wait_until_ready()
+        .await
+        .map_err(|e| format!("the EvaluationQuota cache stopped before it synced: {e}"))?;
+    stop_switch
+        .wait_until_ready()
+        .await
+        .map_err(|e| format!("the emergency-stop cache stopped before it synced: {e}"))?;
+    tracing::info!("quota and emergency-stop caches synced");
     if let Some(lease) = &runtime.leader_lease {
         // A standby replica is healthy and ready; it only does not act.
         ready.store(true, Ordering::SeqCst);
@@ -80,17 +91,18 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             uid,
             ..Default::default()
         });
-        leader::acquire(
-            client.clone(),
-            &runtime.system_namespace,
-            lease,
-            runtime.identity.clone(),
-            owner,
-        )
-        .await;
+        let api = leader::lease_api(client.clone(), &runtime.system_namespace);
+        let renewal = leader::acquire(&api, lease, &runtime.identity, owner.as_ref()).await;
+        let (lease, me) = (lease.clone(), runtime.identity.clone());
+        tokio::spawn(async move {
+            let why = leader::renew(&api, &lease, &me, owner.as_ref(), renewal).await;
+            // Another replica may act from now on: stop at once, never act twice.
+            tracing::error!(%why, "leadership lost; exiting");
+            std::process::exit(1);
+        });
         ready.store(false, Ordering::SeqCst);
     }
-    let admission = Arc::new(Admission::default());
+    let admission = Arc::new(Gate::default());
     let namespaces: Vec<Option<String>> = if runtime.namespaces.is_empty() {
         vec![None]
     } else {
@@ -110,27 +122,30 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             Err(error) => tracing::warn!(%error, "cannot look for orphaned sandbox pods"),
         }
     }
-    tokio::spawn(admit::publish_quota_status(
+    tokio::spawn(admission::quota_status::publish(
         client.clone(),
         quotas.clone(),
         admission.clone(),
+        config.clone(),
     ));
 
-    let suite_ctx = Arc::new(SuiteContext::new(client.clone(), metrics.clone()));
-    let ctx = Arc::new(Context::new(
-        client,
-        Shared {
-            config,
-            metrics,
-            admission,
-            quotas,
-            stop_switch,
-            system_namespace: runtime.system_namespace.clone(),
-            instance: Some(runtime.identity.clone()),
-            git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
-                .allow_file_urls(runtime.allow_file_git_urls),
-        },
+    let suite_ctx = Arc::new(suite::Context::new(
+        client.clone(),
+        metrics.clone(),
+        events::recorder(&client, Some(runtime.identity.clone())),
     ));
+    let ctx = Arc::new(Context {
+        recorder: events::recorder(&client, Some(runtime.identity.clone())),
+        client,
+        config,
+        metrics,
+        admission,
+        quotas,
+        stop_switch,
+        system_namespace: runtime.system_namespace.clone(),
+        git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
+            .allow_file_urls(runtime.allow_file_git_urls),
+    });
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
     let pending = Arc::new(AtomicUsize::new(namespaces.len()));
     let namespaces_for_suites = namespaces.clone();
@@ -148,7 +163,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     });
     let suites = namespaces_for_suites.into_iter().map(|ns| {
         let ctx = suite_ctx.clone();
-        async move { suite::reconcile::run(ctx, ns.as_deref(), runtime.concurrency).await }
+        async move { suite::run(ctx, ns.as_deref(), runtime.concurrency).await }
     });
     futures::future::join(
         futures::future::join_all(controllers),
@@ -156,13 +171,8 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     )
     .await;
     if let Some(lease) = &runtime.leader_lease {
-        leader::release(
-            ctx.client.clone(),
-            &runtime.system_namespace,
-            lease,
-            &runtime.identity,
-        )
-        .await;
+        let api = leader::lease_api(ctx.client.clone(), &runtime.system_namespace);
+        leader::release(&api, lease, &runtime.identity).await;
     }
     tracing::info!("crucible controller stopped");
     Ok(())

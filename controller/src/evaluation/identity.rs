@@ -4,36 +4,13 @@
 //! each attempt of a run gets its own deterministic pod name, so a controller that crashes
 //! between creating a pod and writing status finds the same pod again instead of making a second.
 
-use sha2::{Digest, Sha256};
-
 use crate::crd::{Evaluation, EvaluationSpec};
-
-/// Annotation whose new value re-runs an Evaluation without a spec change.
-pub const RERUN_ANNOTATION: &str = "crucible.dev/rerun";
-/// Label on every child: selects what the controller manages.
-pub const MANAGED_LABEL: &str = "crucible.dev/managed";
-/// Label with the owning Evaluation's uid (names can be longer than a label value).
-pub const EVALUATION_UID_LABEL: &str = "crucible.dev/evaluation-uid";
-/// Label with the run/attempt id of a pod.
-pub const RUN_LABEL: &str = "crucible.dev/run";
-/// Annotation with the owning Evaluation's name, for people.
-pub const EVALUATION_ANNOTATION: &str = "crucible.dev/evaluation";
-/// Field manager of every child object the controller applies.
-pub const CHILD_MANAGER: &str = "crucible-controller";
-/// Field manager of status writes (distinct from children: 1.20 has no per-subresource managers).
-pub const STATUS_MANAGER: &str = "crucible-status";
+use crate::digest::sha256_hex;
+use crate::labels::RERUN_ANNOTATION;
 
 /// Longest evaluation-name prefix in child names: `<prefix>-<10 hex>` stays within 63
 /// characters, the limit for pod hostnames.
 const NAME_PREFIX_MAX: usize = 52;
-
-/// Hex sha256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// sha256 of the part of the spec that decides what runs.
 ///
@@ -71,6 +48,20 @@ impl RunKey {
                 .and_then(|a| a.get(RERUN_ANNOTATION))
                 .cloned(),
         }
+    }
+
+    /// 16 hex characters naming this run for admission: started at `generation`, and, for a
+    /// run started because a followed branch moved, at commit `head`. Every attempt of a run
+    /// shares it; a spec change, a rerun or a new commit makes a new one.
+    pub fn run_id(&self, generation: Option<i64>, head: Option<&str>) -> String {
+        let text = format!(
+            "{}\n{}\n{}\n{}",
+            self.spec_hash,
+            self.rerun.as_deref().unwrap_or(""),
+            generation.unwrap_or(0),
+            head.unwrap_or("")
+        );
+        sha256_hex(text.as_bytes())[..16].to_string()
     }
 
     /// 10 hex characters naming attempt `attempt` of this run, started at `generation`.
@@ -153,6 +144,27 @@ mod tests {
         assert_ne!(key.attempt_id(Some(1), 1), rerun.attempt_id(Some(1), 1));
         assert_ne!(key.attempt_id(Some(1), 1), key.attempt_id(Some(3), 1));
         assert_eq!(key.attempt_id(Some(1), 1), key.attempt_id(Some(1), 1));
+    }
+
+    #[test]
+    fn runs_differ_by_spec_rerun_generation_and_followed_commit() {
+        let key = RunKey {
+            spec_hash: "sha256:x".into(),
+            rerun: None,
+        };
+        let rerun = RunKey {
+            rerun: Some("1".into()),
+            ..key.clone()
+        };
+        let ids = [
+            key.run_id(Some(1), None),
+            rerun.run_id(Some(1), None),
+            key.run_id(Some(2), None),
+            key.run_id(Some(1), Some("abc")),
+        ];
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert_eq!(key.run_id(Some(1), None), key.run_id(Some(1), None));
     }
 
     #[test]

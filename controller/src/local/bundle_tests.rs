@@ -7,7 +7,13 @@ use crate::evaluation::plan::{self, Child, Observed};
 /// The pod the controller plans for `ev` (Admitted, sandbox present).
 fn planned(ev: &Evaluation) -> Pod {
     let obs = Observed::empty();
-    let p = plan::plan(ev, &obs, &Config::default()).expect("plans");
+    let p = plan::plan(
+        ev,
+        &obs,
+        &crate::admission::Decision::Admit,
+        &Config::default(),
+    )
+    .expect("plans");
     p.create
         .into_iter()
         .find_map(|c| match c {

@@ -16,7 +16,7 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
-use crate::evaluation::identity::sha256_hex;
+use crate::digest::sha256_hex;
 use crate::evaluation::pod::{OUTPUTS_DIR, RESULT_PATH, WORKSPACE_DIR};
 
 /// Largest `manifest.json` or image config read from a tarball.

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::config::{Config, RunArgs};
+use crate::cli::RunArgs;
+use crate::config::Config;
 use crate::crd::evaluation::Phase;
 use crate::crd::suite::SuitePhase;
 use crate::crd::{Evaluation, EvaluationSuite};

@@ -23,12 +23,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+use crate::admission::Decision;
 use crate::config::Config;
 use crate::crd::evaluation::{Phase, Source};
 use crate::crd::suite::SuitePhase;
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::evaluation::plan::{
-    self, Admission, Child, FetchedSource, Observed, RuntimeClassCheck, SourceProblem,
+    self, Child, FetchedSource, Observed, RuntimeClassCheck, SourceProblem,
 };
 use crate::evaluation::pod::SANDBOX_UID;
 use crate::evaluation::results::{LogCapture, TERMINATION_MESSAGE_MAX};
@@ -101,7 +102,6 @@ impl Runner {
                 RuntimeClassCheck::Missing
             }),
             logs: BTreeMap::new(),
-            admission: Admission::Admitted,
             stop: None,
             source: None,
             head: None,
@@ -114,7 +114,7 @@ impl Runner {
             // duration do not count the wait for other runs.
             let permit = self.slots.acquire().await;
             obs.now = now();
-            let planned = match plan::plan(&ev, &obs, &self.config) {
+            let planned = match plan::plan(&ev, &obs, &Decision::Admit, &self.config) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("crucible: {}: {e}", ev.name_any());
@@ -408,7 +408,7 @@ pub fn uid(name: &str) -> String {
         std::process::id(),
         std::time::SystemTime::now()
     );
-    let hex = crate::evaluation::identity::sha256_hex(text.as_bytes());
+    let hex = crate::digest::sha256_hex(text.as_bytes());
     format!(
         "{}-{}-{}-{}-{}",
         &hex[..8],

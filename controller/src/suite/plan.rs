@@ -10,14 +10,14 @@ use kube::{Resource, ResourceExt};
 use crate::crd::conditions::{self, Status};
 use crate::crd::evaluation::{Evaluation, EvaluationSpec, Phase};
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
+use crate::events::{Note, Severity};
+use crate::labels::SUITE_LABEL;
 use crate::suite::fanout::{self, DesiredCase};
 
-/// Label on every child Evaluation (and its pods) naming its suite.
-pub const SUITE_LABEL: &str = "crucible.dev/suite";
 /// Default `parallelism`.
 pub const DEFAULT_PARALLELISM: i32 = 4;
 /// Default `passThreshold` of a suite: every case must pass.
-pub const DEFAULT_PASS_THRESHOLD: f64 = 1.0;
+pub const DEFAULT_SUITE_PASS_THRESHOLD: f64 = 1.0;
 /// Most rows in `status.cases`, to bound the object's size.
 pub const MAX_CASE_ROWS: usize = 200;
 
@@ -30,10 +30,50 @@ pub struct SuitePlan {
     pub delete: Vec<String>,
     /// The status to write.
     pub status: EvaluationSuiteStatus,
+    /// Events to publish (on a change of the problem the status reports).
+    pub notes: Vec<Note>,
+}
+
+/// A Warning Event when the status reports a new problem (its message changed).
+fn problem_note(
+    suite: &EvaluationSuite,
+    status: &EvaluationSuiteStatus,
+    reason: &'static str,
+) -> Vec<Note> {
+    let before = suite.status.as_ref().and_then(|s| s.message.as_ref());
+    match &status.message {
+        Some(message) if before != Some(message) => vec![Note {
+            severity: Severity::Warning,
+            reason,
+            message: message.clone(),
+        }],
+        _ => vec![],
+    }
+}
+
+/// The plan after the API server refused to create children because Evaluations of those
+/// names already exist and do not belong to the suite (they are never taken over): the
+/// status says which, with a Warning Event.
+pub fn with_name_conflicts(
+    suite: &EvaluationSuite,
+    mut plan: SuitePlan,
+    names: &[String],
+) -> SuitePlan {
+    if names.is_empty() {
+        return plan;
+    }
+    plan.status.message = Some(format!(
+        "NameConflict: Evaluation {} already exists and does not belong to this suite; \
+         rename the case or remove that Evaluation",
+        names.join(", ")
+    ));
+    plan.notes
+        .extend(problem_note(suite, &plan.status, "NameConflict"));
+    plan
 }
 
 /// Name of the child Evaluation of `case`.
-pub fn child_name(suite: &str, case: &str) -> String {
+pub fn case_evaluation_name(suite: &str, case: &str) -> String {
     format!("{suite}-{case}")
 }
 
@@ -65,7 +105,10 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
     let generation = suite.meta().generation;
     let existing: BTreeMap<String, &Evaluation> =
         children.iter().map(|c| (c.name_any(), c)).collect();
-    let desired = match fanout::desired_cases(&suite.spec) {
+    let desired = match fanout::check_suite_name(&name)
+        .map_err(|problem| vec![problem])
+        .and_then(|()| fanout::desired_cases(&suite.spec))
+    {
         Ok(d) => d,
         Err(problems) => {
             let mut status = EvaluationSuiteStatus {
@@ -76,10 +119,12 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
             };
             set_conditions(&mut status, "InvalidSpec", generation, now);
             status.observed_generation = generation;
+            let notes = problem_note(suite, &status, "InvalidSpec");
             return SuitePlan {
                 apply: vec![],
                 delete: vec![],
                 status,
+                notes,
             };
         }
     };
@@ -89,7 +134,7 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
     // Children whose spec is what the suite wants now.
     let current = |case: &DesiredCase| {
         existing
-            .get(&child_name(&name, &case.name))
+            .get(&case_evaluation_name(&name, &case.name))
             .copied()
             .filter(|c| run_spec(&c.spec) == case.spec)
     };
@@ -107,7 +152,9 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
     // Unfinished children hold a slot whether or not they are up to date.
     let mut busy = children.iter().filter(|c| !finished(c)).count();
     for case in &desired {
-        let child = existing.get(&child_name(&name, &case.name)).copied();
+        let child = existing
+            .get(&case_evaluation_name(&name, &case.name))
+            .copied();
         match child {
             Some(c) if cancel && !finished(c) && c.spec.cancel != Some(true) => {
                 apply.push(child_object(suite, case, true));
@@ -125,8 +172,10 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
             _ => {}
         }
     }
-    let wanted: std::collections::BTreeSet<String> =
-        desired.iter().map(|c| child_name(&name, &c.name)).collect();
+    let wanted: std::collections::BTreeSet<String> = desired
+        .iter()
+        .map(|c| case_evaluation_name(&name, &c.name))
+        .collect();
     let delete = existing
         .keys()
         .filter(|n| !wanted.contains(*n))
@@ -144,6 +193,7 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
         apply,
         delete,
         status,
+        notes: vec![],
     }
 }
 
@@ -163,7 +213,7 @@ fn aggregate(
     };
     let (mut scores, mut rows) = (Vec::new(), Vec::new());
     for case in desired {
-        let evaluation = child_name(&name, &case.name);
+        let evaluation = case_evaluation_name(&name, &case.name);
         let child = existing
             .get(&evaluation)
             .copied()
@@ -202,7 +252,10 @@ fn aggregate(
     if !scores.is_empty() {
         status.mean_score = Some(scores.iter().sum::<f64>() / scores.len() as f64);
     }
-    let threshold = suite.spec.pass_threshold.unwrap_or(DEFAULT_PASS_THRESHOLD);
+    let threshold = suite
+        .spec
+        .pass_threshold
+        .unwrap_or(DEFAULT_SUITE_PASS_THRESHOLD);
     let all_done = status.succeeded + status.failed == status.total;
     let (phase, reason, message) = if cancel {
         (
@@ -300,9 +353,9 @@ fn child_object(suite: &EvaluationSuite, case: &DesiredCase, cancel: bool) -> Ev
     if cancel {
         spec.cancel = Some(true);
     }
-    let mut child = Evaluation::new(&child_name(&name, &case.name), spec);
+    let mut child = Evaluation::new(&case_evaluation_name(&name, &case.name), spec);
     child.metadata = ObjectMeta {
-        name: Some(child_name(&name, &case.name)),
+        name: Some(case_evaluation_name(&name, &case.name)),
         namespace: suite.namespace(),
         labels: Some(BTreeMap::from([
             (SUITE_LABEL.to_string(), name.clone()),
