@@ -44,6 +44,7 @@ fi
 apply_crds
 "$CLUSTER" kubectl create namespace crucible-system --dry-run=client -o yaml | "$CLUSTER" kubectl apply -f - >/dev/null
 bash examples/git-repo/publish.sh >/dev/null
+cargo build -q -p crucible --bin crucible; CRUCIBLE_BIN=$ROOT/target/debug/crucible cargo test -p crucible-e2e --features e2e --test local  # crucible run: examples, hostile results, forgery, sandbox (runsc, no cluster)
 start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
 log "end-to-end tests"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG

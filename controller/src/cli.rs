@@ -40,6 +40,31 @@ pub enum Command {
     Stop(StopArgs),
     /// Lift an emergency stop.
     Resume(StopArgs),
+    /// Run Evaluation / EvaluationSuite manifests on this machine under gVisor, without a cluster.
+    Run(RunArgs),
+}
+
+/// Flags of `crucible run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Manifest files or directories (every `*.yaml`/`*.yml` in them); multi-document files too.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<std::path::PathBuf>,
+    /// `table` (like `kubectl get evaluations`), or the status the operator would write.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: crate::local::output::Format,
+    /// Most sandboxes running at once (suites also keep to their own `parallelism`).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// Keep each run's directory (OCI bundles, workspace, outputs, log) and print where it is.
+    #[arg(long)]
+    pub keep: bool,
+    /// Run without gVisor, as plain processes with the same limits (status says sandboxed: false).
+    #[arg(long)]
+    pub unsandboxed: bool,
+    /// Namespace written into the objects of manifests that do not name one.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
 }
 
 /// Flags of `crucible stop` and `crucible resume`.
@@ -356,6 +381,29 @@ mod tests {
             args.scope(),
             crate::stop::Scope::Namespaces(vec!["a".into(), "b".into()])
         );
+    }
+
+    #[test]
+    fn run_needs_files_and_bounds_its_parallelism() {
+        assert!(Cli::try_parse_from(["crucible", "run"]).is_err());
+        assert!(Cli::try_parse_from(["crucible", "run", "--parallel", "0", "a.yaml"]).is_err());
+        assert!(Cli::try_parse_from(["crucible", "run", "-o", "wide", "a.yaml"]).is_err());
+        let cli = Cli::parse_from([
+            "crucible",
+            "run",
+            "-o",
+            "json",
+            "--unsandboxed",
+            "a.yaml",
+            "dir",
+        ]);
+        let Command::Run(args) = cli.command else {
+            panic!("run subcommand expected")
+        };
+        assert_eq!(args.files.len(), 2);
+        assert_eq!(args.output, crate::local::output::Format::Json);
+        assert!(args.unsandboxed && !args.keep);
+        assert_eq!((args.parallel, args.namespace.as_str()), (2, "default"));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod http;
 pub mod labels;
 pub mod leader;
 pub mod liveness;
+pub mod local;
 pub mod metrics;
 pub mod operator;
 pub mod quantity;

@@ -1,9 +1,10 @@
 //! The `crucible` binary: `controller` runs the operator, `crds` renders the CRDs, `stop` /
-//! `resume` flip the emergency stop, `selftest` checks an installation. Wiring only.
+//! `resume` flip the emergency stop, `selftest` checks an installation, `run` runs manifests
+//! locally under gVisor. Wiring only.
 
 use clap::Parser;
 use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, SelftestArgs, StopArgs};
-use crucible::{apiref, crd, operator, stop, telemetry};
+use crucible::{apiref, crd, local, operator, stop, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -19,6 +20,8 @@ async fn main() -> std::process::ExitCode {
         Command::Selftest(args) => selftest(args).await,
         Command::Stop(args) => stop_all(args).await,
         Command::Resume(args) => resume(args).await,
+        // Its own exit codes: 1 = an evaluation did not pass, 2 = nothing could run.
+        Command::Run(args) => return local::main(args).await,
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

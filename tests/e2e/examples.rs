@@ -1,23 +1,13 @@
 //! Every manifest in `examples/evaluations/` reaches the outcome its `# expect:` line states,
 //! applied together into one namespace (quota first), as a new user would.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crucible::crd::{Evaluation, EvaluationQuota, EvaluationSuite};
-use crucible_e2e::{apply_typed, poll_until, wait_finished, wait_for, with_temp_ns};
+use crucible_e2e::{
+    apply_typed, example_files, expectations, poll_until, wait_finished, wait_for, with_temp_ns,
+};
 use kube::Api;
-
-/// The `key=value` pairs of an example's `# expect:` line.
-fn expectations(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("# expect: "))
-        .expect("example states its outcome")
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 struct Example {
     file: String,
@@ -28,13 +18,8 @@ struct Example {
 
 #[tokio::test]
 async fn every_example_reaches_its_stated_outcome() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/evaluations");
     let mut examples = Vec::new();
-    for entry in std::fs::read_dir(&dir).expect("examples dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_none_or(|x| x != "yaml") {
-            continue;
-        }
+    for path in example_files() {
         let text = std::fs::read_to_string(&path).expect("readable");
         let value: serde_json::Value = serde_saphyr::from_str(&text).expect("yaml");
         examples.push((

@@ -4,43 +4,12 @@
 use std::time::Duration;
 
 use crucible::crd::Evaluation;
-use crucible_e2e::{apply_evaluation, parse_evaluation, wait_finished, wait_for, with_temp_ns};
+use crucible_e2e::{
+    PROBE, apply_evaluation, parse_evaluation, wait_finished, wait_for, with_temp_ns,
+};
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::api::PostParams;
-
-/// Python that reports what the sandbox looks like from inside as result metrics + summary.
-const PROBE: &str = r#"
-import json, os, socket
-target = os.environ.get("TARGET", "")
-kernel = open("/proc/version").read().strip()
-try:
-    open("/etc/probe", "w").write("x"); root_writable = 1
-except OSError:
-    root_writable = 0
-try:
-    open("/tmp/probe", "w").write("x"); tmp_writable = 1
-except OSError:
-    tmp_writable = 0
-interfaces = sorted(name for _, name in socket.if_nameindex())
-connected = 0
-if target:
-    host, port = target.rsplit(":", 1)
-    s = socket.socket(); s.settimeout(3)
-    try:
-        s.connect((host, int(port))); connected = 1
-    except OSError as e:
-        print("connect failed:", e)
-    finally:
-        s.close()
-print("CRUCIBLE_RESULT " + json.dumps({
-    "score": 1,
-    "metrics": {"uid": os.getuid(), "gid": os.getgid(), "rootWritable": root_writable,
-                "tmpWritable": tmp_writable, "connected": connected,
-                "interfaces": len(interfaces)},
-    "summary": json.dumps({"kernel": kernel, "interfaces": interfaces}),
-}))
-"#;
 
 fn probe(name: &str, target: Option<&str>, allowlist: Option<&str>) -> Evaluation {
     let env = target

@@ -247,6 +247,73 @@ where
     .unwrap_or_else(|e| panic!("apply {} {name}: {e}", K::kind(&())))
 }
 
+/// Python that reports (on the cluster and in local runs) what the sandbox looks like from inside as result metrics + summary.
+pub const PROBE: &str = r#"
+import json, os, socket
+target = os.environ.get("TARGET", "")
+kernel = open("/proc/version").read().strip()
+try:
+    open("/etc/probe", "w").write("x"); root_writable = 1
+except OSError:
+    root_writable = 0
+try:
+    open("/var/tmp/probe", "w").write("x"); var_tmp_writable = 1
+except OSError:
+    var_tmp_writable = 0
+try:
+    open("/tmp/probe", "w").write("x"); tmp_writable = 1
+except OSError:
+    tmp_writable = 0
+interfaces = sorted(name for _, name in socket.if_nameindex())
+try:
+    sys_net = sorted(os.listdir("/sys/class/net"))
+except OSError:
+    sys_net = []
+connected = 0
+if target:
+    host, port = target.rsplit(":", 1)
+    s = socket.socket(); s.settimeout(3)
+    try:
+        s.connect((host, int(port))); connected = 1
+    except OSError as e:
+        print("connect failed:", e)
+    finally:
+        s.close()
+print("CRUCIBLE_RESULT " + json.dumps({
+    "score": 1,
+    "metrics": {"uid": os.getuid(), "gid": os.getgid(), "rootWritable": root_writable,
+                "tmpWritable": tmp_writable, "connected": connected, "varTmpWritable": var_tmp_writable,
+                "interfaces": len(interfaces)},
+    "summary": json.dumps({"kernel": kernel, "interfaces": interfaces, "sysClassNet": sys_net}),
+}))
+"#;
+
+/// The `key=value` pairs of an example's `# expect:` line (`examples/evaluations/*.yaml`).
+///
+/// # Panics
+/// When the example states no outcome: every example must.
+pub fn expectations(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("# expect: "))
+        .expect("example states its outcome")
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The files of `examples/evaluations/`, sorted.
+pub fn example_files() -> Vec<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/evaluations");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("examples dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// Parses an Evaluation manifest.
 pub fn parse_evaluation(yaml: &str) -> Evaluation {
     serde_saphyr::from_str(yaml).expect("manifest is an Evaluation")

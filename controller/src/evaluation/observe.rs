@@ -217,18 +217,11 @@ async fn fetch(
         path: git.path.clone(),
         credentials: credentials(ctx, namespace, git).await?,
     };
-    match ctx.git.fetch(request, ctx.config.max_source_bytes).await {
-        Ok(fetched) => Ok(FetchedSource {
-            repo: fetched.repo,
-            commit: fetched.commit,
-            files: fetched.files,
-        }),
-        Err(error) => Err(SourceProblem {
-            reason: error.reason(),
-            message: error.to_string(),
-            transient: error.is_transient(),
-        }),
-    }
+    ctx.git
+        .fetch(request, ctx.config.max_source_bytes)
+        .await
+        .map(FetchedSource::from)
+        .map_err(|error| SourceProblem::from(&error))
 }
 
 /// The commit a followed ref points to now; `None` (logged) when it cannot be resolved.

@@ -128,3 +128,23 @@ pub struct Fetched {
     /// that were left out, relative like `files` (for messages).
     pub skipped: Vec<String>,
 }
+
+impl From<Fetched> for crate::evaluation::plan::FetchedSource {
+    fn from(fetched: Fetched) -> Self {
+        crate::evaluation::plan::FetchedSource {
+            repo: fetched.repo,
+            commit: fetched.commit,
+            files: fetched.files,
+        }
+    }
+}
+
+impl From<&SourceError> for crate::evaluation::plan::SourceProblem {
+    fn from(error: &SourceError) -> Self {
+        crate::evaluation::plan::SourceProblem {
+            reason: error.reason(),
+            message: error.to_string(),
+            transient: error.is_transient(),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! What `crucible run` prints: the table `kubectl get evaluations` shows, or the objects with
+//! exactly the `status` the operator writes (same types, same serde) as a `List`. Pure.
+
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use crate::crd::{Evaluation, EvaluationSuite};
+
+/// Output format of `crucible run`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Columns like `kubectl get evaluations` (and suites).
+    Table,
+    /// A `List` of the objects, YAML.
+    Yaml,
+    /// A `List` of the objects, JSON.
+    Json,
+}
+
+/// Banner of runs without gVisor.
+pub const UNSANDBOXED_WARNING: &str = "WARNING: NOT SANDBOXED: --unsandboxed ran the evaluations WITHOUT gVisor, as plain processes on this kernel (status.sandbox.sandboxed: false)";
+
+fn pad(rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("   ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether any of `evaluations` ran without gVisor.
+pub fn any_unsandboxed(evaluations: &[Evaluation]) -> bool {
+    evaluations.iter().any(|e| {
+        e.status
+            .as_ref()
+            .and_then(|s| s.sandbox.as_ref())
+            .is_some_and(|s| !s.sandboxed)
+    })
+}
+
+/// The table: Evaluations (suite children included), then suites.
+pub fn table(evaluations: &[Evaluation], suites: &[EvaluationSuite]) -> String {
+    let mut out = String::new();
+    if any_unsandboxed(evaluations) {
+        out.push_str(UNSANDBOXED_WARNING);
+        out.push('\n');
+    }
+    if !evaluations.is_empty() {
+        let mut rows = vec![
+            ["NAME", "PHASE", "SCORE", "PASSED", "DURATION", "REASON"]
+                .map(String::from)
+                .to_vec(),
+        ];
+        for ev in evaluations {
+            let s = ev.status.clone().unwrap_or_default();
+            let mut reason = s.reason.unwrap_or_default();
+            if s.sandbox.as_ref().is_some_and(|b| !b.sandboxed) {
+                reason = format!("{reason} (UNSANDBOXED)").trim_start().to_string();
+            }
+            rows.push(vec![
+                ev.name_any(),
+                s.phase.map(|p| p.as_str().to_string()).unwrap_or_default(),
+                s.result
+                    .as_ref()
+                    .map(|r| r.score.to_string())
+                    .unwrap_or_default(),
+                s.result
+                    .as_ref()
+                    .map(|r| r.passed.to_string())
+                    .unwrap_or_default(),
+                s.duration.unwrap_or_default(),
+                reason,
+            ]);
+        }
+        out.push_str(&pad(&rows));
+    }
+    if !suites.is_empty() {
+        if !evaluations.is_empty() {
+            out.push('\n');
+        }
+        let mut rows = vec![
+            [
+                "SUITE",
+                "TOTAL",
+                "SUCCEEDED",
+                "FAILED",
+                "PASSRATE",
+                "MEANSCORE",
+                "PHASE",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for suite in suites {
+            let s = suite.status.clone().unwrap_or_default();
+            let number = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
+            rows.push(vec![
+                suite.name_any(),
+                s.total.to_string(),
+                s.succeeded.to_string(),
+                s.failed.to_string(),
+                number(s.pass_rate),
+                number(s.mean_score),
+                s.phase.map(|p| p.as_str().to_string()).unwrap_or_default(),
+            ]);
+        }
+        out.push_str(&pad(&rows));
+    }
+    out
+}
+
+fn object(kind: &str, value: Value) -> Value {
+    let mut v = value;
+    v["apiVersion"] = json!("crucible.dev/v1alpha1");
+    v["kind"] = json!(kind);
+    v
+}
+
+/// The objects as a `List`, as `kubectl get -o yaml|json` prints several.
+///
+/// # Errors
+/// Serialization errors (never for these types).
+pub fn document(
+    evaluations: &[Evaluation],
+    suites: &[EvaluationSuite],
+    format: Format,
+) -> Result<String, String> {
+    let mut items = Vec::new();
+    for ev in evaluations {
+        items.push(object(
+            "Evaluation",
+            serde_json::to_value(ev).map_err(|e| e.to_string())?,
+        ));
+    }
+    for suite in suites {
+        items.push(object(
+            "EvaluationSuite",
+            serde_json::to_value(suite).map_err(|e| e.to_string())?,
+        ));
+    }
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    match format {
+        Format::Json => serde_json::to_string_pretty(&list)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+        Format::Yaml => serde_saphyr::to_string(&list).map_err(|e| e.to_string()),
+        Format::Table => Ok(table(evaluations, suites)),
+    }
+}
+
+#[cfg(test)]
+#[path = "output_tests.rs"]
+mod tests;

@@ -1,0 +1,557 @@
+//! Drives one Evaluation (or a suite's children) through the controller's own pure
+//! [`plan`](crate::evaluation::plan::plan): the runner plays API server and kubelet. It
+//! answers `plan`'s questions (admitted; the sandbox exists; the git source at its commit),
+//! runs the pod `plan` asks for, and reports the pod back as a kubelet would (container states,
+//! exit codes, termination messages, `DeadlineExceeded`) with the log captured by the
+//! controller's [`LogScanner`](crate::evaluation::results::LogScanner). So every status field
+//! (phase, reason, result, conditions, provenance, log tail) comes from the code that writes it
+//! on the cluster.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
+    Pod, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::admission::Decision;
+use crate::config::Config;
+use crate::crd::evaluation::{Phase, Source};
+use crate::crd::suite::SuitePhase;
+use crate::crd::{Evaluation, EvaluationSuite};
+use crate::evaluation::plan::{
+    self, Child, FetchedSource, Observed, RuntimeClassCheck, SourceProblem,
+};
+use crate::evaluation::pod::SANDBOX_UID;
+use crate::evaluation::results::{LogCapture, TERMINATION_MESSAGE_MAX};
+use crate::local::bundle;
+use crate::local::image::ImageStore;
+use crate::local::sandbox::{self, Runtime};
+use crate::source::{GitCache, GitRequest};
+use crate::suite;
+
+/// Runs evaluations on this machine; shared by every concurrent run of one `crucible run`.
+pub struct Runner {
+    /// Planning settings (the controller's defaults; `allow_unsandboxed` for `--unsandboxed`).
+    pub config: Config,
+    /// Images.
+    pub images: ImageStore,
+    /// runsc or unsandboxed.
+    pub runtime: Runtime,
+    /// Git sources (file:// allowed: the files are this machine's own).
+    pub git: GitCache,
+    /// Keep run directories.
+    pub keep: bool,
+    /// Where run directories go.
+    pub work_root: PathBuf,
+    /// At most `--parallel` pods at once.
+    pub slots: tokio::sync::Semaphore,
+    counter: AtomicU64,
+}
+
+/// A kubelet-like report of one pod, for the next `plan`.
+struct Ran {
+    pod: Pod,
+    logs: BTreeMap<String, LogCapture>,
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+impl Runner {
+    /// A runner; `parallel` pods at once.
+    pub fn new(
+        config: Config,
+        images: ImageStore,
+        runtime: Runtime,
+        git: GitCache,
+        keep: bool,
+        parallel: usize,
+    ) -> Self {
+        Runner {
+            config,
+            images,
+            runtime,
+            git,
+            keep,
+            work_root: std::env::temp_dir(),
+            slots: tokio::sync::Semaphore::new(parallel.max(1)),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// Runs `ev` to a finished status (it must have a namespace and uid).
+    pub async fn evaluation(self: &Arc<Self>, mut ev: Evaluation) -> Evaluation {
+        let sandboxed = matches!(self.runtime, Runtime::Runsc { .. });
+        let mut obs = Observed {
+            now: now(),
+            pods: Vec::new(),
+            runtime_class: Some(if sandboxed {
+                RuntimeClassCheck::Present
+            } else {
+                RuntimeClassCheck::Missing
+            }),
+            logs: BTreeMap::new(),
+            stop: None,
+            source: None,
+            head: None,
+        };
+        if let Some(Source::Git(git)) = &ev.spec.source {
+            obs.source = Some(self.fetch(git).await);
+        }
+        loop {
+            // A slot first, so that `startTime` (set by the plan that starts a pod) and the
+            // duration do not count the wait for other runs.
+            let permit = self.slots.acquire().await;
+            obs.now = now();
+            let planned = match plan::plan(&ev, &obs, &Decision::Admit, &self.config) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("crucible: {}: {e}", ev.name_any());
+                    return ev;
+                }
+            };
+            let finished = planned.status.phase.is_some_and(Phase::is_finished);
+            ev.status = Some(planned.status);
+            if finished {
+                return ev;
+            }
+            let mut pod = None;
+            let mut workspace = None;
+            for child in planned.create {
+                match child {
+                    Child::Pod(p) => pod = Some(*p),
+                    Child::ConfigMap(c) => workspace = Some(*c),
+                    Child::NetworkPolicy(_) => {}
+                }
+            }
+            let Some(pod) = pod else {
+                eprintln!("crucible: {}: the plan started no pod", ev.name_any());
+                return ev;
+            };
+            let runner = self.clone();
+            let ran =
+                tokio::task::spawn_blocking(move || runner.run_pod(pod, workspace.as_ref())).await;
+            drop(permit);
+            match ran {
+                Ok(ran) => {
+                    obs.pods = vec![ran.pod];
+                    obs.logs = ran.logs;
+                }
+                Err(e) => {
+                    eprintln!("crucible: {}: {e}", ev.name_any());
+                    return ev;
+                }
+            }
+        }
+    }
+
+    /// Runs a suite: the controller's suite plan decides which children start (within
+    /// `parallelism`, stopping at `maxFailures`) and the suite's status, re-planned whenever a
+    /// child finishes. Returns the suite and its children.
+    pub async fn suite(
+        self: &Arc<Self>,
+        mut s: EvaluationSuite,
+    ) -> (EvaluationSuite, Vec<Evaluation>) {
+        let mut children: Vec<Evaluation> = Vec::new();
+        let mut running = FuturesUnordered::new();
+        loop {
+            let planned = suite::plan::plan(&s, &children, &now());
+            let done = planned.status.phase != Some(SuitePhase::Running);
+            s.status = Some(planned.status);
+            for mut child in planned.apply {
+                if children.iter().any(|c| c.name_any() == child.name_any()) {
+                    continue;
+                }
+                child.metadata.uid = Some(uid(&child.name_any()));
+                child.metadata.generation = Some(1);
+                child.metadata.creation_timestamp = Some(now());
+                // Counts as started (Pending) for the next plan's parallelism.
+                child.status = Some(crate::crd::EvaluationStatus {
+                    phase: Some(Phase::Pending),
+                    ..Default::default()
+                });
+                children.push(child.clone());
+                child.status = None;
+                let runner = self.clone();
+                running.push(async move { runner.evaluation(child).await });
+            }
+            if running.is_empty() && (done || children.is_empty()) {
+                return (s, children);
+            }
+            let Some(finished) = running.next().await else {
+                return (s, children);
+            };
+            if let Some(slot) = children
+                .iter_mut()
+                .find(|c| c.name_any() == finished.name_any())
+            {
+                *slot = finished;
+            }
+        }
+    }
+
+    /// Reads a git source with the controller's git code (the run pins its commit).
+    async fn fetch(
+        &self,
+        git: &crate::crd::evaluation::GitSource,
+    ) -> Result<FetchedSource, SourceProblem> {
+        if let Some(secret) = &git.secret_ref {
+            return Err(SourceProblem {
+                reason: "SecretNotFound",
+                message: format!(
+                    "Secret {} (spec.source.git.secretRef) cannot be read without a cluster",
+                    secret.name
+                ),
+                transient: false,
+            });
+        }
+        let request = GitRequest {
+            url: git.url.clone(),
+            reference: git.r#ref.clone(),
+            path: git.path.clone(),
+            credentials: None,
+        };
+        self.git
+            .fetch(request, self.config.max_source_bytes)
+            .await
+            .map(FetchedSource::from)
+            .map_err(|e| SourceProblem::from(&e))
+    }
+
+    /// Runs the planned pod: its init containers, then its containers, as the kubelet does
+    /// (a failing step ends the pod), within the pod's `activeDeadlineSeconds`.
+    fn run_pod(&self, mut pod: Pod, workspace: Option<&ConfigMap>) -> Ran {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let name = pod.name_any();
+        let dir = self
+            .work_root
+            .join(format!("crucible-run.{}.{n}.{name}", std::process::id()));
+        let spec = pod.spec.clone().unwrap_or_default();
+        let deadline = Instant::now()
+            + Duration::from_secs(
+                u64::try_from(spec.active_deadline_seconds.unwrap_or(600)).unwrap_or(600),
+            );
+        let mut status = PodStatus {
+            phase: Some("Pending".into()),
+            start_time: Some(now()),
+            ..Default::default()
+        };
+        let mut logs = BTreeMap::new();
+        let mut statuses: Vec<(bool, ContainerStatus)> = Vec::new();
+        let prepared = prepare_volumes(&dir, &pod, workspace);
+        let steps = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| (true, c))
+            .chain(spec.containers.iter().map(|c| (false, c)));
+        let mut failed = false;
+        let mut timed_out = false;
+        for (init, container) in steps {
+            let mut container_status = ContainerStatus {
+                name: container.name.clone(),
+                image: container.image.clone().unwrap_or_default(),
+                ..Default::default()
+            };
+            let waiting = |reason: &str, message: String| ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.into()),
+                    message: Some(message),
+                }),
+                ..Default::default()
+            };
+            let volumes = match &prepared {
+                Ok(v) => v,
+                Err(message) => {
+                    container_status.state = Some(waiting("CreateContainerError", message.clone()));
+                    statuses.push((init, container_status));
+                    break;
+                }
+            };
+            let image = match self.images.get(container_status.image.as_str()) {
+                Ok(image) => image,
+                Err(e) => {
+                    eprintln!("crucible: {e}");
+                    container_status.state = Some(waiting("ErrImageNeverPull", e.to_string()));
+                    statuses.push((init, container_status));
+                    break;
+                }
+            };
+            container_status.image_id = image.digest.clone();
+            let termination_dir = dir.join("termination").join(&container.name);
+            let step = mkdir_owned(&termination_dir)
+                .and_then(|()| {
+                    bundle::step(&pod, container, &image.config, volumes, &termination_dir)
+                })
+                .and_then(|step| {
+                    // The kubelet mounts an existing, empty file; so does this (rootless runsc
+                    // could not create one owned by the sandbox user).
+                    if let Some(file) = &step.termination_file {
+                        std::fs::write(file, b"")
+                            .and_then(|()| {
+                                std::fs::set_permissions(
+                                    file,
+                                    std::fs::Permissions::from_mode(0o666),
+                                )
+                            })
+                            .map_err(|e| format!("{}: {e}", file.display()))?;
+                    }
+                    Ok(step)
+                });
+            let step = match step {
+                Ok(step) => step,
+                Err(message) => {
+                    container_status.state = Some(waiting("CreateContainerConfigError", message));
+                    statuses.push((init, container_status));
+                    break;
+                }
+            };
+            let started = now();
+            status.phase = Some("Running".into());
+            // Unique across concurrent `crucible run`s too: it names the cgroup.
+            let id = format!("{name}.{}-{}-{n}", container.name, std::process::id());
+            let log_file = self
+                .keep
+                .then(|| dir.join(format!("{}.log", container.name)));
+            let exit = self.runtime.run(
+                &step,
+                &image,
+                &dir.join(&container.name),
+                &id,
+                deadline,
+                log_file.as_deref(),
+            );
+            let exit = match exit {
+                Ok(exit) => exit,
+                Err(e) => {
+                    container_status.state = Some(waiting("CreateContainerError", e.to_string()));
+                    statuses.push((init, container_status));
+                    break;
+                }
+            };
+            let message = step
+                .termination_file
+                .as_deref()
+                .and_then(read_termination_message);
+            container_status.state = Some(ContainerState {
+                terminated: Some(ContainerStateTerminated {
+                    exit_code: exit.code,
+                    reason: Some(
+                        match (exit.code, exit.oom_killed) {
+                            (0, _) => "Completed",
+                            (_, true) => "OOMKilled",
+                            _ => "Error",
+                        }
+                        .into(),
+                    ),
+                    message,
+                    started_at: Some(started),
+                    finished_at: Some(now()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            logs.insert(container.name.clone(), exit.log);
+            statuses.push((init, container_status));
+            if exit.timed_out {
+                timed_out = true;
+                break;
+            }
+            if exit.code != 0 {
+                failed = true;
+                break;
+            }
+        }
+        let all_ran = statuses.len()
+            == spec.init_containers.iter().flatten().count() + spec.containers.len()
+            && statuses
+                .iter()
+                .all(|(_, c)| c.state.as_ref().is_some_and(|s| s.terminated.is_some()));
+        if timed_out {
+            status.phase = Some("Failed".into());
+            status.reason = Some("DeadlineExceeded".into());
+            status.message =
+                Some("Pod was active on the node longer than the specified deadline".into());
+        } else if failed {
+            status.phase = Some("Failed".into());
+        } else if all_ran {
+            status.phase = Some("Succeeded".into());
+        }
+        let (init, main): (Vec<_>, Vec<_>) = statuses.into_iter().partition(|(init, _)| *init);
+        status.init_container_statuses = Some(init.into_iter().map(|(_, c)| c).collect());
+        status.container_statuses = Some(main.into_iter().map(|(_, c)| c).collect());
+        pod.status = Some(status);
+        if self.keep {
+            eprintln!("crucible: kept {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        Ran { pod, logs }
+    }
+}
+
+/// A uid for an object that never saw an API server: unique per process and name.
+pub fn uid(name: &str) -> String {
+    let text = format!(
+        "{}\n{name}\n{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    let hex = crate::digest::sha256_hex(text.as_bytes());
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// The termination message as the kubelet reads it: at most 4 KiB from the start.
+fn read_termination_message(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).ok()?;
+    let mut bytes = Vec::new();
+    file.take(TERMINATION_MESSAGE_MAX as u64)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A directory the sandbox user can write: owned by 65534 as root; world-writable otherwise
+/// (rootless runsc maps the caller to the sandbox's root, so host ownership does not carry).
+fn mkdir_owned(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let uid = u32::try_from(SANDBOX_UID).unwrap_or(65534);
+    if !sandbox::is_root() || std::os::unix::fs::chown(dir, Some(uid), Some(uid)).is_err() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Host directories of the pod's volumes: the workspace ConfigMap written out read-only (its
+/// items say which key goes to which path), every other emptyDir an empty directory the
+/// sandbox user owns (`/tmp` is a tmpfs inside the sandbox instead).
+fn prepare_volumes(
+    dir: &Path,
+    pod: &Pod,
+    workspace: Option<&ConfigMap>,
+) -> Result<BTreeMap<String, PathBuf>, String> {
+    let mut out = BTreeMap::new();
+    for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path = dir.join("volumes").join(&volume.name);
+        if let Some(source) = &volume.config_map {
+            let cm = workspace.ok_or("the workspace ConfigMap was not planned")?;
+            for item in source.items.iter().flatten() {
+                let bytes = cm
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get(&item.key))
+                    .map(|s| s.as_bytes().to_vec())
+                    .or_else(|| {
+                        cm.binary_data
+                            .as_ref()
+                            .and_then(|d| d.get(&item.key))
+                            .map(|b| b.0.clone())
+                    })
+                    .ok_or_else(|| format!("the workspace has no key {}", item.key))?;
+                // The kubelet refuses paths that leave the volume; so does this.
+                let relative = Path::new(&item.path);
+                if !relative
+                    .components()
+                    .all(|c| matches!(c, std::path::Component::Normal(_)))
+                {
+                    return Err(format!("workspace path {:?} leaves the volume", item.path));
+                }
+                let file = path.join(relative);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| format!("{}: {e}", parent.display()))?;
+                }
+                std::fs::write(&file, bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+                let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444));
+            }
+            std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        } else if volume.empty_dir.is_some() {
+            mkdir_owned(&path)?;
+        }
+        out.insert(volume.name.clone(), path);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, PodSpec, Volume};
+
+    fn pod(path: &str) -> (Pod, ConfigMap) {
+        let pod = Pod {
+            spec: Some(PodSpec {
+                volumes: Some(vec![Volume {
+                    name: "workspace".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        items: Some(vec![KeyToPath {
+                            key: "k".into(),
+                            path: path.into(),
+                            mode: None,
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cm = ConfigMap {
+            data: Some([("k".to_string(), "print(1)".to_string())].into()),
+            ..Default::default()
+        };
+        (pod, cm)
+    }
+
+    #[test]
+    fn workspace_files_are_written_read_only_and_cannot_leave_the_volume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (p, cm) = pod("lib/eval.py");
+        let volumes = prepare_volumes(dir.path(), &p, Some(&cm)).expect("prepared");
+        let file = volumes["workspace"].join("lib/eval.py");
+        assert_eq!(std::fs::read_to_string(&file).expect("written"), "print(1)");
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o444);
+        for bad in ["../escape.py", "/abs.py"] {
+            let (p, cm) = pod(bad);
+            let err = prepare_volumes(dir.path(), &p, Some(&cm)).expect_err(bad);
+            assert!(err.contains("leaves the volume"), "{err}");
+        }
+        assert!(!dir.path().join("volumes/escape.py").exists());
+    }
+
+    #[test]
+    fn termination_messages_are_read_as_the_kubelet_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("result.json");
+        assert_eq!(read_termination_message(&path), None);
+        std::fs::write(&path, "").expect("write");
+        assert_eq!(read_termination_message(&path), None);
+        std::fs::write(&path, "x".repeat(10_000)).expect("write");
+        assert_eq!(
+            read_termination_message(&path).map(|m| m.len()),
+            Some(TERMINATION_MESSAGE_MAX)
+        );
+    }
+}
