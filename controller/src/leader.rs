@@ -33,7 +33,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What to do with the Lease as it is now.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
+pub enum LeaseDecision {
     /// Take it (free, expired, or already ours): write it with us as holder.
     Take,
     /// Someone else holds it.
@@ -73,13 +73,13 @@ pub struct Observer {
 
 impl Observer {
     /// Notes the Lease as read at `now` and decides whether `me` may take it.
-    pub fn decide(&mut self, lease: Option<&Lease>, me: &str, now: Instant) -> Decision {
+    pub fn decide(&mut self, lease: Option<&Lease>, me: &str, now: Instant) -> LeaseDecision {
         let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
-            return Decision::Take;
+            return LeaseDecision::Take;
         };
         let record = Record::of(spec);
         if record.holder.is_empty() || record.holder == me {
-            return Decision::Take;
+            return LeaseDecision::Take;
         }
         let since = match &self.seen {
             Some((seen, at)) if *seen == record => *at,
@@ -90,9 +90,9 @@ impl Observer {
             }
         };
         if now.duration_since(since) > record.duration {
-            Decision::Take
+            LeaseDecision::Take
         } else {
-            Decision::Wait {
+            LeaseDecision::Wait {
                 holder: record.holder,
             }
         }
@@ -161,8 +161,8 @@ async fn try_take(
     // Written into the Lease for people and other tools; never used to judge expiry.
     let now = jiff::Timestamp::now();
     match observer.decide(current.as_ref(), me, Instant::now()) {
-        Decision::Wait { .. } => Ok(false),
-        Decision::Take => {
+        LeaseDecision::Wait { .. } => Ok(false),
+        LeaseDecision::Take => {
             let result = match current {
                 None => {
                     let lease = Lease {
@@ -315,14 +315,14 @@ mod tests {
     #[test]
     fn a_missing_free_or_own_lease_is_taken() {
         let (mut o, now) = (Observer::default(), Instant::now());
-        assert_eq!(o.decide(None, "a", now), Decision::Take);
+        assert_eq!(o.decide(None, "a", now), LeaseDecision::Take);
         assert_eq!(
             o.decide(Some(&lease("", 100, 15)), "a", now),
-            Decision::Take
+            LeaseDecision::Take
         );
         assert_eq!(
             o.decide(Some(&lease("a", 100, 15)), "a", now),
-            Decision::Take
+            LeaseDecision::Take
         );
     }
 
@@ -333,7 +333,7 @@ mod tests {
         let mut o = Observer::default();
         let t0 = Instant::now();
         let stale_clock = lease("b", 0, 15);
-        let wait = Decision::Wait { holder: "b".into() };
+        let wait = LeaseDecision::Wait { holder: "b".into() };
         assert_eq!(o.decide(Some(&stale_clock), "a", t0), wait);
         assert_eq!(
             o.decide(Some(&stale_clock), "a", t0 + Duration::from_secs(15)),
@@ -349,7 +349,7 @@ mod tests {
         );
         assert_eq!(
             o.decide(Some(&renewed), "a", t1 + Duration::from_secs(16)),
-            Decision::Take
+            LeaseDecision::Take
         );
     }
 

@@ -287,6 +287,10 @@ pub struct EvaluationStatus {
     /// `metadata.generation` when the current run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_generation: Option<i64>,
+    /// True once `ttlSecondsAfterFinished` expired and the run's NetworkPolicy and ConfigMap
+    /// were deleted (the Evaluation and its status stay).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children_removed: Option<bool>,
     /// Id of the current run: its pods carry it as label `crucible.dev/run-id` and hold its
     /// share of the quota until they are gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -233,7 +233,7 @@ async fn deadline_times_out_and_deletes_the_pod_after_keeping_its_log() {
 }
 
 #[tokio::test]
-async fn expired_ttl_deletes_children_but_writes_no_status() {
+async fn expired_ttl_deletes_children_once_and_says_so() {
     let ev = Evaluation::test().with_spec(|s| s.ttl_seconds_after_finished = Some(0));
     let (ev, name) = started(ev);
     let done_pod = mk_pod(
@@ -250,9 +250,14 @@ async fn expired_ttl_deletes_children_but_writes_no_status() {
         ..Observed::empty()
     };
     let done = plan(&ev, &obs, &Decision::Admit, &Config::default()).expect("plan");
-    let ev = ev.with_status(done.status);
+    // As written when the run finished, before its TTL expired.
+    let mut finished = done.status;
+    finished.children_removed = None;
+    let ev = ev.with_status(finished);
     let action = reconcile_with(ev, |mut api| async move {
         api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["childrenRemoved"], true);
         api.expect(Method::DELETE, POLICY, 200, serde_json::json!({}))
             .await;
         api.expect(Method::DELETE, WORKSPACE, 404, status_error(404, "gone"))

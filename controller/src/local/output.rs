@@ -1,7 +1,7 @@
 //! What `crucible run` prints: the table `kubectl get evaluations` shows, or the objects with
 //! exactly the `status` the operator writes (same types, same serde) as a `List`. Pure.
 
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::crd::{Evaluation, EvaluationSuite};
@@ -118,11 +118,12 @@ pub fn table(evaluations: &[Evaluation], suites: &[EvaluationSuite]) -> String {
     out
 }
 
-fn object(kind: &str, value: Value) -> Value {
-    let mut v = value;
-    v["apiVersion"] = json!("crucible.dev/v1alpha1");
-    v["kind"] = json!(kind);
-    v
+/// `object` as JSON, with its apiVersion and kind from its type.
+fn object<K: Resource<DynamicType = ()> + serde::Serialize>(object: &K) -> Result<Value, String> {
+    let mut v = serde_json::to_value(object).map_err(|e| e.to_string())?;
+    v["apiVersion"] = json!(K::api_version(&()));
+    v["kind"] = json!(K::kind(&()));
+    Ok(v)
 }
 
 /// The objects as a `List`, as `kubectl get -o yaml|json` prints several.
@@ -136,16 +137,10 @@ pub fn document(
 ) -> Result<String, String> {
     let mut items = Vec::new();
     for ev in evaluations {
-        items.push(object(
-            "Evaluation",
-            serde_json::to_value(ev).map_err(|e| e.to_string())?,
-        ));
+        items.push(object(ev)?);
     }
     for suite in suites {
-        items.push(object(
-            "EvaluationSuite",
-            serde_json::to_value(suite).map_err(|e| e.to_string())?,
-        ));
+        items.push(object(suite)?);
     }
     let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
     match format {

@@ -297,7 +297,20 @@ fn ttl_removes_every_child_after_it_expires_and_keeps_the_status() {
             (ChildKind::ConfigMap, "arith-workspace".to_string())
         ]
     );
-    assert_eq!(Some(&expired.status), done.status.as_ref());
+    let mut kept = done.status.clone().expect("status");
+    kept.children_removed = Some(true);
+    assert_eq!(
+        expired.status, kept,
+        "the status stays, and remembers the cleanup"
+    );
+    let again = run(
+        &after(&done, &expired),
+        &Observed {
+            now: at(90),
+            ..Observed::empty()
+        },
+    );
+    assert!(again.delete.is_empty(), "no DELETE is sent twice");
 }
 
 #[test]

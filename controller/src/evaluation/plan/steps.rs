@@ -349,15 +349,19 @@ impl Planner<'_> {
                 if let Some(pod) = current {
                     self.plan_delete.push((ChildKind::Pod, pod));
                 }
-                self.plan_delete.push((
-                    ChildKind::NetworkPolicy,
-                    child_name(&self.owner.name, POLICY_SUFFIX),
-                ));
-                if self.ev.spec.source.is_some() {
+                // Once: the status remembers it, so later reconciles send no DELETEs.
+                if self.status.children_removed != Some(true) {
+                    self.status.children_removed = Some(true);
                     self.plan_delete.push((
-                        ChildKind::ConfigMap,
-                        child_name(&self.owner.name, WORKSPACE_SUFFIX),
+                        ChildKind::NetworkPolicy,
+                        child_name(&self.owner.name, POLICY_SUFFIX),
                     ));
+                    if self.ev.spec.source.is_some() {
+                        self.plan_delete.push((
+                            ChildKind::ConfigMap,
+                            child_name(&self.owner.name, WORKSPACE_SUFFIX),
+                        ));
+                    }
                 }
                 self.requeue = Requeue::AwaitChange;
             }
