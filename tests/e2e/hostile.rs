@@ -9,7 +9,7 @@ use crucible::crd::evaluation::Phase;
 use crucible::crd::suite::SuitePhase;
 use crucible::crd::{Evaluation, EvaluationQuota, EvaluationSuite};
 use crucible_e2e::{
-    apply_evaluation, apply_typed, parse_evaluation, poll_until, wait_for, wait_phase, watch_peak,
+    apply_evaluation, apply_typed, poll_until, sleeper, wait_for, wait_phase, watch_peak,
     with_temp_ns,
 };
 use kube::Api;
@@ -27,12 +27,6 @@ fn controller_rss() -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS in /proc/PID/status");
     kib * 1024
-}
-
-fn sleeper(name: &str, cpu: &str) -> Evaluation {
-    parse_evaluation(&format!(
-        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"import time; time.sleep(30); print('CRUCIBLE_RESULT {{\\\"score\\\": 1}}')\"]\n  timeout: 2m\n  resources: {{cpu: {cpu}, memory: 64Mi}}\n"
-    ))
 }
 
 /// The quota bypass of issue 11: `a` runs at 500m under `maxRunning: 1, cpu: 1`; re-applying
@@ -54,13 +48,13 @@ async fn a_spec_change_of_a_running_evaluation_cannot_skip_the_quota() {
         .await;
         let (peak, done) = watch_peak(client.clone(), &ns, "crucible.dev/managed=true");
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
-        apply_evaluation(&client, &ns, &sleeper("a", "500m")).await;
+        apply_evaluation(&client, &ns, &sleeper("a", 30, "500m")).await;
         let running = wait_phase(&api, "a", Phase::Running, Duration::from_secs(90)).await;
         let first_run = running.status.and_then(|s| s.run_id).expect("run id");
-        apply_evaluation(&client, &ns, &sleeper("b", "500m")).await;
+        apply_evaluation(&client, &ns, &sleeper("b", 30, "500m")).await;
         wait_phase(&api, "b", Phase::Queued, Duration::from_secs(30)).await;
 
-        apply_evaluation(&client, &ns, &sleeper("a", "2")).await;
+        apply_evaluation(&client, &ns, &sleeper("a", 30, "2")).await;
         let changed = wait_for(
             &api,
             "a",

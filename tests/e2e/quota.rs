@@ -8,15 +8,13 @@ use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
 use crucible::stop::{self, Scope};
 use crucible_e2e::{
-    apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_for, wait_phase,
-    watch_peak, with_temp_ns,
+    apply_evaluation, poll_until, sleeper, wait_finished, wait_for, wait_phase, watch_peak,
+    with_temp_ns,
 };
 use kube::Api;
 
 fn quick(name: &str, seconds: u32) -> Evaluation {
-    parse_evaluation(&format!(
-        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"import time; time.sleep({seconds}); print('CRUCIBLE_RESULT {{\\\"score\\\": 1}}')\"]\n  timeout: 2m\n  resources: {{cpu: 100m, memory: 64Mi}}\n"
-    ))
+    sleeper(name, seconds, "100m")
 }
 
 #[tokio::test]

@@ -380,3 +380,23 @@ pub async fn dump_namespace(client: &Client, ns: &str) {
     }
     eprintln!("===== end of dump =====");
 }
+
+/// Asserts that the sandbox probe's `summary` saw gVisor's kernel, not the host's: the Sentry
+/// reports its own fixed version (4.4.0).
+pub fn assert_gvisor_kernel(summary: &serde_json::Value) {
+    let kernel = summary["kernel"].as_str().expect("kernel");
+    let host = std::fs::read_to_string("/proc/version").expect("host /proc/version");
+    assert_ne!(
+        kernel.trim(),
+        host.trim(),
+        "the sandbox must not see the host kernel"
+    );
+    assert!(kernel.contains("4.4.0"), "not gVisor: {kernel}");
+}
+
+/// An Evaluation that sleeps `seconds`, then reports score 1; requests `cpu` and 64Mi.
+pub fn sleeper(name: &str, seconds: u32, cpu: &str) -> Evaluation {
+    parse_evaluation(&format!(
+        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"import time; time.sleep({seconds}); print('CRUCIBLE_RESULT {{\\\"score\\\": 1}}')\"]\n  timeout: 2m\n  resources: {{cpu: {cpu}, memory: 64Mi}}\n"
+    ))
+}
