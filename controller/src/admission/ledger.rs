@@ -228,7 +228,13 @@ impl Ledger {
         hold: Option<&str>,
     ) -> Decision {
         let uid = candidate.key.uid.clone();
-        if self.admitted.contains_key(&candidate.run) {
+        // The same run of the same Evaluation, decided again (a reconcile retried after an
+        // error): admitted without counting it twice.
+        if self
+            .admitted
+            .get(&candidate.run)
+            .is_some_and(|h| h.uid == uid)
+        {
             self.dequeue(&uid);
             return Decision::Admit;
         }

@@ -557,3 +557,21 @@ fn a_request_over_a_controller_wide_limit_is_refused_not_queued_forever() {
         Decision::Admit
     );
 }
+
+/// Two Evaluations can never share an admission, even if a run id repeated.
+#[test]
+fn another_evaluation_never_rides_on_an_admitted_run() {
+    let mut l = Ledger::default();
+    let quota = max_running(1);
+    let none = Limits::default();
+    let first = candidate("a", "one", 0, 1, 1.0);
+    assert_eq!(l.decide(&first, &quota, &none, None), Decision::Admit);
+    let twin = Candidate {
+        run: first.run.clone(),
+        ..candidate("a", "two", 0, 2, 1.0)
+    };
+    assert!(matches!(
+        l.decide(&twin, &quota, &none, None),
+        Decision::Wait { reason, .. } if reason == "QuotaExceeded: maxRunning 1 reached"
+    ));
+}

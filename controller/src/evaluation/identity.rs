@@ -50,12 +50,13 @@ impl RunKey {
         }
     }
 
-    /// 16 hex characters naming this run for admission: started at `generation`, and, for a
-    /// run started because a followed branch moved, at commit `head`. Every attempt of a run
-    /// shares it; a spec change, a rerun or a new commit makes a new one.
-    pub fn run_id(&self, generation: Option<i64>, head: Option<&str>) -> String {
+    /// 16 hex characters naming this run of Evaluation `uid` for admission: started at
+    /// `generation`, and, for a run started because a followed branch moved, at commit `head`.
+    /// Every attempt of a run shares it; another Evaluation (even with the same spec), a spec
+    /// change, a rerun or a new commit makes a new one.
+    pub fn run_id(&self, uid: &str, generation: Option<i64>, head: Option<&str>) -> String {
         let text = format!(
-            "{}\n{}\n{}\n{}",
+            "{uid}\n{}\n{}\n{}\n{}",
             self.spec_hash,
             self.rerun.as_deref().unwrap_or(""),
             generation.unwrap_or(0),
@@ -147,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn runs_differ_by_spec_rerun_generation_and_followed_commit() {
+    fn runs_differ_by_evaluation_spec_rerun_generation_and_followed_commit() {
         let key = RunKey {
             spec_hash: "sha256:x".into(),
             rerun: None,
@@ -157,14 +158,22 @@ mod tests {
             ..key.clone()
         };
         let ids = [
-            key.run_id(Some(1), None),
-            rerun.run_id(Some(1), None),
-            key.run_id(Some(2), None),
-            key.run_id(Some(1), Some("abc")),
+            key.run_id("uid-a", Some(1), None),
+            key.run_id("uid-b", Some(1), None),
+            rerun.run_id("uid-a", Some(1), None),
+            key.run_id("uid-a", Some(2), None),
+            key.run_id("uid-a", Some(1), Some("abc")),
         ];
         let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
-        assert_eq!(distinct.len(), ids.len());
-        assert_eq!(key.run_id(Some(1), None), key.run_id(Some(1), None));
+        assert_eq!(
+            distinct.len(),
+            ids.len(),
+            "two Evaluations of one spec differ too"
+        );
+        assert_eq!(
+            key.run_id("uid-a", Some(1), None),
+            key.run_id("uid-a", Some(1), None)
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub fn awaits_admission(ev: &Evaluation, head: Option<&str>) -> bool {
 /// the Evaluation's generation (and the new head of a followed branch).
 pub fn admission_run_id(ev: &Evaluation, head: Option<&str>) -> String {
     let key = RunKey::of(ev);
+    let uid = ev.meta().uid.as_deref().unwrap_or_default();
     let current = ev
         .status
         .as_ref()
@@ -71,8 +72,8 @@ pub fn admission_run_id(ev: &Evaluation, head: Option<&str>) -> String {
             .run_id
             .clone()
             // Statuses written before run ids existed.
-            .unwrap_or_else(|| key.run_id(status.run_generation, None)),
-        None => key.run_id(ev.meta().generation, head),
+            .unwrap_or_else(|| key.run_id(uid, status.run_generation, None)),
+        None => key.run_id(uid, ev.meta().generation, head),
     }
 }
 

@@ -205,3 +205,13 @@ fn a_source_that_cannot_be_read_gives_up_its_queue_place() {
     assert_eq!(p.status.phase, Some(Phase::Queued));
     assert!(!p.in_queue, "it must not hold up the runs behind it");
 }
+
+#[test]
+fn evaluations_with_the_same_spec_are_different_runs() {
+    let a = Evaluation::test();
+    let mut b = Evaluation::test();
+    b.metadata.name = Some("twin".into());
+    b.metadata.uid = Some("uid-twin".into());
+    assert_eq!(a.spec, b.spec);
+    assert_ne!(admission_run_id(&a, None), admission_run_id(&b, None));
+}
