@@ -217,6 +217,7 @@ assert e['CRUCIBLE_LEADER_ELECTION'] == 'true' and e['CRUCIBLE_LEASE_NAME'] == '
 assert e['CRUCIBLE_SYSTEM_NAMESPACE'] == 'chart-validate' and one('Role', '-leader-election')['metadata']['namespace'] == 'chart-validate'
 assert not {'CRUCIBLE_MAX_CPU', 'CRUCIBLE_MAX_MEMORY', 'CRUCIBLE_MAX_GPU'} & set(e), 'no controller-wide resource caps by default'
 assert e['CRUCIBLE_METRICS_ADDR'] == '0.0.0.0:8080' and e['CRUCIBLE_RUNTIME_CLASS'] == 'gvisor'
+assert e['CRUCIBLE_GPU_RUNTIME_CLASS'] == 'gvisor-nvproxy'
 assert 'CRUCIBLE_NAMESPACES' not in e, 'all namespaces by default'
 for k in ['CRUCIBLE_ALLOWLIST_RUNTIME_CLASS', 'CRUCIBLE_ALLOW_UNSANDBOXED', 'CRUCIBLE_DEFAULT_CPU', 'CRUCIBLE_DEFAULT_MEMORY',
           'CRUCIBLE_DEFAULT_EPHEMERAL_STORAGE', 'CRUCIBLE_DEFAULT_TIMEOUT', 'CRUCIBLE_TMP_SIZE', 'CRUCIBLE_CONCURRENCY',
@@ -269,6 +270,22 @@ assert json.loads(cm['data']['crucible.json']) == json.load(open(chart + '/dashb
   else
     fail "helm template (serviceMonitor+runtimeClasses+dashboards)"
   fi
+
+  # the GPU RuntimeClass alone, renamed, pinned to GPU nodes
+  if render gpu --set runtimeClasses.gpu.create=true --set controller.gpuRuntimeClass=gvisor-gpu \
+       --set-string 'runtimeClasses.gpu.scheduling.nodeSelector.nvidia\.com/gpu\.present=true'; then
+    check "runtimeClasses.gpu: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/gpu.yaml"
+    check "runtimeClasses.gpu: one nvproxy RuntimeClass, named as the controller uses it" assert_yaml "$WORK/gpu.yaml" "
+rc = one('RuntimeClass')
+assert rc['metadata']['name'] == 'gvisor-gpu' and rc['handler'] == 'runsc-nvproxy', rc
+assert rc['scheduling'] == {'nodeSelector': {'nvidia.com/gpu.present': 'true'}}, rc
+assert env(one('Deployment'))['CRUCIBLE_GPU_RUNTIME_CLASS'] == 'gvisor-gpu'
+"
+  else
+    fail "helm template (runtimeClasses.gpu)"
+  fi
+  check_fails "schema rejects runtimeClasses.gpu.handler: Runsc_NV" 'handler' \
+    "$HELM" template crucible "$CHART" --set runtimeClasses.gpu.handler=Runsc_NV
 
   # one replica: no leader election, Recreate, no PDB, no Lease Role
   if render single --set replicaCount=1 --set rbac.readSecrets=false --set 'controller.namespaces={team-a,team-b}' \

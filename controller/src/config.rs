@@ -120,6 +120,13 @@ pub struct ControllerArgs {
         default_value = "gvisor-net"
     )]
     pub allowlist_runtime_class: String,
+    /// RuntimeClass of evaluations that request GPUs (gVisor with nvproxy, no network).
+    #[arg(
+        long,
+        env = "CRUCIBLE_GPU_RUNTIME_CLASS",
+        default_value = "gvisor-nvproxy"
+    )]
+    pub gpu_runtime_class: String,
     /// Run evaluations without gVisor when the RuntimeClass is missing (status says so).
     #[arg(long, env = "CRUCIBLE_ALLOW_UNSANDBOXED")]
     pub allow_unsandboxed: bool,
@@ -241,6 +248,8 @@ pub struct Config {
     pub runtime_class: String,
     /// RuntimeClass for network `Allowlist`.
     pub allowlist_runtime_class: String,
+    /// RuntimeClass for evaluations with `resources.gpu > 0`.
+    pub gpu_runtime_class: String,
     /// Whether a missing RuntimeClass may fall back to the node's default runtime.
     pub allow_unsandboxed: bool,
     /// Default CPU.
@@ -300,6 +309,7 @@ impl ControllerArgs {
         let ControllerArgs {
             runtime_class,
             allowlist_runtime_class,
+            gpu_runtime_class,
             allow_unsandboxed,
             default_cpu,
             default_memory,
@@ -332,6 +342,7 @@ impl ControllerArgs {
             Config {
                 runtime_class,
                 allowlist_runtime_class,
+                gpu_runtime_class,
                 allow_unsandboxed,
                 default_cpu: Quantity(default_cpu),
                 default_memory: Quantity(default_memory),
@@ -395,6 +406,7 @@ mod tests {
         let config = Config::default();
         assert_eq!(config.runtime_class, "gvisor");
         assert_eq!(config.allowlist_runtime_class, "gvisor-net");
+        assert_eq!(config.gpu_runtime_class, "gvisor-nvproxy");
         assert!(!config.allow_unsandboxed);
         assert_eq!(config.default_timeout, Duration::from_secs(600));
     }
