@@ -6,7 +6,8 @@
 #               helm lint (default values, values-local.yaml); helm template with several value
 #               sets, each validated offline against the Kubernetes 1.20 schemas (strict), plus
 #               assertions on what was rendered (RBAC rules, leader election, PDB API version,
-#               dashboard ConfigMap); values.schema.json must reject bad values.
+#               dashboard ConfigMap: charts/tests/test_render.py, one unittest per check);
+#               values.schema.json must reject bad values.
 #   --cluster   also, when the local cluster answers: build and import the controller image
 #               (infrastructure/image/build.sh --import), `helm install` into a fresh namespace
 #               chart-e2e with values-local.yaml, wait for the Deployment, `helm test`,
@@ -29,6 +30,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CHART=$ROOT/charts/crucible
+TESTS=$ROOT/charts/tests/test_render.py   # assertions on the rendered manifests (unittest)
 CACHE=${CRUCIBLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/crucible}
 TOOLS=$CACHE/tools
 HELM=$TOOLS/bin/helm
@@ -51,13 +53,13 @@ for arg in "$@"; do
   case "$arg" in
     --cluster) cluster=1 ;;
     --no-build) image_args+=(--no-build) ;;
-    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument $arg (see --help)" >&2; exit 2 ;;
   esac
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/crucible-chart-test.XXXXXX")
-passed=0 failed=0
+passed=0 failed=0 ran_tests=()
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 pass() { passed=$((passed + 1)); echo "PASS $*"; }
 fail() { failed=$((failed + 1)); echo "FAIL $*"; }
@@ -143,40 +145,19 @@ validate() {
   [ -z "$warn" ] || { echo "no schema (not served by Kubernetes $VALIDATE_VERSION?): $warn"; return 1; }
 }
 
-# assert_yaml FILE PYTHON: run PYTHON with `docs` (the rendered objects) and helpers; it raises
-# (assert) on failure
-assert_yaml() {
-  local file=$1 code=$2
-  "$PY" - "$file" "$CHART" <<EOF
-import json, sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-chart = sys.argv[2]
-def objs(kind): return [d for d in docs if d["kind"] == kind]
-def one(kind, suffix=""):
-    found = [d for d in objs(kind) if d["metadata"]["name"].endswith(suffix)]
-    assert len(found) == 1, f"expected one {kind} *{suffix}, found {[d['metadata']['name'] for d in found]}"
-    return found[0]
-def env(dep):
-    c = dep["spec"]["template"]["spec"]["containers"][0]
-    return {e["name"]: e.get("value") for e in c["env"]}
-$code
-EOF
+# chart_test CLASS.METHOD: one test of charts/tests/test_render.py (assertions on the files
+# render wrote, and on the dashboard); all_tests_ran checks that none was left out
+chart_test() {
+  ran_tests+=("$1")
+  CHART_RENDERED=$WORK "$PY" "$TESTS" "$1"
 }
 
-# The controller's ClusterRole, rule by rule (README.md lists the same).
-EXPECTED_CLUSTER_RULES='[
-  [["crucible.dev"], ["evaluations", "evaluationsuites"], ["get", "list", "watch", "create", "patch", "update", "delete"]],
-  [["crucible.dev"], ["evaluations/status", "evaluationsuites/status", "evaluationquotas/status"], ["get", "patch", "update"]],
-  [["crucible.dev"], ["evaluationquotas"], ["get", "list", "watch"]],
-  [[""], ["pods"], ["get", "list", "watch", "create", "patch", "delete"]],
-  [[""], ["pods/log"], ["get"]],
-  [[""], ["configmaps"], ["get", "list", "watch", "create", "patch", "delete"]],
-  [["networking.k8s.io"], ["networkpolicies"], ["get", "list", "watch", "create", "patch", "delete"]],
-  [["node.k8s.io"], ["runtimeclasses"], ["get", "list", "watch"]],
-  [["events.k8s.io"], ["events"], ["create", "patch"]],
-  [[""], ["events"], ["create", "patch"]],
-  [[""], ["secrets"], ["get"]]
-]'
+all_tests_ran() {
+  local defined
+  defined=$(awk '/^class /{c = $2; sub(/[(:].*/, "", c)} /^    def test_/{m = $2; sub(/\(.*/, "", m); print c "." m}' "$TESTS" | sort)
+  [ -n "$defined" ] || { echo "no tests found in $TESTS"; return 1; }
+  diff <(echo "$defined") <(printf '%s\n' "${ran_tests[@]}" | sort) && echo "$(echo "$defined" | wc -l) tests"
+}
 
 offline_checks() {
   check "helm lint (default values)" "$HELM" lint --strict "$CHART"
@@ -185,69 +166,17 @@ offline_checks() {
   # defaults: 2 replicas, leader election, PDB policy/v1beta1 on 1.20
   if render defaults; then
     check "defaults: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/defaults.yaml"
-    check "defaults: ClusterRole has exactly the documented rules" assert_yaml "$WORK/defaults.yaml" "
-expected = json.loads('''$EXPECTED_CLUSTER_RULES''')
-rules = [[r['apiGroups'], r['resources'], r['verbs']] for r in one('ClusterRole')['rules']]
-assert rules == expected, json.dumps(rules, indent=1)
-assert all('resourceNames' not in r for r in one('ClusterRole')['rules'])
-crb = one('ClusterRoleBinding')
-assert crb['subjects'] == [{'kind': 'ServiceAccount', 'name': 'crucible', 'namespace': 'chart-validate'}], crb
-"
-    check "defaults: namespaced Roles for the stop ConfigMap, the Lease and the self-test" assert_yaml "$WORK/defaults.yaml" "
-system = one('Role', '-system')
-assert system['metadata']['namespace'] == 'chart-validate'
-assert [[r['apiGroups'], r['resources'], r['verbs']] for r in system['rules']] == [[[''], ['configmaps'], ['get', 'list', 'watch', 'create', 'patch', 'delete']]]
-lease = one('Role', '-leader-election')
-assert [(r['apiGroups'], r['resources'], r['verbs'], r.get('resourceNames')) for r in lease['rules']] == [
-    (['coordination.k8s.io'], ['leases'], ['create'], None),
-    (['coordination.k8s.io'], ['leases'], ['get', 'update', 'patch'], ['crucible-controller'])], lease['rules']
-st = one('Role', '-selftest')
-assert [[r['apiGroups'], r['resources'], r['verbs']] for r in st['rules']] == [[['crucible.dev'], ['evaluations'], ['create', 'get', 'patch', 'delete']]]
-for rb in objs('RoleBinding'):
-    assert rb['roleRef']['name'] == rb['metadata']['name'], rb
-"
-    check "defaults: Deployment (2 replicas, leader election, hardened, probes, downward API)" assert_yaml "$WORK/defaults.yaml" "
-dep = one('Deployment')
-spec = dep['spec']['template']['spec']
-c = spec['containers'][0]
-assert dep['spec']['replicas'] == 2
-assert dep['spec']['strategy']['type'] == 'RollingUpdate'
-e = env(dep)
-assert e['CRUCIBLE_LEADER_ELECTION'] == 'true' and e['CRUCIBLE_LEASE_NAME'] == 'crucible-controller'
-assert e['CRUCIBLE_SYSTEM_NAMESPACE'] == 'chart-validate' and one('Role', '-leader-election')['metadata']['namespace'] == 'chart-validate'
-assert not {'CRUCIBLE_MAX_CPU', 'CRUCIBLE_MAX_MEMORY', 'CRUCIBLE_MAX_GPU'} & set(e), 'no controller-wide resource caps by default'
-assert e['CRUCIBLE_METRICS_ADDR'] == '0.0.0.0:8080' and e['CRUCIBLE_RUNTIME_CLASS'] == 'gvisor'
-assert e['CRUCIBLE_GPU_RUNTIME_CLASS'] == 'gvisor-nvproxy'
-assert 'CRUCIBLE_NAMESPACES' not in e, 'all namespaces by default'
-for k in ['CRUCIBLE_ALLOWLIST_RUNTIME_CLASS', 'CRUCIBLE_ALLOW_UNSANDBOXED', 'CRUCIBLE_DEFAULT_CPU', 'CRUCIBLE_DEFAULT_MEMORY',
-          'CRUCIBLE_DEFAULT_EPHEMERAL_STORAGE', 'CRUCIBLE_DEFAULT_TIMEOUT', 'CRUCIBLE_TMP_SIZE', 'CRUCIBLE_CONCURRENCY',
-          'CRUCIBLE_MAX_RUNNING', 'CRUCIBLE_NAMESPACE_MAX_RUNNING', 'CRUCIBLE_SCORE_SERIES_LIMIT', 'CRUCIBLE_LOG_FORMAT', 'CRUCIBLE_LOG']:
-    assert e.get(k), k
-downward = {x['name']: x['valueFrom']['fieldRef']['fieldPath'] for x in c['env'] if 'valueFrom' in x}
-assert downward == {'POD_NAME': 'metadata.name', 'POD_NAMESPACE': 'metadata.namespace', 'POD_UID': 'metadata.uid'}, downward
-sc, psc = c['securityContext'], spec['securityContext']
-assert sc['readOnlyRootFilesystem'] and sc['allowPrivilegeEscalation'] is False and sc['capabilities']['drop'] == ['ALL']
-assert psc['runAsNonRoot'] and psc['runAsUser'] == 65532 and psc['seccompProfile']['type'] == 'RuntimeDefault'
-assert c['livenessProbe']['httpGet']['path'] == '/healthz' and c['readinessProbe']['httpGet']['path'] == '/readyz'
-assert c['resources']['requests']['cpu'] and c['resources']['requests']['memory']
-assert 'hostNetwork' not in spec
-"
-    check "defaults: PodDisruptionBudget is policy/v1beta1 on Kubernetes 1.20" assert_yaml "$WORK/defaults.yaml" "
-pdb = one('PodDisruptionBudget')
-assert pdb['apiVersion'] == 'policy/v1beta1' and pdb['spec']['minAvailable'] == 1, pdb
-"
-    check "defaults: no ServiceMonitor, RuntimeClass or dashboard ConfigMap" assert_yaml "$WORK/defaults.yaml" "
-assert not objs('ServiceMonitor') and not objs('RuntimeClass') and not objs('ConfigMap')
-assert len(objs('CustomResourceDefinition')) >= 1
-"
+    check "defaults: ClusterRole has exactly the documented rules" chart_test Defaults.test_cluster_role
+    check "defaults: namespaced Roles for the stop ConfigMap, the Lease and the self-test" chart_test Defaults.test_namespaced_roles
+    check "defaults: Deployment (2 replicas, leader election, hardened, probes, downward API)" chart_test Defaults.test_deployment
+    check "defaults: PodDisruptionBudget is policy/v1beta1 on Kubernetes 1.20" chart_test Defaults.test_pdb_v1beta1
+    check "defaults: no ServiceMonitor, RuntimeClass or dashboard ConfigMap" chart_test Defaults.test_no_optional_objects
   else
     fail "helm template (defaults)"
   fi
 
   if render v125 --kube-version 1.25.0; then
-    check "Kubernetes 1.25: PodDisruptionBudget is policy/v1" assert_yaml "$WORK/v125.yaml" "
-assert one('PodDisruptionBudget')['apiVersion'] == 'policy/v1'
-"
+    check "Kubernetes 1.25: PodDisruptionBudget is policy/v1" chart_test Kube125.test_pdb_v1
   else
     fail "helm template (--kube-version 1.25.0)"
   fi
@@ -256,17 +185,7 @@ assert one('PodDisruptionBudget')['apiVersion'] == 'policy/v1'
   if render optional --set serviceMonitor.enabled=true --set runtimeClasses.create=true \
        --set dashboards.enabled=true --set 'serviceMonitor.labels.release=prometheus'; then
     check "serviceMonitor+runtimeClasses+dashboards: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/optional.yaml"
-    check "serviceMonitor+runtimeClasses+dashboards: objects" assert_yaml "$WORK/optional.yaml" "
-sm = one('ServiceMonitor')
-assert sm['spec']['endpoints'][0]['port'] == 'metrics' and sm['metadata']['labels']['release'] == 'prometheus'
-svc = one('Service', '-metrics')
-assert svc['spec']['selector'] == sm['spec']['selector']['matchLabels']
-assert {r['metadata']['name']: r['handler'] for r in objs('RuntimeClass')} == {'gvisor': 'runsc', 'gvisor-net': 'runsc-net'}
-assert all(r['apiVersion'] == 'node.k8s.io/v1' for r in objs('RuntimeClass'))
-cm = one('ConfigMap', '-dashboard')
-assert cm['metadata']['labels']['grafana_dashboard'] == '1'
-assert json.loads(cm['data']['crucible.json']) == json.load(open(chart + '/dashboards/crucible.json'))
-"
+    check "serviceMonitor+runtimeClasses+dashboards: objects" chart_test Optional.test_objects
   else
     fail "helm template (serviceMonitor+runtimeClasses+dashboards)"
   fi
@@ -275,12 +194,7 @@ assert json.loads(cm['data']['crucible.json']) == json.load(open(chart + '/dashb
   if render gpu --set runtimeClasses.gpu.create=true --set controller.gpuRuntimeClass=gvisor-gpu \
        --set-string 'runtimeClasses.gpu.scheduling.nodeSelector.nvidia\.com/gpu\.present=true'; then
     check "runtimeClasses.gpu: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/gpu.yaml"
-    check "runtimeClasses.gpu: one nvproxy RuntimeClass, named as the controller uses it" assert_yaml "$WORK/gpu.yaml" "
-rc = one('RuntimeClass')
-assert rc['metadata']['name'] == 'gvisor-gpu' and rc['handler'] == 'runsc-nvproxy', rc
-assert rc['scheduling'] == {'nodeSelector': {'nvidia.com/gpu.present': 'true'}}, rc
-assert env(one('Deployment'))['CRUCIBLE_GPU_RUNTIME_CLASS'] == 'gvisor-gpu'
-"
+    check "runtimeClasses.gpu: one nvproxy RuntimeClass, named as the controller uses it" chart_test Gpu.test_gpu_runtime_class
   else
     fail "helm template (runtimeClasses.gpu)"
   fi
@@ -291,16 +205,7 @@ assert env(one('Deployment'))['CRUCIBLE_GPU_RUNTIME_CLASS'] == 'gvisor-gpu'
   if render single --set replicaCount=1 --set rbac.readSecrets=false --set 'controller.namespaces={team-a,team-b}' \
        --set controller.maxCpu=8 --set controller.maxMemory=16Gi --set controller.maxGpu=0; then
     check "replicaCount 1: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/single.yaml"
-    check "replicaCount 1: no leader election, Recreate, no PDB, no Secrets rule, caps" assert_yaml "$WORK/single.yaml" "
-dep = one('Deployment')
-e = env(dep)
-assert e['CRUCIBLE_LEADER_ELECTION'] == 'false' and dep['spec']['strategy'] == {'type': 'Recreate'}
-assert e['CRUCIBLE_NAMESPACES'] == 'team-a,team-b'
-assert (e['CRUCIBLE_MAX_CPU'], e['CRUCIBLE_MAX_MEMORY'], e['CRUCIBLE_MAX_GPU']) == ('8', '16Gi', '0'), e
-assert not objs('PodDisruptionBudget')
-assert not [r for r in objs('Role') if r['metadata']['name'].endswith('-leader-election')]
-assert not [r for r in one('ClusterRole')['rules'] if 'secrets' in r['resources']]
-"
+    check "replicaCount 1: no leader election, Recreate, no PDB, no Secrets rule, caps" chart_test Single.test_single_replica
   else
     fail "helm template (replicaCount 1)"
   fi
@@ -316,49 +221,12 @@ assert not [r for r in one('ClusterRole')['rules'] if 'secrets' in r['resources'
   # the local cluster's values
   if render local -f "$CHART/values-local.yaml"; then
     check "values-local.yaml: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/local.yaml"
-    check "values-local.yaml: hostNetwork, API server env, image Never" assert_yaml "$WORK/local.yaml" "
-dep = one('Deployment')
-spec = dep['spec']['template']['spec']
-assert spec['hostNetwork'] is True and spec['dnsPolicy'] == 'ClusterFirstWithHostNet'
-e = env(dep)
-assert e['KUBERNETES_SERVICE_HOST'] == '127.0.0.1' and e['KUBERNETES_SERVICE_PORT'] == '6443'
-c = spec['containers'][0]
-assert c['image'] == 'localhost/crucible/controller:dev' and c['imagePullPolicy'] == 'Never'
-pod = one('Pod', '-selftest')
-assert pod['metadata']['annotations']['helm.sh/hook'] == 'test'
-assert pod['spec']['hostNetwork'] is True
-args = pod['spec']['containers'][0]['args']
-assert args[:3] == ['selftest', '--namespace', 'chart-validate'] and '--image' in args, args
-"
+    check "values-local.yaml: hostNetwork, API server env, image Never" chart_test Local.test_local_cluster
   else
     fail "helm template (values-local.yaml)"
   fi
 
-  check "dashboard: every query parses as PromQL (promql-parser)" "$PY" - "$CHART/dashboards/crucible.json" <<'EOF'
-import json, re, sys, promql_parser
-def exprs(v):
-    if isinstance(v, dict):
-        for k, x in v.items():
-            if k == "expr" and isinstance(x, str):
-                yield x
-            else:
-                yield from exprs(x)
-    elif isinstance(v, list):
-        for x in v:
-            yield from exprs(x)
-found = list(exprs(json.load(open(sys.argv[1]))))
-assert len(found) >= 10, found
-bad = []
-for e in found:
-    s = e.replace("$__rate_interval", "5m")
-    s = re.sub(r"\$\{?\w+\}?", ".*", s)   # $namespace etc. only appear inside label matchers
-    try:
-        promql_parser.parse(s)
-    except Exception as error:
-        bad.append(f"{e}: {error}")
-assert not bad, "\n".join(bad)
-print(len(found), "queries parsed")
-EOF
+  check "dashboard: every query parses as PromQL (promql-parser)" chart_test Dashboard.test_queries_parse
 
   # values.schema.json rejects bad values; the templates refuse unsafe combinations
   check_fails "schema rejects replicaCount: \"two\" (helm lint)" 'replicaCount' \
@@ -373,6 +241,8 @@ EOF
     "$HELM" template crucible "$CHART" --set controller.defaults.timeout=soon
   check_fails "leaderElection.enabled=false with 2 replicas is refused" 'two replicas' \
     "$HELM" template crucible "$CHART" --set controller.leaderElection.enabled=false
+
+  check "charts/tests/test_render.py: every test ran" all_tests_ran
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::{EvaluationSpec, EvaluationStatus, InlineSource, Source};
 use crate::evaluation::Context;
-use crate::evaluation::plan::{Admission, Observed, RuntimeClassCheck};
+use crate::evaluation::plan::{Observed, RuntimeClassCheck};
 use crate::metrics::Metrics;
 
 /// A fixed "now" (2026-01-01T00:00:00Z) plus `secs`.
@@ -86,7 +86,6 @@ impl Observed {
             pods: Vec::new(),
             runtime_class: Some(RuntimeClassCheck::Present),
             logs: Default::default(),
-            admission: Admission::Admitted,
             stop: None,
             source: None,
             head: None,
@@ -172,20 +171,20 @@ impl Context {
     pub fn test() -> (Arc<Context>, ApiServerVerifier) {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
-        let shared = crate::evaluation::Shared {
+        let ctx = Context {
+            recorder: crate::evaluation::context::recorder(&client, None),
+            client,
             config: Config::default(),
             metrics: Arc::new(Metrics::default()),
             admission: Arc::default(),
             quotas: kube::runtime::reflector::store().0,
             stop_switch: kube::runtime::reflector::store().0,
             system_namespace: "crucible-system".into(),
-            instance: None,
             git: crate::source::GitCache::new(
                 std::env::temp_dir().join("crucible-test-git"),
                 1 << 20,
             ),
         };
-        let ctx = Context::new(client, shared);
         (Arc::new(ctx), ApiServerVerifier(handle))
     }
 }

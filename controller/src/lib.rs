@@ -6,18 +6,24 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admission;
+pub mod cli;
 pub mod config;
 pub mod crd;
+pub mod digest;
 pub mod duration;
 pub mod error;
 pub mod evaluation;
 pub mod http;
+pub mod labels;
 pub mod leader;
+pub mod liveness;
 pub mod metrics;
 pub mod operator;
 pub mod quantity;
+pub mod requeue;
 pub mod selftest;
 pub mod source;
+pub mod ssa;
 pub mod stop;
 pub mod suite;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 //! `resume` flip the emergency stop, `selftest` checks an installation. Wiring only.
 
 use clap::Parser;
-use crucible::config::{Cli, Command, CrdsArgs, SelftestArgs, StopArgs};
+use crucible::cli::{Cli, Command, CrdsArgs, SelftestArgs, StopArgs};
 use crucible::{crd, operator, stop, telemetry};
 
 #[tokio::main]

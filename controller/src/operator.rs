@@ -13,14 +13,14 @@ use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::admission::{self, Gate};
 use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
-use crate::evaluation::admit::{self, Admission};
-use crate::evaluation::{self, Context, Shared};
+use crate::evaluation::{self, Context};
 use crate::metrics::Metrics;
 use crate::source::GitCache;
 use crate::stop::STOP_CONFIGMAP;
-use crate::suite::{self, reconcile::SuiteContext};
+use crate::suite;
 use crate::{http, leader};
 
 /// Runs until SIGTERM / Ctrl-C.
@@ -90,7 +90,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         .await;
         ready.store(false, Ordering::SeqCst);
     }
-    let admission = Arc::new(Admission::default());
+    let admission = Arc::new(Gate::default());
     let namespaces: Vec<Option<String>> = if runtime.namespaces.is_empty() {
         vec![None]
     } else {
@@ -110,27 +110,25 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             Err(error) => tracing::warn!(%error, "cannot look for orphaned sandbox pods"),
         }
     }
-    tokio::spawn(admit::publish_quota_status(
+    tokio::spawn(admission::quota_status::publish(
         client.clone(),
         quotas.clone(),
         admission.clone(),
     ));
 
-    let suite_ctx = Arc::new(SuiteContext::new(client.clone(), metrics.clone()));
-    let ctx = Arc::new(Context::new(
+    let suite_ctx = Arc::new(suite::Context::new(client.clone(), metrics.clone()));
+    let ctx = Arc::new(Context {
+        recorder: evaluation::context::recorder(&client, Some(runtime.identity.clone())),
         client,
-        Shared {
-            config,
-            metrics,
-            admission,
-            quotas,
-            stop_switch,
-            system_namespace: runtime.system_namespace.clone(),
-            instance: Some(runtime.identity.clone()),
-            git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
-                .allow_file_urls(runtime.allow_file_git_urls),
-        },
-    ));
+        config,
+        metrics,
+        admission,
+        quotas,
+        stop_switch,
+        system_namespace: runtime.system_namespace.clone(),
+        git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
+            .allow_file_urls(runtime.allow_file_git_urls),
+    });
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
     let pending = Arc::new(AtomicUsize::new(namespaces.len()));
     let namespaces_for_suites = namespaces.clone();
@@ -148,7 +146,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     });
     let suites = namespaces_for_suites.into_iter().map(|ns| {
         let ctx = suite_ctx.clone();
-        async move { suite::reconcile::run(ctx, ns.as_deref(), runtime.concurrency).await }
+        async move { suite::run(ctx, ns.as_deref(), runtime.concurrency).await }
     });
     futures::future::join(
         futures::future::join_all(controllers),

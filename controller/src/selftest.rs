@@ -5,12 +5,11 @@
 use std::time::{Duration, Instant};
 
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::Api;
 
-use crate::crd::Evaluation;
+use crate::crd::{Evaluation, EvaluationSpec};
+use crate::ssa;
 
-/// Field manager of the self-test's writes.
-const MANAGER: &str = "crucible-selftest";
 /// Interval between two looks at the Evaluation.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -26,25 +25,33 @@ pub async fn run(
 ) -> Result<String, String> {
     let api: Api<Evaluation> = Api::namespaced(client, namespace);
     let name = format!("crucible-selftest-{}", std::process::id());
-    let manifest = serde_json::json!({
-        "apiVersion": "crucible.dev/v1alpha1",
-        "kind": "Evaluation",
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/component": "selftest"}},
-        "spec": {
-            "image": image,
-            "command": ["python3", "-c", "print('CRUCIBLE_RESULT {\"score\": 1, \"summary\": \"selftest\"}')"],
-            "timeout": "1m",
-        }
-    });
-    api.patch(
+    let mut ev = Evaluation::new(
         &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&manifest),
-    )
-    .await
-    .map_err(|e| format!("cannot create Evaluation {namespace}/{name}: {e}"))?;
+        EvaluationSpec {
+            image: image.to_string(),
+            command: Some(vec![
+                "python3".into(),
+                "-c".into(),
+                r#"print('CRUCIBLE_RESULT {"score": 1, "summary": "selftest"}')"#.into(),
+            ]),
+            timeout: Some("1m".into()),
+            ..Default::default()
+        },
+    );
+    ev.metadata.labels = Some(
+        [(
+            "app.kubernetes.io/component".to_string(),
+            "selftest".to_string(),
+        )]
+        .into(),
+    );
+    ssa::apply(&api, ssa::SELFTEST_MANAGER, &ev)
+        .await
+        .map_err(|e| format!("cannot create Evaluation {namespace}/{name}: {e}"))?;
     let outcome = wait(&api, &name, timeout).await;
-    let _ = api.delete(&name, &DeleteParams::background()).await;
+    if let Err(error) = ssa::delete(&api, &name).await {
+        tracing::warn!(%error, "cannot delete the self-test Evaluation {name}");
+    }
     outcome
 }
 

@@ -10,16 +10,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 
-use crate::evaluation::identity::MANAGED_LABEL;
-use crate::evaluation::phase;
+use crate::labels::MANAGED_LABEL;
+use crate::liveness;
+use crate::ssa;
 
 /// Name of the switch ConfigMap.
 pub const STOP_CONFIGMAP: &str = "crucible-emergency-stop";
-/// Field manager of `crucible stop` / `crucible resume`.
-const MANAGER: &str = "crucible-stop";
 const ALL_KEY: &str = "all";
 const NAMESPACES_KEY: &str = "namespaces";
 const REASON_KEY: &str = "reason";
@@ -133,20 +133,32 @@ async fn read(client: &Client, system_namespace: &str) -> Result<Switch, String>
 }
 
 async fn write(client: &Client, system_namespace: &str, switch: &Switch) -> Result<(), String> {
-    let params = PatchParams::apply(MANAGER).force();
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": system_namespace}});
-    namespaces
-        .patch(system_namespace, &params, &Patch::Apply(&ns))
+    let ns = Namespace {
+        metadata: ObjectMeta {
+            name: Some(system_namespace.to_string()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    ssa::apply(&namespaces, ssa::STOP_MANAGER, &ns)
         .await
         .map_err(|e| format!("cannot create namespace {system_namespace}: {e}"))?;
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), system_namespace);
-    let cm = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": STOP_CONFIGMAP, "labels": {"app.kubernetes.io/part-of": "crucible"}},
-        "data": switch.to_data(),
-    });
-    api.patch(STOP_CONFIGMAP, &params, &Patch::Apply(&cm))
+    let api: Api<ConfigMap> = ssa::scoped(client, Some(system_namespace));
+    let part_of = (
+        "app.kubernetes.io/part-of".to_string(),
+        "crucible".to_string(),
+    );
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(STOP_CONFIGMAP.to_string()),
+            labels: Some([part_of].into()),
+            ..Default::default()
+        },
+        data: Some(switch.to_data()),
+        ..Default::default()
+    };
+    ssa::apply(&api, ssa::STOP_MANAGER, &cm)
         .await
         .map(|_| ())
         .map_err(|e| format!("cannot write {system_namespace}/{STOP_CONFIGMAP}: {e}"))
@@ -194,10 +206,10 @@ pub async fn wait_until_stopped(
     let selector = ListParams::default().labels(&format!("{MANAGED_LABEL}=true"));
     loop {
         let apis: Vec<Api<Pod>> = match scope {
-            Scope::All => vec![Api::all(client.clone())],
+            Scope::All => vec![ssa::scoped(client, None)],
             Scope::Namespaces(list) => list
                 .iter()
-                .map(|ns| Api::namespaced(client.clone(), ns))
+                .map(|ns| ssa::scoped(client, Some(ns)))
                 .collect(),
         };
         let mut alive = Vec::new();
@@ -209,7 +221,7 @@ pub async fn wait_until_stopped(
             alive.extend(
                 pods.items
                     .into_iter()
-                    .filter(|p| !phase::is_terminal(p))
+                    .filter(|p| !liveness::is_terminal(p))
                     .map(|p| {
                         format!(
                             "{}/{}",

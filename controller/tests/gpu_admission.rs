@@ -4,10 +4,11 @@
 //! controller composes it (`admit::candidate` → `Ledger::decide`).
 
 use clap::Parser;
+use crucible::admission::candidate::{candidate, namespace_limits};
 use crucible::admission::{Decision, Ledger};
-use crucible::config::{Cli, Command, Config};
+use crucible::cli::{Cli, Command};
+use crucible::config::Config;
 use crucible::crd::{Evaluation, EvaluationQuota};
-use crucible::evaluation::admit::{candidate, namespace_limits};
 
 /// An Evaluation in namespace `gpu` asking for `gpus` GPUs (and 100m CPU, so CPU never binds).
 fn gpu_run(name: &str, gpus: i32, created: &str) -> Evaluation {

@@ -1,6 +1,8 @@
 #!/bin/bash
 # selftest.sh: cheap checks of the infrastructure scripts that need no cluster (a few seconds).
-#  - bash -n and shellcheck on every script (installs shellcheck with apt if missing)
+#  - bash -n and shellcheck on every script and on cluster.sh's lib/*.sh (installs shellcheck with
+#    apt if missing); the lib files are checked as cluster.sh sources them (shellcheck -a), so
+#    each one must be sourced by cluster.sh, and no function may be defined twice among them
 #  - both RuntimeClass manifests are identical
 #  - `cluster.sh down` exits 0 twice in a row when nothing is running. If the real cluster is
 #    running (or its state dir exists), that check runs against an empty scratch CRUCIBLE_LAB
@@ -10,13 +12,27 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 INFRA=$(dirname "$HERE")
 SCRIPTS=("$HERE/cluster.sh" "$HERE/runsc-wrapper" "$HERE/selftest.sh" "$INFRA/kind/node-setup.sh")
+LIBS=("$HERE"/lib/*.sh)   # sourced by cluster.sh, not run on their own
 fail=0
 ok() { echo "ok   $*"; }
 bad() { echo "FAIL $*"; fail=1; }
 
-for s in "${SCRIPTS[@]}"; do
+for s in "${SCRIPTS[@]}" "${LIBS[@]}"; do
   if bash -n "$s"; then ok "bash -n ${s#"$INFRA"/}"; else bad "bash -n ${s#"$INFRA"/}"; fi
 done
+
+# `shellcheck -a` below reaches a lib file only through cluster.sh's `. "$SCRIPT_DIR/lib/NAME.sh"`
+# shellcheck disable=SC2016  # the literal $SCRIPT_DIR is what cluster.sh contains
+sourced=$(sed -n 's|^\. "\$SCRIPT_DIR/\(lib/[a-z]*\.sh\)"$|\1|p' "$HERE/cluster.sh" | sort)
+present=$(for s in "${LIBS[@]}"; do echo "${s#"$HERE"/}"; done | sort)
+if [ "$sourced" = "$present" ]; then
+  ok "cluster.sh sources every lib/*.sh ($(echo "$present" | wc -l) files)"
+else
+  bad "cluster.sh sources [$(echo "$sourced" | tr '\n' ' ')] but lib/ has [$(echo "$present" | tr '\n' ' ')]"
+fi
+# a second definition would silently replace the first one sourced
+dups=$(cat "$HERE/cluster.sh" "${LIBS[@]}" | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)() *{.*/\1/p' | sort | uniq -d)
+if [ -z "$dups" ]; then ok "no function defined twice in cluster.sh + lib/"; else bad "defined twice: $dups"; fi
 
 if ! command -v shellcheck >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -25,7 +41,8 @@ if ! command -v shellcheck >/dev/null; then
   fi
 fi
 if command -v shellcheck >/dev/null; then
-  if shellcheck -x "${SCRIPTS[@]}"; then ok "shellcheck"; else bad "shellcheck"; fi
+  # -a: also report what is wrong in the files cluster.sh sources, checked in its context
+  if shellcheck -x -a "${SCRIPTS[@]}"; then ok "shellcheck"; else bad "shellcheck"; fi
 else
   bad "shellcheck not available"
 fi

@@ -1,8 +1,8 @@
 //! The `Evaluation` kind: one declarative run of evaluation code in a sandbox.
 //!
-//! Pure types; the contract for every field is `DESIGN.md`. Every `Option` is skipped when
-//! `None`: a 1.20 API server rejects `null` for enum fields, and absent fields keep server-side
-//! apply ownership and GitOps diffs quiet.
+//! Pure types; their doc comments are the field descriptions users read (`kubectl explain`,
+//! docs/reference/). Every `Option` is skipped when `None`: a 1.20 API server rejects `null`
+//! for enum fields, and absent fields keep server-side apply ownership and GitOps diffs quiet.
 
 use std::collections::BTreeMap;
 
@@ -317,7 +317,7 @@ impl Phase {
     }
 }
 
-/// The result reported by the evaluation (results protocol of DESIGN.md).
+/// The result reported by the evaluation (docs/results-protocol.md).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EvaluationResult {

@@ -4,16 +4,14 @@
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::crd::Evaluation;
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
-use crate::evaluation::identity::CHILD_MANAGER;
 use crate::evaluation::plan::{Child, ChildKind, Plan, Refusal};
+use crate::ssa;
 
 /// Applies the plan's children in order; stops at the first permanent refusal.
 ///
@@ -68,23 +66,17 @@ fn refusal(kind: &'static str, error: &kube::Error) -> Option<Refusal> {
 
 async fn ssa<K>(ctx: &Context, namespace: &str, object: &K, kind: &'static str) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: ssa::Object + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
 {
-    let name = object.meta().name.clone().unwrap_or_default();
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let params = PatchParams::apply(CHILD_MANAGER).force();
-    let mut body = serde_json::to_value(object).map_err(|e| Error::Serialize(kind, e))?;
-    // Server-side apply needs apiVersion and kind in the body.
-    body["apiVersion"] = K::api_version(&()).into();
-    body["kind"] = K::kind(&()).into();
-    api.patch(&name, &params, &Patch::Apply(&body))
+    let api: Api<K> = ssa::scoped(&ctx.client, Some(namespace));
+    ssa::apply(&api, ssa::CHILD_MANAGER, object)
         .await
         .map(|_| ())
-        .map_err(|source| Error::ApplyChild { kind, name, source })
+        .map_err(|source| Error::ApplyChild {
+            kind,
+            name: object.name_any(),
+            source,
+        })
 }
 
 /// Deletes the plan's children; "not found" counts as done.
@@ -109,19 +101,14 @@ pub async fn delete(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
 
 async fn remove<K>(ctx: &Context, namespace: &str, name: &str, kind: &'static str) -> Result<()>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: ssa::Object + Resource<Scope = k8s_openapi::NamespaceResourceScope>,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::DeleteChild {
+    let api: Api<K> = ssa::scoped(&ctx.client, Some(namespace));
+    ssa::delete(&api, name)
+        .await
+        .map_err(|source| Error::DeleteChild {
             kind,
             name: name.to_string(),
             source,
-        }),
-    }
+        })
 }

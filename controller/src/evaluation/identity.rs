@@ -4,36 +4,13 @@
 //! each attempt of a run gets its own deterministic pod name, so a controller that crashes
 //! between creating a pod and writing status finds the same pod again instead of making a second.
 
-use sha2::{Digest, Sha256};
-
 use crate::crd::{Evaluation, EvaluationSpec};
-
-/// Annotation whose new value re-runs an Evaluation without a spec change.
-pub const RERUN_ANNOTATION: &str = "crucible.dev/rerun";
-/// Label on every child: selects what the controller manages.
-pub const MANAGED_LABEL: &str = "crucible.dev/managed";
-/// Label with the owning Evaluation's uid (names can be longer than a label value).
-pub const EVALUATION_UID_LABEL: &str = "crucible.dev/evaluation-uid";
-/// Label with the run/attempt id of a pod.
-pub const RUN_LABEL: &str = "crucible.dev/run";
-/// Annotation with the owning Evaluation's name, for people.
-pub const EVALUATION_ANNOTATION: &str = "crucible.dev/evaluation";
-/// Field manager of every child object the controller applies.
-pub const CHILD_MANAGER: &str = "crucible-controller";
-/// Field manager of status writes (distinct from children: 1.20 has no per-subresource managers).
-pub const STATUS_MANAGER: &str = "crucible-status";
+use crate::digest::sha256_hex;
+use crate::labels::RERUN_ANNOTATION;
 
 /// Longest evaluation-name prefix in child names: `<prefix>-<10 hex>` stays within 63
 /// characters, the limit for pod hostnames.
 const NAME_PREFIX_MAX: usize = 52;
-
-/// Hex sha256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// sha256 of the part of the spec that decides what runs.
 ///

@@ -1,7 +1,7 @@
 //! Reads what `plan` needs: from the API server the Evaluation itself and its pods (fresh, not
 //! the cache, so a pod created a moment ago is never missed), the RuntimeClass, and the log of a
-//! pod that finished or is about to be stopped; from the controller's caches the quotas and the
-//! emergency-stop switch; from the admission ledger the decision for a run not yet started.
+//! pod that finished or is about to be stopped; from the controller's cache the emergency-stop
+//! switch. Only reads: admission is decided by the gate, in `reconcile`.
 
 use std::collections::BTreeMap;
 
@@ -12,16 +12,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, LogParams};
 use kube::{Resource, ResourceExt};
 
+use crate::crd::Evaluation;
 use crate::crd::evaluation::{GitSource, Source};
-use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
-use crate::evaluation::identity::EVALUATION_UID_LABEL;
-use crate::evaluation::plan::{
-    self, Admission, FetchedSource, Observed, RuntimeClassCheck, SourceProblem,
-};
+use crate::evaluation::plan::{self, FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
 use crate::evaluation::results::{LogCapture, LogScanner};
 use crate::evaluation::validate;
+use crate::labels::EVALUATION_UID_LABEL;
 use crate::source::{Credentials, GitRequest};
 
 /// Most log bytes read per container. The kubelet rotates container logs at 10 MiB by default
@@ -81,19 +79,6 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         (Some(git), Some(reference)) => Some(fetch(ctx, &namespace, git, reference).await),
         _ => None,
     };
-    let source_failed = matches!(source, Some(Err(_)));
-    let admission = if plan::awaits_admission(&ev, head.as_deref()) && !source_failed {
-        let quotas = ctx.quotas.state();
-        let quotas: Vec<&EvaluationQuota> = quotas
-            .iter()
-            .map(|q| q.as_ref())
-            .filter(|q| q.namespace().as_deref() == Some(namespace.as_str()))
-            .collect();
-        ctx.admission
-            .decide(&ev, &quotas, &ctx.config, stop.as_deref(), &ctx.metrics)
-    } else {
-        Admission::Admitted
-    };
     let mut logs = BTreeMap::new();
     if let Some((pod, containers)) =
         plan::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
@@ -109,7 +94,6 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         pods,
         runtime_class,
         logs,
-        admission,
         stop,
         source,
         head,

@@ -6,11 +6,12 @@
 use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
 use crate::crd::Evaluation;
-use crate::evaluation::identity::{EVALUATION_UID_LABEL, MANAGED_LABEL};
+use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL};
+use crate::ssa;
 
 /// `(namespace, name)` of the pods among `pods` that belong to no Evaluation in `live` (uids).
 pub fn orphans(pods: &[Pod], live: &HashSet<String>) -> Vec<(String, String)> {
@@ -30,13 +31,8 @@ pub fn orphans(pods: &[Pod], live: &HashSet<String>) -> Vec<(String, String)> {
 /// # Errors
 /// Listing failed (deletions that fail are logged and skipped).
 pub async fn remove(client: &Client, namespace: Option<&str>) -> Result<usize, kube::Error> {
-    let (evaluations, pods): (Api<Evaluation>, Api<Pod>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let evaluations: Api<Evaluation> = ssa::scoped(client, namespace);
+    let pods: Api<Pod> = ssa::scoped(client, namespace);
     // Pods first: an Evaluation created after this list cannot be mistaken for missing.
     let managed = pods
         .list(&ListParams::default().labels(&format!("{MANAGED_LABEL}=true")))
@@ -51,8 +47,8 @@ pub async fn remove(client: &Client, namespace: Option<&str>) -> Result<usize, k
         .collect();
     let gone = orphans(&managed, &live);
     for (ns, name) in &gone {
-        let api: Api<Pod> = Api::namespaced(client.clone(), ns);
-        match api.delete(name, &DeleteParams::background()).await {
+        let api: Api<Pod> = ssa::scoped(client, Some(ns));
+        match ssa::delete(&api, name).await {
             Ok(_) => tracing::info!(namespace = %ns, pod = %name, "removed orphaned sandbox pod"),
             Err(error) => {
                 tracing::warn!(namespace = %ns, pod = %name, %error, "cannot remove orphaned pod")

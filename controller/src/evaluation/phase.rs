@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod}
 use crate::crd::evaluation::{EvaluationResult, EvaluationSpec, Phase};
 use crate::evaluation::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
 use crate::evaluation::results::{self, LogCapture};
+use crate::liveness;
 
 /// Waiting reasons that mean the image cannot be had: the attempt is over, and a retry may help
 /// (registry hiccup, image imported late). `ErrImagePull` alone is left to the kubelet's retry.
@@ -79,14 +80,6 @@ pub fn result_container(spec: &EvaluationSpec) -> &'static str {
     } else {
         EVALUATION_CONTAINER
     }
-}
-
-/// Whether the pod has stopped for good (restartPolicy Never).
-pub fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
 }
 
 /// All container statuses of the pod, init containers first.
@@ -162,7 +155,7 @@ pub fn examine(
             ));
         }
     }
-    if is_terminal(pod) {
+    if liveness::is_terminal(pod) {
         return PodState::Finished(terminated_outcome(pod, spec, logs, threshold));
     }
     let running = statuses(pod).any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));

@@ -1,5 +1,5 @@
 //! Builds the children of a run: the sandbox pod, its NetworkPolicy and the workspace
-//! ConfigMap. Pure and total: every sandbox rule of DESIGN.md "Sandbox" is set here, and the
+//! ConfigMap. Pure and total: every sandbox rule of docs/sandbox.md is set here, and the
 //! unit tests below assert each one.
 
 use std::collections::BTreeMap;
@@ -20,10 +20,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::Config;
 use crate::crd::evaluation::{EvaluationSpec, Source};
-use crate::evaluation::identity::{
-    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_LABEL, sha256_hex,
+use crate::digest::sha256_hex;
+use crate::labels::{
+    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_LABEL, SUITE_LABEL,
 };
-use crate::suite::plan::SUITE_LABEL;
 
 /// The unprivileged user and group every sandbox runs as ("nobody").
 pub const SANDBOX_UID: i64 = 65534;

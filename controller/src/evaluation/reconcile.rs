@@ -1,18 +1,17 @@
-//! The thin reconcile shell: observe → plan → apply → report → delete, and the error policy.
+//! The thin reconcile shell: observe → admission gate → plan → apply → report → delete, and the
+//! error policy.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::Evaluation;
+use crate::admission::Decision;
+use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
-use crate::evaluation::plan::{self, Requeue};
+use crate::evaluation::plan;
 use crate::evaluation::{Context, apply, observe, report};
-
-/// Retry delay after a passing error (API hiccup, conflict).
-pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+use crate::requeue;
 
 /// Reconciles one Evaluation.
 ///
@@ -38,7 +37,18 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
         forget(); // deleted meanwhile
         return Ok(Action::await_change());
     }; // client required
-    let mut plan = plan::plan(&ev, &observed, &ctx.config)?; // no client required
+    let namespace = ev.namespace().unwrap_or_default();
+    // The one place a run is admitted or queued: the gate records the decision as it makes it.
+    let decision = if plan::asks_admission(&ev, &observed) {
+        let quotas = ctx.quotas_of(&namespace);
+        let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
+        let hold = observed.stop.as_deref();
+        ctx.admission
+            .decide(&ev, &quotas, &ctx.config, hold, &ctx.metrics)
+    } else {
+        Decision::Admit
+    };
+    let mut plan = plan::plan(&ev, &observed, &decision, &ctx.config)?; // no client required
     if let Some(refusal) = apply::create(&ev, &plan, &ctx).await? {
         // client required
         tracing::warn!(reason = refusal.reason, message = %refusal.message, "child refused");
@@ -47,26 +57,12 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
     report::report(&ev, &plan, &ctx).await?; // client required
     apply::delete(&ev, &plan, &ctx).await?; // client required, after the status holds the logs
     ctx.admission.settle(&ev, &plan.status, &observed.pods); // no client required
-    Ok(requeue(plan.requeue))
+    Ok(plan.requeue.into())
 }
 
-/// The controller action for a planned requeue.
-pub fn requeue(requeue: Requeue) -> Action {
-    match requeue {
-        Requeue::After(d) => Action::requeue(d),
-        Requeue::AwaitChange => Action::await_change(),
-    }
-}
-
-/// Passing errors retry after [`ERROR_REQUEUE`]; bugs wait for a change of the object.
+/// The error policy of the Evaluation controller.
 pub fn error_policy(ev: Arc<Evaluation>, error: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(evaluation = %ev.name_any(), %error, "reconcile failed");
-    ctx.metrics.reconcile_failure("Evaluation", error.reason());
-    if error.is_transient() {
-        Action::requeue(ERROR_REQUEUE)
-    } else {
-        Action::await_change()
-    }
+    requeue::on_error("Evaluation", ev.as_ref(), error, &ctx.metrics)
 }
 
 #[cfg(test)]

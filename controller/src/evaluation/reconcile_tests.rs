@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
 
 use super::reconcile;
+use crate::admission::Decision;
 use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Phase;
@@ -53,7 +54,13 @@ where
 
 /// The Evaluation after a first reconcile started its pod, and that pod's name.
 fn started(ev: Evaluation) -> (Evaluation, String) {
-    let p = plan(&ev, &Observed::empty(), &Config::default()).expect("plan");
+    let p = plan(
+        &ev,
+        &Observed::empty(),
+        &Decision::Admit,
+        &Config::default(),
+    )
+    .expect("plan");
     let name = p.status.pod_name.clone().expect("pod name");
     (ev.with_status(p.status), name)
 }
@@ -236,7 +243,7 @@ async fn expired_ttl_deletes_children_but_writes_no_status() {
         now: at(-60),
         ..Observed::empty()
     };
-    let done = plan(&ev, &obs, &Config::default()).expect("plan");
+    let done = plan(&ev, &obs, &Decision::Admit, &Config::default()).expect("plan");
     let ev = ev.with_status(done.status);
     let action = reconcile_with(ev, |mut api| async move {
         api.expect(Method::GET, PODS, 200, pod_list(&[])).await;

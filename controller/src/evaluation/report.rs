@@ -3,15 +3,15 @@
 
 use std::time::Duration;
 
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::Evaluation;
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
-use crate::evaluation::identity::STATUS_MANAGER;
 use crate::evaluation::plan::{Plan, Severity};
+use crate::ssa;
 
 /// Longest a status write may take before the reconcile gives up and retries.
 const STATUS_PATCH_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,17 +26,10 @@ pub async fn report(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
         let namespace = ev
             .namespace()
             .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-        let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
-        let body = serde_json::json!({
-            "apiVersion": Evaluation::api_version(&()),
-            "kind": Evaluation::kind(&()),
-            "status": plan.status,
-        });
-        let params = PatchParams::apply(STATUS_MANAGER).force();
+        let api: Api<Evaluation> = ssa::scoped(&ctx.client, Some(&namespace));
         let name = ev.name_any();
-        let apply = Patch::Apply(&body);
-        let patch = api.patch_status(&name, &params, &apply);
-        tokio::time::timeout(STATUS_PATCH_TIMEOUT, patch)
+        let write = ssa::apply_status(&api, ssa::STATUS_MANAGER, &name, &plan.status);
+        tokio::time::timeout(STATUS_PATCH_TIMEOUT, write)
             .await
             .map_err(|_| Error::PatchStatusTimeout)?
             .map_err(Error::PatchStatus)?;

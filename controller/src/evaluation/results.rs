@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::crd::evaluation::EvaluationResult;
-use crate::evaluation::identity::sha256_hex;
+use crate::digest::sha256_hex;
 
 /// Prefix of the stdout line that carries a result.
 pub const RESULT_PREFIX: &str = "CRUCIBLE_RESULT ";

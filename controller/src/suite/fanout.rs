@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::suite::{EvaluationSuiteSpec, SuiteCase};
-use crate::evaluation::identity::sha256_hex;
+use crate::digest::sha256_hex;
 
 /// Longest case name: the child `<suite>-<case>` must stay a valid name with room for the
 /// suite's own name.

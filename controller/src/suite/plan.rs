@@ -10,14 +10,13 @@ use kube::{Resource, ResourceExt};
 use crate::crd::conditions::{self, Status};
 use crate::crd::evaluation::{Evaluation, EvaluationSpec, Phase};
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
+use crate::labels::SUITE_LABEL;
 use crate::suite::fanout::{self, DesiredCase};
 
-/// Label on every child Evaluation (and its pods) naming its suite.
-pub const SUITE_LABEL: &str = "crucible.dev/suite";
 /// Default `parallelism`.
 pub const DEFAULT_PARALLELISM: i32 = 4;
 /// Default `passThreshold` of a suite: every case must pass.
-pub const DEFAULT_PASS_THRESHOLD: f64 = 1.0;
+pub const DEFAULT_SUITE_PASS_THRESHOLD: f64 = 1.0;
 /// Most rows in `status.cases`, to bound the object's size.
 pub const MAX_CASE_ROWS: usize = 200;
 
@@ -33,7 +32,7 @@ pub struct SuitePlan {
 }
 
 /// Name of the child Evaluation of `case`.
-pub fn child_name(suite: &str, case: &str) -> String {
+pub fn case_evaluation_name(suite: &str, case: &str) -> String {
     format!("{suite}-{case}")
 }
 
@@ -89,7 +88,7 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
     // Children whose spec is what the suite wants now.
     let current = |case: &DesiredCase| {
         existing
-            .get(&child_name(&name, &case.name))
+            .get(&case_evaluation_name(&name, &case.name))
             .copied()
             .filter(|c| run_spec(&c.spec) == case.spec)
     };
@@ -107,7 +106,9 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
     // Unfinished children hold a slot whether or not they are up to date.
     let mut busy = children.iter().filter(|c| !finished(c)).count();
     for case in &desired {
-        let child = existing.get(&child_name(&name, &case.name)).copied();
+        let child = existing
+            .get(&case_evaluation_name(&name, &case.name))
+            .copied();
         match child {
             Some(c) if cancel && !finished(c) && c.spec.cancel != Some(true) => {
                 apply.push(child_object(suite, case, true));
@@ -125,8 +126,10 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
             _ => {}
         }
     }
-    let wanted: std::collections::BTreeSet<String> =
-        desired.iter().map(|c| child_name(&name, &c.name)).collect();
+    let wanted: std::collections::BTreeSet<String> = desired
+        .iter()
+        .map(|c| case_evaluation_name(&name, &c.name))
+        .collect();
     let delete = existing
         .keys()
         .filter(|n| !wanted.contains(*n))
@@ -163,7 +166,7 @@ fn aggregate(
     };
     let (mut scores, mut rows) = (Vec::new(), Vec::new());
     for case in desired {
-        let evaluation = child_name(&name, &case.name);
+        let evaluation = case_evaluation_name(&name, &case.name);
         let child = existing
             .get(&evaluation)
             .copied()
@@ -202,7 +205,10 @@ fn aggregate(
     if !scores.is_empty() {
         status.mean_score = Some(scores.iter().sum::<f64>() / scores.len() as f64);
     }
-    let threshold = suite.spec.pass_threshold.unwrap_or(DEFAULT_PASS_THRESHOLD);
+    let threshold = suite
+        .spec
+        .pass_threshold
+        .unwrap_or(DEFAULT_SUITE_PASS_THRESHOLD);
     let all_done = status.succeeded + status.failed == status.total;
     let (phase, reason, message) = if cancel {
         (
@@ -300,9 +306,9 @@ fn child_object(suite: &EvaluationSuite, case: &DesiredCase, cancel: bool) -> Ev
     if cancel {
         spec.cancel = Some(true);
     }
-    let mut child = Evaluation::new(&child_name(&name, &case.name), spec);
+    let mut child = Evaluation::new(&case_evaluation_name(&name, &case.name), spec);
     child.metadata = ObjectMeta {
-        name: Some(child_name(&name, &case.name)),
+        name: Some(case_evaluation_name(&name, &case.name)),
         namespace: suite.namespace(),
         labels: Some(BTreeMap::from([
             (SUITE_LABEL.to_string(), name.clone()),

@@ -1,73 +1,31 @@
 //! The thin suite reconcile shell: read the suite and its children fresh, plan, apply the
-//! children, delete orphans, write status at most once per [`STATUS_MIN_INTERVAL`].
+//! children, delete orphans, write status at most once per
+//! [`STATUS_MIN_INTERVAL`](crate::suite::context::STATUS_MIN_INTERVAL).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::api::{Api, ListParams};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::error::{Error, Result};
-use crate::metrics::Metrics;
-use crate::suite::plan::{self, SUITE_LABEL};
+use crate::labels::SUITE_LABEL;
+use crate::requeue;
+use crate::ssa;
+use crate::suite::{Context, plan};
 
-/// Field manager of the children a suite applies and of its status.
-const SUITE_MANAGER: &str = "crucible-suite";
-/// A suite's status is written at most this often, however many children change: no write
-/// storm with 1,000 cases.
-pub const STATUS_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Look at a running suite at least this often even without events.
 const RUNNING_RESYNC: Duration = Duration::from_secs(60);
-/// Retry delay after a passing error.
-const ERROR_REQUEUE: Duration = Duration::from_secs(5);
-
-/// What a suite reconcile needs.
-pub struct SuiteContext {
-    /// API client.
-    pub client: Client,
-    /// Metrics.
-    pub metrics: Arc<Metrics>,
-    /// When each suite's status was last written (by uid).
-    last_write: Mutex<HashMap<String, Instant>>,
-}
-
-impl SuiteContext {
-    /// A context with no writes recorded.
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
-        SuiteContext {
-            client,
-            metrics,
-            last_write: Mutex::default(),
-        }
-    }
-
-    /// Time to wait before this suite's status may be written again.
-    fn write_delay(&self, uid: &str) -> Duration {
-        let writes = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
-        writes
-            .get(uid)
-            .map(|t| STATUS_MIN_INTERVAL.saturating_sub(t.elapsed()))
-            .unwrap_or(Duration::ZERO)
-    }
-
-    fn wrote(&self, uid: &str) {
-        let mut writes = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
-        writes.insert(uid.to_string(), Instant::now());
-    }
-}
 
 /// Reconciles one suite.
 ///
 /// # Errors
-/// API errors, retried after [`ERROR_REQUEUE`].
+/// API errors; see [`error_policy`].
 #[tracing::instrument(skip_all, fields(suite = %cached.name_any()))]
-pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<SuiteContext>) -> Result<Action> {
+pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile_timer("EvaluationSuite");
     let namespace = cached
         .namespace()
@@ -95,34 +53,23 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<SuiteContext>) -> 
         .filter(|c| c.owner_references().iter().any(|o| o.uid == uid))
         .collect();
     let planned = plan::plan(&suite, &children, &Time(jiff::Timestamp::now()));
-    let params = PatchParams::apply(SUITE_MANAGER).force();
     for child in &planned.apply {
-        let name = child.name_any();
-        let mut body =
-            serde_json::to_value(child).map_err(|e| Error::Serialize("Evaluation", e))?;
-        body["apiVersion"] = Evaluation::api_version(&()).into();
-        body["kind"] = Evaluation::kind(&()).into();
-        evaluations
-            .patch(&name, &params, &Patch::Apply(&body))
+        ssa::apply(&evaluations, ssa::SUITE_MANAGER, child)
             .await
             .map_err(|source| Error::ApplyChild {
                 kind: "Evaluation",
-                name,
+                name: child.name_any(),
                 source,
             })?;
     }
     for name in &planned.delete {
-        match evaluations.delete(name, &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(source) => {
-                return Err(Error::DeleteChild {
-                    kind: "Evaluation",
-                    name: name.clone(),
-                    source,
-                });
-            }
-        }
+        ssa::delete(&evaluations, name)
+            .await
+            .map_err(|source| Error::DeleteChild {
+                kind: "Evaluation",
+                name: name.clone(),
+                source,
+            })?;
     }
     let status = &planned.status;
     ctx.metrics.set_suite(
@@ -136,13 +83,7 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<SuiteContext>) -> 
         if delay > Duration::ZERO {
             return Ok(Action::requeue(delay));
         }
-        let body = serde_json::json!({
-            "apiVersion": EvaluationSuite::api_version(&()),
-            "kind": EvaluationSuite::kind(&()),
-            "status": status,
-        });
-        suites
-            .patch_status(&suite.name_any(), &params, &Patch::Apply(&body))
+        ssa::apply_status(&suites, ssa::SUITE_MANAGER, &suite.name_any(), status)
             .await
             .map_err(Error::PatchStatus)?;
         ctx.wrote(&uid);
@@ -153,35 +94,7 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<SuiteContext>) -> 
     })
 }
 
-fn error_policy(suite: Arc<EvaluationSuite>, error: &Error, ctx: Arc<SuiteContext>) -> Action {
-    tracing::warn!(suite = %suite.name_any(), %error, "suite reconcile failed");
-    ctx.metrics
-        .reconcile_failure("EvaluationSuite", error.reason());
-    if error.is_transient() {
-        Action::requeue(ERROR_REQUEUE)
-    } else {
-        Action::await_change()
-    }
-}
-
-/// Runs the suite controller for one namespace (or all) until shutdown.
-pub async fn run(ctx: Arc<SuiteContext>, namespace: Option<&str>, concurrency: u16) {
-    let (suites, children): (Api<EvaluationSuite>, Api<Evaluation>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(ctx.client.clone(), ns),
-            Api::namespaced(ctx.client.clone(), ns),
-        ),
-        None => (Api::all(ctx.client.clone()), Api::all(ctx.client.clone())),
-    };
-    Controller::new(suites, watcher::Config::default())
-        .owns(children, watcher::Config::default().labels(SUITE_LABEL))
-        .with_config(controller::Config::default().concurrency(concurrency))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "suite controller stream error");
-            }
-        })
-        .await;
+/// The error policy of the suite controller.
+pub fn error_policy(suite: Arc<EvaluationSuite>, error: &Error, ctx: Arc<Context>) -> Action {
+    requeue::on_error("EvaluationSuite", suite.as_ref(), error, &ctx.metrics)
 }

@@ -1,5 +1,5 @@
-//! Admission: the ledger of admitted runs and the per-namespace queues, and the decision
-//! whether a run may start. Pure; `admission_io` holds it behind a mutex for the controller.
+//! The ledger of admitted runs and the per-namespace queues, and the decision whether a run
+//! may start. Pure; [`super::Gate`] holds it behind a mutex for the controller.
 //!
 //! # Guarantees
 //! - Every decision is made against the ledger, which records an admission at the moment it
@@ -311,5 +311,5 @@ impl Ledger {
 }
 
 #[cfg(test)]
-#[path = "admission_tests.rs"]
+#[path = "ledger_tests.rs"]
 mod tests;

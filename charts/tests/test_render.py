@@ -1,0 +1,235 @@
+"""Assertions on what `helm template` renders from charts/crucible, and on its Grafana dashboard.
+
+charts/test.sh renders each value set into $CHART_RENDERED/NAME.yaml (the same files it
+validates against the Kubernetes 1.20 schemas), then runs these tests one at a time, e.g.
+
+    CHART_RENDERED=DIR python3 charts/tests/test_render.py Defaults.test_cluster_role
+
+Each class reads the file named by its `rendered` attribute. Needs PyYAML, and promql-parser
+for Dashboard: charts/test.sh's venv has both.
+"""
+
+import json
+import os
+import re
+import unittest
+
+import yaml
+
+CHART = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crucible")
+
+# The controller's ClusterRole, rule by rule (README.md lists the same).
+EXPECTED_CLUSTER_RULES = [
+    [["crucible.dev"], ["evaluations", "evaluationsuites"], ["get", "list", "watch", "create", "patch", "update", "delete"]],
+    [["crucible.dev"], ["evaluations/status", "evaluationsuites/status", "evaluationquotas/status"], ["get", "patch", "update"]],
+    [["crucible.dev"], ["evaluationquotas"], ["get", "list", "watch"]],
+    [[""], ["pods"], ["get", "list", "watch", "create", "patch", "delete"]],
+    [[""], ["pods/log"], ["get"]],
+    [[""], ["configmaps"], ["get", "list", "watch", "create", "patch", "delete"]],
+    [["networking.k8s.io"], ["networkpolicies"], ["get", "list", "watch", "create", "patch", "delete"]],
+    [["node.k8s.io"], ["runtimeclasses"], ["get", "list", "watch"]],
+    [["events.k8s.io"], ["events"], ["create", "patch"]],
+    [[""], ["events"], ["create", "patch"]],
+    [[""], ["secrets"], ["get"]],
+]
+
+
+def env(dep):
+    """The first container's env of a Deployment, name -> value (None for valueFrom)."""
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value") for e in c["env"]}
+
+
+class Rendered(unittest.TestCase):
+    """Base class: the objects of $CHART_RENDERED/<rendered>.yaml in self.docs."""
+
+    rendered = None
+
+    @classmethod
+    def setUpClass(cls):
+        out = os.environ.get("CHART_RENDERED")
+        if not out:
+            raise RuntimeError("CHART_RENDERED is not set: run `bash charts/test.sh`, which renders the chart there")
+        with open(os.path.join(out, cls.rendered + ".yaml")) as f:
+            cls.docs = [d for d in yaml.safe_load_all(f) if d]
+
+    def objs(self, kind):
+        return [d for d in self.docs if d["kind"] == kind]
+
+    def one(self, kind, suffix=""):
+        found = [d for d in self.objs(kind) if d["metadata"]["name"].endswith(suffix)]
+        assert len(found) == 1, f"expected one {kind} *{suffix}, found {[d['metadata']['name'] for d in found]}"
+        return found[0]
+
+
+class Defaults(Rendered):
+    """Default values: 2 replicas, leader election, PDB policy/v1beta1 on 1.20."""
+
+    rendered = "defaults"
+
+    def test_cluster_role(self):
+        rules = [[r['apiGroups'], r['resources'], r['verbs']] for r in self.one('ClusterRole')['rules']]
+        assert rules == EXPECTED_CLUSTER_RULES, json.dumps(rules, indent=1)
+        assert all('resourceNames' not in r for r in self.one('ClusterRole')['rules'])
+        crb = self.one('ClusterRoleBinding')
+        assert crb['subjects'] == [{'kind': 'ServiceAccount', 'name': 'crucible', 'namespace': 'chart-validate'}], crb
+
+    def test_namespaced_roles(self):
+        system = self.one('Role', '-system')
+        assert system['metadata']['namespace'] == 'chart-validate'
+        assert [[r['apiGroups'], r['resources'], r['verbs']] for r in system['rules']] == [[[''], ['configmaps'], ['get', 'list', 'watch', 'create', 'patch', 'delete']]]
+        lease = self.one('Role', '-leader-election')
+        assert [(r['apiGroups'], r['resources'], r['verbs'], r.get('resourceNames')) for r in lease['rules']] == [
+            (['coordination.k8s.io'], ['leases'], ['create'], None),
+            (['coordination.k8s.io'], ['leases'], ['get', 'update', 'patch'], ['crucible-controller'])], lease['rules']
+        st = self.one('Role', '-selftest')
+        assert [[r['apiGroups'], r['resources'], r['verbs']] for r in st['rules']] == [[['crucible.dev'], ['evaluations'], ['create', 'get', 'patch', 'delete']]]
+        for rb in self.objs('RoleBinding'):
+            assert rb['roleRef']['name'] == rb['metadata']['name'], rb
+
+    def test_deployment(self):
+        dep = self.one('Deployment')
+        spec = dep['spec']['template']['spec']
+        c = spec['containers'][0]
+        assert dep['spec']['replicas'] == 2
+        assert dep['spec']['strategy']['type'] == 'RollingUpdate'
+        e = env(dep)
+        assert e['CRUCIBLE_LEADER_ELECTION'] == 'true' and e['CRUCIBLE_LEASE_NAME'] == 'crucible-controller'
+        assert e['CRUCIBLE_SYSTEM_NAMESPACE'] == 'chart-validate' and self.one('Role', '-leader-election')['metadata']['namespace'] == 'chart-validate'
+        assert not {'CRUCIBLE_MAX_CPU', 'CRUCIBLE_MAX_MEMORY', 'CRUCIBLE_MAX_GPU'} & set(e), 'no controller-wide resource caps by default'
+        assert e['CRUCIBLE_METRICS_ADDR'] == '0.0.0.0:8080' and e['CRUCIBLE_RUNTIME_CLASS'] == 'gvisor'
+        assert e['CRUCIBLE_GPU_RUNTIME_CLASS'] == 'gvisor-nvproxy'
+        assert 'CRUCIBLE_NAMESPACES' not in e, 'all namespaces by default'
+        for k in ['CRUCIBLE_ALLOWLIST_RUNTIME_CLASS', 'CRUCIBLE_ALLOW_UNSANDBOXED', 'CRUCIBLE_DEFAULT_CPU', 'CRUCIBLE_DEFAULT_MEMORY',
+                  'CRUCIBLE_DEFAULT_EPHEMERAL_STORAGE', 'CRUCIBLE_DEFAULT_TIMEOUT', 'CRUCIBLE_TMP_SIZE', 'CRUCIBLE_CONCURRENCY',
+                  'CRUCIBLE_MAX_RUNNING', 'CRUCIBLE_NAMESPACE_MAX_RUNNING', 'CRUCIBLE_SCORE_SERIES_LIMIT', 'CRUCIBLE_LOG_FORMAT', 'CRUCIBLE_LOG']:
+            assert e.get(k), k
+        downward = {x['name']: x['valueFrom']['fieldRef']['fieldPath'] for x in c['env'] if 'valueFrom' in x}
+        assert downward == {'POD_NAME': 'metadata.name', 'POD_NAMESPACE': 'metadata.namespace', 'POD_UID': 'metadata.uid'}, downward
+        sc, psc = c['securityContext'], spec['securityContext']
+        assert sc['readOnlyRootFilesystem'] and sc['allowPrivilegeEscalation'] is False and sc['capabilities']['drop'] == ['ALL']
+        assert psc['runAsNonRoot'] and psc['runAsUser'] == 65532 and psc['seccompProfile']['type'] == 'RuntimeDefault'
+        assert c['livenessProbe']['httpGet']['path'] == '/healthz' and c['readinessProbe']['httpGet']['path'] == '/readyz'
+        assert c['resources']['requests']['cpu'] and c['resources']['requests']['memory']
+        assert 'hostNetwork' not in spec
+
+    def test_pdb_v1beta1(self):
+        pdb = self.one('PodDisruptionBudget')
+        assert pdb['apiVersion'] == 'policy/v1beta1' and pdb['spec']['minAvailable'] == 1, pdb
+
+    def test_no_optional_objects(self):
+        assert not self.objs('ServiceMonitor') and not self.objs('RuntimeClass') and not self.objs('ConfigMap')
+        assert len(self.objs('CustomResourceDefinition')) >= 1
+
+
+class Kube125(Rendered):
+    """--kube-version 1.25.0."""
+
+    rendered = "v125"
+
+    def test_pdb_v1(self):
+        assert self.one('PodDisruptionBudget')['apiVersion'] == 'policy/v1'
+
+
+class Optional(Rendered):
+    """Everything optional switched on: ServiceMonitor, RuntimeClasses, dashboards."""
+
+    rendered = "optional"
+
+    def test_objects(self):
+        sm = self.one('ServiceMonitor')
+        assert sm['spec']['endpoints'][0]['port'] == 'metrics' and sm['metadata']['labels']['release'] == 'prometheus'
+        svc = self.one('Service', '-metrics')
+        assert svc['spec']['selector'] == sm['spec']['selector']['matchLabels']
+        assert {r['metadata']['name']: r['handler'] for r in self.objs('RuntimeClass')} == {'gvisor': 'runsc', 'gvisor-net': 'runsc-net'}
+        assert all(r['apiVersion'] == 'node.k8s.io/v1' for r in self.objs('RuntimeClass'))
+        cm = self.one('ConfigMap', '-dashboard')
+        assert cm['metadata']['labels']['grafana_dashboard'] == '1'
+        with open(os.path.join(CHART, 'dashboards', 'crucible.json')) as f:
+            assert json.loads(cm['data']['crucible.json']) == json.load(f)
+
+
+class Gpu(Rendered):
+    """The GPU RuntimeClass alone, renamed, pinned to GPU nodes."""
+
+    rendered = "gpu"
+
+    def test_gpu_runtime_class(self):
+        rc = self.one('RuntimeClass')
+        assert rc['metadata']['name'] == 'gvisor-gpu' and rc['handler'] == 'runsc-nvproxy', rc
+        assert rc['scheduling'] == {'nodeSelector': {'nvidia.com/gpu.present': 'true'}}, rc
+        assert env(self.one('Deployment'))['CRUCIBLE_GPU_RUNTIME_CLASS'] == 'gvisor-gpu'
+
+
+class Single(Rendered):
+    """One replica (no leader election, Recreate, no PDB, no Lease Role), no Secrets, caps."""
+
+    rendered = "single"
+
+    def test_single_replica(self):
+        dep = self.one('Deployment')
+        e = env(dep)
+        assert e['CRUCIBLE_LEADER_ELECTION'] == 'false' and dep['spec']['strategy'] == {'type': 'Recreate'}
+        assert e['CRUCIBLE_NAMESPACES'] == 'team-a,team-b'
+        assert (e['CRUCIBLE_MAX_CPU'], e['CRUCIBLE_MAX_MEMORY'], e['CRUCIBLE_MAX_GPU']) == ('8', '16Gi', '0'), e
+        assert not self.objs('PodDisruptionBudget')
+        assert not [r for r in self.objs('Role') if r['metadata']['name'].endswith('-leader-election')]
+        assert not [r for r in self.one('ClusterRole')['rules'] if 'secrets' in r['resources']]
+
+
+class Local(Rendered):
+    """values-local.yaml, the local Kubernetes 1.20 cluster's values."""
+
+    rendered = "local"
+
+    def test_local_cluster(self):
+        dep = self.one('Deployment')
+        spec = dep['spec']['template']['spec']
+        assert spec['hostNetwork'] is True and spec['dnsPolicy'] == 'ClusterFirstWithHostNet'
+        e = env(dep)
+        assert e['KUBERNETES_SERVICE_HOST'] == '127.0.0.1' and e['KUBERNETES_SERVICE_PORT'] == '6443'
+        c = spec['containers'][0]
+        assert c['image'] == 'localhost/crucible/controller:dev' and c['imagePullPolicy'] == 'Never'
+        pod = self.one('Pod', '-selftest')
+        assert pod['metadata']['annotations']['helm.sh/hook'] == 'test'
+        assert pod['spec']['hostNetwork'] is True
+        args = pod['spec']['containers'][0]['args']
+        assert args[:3] == ['selftest', '--namespace', 'chart-validate'] and '--image' in args, args
+
+
+def exprs(v):
+    """Every "expr" string anywhere in a decoded JSON document."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if k == "expr" and isinstance(x, str):
+                yield x
+            else:
+                yield from exprs(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from exprs(x)
+
+
+class Dashboard(unittest.TestCase):
+    """The Grafana dashboard's queries (controller/tests/dashboard_metrics.rs checks the names)."""
+
+    def test_queries_parse(self):
+        import promql_parser  # only this test needs it
+
+        with open(os.path.join(CHART, "dashboards", "crucible.json")) as f:
+            found = list(exprs(json.load(f)))
+        assert len(found) >= 10, found
+        bad = []
+        for e in found:
+            s = e.replace("$__rate_interval", "5m")
+            s = re.sub(r"\$\{?\w+\}?", ".*", s)   # $namespace etc. only appear inside label matchers
+            try:
+                promql_parser.parse(s)
+            except Exception as error:
+                bad.append(f"{e}: {error}")
+        assert not bad, "\n".join(bad)
+        print(len(found), "queries parsed")
+
+
+if __name__ == "__main__":
+    unittest.main()

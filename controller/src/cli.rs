@@ -1,0 +1,368 @@
+//! Command line and environment of the `crucible` binary (clap), parsed once into the plain
+//! settings of [`crate::config`].
+//!
+//! Pure parts of the controller take `&Config`, never clap types or `std::env`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+use crate::admission::Limits;
+use crate::config::{Config, Runtime};
+use crate::quantity;
+use crate::telemetry::LogFormat;
+
+/// Crucible: runs AI evaluations declaratively in gVisor sandboxes.
+#[derive(Parser, Debug)]
+#[command(name = "crucible", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands of `crucible`.
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the controller against the current kubeconfig or the in-cluster config.
+    Controller(ControllerArgs),
+    /// Print the CRDs as YAML, or write them into the repository with `--write`.
+    Crds(CrdsArgs),
+    /// Run a tiny Evaluation, wait for it to pass, delete it (the `helm test` hook).
+    Selftest(SelftestArgs),
+    /// Emergency stop: cancel running Evaluations and admit nothing until `crucible resume`.
+    Stop(StopArgs),
+    /// Lift an emergency stop.
+    Resume(StopArgs),
+}
+
+/// Flags of `crucible stop` and `crucible resume`.
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    /// Every namespace.
+    #[arg(
+        long,
+        conflicts_with = "namespaces",
+        required_unless_present = "namespaces"
+    )]
+    pub all: bool,
+    /// These namespaces (repeat or comma-separate).
+    #[arg(long = "namespace", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Why (kept in the switch and shown in every cancelled Evaluation).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Namespace of the switch ConfigMap (the controller's `--system-namespace`).
+    #[arg(
+        long,
+        env = "CRUCIBLE_SYSTEM_NAMESPACE",
+        default_value = "crucible-system"
+    )]
+    pub system_namespace: String,
+    /// How long `stop` waits for evaluation pods to be gone.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl StopArgs {
+    /// The scope the flags name.
+    pub fn scope(&self) -> crate::stop::Scope {
+        if self.all {
+            crate::stop::Scope::All
+        } else {
+            crate::stop::Scope::Namespaces(self.namespaces.clone())
+        }
+    }
+}
+
+/// Flags of `crucible selftest`.
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    /// Namespace to run the Evaluation in.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+    /// Image with python3.
+    #[arg(long, default_value = "localhost/crucible/python:3.11")]
+    pub image: String,
+    /// How long to wait for the result.
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Flags of `crucible crds`.
+#[derive(Args, Debug)]
+pub struct CrdsArgs {
+    /// Repository root to write `crds/` and `charts/crucible/crds/` into.
+    #[arg(long, value_name = "REPO_ROOT")]
+    pub write: Option<std::path::PathBuf>,
+}
+
+/// Flags of `crucible controller`; every flag has an environment twin.
+#[derive(Args, Debug)]
+pub struct ControllerArgs {
+    /// RuntimeClass of sandboxes without network (a gVisor class, e.g. runsc --network=none).
+    #[arg(long, env = "CRUCIBLE_RUNTIME_CLASS", default_value = "gvisor")]
+    pub runtime_class: String,
+    /// RuntimeClass of sandboxes with `network: Allowlist`.
+    #[arg(
+        long,
+        env = "CRUCIBLE_ALLOWLIST_RUNTIME_CLASS",
+        default_value = "gvisor-net"
+    )]
+    pub allowlist_runtime_class: String,
+    /// RuntimeClass of evaluations that request GPUs (gVisor with nvproxy, no network).
+    #[arg(
+        long,
+        env = "CRUCIBLE_GPU_RUNTIME_CLASS",
+        default_value = "gvisor-nvproxy"
+    )]
+    pub gpu_runtime_class: String,
+    /// Run evaluations without gVisor when the RuntimeClass is missing (status says so).
+    #[arg(long, env = "CRUCIBLE_ALLOW_UNSANDBOXED")]
+    pub allow_unsandboxed: bool,
+    /// CPU of an evaluation that does not set `resources.cpu`.
+    #[arg(long, env = "CRUCIBLE_DEFAULT_CPU", default_value = "1")]
+    pub default_cpu: String,
+    /// Memory of an evaluation that does not set `resources.memory`.
+    #[arg(long, env = "CRUCIBLE_DEFAULT_MEMORY", default_value = "512Mi")]
+    pub default_memory: String,
+    /// Ephemeral storage of an evaluation that does not set `resources.ephemeralStorage`.
+    #[arg(
+        long,
+        env = "CRUCIBLE_DEFAULT_EPHEMERAL_STORAGE",
+        default_value = "1Gi"
+    )]
+    pub default_ephemeral_storage: String,
+    /// Timeout of an evaluation that does not set `timeout`.
+    #[arg(long, env = "CRUCIBLE_DEFAULT_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub default_timeout: Duration,
+    /// Size limit of the writable /tmp inside every sandbox.
+    #[arg(long, env = "CRUCIBLE_TMP_SIZE", default_value = "64Mi")]
+    pub tmp_size: String,
+    /// Namespaces to watch (repeat or comma-separate); all namespaces when empty.
+    #[arg(long = "namespace", env = "CRUCIBLE_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "CRUCIBLE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Evaluations reconciled at the same time.
+    #[arg(long, env = "CRUCIBLE_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+    /// Most Evaluations running at once across the controller.
+    #[arg(long, env = "CRUCIBLE_MAX_RUNNING", default_value_t = 100)]
+    pub max_running: u32,
+    /// Most CPU all running Evaluations may request together (unlimited when absent).
+    #[arg(long, env = "CRUCIBLE_MAX_CPU", value_parser = parse_quantity)]
+    pub max_cpu: Option<f64>,
+    /// Most memory all running Evaluations may request together (unlimited when absent).
+    #[arg(long, env = "CRUCIBLE_MAX_MEMORY", value_parser = parse_quantity)]
+    pub max_memory: Option<f64>,
+    /// Most GPUs all running Evaluations may request together (unlimited when absent).
+    #[arg(long, env = "CRUCIBLE_MAX_GPU")]
+    pub max_gpu: Option<u32>,
+    /// `maxRunning` of namespaces without an EvaluationQuota.
+    #[arg(long, env = "CRUCIBLE_NAMESPACE_MAX_RUNNING", default_value_t = 10)]
+    pub namespace_max_running: u32,
+    /// Namespace of the emergency-stop switch (and of the leader-election Lease).
+    #[arg(
+        long,
+        env = "CRUCIBLE_SYSTEM_NAMESPACE",
+        default_value = "crucible-system"
+    )]
+    pub system_namespace: String,
+    /// Elect a leader on a Lease so that of several replicas only one acts.
+    #[arg(long, env = "CRUCIBLE_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Name of the leader-election Lease (in `--system-namespace`).
+    #[arg(
+        long,
+        env = "CRUCIBLE_LEASE_NAME",
+        default_value = "crucible-controller"
+    )]
+    pub lease_name: String,
+    /// Identity in the Lease; the pod name when run in a cluster.
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Uid of this controller's pod (downward API): the Lease is owned by the leader's pod, so
+    /// it is garbage-collected with the last one.
+    #[arg(long, env = "POD_UID")]
+    pub pod_uid: Option<String>,
+    /// Directory of the shared cache of git repositories.
+    #[arg(
+        long,
+        env = "CRUCIBLE_GIT_CACHE_DIR",
+        default_value = "/var/cache/crucible/git"
+    )]
+    pub git_cache_dir: std::path::PathBuf,
+    /// Disk budget of the git cache; least recently used repositories go first.
+    #[arg(long, env = "CRUCIBLE_GIT_CACHE_SIZE", default_value = "2Gi", value_parser = parse_quantity)]
+    pub git_cache_size: f64,
+    /// How often a finished Evaluation with `follow: true` checks its branch for new commits.
+    #[arg(long, env = "CRUCIBLE_FOLLOW_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub follow_interval: Duration,
+    /// Allow `file://` git URLs (they read the controller's own disk: tests and mounted mirrors).
+    #[arg(long, env = "CRUCIBLE_ALLOW_FILE_GIT_URLS")]
+    pub allow_file_git_urls: bool,
+    /// Largest total size of a git source's files (they travel in a ConfigMap, at most 1 MiB).
+    #[arg(long, env = "CRUCIBLE_MAX_SOURCE_SIZE", default_value = "512Ki", value_parser = parse_quantity)]
+    pub max_source_size: f64,
+    /// Cap on per-Evaluation score series in /metrics (0 turns them off).
+    #[arg(long, env = "CRUCIBLE_SCORE_SERIES_LIMIT", default_value_t = 10_000)]
+    pub score_series_limit: usize,
+    /// Log format.
+    #[arg(long, env = "CRUCIBLE_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax.
+    #[arg(long, env = "CRUCIBLE_LOG", default_value = "info,kube=warn")]
+    pub log_filter: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::duration::parse(s)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "local".into())
+}
+
+fn parse_quantity(s: &str) -> Result<f64, String> {
+    quantity::parse(s).ok_or_else(|| format!("{s:?} is not a quantity such as 8, 500m or 16Gi"))
+}
+
+impl ControllerArgs {
+    /// Splits the flags into the planning [`Config`] and the process [`Runtime`].
+    pub fn into_parts(self) -> (Config, Runtime) {
+        let ControllerArgs {
+            runtime_class,
+            allowlist_runtime_class,
+            gpu_runtime_class,
+            allow_unsandboxed,
+            default_cpu,
+            default_memory,
+            default_ephemeral_storage,
+            default_timeout,
+            tmp_size,
+            namespaces,
+            metrics_addr,
+            concurrency,
+            max_running,
+            max_cpu,
+            max_memory,
+            max_gpu,
+            namespace_max_running,
+            system_namespace,
+            score_series_limit,
+            leader_election,
+            lease_name,
+            identity,
+            pod_uid,
+            git_cache_dir,
+            git_cache_size,
+            follow_interval,
+            allow_file_git_urls,
+            max_source_size,
+            log_format,
+            log_filter,
+        } = self;
+        (
+            Config {
+                runtime_class,
+                allowlist_runtime_class,
+                gpu_runtime_class,
+                allow_unsandboxed,
+                default_cpu: Quantity(default_cpu),
+                default_memory: Quantity(default_memory),
+                default_ephemeral_storage: Quantity(default_ephemeral_storage),
+                default_timeout,
+                tmp_size: Quantity(tmp_size),
+                global_limits: Limits {
+                    max_running: Some(max_running),
+                    cpu: max_cpu,
+                    memory: max_memory,
+                    gpu: max_gpu.map(f64::from),
+                    paused: false,
+                },
+                namespace_max_running,
+                max_source_bytes: max_source_size as usize,
+                follow_interval,
+            },
+            Runtime {
+                namespaces,
+                metrics_addr,
+                concurrency,
+                log_format,
+                log_filter,
+                system_namespace,
+                score_series_limit,
+                leader_lease: leader_election.then_some(lease_name),
+                identity: identity
+                    .unwrap_or_else(|| format!("crucible-{}-{}", hostname(), std::process::id())),
+                git_cache_dir,
+                git_cache_bytes: git_cache_size as u64,
+                allow_file_git_urls,
+                pod_uid,
+            },
+        )
+    }
+}
+
+impl Default for Config {
+    /// The defaults of the command line flags.
+    fn default() -> Self {
+        let cli = Cli::parse_from(["crucible", "controller"]);
+        match cli.command {
+            Command::Controller(args) => args.into_parts().0,
+            _ => unreachable!("parsed the controller subcommand"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_are_gvisor_and_sandboxed() {
+        let config = Config::default();
+        assert_eq!(config.runtime_class, "gvisor");
+        assert_eq!(config.allowlist_runtime_class, "gvisor-net");
+        assert_eq!(config.gpu_runtime_class, "gvisor-nvproxy");
+        assert!(!config.allow_unsandboxed);
+        assert_eq!(config.default_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn stop_needs_a_scope() {
+        assert!(Cli::try_parse_from(["crucible", "stop"]).is_err());
+        assert!(Cli::try_parse_from(["crucible", "stop", "--all", "--namespace", "a"]).is_err());
+        let cli = Cli::parse_from(["crucible", "stop", "--namespace", "a,b"]);
+        let Command::Stop(args) = cli.command else {
+            panic!("stop subcommand expected")
+        };
+        assert_eq!(
+            args.scope(),
+            crate::stop::Scope::Namespaces(vec!["a".into(), "b".into()])
+        );
+    }
+
+    #[test]
+    fn namespaces_flag_takes_a_comma_separated_list() {
+        let cli = Cli::parse_from(["crucible", "controller", "--namespace", "a,b"]);
+        let Command::Controller(args) = cli.command else {
+            panic!("controller subcommand expected")
+        };
+        assert_eq!(args.into_parts().1.namespaces, ["a", "b"]);
+    }
+}

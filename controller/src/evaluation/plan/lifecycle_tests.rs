@@ -1,0 +1,323 @@
+//! New runs, reruns, history, cancel, deadlines, retries, TTL.
+
+use super::test_support::*;
+use super::*;
+use crate::crd::conditions::{self};
+use crate::crd::evaluation::HistoryEntry;
+use crate::evaluation::pod::EVALUATION_CONTAINER;
+use crate::fixtures::{at, mk_container, mk_pod, running, terminated, waiting};
+use crate::labels::RERUN_ANNOTATION;
+
+#[test]
+fn spec_change_stops_the_old_run_and_keeps_its_result_in_history() {
+    let (ev, name) = started();
+    let done = after(
+        &ev,
+        &run(
+            &ev,
+            &Observed {
+                now: at(10),
+                ..with_pods(vec![succeeded_pod(&name, r#"{"score": 0.7}"#)])
+            },
+        ),
+    );
+    let changed = done
+        .clone()
+        .with_spec(|s| s.args = Some(vec!["--hard".into()]))
+        .at_generation(2);
+    let p = run(
+        &changed,
+        &Observed {
+            now: at(20),
+            ..with_pods(vec![succeeded_pod(&name, "")])
+        },
+    );
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(p.status.run_generation, Some(2));
+    assert!(p.status.result.is_none());
+    assert_eq!(
+        p.status.history,
+        [HistoryEntry {
+            generation: Some(1),
+            commit: None,
+            phase: Some(Phase::Succeeded),
+            score: Some(0.7),
+            passed: Some(true),
+            completion_time: Some(at(10)),
+        }]
+    );
+    assert!(
+        p.delete.contains(&(ChildKind::Pod, name.clone())),
+        "old pod deleted"
+    );
+    assert_ne!(pod_of(&p).metadata.name.as_deref(), Some(name.as_str()));
+}
+
+#[test]
+fn spec_change_while_running_supersedes_the_running_pod() {
+    let (ev, name) = started();
+    let changed = ev
+        .with_spec(|s| s.image = "localhost/other:1".into())
+        .at_generation(2);
+    let p = run(
+        &changed,
+        &with_pods(vec![mk_pod(
+            &name,
+            "Running",
+            vec![mk_container("evaluation", running())],
+        )]),
+    );
+    assert!(p.delete.contains(&(ChildKind::Pod, name)));
+    assert_eq!(p.status.history[0].phase, Some(Phase::Cancelled));
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+}
+
+#[test]
+fn ttl_or_cancel_edits_do_not_start_a_new_run() {
+    let (ev, name) = started();
+    let done = after(
+        &ev,
+        &run(
+            &ev,
+            &with_pods(vec![succeeded_pod(&name, r#"{"score": 1}"#)]),
+        ),
+    );
+    let edited = done
+        .clone()
+        .with_spec(|s| s.ttl_seconds_after_finished = Some(3600))
+        .at_generation(2);
+    let p = run(&edited, &Observed::empty());
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.phase, Some(Phase::Succeeded));
+    assert_eq!(
+        p.status.observed_generation,
+        Some(2),
+        "observedGeneration follows every write"
+    );
+}
+
+#[test]
+fn rerun_annotation_starts_a_new_run_once() {
+    let (ev, name) = started();
+    let done = after(
+        &ev,
+        &run(
+            &ev,
+            &with_pods(vec![succeeded_pod(&name, r#"{"score": 1}"#)]),
+        ),
+    );
+    let rerun = done.annotated(RERUN_ANNOTATION, "2026-11-22");
+    let p = run(&rerun, &Observed::empty());
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(p.status.rerun.as_deref(), Some("2026-11-22"));
+    assert_eq!(p.status.history.len(), 1);
+    let again = run(&after(&rerun, &p), &Observed::empty());
+    assert_eq!(
+        again.status.history.len(),
+        1,
+        "same annotation value: same run"
+    );
+}
+
+#[test]
+fn history_keeps_the_last_ten_runs() {
+    let mut ev = Evaluation::test();
+    for generation in 1..=13 {
+        ev = ev
+            .with_spec(|s| s.args = Some(vec![generation.to_string()]))
+            .at_generation(generation);
+        ev = after(&ev, &run(&ev, &Observed::empty()));
+    }
+    let history = &ev.status.as_ref().expect("status").history;
+    assert_eq!(history.len(), HISTORY_LIMIT);
+    assert_eq!(history[0].generation, Some(12), "newest first");
+}
+
+#[test]
+fn cancel_keeps_the_log_tail_and_deletes_the_pod() {
+    let (ev, name) = started();
+    let cancelled = ev.with_spec(|s| s.cancel = Some(true)).at_generation(2);
+    let pods = vec![mk_pod(
+        &name,
+        "Running",
+        vec![mk_container("evaluation", running())],
+    )];
+    let (needed_pod, containers) =
+        logs_needed(&cancelled, &pods, &at(5), false, &Config::default()).expect("logs needed");
+    assert_eq!(
+        (needed_pod.as_str(), containers),
+        (name.as_str(), vec![EVALUATION_CONTAINER])
+    );
+    let p = run(
+        &cancelled,
+        &Observed {
+            now: at(5),
+            logs: log("step 1\n"),
+            ..with_pods(pods)
+        },
+    );
+    assert_eq!(p.status.phase, Some(Phase::Cancelled));
+    assert_eq!(p.status.log_tail.as_deref(), Some("step 1\n"));
+    assert_eq!(
+        condition(&p, conditions::STALLED),
+        ("True".into(), "Cancelled".into())
+    );
+    assert_eq!(p.delete, [(ChildKind::Pod, name)]);
+}
+
+#[test]
+fn cancel_before_start_creates_no_pod() {
+    let ev = Evaluation::test().with_spec(|s| s.cancel = Some(true));
+    let p = run(&ev, &Observed::empty());
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.phase, Some(Phase::Cancelled));
+}
+
+#[test]
+fn controller_deadline_times_out_a_stuck_pod() {
+    let (ev, name) = started();
+    let pods = vec![mk_pod(&name, "Pending", vec![])];
+    let late = at(600 + 15);
+    assert!(
+        logs_needed(&ev, &pods, &at(100), false, &Config::default()).is_none(),
+        "no log read while running normally"
+    );
+    assert!(logs_needed(&ev, &pods, &late, false, &Config::default()).is_some());
+    let p = run(
+        &ev,
+        &Observed {
+            now: late,
+            ..with_pods(pods)
+        },
+    );
+    assert_eq!(p.status.phase, Some(Phase::TimedOut));
+    assert_eq!(p.status.reason.as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(p.delete, [(ChildKind::Pod, name)]);
+    assert_eq!(p.notes[0].reason, "TimedOut");
+}
+
+#[test]
+fn infrastructure_failures_retry_with_a_new_pod_then_give_up() {
+    let ev = Evaluation::test().with_spec(|s| s.retries = Some(1));
+    let ev = after(&ev, &run(&ev, &Observed::empty()));
+    let first = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .expect("pod");
+    let pulled = |name: &str| {
+        mk_pod(
+            name,
+            "Pending",
+            vec![mk_container("evaluation", waiting("ImagePullBackOff"))],
+        )
+    };
+    let p = run(&ev, &with_pods(vec![pulled(&first)]));
+    assert_eq!(p.status.attempts, Some(2));
+    let second = p.status.pod_name.clone().expect("pod");
+    assert_ne!(first, second);
+    assert!(p.delete.contains(&(ChildKind::Pod, first)));
+    assert!(p.notes.iter().any(|n| n.reason == "Retrying"));
+    let ev = after(&ev, &p);
+    let p = run(&ev, &with_pods(vec![pulled(&second)]));
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.reason.as_deref(), Some("ImagePullBackOff"));
+    assert!(p.create.is_empty());
+}
+
+#[test]
+fn evaluation_failures_are_never_retried() {
+    let ev = Evaluation::test().with_spec(|s| s.retries = Some(3));
+    let ev = after(&ev, &run(&ev, &Observed::empty()));
+    let name = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .expect("pod");
+    let p = run(
+        &ev,
+        &with_pods(vec![mk_pod(
+            &name,
+            "Failed",
+            vec![mk_container("evaluation", terminated(1, "Error", None))],
+        )]),
+    );
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.attempts, Some(1));
+    assert!(p.create.is_empty());
+}
+
+#[test]
+fn a_lost_pod_is_an_infrastructure_failure() {
+    let (ev, _) = started();
+    let p = run(&ev, &Observed::empty());
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.reason.as_deref(), Some("PodLost"));
+}
+
+#[test]
+fn ttl_removes_every_child_after_it_expires_and_keeps_the_status() {
+    let ev = Evaluation::test().with_spec(|s| s.ttl_seconds_after_finished = Some(60));
+    let ev = after(&ev, &run(&ev, &Observed::empty()));
+    let name = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .expect("pod");
+    let done = after(
+        &ev,
+        &run(
+            &ev,
+            &Observed {
+                now: at(10),
+                ..with_pods(vec![succeeded_pod(&name, r#"{"score": 1}"#)])
+            },
+        ),
+    );
+    let early = run(
+        &done,
+        &Observed {
+            now: at(40),
+            ..Observed::empty()
+        },
+    );
+    assert!(early.delete.is_empty());
+    assert_eq!(early.requeue, Requeue::After(Duration::from_secs(30)));
+    let expired = run(
+        &done,
+        &Observed {
+            now: at(70),
+            ..Observed::empty()
+        },
+    );
+    assert_eq!(
+        expired.delete,
+        [
+            (ChildKind::NetworkPolicy, "arith-sandbox".to_string()),
+            (ChildKind::ConfigMap, "arith-workspace".to_string())
+        ]
+    );
+    assert_eq!(Some(&expired.status), done.status.as_ref());
+}
+
+#[test]
+fn keep_pod_on_failure_keeps_a_failed_pod_only() {
+    let ev = Evaluation::test().with_spec(|s| s.keep_pod_on_failure = Some(true));
+    let ev = after(&ev, &run(&ev, &Observed::empty()));
+    let name = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .expect("pod");
+    let failed = mk_pod(
+        &name,
+        "Failed",
+        vec![mk_container("evaluation", terminated(2, "Error", None))],
+    );
+    assert!(run(&ev, &with_pods(vec![failed])).delete.is_empty());
+    let ok = succeeded_pod(&name, r#"{"score": 1}"#);
+    assert_eq!(
+        run(&ev, &with_pods(vec![ok])).delete,
+        [(ChildKind::Pod, name)]
+    );
+}

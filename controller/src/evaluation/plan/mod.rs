@@ -1,0 +1,283 @@
+//! The pure heart of the Evaluation controller: from the Evaluation and what `observe` found,
+//! compute the next status, the children to create and delete, the Events and the requeue.
+//!
+//! # Guarantees
+//! - A run is identified by [`RunKey`] (spec hash + rerun annotation): a finished run is never
+//!   started again, whatever restarts; a new key starts a new run and moves the old one to
+//!   `history`.
+//! - Invalid specs and missing sandboxes create no children.
+//! - The log tail of a run is in the status written before its pod is deleted: `reconcile`
+//!   patches status first and deletes afterwards.
+//!
+//! Split by capability: [`observed`] (what `observe` read), [`predicates`] (questions about a
+//! run that `observe` and `reconcile` also ask), [`steps`] (advancing a run), [`conditions`]
+//! (conditions and Events from the status).
+
+mod conditions;
+mod observed;
+mod predicates;
+mod steps;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Resource, ResourceExt};
+
+use crate::admission::Decision;
+use crate::config::Config;
+use crate::crd::evaluation::{Evaluation, EvaluationStatus, HistoryEntry, Phase, Provenance};
+use crate::error::{Error, Result};
+use crate::evaluation::identity::RunKey;
+use crate::evaluation::pod::Owner;
+use crate::labels::SUITE_LABEL;
+use crate::requeue::Requeue;
+
+pub use observed::{FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
+pub use predicates::{
+    asks_admission, awaits_admission, follows, logs_needed, run_is_over, source_reference,
+};
+
+use conditions::{set_conditions, transition_note};
+use predicates::{head_moved, is_current_run};
+use steps::Planner;
+
+/// Default `passThreshold`.
+pub const DEFAULT_PASS_THRESHOLD: f64 = 0.5;
+/// Runs kept in `status.history`.
+pub const HISTORY_LIMIT: usize = 10;
+/// Slack after `activeDeadlineSeconds` before the controller stops a pod itself: the kubelet
+/// normally ends it first, this catches pods stuck unscheduled or on a lost node.
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(15);
+/// Longest wait between two looks at a running Evaluation when no watch event arrives.
+pub const MAX_RESYNC: Duration = Duration::from_secs(300);
+/// How often a queued Evaluation asks for admission again: the latency between freed
+/// capacity and the next admission.
+pub const QUEUE_RECHECK: Duration = Duration::from_secs(2);
+/// Suffix of the NetworkPolicy name.
+pub const POLICY_SUFFIX: &str = "sandbox";
+/// Suffix of the workspace ConfigMap name.
+pub const WORKSPACE_SUFFIX: &str = "workspace";
+
+/// How long a run waits before retrying a git source that could not be reached.
+pub const SOURCE_RETRY: Duration = Duration::from_secs(30);
+
+/// A child object to create or update (server-side apply).
+#[derive(Clone, Debug)]
+pub enum Child {
+    /// The sandbox NetworkPolicy; always applied before the pod.
+    NetworkPolicy(Box<NetworkPolicy>),
+    /// The workspace ConfigMap.
+    ConfigMap(Box<ConfigMap>),
+    /// The sandbox pod.
+    Pod(Box<Pod>),
+}
+
+/// Kind of a child to delete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildKind {
+    /// Pod.
+    Pod,
+    /// NetworkPolicy.
+    NetworkPolicy,
+    /// ConfigMap.
+    ConfigMap,
+}
+
+/// Severity of an Event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Severity {
+    /// Normal.
+    Normal,
+    /// Warning.
+    Warning,
+}
+
+/// An Event to publish on the Evaluation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub severity: Severity,
+    /// PascalCase reason.
+    pub reason: &'static str,
+    /// Message.
+    pub message: String,
+}
+
+/// Everything one reconcile does.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The complete status to write.
+    pub status: EvaluationStatus,
+    /// Children to apply, in order (NetworkPolicy before the pod).
+    pub create: Vec<Child>,
+    /// Children to delete after the status is written.
+    pub delete: Vec<(ChildKind, String)>,
+    /// Events to publish.
+    pub notes: Vec<Note>,
+    /// Next look.
+    pub requeue: Requeue,
+}
+
+/// The owner identity of `ev`'s children.
+///
+/// # Errors
+/// [`Error::MissingObjectKey`] when the object has no namespace or uid (never for objects read
+/// from the API server).
+pub fn owner(ev: &Evaluation) -> Result<Owner> {
+    Ok(Owner {
+        name: ev.name_any(),
+        namespace: ev
+            .namespace()
+            .ok_or(Error::MissingObjectKey("metadata.namespace"))?,
+        uid: ev.uid().ok_or(Error::MissingObjectKey("metadata.uid"))?,
+        reference: ev
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("metadata.uid"))?,
+        suite: ev.labels().get(SUITE_LABEL).cloned(),
+    })
+}
+
+/// Computes the plan for one reconcile.
+///
+/// # Errors
+/// Only [`Error::MissingObjectKey`] for objects that did not come from the API server.
+pub fn plan(
+    ev: &Evaluation,
+    obs: &Observed,
+    admission: &Decision,
+    config: &Config,
+) -> Result<Plan> {
+    let owner = owner(ev)?;
+    let key = RunKey::of(ev);
+    let old = ev.status.clone().unwrap_or_default();
+    let same_run = is_current_run(&old, &key) && !head_moved(&old, obs.head.as_deref());
+    let mut p = Planner {
+        ev,
+        obs,
+        admission,
+        config,
+        owner,
+        key,
+        status: if same_run {
+            old.clone()
+        } else {
+            fresh_status(&old, &obs.now)
+        },
+        plan_create: Vec::new(),
+        plan_delete: Vec::new(),
+        notes: Vec::new(),
+        requeue: Requeue::AwaitChange,
+    };
+    p.status
+        .provenance
+        .get_or_insert_with(Provenance::default)
+        .spec_hash = Some(p.key.spec_hash.clone());
+    p.status.rerun = p.key.rerun.clone();
+    if !same_run {
+        p.status.run_generation = ev.meta().generation;
+    }
+    match p.status.phase {
+        Some(phase) if phase.is_finished() => p.finished(),
+        _ => p.step(),
+    }
+    // Pods of other runs or attempts are superseded. Decided after the step, so that the pod
+    // of the attempt just (re)planned is adopted, never deleted: after a crash between creating
+    // a pod and writing status, the same deterministic name comes out again.
+    for pod in &obs.pods {
+        let name = pod.name_any();
+        let stale = Some(&name) != p.status.pod_name.as_ref();
+        let planned = p.plan_delete.iter().any(|(_, n)| n == &name);
+        if stale && !planned && pod.meta().deletion_timestamp.is_none() {
+            p.plan_delete.push((ChildKind::Pod, name));
+        }
+    }
+    let generation = ev.meta().generation;
+    p.status.observed_generation = generation;
+    set_conditions(&mut p.status, generation, &obs.now);
+    if (!same_run || old.phase != p.status.phase)
+        && let Some(note) = transition_note(&p.status)
+    {
+        p.notes.push(note);
+    }
+    Ok(Plan {
+        status: p.status,
+        create: p.plan_create,
+        delete: p.plan_delete,
+        notes: p.notes,
+        requeue: p.requeue,
+    })
+}
+
+/// A status for a new run: empty but for the history, which gains the previous run.
+fn fresh_status(old: &EvaluationStatus, now: &Time) -> EvaluationStatus {
+    let mut history = old.history.clone();
+    if let Some(phase) = old.phase {
+        history.insert(
+            0,
+            HistoryEntry {
+                generation: old.run_generation,
+                commit: old.provenance.as_ref().and_then(|p| p.commit.clone()),
+                // A run replaced before it finished counts as cancelled.
+                phase: Some(if phase.is_finished() {
+                    phase
+                } else {
+                    Phase::Cancelled
+                }),
+                score: old.result.as_ref().map(|r| r.score),
+                passed: old.result.as_ref().map(|r| r.passed),
+                completion_time: old.completion_time.clone().or_else(|| Some(now.clone())),
+            },
+        );
+        history.truncate(HISTORY_LIMIT);
+    }
+    EvaluationStatus {
+        history,
+        conditions: old.conditions.clone(),
+        ..Default::default()
+    }
+}
+
+/// A child the API server refused to create, for good (not a passing error).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// `SandboxUnavailable` (NetworkPolicy or RuntimeClass refused) or `PodRejected`.
+    pub reason: &'static str,
+    /// What the API server said.
+    pub message: String,
+}
+
+/// Turns a plan whose children the API server refused into a fail-closed status: no pod, the
+/// run Failed with the refusal's reason.
+pub fn refused(ev: &Evaluation, mut plan: Plan, refusal: Refusal, now: &Time) -> Plan {
+    plan.create.clear();
+    plan.status.phase = Some(Phase::Failed);
+    plan.status.reason = Some(refusal.reason.to_string());
+    plan.status.message = Some(format!("no pod was started: {}", refusal.message));
+    plan.status.completion_time = Some(now.clone());
+    plan.status.pod_name = None;
+    set_conditions(&mut plan.status, ev.meta().generation, now);
+    plan.notes.retain(|n| n.reason != "Admitted");
+    plan.notes.extend(transition_note(&plan.status));
+    plan.requeue = Requeue::AwaitChange;
+    plan
+}
+
+#[cfg(test)]
+#[path = "conditions_tests.rs"]
+mod conditions_tests;
+#[cfg(test)]
+#[path = "lifecycle_tests.rs"]
+mod lifecycle_tests;
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod queue_tests;
+#[cfg(test)]
+#[path = "source_tests.rs"]
+mod source_tests;
+#[cfg(test)]
+#[path = "steps_tests.rs"]
+mod steps_tests;
+#[cfg(test)]
+mod test_support;

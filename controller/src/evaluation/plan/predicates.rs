@@ -1,0 +1,151 @@
+//! Questions about an Evaluation's run, asked by `observe` (what to read), `reconcile` (whether
+//! to ask the admission gate) and the planner. Pure.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use crate::config::Config;
+use crate::crd::evaluation::{Evaluation, EvaluationStatus, Phase, Source};
+use crate::duration;
+use crate::evaluation::identity::RunKey;
+use crate::evaluation::phase::{self};
+use crate::evaluation::pod::EVALUATION_CONTAINER;
+use crate::liveness;
+
+use super::*;
+
+/// Whether the status belongs to the run `key` names.
+pub(super) fn is_current_run(status: &EvaluationStatus, key: &RunKey) -> bool {
+    status.phase.is_some()
+        && status
+            .provenance
+            .as_ref()
+            .and_then(|p| p.spec_hash.as_ref())
+            == Some(&key.spec_hash)
+        && status.rerun == key.rerun
+}
+
+/// Whether a followed branch has moved past the run's commit (a new run is due).
+pub(super) fn head_moved(status: &EvaluationStatus, head: Option<&str>) -> bool {
+    let commit = status.provenance.as_ref().and_then(|p| p.commit.as_deref());
+    matches!((head, commit), (Some(h), Some(c)) if h != c)
+}
+
+/// Whether `ev` follows its git ref (`source.git.follow: true`).
+pub fn follows(ev: &Evaluation) -> bool {
+    matches!(&ev.spec.source, Some(Source::Git(g)) if g.follow == Some(true))
+}
+
+/// Whether `ev`'s current run has finished: nothing will start, so no sandbox lookup is needed.
+pub fn run_is_over(ev: &Evaluation) -> bool {
+    ev.status.as_ref().is_some_and(|s| {
+        is_current_run(s, &RunKey::of(ev)) && s.phase.is_some_and(Phase::is_finished)
+    })
+}
+
+/// Whether `ev`'s run still needs an admission decision: a new run (also when a followed
+/// branch moved to `head`), or one still queued.
+pub fn awaits_admission(ev: &Evaluation, head: Option<&str>) -> bool {
+    match &ev.status {
+        Some(s) if is_current_run(s, &RunKey::of(ev)) && !head_moved(s, head) => {
+            matches!(s.phase, None | Some(Phase::Queued))
+        }
+        _ => true,
+    }
+}
+
+/// Whether the gate must decide on `ev`'s run now: it awaits admission and its source (if
+/// any) could be read.
+pub fn asks_admission(ev: &Evaluation, obs: &Observed) -> bool {
+    awaits_admission(ev, obs.head.as_deref()) && !matches!(obs.source, Some(Err(_)))
+}
+
+/// The git ref to read for `ev` now: the pinned commit of a run that has started, else the
+/// spec's ref (or `head`, when a followed branch moved). `None` without a git source or when
+/// the run is over and no new one is due.
+pub fn source_reference(ev: &Evaluation, head: Option<&str>) -> Option<Option<String>> {
+    let Some(Source::Git(git)) = &ev.spec.source else {
+        return None;
+    };
+    if awaits_admission(ev, head) {
+        return Some(head.map(str::to_string).or_else(|| git.r#ref.clone()));
+    }
+    if run_is_over(ev) {
+        return None;
+    }
+    let pinned = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.provenance.as_ref())
+        .and_then(|p| p.commit.clone());
+    Some(pinned.or_else(|| git.r#ref.clone()))
+}
+
+/// The pod of the current attempt of an unfinished run, and the containers whose logs `plan`
+/// will need from it now. `observe` calls this to read only the logs that matter.
+pub fn logs_needed(
+    ev: &Evaluation,
+    pods: &[Pod],
+    now: &Time,
+    stopped: bool,
+    config: &Config,
+) -> Option<(String, Vec<&'static str>)> {
+    let status = ev.status.as_ref()?;
+    let key = RunKey::of(ev);
+    if !is_current_run(status, &key) || status.phase.is_some_and(Phase::is_finished) {
+        return None;
+    }
+    let pod = pods
+        .iter()
+        .find(|p| Some(p.name_any()) == status.pod_name)?;
+    let stopping =
+        stopped || ev.spec.cancel == Some(true) || deadline_passed(ev, status, now, config);
+    if !liveness::is_terminal(pod) && !stopping {
+        return None;
+    }
+    let containers = [EVALUATION_CONTAINER, phase::result_container(&ev.spec)]
+        .into_iter()
+        .fold(Vec::new(), |mut v, c| {
+            if !v.contains(&c) && phase::has_started(pod, c) {
+                v.push(c);
+            }
+            v
+        });
+    Some((pod.name_any(), containers))
+}
+
+pub(super) fn timeout(ev: &Evaluation, config: &Config) -> Duration {
+    ev.spec
+        .timeout
+        .as_deref()
+        .and_then(|t| duration::parse(t).ok())
+        .unwrap_or(config.default_timeout)
+}
+
+pub(super) fn elapsed(from: &Time, to: &Time) -> Duration {
+    Duration::try_from(to.0.duration_since(from.0)).unwrap_or(Duration::ZERO)
+}
+
+/// Time left before the controller-side deadline of the current attempt.
+pub(super) fn time_to_deadline(
+    ev: &Evaluation,
+    status: &EvaluationStatus,
+    now: &Time,
+    config: &Config,
+) -> Option<Duration> {
+    let start = status.start_time.as_ref()?;
+    let limit = timeout(ev, config) + DEADLINE_GRACE;
+    Some(limit.saturating_sub(elapsed(start, now)))
+}
+
+pub(super) fn deadline_passed(
+    ev: &Evaluation,
+    status: &EvaluationStatus,
+    now: &Time,
+    config: &Config,
+) -> bool {
+    time_to_deadline(ev, status, now, config) == Some(Duration::ZERO)
+}

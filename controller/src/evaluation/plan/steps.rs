@@ -1,0 +1,371 @@
+//! Advancing a run one step: validate, queue, start an attempt, watch it, finish it, clean up.
+//! Pure.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Resource, ResourceExt};
+
+use crate::admission::Decision;
+use crate::config::Config;
+use crate::crd::evaluation::{
+    Evaluation, EvaluationStatus, Phase, Provenance, QueueStatus, SandboxStatus, Source,
+};
+use crate::duration;
+use crate::evaluation::identity::{RunKey, child_name, pod_name};
+use crate::evaluation::phase::{self, Outcome, PodState};
+use crate::evaluation::pod::{
+    Attempt, EVALUATION_CONTAINER, Owner, desired_network_policy, desired_pod, desired_workspace,
+};
+use crate::evaluation::validate;
+use crate::requeue::Requeue;
+
+use super::predicates::*;
+use super::*;
+
+pub(super) struct Planner<'a> {
+    pub(super) ev: &'a Evaluation,
+    pub(super) obs: &'a Observed,
+    pub(super) admission: &'a Decision,
+    pub(super) config: &'a Config,
+    pub(super) owner: Owner,
+    pub(super) key: RunKey,
+    pub(super) status: EvaluationStatus,
+    pub(super) plan_create: Vec<Child>,
+    pub(super) plan_delete: Vec<(ChildKind, String)>,
+    pub(super) notes: Vec<Note>,
+    pub(super) requeue: Requeue,
+}
+
+impl Planner<'_> {
+    fn current_pod(&self) -> Option<&Pod> {
+        let name = self.status.pod_name.as_ref()?;
+        self.obs.pods.iter().find(|p| &p.name_any() == name)
+    }
+
+    fn threshold(&self) -> f64 {
+        self.ev
+            .spec
+            .pass_threshold
+            .unwrap_or(DEFAULT_PASS_THRESHOLD)
+    }
+
+    /// Advances a run that has not finished.
+    pub(super) fn step(&mut self) {
+        if let Err(problems) = validate::validate(&self.ev.spec, self.config) {
+            return self.finish(Outcome::new(
+                Phase::Failed,
+                "InvalidSpec",
+                problems.join("; "),
+            ));
+        }
+        if self.ev.spec.cancel == Some(true) {
+            return self.finish(Outcome::new(
+                Phase::Cancelled,
+                "Cancelled",
+                "cancelled by spec.cancel",
+            ));
+        }
+        if matches!(self.status.phase, None | Some(Phase::Queued))
+            && let Some(Err(problem)) = self.obs.source.clone()
+        {
+            return self.source_problem(problem);
+        }
+        match self.status.phase {
+            None | Some(Phase::Queued) => match self.admission {
+                Decision::Admit => self.start_attempt(1),
+                Decision::Wait { position, reason } => {
+                    let position = i32::try_from(*position).unwrap_or(i32::MAX);
+                    self.wait_in_queue(position, reason.clone())
+                }
+            },
+            Some(_) => match self.obs.stop.clone() {
+                Some(why) => self.finish(Outcome::new(Phase::Cancelled, "EmergencyStop", why)),
+                None => self.watch_attempt(),
+            },
+        }
+    }
+
+    /// A git source that could not be read: no pod. Network trouble waits and retries;
+    /// anything else ends the run with the source's reason.
+    fn source_problem(&mut self, problem: SourceProblem) {
+        if !problem.transient {
+            return self.finish(Outcome::new(Phase::Failed, problem.reason, problem.message));
+        }
+        self.wait_in_queue(
+            0,
+            format!("{}: {} (retrying)", problem.reason, problem.message),
+        );
+        self.requeue = Requeue::After(SOURCE_RETRY);
+    }
+
+    /// Keeps a run queued, or ends it when it waited longer than `queueTimeout`.
+    fn wait_in_queue(&mut self, position: i32, reason: String) {
+        let now = self.obs.now.clone();
+        let since = self
+            .status
+            .queue
+            .as_ref()
+            .and_then(|q| q.since.clone())
+            .unwrap_or(now.clone());
+        let limit = self
+            .ev
+            .spec
+            .queue_timeout
+            .as_deref()
+            .and_then(|t| duration::parse(t).ok());
+        if let Some(limit) = limit
+            && elapsed(&since, &now) >= limit
+        {
+            return self.finish(Outcome::new(
+                Phase::Failed,
+                "QueueTimeout",
+                format!(
+                    "not admitted within queueTimeout {} (last reason: {reason})",
+                    duration::render(limit)
+                ),
+            ));
+        }
+        self.status.phase = Some(Phase::Queued);
+        self.status.queue = Some(QueueStatus {
+            position: Some(position),
+            reason: Some(reason),
+            since: Some(since),
+        });
+        self.requeue = Requeue::After(QUEUE_RECHECK);
+    }
+
+    fn watch_attempt(&mut self) {
+        let Some(pod) = self.current_pod().cloned() else {
+            let name = self.status.pod_name.clone().unwrap_or_default();
+            return self.infra_failure(
+                "PodLost",
+                format!("pod {name} disappeared before it finished"),
+            );
+        };
+        let state = phase::examine(&pod, &self.ev.spec, &self.obs.logs, self.threshold());
+        let left = time_to_deadline(self.ev, &self.status, &self.obs.now, self.config);
+        match state {
+            PodState::Finished(outcome) => self.finish(outcome),
+            PodState::InfraFailure { reason, message } => self.infra_failure(&reason, message),
+            PodState::Waiting | PodState::Running if left == Some(Duration::ZERO) => {
+                self.finish(Outcome::new(
+                    Phase::TimedOut,
+                    "DeadlineExceeded",
+                    format!(
+                        "the evaluation did not finish within its timeout of {}",
+                        duration::render(timeout(self.ev, self.config))
+                    ),
+                ))
+            }
+            PodState::Waiting | PodState::Running => {
+                self.status.phase = Some(if state == PodState::Running {
+                    Phase::Running
+                } else {
+                    Phase::Pending
+                });
+                let wait = left.unwrap_or(MAX_RESYNC).min(MAX_RESYNC);
+                self.requeue = Requeue::After(wait.max(Duration::from_secs(1)));
+            }
+        }
+    }
+
+    /// Creates the children of attempt `attempt`, or fails closed when the sandbox is missing.
+    fn start_attempt(&mut self, attempt: i32) {
+        let class = validate::runtime_class(&self.ev.spec, self.config).to_string();
+        let sandboxed = match self.obs.runtime_class {
+            Some(RuntimeClassCheck::Present) => true,
+            Some(RuntimeClassCheck::Missing) if self.config.allow_unsandboxed => {
+                self.notes.push(Note {
+                    severity: Severity::Warning,
+                    reason: "Unsandboxed",
+                    message: format!("RuntimeClass {class} is missing; running without gVisor because the controller allows it"),
+                });
+                false
+            }
+            _ => {
+                return self.finish(Outcome::new(
+                    Phase::Failed,
+                    "SandboxUnavailable",
+                    format!("RuntimeClass {class} does not exist; no pod was created (install gVisor and the RuntimeClass)"),
+                ));
+            }
+        };
+        let attempt_id = self.key.attempt_id(self.status.run_generation, attempt);
+        let pod_name = pod_name(&self.owner.name, &attempt_id);
+        let policy_name = child_name(&self.owner.name, POLICY_SUFFIX);
+        let workspace_name = child_name(&self.owner.name, WORKSPACE_SUFFIX);
+        let fetched = match &self.obs.source {
+            Some(Ok(source)) => Some(source),
+            _ => None,
+        };
+        if matches!(self.ev.spec.source, Some(Source::Git(_))) && fetched.is_none() {
+            let message = "the git source was not read before starting the pod".to_string();
+            return self.finish(Outcome::new(Phase::Failed, "SourceUnavailable", message));
+        }
+        if let Some(source) = fetched {
+            let provenance = self
+                .status
+                .provenance
+                .get_or_insert_with(Provenance::default);
+            provenance.repo = Some(source.repo.clone());
+            provenance.commit = Some(source.commit.clone());
+        }
+        let workspace = desired_workspace(
+            &self.ev.spec,
+            &self.owner,
+            &workspace_name,
+            fetched.map(|f| &f.files),
+        );
+        let timeout_seconds = i64::try_from(timeout(self.ev, self.config).as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let pod = desired_pod(
+            &self.ev.spec,
+            &self.owner,
+            &Attempt {
+                pod_name: &pod_name,
+                attempt_id: &attempt_id,
+                runtime_class: sandboxed.then_some(class.as_str()),
+                timeout_seconds,
+                workspace: workspace.as_ref(),
+            },
+            self.config,
+        );
+        self.plan_create
+            .push(Child::NetworkPolicy(Box::new(desired_network_policy(
+                &self.ev.spec,
+                &self.owner,
+                &policy_name,
+            ))));
+        if let Some(workspace) = workspace {
+            self.plan_create
+                .push(Child::ConfigMap(Box::new(workspace.config_map)));
+        }
+        self.plan_create.push(Child::Pod(Box::new(pod)));
+        self.status.phase = Some(Phase::Pending);
+        self.status.attempts = Some(attempt);
+        self.status.pod_name = Some(pod_name);
+        self.status.start_time = Some(self.obs.now.clone());
+        self.status.queue = None;
+        self.status.sandbox = Some(SandboxStatus {
+            runtime_class_name: sandboxed.then_some(class),
+            sandboxed,
+        });
+        self.requeue = Requeue::After(timeout(self.ev, self.config).min(MAX_RESYNC));
+    }
+
+    /// An attempt lost to the infrastructure: retry while `retries` allow, else fail.
+    fn infra_failure(&mut self, reason: &str, message: String) {
+        let attempts = self.status.attempts.unwrap_or(1);
+        if attempts <= self.ev.spec.retries.unwrap_or(0) {
+            self.notes.push(Note {
+                severity: Severity::Warning,
+                reason: "Retrying",
+                message: format!(
+                    "attempt {attempts} lost ({reason}: {message}); starting attempt {}",
+                    attempts + 1
+                ),
+            });
+            if let Some(old) = self.status.pod_name.clone() {
+                self.plan_delete.push((ChildKind::Pod, old));
+            }
+            self.start_attempt(attempts + 1);
+        } else {
+            self.finish(Outcome::new(Phase::Failed, reason, message));
+        }
+    }
+
+    /// Ends the run with `outcome`: status first, pod deletion after (reconcile's order).
+    fn finish(&mut self, outcome: Outcome) {
+        let now = self.obs.now.clone();
+        let Outcome {
+            phase,
+            reason,
+            message,
+            exit_code,
+            result,
+            result_digest,
+        } = outcome;
+        self.status.phase = phase;
+        self.status.reason = reason;
+        self.status.message = message;
+        self.status.exit_code = exit_code;
+        self.status.queue = None;
+        if let Some(capture) = self.obs.logs.get(EVALUATION_CONTAINER) {
+            self.status.log_tail = Some(capture.tail.clone());
+        }
+        if let Some(start) = &self.status.start_time {
+            self.status.duration = Some(duration::render(elapsed(start, &now)));
+        }
+        self.status.completion_time = Some(now);
+        let image_id = self
+            .current_pod()
+            .and_then(|p| phase::container_status(p, EVALUATION_CONTAINER))
+            .map(|c| c.image_id.clone())
+            .filter(|id| !id.is_empty());
+        let provenance = self
+            .status
+            .provenance
+            .get_or_insert_with(Provenance::default);
+        provenance.image_id = image_id;
+        provenance.result_digest = result_digest;
+        self.status.result = result;
+        self.finished();
+    }
+
+    /// A finished run: remove its pod (unless kept for debugging) and, after the TTL, every
+    /// child; the Evaluation and its status stay.
+    pub(super) fn finished(&mut self) {
+        let passed = self.status.result.as_ref().is_some_and(|r| r.passed);
+        let keep = self.ev.spec.keep_pod_on_failure == Some(true) && !passed;
+        let current = self
+            .current_pod()
+            .filter(|p| p.meta().deletion_timestamp.is_none())
+            .map(|p| p.name_any());
+        let ttl = self
+            .ev
+            .spec
+            .ttl_seconds_after_finished
+            .map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+        let age = self
+            .status
+            .completion_time
+            .as_ref()
+            .map(|t| elapsed(t, &self.obs.now));
+        match (ttl, age) {
+            (Some(ttl), Some(age)) if age >= ttl => {
+                if let Some(pod) = current {
+                    self.plan_delete.push((ChildKind::Pod, pod));
+                }
+                self.plan_delete.push((
+                    ChildKind::NetworkPolicy,
+                    child_name(&self.owner.name, POLICY_SUFFIX),
+                ));
+                if self.ev.spec.source.is_some() {
+                    self.plan_delete.push((
+                        ChildKind::ConfigMap,
+                        child_name(&self.owner.name, WORKSPACE_SUFFIX),
+                    ));
+                }
+                self.requeue = Requeue::AwaitChange;
+            }
+            (ttl, age) => {
+                if let (Some(pod), false) = (current, keep) {
+                    self.plan_delete.push((ChildKind::Pod, pod));
+                }
+                self.requeue = match (ttl, age) {
+                    (Some(ttl), Some(age)) => Requeue::After(ttl - age),
+                    _ => Requeue::AwaitChange,
+                };
+                if follows(self.ev) {
+                    // Look for new commits on the followed branch.
+                    self.requeue = match self.requeue {
+                        Requeue::After(d) => Requeue::After(d.min(self.config.follow_interval)),
+                        Requeue::AwaitChange => Requeue::After(self.config.follow_interval),
+                    };
+                }
+            }
+        }
+    }
+}

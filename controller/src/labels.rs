@@ -1,0 +1,16 @@
+//! Labels and annotations shared by both controllers, the CLI and the tests' selectors.
+
+/// Label on every object the controller creates for a run: selects what it manages.
+pub const MANAGED_LABEL: &str = "crucible.dev/managed";
+/// Label with the owning Evaluation's uid (names can be longer than a label value).
+pub const EVALUATION_UID_LABEL: &str = "crucible.dev/evaluation-uid";
+/// Label with the run/attempt id of a pod.
+pub const RUN_LABEL: &str = "crucible.dev/run";
+/// Label on every child Evaluation of a suite (and on its pods) naming the suite.
+pub const SUITE_LABEL: &str = "crucible.dev/suite";
+/// Annotation with the owning Evaluation's name, for people.
+pub const EVALUATION_ANNOTATION: &str = "crucible.dev/evaluation";
+/// Annotation whose new value re-runs an Evaluation without a spec change.
+pub const RERUN_ANNOTATION: &str = "crucible.dev/rerun";
+/// Annotation ordering the queue: higher first (integer, default 0).
+pub const PRIORITY_ANNOTATION: &str = "crucible.dev/priority";

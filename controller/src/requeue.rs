@@ -1,0 +1,47 @@
+//! When a reconcile looks at its object again, shared by both controllers.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::runtime::controller::Action;
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+
+/// Retry delay after a passing error (API hiccup, conflict).
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+
+/// When to look at an object again, as a plan says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// After this long.
+    After(Duration),
+    /// Only when something changes.
+    AwaitChange,
+}
+
+impl From<Requeue> for Action {
+    fn from(requeue: Requeue) -> Action {
+        match requeue {
+            Requeue::After(d) => Action::requeue(d),
+            Requeue::AwaitChange => Action::await_change(),
+        }
+    }
+}
+
+/// The error policy of both controllers: passing errors retry after [`ERROR_REQUEUE`]; bugs
+/// and permanent refusals wait for a change of the object.
+pub fn on_error(
+    kind: &'static str,
+    object: &impl ResourceExt,
+    error: &Error,
+    metrics: &Metrics,
+) -> Action {
+    tracing::warn!(kind, name = %object.name_any(), %error, "reconcile failed");
+    metrics.reconcile_failure(kind, error.reason());
+    if error.is_transient() {
+        Action::requeue(ERROR_REQUEUE)
+    } else {
+        Action::await_change()
+    }
+}

@@ -1,0 +1,145 @@
+# shellcheck shell=bash
+# lib/config.sh - sourced by cluster.sh: `up` steps 5-6, the PKI, kubeconfigs and the
+# containerd, CNI and kubelet configuration under $LAB.
+
+# up, step 5: PKI (openssl) and kubeconfigs
+cert() {   # cert NAME CN O SAN server|client
+  local n=$1 cn=$2 o=$3 san=$4 use=$5 subj
+  [ -f "$n.crt" ] && return 0
+  openssl genrsa -out "$n.key" 2048 2>/dev/null
+  subj="/CN=$cn"; [ -n "$o" ] && subj="/O=$o$subj"
+  openssl req -new -key "$n.key" -subj "$subj" -out "$n.csr"
+  { echo "basicConstraints=CA:FALSE"; echo "keyUsage=critical,digitalSignature,keyEncipherment"
+    if [ "$use" = server ]; then echo "extendedKeyUsage=serverAuth"; else echo "extendedKeyUsage=clientAuth"; fi
+    [ -n "$san" ] && echo "subjectAltName=$san"; } >"$n.ext"
+  openssl x509 -req -in "$n.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -sha256 \
+    -extfile "$n.ext" -out "$n.crt" 2>/dev/null
+  rm -f "$n.csr" "$n.ext"
+}
+
+kubeconfig_file() {   # kubeconfig_file OUT USER CERTNAME
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: crucible-local
+  cluster: {certificate-authority: $LAB/pki/ca.crt, server: "https://127.0.0.1:6443"}
+users:
+- name: $2
+  user: {client-certificate: $LAB/pki/$3.crt, client-key: $LAB/pki/$3.key}
+contexts:
+- name: crucible-local
+  context: {cluster: crucible-local, user: $2}
+current-context: crucible-local
+EOF
+}
+
+ensure_pki() {
+  mkdir -p "$LAB/pki" "$LAB/etc"
+  (cd "$LAB/pki"
+   umask 077
+   if [ ! -f ca.crt ]; then
+     openssl genrsa -out ca.key 2048 2>/dev/null
+     openssl req -x509 -new -nodes -key ca.key -sha256 -days 3650 -subj "/CN=crucible-local-ca" -out ca.crt
+   fi
+   if [ ! -f sa.pub ]; then
+     openssl genrsa -out sa.key 2048 2>/dev/null; openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+   fi
+   cert apiserver kube-apiserver "" "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.96.0.1,IP:$NODE_IP" server
+   cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters "" client
+   cert admin admin system:masters "" client
+   cert controller-manager system:kube-controller-manager "" "" client
+   cert scheduler system:kube-scheduler "" "" client
+   cert kubelet-client "system:node:$NODE" system:nodes "" client
+   cert kubelet-server "$NODE" "" "DNS:$NODE,DNS:localhost,IP:127.0.0.1,IP:$NODE_IP" server)
+  kubeconfig_file "$KUBECONFIG_PATH" admin admin
+  kubeconfig_file "$LAB/etc/controller-manager.kubeconfig" system:kube-controller-manager controller-manager
+  kubeconfig_file "$LAB/etc/scheduler.kubeconfig" system:kube-scheduler scheduler
+  kubeconfig_file "$LAB/etc/kubelet.kubeconfig" "system:node:$NODE" kubelet-client
+}
+
+# up, step 6: containerd, CNI and kubelet configuration, runsc wrapper
+write_configs() {
+  mkdir -p "$LAB/etc" "$LAB/bin" "$LAB/cni/net.d" "$LAB/cni/ipam" "$LAB/containerd" "$LAB/kubelet" \
+           "$LAB/data"
+  install -m 0755 "$SCRIPT_DIR/runsc-wrapper" "$LAB/bin/runsc-wrapper"
+  ln -sfn runsc-wrapper "$LAB/bin/runsc-wrapper-net"
+  cat >"$LAB/etc/containerd.toml" <<EOF
+version = 2
+root = "$LAB/containerd/root"
+state = "$CTRD_STATE"
+[grpc]
+  address = "$CTRD_SOCK"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$LAB/containerd/opt"    # default /opt/containerd
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "$PAUSE_IMAGE"
+  # GOTCHA: this VM's root lacks CAP_SYS_RESOURCE, so runc cannot set the negative
+  # oom_score_adj CRI asks for (-998): "can't get final child's PID from pipe: EOF".
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        BinaryName = "/usr/bin/runc"
+    # gVisor through the stock runc v2 shim; runsc flags and fixes in runsc-wrapper
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]
+        BinaryName = "$LAB/bin/runsc-wrapper"
+        Root = "$CTRD_STATE/runsc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc-net]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc-net.options]
+        BinaryName = "$LAB/bin/runsc-wrapper-net"
+        Root = "$CTRD_STATE/runsc-net"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "$LAB/cni/net.d"
+EOF
+  # bridge CNI: no masquerade and no default route in the pods, so pods reach only 10.88.0.0/24.
+  # It does not enforce NetworkPolicy.
+  cat >"$LAB/cni/net.d/10-crucible.conflist" <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "crucible",
+  "plugins": [
+    {
+      "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]],
+        "dataDir": "$LAB/cni/ipam"
+      }
+    }
+  ]
+}
+EOF
+  cat >"$LAB/etc/kubelet.yaml" <<EOF
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: true}
+  x509: {clientCAFile: $LAB/pki/ca.crt}
+authorization: {mode: Webhook}
+cgroupDriver: cgroupfs
+failSwapOn: false
+tlsCertFile: $LAB/pki/kubelet-server.crt
+tlsPrivateKeyFile: $LAB/pki/kubelet-server.key
+readOnlyPort: 0
+healthzBindAddress: 127.0.0.1
+address: $NODE_IP
+podCIDR: $POD_CIDR
+clusterDomain: cluster.local
+resolvConf: /etc/resolv.conf
+serializeImagePulls: false
+# no KUBE-MARK/KUBE-FIREWALL chains in the host's iptables (there is no kube-proxy anyway)
+makeIPTablesUtilChains: false
+evictionHard: {memory.available: "200Mi", nodefs.available: "5%", imagefs.available: "5%"}
+# the first status after registration is NotReady; post the change sooner than every 10 s
+nodeStatusUpdateFrequency: 4s
+EOF
+}

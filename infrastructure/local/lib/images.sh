@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# lib/images.sh - sourced by cluster.sh: `up` step 4, the pause and python image tarballs (cached
+# in $IMAGES), their import into containerd, and the `import-image` subcommand.
+
+# up, step 4: images (one-layer docker-archive tarballs, imported with `ctr images import`)
+mkimage() {   # mkimage ROOTFS REF OUT.tar [umoci config args...]
+  local rootfs=$1 ref=$2 out=$3 t; shift 3
+  t=$(mktemp -d "$IMAGES/.mkimage.XXXXXX")
+  umoci init --layout "$t/oci"
+  umoci new --image "$t/oci:latest"
+  umoci insert --image "$t/oci:latest" "$rootfs" /
+  umoci config --image "$t/oci:latest" --os linux --architecture amd64 "$@"
+  local had_containers=0; [ -e /var/lib/containers ] && had_containers=1
+  skopeo copy --quiet "oci:$t/oci:latest" "docker-archive:$out.tmp:$ref"
+  mv "$out.tmp" "$out"
+  # skopeo leaves a blob-info cache in /var/lib/containers/cache; do not leave it behind
+  [ "$had_containers" = 1 ] || rm -rf /var/lib/containers
+  rm -rf "$t"
+}
+
+ensure_images() {
+  mkdir -p "$IMAGES"
+  if [ ! -f "$IMAGES/pause.tar" ]; then
+    # the pause binary from Kubernetes' own build/pause/linux/pause.c, linked statically
+    ensure_k8s_source
+    rm -rf "$IMAGES/pause-rootfs"; mkdir -p "$IMAGES/pause-rootfs"
+    gcc -Os -Wall -Werror -static -DVERSION=3.4.1-crucible -o "$IMAGES/pause-rootfs/pause" \
+      "$K8S/src/build/pause/linux/pause.c"
+    strip "$IMAGES/pause-rootfs/pause"
+    mkimage "$IMAGES/pause-rootfs" "$PAUSE_IMAGE" "$IMAGES/pause.tar" \
+      --config.entrypoint /pause --config.user 65535:65535
+    rm -rf "$IMAGES/pause-rootfs"
+    log "built $PAUSE_IMAGE"
+  fi
+  if [ ! -f "$IMAGES/python.tar" ]; then
+    # debootstrap minbase bookworm + python3 (python3-minimal lacks json and friends)
+    local rootfs=$IMAGES/python-rootfs mirror t0=$SECONDS
+    mirror=$(awk '/^URIs:/ && /debian/ && !/security/ {print $2; exit}' \
+               /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+    [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 ~ /debian/ && $2 !~ /security/ {print $2; exit}' \
+                                  /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+    [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+    rm -rf "$rootfs"
+    log "debootstrap bookworm + python3 from $mirror (1-3 min)"
+    if ! debootstrap --variant=minbase --include=python3 bookworm "$rootfs" "$mirror" \
+           >"$IMAGES/debootstrap.log" 2>&1; then
+      umount_under "$rootfs"; die "debootstrap failed, see $IMAGES/debootstrap.log"
+    fi
+    umount_under "$rootfs"
+    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+           "$rootfs"/usr/share/doc "$rootfs"/usr/share/man "$rootfs"/usr/share/locale
+    mkimage "$rootfs" "$PY_IMAGE" "$IMAGES/python.tar" --config.cmd /usr/bin/python3 \
+      --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    rm -rf "$rootfs"
+    log "built $PY_IMAGE in $((SECONDS - t0))s"
+  fi
+}
+
+import_if_missing() {   # import_if_missing REF TAR
+  local have
+  have=$(ctr_ -n k8s.io images ls -q 2>/dev/null || true)
+  grep -qxF "$1" <<<"$have" && return 0
+  ctr_ -n k8s.io images import "$2" >/dev/null
+  log "imported $1"
+}
+
+cmd_import_image() {
+  need_root
+  if [ $# != 1 ] || [ ! -f "$1" ]; then die "usage: $0 import-image TAR (docker-archive or OCI archive)"; fi
+  alive containerd || die "containerd is not running; run '$0 up' first"
+  ctr_ -n k8s.io images import "$1"
+}
