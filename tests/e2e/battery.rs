@@ -235,12 +235,21 @@ while True:
     print("burn: wall=%.1fs cpu=%.2fs ratio=%.2f" % (wall, cpu, cpu / wall), flush=True)
 "#;
 
-/// 200 MB of output, then the result line.
+/// 200 MB of output, then the result line. Written with `os.write` until every byte is out:
+/// gVisor may hand a large write to the stdout pipe back short (or EAGAIN), and Python's
+/// unbuffered text stdout drops the rest without a word.
 const BIG_OUTPUT: &str = r#"
-block = ("x" * 99 + "\n") * 10000
+import select
+def write_all(data):
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(1, view):]
+        except BlockingIOError:
+            select.select([], [1], [])
+block = (b"x" * 99 + b"\n") * 10000
 for _ in range(200):
-    sys.stdout.write(block)
-sys.stdout.flush()
+    write_all(block)
 report(bytes=200e6)
 "#;
 
