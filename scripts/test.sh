@@ -2,7 +2,7 @@
 # The whole test suite, cheapest first: formatting, clippy, unit + mock-API + drift + example
 # tests, checks of the cluster scripts and the Argo CD health check, then the end-to-end tier
 # against a real local Kubernetes + gVisor cluster (started here, stopped at the end even on
-# failure): every example, sandbox, network, lifecycle, quota, suites, git, emergency stop,
+# failure): every example, sandbox, network, the attack battery, lifecycle, quota, suites, git, emergency stop,
 # leader failover, and the Helm chart installed and tested.
 #
 #   sudo bash scripts/test.sh
@@ -48,6 +48,7 @@ start_controller --leader-election --system-namespace crucible-system --follow-i
 log "end-to-end tests"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
 cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3
+cat target/tmp/attack-battery.txt   # the attack battery's summary table
 log "emergency stop of everything (runs alone)"
 CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   cargo test -p crucible-e2e --features e2e --test stop_all

@@ -515,6 +515,7 @@ fn scenarios(l: &Listeners, cpu_sample: Sample) -> Vec<Scenario> {
                 for (name, want) in [
                     ("capEff", 0.0),
                     ("capPrm", 0.0),
+                    ("capBnd", 0.0),
                     ("noNewPrivs", 1.0),
                     ("pid", 1.0),
                     ("foreignProcesses", 0.0),
@@ -529,7 +530,7 @@ fn scenarios(l: &Listeners, cpu_sample: Sample) -> Vec<Scenario> {
                     return Err(format!("a setuid binary ran as root: {}", tail(s)));
                 }
                 Ok(format!(
-                    "{proof}; CapEff=0 CapPrm=0 NoNewPrivs=1; setuid su ran with euid {su}; PID 1, no process outside its own tree"
+                    "{proof}; CapEff=CapPrm=CapBnd=0 NoNewPrivs=1; setuid su ran with euid {su}; PID 1, no process outside its own tree"
                 ))
             }),
         },
