@@ -2,8 +2,8 @@
 # The whole test suite, cheapest first: formatting, clippy, unit + mock-API + drift + example
 # tests, checks of the cluster scripts and the Argo CD health check, then the end-to-end tier
 # against a real local Kubernetes + gVisor cluster (started here, stopped at the end even on
-# failure): every example, sandbox, network, the attack battery, lifecycle, quota, suites, git, emergency stop,
-# leader failover, and the Helm chart installed and tested.
+# failure): every example, sandbox, network, the attack battery, lifecycle, quota, suites, git,
+# emergency stop, leader failover, and the Helm chart installed and tested.
 #
 #   sudo bash scripts/test.sh
 #
