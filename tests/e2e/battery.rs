@@ -20,7 +20,8 @@ use crucible::crd::evaluation::{EvaluationStatus, Phase};
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible::labels::MANAGED_LABEL;
 use crucible_e2e::{
-    apply_evaluation, apply_typed, pods_of, wait_finished, wait_for, watch_peak, with_temp_ns,
+    apply_evaluation, apply_typed, pods_of, try_wait_for, wait_finished, wait_for, watch_peak,
+    with_temp_ns,
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, LogParams, PostParams};
@@ -538,9 +539,9 @@ fn scenarios(l: &Listeners, cpu_sample: Sample) -> Vec<Scenario> {
             evaluation: attack(
                 "fork-bomb",
                 FORK_BOMB,
-                serde_json::json!({"timeout": "20s"}),
+                serde_json::json!({"timeout": "45s", "resources": {"cpu": "200m", "memory": "128Mi"}}),
             ),
-            expected: "Failed/OOMKilled before its 20 s timeout; node fine",
+            expected: "Failed/OOMKilled before its 45 s timeout; node fine",
             verify: Box::new(move |s| {
                 // The local kubelet sets no pod PID limit: the 128Mi memory limit contains it.
                 phase_reason(s, Phase::Failed, "OOMKilled")?;
@@ -661,51 +662,35 @@ fn scenarios(l: &Listeners, cpu_sample: Sample) -> Vec<Scenario> {
 async fn finished(
     api: &Api<Evaluation>,
     name: &str,
-    deadline: Instant,
+    timeout: Duration,
 ) -> Result<EvaluationStatus, String> {
-    loop {
-        let status = api
-            .get_opt(name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|e| e.status);
-        if let Some(s) = status
+    let done = |e: &Evaluation| {
+        e.status
             .as_ref()
-            .filter(|s| s.phase.is_some_and(Phase::is_finished))
-        {
-            return Ok(s.clone());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("not finished in time; last status: {status:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+            .and_then(|s| s.phase)
+            .is_some_and(Phase::is_finished)
+    };
+    match try_wait_for(api, name, timeout, done).await {
+        Ok(ev) => ev.status.ok_or_else(|| "no status".into()),
+        Err(last) => Err(format!(
+            "not finished in time; last status: {:?}",
+            last.and_then(|e| e.status)
+        )),
     }
 }
 
-/// The runc control: the same egress script from an ordinary pod must reach all three listeners.
 /// Samples the cpu-burn pod's CPU cgroup on the node (cgroup v1, `kubepods/pod<uid>`, as the
 /// local cluster's kubelet lays it out) over a few seconds of its run: some periods must be
 /// throttled and the usage must stay within the quota.
 async fn sample_throttling(client: Client, ns: String, name: &str) -> Verdict {
     let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let pod_name = loop {
-        let status = api
-            .get_opt(name)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|e| e.status);
-        if let Some(s) = status.as_ref().filter(|s| s.phase == Some(Phase::Running)) {
-            break s.pod_name.clone().unwrap_or_default();
-        }
-        let over = status.is_some_and(|s| s.phase.is_some_and(Phase::is_finished));
-        if over || Instant::now() > deadline {
-            return Err("the cpu-burn run was never seen running".into());
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
+    let running = |e: &Evaluation| e.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running);
+    let pod_name = try_wait_for(&api, name, Duration::from_secs(90), running)
+        .await
+        .map_err(|_| "the cpu-burn run was never seen running".to_string())?
+        .status
+        .and_then(|s| s.pod_name)
+        .unwrap_or_default();
     let pods: Api<Pod> = Api::namespaced(client, &ns);
     let uid = pods
         .get(&pod_name)
@@ -748,6 +733,7 @@ async fn sample_throttling(client: Client, ns: String, name: &str) -> Verdict {
     Ok(proof)
 }
 
+/// The runc control: the same egress script from an ordinary pod must reach all three listeners.
 async fn control_pod(client: &Client, ns: &str, l: &Listeners) -> Pod {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let pod: Pod = serde_json::from_value(serde_json::json!({
@@ -824,7 +810,7 @@ async fn aftermath(client: &Client, ns: &str) -> Row {
     let api: Api<Evaluation> = Api::namespaced(client.clone(), ns);
     let ordinary = attack("ordinary", "report()\n", serde_json::json!({}));
     apply_evaluation(client, ns, &ordinary).await;
-    let status = finished(&api, "ordinary", Instant::now() + Duration::from_secs(90)).await;
+    let status = finished(&api, "ordinary", Duration::from_secs(90)).await;
     let nodes: Api<Node> = Api::all(client.clone());
     let ready = nodes
         .list(&ListParams::default())
@@ -902,11 +888,10 @@ async fn every_attack_ends_as_expected_and_the_controller_stays_healthy() {
             apply_evaluation(&client, &ns, &s.evaluation).await;
         }
         let sampler = tokio::spawn(sample_throttling(client.clone(), ns.clone(), "cpu-burn"));
-        let deadline = Instant::now() + BATTERY_DEADLINE;
         let statuses = futures::future::join_all(scenarios.iter().map(|s| {
             let name = s.evaluation.metadata.name.clone().unwrap_or_default();
             let api = api.clone();
-            async move { finished(&api, &name, deadline).await }
+            async move { finished(&api, &name, BATTERY_DEADLINE).await }
         }))
         .await;
         let sample = sampler
