@@ -20,8 +20,7 @@ use crucible::crd::evaluation::{EvaluationStatus, Phase};
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible::labels::MANAGED_LABEL;
 use crucible_e2e::{
-    apply_evaluation, apply_typed, pods_of, try_wait_for, wait_finished, wait_for, watch_peak,
-    with_temp_ns,
+    apply_evaluation, apply_typed, pods_of, try_wait_for, wait_finished, watch_peak, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, LogParams, PostParams};
@@ -760,11 +759,10 @@ async fn control_pod(client: &Client, ns: &str, l: &Listeners) -> Pod {
 
 async fn control_row(client: &Client, ns: &str, l: &Listeners) -> Row {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let done = wait_for(
+    let done = try_wait_for(
         &pods,
         "egress-control",
         Duration::from_secs(120),
-        "finished",
         |p: &Pod| {
             matches!(
                 p.status.as_ref().and_then(|s| s.phase.as_deref()),
@@ -773,7 +771,10 @@ async fn control_row(client: &Client, ns: &str, l: &Listeners) -> Row {
         },
     )
     .await;
-    let phase = done.status.and_then(|s| s.phase).unwrap_or_default();
+    let phase = match done {
+        Ok(pod) => pod.status.and_then(|s| s.phase).unwrap_or_default(),
+        Err(_) => "not finished".into(),
+    };
     let log = pods
         .logs("egress-control", &LogParams::default())
         .await
