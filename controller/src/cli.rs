@@ -32,6 +32,8 @@ pub enum Command {
     Controller(ControllerArgs),
     /// Print the CRDs as YAML, or write them into the repository with `--write`.
     Crds(CrdsArgs),
+    /// Print the API reference (Markdown), or write it into the repository with `--write`.
+    Docs(DocsArgs),
     /// Run a tiny Evaluation, wait for it to pass, delete it (the `helm test` hook).
     Selftest(SelftestArgs),
     /// Emergency stop: cancel running Evaluations and admit nothing until `crucible resume`.
@@ -97,6 +99,14 @@ pub struct SelftestArgs {
 #[derive(Args, Debug)]
 pub struct CrdsArgs {
     /// Repository root to write `crds/` and `charts/crucible/crds/` into.
+    #[arg(long, value_name = "REPO_ROOT")]
+    pub write: Option<std::path::PathBuf>,
+}
+
+/// Flags of `crucible docs`.
+#[derive(Args, Debug)]
+pub struct DocsArgs {
+    /// Repository root to write `docs/reference/` into.
     #[arg(long, value_name = "REPO_ROOT")]
     pub write: Option<std::path::PathBuf>,
 }
@@ -287,6 +297,7 @@ impl ControllerArgs {
                     memory: max_memory,
                     gpu: max_gpu.map(f64::from),
                     paused: false,
+                    invalid: None,
                 },
                 namespace_max_running,
                 max_source_bytes: max_source_size as usize,

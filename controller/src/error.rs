@@ -34,6 +34,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading the pod log took too long (its kubelet may be unreachable).
+    #[error("reading the log of pod {pod} timed out")]
+    ReadLogTimeout {
+        /// Pod name.
+        pod: String,
+    },
     /// Creating or updating a child object failed.
     #[error("failed to apply {kind} {name}: {source}")]
     ApplyChild {
@@ -80,6 +86,7 @@ impl Error {
             Error::ListPods(_) => "ListPodsFailed",
             Error::GetRuntimeClass { .. } => "GetRuntimeClassFailed",
             Error::ReadLog { .. } => "ReadLogFailed",
+            Error::ReadLogTimeout { .. } => "ReadLogTimeout",
             Error::ApplyChild { .. } => "ApplyChildFailed",
             Error::DeleteChild { .. } => "DeleteChildFailed",
             Error::PatchStatus(_) => "PatchStatusFailed",

@@ -172,7 +172,7 @@ impl Context {
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let ctx = Context {
-            recorder: crate::evaluation::context::recorder(&client, None),
+            recorder: crate::events::recorder(&client, None),
             client,
             config: Config::default(),
             metrics: Arc::new(Metrics::default()),
@@ -190,6 +190,27 @@ impl Context {
 }
 
 impl ApiServerVerifier {
+    /// A Lease Api in `crucible-system` whose client talks to a new verifier.
+    pub fn lease_api() -> (
+        kube::Api<k8s_openapi::api::coordination::v1::Lease>,
+        ApiServerVerifier,
+    ) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = Client::new(service, "default");
+        (
+            kube::Api::namespaced(client, "crucible-system"),
+            ApiServerVerifier(handle),
+        )
+    }
+
+    /// Reads every further request and never answers any (a stalled API server).
+    pub async fn stall(mut self) {
+        let mut pending = Vec::new();
+        while let Some(request) = self.0.next_request().await {
+            pending.push(request);
+        }
+    }
+
     /// Expects the next request to be `method` on a path starting with `path`, answers `code`
     /// with `response`, and returns what was received.
     pub async fn expect(
@@ -199,10 +220,24 @@ impl ApiServerVerifier {
         code: u16,
         response: serde_json::Value,
     ) -> Received {
-        let (request, send) = tokio::time::timeout(Duration::from_secs(2), self.0.next_request())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {method} {path}"))
-            .expect("service not called");
+        let what = format!("{method} {path}");
+        tokio::time::timeout(
+            Duration::from_secs(2),
+            self.answer(method, path, code, response),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    /// [`Self::expect`] without a deadline (for tests on paused time).
+    pub async fn answer(
+        &mut self,
+        method: Method,
+        path: &str,
+        code: u16,
+        response: serde_json::Value,
+    ) -> Received {
+        let (request, send) = self.0.next_request().await.expect("service not called");
         let uri = request.uri().to_string();
         assert_eq!(request.method(), method, "unexpected method for {uri}");
         assert!(uri.starts_with(path), "expected {method} {path}, got {uri}");

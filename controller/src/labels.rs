@@ -6,6 +6,9 @@ pub const MANAGED_LABEL: &str = "crucible.dev/managed";
 pub const EVALUATION_UID_LABEL: &str = "crucible.dev/evaluation-uid";
 /// Label with the run/attempt id of a pod.
 pub const RUN_LABEL: &str = "crucible.dev/run";
+/// Label with the id of the run a pod belongs to: the pod holds that run's admission until it
+/// is gone.
+pub const RUN_ID_LABEL: &str = "crucible.dev/run-id";
 /// Label on every child Evaluation of a suite (and on its pods) naming the suite.
 pub const SUITE_LABEL: &str = "crucible.dev/suite";
 /// Annotation with the owning Evaluation's name, for people.

@@ -6,6 +6,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod admission;
+pub mod apiref;
 pub mod cli;
 pub mod config;
 pub mod crd;
@@ -13,6 +14,7 @@ pub mod digest;
 pub mod duration;
 pub mod error;
 pub mod evaluation;
+pub mod events;
 pub mod http;
 pub mod labels;
 pub mod leader;

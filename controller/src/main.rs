@@ -2,8 +2,8 @@
 //! `resume` flip the emergency stop, `selftest` checks an installation. Wiring only.
 
 use clap::Parser;
-use crucible::cli::{Cli, Command, CrdsArgs, SelftestArgs, StopArgs};
-use crucible::{crd, operator, stop, telemetry};
+use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, SelftestArgs, StopArgs};
+use crucible::{apiref, crd, operator, stop, telemetry};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -15,6 +15,7 @@ async fn main() -> std::process::ExitCode {
             operator::run(config, runtime).await
         }
         Command::Crds(args) => crds(args),
+        Command::Docs(args) => docs(args),
         Command::Selftest(args) => selftest(args).await,
         Command::Stop(args) => stop_all(args).await,
         Command::Resume(args) => resume(args).await,
@@ -82,6 +83,41 @@ fn crds(args: CrdsArgs) -> Result<(), String> {
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             println!("wrote {}", path.display());
         }
+    }
+    Ok(())
+}
+
+fn docs(args: DocsArgs) -> Result<(), String> {
+    let rendered = apiref::render_all();
+    let Some(root) = args.write else {
+        for (file, markdown) in rendered {
+            print!("==> {}/{file} <==\n{markdown}", apiref::OUTPUT_DIR);
+        }
+        return Ok(());
+    };
+    let dir = root.join(apiref::OUTPUT_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // Every Markdown file in the directory is generated: one left from a removed kind goes.
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot read {}: {e}", dir.display()))?
+            .path();
+        let generated = rendered
+            .iter()
+            .any(|(file, _)| path.file_name() == Some(file.as_ref()));
+        if path.extension().is_some_and(|e| e == "md") && !generated {
+            std::fs::remove_file(&path)
+                .map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
+            println!("removed {}", path.display());
+        }
+    }
+    for (file, markdown) in &rendered {
+        let path = dir.join(file);
+        std::fs::write(&path, markdown)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::source::GitCache;
 use crate::stop::STOP_CONFIGMAP;
 use crate::suite;
-use crate::{http, leader};
+use crate::{events, http, leader};
 
 /// Runs until SIGTERM / Ctrl-C.
 ///
@@ -70,6 +70,17 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             }),
     );
 
+    // Decide nothing from a cache that has not synced: right after a start, a missing quota
+    // would read as the default and the emergency stop as clear (fail open).
+    quotas
+        .wait_until_ready()
+        .await
+        .map_err(|e| format!("the EvaluationQuota cache stopped before it synced: {e}"))?;
+    stop_switch
+        .wait_until_ready()
+        .await
+        .map_err(|e| format!("the emergency-stop cache stopped before it synced: {e}"))?;
+    tracing::info!("quota and emergency-stop caches synced");
     if let Some(lease) = &runtime.leader_lease {
         // A standby replica is healthy and ready; it only does not act.
         ready.store(true, Ordering::SeqCst);
@@ -80,14 +91,15 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             uid,
             ..Default::default()
         });
-        leader::acquire(
-            client.clone(),
-            &runtime.system_namespace,
-            lease,
-            runtime.identity.clone(),
-            owner,
-        )
-        .await;
+        let api = leader::lease_api(client.clone(), &runtime.system_namespace);
+        let renewal = leader::acquire(&api, lease, &runtime.identity, owner.as_ref()).await;
+        let (lease, me) = (lease.clone(), runtime.identity.clone());
+        tokio::spawn(async move {
+            let why = leader::renew(&api, &lease, &me, owner.as_ref(), renewal).await;
+            // Another replica may act from now on: stop at once, never act twice.
+            tracing::error!(%why, "leadership lost; exiting");
+            std::process::exit(1);
+        });
         ready.store(false, Ordering::SeqCst);
     }
     let admission = Arc::new(Gate::default());
@@ -114,11 +126,16 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         client.clone(),
         quotas.clone(),
         admission.clone(),
+        config.clone(),
     ));
 
-    let suite_ctx = Arc::new(suite::Context::new(client.clone(), metrics.clone()));
+    let suite_ctx = Arc::new(suite::Context::new(
+        client.clone(),
+        metrics.clone(),
+        events::recorder(&client, Some(runtime.identity.clone())),
+    ));
     let ctx = Arc::new(Context {
-        recorder: evaluation::context::recorder(&client, Some(runtime.identity.clone())),
+        recorder: events::recorder(&client, Some(runtime.identity.clone())),
         client,
         config,
         metrics,
@@ -154,13 +171,8 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     )
     .await;
     if let Some(lease) = &runtime.leader_lease {
-        leader::release(
-            ctx.client.clone(),
-            &runtime.system_namespace,
-            lease,
-            &runtime.identity,
-        )
-        .await;
+        let api = leader::lease_api(ctx.client.clone(), &runtime.system_namespace);
+        leader::release(&api, lease, &runtime.identity).await;
     }
     tracing::info!("crucible controller stopped");
     Ok(())

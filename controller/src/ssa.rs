@@ -1,11 +1,12 @@
 //! The one way Crucible writes to the API server: server-side apply of objects and of status
-//! (apiVersion and kind come from the type, never typed by hand), idempotent delete, and the
-//! Api of a scope. Every field manager is named here.
+//! (apiVersion and kind come from the type, never typed by hand), create-only for objects that
+//! must not take over another's name, idempotent delete, and the Api of a scope. Every field
+//! manager is named here.
 //!
 //! Errors are kube's own: each caller maps them into its boundary's error, which knows what
 //! was being written and why.
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -64,6 +65,19 @@ pub async fn apply<K: Object>(api: &Api<K>, manager: &str, object: &K) -> Result
     let params = PatchParams::apply(manager).force();
     api.patch(&name, &params, &Patch::Apply(&body::<K>(object)?))
         .await
+}
+
+/// Creates `object` as `manager`, failing with 409 if an object of that name exists: for
+/// objects that must never take over one the controller does not own.
+///
+/// # Errors
+/// The API server refused the create (409 when the name is taken).
+pub async fn create<K: Object>(api: &Api<K>, manager: &str, object: &K) -> Result<K, kube::Error> {
+    let params = PostParams {
+        field_manager: Some(manager.to_string()),
+        ..Default::default()
+    };
+    api.create(&params, object).await
 }
 
 /// Server-side applies the `status` of object `name` as `manager`.

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
 use kube::api::{Api, ListParams};
 
@@ -213,6 +213,9 @@ pub async fn wait_until_stopped(
                 .collect(),
         };
         let mut alive = Vec::new();
+        // Pods on a lost node never terminate: past their deletion deadline they count as
+        // stopped, as they do for admission.
+        let now = Time(jiff::Timestamp::now());
         for api in apis {
             let pods = api
                 .list(&selector)
@@ -221,7 +224,7 @@ pub async fn wait_until_stopped(
             alive.extend(
                 pods.items
                     .into_iter()
-                    .filter(|p| !liveness::is_terminal(p))
+                    .filter(|p| liveness::holds_capacity(p, &now))
                     .map(|p| {
                         format!(
                             "{}/{}",

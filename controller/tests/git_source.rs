@@ -592,6 +592,30 @@ async fn files_over_the_limit_are_too_large_and_reading_stops() {
     .await;
 }
 
+#[tokio::test]
+async fn more_files_than_a_pod_can_mount_are_refused() {
+    within(async {
+        let up = Upstream::new("main");
+        let names: Vec<String> = (0..=crucible::crd::bounds::MAX_SOURCE_FILES)
+            .map(|i| format!("f/{i}.txt"))
+            .collect();
+        let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b"x"[..])).collect();
+        up.commit("main", &files);
+        let (_root, cache) = cache();
+        let err = cache
+            .fetch(up.request(None, Some("f")), MIB)
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), "SourceTooManyFiles");
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("more than 1000 files"), "{err}");
+        up.commit("main", &files[1..]);
+        let fetched = cache.fetch(up.request(None, Some("f")), MIB).await.unwrap();
+        assert_eq!(fetched.files.len(), 1000);
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Schemes and failures without a server
 

@@ -29,8 +29,8 @@ pub fn request(spec: &EvaluationSpec, config: &Config) -> Request {
     }
 }
 
-/// The candidate of `ev`'s run; `None` for objects without namespace or uid.
-pub fn candidate(ev: &Evaluation, config: &Config) -> Option<Candidate> {
+/// The candidate of `ev`'s run `run`; `None` for objects without namespace or uid.
+pub fn candidate(ev: &Evaluation, run: &str, config: &Config) -> Option<Candidate> {
     let priority = ev
         .annotations()
         .get(PRIORITY_ANNOTATION)
@@ -49,6 +49,7 @@ pub fn candidate(ev: &Evaluation, config: &Config) -> Option<Candidate> {
             name: ev.name_any(),
             uid: ev.uid()?,
         },
+        run: run.to_string(),
         request: request(&ev.spec, config),
     })
 }
@@ -68,15 +69,32 @@ pub fn namespace_limits(quotas: &[&EvaluationQuota], config: &Config) -> Limits 
     };
     quotas.iter().fold(Limits::default(), |acc, q| {
         let hard = q.spec.hard.clone().unwrap_or_default();
+        let mut invalid = acc.invalid.clone();
+        // A figure that does not parse admits nothing (fail closed) and says so.
+        let mut figure = |field: &str, value: Option<&Quantity>| {
+            let value = value?;
+            let parsed = quantity::value(value);
+            if parsed.is_none() && invalid.is_none() {
+                invalid = Some(format!(
+                    "EvaluationQuota {}: spec.hard.{field} {:?} is not a quantity (such as 8, 500m, 16Gi)",
+                    q.name_any(),
+                    value.0
+                ));
+            }
+            Some(parsed.unwrap_or(0.0))
+        };
+        let cpu = figure("cpu", hard.cpu.as_ref());
+        let memory = figure("memory", hard.memory.as_ref());
         Limits {
             max_running: match (acc.max_running, q.spec.max_running) {
                 (Some(a), Some(b)) => Some(a.min(u32::try_from(b).unwrap_or(0))),
                 (a, b) => a.or(b.map(|b| u32::try_from(b).unwrap_or(0))),
             },
-            cpu: min(acc.cpu, hard.cpu.as_ref().and_then(quantity::value)),
-            memory: min(acc.memory, hard.memory.as_ref().and_then(quantity::value)),
+            cpu: min(acc.cpu, cpu),
+            memory: min(acc.memory, memory),
             gpu: min(acc.gpu, hard.gpu.map(f64::from)),
             paused: acc.paused || q.spec.paused == Some(true),
+            invalid,
         }
     })
 }
@@ -118,6 +136,26 @@ mod tests {
     }
 
     #[test]
+    fn an_unparseable_figure_admits_nothing_and_says_which() {
+        let mut q = quota(Some(5), None, false);
+        q.spec.hard = Some(QuotaHard {
+            memory: Some(Quantity("16GB".into())),
+            ..Default::default()
+        });
+        let limits = namespace_limits(&[&q], &Config::default());
+        let why = limits.invalid.clone().expect("invalid");
+        assert!(why.contains("spec.hard.memory \"16GB\""), "{why}");
+        assert_eq!(limits.memory, Some(0.0));
+        let mut ledger = crate::admission::Ledger::default();
+        let ev = Evaluation::test();
+        let c = candidate(&ev, "run", &Config::default()).expect("candidate");
+        assert!(matches!(
+            ledger.decide(&c, &limits, &Limits::default(), None),
+            crate::admission::Decision::Wait { reason, .. } if reason.starts_with("QuotaInvalid: ")
+        ));
+    }
+
+    #[test]
     fn requests_use_the_controller_defaults() {
         let ev = Evaluation::test();
         let r = request(&ev.spec, &Config::default());
@@ -127,7 +165,7 @@ mod tests {
         );
         let ev = ev.annotated(PRIORITY_ANNOTATION, "7");
         assert_eq!(
-            candidate(&ev, &Config::default()).map(|c| c.key.priority),
+            candidate(&ev, "run", &Config::default()).map(|c| c.key.priority),
             Some(Reverse(7))
         );
     }

@@ -1,22 +1,21 @@
 //! The admission ledger behind a mutex, shared by every reconcile: the one place where runs
 //! are admitted, queued and freed.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Mutex;
-
-use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 
 use crate::admission::candidate::{candidate, namespace_limits};
 use crate::admission::{Decision, Ledger, Limits, Usage};
 use crate::config::Config;
-use crate::crd::evaluation::{EvaluationStatus, Phase};
 use crate::crd::{Evaluation, EvaluationQuota};
-use crate::liveness;
 use crate::metrics::Metrics;
 
 /// The admission ledger of the controller. Queued runs ask again every
 /// `plan::QUEUE_RECHECK`, so freed capacity is taken within that time.
+///
+/// Admissions are held by runs (`crucible.dev/run-id`), not by Evaluations: a run holds its
+/// share while any pod of it is alive ([`crate::liveness`]), even after its Evaluation was
+/// deleted or replaced by a new run.
 #[derive(Default)]
 pub struct Gate {
     ledger: Mutex<Ledger>,
@@ -29,16 +28,17 @@ impl Gate {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Decides whether `ev`'s run may start now.
+    /// Decides whether `ev`'s run `run` may start now.
     pub fn decide(
         &self,
         ev: &Evaluation,
+        run: &str,
         quotas: &[&EvaluationQuota],
         config: &Config,
         hold: Option<&str>,
         metrics: &Metrics,
     ) -> Decision {
-        let Some(c) = candidate(ev, config) else {
+        let Some(c) = candidate(ev, run, config) else {
             return Decision::Admit;
         };
         let limits = namespace_limits(quotas, config);
@@ -49,25 +49,31 @@ impl Gate {
         decision
     }
 
-    /// After a reconcile: a run that finished and has no live pod left frees its admission
-    /// (and its queue place).
-    pub fn settle(&self, ev: &Evaluation, status: &EvaluationStatus, pods: &[Pod]) {
-        let finished = status.phase.is_some_and(Phase::is_finished);
-        let alive = pods.iter().any(|p| !liveness::is_terminal(p));
-        if finished && !alive {
-            self.forget(&ev.uid().unwrap_or_default());
+    /// After a reconcile of Evaluation `uid`: frees every run of it that `keep` (the runs of
+    /// its live pods, and the run just started) does not name, and gives up its queue place
+    /// unless it still waits in the queue.
+    pub fn settle(&self, uid: &str, keep: &BTreeSet<String>, waiting: bool) {
+        let mut ledger = self.ledger();
+        ledger.settle(uid, |run| keep.contains(run));
+        if !waiting {
+            ledger.dequeue(uid);
         }
     }
 
-    /// Frees everything `uid` holds.
-    pub fn forget(&self, uid: &str) {
-        self.ledger().release(uid);
+    /// Evaluation `uid` is gone: it gives up its queue place. Its admissions stay until the
+    /// sweep sees its pods gone.
+    pub fn withdraw(&self, uid: &str) {
+        self.ledger().dequeue(uid);
     }
 
-    /// Forgets runs of Evaluations of `scope` (a namespace, or all) that no longer exist.
-    pub fn retain(&self, scope: Option<&str>, live: &HashSet<String>) {
-        self.ledger()
-            .retain(|uid, ns| live.contains(uid) || scope.is_some_and(|s| s != ns));
+    /// The sweep of `scope` (a namespace, or all): Evaluations not in `live` lose their queue
+    /// places; returns those (uid, namespace) that still hold admissions, whose pods the
+    /// caller must look at (see [`Gate::settle`]).
+    pub fn gone(&self, scope: Option<&str>, live: &HashSet<String>) -> Vec<(String, String)> {
+        let keep = |uid: &str, ns: &str| live.contains(uid) || scope.is_some_and(|s| s != ns);
+        let mut ledger = self.ledger();
+        ledger.retain_queued(keep);
+        ledger.holders_not(keep)
     }
 
     /// Usage figures and queue length of a namespace.

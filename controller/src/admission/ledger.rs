@@ -7,6 +7,9 @@
 //!   cache cannot hide an admission the controller itself made.
 //! - A run is admitted only if, with it, its namespace's usage stays within the namespace's
 //!   limits and the total stays within the controller-wide limits.
+//! - Admission is per run, not per Evaluation: a new run of an Evaluation that already holds
+//!   an admission (spec change, rerun, a followed branch that moved) is checked like any
+//!   other, and the old run keeps holding its share until its pod is gone.
 //! - Within a namespace, runs are admitted in queue order: higher `crucible.dev/priority`
 //!   first, then older. A run whose request can never fit its namespace's limits does not
 //!   block the runs behind it.
@@ -38,6 +41,8 @@ pub struct Limits {
     pub gpu: Option<f64>,
     /// Admit nothing new.
     pub paused: bool,
+    /// Why a figure of the quota could not be understood: admit nothing new (fail closed).
+    pub invalid: Option<String>,
 }
 
 /// What is admitted now.
@@ -118,8 +123,10 @@ pub struct QueueKey {
 pub struct Candidate {
     /// Namespace.
     pub namespace: String,
-    /// Queue position key (holds the uid).
+    /// Queue position key (holds the Evaluation's uid: one queue place per Evaluation).
     pub key: QueueKey,
+    /// The run's id (the pod label `crucible.dev/run-id`): what an admission is held by.
+    pub run: String,
     /// What it requests.
     pub request: Request,
 }
@@ -129,6 +136,12 @@ pub struct Candidate {
 pub enum Decision {
     /// Start now; the ledger holds the run's resources until [`Ledger::release`].
     Admit,
+    /// Never: the request alone exceeds a controller-wide limit, which no quota edit can
+    /// change. The run is not queued.
+    Refuse {
+        /// Which limit, e.g. `cpu 64 of 32`.
+        reason: String,
+    },
     /// Wait in the queue.
     Wait {
         /// 1-based position in the namespace's queue.
@@ -138,10 +151,21 @@ pub enum Decision {
     },
 }
 
+/// An admission held by a run.
+#[derive(Clone, Debug, PartialEq)]
+struct Held {
+    uid: String,
+    namespace: String,
+    request: Request,
+}
+
 /// Admitted runs and queues.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    admitted: HashMap<String, (String, Request)>,
+    /// Admissions by run id.
+    admitted: HashMap<String, Held>,
+    /// Run ids holding an admission, by Evaluation uid.
+    runs: HashMap<String, BTreeSet<String>>,
     queues: HashMap<String, BTreeSet<QueueKey>>,
     queued: HashMap<String, (String, QueueKey, Request)>,
 }
@@ -152,8 +176,8 @@ impl Ledger {
         let mut usage = Usage::default();
         self.admitted
             .values()
-            .filter(|(ns, _)| namespace.is_none_or(|n| n == ns))
-            .for_each(|(_, r)| usage.add(r));
+            .filter(|h| namespace.is_none_or(|n| n == h.namespace))
+            .for_each(|h| usage.add(&h.request));
         usage
     }
 
@@ -162,21 +186,40 @@ impl Ledger {
         self.queues.get(namespace).map_or(0, BTreeSet::len)
     }
 
-    /// Whether `uid` holds an admission.
-    pub fn is_admitted(&self, uid: &str) -> bool {
-        self.admitted.contains_key(uid)
+    /// Whether run `run` holds an admission.
+    pub fn is_admitted(&self, run: &str) -> bool {
+        self.admitted.contains_key(run)
     }
 
-    /// Records an admission found in the cluster (controller start): no checks, no queue.
-    pub fn restore(&mut self, uid: &str, namespace: &str, request: Request) {
+    /// The runs of Evaluation `uid` that hold an admission.
+    pub fn runs_of(&self, uid: &str) -> impl Iterator<Item = &str> {
+        self.runs.get(uid).into_iter().flatten().map(String::as_str)
+    }
+
+    /// Records an admission found in the cluster (a live pod at controller start): no
+    /// checks, no queue.
+    pub fn restore(&mut self, run: &str, uid: &str, namespace: &str, request: Request) {
         self.dequeue(uid);
-        self.admitted
-            .insert(uid.to_string(), (namespace.to_string(), request));
+        self.hold(run, uid, namespace, request);
     }
 
-    /// Decides for `candidate`: admits it (recording the admission) or queues it. Already
-    /// admitted runs are admitted again with their new request. `hold` (an emergency stop)
-    /// queues everything.
+    fn hold(&mut self, run: &str, uid: &str, namespace: &str, request: Request) {
+        let held = Held {
+            uid: uid.to_string(),
+            namespace: namespace.to_string(),
+            request,
+        };
+        self.admitted.insert(run.to_string(), held);
+        self.runs
+            .entry(uid.to_string())
+            .or_default()
+            .insert(run.to_string());
+    }
+
+    /// Decides for `candidate`: admits it (recording the admission) or queues it. Deciding
+    /// again for a run already admitted admits it again without counting it twice; any other
+    /// run, even of an Evaluation holding an admission, passes every check. `hold` (an
+    /// emergency stop) queues everything new.
     pub fn decide(
         &mut self,
         candidate: &Candidate,
@@ -185,9 +228,16 @@ impl Ledger {
         hold: Option<&str>,
     ) -> Decision {
         let uid = candidate.key.uid.clone();
-        if let Some(entry) = self.admitted.get_mut(&uid) {
-            entry.1 = candidate.request;
+        if self.admitted.contains_key(&candidate.run) {
+            self.dequeue(&uid);
             return Decision::Admit;
+        }
+        let empty = Usage::default();
+        if let Some(why) = empty.exceeds(&candidate.request, global_limits) {
+            self.dequeue(&uid);
+            return Decision::Refuse {
+                reason: format!("the request alone exceeds the controller-wide limit ({why})"),
+            };
         }
         self.queue(candidate);
         let position = self.position(candidate);
@@ -198,7 +248,9 @@ impl Ledger {
         if namespace_limits.paused {
             return wait("Paused: the namespace's EvaluationQuota is paused".into());
         }
-        let empty = Usage::default();
+        if let Some(why) = &namespace_limits.invalid {
+            return wait(format!("QuotaInvalid: {why}"));
+        }
         if let Some(why) = empty.exceeds(&candidate.request, namespace_limits) {
             return wait(format!(
                 "QuotaExceeded: the request alone exceeds the namespace quota ({why})"
@@ -218,15 +270,47 @@ impl Ledger {
             return wait(format!("ControllerLimit: {why}"));
         }
         self.dequeue(&uid);
-        self.admitted
-            .insert(uid, (candidate.namespace.clone(), candidate.request));
+        self.hold(
+            &candidate.run,
+            &uid,
+            &candidate.namespace,
+            candidate.request,
+        );
         Decision::Admit
     }
 
-    /// Frees the run's admission and queue place; returns its namespace if it held either.
+    /// Frees the admission of run `run`; returns its namespace if it held one.
+    pub fn release_run(&mut self, run: &str) -> Option<String> {
+        let held = self.admitted.remove(run)?;
+        if let Some(runs) = self.runs.get_mut(&held.uid) {
+            runs.remove(run);
+            if runs.is_empty() {
+                self.runs.remove(&held.uid);
+            }
+        }
+        Some(held.namespace)
+    }
+
+    /// Frees the runs of Evaluation `uid` that `keep` rejects; returns how many were freed.
+    pub fn settle(&mut self, uid: &str, keep: impl Fn(&str) -> bool) -> usize {
+        let gone: Vec<String> = self
+            .runs_of(uid)
+            .filter(|run| !keep(run))
+            .map(str::to_string)
+            .collect();
+        gone.iter().filter_map(|run| self.release_run(run)).count()
+    }
+
+    /// Frees every admission and the queue place of Evaluation `uid`; returns its namespace
+    /// if it held either.
     pub fn release(&mut self, uid: &str) -> Option<String> {
         let queued = self.dequeue(uid);
-        self.admitted.remove(uid).map(|(ns, _)| ns).or(queued)
+        let runs: Vec<String> = self.runs_of(uid).map(str::to_string).collect();
+        let mut namespace = None;
+        for run in runs {
+            namespace = self.release_run(&run).or(namespace);
+        }
+        namespace.or(queued)
     }
 
     /// Removes the run from its queue; returns its namespace if it was queued.
@@ -252,20 +336,32 @@ impl Ledger {
             .collect()
     }
 
-    /// Forgets every run that `keep(uid, namespace)` rejects (Evaluations deleted without a
-    /// reconcile).
-    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
+    /// Drops the queue places of Evaluations that `keep(uid, namespace)` rejects (deleted
+    /// without a reconcile). Admissions stay: they are freed when their pods are gone.
+    pub fn retain_queued(&mut self, keep: impl Fn(&str, &str) -> bool) {
         let gone: Vec<String> = self
-            .admitted
+            .queued
             .iter()
-            .map(|(uid, (ns, _))| (uid, ns))
-            .chain(self.queued.iter().map(|(uid, (ns, _, _))| (uid, ns)))
-            .filter(|(uid, ns)| !keep(uid, ns))
+            .filter(|(uid, (ns, _, _))| !keep(uid, ns))
             .map(|(uid, _)| uid.clone())
             .collect();
         for uid in gone {
-            self.release(&uid);
+            self.dequeue(&uid);
         }
+    }
+
+    /// Evaluation uids (with their namespace) holding an admission that `keep(uid, ns)`
+    /// rejects: the ones whose pods must be looked at before their admission can be freed.
+    pub fn holders_not(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .admitted
+            .values()
+            .filter(|h| !keep(&h.uid, &h.namespace))
+            .map(|h| (h.uid.clone(), h.namespace.clone()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// Puts a run in its namespace's queue without deciding (used at controller start).

@@ -9,6 +9,7 @@ fn candidate(ns: &str, name: &str, priority: i64, created: i64, cpu: f64) -> Can
             name: name.into(),
             uid: format!("{ns}/{name}"),
         },
+        run: format!("{ns}/{name}#1"),
         request: Request {
             cpu,
             memory: 1.0,
@@ -196,16 +197,69 @@ fn pause_and_emergency_hold_admit_nothing() {
 }
 
 #[test]
-fn retain_forgets_deleted_runs() {
+fn deleted_evaluations_lose_their_queue_place_but_hold_until_their_pods_are_gone() {
     let mut l = Ledger::default();
     let none = Limits::default();
     l.decide(&candidate("a", "1", 0, 1, 1.0), &none, &none, None);
     l.decide(&candidate("a", "2", 0, 2, 1.0), &none, &none, Some("stop"));
-    l.retain(|uid, _| uid == "a/2");
-    assert_eq!(l.usage(None).running, 0);
+    l.decide(&candidate("a", "3", 0, 3, 1.0), &none, &none, Some("stop"));
+    // Both deleted: the queued one leaves the queue at once, the admitted one still runs.
+    l.retain_queued(|uid, _| uid == "a/3");
     assert_eq!(l.queued("a"), 1);
-    l.restore("a/9", "a", Request::default());
-    assert!(l.is_admitted("a/9"));
+    assert_eq!(l.usage(None).running, 1);
+    assert_eq!(
+        l.holders_not(|uid, _| uid == "a/3"),
+        [("a/1".to_string(), "a".to_string())]
+    );
+    // Its pod is gone: the admission is freed.
+    assert_eq!(l.settle("a/1", |_| false), 1);
+    assert_eq!(l.usage(None).running, 0);
+    l.restore("a/9#1", "a/9", "a", Request::default());
+    assert!(l.is_admitted("a/9#1"));
+}
+
+/// The quota bypass: a spec change (or rerun) of a running Evaluation is a new run; it must
+/// queue behind the quota like any other while the old run's pod still holds its share.
+#[test]
+fn a_new_run_of_an_admitted_evaluation_is_checked_like_any_other() {
+    let mut l = Ledger::default();
+    let quota = Limits {
+        max_running: Some(1),
+        cpu: Some(1.0),
+        ..Default::default()
+    };
+    let none = Limits::default();
+    let first = candidate("a", "a", 0, 1, 0.5);
+    assert_eq!(l.decide(&first, &quota, &none, None), Decision::Admit);
+    let bigger = Candidate {
+        run: "a/a#2".into(),
+        request: Request {
+            cpu: 2.0,
+            memory: 1.0,
+            gpu: 0.0,
+        },
+        ..first.clone()
+    };
+    assert!(matches!(
+        l.decide(&bigger, &quota, &none, None),
+        Decision::Wait { reason, .. } if reason.contains("request alone exceeds")
+    ));
+    let same_size = Candidate {
+        run: "a/a#3".into(),
+        ..first.clone()
+    };
+    assert!(matches!(
+        l.decide(&same_size, &quota, &none, None),
+        Decision::Wait { reason, .. } if reason == "QuotaExceeded: maxRunning 1 reached"
+    ));
+    assert!(matches!(
+        l.decide(&same_size, &none, &none, Some("drill")),
+        Decision::Wait { reason, .. } if reason.starts_with("EmergencyStop")
+    ));
+    // The old run's pod is gone: only then does the new run fit.
+    assert_eq!(l.settle("a/a", |run| run != "a/a#1"), 1);
+    assert_eq!(l.decide(&same_size, &quota, &none, None), Decision::Admit);
+    assert_eq!(l.usage(None).running, 1);
 }
 
 /// A small deterministic generator (xorshift64*), so the randomized test needs no crate.
@@ -330,4 +384,176 @@ fn randomized_submissions_completions_and_quota_edits_never_over_admit() {
                 .all(|c| !ledger.queued.contains_key(&c.key.uid))
         );
     }
+}
+
+/// The cluster as the randomized test sees it: which pods are alive, per run.
+#[derive(Default)]
+struct Cluster {
+    /// run id → (namespace, uid, cpu) of its live pod.
+    pods: HashMap<String, (String, String, f64)>,
+}
+
+impl Cluster {
+    fn usage(&self, namespace: Option<&str>) -> (u32, f64) {
+        self.pods
+            .values()
+            .filter(|(ns, _, _)| namespace.is_none_or(|n| n == ns))
+            .fold((0, 0.0), |(n, cpu), (_, _, c)| (n + 1, cpu + c))
+    }
+}
+
+/// Never over-admit, measured against the pods that really run, across spec changes (a new
+/// run while the old pod still terminates), deletes (pods outlive their Evaluation), restarts
+/// and failovers (the ledger rebuilt from the live pods and the queued Evaluations).
+#[test]
+fn randomized_spec_changes_deletes_and_restarts_never_over_admit_the_cluster() {
+    let namespaces = ["a", "b"];
+    let ns_limits = Limits {
+        max_running: Some(2),
+        cpu: Some(2.0),
+        ..Default::default()
+    };
+    let global = Limits {
+        max_running: Some(3),
+        ..Default::default()
+    };
+    for seed in 1..=30u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut ledger = Ledger::default();
+        let mut cluster = Cluster::default();
+        // Evaluations: uid → the candidate of its current run (None once deleted).
+        let mut evaluations: HashMap<String, Candidate> = HashMap::new();
+        let mut next_run = 0u64;
+        let mut new_run = |c: &Candidate, rng: &mut Rng| {
+            next_run += 1;
+            Candidate {
+                run: format!("{}#{next_run}", c.key.uid),
+                request: Request {
+                    cpu: (1 + rng.below(2)) as f64 * 0.5,
+                    memory: 1.0,
+                    gpu: 0.0,
+                },
+                ..c.clone()
+            }
+        };
+        for step in 0..2000i64 {
+            match rng.below(12) {
+                // A new Evaluation.
+                0..=2 => {
+                    let ns = namespaces[rng.below(2) as usize];
+                    let c = candidate(ns, &format!("e{step}"), rng.below(2) as i64, step, 0.5);
+                    let c = new_run(&c, &mut rng);
+                    evaluations.insert(c.key.uid.clone(), c);
+                }
+                // A reconcile of an Evaluation whose current run has no pod yet: it asks.
+                3..=5 if !evaluations.is_empty() => {
+                    let mut uids: Vec<&String> = evaluations.keys().collect();
+                    uids.sort();
+                    let uid = uids[rng.below(uids.len() as u64) as usize].clone();
+                    let c = evaluations[&uid].clone();
+                    if cluster.pods.contains_key(&c.run) {
+                        continue;
+                    }
+                    if ledger.decide(&c, &ns_limits, &global, None) == Decision::Admit {
+                        let (n_ns, cpu_ns) = cluster.usage(Some(&c.namespace));
+                        let (n_all, _) = cluster.usage(None);
+                        assert!(
+                            n_ns < 2 && cpu_ns + c.request.cpu <= 2.0 + 1e-9 && n_all < 3,
+                            "seed {seed} step {step}: admitted {} over what runs ({n_ns} pods, \
+                             {cpu_ns} cpu in {}, {n_all} in all)",
+                            c.run,
+                            c.namespace
+                        );
+                        cluster.pods.insert(
+                            c.run.clone(),
+                            (c.namespace.clone(), uid.clone(), c.request.cpu),
+                        );
+                    }
+                }
+                // A spec change or rerun: a new run; the old pod keeps terminating.
+                6 if !evaluations.is_empty() => {
+                    let mut uids: Vec<&String> = evaluations.keys().collect();
+                    uids.sort();
+                    let uid = uids[rng.below(uids.len() as u64) as usize].clone();
+                    let c = new_run(&evaluations[&uid], &mut rng);
+                    evaluations.insert(uid, c);
+                }
+                // An Evaluation is deleted; its pods terminate later.
+                7 if !evaluations.is_empty() => {
+                    let mut uids: Vec<String> = evaluations.keys().cloned().collect();
+                    uids.sort();
+                    let uid = uids[rng.below(uids.len() as u64) as usize].clone();
+                    evaluations.remove(&uid);
+                    ledger.dequeue(&uid);
+                }
+                // A pod ends (finished, or its deletion completed); the next look at its
+                // Evaluation (a reconcile, or the sweep) settles what it holds.
+                8..=9 if !cluster.pods.is_empty() => {
+                    let mut runs: Vec<String> = cluster.pods.keys().cloned().collect();
+                    runs.sort();
+                    let run = runs[rng.below(runs.len() as u64) as usize].clone();
+                    let (_, uid, _) = cluster.pods.remove(&run).expect("listed");
+                    let live: BTreeSet<String> = cluster
+                        .pods
+                        .iter()
+                        .filter(|(_, (_, u, _))| u == &uid)
+                        .map(|(r, _)| r.clone())
+                        .collect();
+                    ledger.settle(&uid, |r| live.contains(r));
+                    // A finished current run also leaves: it will not ask again.
+                    if evaluations.get(&uid).is_some_and(|c| c.run == run) {
+                        evaluations.remove(&uid);
+                    }
+                }
+                // A restart or a failover: the new leader rebuilds the ledger from the cluster.
+                10 => {
+                    ledger = Ledger::default();
+                    for (run, (ns, uid, cpu)) in &cluster.pods {
+                        let request = Request {
+                            cpu: *cpu,
+                            memory: 1.0,
+                            gpu: 0.0,
+                        };
+                        ledger.restore(run, uid, ns, request);
+                    }
+                    let mut waiting: Vec<&Candidate> = evaluations
+                        .values()
+                        .filter(|c| !cluster.pods.contains_key(&c.run))
+                        .collect();
+                    waiting.sort_by(|a, b| a.key.cmp(&b.key));
+                    for c in waiting {
+                        ledger.queue(c);
+                    }
+                }
+                _ => {}
+            }
+            let (held, cpu) = (ledger.usage(None), cluster.usage(None));
+            assert!(
+                held.running >= cpu.0,
+                "seed {seed} step {step}: the ledger holds {} runs but {} pods run",
+                held.running,
+                cpu.0
+            );
+        }
+    }
+}
+
+#[test]
+fn a_request_over_a_controller_wide_limit_is_refused_not_queued_forever() {
+    let mut l = Ledger::default();
+    let global = Limits {
+        cpu: Some(8.0),
+        ..Default::default()
+    };
+    let none = Limits::default();
+    let huge = candidate("a", "huge", 9, 1, 16.0);
+    assert!(matches!(
+        l.decide(&huge, &none, &global, None),
+        Decision::Refuse { reason } if reason.contains("controller-wide limit (cpu 0 of 8")
+    ));
+    assert_eq!(l.queued("a"), 0, "it holds no queue place");
+    assert_eq!(
+        l.decide(&candidate("a", "small", 0, 2, 1.0), &none, &global, None),
+        Decision::Admit
+    );
 }

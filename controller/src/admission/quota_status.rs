@@ -4,12 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
 use crate::admission::Gate;
+use crate::admission::candidate::namespace_limits;
+use crate::config::Config;
 use crate::crd::EvaluationQuota;
+use crate::crd::conditions::{self, Status};
 use crate::crd::quota::{EvaluationQuotaStatus, QuotaUsed};
 use crate::ssa;
 
@@ -18,7 +22,12 @@ pub const QUOTA_STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Keeps `EvaluationQuota.status` (used, queued) up to date from the ledger, every
 /// [`QUOTA_STATUS_INTERVAL`]; writes only what changed.
-pub async fn publish(client: Client, quotas: Store<EvaluationQuota>, admission: Arc<Gate>) {
+pub async fn publish(
+    client: Client,
+    quotas: Store<EvaluationQuota>,
+    admission: Arc<Gate>,
+    config: Config,
+) {
     let mut tick = tokio::time::interval(QUOTA_STATUS_INTERVAL);
     loop {
         tick.tick().await;
@@ -27,7 +36,7 @@ pub async fn publish(client: Client, quotas: Store<EvaluationQuota>, admission: 
                 continue;
             };
             let (usage, queued) = admission.status_of(&ns);
-            let status = EvaluationQuotaStatus {
+            let mut status = EvaluationQuotaStatus {
                 used: Some(QuotaUsed {
                     running: i32::try_from(usage.running).unwrap_or(i32::MAX),
                     cpu: Quantity(format_quantity(usage.cpu, "")),
@@ -36,7 +45,29 @@ pub async fn publish(client: Client, quotas: Store<EvaluationQuota>, admission: 
                 }),
                 queued: Some(i32::try_from(queued).unwrap_or(i32::MAX)),
                 observed_generation: quota.metadata.generation,
+                conditions: quota
+                    .status
+                    .as_ref()
+                    .map(|s| s.conditions.clone())
+                    .unwrap_or_default(),
             };
+            let invalid = namespace_limits(&[quota.as_ref()], &config).invalid;
+            let (ready, reason, message) = match &invalid {
+                Some(why) => (Status::False, "InvalidQuota", why.as_str()),
+                None => (Status::True, "Valid", "every figure is understood"),
+            };
+            let now = Time(jiff::Timestamp::now());
+            let generation = quota.metadata.generation;
+            let c = &mut status.conditions;
+            conditions::set_condition(
+                c,
+                conditions::READY,
+                ready,
+                reason,
+                message,
+                generation,
+                &now,
+            );
             if quota.status.as_ref() == Some(&status) {
                 continue;
             }

@@ -13,6 +13,11 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::crd::bounds::{
+    self, MAX_CIDR_LEN, MAX_DURATION_LEN, MAX_EGRESS, MAX_GIT_PATH_LEN, MAX_IMAGE_LEN, MAX_METRICS,
+    MAX_NAME_LEN, MAX_REF_LEN, MAX_SUMMARY, MAX_URL_LEN,
+};
+
 /// Go-style duration such as `90s`, `10m` or `1h30m`.
 const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 
@@ -37,16 +42,19 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
 #[serde(rename_all = "camelCase")]
 pub struct EvaluationSpec {
     /// Container image of the evaluation environment, e.g. `localhost/crucible/python:3.11`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = MAX_IMAGE_LEN))]
     pub image: String,
     /// Entrypoint override; the image's entrypoint when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::args_schema)]
     pub command: Option<Vec<String>>,
     /// Arguments to the entrypoint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::args_schema)]
     pub args: Option<Vec<String>>,
     /// Extra environment variables (core/v1 EnvVar). Names starting with `CRUCIBLE_` are reserved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::env_schema)]
     pub env: Option<Vec<EnvVar>>,
     /// Where the evaluation code comes from; mounted read-only at /workspace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,11 +65,11 @@ pub struct EvaluationSpec {
     /// Wall-clock limit of one running attempt (Go duration, e.g. `10m`). Controller default
     /// when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = MAX_DURATION_LEN))]
     pub timeout: Option<String>,
     /// Give up when the run has not been admitted within this duration (Go duration).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = DURATION_PATTERN))]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = MAX_DURATION_LEN))]
     pub queue_timeout: Option<String>,
     /// Retries after infrastructure failures only (eviction, lost pod, image pull), never after
     /// the evaluation itself failed.
@@ -107,6 +115,7 @@ pub enum Source {
 #[serde(rename_all = "camelCase")]
 pub struct InlineSource {
     /// Relative file path (e.g. `eval.py`, `lib/util.py`) to file content.
+    #[schemars(transform = bounds::files_schema)]
     pub files: BTreeMap<String, String>,
 }
 
@@ -115,12 +124,15 @@ pub struct InlineSource {
 #[serde(rename_all = "camelCase")]
 pub struct GitSource {
     /// Repository URL (`https://`, `ssh://` or `file://`).
+    #[schemars(length(max = MAX_URL_LEN))]
     pub url: String,
     /// Branch, tag or commit; the default branch when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_REF_LEN))]
     pub r#ref: Option<String>,
     /// File or directory inside the repository; the whole tree when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_GIT_PATH_LEN))]
     pub path: Option<String>,
     /// Secret with credentials for the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,6 +146,7 @@ pub struct GitSource {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct SecretRef {
     /// Name of the Secret.
+    #[schemars(length(max = MAX_NAME_LEN))]
     pub name: String,
 }
 
@@ -161,16 +174,19 @@ pub struct Resources {
 #[serde(rename_all = "camelCase")]
 pub struct Scorer {
     /// Image of the scorer.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = MAX_IMAGE_LEN))]
     pub image: String,
     /// Entrypoint of the scorer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::args_schema)]
     pub command: Option<Vec<String>>,
     /// Arguments of the scorer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::args_schema)]
     pub args: Option<Vec<String>>,
     /// Extra environment of the scorer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::env_schema)]
     pub env: Option<Vec<EnvVar>>,
 }
 
@@ -180,12 +196,14 @@ pub struct Scorer {
 pub struct Sandbox {
     /// RuntimeClass of the pod; the controller's configured gVisor class when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_NAME_LEN))]
     pub runtime_class_name: Option<String>,
     /// `None` (default): no network at all. `Allowlist`: egress only to `egress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkMode>,
     /// With `Allowlist`: the destinations the pod may reach.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_EGRESS))]
     pub egress: Option<Vec<EgressRule>>,
 }
 
@@ -204,9 +222,11 @@ pub enum NetworkMode {
 #[serde(rename_all = "camelCase")]
 pub struct EgressRule {
     /// Destination network, e.g. `203.0.113.0/24`.
+    #[schemars(length(max = MAX_CIDR_LEN))]
     pub cidr: String,
     /// TCP ports; all ports when empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_EGRESS))]
     pub ports: Option<Vec<i32>>,
 }
 
@@ -267,6 +287,10 @@ pub struct EvaluationStatus {
     /// `metadata.generation` when the current run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_generation: Option<i64>,
+    /// Id of the current run: its pods carry it as label `crucible.dev/run-id` and hold its
+    /// share of the quota until they are gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
     /// Value of the `crucible.dev/rerun` annotation the current run answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rerun: Option<String>,
@@ -327,9 +351,11 @@ pub struct EvaluationResult {
     pub passed: bool,
     /// Named finite numbers reported next to the score.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_METRICS))]
     pub metrics: BTreeMap<String, f64>,
     /// A human-readable summary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_SUMMARY))]
     pub summary: Option<String>,
 }
 

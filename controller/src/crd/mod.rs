@@ -3,6 +3,7 @@
 //! Pure: no API server access. `crucible crds` and the drift test both call [`render_all`], so
 //! the committed YAML under `crds/` is exactly what the Rust types produce.
 
+pub mod bounds;
 pub mod conditions;
 pub mod evaluation;
 pub mod quota;
@@ -152,6 +153,35 @@ mod tests {
             spec["properties"]["retries"]["minimum"],
             serde_json::json!(0.0)
         );
+    }
+
+    #[test]
+    fn the_schemas_bound_what_a_manifest_controls() {
+        use bounds::*;
+        let mut suite = serde_json::to_value(EvaluationSuite::crd()).expect("CRD serializes");
+        strip_enum_nulls(&mut suite);
+        let spec = &suite["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+            ["properties"];
+        let matrix = &spec["matrix"];
+        assert_eq!(matrix["maxProperties"], MAX_MATRIX_KEYS);
+        assert_eq!(matrix["additionalProperties"]["maxItems"], MAX_CASES);
+        assert_eq!(
+            matrix["additionalProperties"]["items"]["maxLength"],
+            MAX_MATRIX_VALUE_LEN
+        );
+        assert_eq!(spec["cases"]["maxItems"], MAX_CASES);
+        let eval = &schema_json()["properties"]["spec"]["properties"];
+        let files = &eval["source"]["properties"]["inline"]["properties"]["files"];
+        assert_eq!(files["maxProperties"], MAX_SOURCE_FILES);
+        assert_eq!(files["additionalProperties"]["maxLength"], MAX_INLINE_BYTES);
+        assert_eq!(eval["env"]["maxItems"], MAX_ENV);
+        assert_eq!(
+            eval["env"]["items"]["properties"]["value"]["maxLength"],
+            MAX_ENV_VALUE_LEN
+        );
+        assert_eq!(eval["args"]["maxItems"], MAX_ARGS);
+        assert_eq!(eval["args"]["items"]["maxLength"], MAX_ARG_LEN);
+        assert_eq!(eval["image"]["maxLength"], MAX_IMAGE_LEN);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::crd::bounds::{self, MAX_CASES, MAX_DURATION_LEN, MAX_IMAGE_LEN};
 use crate::crd::evaluation::{EvaluationSpec, Resources, Sandbox, Scorer, Source};
 
 /// A suite of Evaluations.
@@ -38,9 +39,11 @@ pub struct EvaluationSuiteSpec {
     /// Cases: each a name and a partial spec merged onto the template (maps merge, lists
     /// replace, env merges by name).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_CASES))]
     pub cases: Vec<SuiteCase>,
     /// Cartesian product of values, given to each case as env `MATRIX_<KEY>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::matrix_schema)]
     pub matrix: BTreeMap<String, Vec<String>>,
     /// At most this many child Evaluations unfinished at once. Default 4.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -71,15 +74,19 @@ pub struct SuiteCase {
     pub name: String,
     /// Image override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_IMAGE_LEN))]
     pub image: Option<String>,
     /// Command override (replaces).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::args_schema)]
     pub command: Option<Vec<String>>,
     /// Arguments override (replaces).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::args_schema)]
     pub args: Option<Vec<String>>,
     /// Environment, merged by name onto the template's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(transform = bounds::env_schema)]
     pub env: Option<Vec<EnvVar>>,
     /// Source override (inline files merge; a different kind replaces).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,7 +96,10 @@ pub struct SuiteCase {
     pub resources: Option<Resources>,
     /// Timeout override.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^([0-9]+(ms|s|m|h))+$"))]
+    #[schemars(
+        regex(pattern = r"^([0-9]+(ms|s|m|h))+$"),
+        length(max = MAX_DURATION_LEN)
+    )]
     pub timeout: Option<String>,
     /// Retries override.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -60,6 +60,21 @@ fn refusal(kind: &'static str, error: &kube::Error) -> Option<Refusal> {
             reason: "PodRejected",
             message,
         }),
+        // A ResourceQuota or LimitRange, Pod Security admission, RBAC or a webhook: trying
+        // again will not change the answer until someone changes the namespace.
+        ("Pod" | "ConfigMap", 403) => Some(Refusal {
+            reason: "PodForbidden",
+            message,
+        }),
+        // The object is larger than the API server or etcd accepts.
+        (_, 413) => Some(Refusal {
+            reason: "ObjectTooLarge",
+            message,
+        }),
+        (_, 500) if status.message.contains("request is too large") => Some(Refusal {
+            reason: "ObjectTooLarge",
+            message,
+        }),
         _ => None,
     }
 }
@@ -111,4 +126,69 @@ where
             name: name.to_string(),
             source,
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(code: u16, message: &str) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure(message, "")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn refusals_that_will_not_go_away_end_the_run_with_their_reason() {
+        let quota = "pods \"x\" is forbidden: exceeded quota: compute, requested: cpu=2";
+        let cases = [
+            ("Pod", 403, quota, Some("PodForbidden")),
+            (
+                "Pod",
+                403,
+                "violates PodSecurity \"restricted:latest\"",
+                Some("PodForbidden"),
+            ),
+            (
+                "Pod",
+                403,
+                "pod rejected: RuntimeClass \"gvisor\" not found",
+                Some("SandboxUnavailable"),
+            ),
+            (
+                "ConfigMap",
+                413,
+                "Request entity too large",
+                Some("ObjectTooLarge"),
+            ),
+            (
+                "ConfigMap",
+                500,
+                "etcdserver: request is too large",
+                Some("ObjectTooLarge"),
+            ),
+            (
+                "Pod",
+                422,
+                "spec.containers: Invalid value",
+                Some("PodRejected"),
+            ),
+            (
+                "NetworkPolicy",
+                404,
+                "the server could not find the requested resource",
+                Some("SandboxUnavailable"),
+            ),
+            // Passing trouble is retried.
+            ("Pod", 500, "etcdserver: leader changed", None),
+            ("Pod", 409, "conflict", None),
+            ("Pod", 429, "too many requests", None),
+        ];
+        for (kind, code, message, reason) in cases {
+            let got = refusal(kind, &api_error(code, message)).map(|r| r.reason);
+            assert_eq!(got, reason, "{kind} {code} {message}");
+        }
+    }
 }

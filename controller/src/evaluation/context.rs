@@ -5,7 +5,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::ResourceExt;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::admission::Gate;
@@ -36,16 +36,6 @@ pub struct Context {
     pub system_namespace: String,
     /// Cache of git repositories.
     pub git: GitCache,
-}
-
-/// The Event recorder of the controller, reporting as `crucible-controller` from `instance`
-/// (this replica's pod name).
-pub fn recorder(client: &Client, instance: Option<String>) -> Recorder {
-    let reporter = Reporter {
-        controller: "crucible-controller".into(),
-        instance,
-    };
-    Recorder::new(client.clone(), reporter)
 }
 
 impl Context {

@@ -1,18 +1,23 @@
 //! Watch wiring of the Evaluation controller: Evaluations, the pods they own, the
 //! emergency-stop switch, and the sweep of deleted Evaluations.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::Api;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
+use crate::admission::restore::list_all;
 use crate::crd::Evaluation;
 use crate::evaluation::{Context, reconcile};
-use crate::labels::MANAGED_LABEL;
+use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL};
+use crate::liveness;
 use crate::ssa;
 
 /// How often readiness of the cache is re-checked.
@@ -55,21 +60,28 @@ pub async fn run(
             }
         }
         on_ready();
-        // Deleted Evaluations never reach the reconciler: drop their metric series and
-        // admissions periodically (only once the cache is complete, or restored admissions
-        // would be dropped).
+        // Deleted Evaluations never reach the reconciler: drop their metric series and queue
+        // places periodically, and their admissions once their pods are gone (only once the
+        // cache is complete, or restored admissions would be dropped).
         let mut tick = tokio::time::interval(SWEEP);
         loop {
             tick.tick().await;
-            let live = store
-                .state()
+            let state = store.state();
+            let live = state
                 .iter()
                 .filter_map(|e| e.metadata.uid.clone())
                 .collect();
+            let names = state
+                .iter()
+                .map(|e| (e.namespace().unwrap_or_default(), e.name_any()))
+                .collect();
             sweep_ctx
                 .metrics
-                .retain_evaluations(scope.as_deref(), &live);
-            sweep_ctx.admission.retain(scope.as_deref(), &live);
+                .retain_evaluations(scope.as_deref(), &live, &names);
+            let holders = sweep_ctx.admission.gone(scope.as_deref(), &live);
+            if !holders.is_empty() {
+                free_gone(&sweep_ctx, scope.as_deref(), &holders).await;
+            }
         }
     });
     controller
@@ -80,4 +92,31 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Frees the admissions of deleted Evaluations (`holders`: uid, namespace) whose pods are
+/// gone. Runs only while such admissions exist; the LIST is served from the API server's
+/// watch cache (`resourceVersion=0`), not from etcd.
+async fn free_gone(ctx: &Context, scope: Option<&str>, holders: &[(String, String)]) {
+    let api: Api<Pod> = ssa::scoped(&ctx.client, scope);
+    let managed = ListParams::default()
+        .labels(&format!("{MANAGED_LABEL}=true"))
+        .match_any();
+    let pods = match list_all(&api, managed).await {
+        Ok(pods) => pods,
+        Err(error) => {
+            tracing::warn!(%error, "cannot list sandbox pods to free deleted runs");
+            return;
+        }
+    };
+    let now = Time(jiff::Timestamp::now());
+    for (uid, _) in holders {
+        let keep: BTreeSet<String> = pods
+            .iter()
+            .filter(|p| p.labels().get(EVALUATION_UID_LABEL) == Some(uid))
+            .filter(|p| liveness::holds_capacity(p, &now))
+            .filter_map(liveness::run_of)
+            .collect();
+        ctx.admission.settle(uid, &keep, false);
+    }
 }

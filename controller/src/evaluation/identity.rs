@@ -50,6 +50,20 @@ impl RunKey {
         }
     }
 
+    /// 16 hex characters naming this run for admission: started at `generation`, and, for a
+    /// run started because a followed branch moved, at commit `head`. Every attempt of a run
+    /// shares it; a spec change, a rerun or a new commit makes a new one.
+    pub fn run_id(&self, generation: Option<i64>, head: Option<&str>) -> String {
+        let text = format!(
+            "{}\n{}\n{}\n{}",
+            self.spec_hash,
+            self.rerun.as_deref().unwrap_or(""),
+            generation.unwrap_or(0),
+            head.unwrap_or("")
+        );
+        sha256_hex(text.as_bytes())[..16].to_string()
+    }
+
     /// 10 hex characters naming attempt `attempt` of this run, started at `generation`.
     ///
     /// The generation keeps names unique when a spec goes A → B → A.
@@ -130,6 +144,27 @@ mod tests {
         assert_ne!(key.attempt_id(Some(1), 1), rerun.attempt_id(Some(1), 1));
         assert_ne!(key.attempt_id(Some(1), 1), key.attempt_id(Some(3), 1));
         assert_eq!(key.attempt_id(Some(1), 1), key.attempt_id(Some(1), 1));
+    }
+
+    #[test]
+    fn runs_differ_by_spec_rerun_generation_and_followed_commit() {
+        let key = RunKey {
+            spec_hash: "sha256:x".into(),
+            rerun: None,
+        };
+        let rerun = RunKey {
+            rerun: Some("1".into()),
+            ..key.clone()
+        };
+        let ids = [
+            key.run_id(Some(1), None),
+            rerun.run_id(Some(1), None),
+            key.run_id(Some(2), None),
+            key.run_id(Some(1), Some("abc")),
+        ];
+        let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        assert_eq!(key.run_id(Some(1), None), key.run_id(Some(1), None));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod context;
 pub mod controller;
+pub mod credentials;
 pub mod identity;
 pub mod observe;
 pub mod orphans;

@@ -16,15 +16,20 @@ use crate::crd::Evaluation;
 use crate::crd::evaluation::{GitSource, Source};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
+use crate::evaluation::credentials;
 use crate::evaluation::plan::{self, FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
-use crate::evaluation::results::{LogCapture, LogScanner};
+use crate::evaluation::results::{LOG_READ_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::evaluation::validate;
 use crate::labels::EVALUATION_UID_LABEL;
+use crate::liveness;
 use crate::source::{Credentials, GitRequest};
 
-/// Most log bytes read per container. The kubelet rotates container logs at 10 MiB by default
-/// and serves only the current file, so this reads whole logs while bounding a hostile one.
-const MAX_LOG_READ: i64 = 16 * 1024 * 1024;
+/// Tries at reading one container's log before a stopping run goes on without it.
+const LOG_READ_ATTEMPTS: u32 = 2;
+/// Longest one log read may take (the API server proxies it to the pod's kubelet).
+const LOG_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Pause between two tries.
+const LOG_READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Observes one Evaluation: its latest version (`None` once it is gone) and its cluster state.
 ///
@@ -83,9 +88,22 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     if let Some((pod, containers)) =
         plan::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
     {
+        // A pod read because it is being stopped (cancel, timeout, emergency stop) may sit on
+        // a lost node: stopping must not depend on its log.
+        let stopping = !pods
+            .iter()
+            .any(|p| p.name_any() == pod && liveness::is_terminal(p));
         for container in containers {
-            if let Some(capture) = read_log(&pod_api, &pod, container).await? {
-                logs.insert(container.to_string(), capture);
+            match read_log_retrying(&pod_api, &pod, container).await {
+                Ok(Some(capture)) => {
+                    logs.insert(container.to_string(), capture);
+                }
+                Ok(None) => {}
+                Err(error) if stopping => {
+                    tracing::warn!(%error, pod, container, "log unavailable; stopping anyway");
+                    logs.insert(container.to_string(), LogCapture::unavailable(&error));
+                }
+                Err(error) => return Err(error),
             }
         }
     }
@@ -113,39 +131,77 @@ async fn runtime_class(ctx: &Context, name: &str) -> Result<RuntimeClassCheck> {
     }
 }
 
-/// Streams one container's log through a [`LogScanner`]; `None` when the kubelet has no log
-/// for it (container never started, pod gone).
+/// [`read_log`], tried [`LOG_READ_ATTEMPTS`] times, each bounded by [`LOG_READ_TIMEOUT`].
+async fn read_log_retrying(
+    api: &Api<Pod>,
+    pod: &str,
+    container: &str,
+) -> Result<Option<LogCapture>> {
+    let mut attempt = 1;
+    loop {
+        let outcome = tokio::time::timeout(LOG_READ_TIMEOUT, read_log(api, pod, container))
+            .await
+            .unwrap_or(Err(Error::ReadLogTimeout {
+                pod: pod.to_string(),
+            }));
+        match outcome {
+            Err(_) if attempt < LOG_READ_ATTEMPTS => {
+                attempt += 1;
+                tokio::time::sleep(LOG_READ_BACKOFF).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Reads the end of one container's log through a [`LogScanner`]: the last lines that fit in
+/// [`LOG_READ_BYTES`], as [`TailSearch`] finds them, so the final result line and the true last
+/// bytes survive any log size. `None` when the kubelet has no log for it (container never
+/// started, pod gone).
 async fn read_log(api: &Api<Pod>, pod: &str, container: &str) -> Result<Option<LogCapture>> {
-    let params = LogParams {
-        container: Some(container.to_string()),
-        limit_bytes: Some(MAX_LOG_READ),
-        ..Default::default()
-    };
     let read_error = |source| Error::ReadLog {
         pod: pod.to_string(),
         source,
     };
-    let mut stream = match api.log_stream(pod, &params).await {
-        Ok(stream) => stream,
-        Err(kube::Error::Api(status)) if status.code == 400 || status.code == 404 => {
-            return Ok(None);
-        }
-        Err(e) => return Err(read_error(e)),
-    };
-    let mut scanner = LogScanner::default();
+    let mut search = TailSearch::default();
+    let mut kept = None;
     loop {
-        let chunk = stream
-            .fill_buf()
-            .await
-            .map_err(|e| read_error(kube::Error::ReadEvents(e)))?;
-        if chunk.is_empty() {
-            break;
+        let params = LogParams {
+            container: Some(container.to_string()),
+            tail_lines: Some(search.lines()),
+            limit_bytes: Some(LOG_READ_BYTES),
+            ..Default::default()
+        };
+        let mut stream = match api.log_stream(pod, &params).await {
+            Ok(stream) => stream,
+            Err(kube::Error::Api(status)) if status.code == 400 || status.code == 404 => {
+                return Ok(kept);
+            }
+            Err(e) => return Err(read_error(e)),
+        };
+        let mut scanner = LogScanner::default();
+        let mut received: u64 = 0;
+        loop {
+            let chunk = stream
+                .fill_buf()
+                .await
+                .map_err(|e| read_error(kube::Error::ReadEvents(e)))?;
+            if chunk.is_empty() {
+                break;
+            }
+            let len = chunk.len();
+            scanner.feed(chunk);
+            received = received.saturating_add(len as u64);
+            stream.consume_unpin(len);
         }
-        let len = chunk.len();
-        scanner.feed(chunk);
-        stream.consume_unpin(len);
+        let verdict = search.record(received);
+        if verdict.keep {
+            kept = Some(scanner.finish());
+        }
+        if verdict.next.is_none() {
+            return Ok(kept);
+        }
     }
-    Ok(Some(scanner.finish()))
 }
 
 /// Reads the files of `git` at `reference` through the controller's git cache.
@@ -192,8 +248,8 @@ async fn follow_head(ctx: &Context, namespace: &str, git: &GitSource) -> Option<
     }
 }
 
-/// Credentials from the Secret named in `secretRef`: `token`; `username` + `password`; or
-/// `ssh-privatekey` + `known_hosts` (+ `passphrase`).
+/// Credentials from the Secret named in `secretRef`, when it is labelled for git
+/// ([`credentials::from_secret`]).
 async fn credentials(
     ctx: &Context,
     namespace: &str,
@@ -225,33 +281,5 @@ async fn credentials(
             ));
         }
     };
-    let data = secret.data.unwrap_or_default();
-    let text = |key: &str| {
-        data.get(key).map(|b| {
-            String::from_utf8_lossy(&b.0)
-                .trim_end_matches('\n')
-                .to_string()
-        })
-    };
-    if let Some(key) = text("ssh-privatekey") {
-        return Ok(Some(Credentials::Ssh {
-            private_key: key,
-            known_hosts: text("known_hosts"),
-            passphrase: text("passphrase"),
-        }));
-    }
-    if let Some(token) = text("token") {
-        return Ok(Some(Credentials::Token(token)));
-    }
-    match (text("username"), text("password")) {
-        (Some(username), Some(password)) => Ok(Some(Credentials::Basic { username, password })),
-        _ => Err(problem(
-            "InvalidSourceCredentials",
-            format!(
-                "Secret {} has none of: token; username and password; ssh-privatekey",
-                secret_ref.name
-            ),
-            false,
-        )),
-    }
+    credentials::from_secret(&secret_ref.name, &secret).map(Some)
 }

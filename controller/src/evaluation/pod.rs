@@ -22,8 +22,10 @@ use crate::config::Config;
 use crate::crd::evaluation::{EvaluationSpec, Source};
 use crate::digest::sha256_hex;
 use crate::labels::{
-    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_LABEL, SUITE_LABEL,
+    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_ID_LABEL, RUN_LABEL,
+    SUITE_LABEL,
 };
+use crate::liveness::GPU_RESOURCE;
 
 /// The unprivileged user and group every sandbox runs as ("nobody").
 pub const SANDBOX_UID: i64 = 65534;
@@ -40,8 +42,10 @@ pub const OUTPUTS_DIR: &str = "/outputs";
 /// Seconds a cancelled or superseded sandbox gets to exit: enough to flush output, short enough
 /// that cancel takes effect "within seconds".
 const TERMINATION_GRACE_SECONDS: i64 = 5;
-/// Extended resource name of GPUs.
-const GPU_RESOURCE: &str = "nvidia.com/gpu";
+/// The evaluation container's writable /tmp.
+const TMP_VOLUME: &str = "tmp";
+/// The scorer's own writable /tmp, never shared with the evaluated code.
+const SCORER_TMP_VOLUME: &str = "scorer-tmp";
 
 /// Identity of the Evaluation a child belongs to.
 #[derive(Clone, Debug)]
@@ -115,6 +119,8 @@ pub struct Attempt<'a> {
     pub pod_name: &'a str,
     /// Attempt id, the `crucible.dev/run` label.
     pub attempt_id: &'a str,
+    /// Run id, the `crucible.dev/run-id` label: the pod holds this run's admission.
+    pub run_id: &'a str,
     /// RuntimeClass; `None` only when running unsandboxed was explicitly allowed.
     pub runtime_class: Option<&'a str>,
     /// `activeDeadlineSeconds`.
@@ -135,21 +141,11 @@ pub fn desired_pod(
         env("CRUCIBLE_EVALUATION", &owner.name),
         env("CRUCIBLE_NAMESPACE", &owner.namespace),
     ];
-    let mut mounts = vec![VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..Default::default()
-    }];
-    let mut volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: Some(config.tmp_size.clone()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }];
+    // Each container gets its own /tmp first, then these.
+    let mut shared_mounts = Vec::new();
+    let mut volumes = vec![scratch_volume(TMP_VOLUME, config)];
     if let Some(workspace) = attempt.workspace {
-        mounts.push(read_only("workspace", WORKSPACE_DIR));
+        shared_mounts.push(read_only("workspace", WORKSPACE_DIR));
         volumes.push(Volume {
             name: "workspace".into(),
             config_map: Some(ConfigMapVolumeSource {
@@ -166,6 +162,8 @@ pub fn desired_pod(
             ..Default::default()
         });
     }
+    let mut eval_mounts = vec![tmp_mount(TMP_VOLUME)];
+    eval_mounts.extend(shared_mounts.iter().cloned());
     let working_dir = attempt.workspace.map(|_| WORKSPACE_DIR.to_string());
     let mut evaluation = Container {
         name: EVALUATION_CONTAINER.into(),
@@ -187,32 +185,28 @@ pub fn desired_pod(
                 spec.env.as_deref(),
             ));
             evaluation.termination_message_path = Some(RESULT_PATH.into());
-            evaluation.volume_mounts = Some(mounts);
+            evaluation.volume_mounts = Some(eval_mounts);
             (None, vec![evaluation])
         }
         Some(scorer) => {
-            volumes.push(Volume {
-                name: "outputs".into(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    size_limit: Some(config.tmp_size.clone()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
+            volumes.push(scratch_volume("outputs", config));
+            // The trusted scorer must not read what the evaluated code planted in /tmp.
+            volumes.push(scratch_volume(SCORER_TMP_VOLUME, config));
             let outputs_env = env("CRUCIBLE_OUTPUTS", OUTPUTS_DIR);
             evaluation.env = Some(chain_env(
                 &base_env,
                 std::slice::from_ref(&outputs_env),
                 spec.env.as_deref(),
             ));
-            let mut eval_mounts = mounts.clone();
             eval_mounts.push(VolumeMount {
                 name: "outputs".into(),
                 mount_path: OUTPUTS_DIR.into(),
                 ..Default::default()
             });
             evaluation.volume_mounts = Some(eval_mounts);
-            mounts.push(read_only("outputs", OUTPUTS_DIR));
+            let mut scorer_mounts = vec![tmp_mount(SCORER_TMP_VOLUME)];
+            scorer_mounts.extend(shared_mounts);
+            scorer_mounts.push(read_only("outputs", OUTPUTS_DIR));
             let scorer = Container {
                 name: SCORER_CONTAINER.into(),
                 image: Some(scorer.image.clone()),
@@ -229,14 +223,20 @@ pub fn desired_pod(
                 security_context: Some(container_security()),
                 termination_message_path: Some(RESULT_PATH.into()),
                 termination_message_policy: Some("File".into()),
-                volume_mounts: Some(mounts),
+                volume_mounts: Some(scorer_mounts),
                 ..Default::default()
             };
             (Some(vec![evaluation]), vec![scorer])
         }
     };
     Pod {
-        metadata: owner.meta(attempt.pod_name, &[(RUN_LABEL, attempt.attempt_id)]),
+        metadata: owner.meta(
+            attempt.pod_name,
+            &[
+                (RUN_LABEL, attempt.attempt_id),
+                (RUN_ID_LABEL, attempt.run_id),
+            ],
+        ),
         spec: Some(PodSpec {
             runtime_class_name: attempt.runtime_class.map(str::to_string),
             restart_policy: Some("Never".into()),
@@ -422,6 +422,26 @@ fn runtime_default() -> SeccompProfile {
     SeccompProfile {
         type_: "RuntimeDefault".into(),
         localhost_profile: None,
+    }
+}
+
+/// A writable emptyDir of `--tmp-size`.
+fn scratch_volume(name: &str, config: &Config) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(config.tmp_size.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn tmp_mount(volume: &str) -> VolumeMount {
+    VolumeMount {
+        name: volume.into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
     }
 }
 

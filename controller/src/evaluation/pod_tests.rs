@@ -13,6 +13,7 @@ fn build(spec: &EvaluationSpec, runtime_class: Option<&str>) -> Pod {
         &Attempt {
             pod_name: "arith-0123456789",
             attempt_id: "0123456789",
+            run_id: "run-0123456789",
             runtime_class,
             timeout_seconds: 600,
             workspace: workspace.as_ref(),
@@ -108,6 +109,7 @@ fn pod_is_owned_labelled_and_told_who_it_is() {
     let labels = pod.metadata.labels.clone().expect("labels");
     assert_eq!(labels[MANAGED_LABEL], "true");
     assert_eq!(labels[RUN_LABEL], "0123456789");
+    assert_eq!(labels[RUN_ID_LABEL], "run-0123456789");
     assert_eq!(
         labels[EVALUATION_UID_LABEL],
         "11111111-2222-3333-4444-555555555555"
@@ -212,6 +214,37 @@ fn scorer_runs_after_the_evaluation_and_alone_writes_the_result() {
     assert_eq!(scorer.name, SCORER_CONTAINER);
     assert_eq!(env_of(scorer)["CRUCIBLE_RESULT_PATH"], RESULT_PATH);
     assert_eq!(outputs(scorer), Some(Some(true)), "scorer reads /outputs");
+    let tmp_volume = |c: &Container| {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .filter(|m| m.mount_path == "/tmp")
+            .map(|m| (m.name.clone(), m.read_only))
+            .collect::<Vec<_>>()
+    };
+    let (eval_tmp, scorer_tmp) = (tmp_volume(&init[0]), tmp_volume(scorer));
+    assert_eq!(eval_tmp.len(), 1, "{eval_tmp:?}");
+    assert_eq!(scorer_tmp.len(), 1, "{scorer_tmp:?}");
+    assert_ne!(
+        eval_tmp[0].0, scorer_tmp[0].0,
+        "the scorer has its own /tmp"
+    );
+    assert_eq!(scorer_tmp[0].1, None, "the scorer's /tmp is writable");
+    let volumes = spec.volumes.clone().expect("volumes");
+    let scorer_volume = volumes
+        .iter()
+        .find(|v| v.name == scorer_tmp[0].0)
+        .expect("scorer tmp volume");
+    assert_eq!(
+        scorer_volume
+            .empty_dir
+            .as_ref()
+            .and_then(|e| e.size_limit.clone()),
+        Some(Config::default().tmp_size),
+        "a bounded emptyDir"
+    );
+    let names: std::collections::BTreeSet<_> = volumes.iter().map(|v| &v.name).collect();
+    assert_eq!(names.len(), volumes.len(), "volume names are unique");
     assert_eq!(
         scorer
             .security_context

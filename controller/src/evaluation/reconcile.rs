@@ -26,7 +26,8 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
             ev.uid().unwrap_or_default(),
         );
         ctx.metrics.forget_evaluation(&uid, &ns, &ev.name_any());
-        ctx.admission.forget(&uid);
+        // Its queue place goes now; its admissions only once its pods are gone (the sweep).
+        ctx.admission.withdraw(&uid);
     };
     if ev.meta().deletion_timestamp.is_some() {
         // Children are owned: the garbage collector removes them.
@@ -43,8 +44,9 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
         let quotas = ctx.quotas_of(&namespace);
         let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
         let hold = observed.stop.as_deref();
+        let run = plan::admission_run_id(&ev, observed.head.as_deref());
         ctx.admission
-            .decide(&ev, &quotas, &ctx.config, hold, &ctx.metrics)
+            .decide(&ev, &run, &quotas, &ctx.config, hold, &ctx.metrics)
     } else {
         Decision::Admit
     };
@@ -55,8 +57,12 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
         plan = plan::refused(&ev, plan, refusal, &observed.now); // no client required
     }
     report::report(&ev, &plan, &ctx).await?; // client required
+    if let Some(waited) = plan::queue_wait(&ev, &plan, &observed.now) {
+        ctx.metrics.admitted_after(waited.as_secs_f64());
+    }
     apply::delete(&ev, &plan, &ctx).await?; // client required, after the status holds the logs
-    ctx.admission.settle(&ev, &plan.status, &observed.pods); // no client required
+    let uid = ev.uid().unwrap_or_default();
+    ctx.admission.settle(&uid, &plan.holds(), plan.in_queue); // no client required
     Ok(plan.requeue.into())
 }
 

@@ -175,6 +175,12 @@ async fn cancel_reads_the_log_writes_status_then_deletes_the_pod() {
             )
             .await;
         assert!(log.uri.contains("container=evaluation"));
+        // Read from the end: the last lines, at most 1 MiB.
+        assert!(
+            log.uri.contains("tailLines=1000") && log.uri.contains("limitBytes=1048576"),
+            "{}",
+            log.uri
+        );
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["phase"], Phase::Cancelled.as_str());
         assert_eq!(status.body["status"]["logTail"], "step 1\nstep 2\n");
@@ -255,4 +261,48 @@ async fn expired_ttl_deletes_children_but_writes_no_status() {
     })
     .await;
     assert_eq!(action, Action::await_change());
+}
+
+/// A lost node: the kubelet cannot serve the log of a pod being cancelled. The run still ends
+/// (log unavailable) and the pod is deleted; nothing waits for the node.
+#[tokio::test]
+async fn cancel_ends_the_run_even_when_the_log_cannot_be_read() {
+    let (ev, name) = started(Evaluation::test());
+    let ev = ev.with_spec(|s| s.cancel = Some(true));
+    let pod: Pod = mk_pod(
+        &name,
+        "Running",
+        vec![mk_container("evaluation", running())],
+    );
+    let pod_path = format!("{PODS}/{name}");
+    let unreachable = status_error(
+        502,
+        "error dialing backend: dial tcp 10.0.0.9:10250: i/o timeout",
+    );
+    reconcile_with(ev, |mut api| async move {
+        api.expect(Method::GET, PODS, 200, pod_list(&[pod])).await;
+        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+            .await;
+        for _ in 0..2 {
+            api.expect(
+                Method::GET,
+                &format!("{pod_path}/log"),
+                502,
+                unreachable.clone(),
+            )
+            .await;
+        }
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], Phase::Cancelled.as_str());
+        let tail = status.body["status"]["logTail"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(tail.starts_with("(log unavailable: "), "{tail}");
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        api.expect(Method::DELETE, &pod_path, 200, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
 }

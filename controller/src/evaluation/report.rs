@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use kube::api::Api;
-use kube::runtime::events::{Event, EventType};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::Evaluation;
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
-use crate::evaluation::plan::{Plan, Severity};
+use crate::evaluation::plan::Plan;
+use crate::events;
 use crate::ssa;
 
 /// Longest a status write may take before the reconcile gives up and retries.
@@ -35,22 +35,7 @@ pub async fn report(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
             .map_err(Error::PatchStatus)?;
     }
     record_metrics(ev, plan, ctx);
-    let reference = ev.object_ref(&());
-    for note in &plan.notes {
-        let event = Event {
-            type_: match note.severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: note.reason.to_string(),
-            note: Some(truncate(&note.message, 1000)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, reason = note.reason, "failed to publish event");
-        }
-    }
+    events::publish(&ctx.recorder, &ev.object_ref(&()), &plan.notes).await;
     Ok(())
 }
 
@@ -84,13 +69,4 @@ fn record_metrics(ev: &Evaluation, plan: &Plan, ctx: &Context) {
         ctx.metrics
             .finished(&namespace, &ev.name_any(), phase.as_str(), seconds, score);
     }
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary (Event notes are capped at 1 kB).
-fn truncate(text: &str, max: usize) -> String {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_string()
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::crd::bounds::{MAX_METRICS, MAX_SUMMARY};
 use crate::crd::evaluation::EvaluationResult;
 use crate::digest::sha256_hex;
 
@@ -18,12 +19,17 @@ pub const RESULT_LINE_MAX: usize = 64 * 1024;
 pub const TERMINATION_MESSAGE_MAX: usize = 4096;
 /// Bytes of output kept in `status.logTail`.
 pub const LOG_TAIL_BYTES: usize = 4096;
-/// At most this many metrics, so one result cannot bloat the Evaluation object.
-const MAX_METRICS: usize = 64;
+/// Lines of a log asked for first. Logs are read from their end (`tailLines`), so the final
+/// result line and the true last bytes are seen whatever the log's size.
+pub const LOG_READ_LINES: i64 = 1000;
+/// Most bytes one log read returns (`limitBytes`). The kubelet cuts at this many bytes from the
+/// *start* of what it returns, so a read that comes back this long lost its end.
+pub const LOG_READ_BYTES: i64 = 1024 * 1024;
+/// A complete read of at least this many bytes is kept without trying more lines: it holds far
+/// more than a result line and the tail.
+const LOG_READ_ENOUGH: u64 = 512 * 1024;
 /// Longest metric name.
 const MAX_METRIC_NAME: usize = 128;
-/// Longest summary.
-const MAX_SUMMARY: usize = 2048;
 
 /// A valid result as the evaluation reported it.
 #[derive(Clone, Debug, PartialEq)]
@@ -207,6 +213,16 @@ pub struct LogCapture {
     pub result_line: Option<ResultLine>,
 }
 
+impl LogCapture {
+    /// What is kept of a log that could not be read: the reason, as the tail.
+    pub fn unavailable(error: &impl std::fmt::Display) -> Self {
+        LogCapture {
+            tail: format!("(log unavailable: {error})"),
+            result_line: None,
+        }
+    }
+}
+
 /// Streams a log through bounded memory: keeps the tail and the last result line.
 #[derive(Debug, Default)]
 pub struct LogScanner {
@@ -282,6 +298,73 @@ impl LogScanner {
             tail: String::from_utf8_lossy(&tail).into_owned(),
             result_line: self.result_line,
         }
+    }
+}
+
+/// Which `tailLines` to read a log with: the most lines (up to [`LOG_READ_LINES`]) whose bytes
+/// all fit in [`LOG_READ_BYTES`], found by bisection. Pure; the caller does the reads.
+///
+/// The kept read is complete (its end is the log's true end) and holds the last
+/// [`LOG_READ_LINES`] lines, or at least [`LOG_READ_ENOUGH`] bytes, or all but one line of a
+/// window over the limit; containerd splits lines at 16 KiB, so that is at least 1 MiB − 16 KiB.
+/// Only a single line over [`LOG_READ_BYTES`] (a runtime that does not split lines) leaves a cut
+/// read, the best there is. At most 11 reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TailSearch {
+    /// Lines to ask for next.
+    lines: i64,
+    /// Most lines known to fit (0: none yet).
+    fits: i64,
+    /// Fewest lines known not to fit.
+    too_many: Option<i64>,
+}
+
+/// What to do with a read of [`TailSearch::lines`] lines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TailVerdict {
+    /// This read is the best so far: keep its capture.
+    pub keep: bool,
+    /// Read again with this many lines; `None`: stop with the kept capture.
+    pub next: Option<i64>,
+}
+
+impl Default for TailSearch {
+    fn default() -> Self {
+        TailSearch {
+            lines: LOG_READ_LINES,
+            fits: 0,
+            too_many: None,
+        }
+    }
+}
+
+impl TailSearch {
+    /// Lines to ask for now.
+    pub fn lines(&self) -> i64 {
+        self.lines
+    }
+
+    /// Records that the read of [`Self::lines`] returned `received` bytes.
+    pub fn record(&mut self, received: u64) -> TailVerdict {
+        let cut = received >= LOG_READ_BYTES.unsigned_abs();
+        if cut {
+            self.too_many = Some(self.lines);
+        } else {
+            self.fits = self.lines;
+        }
+        // A single line over the limit cannot be read whole: keep what came.
+        let keep = !cut || self.lines <= 1;
+        let next = match self.too_many {
+            _ if cut && self.lines <= 1 => None,
+            None => None,
+            Some(_) if !cut && received >= LOG_READ_ENOUGH => None,
+            Some(too_many) if too_many - self.fits <= 1 => None,
+            Some(too_many) => Some(self.fits + (too_many - self.fits) / 2),
+        };
+        if let Some(lines) = next {
+            self.lines = lines;
+        }
+        TailVerdict { keep, next }
     }
 }
 
@@ -396,6 +479,209 @@ mod tests {
             log.result_line,
             Some(ResultLine::Json(b"{\"score\": 2}".to_vec()))
         );
+    }
+
+    /// A log as runs of identical lines (each with its `\n`), so 200 MB cost nothing.
+    struct FakeLog(Vec<(usize, Vec<u8>)>);
+
+    impl FakeLog {
+        /// What the kubelet returns for `tailLines = tail, limitBytes = LOG_READ_BYTES`: the
+        /// last `tail` lines, cut after the limit from their start.
+        fn serve(&self, tail: i64) -> Vec<u8> {
+            let mut want = usize::try_from(tail).expect("positive");
+            let mut window = Vec::new();
+            for (count, line) in self.0.iter().rev() {
+                let n = (*count).min(want);
+                window.push((n, line));
+                want -= n;
+                if want == 0 {
+                    break;
+                }
+            }
+            let limit = usize::try_from(LOG_READ_BYTES).expect("positive");
+            let mut out = Vec::new();
+            for (n, line) in window.into_iter().rev() {
+                for _ in 0..n {
+                    if out.len() >= limit {
+                        return out;
+                    }
+                    out.extend_from_slice(&line[..line.len().min(limit - out.len())]);
+                }
+            }
+            out
+        }
+
+        /// The true last `n` bytes.
+        fn last_bytes(&self, n: usize) -> Vec<u8> {
+            let mut out: Vec<u8> = Vec::new();
+            for (count, line) in self.0.iter().rev() {
+                for _ in 0..*count {
+                    if out.len() >= n {
+                        break;
+                    }
+                    out.splice(0..0, line.iter().copied());
+                }
+            }
+            out[out.len().saturating_sub(n)..].to_vec()
+        }
+
+        fn total(&self) -> usize {
+            self.0.iter().map(|(c, l)| c * l.len()).sum()
+        }
+    }
+
+    /// Runs the search against `log` the way `observe::read_log` does; the capture and the
+    /// number of reads.
+    fn read_from_end(log: &FakeLog) -> (LogCapture, usize) {
+        let mut search = TailSearch::default();
+        let (mut kept, mut reads) = (None, 0);
+        loop {
+            reads += 1;
+            let bytes = log.serve(search.lines());
+            let verdict = search.record(bytes.len() as u64);
+            if verdict.keep {
+                kept = Some(scan(&[&bytes]));
+            }
+            if verdict.next.is_none() {
+                return (kept.expect("a read is always kept"), reads);
+            }
+        }
+    }
+
+    fn line(fill: u8, len: usize) -> Vec<u8> {
+        let mut l = vec![fill; len - 1];
+        l.push(b'\n');
+        l
+    }
+
+    #[test]
+    fn the_result_line_and_true_tail_survive_any_log_size() {
+        let result = format!(
+            "{RESULT_PREFIX}{{\"score\": 0.5, \"summary\": \"{}\"}}\n",
+            "s".repeat(1000)
+        );
+        let json_of = |line: &str| {
+            Some(ResultLine::Json(
+                line.trim_end().as_bytes()[RESULT_PREFIX.len()..].to_vec(),
+            ))
+        };
+        let result_line = || json_of(&result);
+        let biggest = format!(
+            "{RESULT_PREFIX}{{\"score\": 1, \"summary\": \"{}\"}}\n",
+            " ".repeat(RESULT_LINE_MAX - 40)
+        );
+        let mb200 = 200 * 1024 * 1024;
+        let logs = [
+            // 200 MB of short lines, the result, a last word.
+            (
+                FakeLog(vec![
+                    (mb200 / 100, line(b'x', 100)),
+                    (1, result.clone().into_bytes()),
+                    (1, b"bye\n".to_vec()),
+                ]),
+                result_line(),
+            ),
+            // 200 MB of 16 KiB lines (containerd's split size).
+            (
+                FakeLog(vec![
+                    (mb200 / 16384, line(b'y', 16384)),
+                    (1, result.clone().into_bytes()),
+                ]),
+                result_line(),
+            ),
+            // Long lines, then hundreds of empty ones after the result: the tail still reaches
+            // back into the long lines.
+            (
+                FakeLog(vec![
+                    (20_000, line(b'z', 16384)),
+                    (1, result.clone().into_bytes()),
+                    (600, b"\n".to_vec()),
+                ]),
+                result_line(),
+            ),
+            // The largest result line allowed, last.
+            (
+                FakeLog(vec![
+                    (100_000, line(b'w', 4000)),
+                    (1, biggest.clone().into_bytes()),
+                ]),
+                json_of(&biggest),
+            ),
+            // A short log is read whole, at once.
+            (
+                FakeLog(vec![
+                    (1, b"hello\n".to_vec()),
+                    (1, result.clone().into_bytes()),
+                ]),
+                result_line(),
+            ),
+        ];
+        for (i, (log, expected)) in logs.iter().enumerate() {
+            let (capture, reads) = read_from_end(log);
+            assert_eq!(&capture.result_line, expected, "log {i}");
+            let tail = log.last_bytes(LOG_TAIL_BYTES.min(log.total()));
+            assert_eq!(capture.tail.as_bytes(), &tail[..], "log {i}");
+            assert!(reads <= 11, "log {i}: {reads} reads");
+            if log.total() < 1024 * 1024 {
+                assert_eq!(reads, 1, "log {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn tail_search_bisects_to_the_most_lines_that_fit() {
+        let limit = LOG_READ_BYTES.unsigned_abs();
+        let mut search = TailSearch::default();
+        assert_eq!(search.lines(), LOG_READ_LINES);
+        // Cut: not kept, half the lines next.
+        assert_eq!(
+            search.record(limit),
+            TailVerdict {
+                keep: false,
+                next: Some(500)
+            }
+        );
+        // Complete but small: kept, and more lines are tried.
+        assert_eq!(
+            search.record(1000),
+            TailVerdict {
+                keep: true,
+                next: Some(750)
+            }
+        );
+        assert_eq!(
+            search.record(limit),
+            TailVerdict {
+                keep: false,
+                next: Some(625)
+            }
+        );
+        // Complete and large enough: kept, done.
+        assert_eq!(
+            search.record(limit - 1),
+            TailVerdict {
+                keep: true,
+                next: None
+            }
+        );
+
+        // A complete first read is the answer.
+        let mut search = TailSearch::default();
+        assert_eq!(
+            search.record(10),
+            TailVerdict {
+                keep: true,
+                next: None
+            }
+        );
+
+        // One line over the limit: the cut read is the best there is.
+        let mut search = TailSearch::default();
+        let mut reads = 1;
+        while search.record(limit).next.is_some() {
+            reads += 1;
+        }
+        assert_eq!((search.lines(), reads), (1, 10));
     }
 
     #[test]

@@ -8,12 +8,17 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::EnvVar;
 
 use crate::config::Config;
+use crate::crd::bounds::{
+    MAX_ARG_LEN, MAX_ARGS, MAX_ENV, MAX_ENV_NAME_LEN, MAX_ENV_VALUE_LEN, MAX_IMAGE_LEN,
+    MAX_INLINE_BYTES, MAX_POD_SPEC_BYTES, MAX_SOURCE_FILES, MAX_SOURCE_PATH_LEN, capped, json_len,
+    shown,
+};
 use crate::crd::evaluation::{EvaluationSpec, NetworkMode, Source};
 use crate::{duration, quantity};
 
-/// Largest total size of inline source files. The files live in the Evaluation itself and in a
-/// ConfigMap, both capped at about 1 MiB by etcd; half of that leaves room for the rest.
-pub const MAX_INLINE_BYTES: usize = 512 * 1024;
+/// JSON bytes a source file adds to the pod spec beyond its path twice (key and path of its
+/// item in the workspace volume): field names, quotes, a hash suffix on the key.
+const POD_BYTES_PER_FILE: usize = 40;
 /// Longest allowed timeout: a day-long sandbox is almost certainly a mistake.
 const MAX_TIMEOUT_SECS: u64 = 24 * 3600;
 /// Prefix of the environment variables the controller injects.
@@ -24,7 +29,7 @@ pub const RESERVED_ENV_PREFIX: &str = "CRUCIBLE_";
 /// # Errors
 /// The list of problems, each a sentence naming the field.
 pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String>> {
-    let mut problems = Vec::new();
+    let mut problems = size_problems(spec);
     check_image("spec.image", &spec.image, &mut problems);
     check_env("spec.env", spec.env.as_deref(), &mut problems);
     if let Some(timeout) = &spec.timeout {
@@ -53,7 +58,8 @@ pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String
                 && path.split('/').any(|s| s == "..")
             {
                 problems.push(format!(
-                    "spec.source.git.path: {path:?} must not contain '..'"
+                    "spec.source.git.path: {} must not contain '..'",
+                    shown(path)
                 ));
             }
         }
@@ -69,8 +75,8 @@ pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String
                 && !quantity::is_positive(&q.0)
             {
                 problems.push(format!(
-                    "spec.resources.{field}: {:?} is not a positive quantity such as 500m, 1 or 512Mi",
-                    q.0
+                    "spec.resources.{field}: {} is not a positive quantity such as 500m, 1 or 512Mi",
+                    shown(&q.0)
                 ));
             }
         }
@@ -83,7 +89,129 @@ pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(problems)
+        Err(capped(problems))
+    }
+}
+
+/// Every size bound `spec` exceeds (crd::bounds), in a stable order. Independent of the
+/// controller's configuration, so a suite can check each child before creating any; and
+/// independent of the CRD schema, which Helm never upgrades.
+pub fn size_problems(spec: &EvaluationSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    check_len("spec.image", &spec.image, MAX_IMAGE_LEN, &mut problems);
+    check_args("spec.command", spec.command.as_deref(), &mut problems);
+    check_args("spec.args", spec.args.as_deref(), &mut problems);
+    check_env_size("spec.env", spec.env.as_deref(), &mut problems);
+    if let Some(scorer) = &spec.scorer {
+        check_len(
+            "spec.scorer.image",
+            &scorer.image,
+            MAX_IMAGE_LEN,
+            &mut problems,
+        );
+        check_args(
+            "spec.scorer.command",
+            scorer.command.as_deref(),
+            &mut problems,
+        );
+        check_args("spec.scorer.args", scorer.args.as_deref(), &mut problems);
+        check_env_size("spec.scorer.env", scorer.env.as_deref(), &mut problems);
+    }
+    if let Some(Source::Inline(inline)) = &spec.source {
+        let files = &inline.files;
+        if files.len() > MAX_SOURCE_FILES {
+            problems.push(format!(
+                "spec.source.inline.files: {} files, at most {MAX_SOURCE_FILES} allowed",
+                files.len()
+            ));
+        }
+        let total = files
+            .iter()
+            .fold(0usize, |sum, (p, c)| sum.saturating_add(p.len() + c.len()));
+        if total > MAX_INLINE_BYTES {
+            problems.push(format!(
+                "spec.source.inline.files: {total} bytes in total, at most {MAX_INLINE_BYTES} allowed"
+            ));
+        }
+    }
+    let pod_bytes = pod_spec_estimate(spec);
+    if pod_bytes > MAX_POD_SPEC_BYTES {
+        problems.push(format!(
+            "spec: command, args, env and file paths need about {pod_bytes} bytes in the pod \
+             spec, at most {MAX_POD_SPEC_BYTES} allowed"
+        ));
+    }
+    problems
+}
+
+/// Bytes `spec` puts into its pod spec: what it copies there (command, args and env of both
+/// containers; every inline file's path twice). Git files are bounded by count at fetch time.
+fn pod_spec_estimate(spec: &EvaluationSpec) -> usize {
+    let scorer = spec.scorer.as_ref().map_or(0, |s| {
+        json_len(&s.command) + json_len(&s.args) + json_len(&s.env)
+    });
+    let files = match &spec.source {
+        Some(Source::Inline(inline)) => inline.files.keys().fold(0usize, |sum, path| {
+            sum.saturating_add(2 * path.len() + POD_BYTES_PER_FILE)
+        }),
+        _ => 0,
+    };
+    [
+        json_len(&spec.command),
+        json_len(&spec.args),
+        json_len(&spec.env),
+        scorer,
+        files,
+    ]
+    .into_iter()
+    .fold(0, usize::saturating_add)
+}
+
+fn check_len(field: &str, text: &str, max: usize, problems: &mut Vec<String>) {
+    if text.len() > max {
+        problems.push(format!(
+            "{field}: {} bytes, at most {max} allowed",
+            text.len()
+        ));
+    }
+}
+
+fn check_args(field: &str, args: Option<&[String]>, problems: &mut Vec<String>) {
+    let args = args.unwrap_or_default();
+    if args.len() > MAX_ARGS {
+        problems.push(format!(
+            "{field}: {} entries, at most {MAX_ARGS} allowed",
+            args.len()
+        ));
+    }
+    if let Some((i, arg)) = args.iter().enumerate().find(|(_, a)| a.len() > MAX_ARG_LEN) {
+        check_len(&format!("{field}[{i}]"), arg, MAX_ARG_LEN, problems);
+    }
+}
+
+fn check_env_size(field: &str, env: Option<&[EnvVar]>, problems: &mut Vec<String>) {
+    let env = env.unwrap_or_default();
+    if env.len() > MAX_ENV {
+        problems.push(format!(
+            "{field}: {} variables, at most {MAX_ENV} allowed",
+            env.len()
+        ));
+    }
+    for var in env {
+        check_len(
+            &format!("{field}: name {}", shown(&var.name)),
+            &var.name,
+            MAX_ENV_NAME_LEN,
+            problems,
+        );
+        if let Some(value) = &var.value {
+            check_len(
+                &format!("{field}: {}", shown(&var.name)),
+                value,
+                MAX_ENV_VALUE_LEN,
+                problems,
+            );
+        }
     }
 }
 
@@ -117,7 +245,10 @@ pub fn network_mode(spec: &EvaluationSpec) -> NetworkMode {
 
 fn check_image(field: &str, image: &str, problems: &mut Vec<String>) {
     if image.trim().is_empty() || image.chars().any(char::is_whitespace) {
-        problems.push(format!("{field}: {image:?} is not an image reference"));
+        problems.push(format!(
+            "{field}: {} is not an image reference",
+            shown(image)
+        ));
     }
 }
 
@@ -131,13 +262,13 @@ fn check_env(field: &str, env: Option<&[EnvVar]>, problems: &mut Vec<String>) {
                 .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
         if !valid {
             problems.push(format!(
-                "{field}: {:?} is not a valid variable name",
-                var.name
+                "{field}: {} is not a valid variable name",
+                shown(&var.name)
             ));
         } else if var.name.starts_with(RESERVED_ENV_PREFIX) {
             problems.push(format!(
                 "{field}: {} is reserved (the controller sets CRUCIBLE_* variables)",
-                var.name
+                shown(&var.name)
             ));
         }
     }
@@ -147,25 +278,19 @@ fn check_inline(files: &std::collections::BTreeMap<String, String>, problems: &m
     if files.is_empty() {
         problems.push("spec.source.inline.files must name at least one file".into());
     }
-    let mut total = 0;
-    for (path, content) in files {
-        total += path.len() + content.len();
+    for path in files.keys() {
         let bad_segment = path
             .split('/')
             .any(|s| s.is_empty() || s == "." || s == "..");
         let bad_char = !path
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-._/".contains(c));
-        if bad_segment || bad_char || path.len() > 253 {
+        if bad_segment || bad_char || path.len() > MAX_SOURCE_PATH_LEN {
             problems.push(format!(
-                "spec.source.inline.files: {path:?} must be a relative path of letters, digits, '-', '_', '.' and '/' without '..'"
+                "spec.source.inline.files: {} must be a relative path of at most {MAX_SOURCE_PATH_LEN} letters, digits, '-', '_', '.' and '/' without '..'",
+                shown(path)
             ));
         }
-    }
-    if total > MAX_INLINE_BYTES {
-        problems.push(format!(
-            "spec.source.inline.files: {total} bytes in total, at most {MAX_INLINE_BYTES} allowed"
-        ));
     }
 }
 
@@ -310,6 +435,107 @@ mod tests {
             ..spec()
         };
         assert!(problems(&s)[0].contains("bytes in total"));
+    }
+
+    fn inline(files: impl IntoIterator<Item = (String, String)>) -> Option<Source> {
+        Some(Source::Inline(InlineSource {
+            files: files.into_iter().collect(),
+        }))
+    }
+
+    #[test]
+    fn too_many_inline_files_are_rejected() {
+        let files = |n: usize| inline((0..n).map(|i| (format!("f{i}"), "x".to_string())));
+        let at_limit = EvaluationSpec {
+            source: files(MAX_SOURCE_FILES),
+            ..spec()
+        };
+        assert_eq!(problems(&at_limit), Vec::<String>::new());
+        // ≈40,000 one-byte files fit in an Evaluation but make a pod spec over 1.5 MiB.
+        let many = EvaluationSpec {
+            source: files(40_000),
+            ..spec()
+        };
+        let p = problems(&many);
+        assert!(p[0].contains("40000 files, at most 1000"), "{p:?}");
+    }
+
+    #[test]
+    fn long_paths_are_rejected_and_quoted_short() {
+        let s = EvaluationSpec {
+            source: inline([("a".repeat(MAX_SOURCE_PATH_LEN + 1), "x".to_string())]),
+            ..spec()
+        };
+        let p = problems(&s);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].len() < 300, "{p:?}");
+    }
+
+    #[test]
+    fn lists_and_strings_beyond_their_bounds_are_rejected() {
+        let long_arg = "x".repeat(MAX_ARG_LEN + 1);
+        let s = EvaluationSpec {
+            image: "i".repeat(MAX_IMAGE_LEN + 1),
+            command: Some(vec!["c".into(); MAX_ARGS + 1]),
+            args: Some(vec![long_arg]),
+            env: Some(
+                (0..=MAX_ENV)
+                    .map(|i| EnvVar {
+                        name: format!("V{i}"),
+                        value: Some("1".into()),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..spec()
+        };
+        let p = size_problems(&s);
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(p[0].starts_with("spec.image: 1025 bytes"), "{p:?}");
+        assert!(p[1].starts_with("spec.command: 257 entries"), "{p:?}");
+        assert!(p[2].starts_with("spec.args[0]: 65537 bytes"), "{p:?}");
+        assert!(p[3].starts_with("spec.env: 257 variables"), "{p:?}");
+    }
+
+    #[test]
+    fn a_pod_spec_over_the_estimate_is_rejected() {
+        // Every entry is within its own bound; together they exceed what a pod can hold.
+        let s = EvaluationSpec {
+            args: Some(vec!["x".repeat(MAX_ARG_LEN); 20]),
+            ..spec()
+        };
+        let p = problems(&s);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("bytes in the pod spec"), "{p:?}");
+        let paths = EvaluationSpec {
+            source: inline((0..MAX_SOURCE_FILES).map(|i| {
+                (
+                    format!("{i:0>width$}", width = MAX_SOURCE_PATH_LEN),
+                    String::new(),
+                )
+            })),
+            args: Some(vec!["x".repeat(MAX_ARG_LEN); 10]),
+            ..spec()
+        };
+        assert!(problems(&paths)[0].contains("bytes in the pod spec"));
+    }
+
+    #[test]
+    fn many_problems_are_capped() {
+        let s = EvaluationSpec {
+            env: Some(
+                (0..100)
+                    .map(|i| EnvVar {
+                        name: format!("CRUCIBLE_{i}"),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..spec()
+        };
+        let p = problems(&s);
+        assert_eq!(p.len(), crate::crd::bounds::MAX_PROBLEMS + 1, "{p:?}");
+        assert_eq!(p.last().map(String::as_str), Some("and 90 more problems"));
     }
 
     #[test]

@@ -122,6 +122,22 @@ pub enum SourceError {
         /// The limit.
         limit: usize,
     },
+    /// There are more files under `path` than a pod's workspace volume takes; reading stopped
+    /// there.
+    #[error(
+        "more than {limit} files under {path:?} at commit {commit} of {url} (each becomes an \
+         item of the pod's workspace volume)"
+    )]
+    TooManyFiles {
+        /// The URL, redacted.
+        url: String,
+        /// The resolved commit.
+        commit: String,
+        /// The path as requested (empty for the whole tree).
+        path: String,
+        /// The limit.
+        limit: usize,
+    },
     /// The local cache failed (disk full, corrupt repository, a panicked task). Transient:
     /// the next attempt may succeed, and a cache directory that cannot be opened is rebuilt.
     #[error("git cache failed for {url}: {message}")]
@@ -148,6 +164,7 @@ impl SourceError {
             SourceError::InvalidPath { .. } => "InvalidSourcePath",
             SourceError::UnsupportedEntry { .. } => "SourceUnsupportedEntry",
             SourceError::TooLarge { .. } => "SourceTooLarge",
+            SourceError::TooManyFiles { .. } => "SourceTooManyFiles",
             SourceError::Internal { .. } => "SourceInternalError",
         }
     }
@@ -306,6 +323,12 @@ mod tests {
                 commit: "c".into(),
                 path: "p".into(),
                 total: 2,
+                limit: 1,
+            },
+            SourceError::TooManyFiles {
+                url: url(),
+                commit: "c".into(),
+                path: "p".into(),
                 limit: 1,
             },
             SourceError::Internal {

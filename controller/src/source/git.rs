@@ -21,6 +21,7 @@ use super::Fetched;
 use super::auth;
 use super::error::{CallbackFailure, SourceError, classify_remote, internal};
 use super::request::{Auth, Prepared};
+use crate::crd::bounds::MAX_SOURCE_FILES;
 
 /// Refspecs of a mirror fetch. Forced, so moved branches and re-pointed tags follow upstream.
 const MIRROR_REFSPECS: [&str; 2] = ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"];
@@ -199,7 +200,7 @@ fn is_hex(s: &str) -> bool {
 }
 
 /// Reads the files under the request's path at `commit`, stopping as soon as their sizes add
-/// up to more than `limit`.
+/// up to more than `limit` or there are more than [`MAX_SOURCE_FILES`].
 pub(crate) fn read(
     repo: &Repository,
     prepared: &Prepared,
@@ -305,9 +306,18 @@ impl Reader<'_> {
         Ok(())
     }
 
-    /// Adds one blob, checking its size from the object header before loading it.
+    /// Adds one blob, checking the file count and its size from the object header before
+    /// loading it.
     fn add(&mut self, path: String, id: Oid) -> Result<(), SourceError> {
         let url = self.prepared.redacted.as_str();
+        if self.fetched.files.len() >= MAX_SOURCE_FILES {
+            return Err(SourceError::TooManyFiles {
+                url: url.to_string(),
+                commit: self.commit.clone(),
+                path: self.prepared.requested_path.clone(),
+                limit: MAX_SOURCE_FILES,
+            });
+        }
         let odb = self
             .repo
             .odb()

@@ -156,14 +156,38 @@ fn host_matches(patterns: &[String], name: &str) -> bool {
     matched
 }
 
-/// `*` (any run) and `?` (any one character) matching.
+/// `*` (any run) and `?` (any one character) matching, in O(pattern × text) time and no
+/// allocation whatever the input.
+///
+/// Two pointers with backtracking to the last `*` only: a later star can absorb anything an
+/// earlier one could, so retrying earlier stars (what a recursive matcher does, exponentially
+/// for patterns such as `*a*a*a*…b`) never finds a match the last one misses.
 fn glob(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|i| glob(rest, &text[i..])),
-        Some((b'?', rest)) => !text.is_empty() && glob(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && glob(rest, &text[1..]),
+    let (mut p, mut t) = (0, 0);
+    // The position after the last `*` seen, and the text position it is matched up to.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p + 1, t));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == text[t] => {
+                p += 1;
+                t += 1;
+            }
+            _ => match star {
+                // Let the last star absorb one more character and retry from there.
+                Some((after, absorbed)) => {
+                    star = Some((after, absorbed + 1));
+                    p = after;
+                    t = absorbed + 1;
+                }
+                None => return false,
+            },
+        }
     }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 /// The key blob starts with its own type name as an ssh string (u32 length + bytes).
@@ -273,6 +297,48 @@ mod tests {
         assert!(known.verify("bad.example.org", 22, &raw(KEY_A)).is_err());
         let revoked = known.verify("a.example.org", 22, &raw(KEY_B)).unwrap_err();
         assert!(revoked.contains("revoked"), "{revoked}");
+    }
+
+    #[test]
+    fn glob_follows_the_wildcard_rules() {
+        for (pattern, text, expected) in [
+            ("*", "", true),
+            ("", "", true),
+            ("", "a", false),
+            ("*.example.org", "a.example.org", true),
+            ("*.example.org", "example.org", false),
+            ("a?c", "abc", true),
+            ("a?c", "ac", false),
+            ("a*b*c", "a-b-b-c", true),
+            ("a*b*c", "a-b-b-", false),
+            ("*a", "bab", false),
+            ("**", "x", true),
+            ("[git.internal]:22?2", "[git.internal]:2222", true),
+        ] {
+            assert_eq!(
+                glob(pattern.as_bytes(), text.as_bytes()),
+                expected,
+                "{pattern:?} vs {text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pathological_pattern_is_matched_in_linear_time() {
+        // A recursive matcher tries every way to share the host among the 30 stars: about
+        // C(100, 30) > 10^25 calls.
+        let pattern = format!("{}b", "*a".repeat(30));
+        let host = "a".repeat(100);
+        let started = std::time::Instant::now();
+        assert!(!glob(pattern.as_bytes(), host.as_bytes()));
+        let known = KnownHosts::parse(&format!("{pattern},!x ssh-ed25519 {KEY_A}")).unwrap();
+        assert!(known.verify(&host, 22, &raw(KEY_A)).is_err());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(glob(pattern.as_bytes(), format!("{host}b").as_bytes()));
     }
 
     #[test]

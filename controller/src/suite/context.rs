@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::Client;
+use kube::runtime::events::Recorder;
 
 use crate::metrics::Metrics;
 
@@ -18,16 +19,19 @@ pub struct Context {
     pub client: Client,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Event recorder.
+    pub recorder: Recorder,
     /// When each suite's status was last written (by uid).
     last_write: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
     /// A context with no writes recorded.
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>, recorder: Recorder) -> Self {
         Context {
             client,
             metrics,
+            recorder,
             last_write: Mutex::default(),
         }
     }

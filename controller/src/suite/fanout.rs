@@ -11,21 +11,137 @@
 //! other characters `_`). Case names join the case name and the values, reduced to a DNS label;
 //! when that is not unique or too long, a short hash of the exact values keeps it stable and
 //! unique.
+//!
+//! # Bounds
+//! [`expansion`] computes how many children the suite makes and how large they are from the
+//! counts and lengths alone, before anything is built; beyond `crd::bounds` the suite is
+//! refused, so a 631-byte manifest cannot make the controller build 2^30 combinations.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::EnvVar;
 use serde_json::Value;
 
+use crate::crd::bounds::{
+    MAX_CASES, MAX_MATRIX_KEY_LEN, MAX_MATRIX_KEYS, MAX_MATRIX_VALUE_LEN, MAX_SUITE_EXPANDED_BYTES,
+    MAX_SUITE_NAME_LEN, capped, json_len, shown,
+};
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::suite::{EvaluationSuiteSpec, SuiteCase};
 use crate::digest::sha256_hex;
+use crate::evaluation::validate;
 
 /// Longest case name: the child `<suite>-<case>` must stay a valid name with room for the
 /// suite's own name.
 const CASE_NAME_MAX: usize = 40;
-/// Most cases a suite may expand to.
-pub const MAX_CASES: usize = 5000;
+/// JSON bytes one matrix variable adds to a child's env beyond its name and value
+/// (`{"name":"MATRIX_","value":""},`).
+const ENV_BYTES_PER_VARIABLE: usize = 32;
+
+/// What a suite expands to, computed without expanding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expansion {
+    /// Number of children: listed cases (at least one) times matrix combinations.
+    pub cases: usize,
+    /// Upper estimate of the JSON bytes of all children's specs together.
+    pub bytes: usize,
+}
+
+/// Checks the suite's size from counts and lengths alone: no combination, case or spec is
+/// built, so this is cheap for any manifest.
+///
+/// # Errors
+/// Every bound the suite exceeds, for the InvalidSpec condition.
+pub fn expansion(spec: &EvaluationSuiteSpec) -> Result<Expansion, Vec<String>> {
+    if spec.cases.is_empty() && spec.matrix.is_empty() {
+        return Err(vec!["spec: a suite needs cases, a matrix, or both".into()]);
+    }
+    let mut problems = Vec::new();
+    if spec.matrix.len() > MAX_MATRIX_KEYS {
+        problems.push(format!(
+            "spec.matrix has {} keys, at most {MAX_MATRIX_KEYS} allowed",
+            spec.matrix.len()
+        ));
+    }
+    for (key, values) in &spec.matrix {
+        if key.is_empty() || key.len() > MAX_MATRIX_KEY_LEN {
+            problems.push(format!(
+                "spec.matrix: key {} must have 1 to {MAX_MATRIX_KEY_LEN} characters",
+                shown(key)
+            ));
+        }
+        if values.is_empty() {
+            problems.push(format!("spec.matrix.{} has no values", shown(key)));
+        }
+        if let Some(value) = values.iter().find(|v| v.len() > MAX_MATRIX_VALUE_LEN) {
+            problems.push(format!(
+                "spec.matrix.{}: value {} is longer than {MAX_MATRIX_VALUE_LEN} bytes",
+                shown(key),
+                shown(value)
+            ));
+        }
+    }
+    // Saturating: a product past usize::MAX is as refused as one past MAX_CASES.
+    let combinations = spec
+        .matrix
+        .values()
+        .fold(1usize, |n, values| n.saturating_mul(values.len()));
+    let cases = spec.cases.len().max(1).saturating_mul(combinations);
+    if cases > MAX_CASES {
+        problems.push(format!(
+            "the suite expands to {} cases, at most {MAX_CASES} allowed",
+            if cases == usize::MAX {
+                "more than 2^64".to_string()
+            } else {
+                cases.to_string()
+            }
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(capped(problems));
+    }
+    // Each child is the template merged with its case and its matrix variables, so it is at
+    // most the sum of the three (a case's fields replace or merge into the template's).
+    let matrix_env = spec.matrix.iter().fold(0usize, |sum, (key, values)| {
+        let longest = values.iter().map(String::len).max().unwrap_or(0);
+        sum.saturating_add(ENV_BYTES_PER_VARIABLE + key.len() + longest)
+    });
+    let per_combination = json_len(&spec.template).saturating_add(matrix_env);
+    let bytes = if spec.cases.is_empty() {
+        per_combination.saturating_mul(combinations)
+    } else {
+        spec.cases.iter().fold(0usize, |sum, case| {
+            let child = per_combination.saturating_add(json_len(case));
+            sum.saturating_add(child.saturating_mul(combinations))
+        })
+    };
+    if bytes > MAX_SUITE_EXPANDED_BYTES {
+        return Err(vec![format!(
+            "the suite's {cases} children would hold about {} MiB of specs, at most {} MiB \
+             allowed (fewer cases, or move large inline sources to git)",
+            bytes / (1024 * 1024),
+            MAX_SUITE_EXPANDED_BYTES / (1024 * 1024)
+        )]);
+    }
+    Ok(Expansion { cases, bytes })
+}
+
+/// Checks that the suite's name can name its children: it is the value of the
+/// `crucible.dev/suite` label on every child and pod (at most 63 characters), and with a case
+/// name (at most 40) it stays a valid Evaluation name (253).
+///
+/// # Errors
+/// Why the name cannot be used, for the InvalidSpec condition.
+pub fn check_suite_name(name: &str) -> Result<(), String> {
+    if name.len() > MAX_SUITE_NAME_LEN {
+        return Err(format!(
+            "metadata.name: a suite name has at most {MAX_SUITE_NAME_LEN} characters (it labels \
+             every child and pod), this one has {}",
+            name.len()
+        ));
+    }
+    Ok(())
+}
 
 /// One child to be: its case name and effective spec.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,31 +152,21 @@ pub struct DesiredCase {
     pub spec: EvaluationSpec,
 }
 
-/// Expands the suite into its cases, in a stable order.
+/// Expands the suite into its cases, in a stable order, after [`expansion`] has checked its
+/// size.
 ///
 /// # Errors
-/// Every problem found (duplicate names, too many cases, a merge that does not yield a valid
-/// spec), for the InvalidSpec condition.
+/// Every problem found (a bound exceeded, duplicate names, a merge that does not yield a valid
+/// spec or yields one over a size bound), for the InvalidSpec condition.
 pub fn desired_cases(spec: &EvaluationSuiteSpec) -> Result<Vec<DesiredCase>, Vec<String>> {
+    expansion(spec)?;
     let mut problems = Vec::new();
-    if spec.cases.is_empty() && spec.matrix.is_empty() {
-        return Err(vec!["spec: a suite needs cases, a matrix, or both".into()]);
-    }
-    if let Some((key, _)) = spec.matrix.iter().find(|(_, values)| values.is_empty()) {
-        return Err(vec![format!("spec.matrix.{key} has no values")]);
-    }
     let base_cases: Vec<SuiteCase> = if spec.cases.is_empty() {
         vec![SuiteCase::default()]
     } else {
         spec.cases.clone()
     };
     let combinations = matrix_combinations(&spec.matrix);
-    let total = base_cases.len().saturating_mul(combinations.len().max(1));
-    if total > MAX_CASES {
-        return Err(vec![format!(
-            "the suite expands to {total} cases, at most {MAX_CASES} allowed"
-        )]);
-    }
     let template = match serde_json::to_value(&spec.template) {
         Ok(v) => v,
         Err(e) => return Err(vec![format!("spec.template: {e}")]),
@@ -98,7 +204,16 @@ pub fn desired_cases(spec: &EvaluationSuiteSpec) -> Result<Vec<DesiredCase>, Vec
             let mut merged = template.clone();
             merge(&mut merged, &overrides);
             match serde_json::from_value::<EvaluationSpec>(merged) {
-                Ok(spec) => out.push(DesiredCase { name, spec }),
+                Ok(spec) => {
+                    // The merge can exceed what template and case respect on their own (env
+                    // and inline files merge); such a child would be refused by the API server.
+                    problems.extend(
+                        validate::size_problems(&spec)
+                            .into_iter()
+                            .map(|p| format!("case {name}: {p}")),
+                    );
+                    out.push(DesiredCase { name, spec });
+                }
                 Err(e) => problems.push(format!("case {name}: {e}")),
             }
         }
@@ -113,7 +228,7 @@ pub fn desired_cases(spec: &EvaluationSuiteSpec) -> Result<Vec<DesiredCase>, Vec
     if problems.is_empty() {
         Ok(out)
     } else {
-        Err(problems)
+        Err(capped(problems))
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::crd::bounds::MAX_PROBLEMS;
 use crate::crd::evaluation::{GitSource, InlineSource, Resources, Source};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
@@ -193,4 +194,161 @@ fn bad_suites_are_refused_with_reasons() {
     let mut empty = suite();
     empty.matrix = [("a".to_string(), vec![])].into();
     assert!(desired_cases(&empty).is_err());
+}
+
+fn matrix(keys: usize, values: usize) -> BTreeMap<String, Vec<String>> {
+    (0..keys)
+        .map(|k| {
+            (
+                format!("k{k}"),
+                (0..values).map(|v| v.to_string()).collect(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_30_key_matrix_is_refused_at_once_without_building_it() {
+    let mut s = suite();
+    s.matrix = matrix(30, 2);
+    let started = std::time::Instant::now();
+    let problems = expansion(&s).expect_err("2^30 cases");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains(&format!("{} cases, at most", 1u64 << 30))),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("30 keys")),
+        "{problems:?}"
+    );
+    // desired_cases refuses through the same check before it builds a single combination;
+    // building 2^30 of them would take minutes and gigabytes.
+    assert_eq!(desired_cases(&s).expect_err("refused"), problems);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_product_is_computed_arithmetically_and_saturates() {
+    let mut s = suite();
+    s.matrix = matrix(2, 50);
+    s.cases = vec![case("a"), case("b")];
+    assert_eq!(expansion(&s).expect("5000 cases").cases, MAX_CASES);
+    s.cases.push(case("c"));
+    let refused = expansion(&s).expect_err("7500 cases");
+    assert!(
+        refused[0].contains("7500 cases, at most 5000"),
+        "{refused:?}"
+    );
+    // 5000^16 does not fit in 64 bits: the product saturates instead of wrapping to a small
+    // number that would pass.
+    s.cases.clear();
+    s.matrix = matrix(MAX_MATRIX_KEYS, MAX_CASES);
+    let refused = expansion(&s).expect_err("overflow");
+    assert!(refused[0].contains("more than 2^64 cases"), "{refused:?}");
+}
+
+#[test]
+fn matrix_keys_and_values_are_bounded() {
+    let mut s = suite();
+    s.matrix = [
+        ("k".repeat(MAX_MATRIX_KEY_LEN + 1), vec!["a".to_string()]),
+        ("ok".to_string(), vec!["v".repeat(MAX_MATRIX_VALUE_LEN + 1)]),
+    ]
+    .into();
+    let problems = expansion(&s).expect_err("bounds");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(problems[0].contains("key"), "{problems:?}");
+    assert!(
+        problems[1].contains("longer than 256 bytes"),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().all(|p| p.len() < 300),
+        "messages quote at most 64 characters: {problems:?}"
+    );
+}
+
+#[test]
+fn the_size_estimate_bounds_the_real_children_and_refuses_huge_suites() {
+    let mut s = suite();
+    s.matrix = matrix(3, 4);
+    s.cases = vec![
+        SuiteCase {
+            env: Some(vec![env("EXTRA", "x")]),
+            ..case("a")
+        },
+        case("b"),
+    ];
+    let estimate = expansion(&s).expect("valid");
+    let cases = desired_cases(&s).expect("valid");
+    assert_eq!(estimate.cases, cases.len());
+    let real: usize = cases.iter().map(|c| json_len(&c.spec)).sum();
+    assert!(real <= estimate.bytes, "{real} > {}", estimate.bytes);
+    assert!(estimate.bytes < 2 * real, "{} vs {real}", estimate.bytes);
+
+    // 100 KiB of inline source times 400 cases is 40 MiB of children.
+    let mut big = suite();
+    big.template.source = Some(Source::Inline(InlineSource {
+        files: [("eval.py".to_string(), "#".repeat(100 * 1024))].into(),
+    }));
+    big.matrix = matrix(1, 400);
+    let problems = desired_cases(&big).expect_err("too large");
+    assert!(problems[0].contains("MiB of specs"), "{problems:?}");
+    big.matrix = matrix(1, 100);
+    assert!(desired_cases(&big).is_ok());
+}
+
+#[test]
+fn a_merge_that_exceeds_a_bound_refuses_the_suite() {
+    let files = |prefix: &str| {
+        Source::Inline(InlineSource {
+            files: (0..600)
+                .map(|i| (format!("{prefix}{i}.py"), "x".to_string()))
+                .collect(),
+        })
+    };
+    let mut s = suite();
+    s.template.source = Some(files("t"));
+    s.cases = vec![
+        SuiteCase {
+            source: Some(files("c")),
+            ..case("merged")
+        },
+        case("plain"),
+    ];
+    let problems = desired_cases(&s).expect_err("1200 files");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("case merged: spec.source.inline.files: 1200 files"),
+        "{problems:?}"
+    );
+
+    // Matrix variables are added to the template's env.
+    let mut s = suite();
+    s.template.env = Some((0..250).map(|i| env(&format!("V{i}"), "1")).collect());
+    s.matrix = matrix(8, 1);
+    let problems = desired_cases(&s).expect_err("258 variables");
+    assert!(problems[0].contains("258 variables"), "{problems:?}");
+}
+
+#[test]
+fn many_problems_are_capped() {
+    let mut s = suite();
+    s.cases = (0..50).map(|_| case("same")).collect();
+    let problems = desired_cases(&s).expect_err("duplicates");
+    assert_eq!(problems.len(), MAX_PROBLEMS + 1, "{problems:?}");
+    assert!(problems[MAX_PROBLEMS].starts_with("and "), "{problems:?}");
+}
+
+#[test]
+fn suite_names_must_fit_a_label_value() {
+    assert_eq!(check_suite_name(&"s".repeat(MAX_SUITE_NAME_LEN)), Ok(()));
+    let err = check_suite_name(&"s".repeat(MAX_SUITE_NAME_LEN + 1)).expect_err("too long");
+    assert!(err.contains("at most 63 characters"), "{err}");
 }

@@ -10,6 +10,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::conditions::{self, Status};
 use crate::crd::evaluation::{Evaluation, EvaluationSpec, Phase};
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
+use crate::events::{Note, Severity};
 use crate::labels::SUITE_LABEL;
 use crate::suite::fanout::{self, DesiredCase};
 
@@ -29,6 +30,46 @@ pub struct SuitePlan {
     pub delete: Vec<String>,
     /// The status to write.
     pub status: EvaluationSuiteStatus,
+    /// Events to publish (on a change of the problem the status reports).
+    pub notes: Vec<Note>,
+}
+
+/// A Warning Event when the status reports a new problem (its message changed).
+fn problem_note(
+    suite: &EvaluationSuite,
+    status: &EvaluationSuiteStatus,
+    reason: &'static str,
+) -> Vec<Note> {
+    let before = suite.status.as_ref().and_then(|s| s.message.as_ref());
+    match &status.message {
+        Some(message) if before != Some(message) => vec![Note {
+            severity: Severity::Warning,
+            reason,
+            message: message.clone(),
+        }],
+        _ => vec![],
+    }
+}
+
+/// The plan after the API server refused to create children because Evaluations of those
+/// names already exist and do not belong to the suite (they are never taken over): the
+/// status says which, with a Warning Event.
+pub fn with_name_conflicts(
+    suite: &EvaluationSuite,
+    mut plan: SuitePlan,
+    names: &[String],
+) -> SuitePlan {
+    if names.is_empty() {
+        return plan;
+    }
+    plan.status.message = Some(format!(
+        "NameConflict: Evaluation {} already exists and does not belong to this suite; \
+         rename the case or remove that Evaluation",
+        names.join(", ")
+    ));
+    plan.notes
+        .extend(problem_note(suite, &plan.status, "NameConflict"));
+    plan
 }
 
 /// Name of the child Evaluation of `case`.
@@ -64,7 +105,10 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
     let generation = suite.meta().generation;
     let existing: BTreeMap<String, &Evaluation> =
         children.iter().map(|c| (c.name_any(), c)).collect();
-    let desired = match fanout::desired_cases(&suite.spec) {
+    let desired = match fanout::check_suite_name(&name)
+        .map_err(|problem| vec![problem])
+        .and_then(|()| fanout::desired_cases(&suite.spec))
+    {
         Ok(d) => d,
         Err(problems) => {
             let mut status = EvaluationSuiteStatus {
@@ -75,10 +119,12 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
             };
             set_conditions(&mut status, "InvalidSpec", generation, now);
             status.observed_generation = generation;
+            let notes = problem_note(suite, &status, "InvalidSpec");
             return SuitePlan {
                 apply: vec![],
                 delete: vec![],
                 status,
+                notes,
             };
         }
     };
@@ -147,6 +193,7 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
         apply,
         delete,
         status,
+        notes: vec![],
     }
 }
 

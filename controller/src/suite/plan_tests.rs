@@ -191,3 +191,67 @@ fn an_invalid_suite_creates_nothing() {
             .is_some_and(|m| m.starts_with("InvalidSpec"))
     );
 }
+
+/// A suite refused before any child exists: Failed, `Stalled=True, reason=InvalidSpec`
+/// naming `expected`, nothing applied or deleted.
+fn assert_refused(s: &EvaluationSuite, expected: &str) {
+    let p = plan(s, &[], &at(0));
+    assert!(p.apply.is_empty() && p.delete.is_empty());
+    assert_eq!(p.status.phase, Some(SuitePhase::Failed));
+    let stalled = conditions::find(&p.status.conditions, conditions::STALLED).expect("Stalled");
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "InvalidSpec")
+    );
+    assert!(stalled.message.contains(expected), "{}", stalled.message);
+}
+
+#[test]
+fn a_matrix_bomb_is_invalid_and_creates_nothing() {
+    let mut s = suite(0, 4);
+    s.spec.matrix = (0..30)
+        .map(|k| (format!("k{k}"), vec!["a".to_string(), "b".to_string()]))
+        .collect();
+    assert_refused(&s, "1073741824 cases, at most 5000");
+}
+
+#[test]
+fn a_suite_name_too_long_for_the_label_is_invalid_and_creates_nothing() {
+    let mut s = suite(2, 4);
+    s.metadata.name = Some("s".repeat(64));
+    assert_refused(&s, "at most 63 characters");
+    s.metadata.name = Some("s".repeat(63));
+    let p = plan(&s, &[], &at(0));
+    assert_eq!(p.apply.len(), 2);
+    assert!(p.apply.iter().all(|c| c.name_any().len() <= 63 + 1 + 40));
+}
+
+#[test]
+fn an_invalid_suite_warns_once_per_problem() {
+    let s = suite(0, 1);
+    let first = plan(&s, &[], &at(0));
+    assert_eq!(
+        first.notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+        ["InvalidSpec"]
+    );
+    assert_eq!(first.notes[0].severity, Severity::Warning);
+    let mut again = s.clone();
+    again.status = Some(first.status);
+    assert!(plan(&again, &[], &at(5)).notes.is_empty(), "no Event storm");
+}
+
+#[test]
+fn an_existing_evaluation_of_a_childs_name_is_reported_not_taken_over() {
+    let s = suite(2, 4);
+    let p = plan(&s, &[], &at(0));
+    assert!(p.notes.is_empty());
+    let taken = vec![p.apply[0].name_any()];
+    let p = with_name_conflicts(&s, p, &taken);
+    let message = p.status.message.clone().unwrap_or_default();
+    assert!(
+        message.starts_with("NameConflict: Evaluation s-c0 already exists"),
+        "{message}"
+    );
+    assert_eq!(p.notes.len(), 1);
+    assert_eq!(p.notes[0].reason, "NameConflict");
+}

@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::error::{Error, Result};
+use crate::events;
 use crate::labels::SUITE_LABEL;
 use crate::requeue;
 use crate::ssa;
@@ -53,15 +54,29 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
         .filter(|c| c.owner_references().iter().any(|o| o.uid == uid))
         .collect();
     let planned = plan::plan(&suite, &children, &Time(jiff::Timestamp::now()));
+    let mut conflicts = Vec::new();
     for child in &planned.apply {
-        ssa::apply(&evaluations, ssa::SUITE_MANAGER, child)
-            .await
-            .map_err(|source| Error::ApplyChild {
-                kind: "Evaluation",
-                name: child.name_any(),
-                source,
-            })?;
+        let name = child.name_any();
+        let apply_error = |source| Error::ApplyChild {
+            kind: "Evaluation",
+            name: name.clone(),
+            source,
+        };
+        if children.iter().any(|c| c.name_any() == name) {
+            ssa::apply(&evaluations, ssa::SUITE_MANAGER, child)
+                .await
+                .map_err(apply_error)?;
+            continue;
+        }
+        // A new child is created, never applied: an Evaluation of that name that is not
+        // the suite's (one that lives in Git, say) must not be taken over.
+        match ssa::create(&evaluations, ssa::SUITE_MANAGER, child).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => conflicts.push(name.clone()),
+            Err(source) => return Err(apply_error(source)),
+        }
     }
+    let planned = plan::with_name_conflicts(&suite, planned, &conflicts);
     for name in &planned.delete {
         ssa::delete(&evaluations, name)
             .await
@@ -78,6 +93,7 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
         status.mean_score,
         status.pass_rate.unwrap_or(0.0),
     );
+    events::publish(&ctx.recorder, &suite.object_ref(&()), &planned.notes).await;
     if suite.status.as_ref() != Some(status) {
         let delay = ctx.write_delay(&uid);
         if delay > Duration::ZERO {

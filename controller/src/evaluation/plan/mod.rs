@@ -18,6 +18,9 @@ mod observed;
 mod predicates;
 mod steps;
 
+use crate::evaluation::plan::predicates::elapsed;
+use crate::liveness;
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -31,12 +34,14 @@ use crate::crd::evaluation::{Evaluation, EvaluationStatus, HistoryEntry, Phase, 
 use crate::error::{Error, Result};
 use crate::evaluation::identity::RunKey;
 use crate::evaluation::pod::Owner;
+pub use crate::events::{Note, Severity};
 use crate::labels::SUITE_LABEL;
 use crate::requeue::Requeue;
 
 pub use observed::{FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
 pub use predicates::{
-    asks_admission, awaits_admission, follows, logs_needed, run_is_over, source_reference,
+    admission_run_id, asks_admission, awaits_admission, follows, logs_needed, queue_wait,
+    run_is_over, source_reference,
 };
 
 use conditions::{set_conditions, transition_note};
@@ -85,26 +90,6 @@ pub enum ChildKind {
     ConfigMap,
 }
 
-/// Severity of an Event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    /// Normal.
-    Normal,
-    /// Warning.
-    Warning,
-}
-
-/// An Event to publish on the Evaluation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    /// Normal or Warning.
-    pub severity: Severity,
-    /// PascalCase reason.
-    pub reason: &'static str,
-    /// Message.
-    pub message: String,
-}
-
 /// Everything one reconcile does.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -118,6 +103,24 @@ pub struct Plan {
     pub notes: Vec<Note>,
     /// Next look.
     pub requeue: Requeue,
+    /// Runs of this Evaluation whose pods still hold capacity ([`crate::liveness`]).
+    pub live_runs: BTreeSet<String>,
+    /// Whether the run keeps its place in the admission queue.
+    pub in_queue: bool,
+}
+
+impl Plan {
+    /// The runs whose admissions this Evaluation holds after the plan: those with a live pod,
+    /// and the current run once its pod is being created or runs.
+    pub fn holds(&self) -> BTreeSet<String> {
+        let mut runs = self.live_runs.clone();
+        if matches!(self.status.phase, Some(Phase::Pending | Phase::Running))
+            && let Some(run) = &self.status.run_id
+        {
+            runs.insert(run.clone());
+        }
+        runs
+    }
 }
 
 /// The owner identity of `ev`'s children.
@@ -169,12 +172,14 @@ pub fn plan(
         plan_delete: Vec::new(),
         notes: Vec::new(),
         requeue: Requeue::AwaitChange,
+        in_queue: false,
     };
     p.status
         .provenance
         .get_or_insert_with(Provenance::default)
         .spec_hash = Some(p.key.spec_hash.clone());
     p.status.rerun = p.key.rerun.clone();
+    p.status.run_id = Some(admission_run_id(ev, obs.head.as_deref()));
     if !same_run {
         p.status.run_generation = ev.meta().generation;
     }
@@ -201,7 +206,31 @@ pub fn plan(
     {
         p.notes.push(note);
     }
+    // A pod being deleted frees its share when it is gone or overdue (a lost node never
+    // confirms): look again then, even if no event comes.
+    let now = &obs.now;
+    let live: Vec<&Pod> = obs
+        .pods
+        .iter()
+        .filter(|pod| liveness::holds_capacity(pod, now))
+        .collect();
+    if let Some(at) = live
+        .iter()
+        .filter_map(|pod| liveness::release_at(pod))
+        .min_by_key(|t| t.0)
+    {
+        let wait = elapsed(now, &at) + Duration::from_secs(1);
+        p.requeue = match p.requeue {
+            Requeue::After(d) => Requeue::After(d.min(wait)),
+            Requeue::AwaitChange => Requeue::After(wait),
+        };
+    }
     Ok(Plan {
+        live_runs: live
+            .iter()
+            .filter_map(|pod| liveness::run_of(pod))
+            .collect(),
+        in_queue: p.in_queue,
         status: p.status,
         create: p.plan_create,
         delete: p.plan_delete,
@@ -252,6 +281,7 @@ pub struct Refusal {
 /// run Failed with the refusal's reason.
 pub fn refused(ev: &Evaluation, mut plan: Plan, refusal: Refusal, now: &Time) -> Plan {
     plan.create.clear();
+    plan.in_queue = false;
     plan.status.phase = Some(Phase::Failed);
     plan.status.reason = Some(refusal.reason.to_string());
     plan.status.message = Some(format!("no pod was started: {}", refusal.message));

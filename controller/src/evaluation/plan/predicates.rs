@@ -57,6 +57,25 @@ pub fn awaits_admission(ev: &Evaluation, head: Option<&str>) -> bool {
     }
 }
 
+/// The id of the run `ev` asks to start (or runs): what its admission is held by and its pods
+/// are labelled with. The current run keeps the id in its status; a new run's id comes from
+/// the Evaluation's generation (and the new head of a followed branch).
+pub fn admission_run_id(ev: &Evaluation, head: Option<&str>) -> String {
+    let key = RunKey::of(ev);
+    let current = ev
+        .status
+        .as_ref()
+        .filter(|s| is_current_run(s, &key) && !head_moved(s, head));
+    match current {
+        Some(status) => status
+            .run_id
+            .clone()
+            // Statuses written before run ids existed.
+            .unwrap_or_else(|| key.run_id(status.run_generation, None)),
+        None => key.run_id(ev.meta().generation, head),
+    }
+}
+
 /// Whether the gate must decide on `ev`'s run now: it awaits admission and its source (if
 /// any) could be read.
 pub fn asks_admission(ev: &Evaluation, obs: &Observed) -> bool {
@@ -148,4 +167,12 @@ pub(super) fn deadline_passed(
     config: &Config,
 ) -> bool {
     time_to_deadline(ev, status, now, config) == Some(Duration::ZERO)
+}
+
+/// How long a run that this plan starts waited in the queue (for the queue-wait histogram).
+pub fn queue_wait(ev: &Evaluation, plan: &Plan, now: &Time) -> Option<Duration> {
+    let started = plan.status.phase == Some(Phase::Pending) && !plan.create.is_empty();
+    let status = ev.status.as_ref()?;
+    let since = status.queue.as_ref()?.since.as_ref()?;
+    (started && status.phase == Some(Phase::Queued)).then(|| elapsed(since, now))
 }

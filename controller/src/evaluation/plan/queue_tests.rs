@@ -111,3 +111,97 @@ fn only_new_or_queued_runs_ask_for_admission() {
         .at_generation(2);
     assert!(awaits_admission(&changed, None), "a new run asks again");
 }
+
+/// The pod the plan asked for, as the API server would list it a moment later.
+fn created(plan: &Plan, phase: &str) -> Pod {
+    let mut pod = pod_of(plan).clone();
+    pod.status = mk_pod("x", phase, vec![]).status;
+    pod
+}
+
+#[test]
+fn a_spec_change_is_a_new_run_that_asks_while_the_old_pod_still_holds_its_share() {
+    let ev = Evaluation::test().at_generation(1);
+    let first = run(&ev, &Observed::empty());
+    let old_run = first.status.run_id.clone().expect("run id");
+    assert_eq!(first.holds(), BTreeSet::from([old_run.clone()]));
+    let old_pod = created(&first, "Running");
+    assert_eq!(
+        old_pod.labels().get(crate::labels::RUN_ID_LABEL),
+        Some(&old_run),
+        "the pod carries its run"
+    );
+    let changed = after(&ev, &first)
+        .with_spec(|s| s.args = Some(vec!["--harder".into()]))
+        .at_generation(2);
+    let new_run = admission_run_id(&changed, None);
+    assert_ne!(new_run, old_run, "a spec change is a new run");
+    assert!(awaits_admission(&changed, None), "and asks the gate");
+    let queued = run_with(
+        &changed,
+        &with_pods(vec![old_pod.clone()]),
+        &wait(1, "QuotaExceeded: maxRunning 1 reached"),
+    );
+    assert_eq!(queued.status.phase, Some(Phase::Queued));
+    assert!(queued.in_queue);
+    assert!(queued.create.is_empty(), "no pod before admission");
+    assert_eq!(
+        queued.holds(),
+        BTreeSet::from([old_run.clone()]),
+        "the superseded pod holds its share until it is gone"
+    );
+    // The old pod is being deleted on a lost node: it stops counting past its deadline, and
+    // the plan looks again then without waiting for an event.
+    let mut stuck = old_pod;
+    stuck.metadata.deletion_timestamp = Some(at(100));
+    let later = run_with(
+        &after(&changed, &queued),
+        &Observed {
+            now: at(110),
+            ..with_pods(vec![stuck.clone()])
+        },
+        &wait(1, "QuotaExceeded: maxRunning 1 reached"),
+    );
+    assert_eq!(later.holds(), BTreeSet::from([old_run.clone()]));
+    assert_eq!(later.requeue, Requeue::After(QUEUE_RECHECK));
+    let overdue = run_with(
+        &after(&changed, &queued),
+        &Observed {
+            now: at(131),
+            ..with_pods(vec![stuck])
+        },
+        &Decision::Admit,
+    );
+    assert_eq!(overdue.holds(), BTreeSet::from([new_run]));
+    assert_eq!(overdue.status.phase, Some(Phase::Pending));
+    assert_eq!(
+        queue_wait(&after(&changed, &queued), &overdue, &at(131)),
+        Some(Duration::from_secs(131)),
+        "queued at 0, started at 131"
+    );
+    assert_eq!(queue_wait(&changed, &queued, &at(0)), None);
+}
+
+#[test]
+fn a_source_that_cannot_be_read_gives_up_its_queue_place() {
+    let ev = Evaluation::test().with_spec(|s| {
+        s.source = Some(crate::crd::evaluation::Source::Git(
+            crate::crd::evaluation::GitSource {
+                url: "https://git.example/evals".into(),
+                ..Default::default()
+            },
+        ))
+    });
+    let obs = Observed {
+        source: Some(Err(SourceProblem {
+            reason: "SourceUnreachable",
+            message: "cannot resolve git.example".into(),
+            transient: true,
+        })),
+        ..Observed::empty()
+    };
+    assert!(!asks_admission(&ev, &obs), "the gate is not asked");
+    let p = run(&ev, &obs);
+    assert_eq!(p.status.phase, Some(Phase::Queued));
+    assert!(!p.in_queue, "it must not hold up the runs behind it");
+}

@@ -35,6 +35,7 @@ pub(super) struct Planner<'a> {
     pub(super) plan_delete: Vec<(ChildKind, String)>,
     pub(super) notes: Vec<Note>,
     pub(super) requeue: Requeue,
+    pub(super) in_queue: bool,
 }
 
 impl Planner<'_> {
@@ -74,6 +75,11 @@ impl Planner<'_> {
         match self.status.phase {
             None | Some(Phase::Queued) => match self.admission {
                 Decision::Admit => self.start_attempt(1),
+                Decision::Refuse { reason } => self.finish(Outcome::new(
+                    Phase::Failed,
+                    "ExceedsControllerLimit",
+                    reason.clone(),
+                )),
                 Decision::Wait { position, reason } => {
                     let position = i32::try_from(*position).unwrap_or(i32::MAX);
                     self.wait_in_queue(position, reason.clone())
@@ -96,6 +102,9 @@ impl Planner<'_> {
             0,
             format!("{}: {} (retrying)", problem.reason, problem.message),
         );
+        // Not in the admission queue while the source is unreadable: it must not hold up
+        // the runs behind it.
+        self.in_queue = false;
         self.requeue = Requeue::After(SOURCE_RETRY);
     }
 
@@ -126,6 +135,7 @@ impl Planner<'_> {
                 ),
             ));
         }
+        self.in_queue = true;
         self.status.phase = Some(Phase::Queued);
         self.status.queue = Some(QueueStatus {
             position: Some(position),
@@ -226,6 +236,7 @@ impl Planner<'_> {
             &Attempt {
                 pod_name: &pod_name,
                 attempt_id: &attempt_id,
+                run_id: self.status.run_id.as_deref().unwrap_or_default(),
                 runtime_class: sandboxed.then_some(class.as_str()),
                 timeout_seconds,
                 workspace: workspace.as_ref(),
