@@ -45,7 +45,8 @@ fn decide(
     quota: &EvaluationQuota,
     config: &Config,
 ) -> Decision {
-    let c = candidate(ev, config).expect("namespace and uid");
+    let run = format!("{}-run", ev.metadata.name.as_deref().unwrap_or_default());
+    let c = candidate(ev, &run, config).expect("namespace and uid");
     ledger.decide(
         &c,
         &namespace_limits(&[quota], config),
@@ -56,8 +57,8 @@ fn decide(
 
 fn reason(d: Decision) -> String {
     match d {
-        Decision::Wait { reason, .. } => reason,
-        Decision::Admit => panic!("admitted, expected to wait"),
+        Decision::Wait { reason, .. } | Decision::Refuse { reason } => reason,
+        Decision::Admit => panic!("admitted, expected to wait or be refused"),
     }
 }
 
@@ -103,4 +104,13 @@ fn the_controller_wide_gpu_cap_counts_every_namespace() {
     );
     assert!(ledger.release("uid-a").is_some());
     assert_eq!(decide(&mut ledger, &b, &q, &config), Decision::Admit);
+
+    // More GPUs than the whole controller may use: refused, not queued for ever.
+    let huge = gpu_run("huge", 3, "2026-01-01T00:00:02Z");
+    let refused = decide(&mut ledger, &huge, &q, &config);
+    assert!(matches!(refused, Decision::Refuse { .. }), "{refused:?}");
+    assert_eq!(
+        reason(refused),
+        "the request alone exceeds the controller-wide limit (gpu 0 of 2 in use)"
+    );
 }
