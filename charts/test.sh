@@ -190,6 +190,17 @@ offline_checks() {
     fail "helm template (serviceMonitor+runtimeClasses+dashboards)"
   fi
 
+  # the GPU RuntimeClass alone, renamed, pinned to GPU nodes
+  if render gpu --set runtimeClasses.gpu.create=true --set controller.gpuRuntimeClass=gvisor-gpu \
+       --set-string 'runtimeClasses.gpu.scheduling.nodeSelector.nvidia\.com/gpu\.present=true'; then
+    check "runtimeClasses.gpu: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/gpu.yaml"
+    check "runtimeClasses.gpu: one nvproxy RuntimeClass, named as the controller uses it" chart_test Gpu.test_gpu_runtime_class
+  else
+    fail "helm template (runtimeClasses.gpu)"
+  fi
+  check_fails "schema rejects runtimeClasses.gpu.handler: Runsc_NV" 'handler' \
+    "$HELM" template crucible "$CHART" --set runtimeClasses.gpu.handler=Runsc_NV
+
   # one replica: no leader election, Recreate, no PDB, no Lease Role
   if render single --set replicaCount=1 --set rbac.readSecrets=false --set 'controller.namespaces={team-a,team-b}' \
        --set controller.maxCpu=8 --set controller.maxMemory=16Gi --set controller.maxGpu=0; then

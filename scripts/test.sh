@@ -2,8 +2,8 @@
 # The whole test suite, cheapest first: formatting, clippy, unit + mock-API + drift + example
 # tests, checks of the cluster scripts and the Argo CD health check, then the end-to-end tier
 # against a real local Kubernetes + gVisor cluster (started here, stopped at the end even on
-# failure): every example, sandbox, network, lifecycle, quota, suites, git, emergency stop,
-# leader failover, and the Helm chart installed and tested.
+# failure): every example, sandbox, network, the attack battery, lifecycle, quota, suites, git,
+# emergency stop, leader failover, and the Helm chart installed and tested.
 #
 #   sudo bash scripts/test.sh
 #
@@ -50,7 +50,10 @@ log "end-to-end tests"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
 CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID")
 export CRUCIBLE_E2E_CONTROLLER_PID
-cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3
+cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3 --skip battery::every_attack
+log "attack battery (alone: its pods together take most of the node's 2 cores)"
+cargo test -p crucible-e2e --features e2e --test e2e -- battery::every_attack
+cat target/tmp/attack-battery.txt
 log "emergency stop of everything (runs alone)"
 CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   cargo test -p crucible-e2e --features e2e --test stop_all

@@ -98,6 +98,7 @@ class Defaults(Rendered):
         assert e['CRUCIBLE_SYSTEM_NAMESPACE'] == 'chart-validate' and self.one('Role', '-leader-election')['metadata']['namespace'] == 'chart-validate'
         assert not {'CRUCIBLE_MAX_CPU', 'CRUCIBLE_MAX_MEMORY', 'CRUCIBLE_MAX_GPU'} & set(e), 'no controller-wide resource caps by default'
         assert e['CRUCIBLE_METRICS_ADDR'] == '0.0.0.0:8080' and e['CRUCIBLE_RUNTIME_CLASS'] == 'gvisor'
+        assert e['CRUCIBLE_GPU_RUNTIME_CLASS'] == 'gvisor-nvproxy'
         assert 'CRUCIBLE_NAMESPACES' not in e, 'all namespaces by default'
         for k in ['CRUCIBLE_ALLOWLIST_RUNTIME_CLASS', 'CRUCIBLE_ALLOW_UNSANDBOXED', 'CRUCIBLE_DEFAULT_CPU', 'CRUCIBLE_DEFAULT_MEMORY',
                   'CRUCIBLE_DEFAULT_EPHEMERAL_STORAGE', 'CRUCIBLE_DEFAULT_TIMEOUT', 'CRUCIBLE_TMP_SIZE', 'CRUCIBLE_CONCURRENCY',
@@ -146,6 +147,18 @@ class Optional(Rendered):
         assert cm['metadata']['labels']['grafana_dashboard'] == '1'
         with open(os.path.join(CHART, 'dashboards', 'crucible.json')) as f:
             assert json.loads(cm['data']['crucible.json']) == json.load(f)
+
+
+class Gpu(Rendered):
+    """The GPU RuntimeClass alone, renamed, pinned to GPU nodes."""
+
+    rendered = "gpu"
+
+    def test_gpu_runtime_class(self):
+        rc = self.one('RuntimeClass')
+        assert rc['metadata']['name'] == 'gvisor-gpu' and rc['handler'] == 'runsc-nvproxy', rc
+        assert rc['scheduling'] == {'nodeSelector': {'nvidia.com/gpu.present': 'true'}}, rc
+        assert env(self.one('Deployment'))['CRUCIBLE_GPU_RUNTIME_CLASS'] == 'gvisor-gpu'
 
 
 class Single(Rendered):

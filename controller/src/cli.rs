@@ -149,6 +149,13 @@ pub struct ControllerArgs {
         default_value = "gvisor-net"
     )]
     pub allowlist_runtime_class: String,
+    /// RuntimeClass of evaluations that request GPUs (gVisor with nvproxy, no network).
+    #[arg(
+        long,
+        env = "CRUCIBLE_GPU_RUNTIME_CLASS",
+        default_value = "gvisor-nvproxy"
+    )]
+    pub gpu_runtime_class: String,
     /// Run evaluations without gVisor when the RuntimeClass is missing (status says so).
     #[arg(long, env = "CRUCIBLE_ALLOW_UNSANDBOXED")]
     pub allow_unsandboxed: bool,
@@ -269,6 +276,7 @@ impl ControllerArgs {
         let ControllerArgs {
             runtime_class,
             allowlist_runtime_class,
+            gpu_runtime_class,
             allow_unsandboxed,
             default_cpu,
             default_memory,
@@ -301,6 +309,7 @@ impl ControllerArgs {
             Config {
                 runtime_class,
                 allowlist_runtime_class,
+                gpu_runtime_class,
                 allow_unsandboxed,
                 default_cpu: Quantity(default_cpu),
                 default_memory: Quantity(default_memory),
@@ -365,6 +374,7 @@ mod tests {
         let config = Config::default();
         assert_eq!(config.runtime_class, "gvisor");
         assert_eq!(config.allowlist_runtime_class, "gvisor-net");
+        assert_eq!(config.gpu_runtime_class, "gvisor-nvproxy");
         assert!(!config.allow_unsandboxed);
         assert_eq!(config.default_timeout, Duration::from_secs(600));
     }

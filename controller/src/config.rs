@@ -16,6 +16,8 @@ pub struct Config {
     pub runtime_class: String,
     /// RuntimeClass for network `Allowlist`.
     pub allowlist_runtime_class: String,
+    /// RuntimeClass for evaluations with `resources.gpu > 0`.
+    pub gpu_runtime_class: String,
     /// Whether a missing RuntimeClass may fall back to the node's default runtime.
     pub allow_unsandboxed: bool,
     /// Default CPU.

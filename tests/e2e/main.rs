@@ -3,6 +3,7 @@
 //! Run with `scripts/test.sh` (which starts the cluster and the controller), or by hand:
 //! `KUBECONFIG=... cargo test -p crucible-e2e --features e2e` with a controller running.
 
+mod battery;
 mod examples;
 mod git;
 mod hostile;

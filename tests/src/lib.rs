@@ -127,16 +127,36 @@ where
     K: Resource + Clone + DeserializeOwned + Debug,
     C: Fn(&K) -> bool,
 {
+    try_wait_for(api, name, timeout, condition)
+        .await
+        .unwrap_or_else(|current| {
+            panic!(
+                "timed out after {timeout:?} waiting for {name} to be {what}; last seen: {current:#?}"
+            )
+        })
+}
+
+/// [`wait_for`] without the panic: after `timeout`, the last seen state (if any) as the error,
+/// for tests that report many outcomes together.
+pub async fn try_wait_for<K, C>(
+    api: &Api<K>,
+    name: &str,
+    timeout: Duration,
+    condition: C,
+) -> Result<K, Option<K>>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+    C: Fn(&K) -> bool,
+{
     let deadline = Instant::now() + timeout;
     loop {
         let current = api.get_opt(name).await.expect("API reachable");
         if let Some(object) = current.as_ref().filter(|o| condition(o)) {
-            return object.clone();
+            return Ok(object.clone());
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {name} to be {what}; last seen: {current:#?}"
-        );
+        if Instant::now() >= deadline {
+            return Err(current);
+        }
         tokio::time::sleep(POLL).await;
     }
 }

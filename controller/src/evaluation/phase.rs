@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
 use crate::crd::evaluation::{EvaluationResult, EvaluationSpec, Phase};
 use crate::evaluation::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
@@ -15,6 +15,16 @@ use crate::liveness;
 const IMAGE_FAILURES: [&str; 3] = ["ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"];
 /// Waiting reasons that mean the spec itself cannot start (e.g. a missing Secret in `env`).
 const CONFIG_FAILURES: [&str; 2] = ["CreateContainerConfigError", "CreateContainerError"];
+
+/// Exit code of a gVisor evaluation container whose whole sandbox was killed. The pod's memory
+/// limit is enforced on the sandbox (the Sentry holds all of the evaluation's memory), so the
+/// kernel's OOM killer kills the Sentry, not the evaluated process, and containerd reports the
+/// OOM for the pod sandbox only: the kubelet never says `OOMKilled` for runsc. What the
+/// evaluation container's status does say, observed with runsc behind containerd's runc shim
+/// (the local cluster): `terminated {exitCode: 255, reason: Error}`, no signal, no message
+/// (`runsc wait` finds the sandbox gone). A program that itself exits with 255 looks the same,
+/// which the message says.
+const GVISOR_SANDBOX_KILLED_EXIT: i32 = 255;
 
 /// How a run ended.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -179,11 +189,24 @@ fn terminated_outcome(
     };
     if evaluation.exit_code != 0 {
         let reason = evaluation.reason.clone().unwrap_or_else(|| "Error".into());
-        let message = if reason == "OOMKilled" {
-            "the evaluation ran out of memory and was killed; raise spec.resources.memory"
-                .to_string()
+        let (reason, message) = if reason == "OOMKilled" {
+            (
+                reason,
+                "the evaluation ran out of memory and was killed; raise spec.resources.memory"
+                    .to_string(),
+            )
+        } else if gvisor_sandbox_killed(pod, &evaluation) {
+            (
+                "OOMKilled".to_string(),
+                format!(
+                    "the gVisor sandbox was killed, as the kernel does when the evaluation exceeds its memory limit (exit code {GVISOR_SANDBOX_KILLED_EXIT} from the runtime; a program that exits with {GVISOR_SANDBOX_KILLED_EXIT} itself looks the same); raise spec.resources.memory"
+                ),
+            )
         } else {
-            format!("the evaluation exited with code {}", evaluation.exit_code)
+            (
+                reason,
+                format!("the evaluation exited with code {}", evaluation.exit_code),
+            )
         };
         return Outcome {
             exit_code: Some(evaluation.exit_code),
@@ -240,6 +263,20 @@ fn terminated_outcome(
             ..Outcome::new(Phase::Failed, "InvalidResult", why)
         },
     }
+}
+
+/// Whether `terminated` is how gVisor reports a sandbox killed for exceeding its memory (see
+/// [`GVISOR_SANDBOX_KILLED_EXIT`]). Only for pods with a RuntimeClass: without one (the
+/// explicitly unsandboxed fallback) the kubelet reports `OOMKilled` itself.
+fn gvisor_sandbox_killed(pod: &Pod, terminated: &ContainerStateTerminated) -> bool {
+    let sandboxed = pod
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.runtime_class_name.is_some());
+    sandboxed
+        && terminated.exit_code == GVISOR_SANDBOX_KILLED_EXIT
+        && terminated.signal.is_none()
+        && terminated.reason.as_deref() == Some("Error")
 }
 
 #[cfg(test)]

@@ -223,3 +223,79 @@ fn with_a_scorer_only_the_scorer_result_counts() {
         PodState::Running
     );
 }
+
+/// The memory bomb's pod as the local cluster's API server returned it (runsc behind the runc
+/// shim, 128Mi limit, `python3` appending 16 MiB blocks until killed): the kubelet says
+/// `Error`/255, while the kernel log shows the memcg OOM kill of the Sentry (`exe`) and
+/// containerd a TaskOOM for the pod sandbox only.
+fn gvisor_memory_bomb_pod(runtime_class: Option<&str>) -> Pod {
+    serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "mem-19bcebe337", "namespace": "bat-probe"},
+        "spec": {"runtimeClassName": runtime_class, "containers": [{"name": "evaluation"}]},
+        "status": {
+            "phase": "Failed",
+            "qosClass": "Guaranteed",
+            "containerStatuses": [{
+                "containerID": "containerd://4b7556b15ef8066d2c0fbaef9b22d8572507b54a412a2f6c6107fbc838dcd77e",
+                "image": "localhost/crucible/python:3.11",
+                "imageID": "sha256:123baa195d1e96b0b56db810580fb511d6f0b9afc49fb1c25c69c06c648823ec",
+                "lastState": {},
+                "name": "evaluation",
+                "ready": false,
+                "restartCount": 0,
+                "started": false,
+                "state": {"terminated": {
+                    "containerID": "containerd://4b7556b15ef8066d2c0fbaef9b22d8572507b54a412a2f6c6107fbc838dcd77e",
+                    "exitCode": 255,
+                    "finishedAt": "2026-12-01T21:35:07Z",
+                    "reason": "Error",
+                    "startedAt": "2026-12-01T21:35:06Z"
+                }}
+            }]
+        }
+    }))
+    .expect("observed pod")
+}
+
+#[test]
+fn a_gvisor_sandbox_killed_for_memory_is_oom_killed() {
+    let spec = Evaluation::test().spec;
+    let log = logs("evaluation", "allocated 16 MiB\nallocated 96 MiB\n");
+    let o = finished(examine(
+        &gvisor_memory_bomb_pod(Some("gvisor")),
+        &spec,
+        &log,
+        0.5,
+    ));
+    assert_eq!(o.phase, Some(Phase::Failed));
+    assert_eq!(o.reason.as_deref(), Some("OOMKilled"));
+    assert_eq!(o.exit_code, Some(255));
+    let message = o.message.unwrap_or_default();
+    assert!(message.contains("memory limit"), "{message}");
+    assert!(message.contains("spec.resources.memory"), "{message}");
+
+    // Without gVisor the kubelet reports OOMKilled itself; 255 there is the program's own.
+    let o = finished(examine(&gvisor_memory_bomb_pod(None), &spec, &log, 0.5));
+    assert_eq!(o.reason.as_deref(), Some("Error"));
+    assert_eq!(
+        o.message.as_deref(),
+        Some("the evaluation exited with code 255")
+    );
+}
+
+#[test]
+fn other_exit_codes_under_gvisor_stay_errors() {
+    let spec = Evaluation::test().spec;
+    let mut pod = gvisor_memory_bomb_pod(Some("gvisor"));
+    // `os.kill(os.getpid(), 9)` and `sys.exit(137)` both read 137/Error under runsc.
+    pod.status
+        .as_mut()
+        .and_then(|s| s.container_statuses.as_mut())
+        .and_then(|c| c[0].state.as_mut())
+        .and_then(|s| s.terminated.as_mut())
+        .expect("terminated")
+        .exit_code = 137;
+    let o = finished(examine(&pod, &spec, &BTreeMap::new(), 0.5));
+    assert_eq!(o.reason.as_deref(), Some("Error"));
+    assert_eq!(o.exit_code, Some(137));
+}

@@ -153,6 +153,39 @@ fn resources_and_gpus_come_from_the_spec() {
 }
 
 #[test]
+fn gpus_are_requested_equal_to_their_limit_in_every_container() {
+    let spec = Evaluation::test()
+        .with_spec(|s| {
+            s.resources = Some(Resources {
+                gpu: Some(2),
+                ..Default::default()
+            });
+            s.scorer = Some(Scorer {
+                image: "localhost/crucible/python:3.11".into(),
+                ..Default::default()
+            });
+        })
+        .spec;
+    let pod = build(&spec, Some("gvisor-nvproxy"));
+    let spec = pod.spec.expect("spec");
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor-nvproxy"));
+    let containers: Vec<_> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .collect();
+    assert_eq!(containers.len(), 2, "evaluation and scorer");
+    for c in containers {
+        let r = c.resources.clone().expect("resources");
+        let (requests, limits) = (r.requests.expect("requests"), r.limits.expect("limits"));
+        // Kubernetes refuses extended resources whose request differs from the limit.
+        assert_eq!(requests["nvidia.com/gpu"].0, "2", "{}", c.name);
+        assert_eq!(requests, limits, "{}", c.name);
+    }
+}
+
+#[test]
 fn scorer_runs_after_the_evaluation_and_alone_writes_the_result() {
     let spec = Evaluation::test()
         .with_spec(|s| {

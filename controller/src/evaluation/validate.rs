@@ -215,12 +215,24 @@ fn check_env_size(field: &str, env: Option<&[EnvVar]>, problems: &mut Vec<String
     }
 }
 
-/// The RuntimeClass the pod of `spec` runs with.
+/// The RuntimeClass the pod of `spec` runs with: the GPU class (gVisor with nvproxy) when it
+/// requests GPUs, else the class of its network mode.
 pub fn runtime_class<'a>(spec: &EvaluationSpec, config: &'a Config) -> &'a str {
+    if requests_gpu(spec) {
+        return &config.gpu_runtime_class;
+    }
     match network_mode(spec) {
         NetworkMode::None => &config.runtime_class,
         NetworkMode::Allowlist => &config.allowlist_runtime_class,
     }
+}
+
+/// Whether `spec` asks for at least one GPU.
+fn requests_gpu(spec: &EvaluationSpec) -> bool {
+    spec.resources
+        .as_ref()
+        .and_then(|r| r.gpu)
+        .is_some_and(|g| g > 0)
 }
 
 /// The network mode of `spec` (None when unset).
@@ -293,6 +305,13 @@ fn check_sandbox(spec: &EvaluationSpec, config: &Config, problems: &mut Vec<Stri
     {
         problems.push(format!(
             "spec.sandbox.runtimeClassName: {class:?} is not the sandbox this controller uses for network {mode:?} ({expected:?})"
+        ));
+    }
+    // The GPU class is one sandbox without network: an allowlist there would silently not apply.
+    if mode == NetworkMode::Allowlist && requests_gpu(spec) {
+        problems.push(format!(
+            "spec.sandbox.network: Allowlist is not available with spec.resources.gpu (GPU evaluations run in {:?}, without network)",
+            config.gpu_runtime_class
         ));
     }
     let rules = sandbox.egress.as_deref().unwrap_or_default();
@@ -573,6 +592,51 @@ mod tests {
             ..spec()
         };
         assert_eq!(problems(&bad_rules).len(), 3);
+    }
+
+    #[test]
+    fn gpu_runs_use_the_gpu_class_which_has_no_network() {
+        let gpus = |n| Resources {
+            gpu: Some(n),
+            ..Default::default()
+        };
+        let config = Config::default();
+        let gpu = EvaluationSpec {
+            resources: Some(gpus(1)),
+            ..spec()
+        };
+        assert_eq!(problems(&gpu), Vec::<String>::new());
+        assert_eq!(runtime_class(&gpu, &config), "gvisor-nvproxy");
+        let zero = EvaluationSpec {
+            resources: Some(gpus(0)),
+            ..spec()
+        };
+        assert_eq!(runtime_class(&zero, &config), "gvisor");
+
+        // A manifest cannot name the plain gVisor class to run a GPU job elsewhere.
+        let named = EvaluationSpec {
+            sandbox: Some(Sandbox {
+                runtime_class_name: Some("gvisor".into()),
+                ..Default::default()
+            }),
+            ..gpu.clone()
+        };
+        assert!(problems(&named)[0].contains("runtimeClassName"));
+
+        let allowlist = EvaluationSpec {
+            sandbox: Some(Sandbox {
+                network: Some(NetworkMode::Allowlist),
+                egress: Some(vec![EgressRule {
+                    cidr: "203.0.113.0/24".into(),
+                    ports: Some(vec![443]),
+                }]),
+                ..Default::default()
+            }),
+            ..gpu
+        };
+        let p = problems(&allowlist);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("Allowlist is not available with spec.resources.gpu"));
     }
 
     #[test]

@@ -229,3 +229,42 @@ fn below_threshold_is_stalled_with_evaluation_failed() {
     assert_eq!(condition(&p, conditions::READY).0, "False");
     assert_eq!(condition(&p, conditions::PASSED).0, "False");
 }
+
+#[test]
+fn gpu_runs_use_the_nvproxy_class_and_fail_closed_without_it() {
+    let ev = Evaluation::test().with_spec(|s| {
+        s.resources = Some(crate::crd::evaluation::Resources {
+            gpu: Some(2),
+            ..Default::default()
+        })
+    });
+    let p = run(&ev, &Observed::empty());
+    let spec = pod_of(&p).spec.clone().expect("pod spec");
+    assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor-nvproxy"));
+    let resources = spec.containers[0].resources.clone().expect("resources");
+    assert_eq!(
+        resources
+            .limits
+            .as_ref()
+            .map(|l| l["nvidia.com/gpu"].0.as_str()),
+        Some("2")
+    );
+    assert_eq!(
+        p.status.sandbox.and_then(|s| s.runtime_class_name),
+        Some("gvisor-nvproxy".into())
+    );
+
+    let missing = Observed {
+        runtime_class: Some(RuntimeClassCheck::Missing),
+        ..Observed::empty()
+    };
+    let p = run(&ev, &missing);
+    assert!(
+        p.create.is_empty(),
+        "no GPU pod without the nvproxy sandbox"
+    );
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.reason.as_deref(), Some("SandboxUnavailable"));
+    let message = p.status.message.unwrap_or_default();
+    assert!(message.contains("gvisor-nvproxy"), "{message}");
+}
