@@ -73,9 +73,13 @@ pub fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// The step's output in its bundle directory when no log file is asked for.
+const OUTPUT_FILE: &str = "output.log";
+
 impl Runtime {
     /// Runs `step` in `dir` (its bundle directory) as container `id`, until it exits or
-    /// `deadline`; a copy of the output goes to `log_file` when given.
+    /// `deadline`; the output goes to `log_file` when given (else into `dir`), and is
+    /// scanned once the step has ended.
     ///
     /// # Errors
     /// The runtime could not be started.
@@ -121,8 +125,11 @@ impl Runtime {
             }
             Runtime::Unsandboxed => (unsandboxed_command(step, image, dir)?, None),
         };
-        let (reader, writer) = std::io::pipe().map_err(|e| io("pipe", e))?;
-        let stderr = writer.try_clone().map_err(|e| io("pipe", e))?;
+        // Output goes to a file, as the kubelet's does: a pipe that fills while the reader is
+        // slow can make gVisor return EAGAIN to the writer, and the program fails.
+        let output = log_file.map_or_else(|| dir.join(OUTPUT_FILE), Path::to_path_buf);
+        let writer = std::fs::File::create(&output).map_err(|e| io("output file", e))?;
+        let stderr = writer.try_clone().map_err(|e| io("output file", e))?;
         command.stdin(Stdio::null()).stdout(writer).stderr(stderr);
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         let child = command
@@ -130,11 +137,6 @@ impl Runtime {
             .map_err(|e| io(&format!("cannot start {:?}", command.get_program()), e))?;
         drop(command);
         let pid = child.id();
-        let log_copy = log_file
-            .map(std::fs::File::create)
-            .transpose()
-            .map_err(|e| io("log file", e))?;
-        let scanner = std::thread::spawn(move || scan(reader, log_copy));
         let (tx, rx) = mpsc::channel();
         let mut child = child;
         std::thread::spawn(move || {
@@ -159,9 +161,7 @@ impl Runtime {
                 .stderr(Stdio::null())
                 .status();
         }
-        let log = scanner
-            .join()
-            .map_err(|_| StartError("the log reader failed".into()))?;
+        let log = scan(std::fs::File::open(&output).map_err(|e| io("output file", e))?);
         let code = status.code().unwrap_or_else(|| {
             128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
         });
@@ -214,18 +214,13 @@ impl Drop for MemoryCgroup {
 }
 
 /// Reads the output to its end (every writer closed) through a [`LogScanner`].
-fn scan(mut reader: std::io::PipeReader, mut copy: Option<std::fs::File>) -> LogCapture {
+fn scan(mut reader: std::fs::File) -> LogCapture {
     let mut scanner = LogScanner::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match reader.read(&mut buf) {
             Ok(0) | Err(_) => break,
-            Ok(n) => {
-                scanner.feed(&buf[..n]);
-                if let Some(file) = copy.as_mut() {
-                    let _ = std::io::Write::write_all(file, &buf[..n]);
-                }
-            }
+            Ok(n) => scanner.feed(&buf[..n]),
         }
     }
     scanner.finish()
