@@ -399,7 +399,8 @@ pub struct SandboxStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueStatus {
-    /// 1-based position among the queued Evaluations of the namespace.
+    /// 1-based position among the queued Evaluations of the namespace: exact for the first 10,
+    /// then rounded up to the next 10 (to 100) and the next 100 beyond.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<i32>,
     /// Why the run is not admitted yet, e.g. `QuotaExceeded: maxRunning 5 reached`.

@@ -138,7 +138,7 @@ impl Planner<'_> {
         self.in_queue = true;
         self.status.phase = Some(Phase::Queued);
         self.status.queue = Some(QueueStatus {
-            position: Some(position),
+            position: Some(reported_position(position)),
             reason: Some(reason),
             since: Some(since),
         });
@@ -382,5 +382,18 @@ impl Planner<'_> {
                 }
             }
         }
+    }
+}
+
+/// The queue position written to status: exact for the first 10, then rounded up to the next
+/// 10 (to 100) and the next 100 beyond. Every admission moves everyone behind it up by one;
+/// reporting coarse positions far back keeps that from costing a status write per queued run
+/// per admission.
+pub(super) fn reported_position(position: i32) -> i32 {
+    let round_up = |step: i32| position.saturating_add(step - 1) / step * step;
+    match position {
+        ..=10 => position,
+        11..=100 => round_up(10),
+        _ => round_up(100),
     }
 }
