@@ -20,6 +20,16 @@ pub enum Requeue {
     AwaitChange,
 }
 
+impl Requeue {
+    /// This requeue, but no later than `limit` from now.
+    pub fn within(self, limit: Duration) -> Requeue {
+        match self {
+            Requeue::After(d) => Requeue::After(d.min(limit)),
+            Requeue::AwaitChange => Requeue::After(limit),
+        }
+    }
+}
+
 impl From<Requeue> for Action {
     fn from(requeue: Requeue) -> Action {
         match requeue {
@@ -43,5 +53,18 @@ pub fn on_error(
         Action::requeue(ERROR_REQUEUE)
     } else {
         Action::await_change()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_caps_a_delay_and_bounds_waiting_for_a_change() {
+        let s = Duration::from_secs;
+        assert_eq!(Requeue::After(s(30)).within(s(5)), Requeue::After(s(5)));
+        assert_eq!(Requeue::After(s(3)).within(s(5)), Requeue::After(s(3)));
+        assert_eq!(Requeue::AwaitChange.within(s(5)), Requeue::After(s(5)));
     }
 }

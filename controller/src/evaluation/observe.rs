@@ -17,11 +17,12 @@ use crate::crd::evaluation::{GitSource, Source};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
-use crate::evaluation::plan::{self, FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
+use crate::evaluation::plan::{
+    self, FetchedSource, LogsNeeded, Observed, RuntimeClassCheck, SourceProblem,
+};
 use crate::evaluation::results::{LOG_READ_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::evaluation::validate;
 use crate::labels::EVALUATION_UID_LABEL;
-use crate::liveness;
 use crate::source::{Credentials, GitRequest};
 
 /// Tries at reading one container's log before a stopping run goes on without it.
@@ -85,14 +86,14 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         _ => None,
     };
     let mut logs = BTreeMap::new();
-    if let Some((pod, containers)) =
-        plan::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
+    if let Some(LogsNeeded {
+        pod,
+        containers,
+        stopping,
+    }) = plan::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
     {
-        // A pod read because it is being stopped (cancel, timeout, emergency stop) may sit on
-        // a lost node: stopping must not depend on its log.
-        let stopping = !pods
-            .iter()
-            .any(|p| p.name_any() == pod && liveness::is_terminal(p));
+        // A pod being stopped (cancel, timeout, emergency stop) may sit on a lost node:
+        // stopping must not depend on its log.
         for container in containers {
             match read_log_retrying(&pod_api, &pod, container).await {
                 Ok(Some(capture)) => {

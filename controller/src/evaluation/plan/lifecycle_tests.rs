@@ -142,11 +142,15 @@ fn cancel_keeps_the_log_tail_and_deletes_the_pod() {
         "Running",
         vec![mk_container("evaluation", running())],
     )];
-    let (needed_pod, containers) =
+    let needed =
         logs_needed(&cancelled, &pods, &at(5), false, &Config::default()).expect("logs needed");
     assert_eq!(
-        (needed_pod.as_str(), containers),
-        (name.as_str(), vec![EVALUATION_CONTAINER])
+        needed,
+        LogsNeeded {
+            pod: name.clone(),
+            containers: vec![EVALUATION_CONTAINER],
+            stopping: true,
+        }
     );
     let p = run(
         &cancelled,
@@ -333,4 +337,12 @@ fn keep_pod_on_failure_keeps_a_failed_pod_only() {
         run(&ev, &with_pods(vec![ok])).delete,
         [(ChildKind::Pod, name)]
     );
+}
+
+#[test]
+fn a_pod_that_finished_by_itself_is_not_being_stopped() {
+    let (ev, name) = started();
+    let pods = vec![succeeded_pod(&name, r#"{"score": 1}"#)];
+    let needed = logs_needed(&ev, &pods, &at(5), false, &Config::default()).expect("logs");
+    assert!(!needed.stopping, "its log may hold the result: a failed read is retried");
 }

@@ -40,8 +40,8 @@ use crate::requeue::Requeue;
 
 pub use observed::{FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
 pub use predicates::{
-    admission_run_id, asks_admission, awaits_admission, follows, logs_needed, queue_wait,
-    run_is_over, source_reference,
+    LogsNeeded, admission_run_id, asks_admission, awaits_admission, follows, logs_needed,
+    queue_wait, run_is_over, source_reference,
 };
 
 use conditions::{set_conditions, transition_note};
@@ -219,11 +219,7 @@ pub fn plan(
         .filter_map(|pod| liveness::release_at(pod))
         .min_by_key(|t| t.0)
     {
-        let wait = elapsed(now, &at) + Duration::from_secs(1);
-        p.requeue = match p.requeue {
-            Requeue::After(d) => Requeue::After(d.min(wait)),
-            Requeue::AwaitChange => Requeue::After(wait),
-        };
+        p.requeue = p.requeue.within(elapsed(now, &at) + Duration::from_secs(1));
     }
     Ok(Plan {
         live_runs: live

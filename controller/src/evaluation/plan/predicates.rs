@@ -104,6 +104,18 @@ pub fn source_reference(ev: &Evaluation, head: Option<&str>) -> Option<Option<St
     Some(pinned.or_else(|| git.r#ref.clone()))
 }
 
+/// The logs `plan` needs now, as [`logs_needed`] finds them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogsNeeded {
+    /// The pod of the current attempt.
+    pub pod: String,
+    /// Its containers that have a log.
+    pub containers: Vec<&'static str>,
+    /// Whether the pod is being stopped (not finished by itself): then the run must end even
+    /// when its log cannot be read.
+    pub stopping: bool,
+}
+
 /// The pod of the current attempt of an unfinished run, and the containers whose logs `plan`
 /// will need from it now. `observe` calls this to read only the logs that matter.
 pub fn logs_needed(
@@ -112,7 +124,7 @@ pub fn logs_needed(
     now: &Time,
     stopped: bool,
     config: &Config,
-) -> Option<(String, Vec<&'static str>)> {
+) -> Option<LogsNeeded> {
     let status = ev.status.as_ref()?;
     let key = RunKey::of(ev);
     if !is_current_run(status, &key) || status.phase.is_some_and(Phase::is_finished) {
@@ -123,7 +135,8 @@ pub fn logs_needed(
         .find(|p| Some(p.name_any()) == status.pod_name)?;
     let stopping =
         stopped || ev.spec.cancel == Some(true) || deadline_passed(ev, status, now, config);
-    if !liveness::is_terminal(pod) && !stopping {
+    let finished = liveness::is_terminal(pod);
+    if !finished && !stopping {
         return None;
     }
     let containers = [EVALUATION_CONTAINER, phase::result_container(&ev.spec)]
@@ -134,7 +147,11 @@ pub fn logs_needed(
             }
             v
         });
-    Some((pod.name_any(), containers))
+    Some(LogsNeeded {
+        pod: pod.name_any(),
+        containers,
+        stopping: !finished,
+    })
 }
 
 pub(super) fn timeout(ev: &Evaluation, config: &Config) -> Duration {

@@ -375,10 +375,7 @@ impl Planner<'_> {
                 };
                 if follows(self.ev) {
                     // Look for new commits on the followed branch.
-                    self.requeue = match self.requeue {
-                        Requeue::After(d) => Requeue::After(d.min(self.config.follow_interval)),
-                        Requeue::AwaitChange => Requeue::After(self.config.follow_interval),
-                    };
+                    self.requeue = self.requeue.within(self.config.follow_interval);
                 }
             }
         }
