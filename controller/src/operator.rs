@@ -7,12 +7,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
+use crate::admission::restore::Snapshot;
 use crate::admission::{self, Gate};
 use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
@@ -109,17 +110,14 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         runtime.namespaces.iter().cloned().map(Some).collect()
     };
     for ns in &namespaces {
-        let restored = admission
-            .restore(&client, ns.as_deref(), &config)
+        let snapshot = Snapshot::read(&client, ns.as_deref())
             .await
             .map_err(|e| format!("cannot rebuild the admission ledger: {e}"))?;
+        let restored = admission.restore(&snapshot, &config, &Time(jiff::Timestamp::now()));
         tracing::info!(namespace = ?ns, restored, "admission ledger restored");
-        match evaluation::orphans::remove(&client, ns.as_deref()).await {
-            Ok(0) => {}
-            Ok(removed) => {
-                tracing::info!(namespace = ?ns, removed, "orphaned sandbox pods removed")
-            }
-            Err(error) => tracing::warn!(%error, "cannot look for orphaned sandbox pods"),
+        let removed = evaluation::orphans::remove(&client, &snapshot).await;
+        if removed > 0 {
+            tracing::info!(namespace = ?ns, removed, "orphaned sandbox pods removed");
         }
     }
     tokio::spawn(admission::quota_status::publish(

@@ -1,44 +1,59 @@
 //! Rebuilds the admission ledger from the cluster before the controller acts (start, and
-//! takeover after leader election), and the paginated LIST it uses.
+//! takeover after leader election): one snapshot, read once, also serves the orphan sweep.
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 
+use crate::admission::Gate;
 use crate::admission::candidate::candidate;
-use crate::admission::{Gate, Ledger};
 use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Phase;
 use crate::evaluation::plan::admission_run_id;
 use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL};
 use crate::liveness;
-use crate::ssa;
+use crate::ssa::{self, list_all};
 
-impl Gate {
-    /// Rebuilds the ledger from the cluster before any reconcile runs (start, and each
-    /// takeover of the leader Lease): every live pod holds its run's admission (what its
-    /// limits say, even when its Evaluation is gone); queued runs take their queue places.
+/// What the controller reads once at start (and each leader takeover), for the ledger and the
+/// orphan sweep: the managed pods, then the Evaluations (pods first, so that an Evaluation
+/// created between the two reads cannot be mistaken for missing).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    /// Sandbox pods (`crucible.dev/managed=true`).
+    pub pods: Vec<Pod>,
+    /// Evaluations.
+    pub evaluations: Vec<Evaluation>,
+}
+
+impl Snapshot {
+    /// Reads the snapshot of `namespace` (or all), a page at a time.
     ///
     /// # Errors
-    /// Listing Evaluations or pods failed.
-    pub async fn restore(
-        &self,
-        client: &Client,
-        namespace: Option<&str>,
-        config: &Config,
-    ) -> Result<usize, kube::Error> {
-        let evaluations: Api<Evaluation> = ssa::scoped(client, namespace);
+    /// A LIST failed.
+    pub async fn read(client: &Client, namespace: Option<&str>) -> Result<Self, kube::Error> {
         let pods: Api<Pod> = ssa::scoped(client, namespace);
-        let evaluations = list_all(&evaluations, ListParams::default()).await?;
         let managed = ListParams::default().labels(&format!("{MANAGED_LABEL}=true"));
         let pods = list_all(&pods, managed).await?;
-        let now = Time(jiff::Timestamp::now());
+        let evaluations: Api<Evaluation> = ssa::scoped(client, namespace);
+        let evaluations = list_all(&evaluations, ListParams::default()).await?;
+        Ok(Snapshot { pods, evaluations })
+    }
+}
+
+impl Gate {
+    /// Adds to the ledger what `snapshot` holds, before any reconcile runs: every live pod
+    /// holds its run's admission (what its limits say, even when its Evaluation is gone);
+    /// queued runs take their queue places. Returns how many admissions were restored.
+    pub fn restore(&self, snapshot: &Snapshot, config: &Config, now: &Time) -> usize {
         let mut ledger = self.ledger();
-        *ledger = Ledger::default();
         let mut restored = 0;
-        for pod in pods.iter().filter(|p| liveness::holds_capacity(p, &now)) {
+        for pod in snapshot
+            .pods
+            .iter()
+            .filter(|p| liveness::holds_capacity(p, now))
+        {
             let (Some(run), Some(uid), Some(ns)) = (
                 liveness::run_of(pod),
                 pod.labels().get(EVALUATION_UID_LABEL),
@@ -49,7 +64,7 @@ impl Gate {
             ledger.restore(&run, uid, &ns, liveness::request_of(pod));
             restored += 1;
         }
-        for ev in &evaluations {
+        for ev in &snapshot.evaluations {
             let phase = ev.status.as_ref().and_then(|s| s.phase);
             let holds = ev
                 .uid()
@@ -63,29 +78,52 @@ impl Gate {
                 ledger.queue(&c);
             }
         }
-        Ok(restored)
+        restored
     }
 }
 
-/// Pages of this size keep each LIST (and the memory it needs at once) bounded.
-const PAGE: u32 = 500;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{at, mk_pod};
+    use crate::labels::RUN_ID_LABEL;
 
-/// Every object `api` lists with `params`, a page at a time.
-///
-/// # Errors
-/// A page could not be read.
-pub async fn list_all<K: ssa::Object>(
-    api: &Api<K>,
-    params: ListParams,
-) -> Result<Vec<K>, kube::Error> {
-    let mut out = Vec::new();
-    let mut params = params.limit(PAGE);
-    loop {
-        let page = api.list(&params).await?;
-        out.extend(page.items);
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => params = params.continue_token(&token),
-            None => return Ok(out),
-        }
+    fn pod_of(ns: &str, uid: &str, run: &str, phase: &str) -> Pod {
+        let mut pod = mk_pod(&format!("{uid}-pod"), phase, vec![]);
+        pod.metadata.namespace = Some(ns.into());
+        pod.metadata.labels = Some(
+            [
+                (EVALUATION_UID_LABEL.to_string(), uid.to_string()),
+                (RUN_ID_LABEL.to_string(), run.to_string()),
+            ]
+            .into(),
+        );
+        pod
+    }
+
+    /// Watched namespaces are restored one after the other: each adds to the ledger.
+    #[test]
+    fn every_live_pod_holds_its_run_and_namespaces_add_up() {
+        let gate = Gate::default();
+        let config = Config::default();
+        let a = Snapshot {
+            pods: vec![
+                pod_of("a", "uid-1", "run-1", "Running"),
+                pod_of("a", "uid-2", "run-2", "Succeeded"),
+            ],
+            evaluations: vec![],
+        };
+        let b = Snapshot {
+            pods: vec![pod_of("b", "uid-3", "run-3", "Pending")],
+            evaluations: vec![],
+        };
+        assert_eq!(
+            gate.restore(&a, &config, &at(0)),
+            1,
+            "a finished pod holds nothing"
+        );
+        assert_eq!(gate.restore(&b, &config, &at(0)), 1);
+        assert_eq!(gate.status_of("a").0.running, 1);
+        assert_eq!(gate.status_of("b").0.running, 1, "b does not wipe a");
     }
 }

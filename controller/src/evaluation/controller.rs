@@ -13,12 +13,11 @@ use kube::runtime::controller::{self, Controller};
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-use crate::admission::restore::list_all;
 use crate::crd::Evaluation;
 use crate::evaluation::{Context, reconcile};
 use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL};
 use crate::liveness;
-use crate::ssa;
+use crate::ssa::{self, list_all};
 
 /// How often readiness of the cache is re-checked.
 const READY_POLL: std::time::Duration = std::time::Duration::from_millis(500);

@@ -6,11 +6,11 @@
 use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use crate::crd::Evaluation;
-use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL};
+use crate::admission::restore::Snapshot;
+use crate::labels::EVALUATION_UID_LABEL;
 use crate::ssa;
 
 /// `(namespace, name)` of the pods among `pods` that belong to no Evaluation in `live` (uids).
@@ -26,26 +26,15 @@ pub fn orphans(pods: &[Pod], live: &HashSet<String>) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Deletes the orphaned sandbox pods of `namespace` (or all); returns how many.
-///
-/// # Errors
-/// Listing failed (deletions that fail are logged and skipped).
-pub async fn remove(client: &Client, namespace: Option<&str>) -> Result<usize, kube::Error> {
-    let evaluations: Api<Evaluation> = ssa::scoped(client, namespace);
-    let pods: Api<Pod> = ssa::scoped(client, namespace);
-    // Pods first: an Evaluation created after this list cannot be mistaken for missing.
-    let managed = pods
-        .list(&ListParams::default().labels(&format!("{MANAGED_LABEL}=true")))
-        .await?
-        .items;
-    let live: HashSet<String> = evaluations
-        .list(&ListParams::default())
-        .await?
-        .items
+/// Deletes the orphaned sandbox pods of a start-up snapshot; returns how many (deletions that
+/// fail are logged and skipped).
+pub async fn remove(client: &Client, snapshot: &Snapshot) -> usize {
+    let live: HashSet<String> = snapshot
+        .evaluations
         .iter()
         .filter_map(|e| e.uid())
         .collect();
-    let gone = orphans(&managed, &live);
+    let gone = orphans(&snapshot.pods, &live);
     for (ns, name) in &gone {
         let api: Api<Pod> = ssa::scoped(client, Some(ns));
         match ssa::delete(&api, name).await {
@@ -55,13 +44,14 @@ pub async fn remove(client: &Client, namespace: Option<&str>) -> Result<usize, k
             }
         }
     }
-    Ok(gone.len())
+    gone.len()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::mk_pod;
+    use crate::labels::MANAGED_LABEL;
 
     fn labelled(name: &str, uid: Option<&str>) -> Pod {
         let mut pod = mk_pod(name, "Running", vec![]);

@@ -344,5 +344,8 @@ fn a_pod_that_finished_by_itself_is_not_being_stopped() {
     let (ev, name) = started();
     let pods = vec![succeeded_pod(&name, r#"{"score": 1}"#)];
     let needed = logs_needed(&ev, &pods, &at(5), false, &Config::default()).expect("logs");
-    assert!(!needed.stopping, "its log may hold the result: a failed read is retried");
+    assert!(
+        !needed.stopping,
+        "its log may hold the result: a failed read is retried"
+    );
 }
