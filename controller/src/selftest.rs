@@ -64,7 +64,7 @@ async fn wait(api: &Api<Evaluation>, name: &str, timeout: Duration) -> Result<St
             .map_err(|e| format!("cannot read Evaluation {name}: {e}"))?;
         let status = ev.status.unwrap_or_default();
         if let Some(phase) = status.phase.filter(|p| p.is_finished()) {
-            let passed = status.result.as_ref().is_some_and(|r| r.passed);
+            let passed = status.passed();
             let sandbox = status
                 .sandbox
                 .and_then(|s| s.runtime_class_name)

@@ -322,6 +322,13 @@ pub enum Phase {
     Cancelled,
 }
 
+impl EvaluationStatus {
+    /// Whether the run reported a result that passed (only a Succeeded run has a result).
+    pub fn passed(&self) -> bool {
+        self.result.as_ref().is_some_and(|r| r.passed)
+    }
+}
+
 impl Phase {
     /// Whether the run is over.
     pub fn is_finished(self) -> bool {

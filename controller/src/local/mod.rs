@@ -141,9 +141,9 @@ async fn run(args: RunArgs) -> Result<bool, RunError> {
 
 /// Whether the run finished with a valid result that passed.
 pub fn evaluation_passed(ev: &Evaluation) -> bool {
-    ev.status.as_ref().is_some_and(|s| {
-        s.phase == Some(Phase::Succeeded) && s.result.as_ref().is_some_and(|r| r.passed)
-    })
+    ev.status
+        .as_ref()
+        .is_some_and(|s| s.phase == Some(Phase::Succeeded) && s.passed())
 }
 
 /// The objects of `paths` (files, or directories: every `*.yaml` / `*.yml` in them, sorted),

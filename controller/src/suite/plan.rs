@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::conditions::{self, Status};
-use crate::crd::evaluation::{Evaluation, EvaluationSpec, Phase};
+use crate::crd::evaluation::{Evaluation, EvaluationSpec, EvaluationStatus, Phase};
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
 use crate::events::{Note, Severity};
 use crate::labels::SUITE_LABEL;
@@ -93,10 +93,7 @@ fn finished(ev: &Evaluation) -> bool {
 }
 
 fn passed(ev: &Evaluation) -> bool {
-    ev.status
-        .as_ref()
-        .and_then(|s| s.result.as_ref())
-        .is_some_and(|r| r.passed)
+    ev.status.as_ref().is_some_and(EvaluationStatus::passed)
 }
 
 /// Plans the suite given its current children (owned by it, any order).
@@ -221,11 +218,7 @@ fn aggregate(
         let child_status = child.and_then(|c| c.status.clone()).unwrap_or_default();
         let phase = child_status.phase;
         match phase {
-            Some(p)
-                if p.is_finished() && child_status.result.as_ref().is_some_and(|r| r.passed) =>
-            {
-                status.succeeded += 1
-            }
+            Some(p) if p.is_finished() && child_status.passed() => status.succeeded += 1,
             Some(p) if p.is_finished() => status.failed += 1,
             Some(Phase::Pending | Phase::Running) => status.running += 1,
             _ => status.queued += 1,

@@ -328,7 +328,7 @@ impl Planner<'_> {
     /// A finished run: remove its pod (unless kept for debugging) and, after the TTL, every
     /// child; the Evaluation and its status stay.
     pub(super) fn finished(&mut self) {
-        let passed = self.status.result.as_ref().is_some_and(|r| r.passed);
+        let passed = self.status.passed();
         let keep = self.ev.spec.keep_pod_on_failure == Some(true) && !passed;
         let current = self
             .current_pod()
