@@ -69,4 +69,6 @@ pub struct Runtime {
     pub git_cache_bytes: u64,
     /// Whether `file://` git URLs are allowed.
     pub allow_file_git_urls: bool,
+    /// The sandbox canary.
+    pub canary: crate::canary::Settings,
 }

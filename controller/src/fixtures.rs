@@ -184,6 +184,7 @@ impl Context {
                 std::env::temp_dir().join("crucible-test-git"),
                 1 << 20,
             ),
+            sandbox: Arc::new(crate::canary::Sandbox::unchecked()),
         };
         (Arc::new(ctx), ApiServerVerifier(handle))
     }

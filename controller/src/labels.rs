@@ -17,3 +17,5 @@ pub const EVALUATION_ANNOTATION: &str = "crucible.dev/evaluation";
 pub const RERUN_ANNOTATION: &str = "crucible.dev/rerun";
 /// Annotation ordering the queue: higher first (integer, default 0).
 pub const PRIORITY_ANNOTATION: &str = "crucible.dev/priority";
+/// Label with the id of a sandbox canary run, on its pod (selected by its NetworkPolicy).
+pub const CANARY_LABEL: &str = "crucible.dev/canary";

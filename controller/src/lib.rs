@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod apiref;
+pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod crd;

@@ -85,6 +85,22 @@ pub struct SuiteLabels {
     pub suite: String,
 }
 
+/// `{runtime_class, check}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    /// RuntimeClass the canary ran under.
+    pub runtime_class: String,
+    /// The check that failed (`canary::Check::name`).
+    pub check: String,
+}
+
+/// `{runtime_class}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuntimeClassLabels {
+    /// RuntimeClass.
+    pub runtime_class: String,
+}
+
 /// The controller's metric families.
 #[derive(Debug)]
 pub struct Metrics {
@@ -100,6 +116,8 @@ pub struct Metrics {
     evaluation_score: Family<ScoreLabels, FloatGauge>,
     suite_mean_score: Family<SuiteLabels, FloatGauge>,
     suite_pass_rate: Family<SuiteLabels, FloatGauge>,
+    canary_failures: Family<CanaryLabels, Counter>,
+    sandbox_verified: Family<RuntimeClassLabels, Gauge>,
     score_limit: usize,
     /// Last phase counted per Evaluation uid, so the phase gauge moves instead of growing.
     phases: Mutex<HashMap<String, PhaseLabels>>,
@@ -132,6 +150,8 @@ impl Metrics {
             evaluation_score: Family::default(),
             suite_mean_score: Family::default(),
             suite_pass_rate: Family::default(),
+            canary_failures: Family::default(),
+            sandbox_verified: Family::default(),
             score_limit,
             phases: Mutex::default(),
             scores: Mutex::default(),
@@ -199,6 +219,16 @@ impl Metrics {
             "suite_pass_rate",
             "Fraction of a suite's cases that passed",
             self.suite_pass_rate.clone(),
+        );
+        registry.register(
+            "sandbox_canary_failures",
+            "Sandbox canary runs that failed, by RuntimeClass and first failed check",
+            self.canary_failures.clone(),
+        );
+        registry.register(
+            "sandbox_verified",
+            "1 while the sandbox canary has verified the RuntimeClass, else 0 (runs of it are held)",
+            self.sandbox_verified.clone(),
         );
         self
     }
@@ -370,6 +400,25 @@ impl Metrics {
         }
         self.suite_pass_rate.get_or_create(&labels).set(pass_rate);
     }
+
+    /// Counts a failed canary run of `runtime_class` at `check`.
+    pub fn sandbox_canary_failed(&self, runtime_class: &str, check: &str) {
+        self.canary_failures
+            .get_or_create(&CanaryLabels {
+                runtime_class: runtime_class.to_string(),
+                check: check.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets whether `runtime_class` is verified.
+    pub fn set_sandbox_verified(&self, runtime_class: &str, verified: bool) {
+        self.sandbox_verified
+            .get_or_create(&RuntimeClassLabels {
+                runtime_class: runtime_class.to_string(),
+            })
+            .set(i64::from(verified));
+    }
 }
 
 /// Observes a reconcile's duration when dropped.
@@ -456,6 +505,24 @@ mod tests {
         );
         let (_, off) = render(Metrics::new(0));
         assert!(!off.contains("evaluation=\""));
+    }
+
+    #[test]
+    fn canary_failures_and_verified_classes_are_exported() {
+        let m = Metrics::default();
+        m.sandbox_canary_failed("gvisor", "kernel");
+        m.sandbox_canary_failed("gvisor", "kernel");
+        m.set_sandbox_verified("gvisor", false);
+        m.set_sandbox_verified("gvisor-net", true);
+        let (_, text) = render(m);
+        assert!(
+            text.contains(
+                r#"crucible_sandbox_canary_failures_total{runtime_class="gvisor",check="kernel"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(r#"crucible_sandbox_verified{runtime_class="gvisor"} 0"#));
+        assert!(text.contains(r#"crucible_sandbox_verified{runtime_class="gvisor-net"} 1"#));
     }
 
     #[test]

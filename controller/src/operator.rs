@@ -1,6 +1,7 @@
-//! Starts the operator: caches (quotas, the emergency-stop switch), the admission ledger rebuilt
-//! from the cluster, the quota status writer, the HTTP endpoints and one Evaluation controller
-//! and one EvaluationSuite controller per watched namespace. Talks to the API server.
+//! Starts the operator: caches (quotas, the emergency-stop switch), the sandbox canary, the
+//! admission ledger rebuilt from the cluster, the quota status writer, the HTTP endpoints and
+//! one Evaluation controller and one EvaluationSuite controller per watched namespace. Talks to
+//! the API server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::admission::restore::Snapshot;
 use crate::admission::{self, Gate};
+use crate::canary::{self, Sandbox};
 use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
 use crate::evaluation::{self, Context};
@@ -60,6 +62,8 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     let stop_api: Api<ConfigMap> = Api::namespaced(client.clone(), &runtime.system_namespace);
     let stop_watch = watcher::Config::default().fields(&format!("metadata.name={STOP_CONFIGMAP}"));
     let (stop_tx, stop_rx) = watch::channel(());
+    // Runs held by the sandbox canary are re-examined once their class is verified.
+    let wake = stop_tx.clone();
     tokio::spawn(
         reflector(stop_writer, watcher(stop_api, stop_watch))
             .default_backoff()
@@ -103,6 +107,27 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         });
         ready.store(false, Ordering::SeqCst);
     }
+    // After leadership: a standby never runs canaries. Until the first verdict, every class
+    // proven holds admission.
+    let targets = canary::targets(&config, &runtime.canary);
+    let sandbox = Arc::new(Sandbox::new(
+        targets.iter().map(|(t, v)| (t.class.clone(), v.clone())),
+        config.allow_unsandboxed,
+        move || {
+            let _ = wake.send(());
+        },
+        &Time(jiff::Timestamp::now()),
+    ));
+    let runner = Arc::new(canary::runner::Runner::new(
+        client.clone(),
+        runtime.system_namespace.clone(),
+        config.clone(),
+        runtime.canary.clone(),
+        sandbox.clone(),
+        metrics.clone(),
+        events::recorder(&client, Some(runtime.identity.clone())),
+    ));
+    tokio::spawn(runner.run(targets.into_iter().map(|(t, _)| t).collect()));
     let admission = Arc::new(Gate::default());
     let namespaces: Vec<Option<String>> = if runtime.namespaces.is_empty() {
         vec![None]
@@ -143,6 +168,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         system_namespace: runtime.system_namespace.clone(),
         git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
             .allow_file_urls(runtime.allow_file_git_urls),
+        sandbox,
     });
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
     let pending = Arc::new(AtomicUsize::new(namespaces.len()));

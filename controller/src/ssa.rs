@@ -22,6 +22,8 @@ pub const SUITE_MANAGER: &str = "crucible-suite";
 pub const QUOTA_STATUS_MANAGER: &str = "crucible-quota-status";
 /// Field manager of the emergency-stop switch (`crucible stop` / `resume`).
 pub const STOP_MANAGER: &str = "crucible-stop";
+/// Field manager of the sandbox canary's pods, policies and its ConfigMap `crucible-sandbox`.
+pub const CANARY_MANAGER: &str = "crucible-canary";
 /// Field manager of `crucible selftest`.
 pub const SELFTEST_MANAGER: &str = "crucible-selftest";
 

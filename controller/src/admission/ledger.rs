@@ -218,8 +218,8 @@ impl Ledger {
 
     /// Decides for `candidate`: admits it (recording the admission) or queues it. Deciding
     /// again for a run already admitted admits it again without counting it twice; any other
-    /// run, even of an Evaluation holding an admission, passes every check. `hold` (an
-    /// emergency stop) queues everything new.
+    /// run, even of an Evaluation holding an admission, passes every check. `hold` (the
+    /// emergency stop, an unverified sandbox: the whole queue reason) queues everything new.
     pub fn decide(
         &mut self,
         candidate: &Candidate,
@@ -249,7 +249,7 @@ impl Ledger {
         let position = self.position(candidate);
         let wait = |reason: String| Decision::Wait { position, reason };
         if let Some(why) = hold {
-            return wait(format!("EmergencyStop: {why}"));
+            return wait(why.to_string());
         }
         if namespace_limits.paused {
             return wait("Paused: the namespace's EvaluationQuota is paused".into());

@@ -190,7 +190,7 @@ fn pause_and_emergency_hold_admit_nothing() {
         Decision::Wait { reason, .. } if reason.starts_with("Paused")
     ));
     assert!(matches!(
-        l.decide(&candidate("a", "1", 0, 1, 1.0), &none, &none, Some("maintenance")),
+        l.decide(&candidate("a", "1", 0, 1, 1.0), &none, &none, Some("EmergencyStop: maintenance")),
         Decision::Wait { reason, .. } if reason == "EmergencyStop: maintenance"
     ));
     assert_eq!(l.usage(None).running, 0);
@@ -253,7 +253,7 @@ fn a_new_run_of_an_admitted_evaluation_is_checked_like_any_other() {
         Decision::Wait { reason, .. } if reason == "QuotaExceeded: maxRunning 1 reached"
     ));
     assert!(matches!(
-        l.decide(&same_size, &none, &none, Some("drill")),
+        l.decide(&same_size, &none, &none, Some("EmergencyStop: drill")),
         Decision::Wait { reason, .. } if reason.starts_with("EmergencyStop")
     ));
     // The old run's pod is gone: only then does the new run fit.

@@ -9,6 +9,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::admission::Gate;
+use crate::canary::Sandbox;
 use crate::config::Config;
 use crate::crd::EvaluationQuota;
 use crate::metrics::Metrics;
@@ -36,6 +37,8 @@ pub struct Context {
     pub system_namespace: String,
     /// Cache of git repositories.
     pub git: GitCache,
+    /// The sandbox canary's verdicts: runs of an unverified RuntimeClass are held.
+    pub sandbox: Arc<Sandbox>,
 }
 
 impl Context {

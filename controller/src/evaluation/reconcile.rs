@@ -10,7 +10,7 @@ use crate::admission::Decision;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
 use crate::evaluation::plan;
-use crate::evaluation::{Context, apply, observe, report};
+use crate::evaluation::{Context, apply, observe, report, validate};
 use crate::requeue;
 
 /// Reconciles one Evaluation.
@@ -43,10 +43,15 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
     let decision = if plan::asks_admission(&ev, &observed) {
         let quotas = ctx.quotas_of(&namespace);
         let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
-        let hold = observed.stop.as_deref();
+        // Held by the emergency stop, else by a sandbox the canary has not verified.
+        let hold = observed
+            .stop
+            .as_ref()
+            .map(|why| format!("EmergencyStop: {why}"))
+            .or_else(|| ctx.sandbox.hold(validate::runtime_class(&ev.spec, &ctx.config)));
         let run = plan::admission_run_id(&ev, observed.head.as_deref());
         ctx.admission
-            .decide(&ev, &run, &quotas, &ctx.config, hold, &ctx.metrics)
+            .decide(&ev, &run, &quotas, &ctx.config, hold.as_deref(), &ctx.metrics)
     } else {
         Decision::Admit
     };

@@ -1,0 +1,559 @@
+//! Runs the canaries: one loop per proven RuntimeClass (at start, every `--canary-interval`
+//! while verified, every minute while not, and at once when the RuntimeClass changes), the
+//! listener each run connects to, the pod's lifecycle (bounded by `--canary-timeout`, always
+//! cleaned up), and what follows a verdict: the shared [`Sandbox`], the ConfigMap, metrics,
+//! Events and logs. Talks to the API server.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, ObjectReference, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, LogParams};
+use kube::runtime::events::Recorder;
+use kube::runtime::wait::await_condition;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::probe::{self, COMPONENT, Run};
+use super::verdict::{
+    Expectation, Outcome, Step, describe, exit_code, judge, pod_finished, pod_problem,
+};
+use super::{Sandbox, Settings, Target, Verdict, status};
+use crate::config::Config;
+use crate::crd::evaluation::NetworkMode;
+use crate::digest::sha256_hex;
+use crate::evaluation::pod::EVALUATION_CONTAINER;
+use crate::events::{self, Note, Severity};
+use crate::metrics::Metrics;
+use crate::ssa;
+
+/// Interval between two runs while a class is not verified: soon enough that a fixed node is
+/// noticed within a minute, rare enough not to churn pods.
+const RETRY: Duration = Duration::from_secs(60);
+/// Most bytes of the probe's log read (its report is one short line).
+const LOG_LIMIT: i64 = 16 * 1024;
+/// Most Warning Events of a stuck canary pod quoted in its verdict.
+const EVENTS_QUOTED: usize = 3;
+
+/// What the RuntimeClass watch last saw of a class: `None` before it synced, `Some(None)`
+/// when the class is absent, else a fingerprint of what a canary depends on.
+type Seen = Option<Option<String>>;
+
+/// The canary runner of one controller.
+pub struct Runner {
+    client: Client,
+    namespace: String,
+    config: Config,
+    settings: Settings,
+    sandbox: Arc<Sandbox>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// The controller's own `/proc/version`: a sandbox showing it is not gVisor.
+    host_kernel: Option<String>,
+    /// Serializes ConfigMap writes, so an older record never overwrites a newer one.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Runner {
+    /// A runner in `namespace` (the system namespace) recording into `sandbox`.
+    pub fn new(
+        client: Client,
+        namespace: String,
+        config: Config,
+        settings: Settings,
+        sandbox: Arc<Sandbox>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+    ) -> Self {
+        Runner {
+            client,
+            namespace,
+            config,
+            settings,
+            sandbox,
+            metrics,
+            recorder,
+            host_kernel: std::fs::read_to_string("/proc/version").ok(),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Publishes the initial record, then proves every target that has a network mode, for
+    /// as long as the controller runs.
+    pub async fn run(self: Arc<Self>, targets: Vec<Target>) {
+        self.publish().await;
+        let proven: Vec<(String, NetworkMode)> = targets
+            .into_iter()
+            .filter_map(|t| Some((t.class, t.network?)))
+            .collect();
+        if proven.is_empty() {
+            return;
+        }
+        self.remove_leftovers().await;
+        let mut changes = BTreeMap::new();
+        for (class, network) in proven {
+            let (tx, rx) = watch::channel(None);
+            changes.insert(class.clone(), tx);
+            tokio::spawn(self.clone().prove(class, network, rx));
+        }
+        self.watch_runtime_classes(changes).await;
+    }
+
+    /// The loop of one class.
+    async fn prove(
+        self: Arc<Self>,
+        class: String,
+        network: NetworkMode,
+        mut changes: watch::Receiver<Seen>,
+    ) {
+        loop {
+            let (seen, verdict) = self.run_once(&class, network).await;
+            if moved(&changes.borrow_and_update(), &seen) {
+                // The pod ran under the class as it was: that proves nothing about it now.
+                let why = "the RuntimeClass changed while the canary ran; proving it again";
+                self.record(&class, Verdict::Pending(why.into())).await;
+                continue;
+            }
+            let delay = match verdict {
+                Verdict::Verified(_) => self.settings.interval,
+                _ => self.settings.interval.min(RETRY),
+            };
+            self.record(&class, verdict).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = changed_from(&mut changes, &seen) => {
+                    let why = format!("the RuntimeClass {class} changed; proving it again");
+                    self.record(&class, Verdict::Pending(why)).await;
+                }
+            }
+        }
+    }
+
+    /// One canary run of `class`: what the RuntimeClass was, and the verdict.
+    async fn run_once(&self, class: &str, network: NetworkMode) -> (Seen, Verdict) {
+        let classes: Api<RuntimeClass> = Api::all(self.client.clone());
+        let not_run = |step, message: String| Outcome::NotRun { step, message };
+        let nonce = nonce(class);
+        let id = &nonce[..12];
+        let (seen, outcome, targets) = match classes.get_opt(class).await {
+            Ok(None) => (
+                Some(None),
+                not_run(
+                    Step::RuntimeClass,
+                    format!("the RuntimeClass {class} does not exist"),
+                ),
+                None,
+            ),
+            Err(error) => (
+                None,
+                not_run(
+                    Step::RuntimeClass,
+                    format!("cannot read the RuntimeClass {class}: {error}"),
+                ),
+                None,
+            ),
+            Ok(Some(rc)) => {
+                let seen = Some(Some(fingerprint(&rc)));
+                match Listeners::open(self.settings.listen, probe::greeting(&nonce)).await {
+                    Err(error) => (
+                        seen,
+                        not_run(
+                            Step::Listener,
+                            format!(
+                                "cannot listen on {}: {error} (--canary-listen-address must be an address of this controller that pods reach)",
+                                self.settings.listen
+                            ),
+                        ),
+                        None,
+                    ),
+                    Ok(listeners) => {
+                        let name = format!("crucible-canary-{id}");
+                        let run = Run {
+                            name: &name,
+                            id,
+                            namespace: &self.namespace,
+                            runtime_class: class,
+                            network,
+                            listener: listeners.listed,
+                            unlisted: listeners.unlisted,
+                            image: &self.settings.image,
+                            timeout_seconds: i64::try_from(self.settings.timeout.as_secs())
+                                .unwrap_or(i64::MAX)
+                                .max(1),
+                        };
+                        tracing::debug!(runtime_class = class, pod = name, "sandbox canary starting");
+                        let outcome = self.execute(&run).await;
+                        (seen, outcome, Some((listeners.listed, listeners.unlisted)))
+                    }
+                }
+            }
+        };
+        let (listener, unlisted) = targets.map_or((String::new(), String::new()), |(l, u)| {
+            (l.to_string(), u.to_string())
+        });
+        let expect = Expectation {
+            network,
+            listener: &listener,
+            unlisted: &unlisted,
+            nonce: &nonce,
+            host_kernel: self.host_kernel.as_deref(),
+        };
+        (seen, judge(&expect, &outcome))
+    }
+
+    /// Creates the canary's NetworkPolicy and pod, waits for the pod, reads its log, and
+    /// deletes both whatever happened.
+    async fn execute(&self, run: &Run<'_>) -> Outcome {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
+        let outcome = self.observe(&pods, &policies, run).await;
+        if let Err(error) = ssa::delete(&pods, run.name).await {
+            tracing::warn!(%error, pod = run.name, "cannot delete a sandbox canary pod");
+        }
+        if let Err(error) = ssa::delete(&policies, run.name).await {
+            tracing::warn!(%error, policy = run.name, "cannot delete a sandbox canary NetworkPolicy");
+        }
+        outcome
+    }
+
+    async fn observe(
+        &self,
+        pods: &Api<Pod>,
+        policies: &Api<NetworkPolicy>,
+        run: &Run<'_>,
+    ) -> Outcome {
+        let failed = |message: String| Outcome::NotRun {
+            step: Step::Pod,
+            message,
+        };
+        if let Err(error) = ssa::create(policies, ssa::CANARY_MANAGER, &run.network_policy()).await
+        {
+            return failed(format!(
+                "the API server refused the canary's NetworkPolicy: {error}"
+            ));
+        }
+        if let Err(error) = ssa::create(pods, ssa::CANARY_MANAGER, &run.pod(&self.config)).await {
+            return failed(format!("the API server refused the canary pod: {error}"));
+        }
+        let over = |p: Option<&Pod>| p.is_none_or(|p| pod_finished(p) || pod_problem(p).is_some());
+        let waited = tokio::time::timeout(
+            self.settings.timeout,
+            await_condition(pods.clone(), run.name, over),
+        )
+        .await;
+        let pod = match waited {
+            Ok(Ok(Some(pod))) => pod,
+            Ok(Ok(None)) => return failed("the canary pod was deleted before it finished".into()),
+            Ok(Err(error)) => return failed(format!("cannot watch the canary pod: {error}")),
+            Err(_) => {
+                let state = match pods.get_opt(run.name).await {
+                    Ok(Some(pod)) => describe(&pod),
+                    Ok(None) => "gone".into(),
+                    Err(error) => format!("unreadable: {error}"),
+                };
+                let warnings = self.warnings(run.name).await;
+                return failed(format!(
+                    "the canary pod did not finish within {:?} ({state}){warnings}",
+                    self.settings.timeout
+                ));
+            }
+        };
+        if let Some(problem) = pod_problem(&pod) {
+            return failed(problem);
+        }
+        let params = LogParams {
+            container: Some(EVALUATION_CONTAINER.into()),
+            limit_bytes: Some(LOG_LIMIT),
+            ..Default::default()
+        };
+        match pods.logs(run.name, &params).await {
+            Ok(log) => Outcome::Ran {
+                log,
+                exit_code: exit_code(&pod),
+            },
+            Err(error) => failed(format!("cannot read the canary's log: {error}")),
+        }
+    }
+
+    /// The last Warning Events of pod `name` (e.g. a runtime handler missing on the node), as
+    /// `; events: …`, or nothing.
+    async fn warnings(&self, name: &str) -> String {
+        let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = ListParams::default().fields(&format!("involvedObject.name={name}"));
+        let Ok(list) = api.list(&params).await else {
+            return String::new();
+        };
+        let notes: Vec<String> = list
+            .items
+            .iter()
+            .rev()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .take(EVENTS_QUOTED)
+            .map(|e| {
+                let message = e.message.as_deref().unwrap_or_default();
+                let end = (0..=message.len().min(300))
+                    .rev()
+                    .find(|i| message.is_char_boundary(*i))
+                    .unwrap_or(0);
+                format!(
+                    "{}: {}",
+                    e.reason.as_deref().unwrap_or("Warning"),
+                    &message[..end]
+                )
+            })
+            .collect();
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("; events: {}", notes.join("; "))
+        }
+    }
+
+    /// Records `verdict` for `class` and tells everyone: logs, metrics, the ConfigMap, Events.
+    async fn record(&self, class: &str, verdict: Verdict) {
+        match &verdict {
+            Verdict::Failed { check, message } => {
+                tracing::warn!(runtime_class = class, check = check.name(), %message, "sandbox canary failed: runs of this class are held");
+                self.metrics.sandbox_canary_failed(class, check.name());
+            }
+            Verdict::Verified(proven) => {
+                tracing::info!(runtime_class = class, %proven, "sandbox verified");
+            }
+            Verdict::Pending(why) => tracing::info!(runtime_class = class, %why, "sandbox unverified"),
+            Verdict::Unchecked { .. } => {}
+        }
+        let released = self
+            .sandbox
+            .record(class, verdict.clone(), &Time(jiff::Timestamp::now()));
+        let Some(reference) = self.publish().await else {
+            return;
+        };
+        let note = match verdict {
+            Verdict::Failed { check, message } => Note {
+                severity: Severity::Warning,
+                reason: "SandboxUnverified",
+                message: format!("{class}: {}: {message}", check.name()),
+            },
+            Verdict::Verified(proven) if released => Note {
+                severity: Severity::Normal,
+                reason: "SandboxVerified",
+                message: format!("{class}: {proven}"),
+            },
+            _ => return,
+        };
+        events::publish(&self.recorder, &reference, &[note]).await;
+    }
+
+    /// Writes the ConfigMap from the current verdicts and sets the verified gauges; returns a
+    /// reference to the ConfigMap for Events.
+    async fn publish(&self) -> Option<ObjectReference> {
+        let _writing = self.writing.lock().await;
+        let entries = self.sandbox.entries();
+        for (class, verdict, _) in &entries {
+            self.metrics
+                .set_sandbox_verified(class, matches!(verdict, Verdict::Verified(_)));
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let cm = status::config_map(&self.namespace, &entries);
+        match ssa::apply(&api, ssa::CANARY_MANAGER, &cm).await {
+            Ok(cm) => Some(cm.object_ref(&())),
+            Err(error) => {
+                tracing::warn!(%error, namespace = self.namespace, "cannot write the {} ConfigMap", status::CONFIGMAP);
+                None
+            }
+        }
+    }
+
+    /// Deletes canary pods and policies a previous controller left behind (it was stopped
+    /// while a canary ran).
+    async fn remove_leftovers(&self) {
+        let params = ListParams::default().labels(&format!("app.kubernetes.io/component={COMPONENT}"));
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
+        match ssa::list_all(&pods, params.clone()).await {
+            Ok(list) => {
+                for pod in list {
+                    if let Err(error) = ssa::delete(&pods, &pod.name_any()).await {
+                        tracing::warn!(%error, pod = pod.name_any(), "cannot delete a leftover canary pod");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list leftover canary pods"),
+        }
+        match ssa::list_all(&policies, params).await {
+            Ok(list) => {
+                for policy in list {
+                    if let Err(error) = ssa::delete(&policies, &policy.name_any()).await {
+                        tracing::warn!(%error, policy = policy.name_any(), "cannot delete a leftover canary NetworkPolicy");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list leftover canary NetworkPolicies"),
+        }
+    }
+
+    /// Feeds each class's loop with what the RuntimeClass watch sees of it.
+    async fn watch_runtime_classes(&self, changes: BTreeMap<String, watch::Sender<Seen>>) {
+        let api: Api<RuntimeClass> = Api::all(self.client.clone());
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let send = |class: &str, seen: Option<String>| {
+            if let Some(tx) = changes.get(class) {
+                tx.send_if_modified(|current| {
+                    let changed = current.as_ref() != Some(&seen);
+                    *current = Some(seen);
+                    changed
+                });
+            }
+        };
+        let mut listed = BTreeMap::new();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init) => listed.clear(),
+                Ok(watcher::Event::InitApply(rc)) => {
+                    listed.insert(rc.name_any(), fingerprint(&rc));
+                }
+                Ok(watcher::Event::InitDone) => {
+                    for class in changes.keys() {
+                        send(class, listed.get(class).cloned());
+                    }
+                }
+                Ok(watcher::Event::Apply(rc)) => send(&rc.name_any(), Some(fingerprint(&rc))),
+                Ok(watcher::Event::Delete(rc)) => send(&rc.name_any(), None),
+                Err(error) => tracing::warn!(%error, "RuntimeClass watch failed; retrying"),
+            }
+        }
+    }
+}
+
+/// What a canary run depends on in a RuntimeClass: its identity, handler, overhead and
+/// scheduling (labels and annotations do not change the sandbox).
+fn fingerprint(rc: &RuntimeClass) -> String {
+    let content = serde_json::json!([rc.uid(), rc.handler, rc.overhead, rc.scheduling]);
+    sha256_hex(content.to_string().as_bytes())
+}
+
+/// Whether the watch now knows a different RuntimeClass than the run saw.
+fn moved(now: &Seen, seen: &Seen) -> bool {
+    matches!((now, seen), (Some(now), Some(seen)) if now != seen)
+}
+
+/// Returns once the watch reports a RuntimeClass other than `seen` (never, once the watch
+/// is gone).
+async fn changed_from(changes: &mut watch::Receiver<Seen>, seen: &Seen) {
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = changes.borrow_and_update().clone();
+        if now.is_some() && (seen.is_none() || moved(&now, seen)) {
+            return;
+        }
+    }
+}
+
+/// A fresh nonce (hex): names the run's pod and is what the listener greets with.
+fn nonce(class: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    sha256_hex(format!("{now}/{}/{n}/{class}", std::process::id()).as_bytes())[..32].to_string()
+}
+
+/// The two ports one canary run connects to; they close when dropped.
+struct Listeners {
+    listed: SocketAddr,
+    unlisted: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Listeners {
+    async fn open(ip: IpAddr, greeting: String) -> std::io::Result<Self> {
+        let listed = TcpListener::bind((ip, 0)).await?;
+        let unlisted = TcpListener::bind((ip, 0)).await?;
+        let addrs = (listed.local_addr()?, unlisted.local_addr()?);
+        let tasks = [listed, unlisted]
+            .into_iter()
+            .map(|l| tokio::spawn(serve(l, greeting.clone())))
+            .collect();
+        Ok(Listeners {
+            listed: addrs.0,
+            unlisted: addrs.1,
+            tasks,
+        })
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+/// Greets every connection; a failing accept ends the listener (the canary then fails closed).
+async fn serve(listener: TcpListener, greeting: String) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let _ = stream.write_all(greeting.as_bytes()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn the_listener_greets_with_the_nonce_and_closes_when_dropped() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let listeners = Listeners::open(ip, probe::greeting("abc"))
+            .await
+            .expect("listen on loopback");
+        assert_ne!(listeners.listed, listeners.unlisted);
+        for addr in [listeners.listed, listeners.unlisted] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let mut read = String::new();
+            stream.read_to_string(&mut read).await.expect("read");
+            assert_eq!(read, "crucible-canary abc\n");
+        }
+        let addr = listeners.listed;
+        drop(listeners);
+        // The accept task is aborted: nothing answers any more (refused, or reset).
+        let mut closed = false;
+        for _ in 0..50 {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => tokio::task::yield_now().await,
+            }
+        }
+        assert!(closed, "the listener still accepts after the run");
+    }
+
+    #[test]
+    fn only_a_different_runtime_class_counts_as_a_change() {
+        let a: Seen = Some(Some("a".into()));
+        assert!(!moved(&None, &a), "the watch has not synced");
+        assert!(!moved(&a, &a));
+        assert!(moved(&Some(None), &a), "deleted");
+        assert!(moved(&a, &Some(None)), "created");
+        assert!(!moved(&a, &None), "the run could not read it");
+        assert_ne!(nonce("gvisor"), nonce("gvisor"));
+    }
+}
