@@ -226,6 +226,10 @@ pub struct ControllerArgs {
     /// it is garbage-collected with the last one.
     #[arg(long, env = "POD_UID")]
     pub pod_uid: Option<String>,
+    /// Namespace of this controller's pod (downward API): the canary's pods and ConfigMap are
+    /// owned by the pod when they are in its namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
     /// Directory of the shared cache of git repositories.
     #[arg(
         long,
@@ -329,6 +333,7 @@ impl ControllerArgs {
             lease_name,
             identity,
             pod_uid,
+            pod_namespace,
             git_cache_dir,
             git_cache_size,
             follow_interval,
@@ -382,15 +387,14 @@ impl ControllerArgs {
                 git_cache_bytes: git_cache_size as u64,
                 allow_file_git_urls,
                 pod_uid,
+                pod_namespace,
                 canary: crate::canary::Settings {
                     enabled: sandbox_canary,
                     allowlist: canary_allowlist,
                     interval: canary_interval,
                     timeout: canary_timeout,
                     image: canary_image,
-                    listen: canary_listen_address
-                        .or(pod_ip)
-                        .unwrap_or(LOCAL_BRIDGE),
+                    listen: canary_listen_address.or(pod_ip).unwrap_or(LOCAL_BRIDGE),
                 },
             },
         )
@@ -483,7 +487,15 @@ mod tests {
         assert_eq!(pod.listen.to_string(), "10.1.2.3");
         let both = runtime(&["--pod-ip", "10.1.2.3", "--canary-listen-address", "fd00::1"]);
         assert_eq!(both.listen.to_string(), "fd00::1");
-        assert!(Cli::try_parse_from(["crucible", "controller", "--canary-listen-address", "example.com"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "crucible",
+                "controller",
+                "--canary-listen-address",
+                "example.com"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

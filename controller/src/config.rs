@@ -63,6 +63,8 @@ pub struct Runtime {
     pub identity: String,
     /// Uid of this replica's pod, when it runs in one.
     pub pod_uid: Option<String>,
+    /// Namespace of this replica's pod, when it runs in one.
+    pub pod_namespace: Option<String>,
     /// Git cache directory.
     pub git_cache_dir: std::path::PathBuf,
     /// Git cache budget in bytes.

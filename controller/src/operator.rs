@@ -86,16 +86,19 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         .await
         .map_err(|e| format!("the emergency-stop cache stopped before it synced: {e}"))?;
     tracing::info!("quota and emergency-stop caches synced");
+    // This replica's pod: owner of what the controller creates in the system namespace
+    // for itself, so the garbage collector removes it with the last controller pod.
+    let pod_owner = runtime.pod_uid.clone().map(|uid| OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: runtime.identity.clone(),
+        uid,
+        ..Default::default()
+    });
     if let Some(lease) = &runtime.leader_lease {
         // A standby replica is healthy and ready; it only does not act.
         ready.store(true, Ordering::SeqCst);
-        let owner = runtime.pod_uid.clone().map(|uid| OwnerReference {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: runtime.identity.clone(),
-            uid,
-            ..Default::default()
-        });
+        let owner = pod_owner.clone();
         let api = leader::lease_api(client.clone(), &runtime.system_namespace);
         let renewal = leader::acquire(&api, lease, &runtime.identity, owner.as_ref()).await;
         let (lease, me) = (lease.clone(), runtime.identity.clone());
@@ -118,9 +121,13 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         },
         &Time(jiff::Timestamp::now()),
     ));
+    // An owner in another namespace would be treated as missing: the canary's objects
+    // would be collected at once.
+    let same_namespace = runtime.pod_namespace.as_ref() == Some(&runtime.system_namespace);
     let runner = Arc::new(canary::runner::Runner::new(
         client.clone(),
         runtime.system_namespace.clone(),
+        pod_owner.filter(|_| same_namespace),
         config.clone(),
         runtime.canary.clone(),
         sandbox.clone(),

@@ -96,7 +96,9 @@ pub fn targets(config: &Config, settings: &Settings) -> Vec<(Target, Verdict)> {
             add(
                 &config.allowlist_runtime_class,
                 None,
-                disabled("not proven (--canary-allowlist=false): Allowlist runs are admitted without a canary"),
+                disabled(
+                    "not proven (--canary-allowlist=false): Allowlist runs are admitted without a canary",
+                ),
             );
         }
     }
@@ -151,7 +153,15 @@ impl Sandbox {
             .map(|(class, verdict)| {
                 let mut condition = Vec::new();
                 let (status, reason, message) = condition_of(&verdict);
-                set_condition(&mut condition, CONDITION, status, reason, &message, None, now);
+                set_condition(
+                    &mut condition,
+                    CONDITION,
+                    status,
+                    reason,
+                    &message,
+                    None,
+                    now,
+                );
                 (class, Entry { verdict, condition })
             })
             .collect();
@@ -303,7 +313,11 @@ mod tests {
             ]
         );
         assert_eq!(classes(&settings(true, false))[1].1, None);
-        assert!(classes(&settings(false, true)).iter().all(|(_, n)| n.is_none()));
+        assert!(
+            classes(&settings(false, true))
+                .iter()
+                .all(|(_, n)| n.is_none())
+        );
     }
 
     #[test]
@@ -311,8 +325,15 @@ mod tests {
         let wakes = Arc::new(AtomicUsize::new(0));
         let s = sandbox(&settings(true, true), &wakes);
         let pending = s.hold("gvisor").expect("held before the first canary");
-        assert!(pending.starts_with("SandboxUnverified: gvisor: pending: "), "{pending}");
-        assert_eq!(s.hold("gvisor-nvproxy"), None, "the GPU class is not checked");
+        assert!(
+            pending.starts_with("SandboxUnverified: gvisor: pending: "),
+            "{pending}"
+        );
+        assert_eq!(
+            s.hold("gvisor-nvproxy"),
+            None,
+            "the GPU class is not checked"
+        );
         let failed = Verdict::Failed {
             check: Check::Kernel,
             message: "the sandbox runs kernel \"Linux version 6.1\", not gVisor's".into(),
@@ -320,9 +341,14 @@ mod tests {
         assert!(!s.record("gvisor", failed, &at(10)));
         assert_eq!(
             s.hold("gvisor").as_deref(),
-            Some("SandboxUnverified: gvisor: kernel: the sandbox runs kernel \"Linux version 6.1\", not gVisor's")
+            Some(
+                "SandboxUnverified: gvisor: kernel: the sandbox runs kernel \"Linux version 6.1\", not gVisor's"
+            )
         );
-        assert!(s.hold("gvisor-net").is_some(), "each class on its own verdict");
+        assert!(
+            s.hold("gvisor-net").is_some(),
+            "each class on its own verdict"
+        );
         assert_eq!(wakes.load(Ordering::SeqCst), 0);
         assert!(s.record("gvisor", Verdict::Verified("all".into()), &at(20)));
         assert_eq!(s.hold("gvisor"), None);
@@ -330,9 +356,16 @@ mod tests {
         assert!(!s.record("gvisor", Verdict::Verified("again".into()), &at(30)));
         assert_eq!(wakes.load(Ordering::SeqCst), 1, "only a release wakes");
         let entries = s.entries();
-        let (_, _, condition) = entries.iter().find(|(c, _, _)| c == "gvisor").expect("gvisor");
+        let (_, _, condition) = entries
+            .iter()
+            .find(|(c, _, _)| c == "gvisor")
+            .expect("gvisor");
         assert_eq!(
-            (condition.status.as_str(), condition.reason.as_str(), condition.message.as_str()),
+            (
+                condition.status.as_str(),
+                condition.reason.as_str(),
+                condition.message.as_str()
+            ),
             ("True", "Verified", "again")
         );
         assert_eq!(condition.last_transition_time, at(20));
@@ -371,3 +404,7 @@ mod tests {
         assert!(s.hold("gvisor").is_some());
     }
 }
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod gate_tests;

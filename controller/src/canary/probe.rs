@@ -88,6 +88,9 @@ pub struct Run<'a> {
     pub id: &'a str,
     /// System namespace.
     pub namespace: &'a str,
+    /// The controller's pod, when it is in that namespace: the garbage collector removes a
+    /// canary its controller left behind.
+    pub owner: Option<&'a OwnerReference>,
     /// The RuntimeClass under test.
     pub runtime_class: &'a str,
     /// The network mode it serves.
@@ -148,8 +151,8 @@ impl Run<'_> {
         }
     }
 
-    /// Canary metadata instead of an evaluation's: no managed label and no owner, so neither
-    /// the orphan sweep nor admission ever counts a canary pod.
+    /// Canary metadata instead of an evaluation's: no managed label and no Evaluation owner, so
+    /// neither the orphan sweep nor admission ever counts a canary pod.
     fn meta(&self) -> ObjectMeta {
         ObjectMeta {
             name: Some(self.name.to_string()),
@@ -165,6 +168,7 @@ impl Run<'_> {
                 RUNTIME_CLASS_ANNOTATION.into(),
                 self.runtime_class.into(),
             )])),
+            owner_references: self.owner.map(|o| vec![o.clone()]),
             ..Default::default()
         }
     }
@@ -226,6 +230,7 @@ mod tests {
             name: "crucible-canary-0123456789",
             id: "0123456789",
             namespace: "crucible-system",
+            owner: None,
             runtime_class: "gvisor",
             network,
             listener: "10.88.0.1:40001".parse().expect("addr"),

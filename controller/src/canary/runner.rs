@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, ObjectReference, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, ListParams, LogParams};
 use kube::runtime::events::Recorder;
 use kube::runtime::wait::await_condition;
@@ -54,6 +54,8 @@ type Seen = Option<Option<String>>;
 pub struct Runner {
     client: Client,
     namespace: String,
+    /// The controller's pod, owner of the canary's objects (when in the same namespace).
+    owner: Option<OwnerReference>,
     config: Config,
     settings: Settings,
     sandbox: Arc<Sandbox>,
@@ -67,9 +69,11 @@ pub struct Runner {
 
 impl Runner {
     /// A runner in `namespace` (the system namespace) recording into `sandbox`.
+    #[allow(clippy::too_many_arguments)] // each is one piece of the controller's wiring
     pub fn new(
         client: Client,
         namespace: String,
+        owner: Option<OwnerReference>,
         config: Config,
         settings: Settings,
         sandbox: Arc<Sandbox>,
@@ -79,6 +83,7 @@ impl Runner {
         Runner {
             client,
             namespace,
+            owner,
             config,
             settings,
             sandbox,
@@ -183,6 +188,7 @@ impl Runner {
                             name: &name,
                             id,
                             namespace: &self.namespace,
+                            owner: self.owner.as_ref(),
                             runtime_class: class,
                             network,
                             listener: listeners.listed,
@@ -192,7 +198,11 @@ impl Runner {
                                 .unwrap_or(i64::MAX)
                                 .max(1),
                         };
-                        tracing::debug!(runtime_class = class, pod = name, "sandbox canary starting");
+                        tracing::debug!(
+                            runtime_class = class,
+                            pod = name,
+                            "sandbox canary starting"
+                        );
                         let outcome = self.execute(&run).await;
                         (seen, outcome, Some((listeners.listed, listeners.unlisted)))
                     }
@@ -330,7 +340,9 @@ impl Runner {
             Verdict::Verified(proven) => {
                 tracing::info!(runtime_class = class, %proven, "sandbox verified");
             }
-            Verdict::Pending(why) => tracing::info!(runtime_class = class, %why, "sandbox unverified"),
+            Verdict::Pending(why) => {
+                tracing::info!(runtime_class = class, %why, "sandbox unverified")
+            }
             Verdict::Unchecked { .. } => {}
         }
         let released = self
@@ -365,7 +377,7 @@ impl Runner {
                 .set_sandbox_verified(class, matches!(verdict, Verdict::Verified(_)));
         }
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        let cm = status::config_map(&self.namespace, &entries);
+        let cm = status::config_map(&self.namespace, self.owner.as_ref(), &entries);
         match ssa::apply(&api, ssa::CANARY_MANAGER, &cm).await {
             Ok(cm) => Some(cm.object_ref(&())),
             Err(error) => {
@@ -378,7 +390,8 @@ impl Runner {
     /// Deletes canary pods and policies a previous controller left behind (it was stopped
     /// while a canary ran).
     async fn remove_leftovers(&self) {
-        let params = ListParams::default().labels(&format!("app.kubernetes.io/component={COMPONENT}"));
+        let params =
+            ListParams::default().labels(&format!("app.kubernetes.io/component={COMPONENT}"));
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
         match ssa::list_all(&pods, params.clone()).await {

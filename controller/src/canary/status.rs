@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, OwnerReference};
 
 use super::Verdict;
 use super::probe::COMPONENT;
@@ -12,8 +12,13 @@ use super::probe::COMPONENT;
 /// Name of the ConfigMap.
 pub const CONFIGMAP: &str = "crucible-sandbox";
 
-/// The ConfigMap for `entries` (class, verdict, condition) in `namespace`.
-pub fn config_map(namespace: &str, entries: &[(String, Verdict, Condition)]) -> ConfigMap {
+/// The ConfigMap for `entries` (class, verdict, condition) in `namespace`, owned by `owner`
+/// (the controller's pod) if given.
+pub fn config_map(
+    namespace: &str,
+    owner: Option<&OwnerReference>,
+    entries: &[(String, Verdict, Condition)],
+) -> ConfigMap {
     let data: BTreeMap<String, String> = entries
         .iter()
         .map(|(class, _, condition)| {
@@ -33,6 +38,7 @@ pub fn config_map(namespace: &str, entries: &[(String, Verdict, Condition)]) -> 
                 ("app.kubernetes.io/component".into(), COMPONENT.into()),
                 ("app.kubernetes.io/part-of".into(), "crucible".into()),
             ])),
+            owner_references: owner.map(|o| vec![o.clone()]),
             ..Default::default()
         },
         data: Some(data),
@@ -53,7 +59,10 @@ mod tests {
         let s = Sandbox::new(
             [
                 ("gvisor".to_string(), Verdict::Pending("first run".into())),
-                ("gvisor-net".to_string(), Verdict::Pending("first run".into())),
+                (
+                    "gvisor-net".to_string(),
+                    Verdict::Pending("first run".into()),
+                ),
             ],
             false,
             || {},
@@ -67,7 +76,7 @@ mod tests {
             },
             &now,
         );
-        let cm = config_map("crucible-system", &s.entries());
+        let cm = config_map("crucible-system", None, &s.entries());
         assert_eq!(cm.metadata.name.as_deref(), Some("crucible-sandbox"));
         let data = cm.data.expect("data");
         let gvisor: serde_json::Value = serde_json::from_str(&data["gvisor"]).expect("json");
@@ -82,6 +91,9 @@ mod tests {
             })
         );
         let net: serde_json::Value = serde_json::from_str(&data["gvisor-net"]).expect("json");
-        assert_eq!((net["status"].as_str(), net["reason"].as_str()), (Some("Unknown"), Some("Pending")));
+        assert_eq!(
+            (net["status"].as_str(), net["reason"].as_str()),
+            (Some("Unknown"), Some("Pending"))
+        );
     }
 }

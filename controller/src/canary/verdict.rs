@@ -240,7 +240,11 @@ pub fn judge(expect: &Expectation<'_>, outcome: &Outcome) -> Verdict {
 
 /// The report from the last report line of `log`.
 fn parse(log: &str) -> Result<Report, String> {
-    let Some(line) = log.lines().rev().find_map(|l| l.strip_prefix(REPORT_PREFIX)) else {
+    let Some(line) = log
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(REPORT_PREFIX))
+    else {
         let tail = log.trim();
         let start = tail.len().saturating_sub(QUOTE_MAX);
         let start = (start..=tail.len())
@@ -267,7 +271,10 @@ fn check_report(expect: &Expectation<'_>, r: &Report) -> Result<String, Verdict>
     if expect.host_kernel.is_some_and(|host| host.trim() == kernel) {
         return Err(Verdict::failed(
             Check::Kernel,
-            format!("the sandbox shows the controller's own kernel {:?}", quote(kernel)),
+            format!(
+                "the sandbox shows the controller's own kernel {:?}",
+                quote(kernel)
+            ),
         ));
     }
     proven.push("gVisor's kernel".to_string());
@@ -404,7 +411,9 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
     ];
     let status = pod.status.as_ref()?;
     let unschedulable = status.conditions.iter().flatten().find(|c| {
-        c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
+        c.type_ == "PodScheduled"
+            && c.status == "False"
+            && c.reason.as_deref() == Some("Unschedulable")
     });
     if let Some(c) = unschedulable {
         return Some(format!(
@@ -412,20 +421,16 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
             c.message.as_deref().unwrap_or("no message")
         ));
     }
-    status
-        .container_statuses
-        .iter()
-        .flatten()
-        .find_map(|c| {
-            let waiting = c.state.as_ref()?.waiting.as_ref()?;
-            let reason = waiting.reason.as_deref()?;
-            STUCK.contains(&reason).then(|| {
-                format!(
-                    "the canary container cannot start: {reason}: {}",
-                    waiting.message.as_deref().unwrap_or("no message")
-                )
-            })
+    status.container_statuses.iter().flatten().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        STUCK.contains(&reason).then(|| {
+            format!(
+                "the canary container cannot start: {reason}: {}",
+                waiting.message.as_deref().unwrap_or("no message")
+            )
         })
+    })
 }
 
 /// Whether the pod has run to its end.

@@ -75,7 +75,10 @@ fn a_healthy_sandbox_is_verified_for_each_network_mode() {
     let Verdict::Verified(proven) = none else {
         panic!("{none:?}")
     };
-    assert!(proven.contains("only lo") && proven.contains(LISTENER), "{proven}");
+    assert!(
+        proven.contains("only lo") && proven.contains(LISTENER),
+        "{proven}"
+    );
     let allowlist = judge_report(NetworkMode::Allowlist, &good(NetworkMode::Allowlist));
     let Verdict::Verified(proven) = allowlist else {
         panic!("{allowlist:?}")
@@ -176,7 +179,10 @@ fn garbage_output_is_a_failed_output_check() {
         format!("{REPORT_PREFIX}{r}")
     };
     let cases = [
-        ("Traceback (most recent call last):\n  boom".to_string(), "boom"),
+        (
+            "Traceback (most recent call last):\n  boom".to_string(),
+            "boom",
+        ),
         (format!("{REPORT_PREFIX}{{not json"), "not valid"),
         (missing_field, "capEff"),
         (String::new(), "no `CRUCIBLE_CANARY` line"),
@@ -237,8 +243,7 @@ fn a_run_that_could_not_start_fails_its_step() {
 #[test]
 fn check_names_are_distinct() {
     let names: std::collections::BTreeSet<&str> = Check::ALL.iter().map(|c| c.name()).collect();
-    let reasons: std::collections::BTreeSet<&str> =
-        Check::ALL.iter().map(|c| c.reason()).collect();
+    let reasons: std::collections::BTreeSet<&str> = Check::ALL.iter().map(|c| c.reason()).collect();
     assert_eq!((names.len(), reasons.len()), (13, 13));
 }
 
@@ -283,7 +288,10 @@ fn pods_that_can_never_run_are_recognised() {
     let problem = pod_problem(&unschedulable).expect("unschedulable");
     assert!(problem.contains("Insufficient cpu"), "{problem}");
     let pull = pod_problem(&pod_with(waiting("ImagePullBackOff"))).expect("image pull");
-    assert!(pull.contains("ImagePullBackOff: pull access denied"), "{pull}");
+    assert!(
+        pull.contains("ImagePullBackOff: pull access denied"),
+        "{pull}"
+    );
     let creating = pod_with(waiting("ContainerCreating"));
     assert_eq!(pod_problem(&creating), None);
     assert!(!pod_finished(&creating));

@@ -48,10 +48,19 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
             .stop
             .as_ref()
             .map(|why| format!("EmergencyStop: {why}"))
-            .or_else(|| ctx.sandbox.hold(validate::runtime_class(&ev.spec, &ctx.config)));
+            .or_else(|| {
+                ctx.sandbox
+                    .hold(validate::runtime_class(&ev.spec, &ctx.config))
+            });
         let run = plan::admission_run_id(&ev, observed.head.as_deref());
-        ctx.admission
-            .decide(&ev, &run, &quotas, &ctx.config, hold.as_deref(), &ctx.metrics)
+        ctx.admission.decide(
+            &ev,
+            &run,
+            &quotas,
+            &ctx.config,
+            hold.as_deref(),
+            &ctx.metrics,
+        )
     } else {
         Decision::Admit
     };
