@@ -334,7 +334,7 @@ impl Runner {
     async fn record(&self, class: &str, verdict: Verdict) {
         match &verdict {
             Verdict::Failed { check, message } => {
-                tracing::warn!(runtime_class = class, check = check.name(), %message, "sandbox canary failed: runs of this class are held");
+                tracing::warn!(runtime_class = class, check = check.name(), why = %message, "sandbox canary failed: runs of this class are held");
                 self.metrics.sandbox_canary_failed(class, check.name());
             }
             Verdict::Verified(proven) => {
