@@ -16,9 +16,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, ListParams, LogParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::events::Recorder;
-use kube::runtime::wait::await_condition;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher::{self, watch_object, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -43,6 +43,8 @@ use crate::ssa;
 const RETRY: Duration = Duration::from_secs(60);
 /// Most bytes of the probe's log read (its report is one short line).
 const LOG_LIMIT: i64 = 16 * 1024;
+/// Time beyond `--canary-timeout` for the API calls around the pod's run.
+const API_SLACK: Duration = Duration::from_secs(30);
 /// Most Warning Events of a stuck canary pod quoted in its verdict.
 const EVENTS_QUOTED: usize = 3;
 
@@ -227,13 +229,19 @@ impl Runner {
     async fn execute(&self, run: &Run<'_>) -> Outcome {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
-        let outcome = self.observe(&pods, &policies, run).await;
-        if let Err(error) = ssa::delete(&pods, run.name).await {
-            tracing::warn!(%error, pod = run.name, "cannot delete a sandbox canary pod");
-        }
-        if let Err(error) = ssa::delete(&policies, run.name).await {
-            tracing::warn!(%error, policy = run.name, "cannot delete a sandbox canary NetworkPolicy");
-        }
+        // The pod's own wait is bounded by --canary-timeout; this bounds the API calls around
+        // it too (a create or a log read the API server or kubelet never answers).
+        let bound = self.settings.timeout + API_SLACK;
+        let outcome = tokio::time::timeout(bound, self.observe(&pods, &policies, run))
+            .await
+            .unwrap_or_else(|_| Outcome::NotRun {
+                step: Step::Pod,
+                message: format!(
+                    "the canary run did not complete within {bound:?}: the API server or the kubelet did not answer"
+                ),
+            });
+        remove(&pods, run.name).await;
+        remove(&policies, run.name).await;
         outcome
     }
 
@@ -256,16 +264,10 @@ impl Runner {
         if let Err(error) = ssa::create(pods, ssa::CANARY_MANAGER, &run.pod(&self.config)).await {
             return failed(format!("the API server refused the canary pod: {error}"));
         }
-        let over = |p: Option<&Pod>| p.is_none_or(|p| pod_finished(p) || pod_problem(p).is_some());
-        let waited = tokio::time::timeout(
-            self.settings.timeout,
-            await_condition(pods.clone(), run.name, over),
-        )
-        .await;
+        let waited = tokio::time::timeout(self.settings.timeout, until_over(pods, run.name)).await;
         let pod = match waited {
-            Ok(Ok(Some(pod))) => pod,
-            Ok(Ok(None)) => return failed("the canary pod was deleted before it finished".into()),
-            Ok(Err(error)) => return failed(format!("cannot watch the canary pod: {error}")),
+            Ok(Some(pod)) => pod,
+            Ok(None) => return failed("the canary pod was deleted before it finished".into()),
             Err(_) => {
                 let state = match pods.get_opt(run.name).await {
                     Ok(Some(pod)) => describe(&pod),
@@ -451,6 +453,33 @@ impl Runner {
     }
 }
 
+/// Deletes the canary object `name`, within [`API_SLACK`]; one left behind goes at the next
+/// start (and with the controller's pod).
+async fn remove<K: ssa::Object>(api: &Api<K>, name: &str) {
+    let kind = K::kind(&());
+    match tokio::time::timeout(API_SLACK, ssa::delete(api, name)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, %kind, name, "cannot delete a sandbox canary object")
+        }
+        Err(_) => tracing::warn!(%kind, name, "deleting a sandbox canary object timed out"),
+    }
+}
+
+/// The pod `name` once it has finished or never will (see [`pod_problem`]); `None` once it is
+/// gone. A failing watch is retried with backoff: the caller bounds the wait.
+async fn until_over(pods: &Api<Pod>, name: &str) -> Option<Pod> {
+    let mut updates = watch_object(pods.clone(), name).default_backoff().boxed();
+    while let Some(update) = updates.next().await {
+        match update {
+            Ok(Some(pod)) if !pod_finished(&pod) && pod_problem(&pod).is_none() => {}
+            Ok(pod) => return pod,
+            Err(error) => tracing::debug!(%error, pod = name, "canary pod watch failed; retrying"),
+        }
+    }
+    None
+}
+
 /// What a canary run depends on in a RuntimeClass: its identity, handler, overhead and
 /// scheduling (labels and annotations do not change the sandbox).
 fn fingerprint(rc: &RuntimeClass) -> String {
@@ -527,8 +556,243 @@ async fn serve(listener: TcpListener, greeting: String) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use http::Method;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
     use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::canary::Check;
+    use crate::evaluation::Context;
+    use crate::fixtures::{ApiServerVerifier, pod_list, status_error};
+
+    const RUNTIME_CLASS: &str = "/apis/node.k8s.io/v1/runtimeclasses/gvisor";
+    const PODS: &str = "/api/v1/namespaces/crucible-system/pods";
+    const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/crucible-system/networkpolicies";
+
+    /// A runner against the mock API server, listening on loopback.
+    fn runner() -> (Runner, ApiServerVerifier) {
+        let (ctx, api) = Context::test();
+        let settings = Settings {
+            enabled: true,
+            allowlist: true,
+            interval: Duration::from_secs(600),
+            timeout: Duration::from_secs(60),
+            image: "localhost/crucible/python:3.11".into(),
+            listen: "127.0.0.1".parse().expect("ip"),
+        };
+        let runner = Runner::new(
+            ctx.client.clone(),
+            "crucible-system".into(),
+            None,
+            Config::default(),
+            settings,
+            Arc::new(Sandbox::unchecked()),
+            ctx.metrics.clone(),
+            ctx.recorder.clone(),
+        );
+        (runner, api)
+    }
+
+    fn runtime_class() -> serde_json::Value {
+        serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+            "metadata": {"name": "gvisor", "uid": "rc-1"}, "handler": "runsc"})
+    }
+
+    fn failure(verdict: Verdict) -> (Check, String) {
+        match verdict {
+            Verdict::Failed { check, message } => (check, message),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_runtime_class_fails_without_creating_anything() {
+        let (runner, mut api) = runner();
+        let server = tokio::spawn(async move {
+            api.expect(
+                Method::GET,
+                RUNTIME_CLASS,
+                404,
+                status_error(404, "not found"),
+            )
+            .await;
+            api.expect_silence().await;
+        });
+        let (seen, verdict) = runner.run_once("gvisor", NetworkMode::None).await;
+        server.await.expect("scenario");
+        assert_eq!(seen, Some(None), "known to be absent");
+        let (check, message) = failure(verdict);
+        assert_eq!(check, Check::RuntimeClass);
+        assert_eq!(message, "the RuntimeClass gvisor does not exist");
+    }
+
+    #[tokio::test]
+    async fn an_unschedulable_canary_fails_at_once_and_is_cleaned_up() {
+        let (runner, mut api) = runner();
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+                .await;
+            let policy = api
+                .expect(
+                    Method::POST,
+                    POLICIES,
+                    201,
+                    serde_json::json!({"metadata": {"name": "p"}}),
+                )
+                .await;
+            let name = policy.body["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .to_string();
+            let pod = api
+                .expect(
+                    Method::POST,
+                    PODS,
+                    201,
+                    serde_json::json!({"metadata": {"name": name}}),
+                )
+                .await;
+            assert_eq!(
+                pod.body["metadata"]["name"],
+                name.as_str(),
+                "pod and policy share the name"
+            );
+            assert_eq!(pod.body["spec"]["runtimeClassName"], "gvisor");
+            let stuck = Pod {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some("crucible-system".into()),
+                    ..Default::default()
+                },
+                status: Some(PodStatus {
+                    phase: Some("Pending".into()),
+                    conditions: Some(vec![PodCondition {
+                        type_: "PodScheduled".into(),
+                        status: "False".into(),
+                        reason: Some("Unschedulable".into()),
+                        message: Some("0/1 nodes are available: 1 node(s) had taint".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let mut list = pod_list(&[stuck]);
+            list["metadata"]["resourceVersion"] = "7".into();
+            let list = api.expect(Method::GET, PODS, 200, list).await;
+            assert!(
+                list.uri.contains("fieldSelector=metadata.name"),
+                "{}",
+                list.uri
+            );
+            api.expect(
+                Method::DELETE,
+                &format!("{PODS}/{name}"),
+                200,
+                serde_json::json!({}),
+            )
+            .await;
+            api.expect(
+                Method::DELETE,
+                &format!("{POLICIES}/{name}"),
+                200,
+                serde_json::json!({}),
+            )
+            .await;
+            api.expect_silence().await;
+        });
+        let (seen, verdict) = runner.run_once("gvisor", NetworkMode::None).await;
+        server.await.expect("scenario");
+        assert!(matches!(seen, Some(Some(_))));
+        let (check, message) = failure(verdict);
+        assert_eq!(check, Check::Pod);
+        assert!(
+            message.contains("cannot be scheduled: 0/1 nodes"),
+            "{message}"
+        );
+    }
+
+    /// An API server that stops answering once the pod is created: the run still ends, with
+    /// a failed verdict, within its bounds (virtual time).
+    #[tokio::test(start_paused = true)]
+    async fn a_run_against_a_stalled_api_server_ends_failed_instead_of_hanging() {
+        let (runner, mut api) = runner();
+        let server = tokio::spawn(async move {
+            api.answer(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+                .await;
+            api.answer(
+                Method::POST,
+                POLICIES,
+                201,
+                serde_json::json!({"metadata": {"name": "p"}}),
+            )
+            .await;
+            api.answer(
+                Method::POST,
+                PODS,
+                201,
+                serde_json::json!({"metadata": {"name": "p"}}),
+            )
+            .await;
+            api.stall().await;
+        });
+        let started = tokio::time::Instant::now();
+        let (_, verdict) = runner.run_once("gvisor", NetworkMode::None).await;
+        let took = started.elapsed();
+        server.abort();
+        let (check, message) = failure(verdict);
+        assert_eq!(check, Check::Pod);
+        assert!(message.contains("did not complete within 90s"), "{message}");
+        // The run (60 s + 30 s) and two bounded deletes (30 s each).
+        assert!(took <= Duration::from_secs(151), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_canary_pod_fails_and_its_policy_is_removed() {
+        let (runner, mut api) = runner();
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+                .await;
+            let policy = api
+                .expect(
+                    Method::POST,
+                    POLICIES,
+                    201,
+                    serde_json::json!({"metadata": {"name": "p"}}),
+                )
+                .await;
+            let name = policy.body["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .to_string();
+            let refusal = status_error(403, "pods is forbidden: violates PodSecurity");
+            api.expect(Method::POST, PODS, 403, refusal).await;
+            api.expect(
+                Method::DELETE,
+                &format!("{PODS}/{name}"),
+                404,
+                status_error(404, "gone"),
+            )
+            .await;
+            api.expect(
+                Method::DELETE,
+                &format!("{POLICIES}/{name}"),
+                200,
+                serde_json::json!({}),
+            )
+            .await;
+            api.expect_silence().await;
+        });
+        let (_, verdict) = runner.run_once("gvisor", NetworkMode::Allowlist).await;
+        server.await.expect("scenario");
+        let (check, message) = failure(verdict);
+        assert_eq!(check, Check::Pod);
+        assert!(
+            message.starts_with("the API server refused the canary pod: ")
+                && message.contains("PodSecurity"),
+            "{message}"
+        );
+    }
 
     #[tokio::test]
     async fn the_listener_greets_with_the_nonce_and_closes_when_dropped() {
