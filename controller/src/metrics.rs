@@ -287,7 +287,6 @@ impl Metrics {
         }
     }
 
-
     /// Sets a namespace's queue depth.
     pub fn set_queue_depth(&self, namespace: &str, depth: usize) {
         let labels = NamespaceLabels {
@@ -423,5 +422,4 @@ mod tests {
         let (_, off) = render(Metrics::new(0));
         assert!(!off.contains("evaluation=\""));
     }
-
 }

@@ -106,4 +106,3 @@ pub async fn delete<K: Object>(api: &Api<K>, name: &str) -> Result<(), kube::Err
         Err(e) => Err(e),
     }
 }
-

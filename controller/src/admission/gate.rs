@@ -105,7 +105,6 @@ impl Gate {
         self.with_ledger(|l| l.dequeue(uid));
     }
 
-
     /// Usage figures and queue length of a namespace.
     pub fn status_of(&self, namespace: &str) -> (Usage, usize) {
         let ledger = self.lock();

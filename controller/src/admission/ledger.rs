@@ -25,6 +25,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
 
 /// Most runs woken by one change; each woken run that is admitted wakes the next ones.
 pub const WAKE_BATCH: usize = 32;
@@ -437,7 +438,7 @@ impl Ledger {
                 self.queues.remove(&ns);
             } else {
                 // Everyone behind moved up by one.
-                self.wake_moved(&ns, at, |p| {
+                self.wake_moved(&ns, &key, at, |p| {
                     reported_position(p + 1) != reported_position(p)
                 });
             }
@@ -445,19 +446,24 @@ impl Ledger {
         Some(ns)
     }
 
-    /// Wakes the runs of `namespace` at (new) positions `from..` whose reported position
-    /// changed, as `changed(new position)` says.
-    fn wake_moved(&mut self, namespace: &str, from: usize, changed: impl Fn(usize) -> bool) {
+    /// Wakes the runs of `namespace` queued after `after` (now at positions `from`, `from + 1`,
+    /// …) whose reported position changed, as `changed(new position)` says.
+    fn wake_moved(
+        &mut self,
+        namespace: &str,
+        after: &QueueKey,
+        from: usize,
+        changed: impl Fn(usize) -> bool,
+    ) {
         let Some(queue) = self.queues.get(namespace) else {
             return;
         };
-        // NB: one walk of the queue in memory; the API cost is the handful of runs whose
-        // coarse position changed (about 40 however long the queue).
-        let moved = queue
-            .iter()
+        // NB: a walk of the runs behind in memory (none for the newest run); the API cost is
+        // the handful whose coarse position changed (about 40 however long the queue).
+        let behind = queue.range((Bound::Excluded(after), Bound::Unbounded));
+        let moved = behind
             .enumerate()
-            .skip(from.saturating_sub(1))
-            .filter(|(i, _)| changed(i + 1))
+            .filter(|(i, _)| changed(from + i))
             .map(|(_, k)| (namespace.to_string(), k.name.clone()));
         self.wakes.extend(moved);
     }
@@ -599,8 +605,6 @@ impl Ledger {
             .collect()
     }
 
-
-
     /// Puts a run in its namespace's queue without deciding (used at controller start).
     pub fn queue(&mut self, c: &Candidate) {
         if let Some((ns, key, _)) = self.queued.get(&c.key.uid)
@@ -620,7 +624,7 @@ impl Ledger {
             (c.namespace.clone(), c.key.clone(), c.request),
         );
         // Everyone behind moved back by one.
-        self.wake_moved(&c.namespace, at + 1, |p| {
+        self.wake_moved(&c.namespace, &c.key, at + 1, |p| {
             reported_position(p - 1) != reported_position(p)
         });
     }
