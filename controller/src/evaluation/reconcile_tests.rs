@@ -287,3 +287,55 @@ async fn cancel_ends_the_run_even_when_the_log_cannot_be_read() {
     })
     .await;
 }
+
+/// A queued run asks for no timer: it waits for a change, and the slot freed by another run
+/// sends its key to the work queue at once, where the next decision admits it.
+#[tokio::test]
+async fn a_freed_slot_admits_the_queued_head_without_a_timer() {
+    let (ctx, mut api) = Context::test();
+    let (trigger, mut woken) = crate::runner::channel();
+    ctx.admission.connect(trigger);
+    let decide = |ev: &Evaluation| {
+        let run = crate::evaluation::plan::admission_run_id(ev, None);
+        ctx.admission
+            .decide(ev, &run, &[], &ctx.config, None, &ctx.metrics)
+    };
+    // The namespace's ten slots (the controller default) are taken.
+    let fillers: Vec<Evaluation> = (0..10)
+        .map(|i| {
+            let mut filler = Evaluation::test();
+            filler.metadata.name = Some(format!("filler-{i}"));
+            filler.metadata.uid = Some(format!("3333333{i}-0000-0000-0000-000000000000"));
+            filler
+        })
+        .collect();
+    for filler in &fillers {
+        assert_eq!(decide(filler), Decision::Admit);
+    }
+    let ev = Evaluation::test();
+    let latest = serde_json::to_value(&ev).expect("json");
+    let server = tokio::spawn(async move {
+        api.expect(Method::GET, EVALUATION, 200, latest).await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "Queued");
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    });
+    let first = reconcile(Arc::new(ev.clone()), ctx.clone())
+        .await
+        .expect("reconcile");
+    server.await.expect("scenario");
+    assert_eq!(first, Requeue::AwaitChange, "a queued run sets no timer");
+    while woken.try_recv().is_ok() {}
+    // One filler's pod is gone: its slot is freed, and the queued run is woken at once.
+    let freed = fillers[3].metadata.uid.clone().unwrap_or_default();
+    ctx.admission.settle(&freed, &Default::default(), false);
+    let key = woken.try_recv().expect("the queued run is woken");
+    assert_eq!(
+        (key.namespace.as_str(), key.name.as_str()),
+        ("team-a", "arith")
+    );
+    assert!(woken.try_recv().is_err(), "nothing else is woken");
+    assert_eq!(decide(&ev), Decision::Admit);
+}
