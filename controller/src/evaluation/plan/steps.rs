@@ -24,6 +24,9 @@ use crate::requeue::Requeue;
 use super::predicates::*;
 use super::*;
 
+/// Prefix of the status message of a run whose pod the scheduler cannot place.
+const WAITING_FOR_NODE: &str = "waiting for a node: ";
+
 pub(super) struct Planner<'a> {
     pub(super) ev: &'a Evaluation,
     pub(super) obs: &'a Observed,
@@ -184,6 +187,18 @@ impl Planner<'_> {
                 } else {
                     Phase::Pending
                 });
+                // Say why a pod waits for a node (no GPU node, too little CPU), and stop
+                // saying it once placed.
+                let waiting = self
+                    .status
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(WAITING_FOR_NODE));
+                match phase::unschedulable(&pod) {
+                    Some(why) => self.status.message = Some(format!("{WAITING_FOR_NODE}{why}")),
+                    None if waiting => self.status.message = None,
+                    None => {}
+                }
                 let wait = left.unwrap_or(MAX_RESYNC).min(MAX_RESYNC);
                 self.requeue = Requeue::After(wait.max(Duration::from_secs(1)));
             }
