@@ -121,6 +121,11 @@ class Defaults(Rendered):
         assert c['livenessProbe']['httpGet']['path'] == '/healthz' and c['readinessProbe']['httpGet']['path'] == '/readyz'
         assert c['resources']['requests']['cpu'] and c['resources']['requests']['memory']
         assert 'hostNetwork' not in spec
+        # The git cache directory is writable although the root filesystem is not.
+        mounts = {m['mountPath']: m['name'] for m in c['volumeMounts']}
+        assert mounts.get(e['CRUCIBLE_GIT_CACHE_DIR']) == 'git-cache', mounts
+        vols = {v['name']: v for v in spec['volumes']}
+        assert (vols['git-cache']['emptyDir']['sizeLimit'], e['CRUCIBLE_GIT_CACHE_SIZE']) == ('4Gi', '2Gi')
 
     def test_network_policy_admits_canaries(self):
         ingress = self.one('NetworkPolicy')['spec']['ingress']

@@ -317,41 +317,6 @@ impl Metrics {
         }
     }
 
-    /// Forgets every Evaluation of `scope` (a namespace, or all with `None`) whose uid is not in
-    /// `live`, and every score series whose (namespace, name) is not in `names`: deletions the
-    /// reconciler never sees.
-    pub fn retain_evaluations(
-        &self,
-        scope: Option<&str>,
-        live: &HashSet<String>,
-        names: &HashSet<(String, String)>,
-    ) {
-        {
-            let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
-            let gone: Vec<ScoreLabels> = scores
-                .iter()
-                .filter(|l| scope.is_none_or(|ns| l.namespace == ns))
-                .filter(|l| !names.contains(&(l.namespace.clone(), l.evaluation.clone())))
-                .cloned()
-                .collect();
-            for labels in gone {
-                scores.remove(&labels);
-                self.evaluation_score.remove(&labels);
-            }
-        }
-        let gone: Vec<(String, PhaseLabels)> = {
-            let phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-            phases
-                .iter()
-                .filter(|(uid, l)| !live.contains(*uid) && scope.is_none_or(|ns| l.namespace == ns))
-                .map(|(uid, labels)| (uid.clone(), labels.clone()))
-                .collect()
-        };
-        for (uid, labels) in gone {
-            self.set_phase(&uid, &labels.namespace, None);
-        }
-    }
-
     /// Sets a namespace's queue depth.
     pub fn set_queue_depth(&self, namespace: &str, depth: usize) {
         let labels = NamespaceLabels {
@@ -523,22 +488,5 @@ mod tests {
         );
         assert!(text.contains(r#"crucible_sandbox_verified{runtime_class="gvisor"} 0"#));
         assert!(text.contains(r#"crucible_sandbox_verified{runtime_class="gvisor-net"} 1"#));
-    }
-
-    #[test]
-    fn score_series_of_deleted_evaluations_are_dropped_by_the_sweep() {
-        let metrics = Metrics::new(10);
-        metrics.finished("a", "kept", "Succeeded", 1.0, Some(0.5));
-        metrics.finished("a", "deleted", "Succeeded", 1.0, Some(0.7));
-        metrics.finished("b", "other-scope", "Succeeded", 1.0, Some(0.9));
-        let names = HashSet::from([("a".to_string(), "kept".to_string())]);
-        metrics.retain_evaluations(Some("a"), &HashSet::new(), &names);
-        let (_, text) = render(metrics);
-        assert!(text.contains(r#"evaluation="kept""#), "{text}");
-        assert!(!text.contains(r#"evaluation="deleted""#), "{text}");
-        assert!(
-            text.contains(r#"evaluation="other-scope""#),
-            "another scope's sweep owns it"
-        );
     }
 }

@@ -190,14 +190,16 @@ impl Sandbox {
     }
 
     /// Records `verdict` for `class`; returns whether this released the class (it held
-    /// admission before and does not now), after calling `wake` in that case.
+    /// admission before and does not now). Calls `wake` when what holds the class's runs
+    /// changed (released, held, or another check failed), so that their queue reasons follow;
+    /// a new message of the same failed check wakes nothing.
     pub fn record(&self, class: &str, verdict: Verdict, now: &Time) -> bool {
-        let released = {
+        let (released, changed) = {
             let mut classes = self.lock();
             let Some(entry) = classes.get_mut(class) else {
                 return false;
             };
-            let held = hold_reason(class, &entry.verdict, self.allow_unsandboxed).is_some();
+            let before = self.holding(&entry.verdict);
             let (status, reason, message) = condition_of(&verdict);
             set_condition(
                 &mut entry.condition,
@@ -209,12 +211,22 @@ impl Sandbox {
                 now,
             );
             entry.verdict = verdict;
-            held && hold_reason(class, &entry.verdict, self.allow_unsandboxed).is_none()
+            let after = self.holding(&entry.verdict);
+            (before.is_some() && after.is_none(), before != after)
         };
-        if released {
+        if changed {
             (self.wake)();
         }
         released
+    }
+
+    /// What holds runs under `verdict`, without its message: `None`, `pending`, or the check.
+    fn holding(&self, verdict: &Verdict) -> Option<&'static str> {
+        hold_reason("", verdict, self.allow_unsandboxed)?;
+        Some(match verdict {
+            Verdict::Failed { check, .. } => check.name(),
+            _ => "pending",
+        })
     }
 
     /// Every class with its verdict and condition, by name.
@@ -349,12 +361,26 @@ mod tests {
             s.hold("gvisor-net").is_some(),
             "each class on its own verdict"
         );
-        assert_eq!(wakes.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            1,
+            "held runs learn the failed check"
+        );
+        let again = Verdict::Failed {
+            check: Check::Kernel,
+            message: "another message".into(),
+        };
+        assert!(!s.record("gvisor", again, &at(15)));
+        assert_eq!(
+            wakes.load(Ordering::SeqCst),
+            1,
+            "the same check again wakes nothing"
+        );
         assert!(s.record("gvisor", Verdict::Verified("all".into()), &at(20)));
         assert_eq!(s.hold("gvisor"), None);
-        assert_eq!(wakes.load(Ordering::SeqCst), 1);
+        assert_eq!(wakes.load(Ordering::SeqCst), 2, "the release wakes");
         assert!(!s.record("gvisor", Verdict::Verified("again".into()), &at(30)));
-        assert_eq!(wakes.load(Ordering::SeqCst), 1, "only a release wakes");
+        assert_eq!(wakes.load(Ordering::SeqCst), 2);
         let entries = s.entries();
         let (_, _, condition) = entries
             .iter()

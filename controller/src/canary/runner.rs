@@ -43,6 +43,8 @@ use crate::ssa;
 const RETRY: Duration = Duration::from_secs(60);
 /// Most bytes of the probe's log read (its report is one short line).
 const LOG_LIMIT: i64 = 16 * 1024;
+/// Most leftover canary pods (and policies) removed at one start.
+const LEFTOVERS_LISTED: u32 = 100;
 /// Time beyond `--canary-timeout` for the API calls around the pod's run.
 const API_SLACK: Duration = Duration::from_secs(30);
 /// Most Warning Events of a stuck canary pod quoted in its verdict.
@@ -392,13 +394,15 @@ impl Runner {
     /// Deletes canary pods and policies a previous controller left behind (it was stopped
     /// while a canary ran).
     async fn remove_leftovers(&self) {
-        let params =
-            ListParams::default().labels(&format!("app.kubernetes.io/component={COMPONENT}"));
+        // A few at most (one per class per stopped controller); the next start takes any rest.
+        let params = ListParams::default()
+            .labels(&format!("app.kubernetes.io/component={COMPONENT}"))
+            .limit(LEFTOVERS_LISTED);
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
-        match ssa::list_all(&pods, params.clone()).await {
+        match pods.list(&params).await {
             Ok(list) => {
-                for pod in list {
+                for pod in list.items {
                     if let Err(error) = ssa::delete(&pods, &pod.name_any()).await {
                         tracing::warn!(%error, pod = pod.name_any(), "cannot delete a leftover canary pod");
                     }
@@ -406,9 +410,9 @@ impl Runner {
             }
             Err(error) => tracing::warn!(%error, "cannot list leftover canary pods"),
         }
-        match ssa::list_all(&policies, params).await {
+        match policies.list(&params).await {
             Ok(list) => {
-                for policy in list {
+                for policy in list.items {
                     if let Err(error) = ssa::delete(&policies, &policy.name_any()).await {
                         tracing::warn!(%error, policy = policy.name_any(), "cannot delete a leftover canary NetworkPolicy");
                     }

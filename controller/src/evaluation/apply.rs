@@ -25,7 +25,17 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
         let outcome = match child {
             Child::NetworkPolicy(np) => ssa(ctx, &namespace, np.as_ref(), "NetworkPolicy").await,
             Child::ConfigMap(cm) => ssa(ctx, &namespace, cm.as_ref(), "ConfigMap").await,
-            Child::Pod(pod) => ssa(ctx, &namespace, pod.as_ref(), "Pod").await,
+            Child::Pod(pod) => {
+                let outcome = ssa(ctx, &namespace, pod.as_ref(), "Pod").await;
+                if outcome.is_ok()
+                    && let Some(uid) = ev.uid()
+                {
+                    // Until the pod cache shows it, this Evaluation is not planned again.
+                    let now = tokio::time::Instant::now();
+                    ctx.caches.expected.expect(&uid, &pod.name_any(), now);
+                }
+                outcome
+            }
         };
         let Err(Error::ApplyChild { kind, name, source }) = outcome else {
             outcome?;
