@@ -155,7 +155,10 @@ impl Runner {
         let not_run = |step, message: String| Outcome::NotRun { step, message };
         let nonce = nonce(class);
         let id = &nonce[..12];
-        let (seen, outcome, targets) = match classes.get_opt(class).await {
+        let read = tokio::time::timeout(API_SLACK, classes.get_opt(class))
+            .await
+            .unwrap_or_else(|_| Err(kube::Error::Service("no answer in time".into())));
+        let (seen, outcome, targets) = match read {
             Ok(None) => (
                 Some(None),
                 not_run(
