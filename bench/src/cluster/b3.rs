@@ -73,9 +73,13 @@ pub async fn run(s: &mut Session, counts: &[u32], within_secs: u64) -> Result<St
         let rss = controller.rss_kib()?;
         let elapsed = t0.elapsed();
         let cpu = controller.cpu()?.saturating_sub(cpu_before);
-        let reconciles = match (reconciles_before, controller.reconciles().await) {
-            (Some(a), Some(b)) => format!("{:.0}/s", (b - a) / elapsed.as_secs_f64()),
-            _ => "n/a".into(),
+        // A counter that has not counted yet is not exported yet.
+        let reconciles = match controller.reconciles().await {
+            Some(after) => format!(
+                "{:.0}/s",
+                (after - reconciles_before.unwrap_or(0.0)) / elapsed.as_secs_f64()
+            ),
+            None => "n/a".into(),
         };
         rows.push(vec![
             format!("{count} queued"),

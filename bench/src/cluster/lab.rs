@@ -234,10 +234,11 @@ impl ControllerManager {
         })?;
         std::fs::write(&self.pid_file, pid.to_string()).map_err(io_err(&self.pid_file))?;
         self.pid = Some(pid);
-        say(format!(
-            "{KCM} started (PID {pid}): {}",
-            argv[1..].join(" ")
-        ));
+        let flags = match argv.get(self.original.argv.len()..) {
+            Some(extra) if !extra.is_empty() => format!("with {}", extra.join(" ")),
+            _ => "as it was".to_string(),
+        };
+        say(format!("{KCM} started (PID {pid}) {flags}"));
         Ok(())
     }
 }

@@ -94,12 +94,18 @@ pub fn resource_name(group: &str, resource: &str, subresource: &str) -> String {
 }
 
 /// Who writes a resource in these runs, besides the controller under test: the scheduler binds
-/// pods, the kubelet reports pod status and heartbeats its node, Events come from everyone.
+/// pods, the kubelet reports pod status and heartbeats its node, the kubelet asks the API server
+/// to authorize the log reads it serves, the controller-manager renews its controllers' tokens,
+/// Events come from everyone.
 pub fn writer(resource: &str) -> &'static str {
     match resource {
         "pods/binding" => "scheduler",
         "pods/status" => "kubelet, scheduler",
         "nodes" | "nodes/status" | "leases.coordination.k8s.io" => "node heartbeat",
+        "subjectaccessreviews.authorization.k8s.io" | "tokenreviews.authentication.k8s.io" => {
+            "kubelet auth checks"
+        }
+        "serviceaccounts/token" => "token renewal",
         "events" | "events.events.k8s.io" => "everyone (see Events)",
         _ => "controller",
     }
@@ -208,5 +214,6 @@ apiserver_request_count{resource="pods",verb="POST"} 1000
         assert_eq!(resource_name("batch", "jobs", ""), "jobs.batch");
         assert_eq!(writer("pods/binding"), "scheduler");
         assert_eq!(writer("networkpolicies.networking.k8s.io"), "controller");
+        assert_eq!(writer("serviceaccounts/token"), "token renewal");
     }
 }
