@@ -176,7 +176,7 @@ impl ControllerManager {
         argv.push(format!("{}={burst}", CLIENT_FLAGS[1]));
         self.stop().await?;
         self.modified = true;
-        self.start(&argv)
+        self.start(&argv).await
     }
 
     /// Back to the original invocation, if it is not what runs now.
@@ -186,7 +186,7 @@ impl ControllerManager {
         }
         self.stop().await?;
         let argv = self.original.argv.clone();
-        self.start(&argv)?;
+        self.start(&argv).await?;
         self.modified = false;
         Ok(())
     }
@@ -212,7 +212,7 @@ impl ControllerManager {
     /// Starts `argv` as `cluster.sh` does: `setsid`, output appended to the daemon's log, the
     /// PID recorded in its PID file (so `cluster.sh down` stops it). Started from a shell that
     /// exits at once, so the daemon is not this process's child and outlives it.
-    fn start(&mut self, argv: &[String]) -> Result<(), Error> {
+    async fn start(&mut self, argv: &[String]) -> Result<(), Error> {
         let out = Command::new("/bin/sh")
             .arg("-c")
             .arg(r#"log=$1; shift; /usr/bin/setsid "$@" >>"$log" 2>&1 </dev/null & echo $!"#)
@@ -234,6 +234,17 @@ impl ControllerManager {
         })?;
         std::fs::write(&self.pid_file, pid.to_string()).map_err(io_err(&self.pid_file))?;
         self.pid = Some(pid);
+        // The PID is setsid's until it execs the daemon; a daemon that dies at once shows here.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while argv_of(pid).as_deref() != Some(argv) {
+            if exited(pid) || Instant::now() >= deadline {
+                return Err(Error::Setup(format!(
+                    "{KCM} (PID {pid}) did not start; see {}",
+                    self.log.display()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         let flags = match argv.get(self.original.argv.len()..) {
             Some(extra) if !extra.is_empty() => format!("with {}", extra.join(" ")),
             _ => "as it was".to_string(),

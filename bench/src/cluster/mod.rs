@@ -325,6 +325,7 @@ async fn run_benches(session: &mut Session, args: &Args) -> Result<(), Error> {
     ];
     for (bench, title) in benches.into_iter().filter(|(b, _)| args.selected(*b)) {
         say(format!("{title}: starting"));
+        let load_before = load_average();
         let section = match bench {
             Bench::B1 => b1::run(session, args.n as usize).await?,
             Bench::B3 => b3::run(session, &args.b3_counts, args.b3_within).await?,
@@ -332,9 +333,20 @@ async fn run_benches(session: &mut Session, args: &Args) -> Result<(), Error> {
             Bench::B5 => b5::run(session, args.k as usize).await?,
             Bench::B6 => b6::run(session, args.b6_rounds as usize).await?,
         };
-        println!("{section}");
+        println!(
+            "{section}(load average over 1 min: {load_before} at the start, {} at the end)\n",
+            load_average()
+        );
     }
     Ok(())
+}
+
+/// The machine's 1-minute load average: the figures are only comparable at similar loads.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Resolves on the first SIGINT, SIGTERM or SIGHUP. Tokio keeps handling them afterwards, so
