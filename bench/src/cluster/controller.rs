@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Error, io_err, lab, say};
@@ -41,7 +41,10 @@ impl Controller {
         let log = opts.dir.join(format!("controller-{port}.log"));
         let file = std::fs::File::create(&log).map_err(io_err(&log))?;
         let file2 = file.try_clone().map_err(io_err(&log))?;
-        let child = Command::new(opts.binary)
+        // Through bash, which closes inherited descriptors and execs (same PID): the
+        // controller must not hold this process's lock or pipes.
+        let child = lab::bash(r#"exec "$@""#)
+            .arg(opts.binary)
             .arg("controller")
             .arg("--namespace")
             .arg(opts.namespaces.join(","))

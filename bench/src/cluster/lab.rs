@@ -211,12 +211,10 @@ impl ControllerManager {
 
     /// Starts `argv` as `cluster.sh` does: `setsid`, output appended to the daemon's log, the
     /// PID recorded in its PID file (so `cluster.sh down` stops it). Started from a shell that
-    /// exits at once, so the daemon is not this process's child and outlives it.
+    /// exits at once, so the daemon is not this process's child and outlives it, and holds none
+    /// of this process's descriptors (under `flock LOCK crucible-bench`, it would hold the lock).
     async fn start(&mut self, argv: &[String]) -> Result<(), Error> {
-        let out = Command::new("/bin/sh")
-            .arg("-c")
-            .arg(r#"log=$1; shift; /usr/bin/setsid "$@" >>"$log" 2>&1 </dev/null & echo $!"#)
-            .arg("sh")
+        let out = bash(r#"log=$1; shift; /usr/bin/setsid "$@" >>"$log" 2>&1 </dev/null & echo $!"#)
             .arg(&self.log)
             .args(argv)
             .env_clear()
@@ -224,7 +222,7 @@ impl ControllerManager {
             .current_dir(&self.original.cwd)
             .stdin(Stdio::null())
             .output()
-            .map_err(io_err("/bin/sh (starting kube-controller-manager)"))?;
+            .map_err(io_err("/bin/bash (starting kube-controller-manager)"))?;
         let text = String::from_utf8_lossy(&out.stdout);
         let pid: u32 = text.trim().parse().map_err(|_| {
             Error::Setup(format!(
@@ -252,6 +250,21 @@ impl ControllerManager {
         say(format!("{KCM} started (PID {pid}) {flags}"));
         Ok(())
     }
+}
+
+/// Closes every descriptor above stderr that the shell inherited. Rust opens its own with
+/// close-on-exec, but whoever started the benchmark may not have (flock(1) passes its lock).
+const CLOSE_INHERITED: &str = r#"for fd in $(ls /proc/$$/fd); do if [ "$fd" -gt 2 ] && [ -L "/proc/$$/fd/$fd" ]; then eval "exec $fd>&-"; fi; done"#;
+
+/// `/bin/bash -c SCRIPT bash`, the script run after [`CLOSE_INHERITED`]; arguments added to the
+/// command are the script's `$1`…; `exec "$@"` keeps the PID for the program it runs.
+pub fn bash(script: &str) -> Command {
+    let mut command = Command::new("/bin/bash");
+    command
+        .arg("-c")
+        .arg(format!("{CLOSE_INHERITED}; {script}"))
+        .arg("bash");
+    command
 }
 
 /// SIGTERM, up to `grace` to exit, then SIGKILL.
@@ -317,6 +330,36 @@ mod tests {
     fn proc_lists_split_on_nul() {
         assert_eq!(split_nul(b"/bin/kcm\0--v=1\0"), ["/bin/kcm", "--v=1"]);
         assert!(split_nul(b"").is_empty());
+    }
+
+    #[test]
+    fn children_do_not_inherit_descriptors() {
+        let fds = |inner: &str| {
+            // An outer shell opens fd 7 without close-on-exec, as flock(1) passes its lock.
+            let out = Command::new("/bin/bash")
+                .args(["-c", r#"exec 7</dev/null; "$@""#, "bash"])
+                .args(bash(inner).get_program().to_str())
+                .args(bash(inner).get_args().filter_map(|a| a.to_str()))
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let listed = fds(r#"exec ls /proc/self/fd"#);
+        let listed: Vec<&str> = listed.split_whitespace().collect();
+        assert!(
+            listed.contains(&"1") && !listed.contains(&"7"),
+            "{listed:?}"
+        );
+        // Without the prelude fd 7 is there: the test can tell.
+        let out = Command::new("/bin/bash")
+            .args(["-c", r#"exec 7</dev/null; ls /proc/self/fd"#])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .any(|f| f == "7")
+        );
     }
 
     #[test]
