@@ -36,6 +36,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use self::controller::Controller;
 use self::lab::{ControllerManager, Lab};
+use crate::stats;
 
 /// The benchmarks, in the order they run.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -163,21 +164,25 @@ impl Session {
         Ok(name)
     }
 
-    /// Deletes namespaces and waits until they are gone, so the next run starts on a quiet
-    /// API server.
+    /// Deletes namespaces and waits until they are gone (at most 15 minutes: 10,000
+    /// Evaluations take minutes), so the next run starts on a quiet API server. Namespaces
+    /// still there then are left to the final cleanup, with a warning: the figures already
+    /// taken stand.
     async fn drop_namespaces(&mut self, names: &[String]) -> Result<(), Error> {
         say(format!("deleting {}", names.join(", ")));
-        let left = api::delete_namespaces(&self.client, names, Duration::from_secs(600)).await?;
+        let started = Instant::now();
+        let left = api::delete_namespaces(&self.client, names, Duration::from_secs(900)).await?;
         self.namespaces
             .retain(|n| !names.contains(n) || left.contains(n));
         if left.is_empty() {
-            Ok(())
+            say(format!("deleted in {}", stats::secs(started.elapsed())));
         } else {
-            Err(Error::Timeout {
-                what: format!("namespaces {} to be deleted", left.join(", ")),
-                secs: 600,
-            })
+            say(format!(
+                "WARNING: {} still terminating; what runs next shares the API server with it",
+                left.join(", ")
+            ));
         }
+        Ok(())
     }
 
     /// Starts the controller for `namespaces`.
