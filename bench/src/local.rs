@@ -12,17 +12,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::stats::{ms, percentile};
-
-/// The trivial evaluation.
-const TRIVIAL: &str = r#"apiVersion: crucible.dev/v1alpha1
-kind: Evaluation
-metadata: {name: trivial}
-spec:
-  image: localhost/crucible/python:3.11
-  command: [python3, -c, "print('CRUCIBLE_RESULT {\"score\": 1}')"]
-  timeout: 1m
-"#;
+use crate::cluster::objects::{Shape, evaluation};
+use crate::stats::{ms, percentile, ratio};
 
 /// Flags of `crucible-bench local`.
 #[derive(clap::Args, Debug)]
@@ -42,15 +33,12 @@ pub struct Args {
 ///
 /// # Errors
 /// A command that cannot start or does not succeed.
-pub fn run(args: &Args) -> Result<String, String> {
-    let crucible = match &args.crucible {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("crucible"),
-    };
+pub fn run(args: &Args, default_crucible: PathBuf) -> Result<String, String> {
+    let crucible = args.crucible.clone().unwrap_or(default_crucible);
     let manifest = std::env::temp_dir().join(format!("crucible-bench-{}.yaml", std::process::id()));
-    std::fs::write(&manifest, TRIVIAL).map_err(|e| format!("{}: {e}", manifest.display()))?;
+    // JSON is YAML: the same trivial Evaluation as the cluster benchmark's.
+    let trivial = evaluation("trivial", Shape::Default, "1m").to_string();
+    std::fs::write(&manifest, trivial).map_err(|e| format!("{}: {e}", manifest.display()))?;
     let manifest_arg = manifest.display().to_string();
     let python = args.python.as_str();
     let subjects: [(&str, Vec<&str>); 3] = [
@@ -103,10 +91,10 @@ pub fn run(args: &Args) -> Result<String, String> {
             ms(min)
         );
     }
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    let ratio = |a: Duration, b: Duration| ratio(a.as_secs_f64(), b.as_secs_f64());
     let _ = writeln!(
         out,
-        "ratios of p50: crucible run / runsc do = {:.2}, crucible run / python = {:.1}, runsc do / python = {:.1}",
+        "ratios of p50: crucible run / runsc do = {}, crucible run / python = {}, runsc do / python = {}",
         ratio(p50[0], p50[1]),
         ratio(p50[0], p50[2]),
         ratio(p50[1], p50[2])

@@ -3,9 +3,14 @@
 //! - `local`: a trivial evaluation end to end under `crucible run`, side by side with
 //!   `runsc do python3 -c 'print(42)'` (gVisor's floor) and plain `python3 -c 'print(42)'`,
 //!   in one invocation so the figures share the machine's state.
+//! - `cluster`: the controller on the local cluster against the built-in Job controller:
+//!   fan-out, queue memory, writes per run, slot refill and apply → result latency.
 
+mod cluster;
 mod local;
 mod stats;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -21,11 +26,14 @@ struct Cli {
 enum Command {
     /// `crucible run` of a trivial evaluation vs `runsc do` vs plain python.
     Local(local::Args),
+    /// The controller vs the Job controller on the local cluster (B1, B3, B4, B5, B6).
+    Cluster(cluster::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let outcome = match Cli::parse().command {
-        Command::Local(args) => local::run(&args),
+        Command::Local(args) => sibling_crucible().and_then(|bin| local::run(&args, bin)),
+        Command::Cluster(args) => sibling_crucible().and_then(|bin| cluster::run(&args, bin)),
     };
     match outcome {
         Ok(report) => {
@@ -37,4 +45,12 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The `crucible` binary next to this one (e.g. target/release/crucible), the default of
+/// both benchmarks.
+fn sibling_crucible() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .map(|exe| exe.with_file_name("crucible"))
+        .map_err(|e| format!("cannot find this binary: {e}"))
 }
