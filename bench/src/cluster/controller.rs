@@ -79,6 +79,24 @@ impl Controller {
             controller.log.display(),
             opts.namespaces.join(",")
         ));
+        // The sandbox canary holds admission until it has proven the RuntimeClass: a one-off
+        // start-up cost, kept out of every figure. A controller without the canary (or with it
+        // off) exports no gvisor sample: a few seconds without one means there is none.
+        let started = Instant::now();
+        loop {
+            let metrics = controller.get("/metrics").await.map(|(_, b)| b);
+            let verdict = metrics.as_deref().ok().and_then(canary_verified);
+            if verdict == Some(true)
+                || (verdict.is_none() && started.elapsed() > Duration::from_secs(5))
+            {
+                break;
+            }
+            if Instant::now() >= deadline + READY_WITHIN {
+                return Err(controller.failed("the sandbox canary did not verify gvisor"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        say("sandbox canary verified");
         Ok(controller)
     }
 
@@ -209,5 +227,28 @@ mod tests {
             parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
             None
         );
+    }
+}
+
+/// What the controller's metrics say of the canary's verdict on `gvisor`: `None` without a
+/// sample.
+fn canary_verified(metrics: &str) -> Option<bool> {
+    let sample = r#"crucible_sandbox_verified{runtime_class="gvisor"} "#;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(sample))
+        .map(|v| v.trim() == "1")
+}
+
+#[cfg(test)]
+mod canary_tests {
+    use super::canary_verified;
+
+    #[test]
+    fn the_gvisor_sample_says_whether_the_canary_verified() {
+        let g = |v: &str| format!("crucible_sandbox_verified{{runtime_class=\"gvisor\"}} {v}\n");
+        assert_eq!(canary_verified(&g("0")), Some(false));
+        assert_eq!(canary_verified(&g("1")), Some(true));
+        assert_eq!(canary_verified("crucible_reconcile_runs_total 3\n"), None);
     }
 }
