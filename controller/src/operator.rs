@@ -143,6 +143,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         system_namespace: runtime.system_namespace.clone(),
         git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
             .allow_file_urls(runtime.allow_file_git_urls),
+        sandbox_policies: Arc::default(),
     });
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
     let pending = Arc::new(AtomicUsize::new(namespaces.len()));

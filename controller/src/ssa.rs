@@ -6,7 +6,9 @@
 //! Errors are kube's own: each caller maps them into its boundary's error, which knows what
 //! was being written and why.
 
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, ObjectList, PartialObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -115,10 +117,30 @@ const PAGE: u32 = 500;
 /// # Errors
 /// A page could not be read.
 pub async fn list_all<K: Object>(api: &Api<K>, params: ListParams) -> Result<Vec<K>, kube::Error> {
+    paginate(params, |p| async move { api.list(&p).await }).await
+}
+
+/// The metadata of every object `api` lists with `params`, a page at a time.
+///
+/// # Errors
+/// A page could not be read.
+pub async fn list_all_metadata<K: Object>(
+    api: &Api<K>,
+    params: ListParams,
+) -> Result<Vec<PartialObjectMeta<K>>, kube::Error> {
+    paginate(params, |p| async move { api.list_metadata(&p).await }).await
+}
+
+async fn paginate<T, F, Fut>(params: ListParams, fetch: F) -> Result<Vec<T>, kube::Error>
+where
+    T: Clone,
+    F: Fn(ListParams) -> Fut,
+    Fut: std::future::Future<Output = Result<ObjectList<T>, kube::Error>>,
+{
     let mut out = Vec::new();
     let mut params = params.limit(PAGE);
     loop {
-        let page = api.list(&params).await?;
+        let page = fetch(params.clone()).await?;
         out.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),

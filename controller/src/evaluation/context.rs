@@ -11,6 +11,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::admission::Gate;
 use crate::config::Config;
 use crate::crd::EvaluationQuota;
+use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::metrics::Metrics;
 use crate::source::GitCache;
 use crate::stop::{STOP_CONFIGMAP, Switch};
@@ -36,6 +37,8 @@ pub struct Context {
     pub system_namespace: String,
     /// Cache of git repositories.
     pub git: GitCache,
+    /// Which namespaces have their deny-all sandbox NetworkPolicy in place.
+    pub sandbox_policies: Arc<SandboxPolicies>,
 }
 
 impl Context {

@@ -47,6 +47,8 @@ pub async fn run(
         .with_config(controller::Config::default().concurrency(concurrency))
         .shutdown_on_signal();
     let store = controller.store();
+    let policies = ctx.sandbox_policies.clone();
+    tokio::spawn(policies.watch(ctx.client.clone(), namespace.map(str::to_string)));
     let (sweep_ctx, scope) = (ctx.clone(), namespace.map(str::to_string));
     tokio::spawn(async move {
         // NB: the store's readiness is a oneshot that wakes only its last poller, and the

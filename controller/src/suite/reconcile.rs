@@ -16,7 +16,7 @@ use crate::events;
 use crate::labels::SUITE_LABEL;
 use crate::requeue;
 use crate::ssa;
-use crate::suite::{Context, plan};
+use crate::suite::{Context, plan, sources};
 
 /// Look at a running suite at least this often even without events.
 const RUNNING_RESYNC: Duration = Duration::from_secs(60);
@@ -85,6 +85,9 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
                 name: name.clone(),
                 source,
             })?;
+    }
+    if let Some(keep) = &planned.keep_sources {
+        sources::prune(&ctx.client, &suite, keep).await;
     }
     let status = &planned.status;
     ctx.metrics.set_suite(
