@@ -155,8 +155,7 @@ async fn a_deleted_or_edited_namespace_policy_is_restored_before_the_next_pod() 
             .delete(sandbox_policy::POLICY_NAME, &DeleteParams::background())
             .await
             .expect("delete the policy");
-        // Opened (an ingress rule) by an update, and narrowed (a selector label) by another
-        // field manager, which server-side apply alone would keep.
+        // Opened (an ingress rule) and narrowed (a selector label) by another field manager.
         let edits = [
             serde_json::json!({"spec": {"ingress": [{}]}}),
             serde_json::json!({"spec": {"podSelector": {"matchLabels": {"team": "x"}}}}),

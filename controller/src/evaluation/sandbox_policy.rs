@@ -17,9 +17,9 @@
 //!   delete or an edit seen by the watch makes the next pod apply it again. At start, after a
 //!   watch error and during a re-list nothing is assumed: every pod applies it until the watch
 //!   has listed again.
-//! - An edit that server-side apply cannot undo (fields of another manager, e.g. a narrower
-//!   `podSelector`) is replaced; a policy that still is not deny-all afterwards (a mutating
-//!   webhook) refuses the pod.
+//! - Applying it (forced) undoes any edit: the selector and the rule lists are atomic, so the
+//!   applied values replace whatever another manager put there. The stored result is checked;
+//!   one that still is not deny-all (a mutating webhook) refuses the pod.
 //! - Limit: a deletion is noticed when its watch event arrives (normally milliseconds). A pod
 //!   created in between starts without the policy; the runtime class without a network
 //!   (`runsc --network=none`) is the other, independent layer.
@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::StreamExt;
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicySpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
@@ -102,10 +102,8 @@ pub enum PolicyError {
     /// The API server refused or failed the write.
     #[error("{0}")]
     Api(#[source] kube::Error),
-    /// After applying and replacing it, the stored policy still is not deny-all.
-    #[error(
-        "NetworkPolicy {POLICY_NAME} is not deny-all after it was replaced (changed on admission?)"
-    )]
+    /// The policy as stored after applying it is not deny-all.
+    #[error("NetworkPolicy {POLICY_NAME} is not deny-all as stored (changed on admission?)")]
     NotDenyAll,
 }
 
@@ -183,8 +181,7 @@ impl SandboxPolicies {
     }
 
     /// Makes sure the deny-all policy of `namespace` is in place: nothing to do when it is
-    /// known, else applied (once for concurrent callers), read back, replaced if another
-    /// manager's fields keep it from being deny-all.
+    /// known, else applied (once for concurrent callers) and the stored result checked.
     ///
     /// # Errors
     /// The API server refused or failed a write, or the policy cannot be made deny-all.
@@ -218,14 +215,7 @@ impl SandboxPolicies {
             .await
             .map_err(PolicyError::Api)?;
         if !is_deny_all(&applied) {
-            tracing::warn!(
-                namespace,
-                "sandbox NetworkPolicy was changed; replacing its spec"
-            );
-            let replaced = replace_spec(&api).await.map_err(PolicyError::Api)?;
-            if !is_deny_all(&replaced) {
-                return Err(PolicyError::NotDenyAll);
-            }
+            return Err(PolicyError::NotDenyAll);
         }
         let mut state = self.state();
         if let Some(entry) = state.namespaces.get_mut(namespace)
@@ -304,20 +294,6 @@ impl SandboxPolicies {
             self.observe(scope.as_deref(), event);
         }
     }
-}
-
-/// Replaces the whole spec (strategic merge `$patch: replace`), dropping fields that other
-/// managers own and server-side apply therefore keeps.
-async fn replace_spec(api: &Api<NetworkPolicy>) -> Result<NetworkPolicy, kube::Error> {
-    let mut spec = serde_json::to_value(deny_all_spec()).map_err(kube::Error::SerdeError)?;
-    spec["$patch"] = "replace".into();
-    let params = PatchParams {
-        field_manager: Some(ssa::CHILD_MANAGER.into()),
-        ..Default::default()
-    };
-    let patch = serde_json::json!({ "spec": spec });
-    api.patch(POLICY_NAME, &params, &Patch::Strategic(patch))
-        .await
 }
 
 #[cfg(test)]
