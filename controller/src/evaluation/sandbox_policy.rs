@@ -20,8 +20,9 @@
 //! - Applying it (forced) undoes any edit: the selector and the rule lists are atomic, so the
 //!   applied values replace whatever another manager put there. The stored result is checked;
 //!   one that still is not deny-all (a mutating webhook) refuses the pod.
-//! - Limit: a deletion is noticed when its watch event arrives (normally milliseconds). A pod
-//!   created in between starts without the policy; the runtime class without a network
+//! - Limits: a deletion is noticed when its watch event arrives (normally milliseconds); a pod
+//!   created in between starts without the policy. Pods running when it is deleted or opened are
+//!   covered again at the namespace's next pod. The runtime class without a network
 //!   (`runsc --network=none`) is the other, independent layer.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -176,7 +177,8 @@ impl SandboxPolicies {
     }
 
     /// Whether the policy of `namespace` is known to be in place (no write needed).
-    pub fn is_known(&self, namespace: &str) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_known(&self, namespace: &str) -> bool {
         self.state().trusted(namespace)
     }
 
