@@ -169,6 +169,7 @@ offline_checks() {
     check "defaults: ClusterRole has exactly the documented rules" chart_test Defaults.test_cluster_role
     check "defaults: namespaced Roles for the stop ConfigMap, the Lease and the self-test" chart_test Defaults.test_namespaced_roles
     check "defaults: Deployment (2 replicas, leader election, hardened, probes, downward API)" chart_test Defaults.test_deployment
+    check "defaults: the controller's NetworkPolicy admits sandbox canaries" chart_test Defaults.test_network_policy_admits_canaries
     check "defaults: PodDisruptionBudget is policy/v1beta1 on Kubernetes 1.20" chart_test Defaults.test_pdb_v1beta1
     check "defaults: no ServiceMonitor, RuntimeClass or dashboard ConfigMap" chart_test Defaults.test_no_optional_objects
   else
@@ -210,6 +211,21 @@ offline_checks() {
     fail "helm template (replicaCount 1)"
   fi
 
+  # the sandbox canary off; and configured, with the system namespace elsewhere
+  if render canary-off --set controller.canary.enabled=false \
+     && render canary-elsewhere --set controller.systemNamespace=crucible-system \
+       --set controller.canary.image=registry.example/python:3.12 --set controller.canary.listenAddress=10.0.0.7 \
+       --set controller.canary.allowlist=false --set controller.canary.interval=1h; then
+    check "canary off: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/canary-off.yaml"
+    check "canary elsewhere: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/canary-elsewhere.yaml"
+    check "canary off: CRUCIBLE_SANDBOX_CANARY=false, no canary ingress" chart_test Canary.test_disabled
+    check "canary elsewhere: image, address, Role and ingress in the system namespace" chart_test Canary.test_elsewhere
+  else
+    fail "helm template (controller.canary)"
+  fi
+  check_fails "schema rejects controller.canary.interval: soon" 'interval' \
+    "$HELM" template crucible "$CHART" --set controller.canary.interval=soon
+
   # a release and a namespace that YAML 1.1 reads as booleans: every name and label is quoted
   if "$HELM" template off "$CHART" --namespace yes --kube-version "$KUBE_VERSION" \
        --set serviceMonitor.enabled=true --set dashboards.enabled=true >"$WORK/bool.yaml"; then
@@ -221,7 +237,7 @@ offline_checks() {
   # the local cluster's values
   if render local -f "$CHART/values-local.yaml"; then
     check "values-local.yaml: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/local.yaml"
-    check "values-local.yaml: hostNetwork, API server env, image Never" chart_test Local.test_local_cluster
+    check "values-local.yaml: hostNetwork, API server env, image Never, no Allowlist canary" chart_test Local.test_local_cluster
   else
     fail "helm template (values-local.yaml)"
   fi

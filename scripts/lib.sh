@@ -53,8 +53,11 @@ controller_running() {
 }
 
 # Builds and starts the controller against the local cluster, in the background, with any
-# extra flags given; waits for /readyz (caches synced). file:// git URLs are allowed: the
-# examples' repository is published on this machine (examples/git-repo/publish.sh).
+# extra flags given; waits for /readyz (caches synced), then for the sandbox canary to verify
+# the gvisor RuntimeClass (runs wait for it). file:// git URLs are allowed: the examples'
+# repository is published on this machine (examples/git-repo/publish.sh). The canary listens on
+# the bridge address; it does not prove the Allowlist class, because the local CNI does not
+# enforce NetworkPolicy (that canary would fail, and hold every Allowlist run).
 start_controller() {
   (cd "$ROOT" && cargo build -q -p crucible --bin crucible)
   stop_controller
@@ -62,7 +65,8 @@ start_controller() {
   log "starting the controller (log: $CONTROLLER_LOG)"
   KUBECONFIG=$("$CLUSTER" kubeconfig) setsid "$ROOT/target/debug/crucible" controller \
     --metrics-addr "127.0.0.1:$CONTROLLER_PORT" --log-filter "info,crucible=debug,kube=warn" \
-    --allow-file-git-urls --git-cache-dir "$LAB/git-cache" "$@" \
+    --allow-file-git-urls --git-cache-dir "$LAB/git-cache" \
+    --canary-listen-address 10.88.0.1 --canary-allowlist=false "$@" \
     >"$CONTROLLER_LOG" 2>&1 </dev/null &
   echo $! >"$CONTROLLER_PID"
   local deadline=$((SECONDS + 60))
@@ -71,7 +75,18 @@ start_controller() {
     [ $SECONDS -lt $deadline ] || { tail -20 "$CONTROLLER_LOG" >&2; die "the controller is not ready after 60s"; }
     sleep 0.5
   done
-  log "controller ready"
+  log "controller ready; waiting for the sandbox canary"
+  deadline=$((SECONDS + 120))
+  until curl -fsS "http://127.0.0.1:$CONTROLLER_PORT/metrics" 2>/dev/null \
+      | grep -q '^crucible_sandbox_verified{runtime_class="gvisor"} 1$'; do
+    controller_running || { tail -20 "$CONTROLLER_LOG" >&2; die "the controller exited"; }
+    if [ $SECONDS -ge $deadline ]; then
+      grep -i canary "$CONTROLLER_LOG" | tail -5 >&2
+      die "the sandbox canary did not verify gvisor within 120s"
+    fi
+    sleep 0.5
+  done
+  log "sandbox verified"
 }
 
 stop_controller() {

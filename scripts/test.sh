@@ -2,8 +2,8 @@
 # The whole test suite, cheapest first: formatting, clippy, unit + mock-API + drift + example
 # tests, checks of the cluster scripts and the Argo CD health check, then the end-to-end tier
 # against a real local Kubernetes + gVisor cluster (started here, stopped at the end even on
-# failure): every example, sandbox, network, the attack battery, lifecycle, quota, suites, git,
-# emergency stop, leader failover, and the Helm chart installed and tested.
+# failure): the sandbox canary, every example, sandbox, network, the attack battery, lifecycle,
+# quota, suites, git, emergency stop, leader failover, and the Helm chart installed and tested.
 #
 #   sudo bash scripts/test.sh
 #
@@ -45,6 +45,9 @@ apply_crds
 "$CLUSTER" kubectl create namespace crucible-system --dry-run=client -o yaml | "$CLUSTER" kubectl apply -f - >/dev/null
 bash examples/git-repo/publish.sh >/dev/null
 cargo build -q -p crucible --bin crucible; CRUCIBLE_BIN=$ROOT/target/debug/crucible cargo test -p crucible-e2e --features e2e --test local  # crucible run: examples, hostile results, forgery, sandbox (runsc, no cluster)
+log "sandbox canary with its own controller (no other controller may run meanwhile)"
+KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \
+  cargo test -p crucible-e2e --features e2e --test canary
 start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
 log "end-to-end tests"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG

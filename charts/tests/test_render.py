@@ -77,7 +77,12 @@ class Defaults(Rendered):
     def test_namespaced_roles(self):
         system = self.one('Role', '-system')
         assert system['metadata']['namespace'] == 'chart-validate'
-        assert [[r['apiGroups'], r['resources'], r['verbs']] for r in system['rules']] == [[[''], ['configmaps'], ['get', 'list', 'watch', 'create', 'patch', 'delete']]]
+        assert [[r['apiGroups'], r['resources'], r['verbs']] for r in system['rules']] == [
+            [[''], ['configmaps'], ['get', 'list', 'watch', 'create', 'patch', 'delete']],
+            [[''], ['pods'], ['get', 'list', 'watch', 'create', 'delete']],
+            [[''], ['pods/log'], ['get']],
+            [['networking.k8s.io'], ['networkpolicies'], ['list', 'create', 'delete']],
+            [[''], ['events'], ['list']]], system['rules']
         lease = self.one('Role', '-leader-election')
         assert [(r['apiGroups'], r['resources'], r['verbs'], r.get('resourceNames')) for r in lease['rules']] == [
             (['coordination.k8s.io'], ['leases'], ['create'], None),
@@ -105,13 +110,26 @@ class Defaults(Rendered):
                   'CRUCIBLE_MAX_RUNNING', 'CRUCIBLE_NAMESPACE_MAX_RUNNING', 'CRUCIBLE_SCORE_SERIES_LIMIT', 'CRUCIBLE_LOG_FORMAT', 'CRUCIBLE_LOG']:
             assert e.get(k), k
         downward = {x['name']: x['valueFrom']['fieldRef']['fieldPath'] for x in c['env'] if 'valueFrom' in x}
-        assert downward == {'POD_NAME': 'metadata.name', 'POD_NAMESPACE': 'metadata.namespace', 'POD_UID': 'metadata.uid'}, downward
+        assert downward == {'POD_NAME': 'metadata.name', 'POD_NAMESPACE': 'metadata.namespace', 'POD_UID': 'metadata.uid',
+                            'POD_IP': 'status.podIP'}, downward
+        assert (e['CRUCIBLE_SANDBOX_CANARY'], e['CRUCIBLE_CANARY_ALLOWLIST']) == ('true', 'true'), e
+        assert (e['CRUCIBLE_CANARY_INTERVAL'], e['CRUCIBLE_CANARY_TIMEOUT']) == ('10m', '2m'), e
+        assert not {'CRUCIBLE_CANARY_IMAGE', 'CRUCIBLE_CANARY_LISTEN_ADDRESS'} & set(e), 'binary default image, pod IP'
         sc, psc = c['securityContext'], spec['securityContext']
         assert sc['readOnlyRootFilesystem'] and sc['allowPrivilegeEscalation'] is False and sc['capabilities']['drop'] == ['ALL']
         assert psc['runAsNonRoot'] and psc['runAsUser'] == 65532 and psc['seccompProfile']['type'] == 'RuntimeDefault'
         assert c['livenessProbe']['httpGet']['path'] == '/healthz' and c['readinessProbe']['httpGet']['path'] == '/readyz'
         assert c['resources']['requests']['cpu'] and c['resources']['requests']['memory']
         assert 'hostNetwork' not in spec
+        # The git cache directory is writable although the root filesystem is not.
+        mounts = {m['mountPath']: m['name'] for m in c['volumeMounts']}
+        assert mounts.get(e['CRUCIBLE_GIT_CACHE_DIR']) == 'git-cache', mounts
+        vols = {v['name']: v for v in spec['volumes']}
+        assert (vols['git-cache']['emptyDir']['sizeLimit'], e['CRUCIBLE_GIT_CACHE_SIZE']) == ('4Gi', '2Gi')
+
+    def test_network_policy_admits_canaries(self):
+        ingress = self.one('NetworkPolicy')['spec']['ingress']
+        assert ingress[1] == {'from': [{'podSelector': {'matchLabels': {'app.kubernetes.io/component': 'sandbox-canary'}}}]}, ingress
 
     def test_pdb_v1beta1(self):
         pdb = self.one('PodDisruptionBudget')
@@ -177,6 +195,28 @@ class Single(Rendered):
         assert not [r for r in self.one('ClusterRole')['rules'] if 'secrets' in r['resources']]
 
 
+class Canary(Rendered):
+    """The canary disabled; and, separately, elsewhere: another system namespace, an image, an address."""
+
+    rendered = "canary-off"
+
+    def test_disabled(self):
+        assert env(self.one('Deployment'))['CRUCIBLE_SANDBOX_CANARY'] == 'false'
+        assert len(self.one('NetworkPolicy')['spec']['ingress']) == 1, 'no ingress for canaries'
+
+    def test_elsewhere(self):
+        with open(os.path.join(os.environ["CHART_RENDERED"], "canary-elsewhere.yaml")) as f:
+            docs = [d for d in yaml.safe_load_all(f) if d]
+        dep = [d for d in docs if d['kind'] == 'Deployment'][0]
+        e = env(dep)
+        assert (e['CRUCIBLE_CANARY_IMAGE'], e['CRUCIBLE_CANARY_LISTEN_ADDRESS']) == ('registry.example/python:3.12', '10.0.0.7'), e
+        assert (e['CRUCIBLE_CANARY_ALLOWLIST'], e['CRUCIBLE_CANARY_INTERVAL']) == ('false', '1h'), e
+        ingress = [d for d in docs if d['kind'] == 'NetworkPolicy'][0]['spec']['ingress']
+        assert ingress[1]['from'][0]['namespaceSelector'] == {}, ingress
+        system = [d for d in docs if d['kind'] == 'Role' and d['metadata']['name'].endswith('-system')][0]
+        assert system['metadata']['namespace'] == 'crucible-system', system
+
+
 class Local(Rendered):
     """values-local.yaml, the local Kubernetes 1.20 cluster's values."""
 
@@ -188,6 +228,7 @@ class Local(Rendered):
         assert spec['hostNetwork'] is True and spec['dnsPolicy'] == 'ClusterFirstWithHostNet'
         e = env(dep)
         assert e['KUBERNETES_SERVICE_HOST'] == '127.0.0.1' and e['KUBERNETES_SERVICE_PORT'] == '6443'
+        assert (e['CRUCIBLE_SANDBOX_CANARY'], e['CRUCIBLE_CANARY_ALLOWLIST']) == ('true', 'false'), 'the local CNI does not enforce NetworkPolicy'
         c = spec['containers'][0]
         assert c['image'] == 'localhost/crucible/controller:dev' and c['imagePullPolicy'] == 'Never'
         pod = self.one('Pod', '-selftest')

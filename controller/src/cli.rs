@@ -3,7 +3,7 @@
 //!
 //! Pure parts of the controller take `&Config`, never clap types or `std::env`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -226,6 +226,10 @@ pub struct ControllerArgs {
     /// it is garbage-collected with the last one.
     #[arg(long, env = "POD_UID")]
     pub pod_uid: Option<String>,
+    /// Namespace of this controller's pod (downward API): the canary's pods and ConfigMap are
+    /// owned by the pod when they are in its namespace.
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
     /// Directory of the shared cache of git repositories.
     #[arg(
         long,
@@ -248,6 +252,34 @@ pub struct ControllerArgs {
     /// Cap on per-Evaluation score series in /metrics (0 turns them off).
     #[arg(long, env = "CRUCIBLE_SCORE_SERIES_LIMIT", default_value_t = 10_000)]
     pub score_series_limit: usize,
+    /// Prove each sandbox with a canary pod before admitting runs to it; `false` for clusters
+    /// that cannot run it (nothing is then held, and the ConfigMap crucible-sandbox says so).
+    #[arg(long, env = "CRUCIBLE_SANDBOX_CANARY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub sandbox_canary: bool,
+    /// Prove the Allowlist RuntimeClass too: egress to an allowed port only. Needs a CNI that
+    /// enforces NetworkPolicy; `false` admits Allowlist runs without a canary.
+    #[arg(long, env = "CRUCIBLE_CANARY_ALLOWLIST", default_value_t = true, action = clap::ArgAction::Set)]
+    pub canary_allowlist: bool,
+    /// How often a verified sandbox is proven again (one that failed: every minute).
+    #[arg(long, env = "CRUCIBLE_CANARY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
+    pub canary_interval: Duration,
+    /// Longest one canary run may take, from pod creation to its log.
+    #[arg(long, env = "CRUCIBLE_CANARY_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub canary_timeout: Duration,
+    /// Image of the canary's probe (needs python3).
+    #[arg(
+        long,
+        env = "CRUCIBLE_CANARY_IMAGE",
+        default_value = "localhost/crucible/python:3.11"
+    )]
+    pub canary_image: String,
+    /// Address of this controller the canary connects to (its own listener, never another
+    /// host); default `--pod-ip`, else the local cluster's bridge address 10.88.0.1.
+    #[arg(long, env = "CRUCIBLE_CANARY_LISTEN_ADDRESS")]
+    pub canary_listen_address: Option<IpAddr>,
+    /// IP of this controller's pod (downward API `status.podIP`).
+    #[arg(long, env = "POD_IP")]
+    pub pod_ip: Option<IpAddr>,
     /// Log format.
     #[arg(long, env = "CRUCIBLE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -255,6 +287,10 @@ pub struct ControllerArgs {
     #[arg(long, env = "CRUCIBLE_LOG", default_value = "info,kube=warn")]
     pub log_filter: String,
 }
+
+/// The local cluster's bridge (and node) address: where a controller run from the checkout
+/// listens for canaries (infrastructure/local).
+const LOCAL_BRIDGE: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 88, 0, 1));
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::duration::parse(s)
@@ -297,11 +333,19 @@ impl ControllerArgs {
             lease_name,
             identity,
             pod_uid,
+            pod_namespace,
             git_cache_dir,
             git_cache_size,
             follow_interval,
             allow_file_git_urls,
             max_source_size,
+            sandbox_canary,
+            canary_allowlist,
+            canary_interval,
+            canary_timeout,
+            canary_image,
+            canary_listen_address,
+            pod_ip,
             log_format,
             log_filter,
         } = self;
@@ -343,6 +387,15 @@ impl ControllerArgs {
                 git_cache_bytes: git_cache_size as u64,
                 allow_file_git_urls,
                 pod_uid,
+                pod_namespace,
+                canary: crate::canary::Settings {
+                    enabled: sandbox_canary,
+                    allowlist: canary_allowlist,
+                    interval: canary_interval,
+                    timeout: canary_timeout,
+                    image: canary_image,
+                    listen: canary_listen_address.or(pod_ip).unwrap_or(LOCAL_BRIDGE),
+                },
             },
         )
     }
@@ -414,6 +467,35 @@ mod tests {
         assert_eq!(args.output, crate::local::output::Format::Json);
         assert!(args.unsandboxed && !args.keep);
         assert_eq!((args.parallel, args.namespace.as_str()), (2, "default"));
+    }
+
+    #[test]
+    fn the_canary_is_on_by_default_and_listens_on_the_pod_ip_unless_told_otherwise() {
+        let runtime = |args: &[&str]| {
+            let cli = Cli::parse_from(["crucible", "controller"].iter().chain(args));
+            let Command::Controller(args) = cli.command else {
+                panic!("controller subcommand expected")
+            };
+            args.into_parts().1.canary
+        };
+        let default = runtime(&[]);
+        assert!(default.enabled && default.allowlist);
+        assert_eq!(default.interval, Duration::from_secs(600));
+        let off = runtime(&["--sandbox-canary=false", "--canary-allowlist", "false"]);
+        assert!(!off.enabled && !off.allowlist);
+        let pod = runtime(&["--pod-ip", "10.1.2.3"]);
+        assert_eq!(pod.listen.to_string(), "10.1.2.3");
+        let both = runtime(&["--pod-ip", "10.1.2.3", "--canary-listen-address", "fd00::1"]);
+        assert_eq!(both.listen.to_string(), "fd00::1");
+        assert!(
+            Cli::try_parse_from([
+                "crucible",
+                "controller",
+                "--canary-listen-address",
+                "example.com"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

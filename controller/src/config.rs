@@ -63,10 +63,14 @@ pub struct Runtime {
     pub identity: String,
     /// Uid of this replica's pod, when it runs in one.
     pub pod_uid: Option<String>,
+    /// Namespace of this replica's pod, when it runs in one.
+    pub pod_namespace: Option<String>,
     /// Git cache directory.
     pub git_cache_dir: std::path::PathBuf,
     /// Git cache budget in bytes.
     pub git_cache_bytes: u64,
     /// Whether `file://` git URLs are allowed.
     pub allow_file_git_urls: bool,
+    /// The sandbox canary.
+    pub canary: crate::canary::Settings,
 }

@@ -10,21 +10,6 @@ pub enum Error {
     /// Reading an EvaluationSuite failed.
     #[error("failed to read the EvaluationSuite: {0}")]
     GetSuite(#[source] kube::Error),
-    /// Listing a suite's child Evaluations failed.
-    #[error("failed to list child Evaluations: {0}")]
-    ListEvaluations(#[source] kube::Error),
-    /// Reading the pods of an Evaluation failed.
-    #[error("failed to list sandbox pods: {0}")]
-    ListPods(#[source] kube::Error),
-    /// Reading the RuntimeClass failed for a reason other than "not found".
-    #[error("failed to read RuntimeClass {name}: {source}")]
-    GetRuntimeClass {
-        /// RuntimeClass name.
-        name: String,
-        /// Cause.
-        #[source]
-        source: kube::Error,
-    },
     /// Reading the pod log failed.
     #[error("failed to read the log of pod {pod}: {source}")]
     ReadLog {
@@ -90,9 +75,6 @@ impl Error {
         match self {
             Error::GetEvaluation(_) => "GetEvaluationFailed",
             Error::GetSuite(_) => "GetSuiteFailed",
-            Error::ListEvaluations(_) => "ListEvaluationsFailed",
-            Error::ListPods(_) => "ListPodsFailed",
-            Error::GetRuntimeClass { .. } => "GetRuntimeClassFailed",
             Error::ReadLog { .. } => "ReadLogFailed",
             Error::ReadLogTimeout { .. } => "ReadLogTimeout",
             Error::ApplyChild { .. } => "ApplyChildFailed",

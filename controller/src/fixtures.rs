@@ -189,8 +189,32 @@ pub struct Received {
 }
 
 impl Context {
-    /// A context whose client talks to an [`ApiServerVerifier`].
+    /// A context whose client talks to an [`ApiServerVerifier`], with the RuntimeClass
+    /// `gvisor` in its cache and no pods.
     pub fn test() -> (Arc<Context>, ApiServerVerifier) {
+        Context::test_with(Vec::new(), true)
+    }
+
+    /// [`Context::test`] with `pods` in the pod cache and, when `sandbox`, the RuntimeClass
+    /// `gvisor`.
+    pub fn test_with(pods: Vec<Pod>, sandbox: bool) -> (Arc<Context>, ApiServerVerifier) {
+        use kube::runtime::watcher::Event;
+        let caches = crate::watches::Caches::new(1);
+        for pod in pods {
+            caches.pods.apply(None, Event::Apply(pod));
+        }
+        let (runtime_classes, mut classes) = kube::runtime::reflector::store();
+        if sandbox {
+            let gvisor = k8s_openapi::api::node::v1::RuntimeClass {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("gvisor".into()),
+                    ..Default::default()
+                },
+                handler: "runsc".into(),
+                ..Default::default()
+            };
+            classes.apply_watcher_event(&Event::Apply(gvisor));
+        }
         let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let ctx = Context {
@@ -206,6 +230,9 @@ impl Context {
                 std::env::temp_dir().join("crucible-test-git"),
                 1 << 20,
             ),
+            sandbox: Arc::new(crate::canary::Sandbox::unchecked()),
+            caches: Arc::new(caches),
+            runtime_classes,
             sandbox_policies: Arc::default(),
         };
         (Arc::new(ctx), ApiServerVerifier(handle))

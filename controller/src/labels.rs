@@ -17,6 +17,8 @@ pub const EVALUATION_ANNOTATION: &str = "crucible.dev/evaluation";
 pub const RERUN_ANNOTATION: &str = "crucible.dev/rerun";
 /// Annotation ordering the queue: higher first (integer, default 0).
 pub const PRIORITY_ANNOTATION: &str = "crucible.dev/priority";
+/// Label with the id of a sandbox canary run, on its pod (selected by its NetworkPolicy).
+pub const CANARY_LABEL: &str = "crucible.dev/canary";
 /// Label on the namespace's deny-all sandbox NetworkPolicy: what the controller's watch of its
 /// NetworkPolicies selects.
 pub const SANDBOX_POLICY_LABEL: &str = "crucible.dev/sandbox-policy";

@@ -7,6 +7,8 @@
 
 pub mod admission;
 pub mod apiref;
+pub mod cache;
+pub mod canary;
 pub mod cli;
 pub mod config;
 pub mod crd;
@@ -24,12 +26,14 @@ pub mod metrics;
 pub mod operator;
 pub mod quantity;
 pub mod requeue;
+pub mod runner;
 pub mod selftest;
 pub mod source;
 pub mod ssa;
 pub mod stop;
 pub mod suite;
 pub mod telemetry;
+pub mod watches;
 
 #[cfg(test)]
 pub mod fixtures;

@@ -85,6 +85,22 @@ pub struct SuiteLabels {
     pub suite: String,
 }
 
+/// `{runtime_class, check}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CanaryLabels {
+    /// RuntimeClass the canary ran under.
+    pub runtime_class: String,
+    /// The check that failed (`canary::Check::name`).
+    pub check: String,
+}
+
+/// `{runtime_class}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuntimeClassLabels {
+    /// RuntimeClass.
+    pub runtime_class: String,
+}
+
 /// The controller's metric families.
 #[derive(Debug)]
 pub struct Metrics {
@@ -100,6 +116,8 @@ pub struct Metrics {
     evaluation_score: Family<ScoreLabels, FloatGauge>,
     suite_mean_score: Family<SuiteLabels, FloatGauge>,
     suite_pass_rate: Family<SuiteLabels, FloatGauge>,
+    canary_failures: Family<CanaryLabels, Counter>,
+    sandbox_verified: Family<RuntimeClassLabels, Gauge>,
     score_limit: usize,
     /// Last phase counted per Evaluation uid, so the phase gauge moves instead of growing.
     phases: Mutex<HashMap<String, PhaseLabels>>,
@@ -132,6 +150,8 @@ impl Metrics {
             evaluation_score: Family::default(),
             suite_mean_score: Family::default(),
             suite_pass_rate: Family::default(),
+            canary_failures: Family::default(),
+            sandbox_verified: Family::default(),
             score_limit,
             phases: Mutex::default(),
             scores: Mutex::default(),
@@ -199,6 +219,16 @@ impl Metrics {
             "suite_pass_rate",
             "Fraction of a suite's cases that passed",
             self.suite_pass_rate.clone(),
+        );
+        registry.register(
+            "sandbox_canary_failures",
+            "Sandbox canary runs that failed, by RuntimeClass and first failed check",
+            self.canary_failures.clone(),
+        );
+        registry.register(
+            "sandbox_verified",
+            "1 while the sandbox canary has verified the RuntimeClass, else 0 (runs of it are held)",
+            self.sandbox_verified.clone(),
         );
         self
     }
@@ -287,41 +317,6 @@ impl Metrics {
         }
     }
 
-    /// Forgets every Evaluation of `scope` (a namespace, or all with `None`) whose uid is not in
-    /// `live`, and every score series whose (namespace, name) is not in `names`: deletions the
-    /// reconciler never sees.
-    pub fn retain_evaluations(
-        &self,
-        scope: Option<&str>,
-        live: &HashSet<String>,
-        names: &HashSet<(String, String)>,
-    ) {
-        {
-            let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
-            let gone: Vec<ScoreLabels> = scores
-                .iter()
-                .filter(|l| scope.is_none_or(|ns| l.namespace == ns))
-                .filter(|l| !names.contains(&(l.namespace.clone(), l.evaluation.clone())))
-                .cloned()
-                .collect();
-            for labels in gone {
-                scores.remove(&labels);
-                self.evaluation_score.remove(&labels);
-            }
-        }
-        let gone: Vec<(String, PhaseLabels)> = {
-            let phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
-            phases
-                .iter()
-                .filter(|(uid, l)| !live.contains(*uid) && scope.is_none_or(|ns| l.namespace == ns))
-                .map(|(uid, labels)| (uid.clone(), labels.clone()))
-                .collect()
-        };
-        for (uid, labels) in gone {
-            self.set_phase(&uid, &labels.namespace, None);
-        }
-    }
-
     /// Sets a namespace's queue depth.
     pub fn set_queue_depth(&self, namespace: &str, depth: usize) {
         let labels = NamespaceLabels {
@@ -369,6 +364,25 @@ impl Metrics {
             }
         }
         self.suite_pass_rate.get_or_create(&labels).set(pass_rate);
+    }
+
+    /// Counts a failed canary run of `runtime_class` at `check`.
+    pub fn sandbox_canary_failed(&self, runtime_class: &str, check: &str) {
+        self.canary_failures
+            .get_or_create(&CanaryLabels {
+                runtime_class: runtime_class.to_string(),
+                check: check.to_string(),
+            })
+            .inc();
+    }
+
+    /// Sets whether `runtime_class` is verified.
+    pub fn set_sandbox_verified(&self, runtime_class: &str, verified: bool) {
+        self.sandbox_verified
+            .get_or_create(&RuntimeClassLabels {
+                runtime_class: runtime_class.to_string(),
+            })
+            .set(i64::from(verified));
     }
 }
 
@@ -459,19 +473,20 @@ mod tests {
     }
 
     #[test]
-    fn score_series_of_deleted_evaluations_are_dropped_by_the_sweep() {
-        let metrics = Metrics::new(10);
-        metrics.finished("a", "kept", "Succeeded", 1.0, Some(0.5));
-        metrics.finished("a", "deleted", "Succeeded", 1.0, Some(0.7));
-        metrics.finished("b", "other-scope", "Succeeded", 1.0, Some(0.9));
-        let names = HashSet::from([("a".to_string(), "kept".to_string())]);
-        metrics.retain_evaluations(Some("a"), &HashSet::new(), &names);
-        let (_, text) = render(metrics);
-        assert!(text.contains(r#"evaluation="kept""#), "{text}");
-        assert!(!text.contains(r#"evaluation="deleted""#), "{text}");
+    fn canary_failures_and_verified_classes_are_exported() {
+        let m = Metrics::default();
+        m.sandbox_canary_failed("gvisor", "kernel");
+        m.sandbox_canary_failed("gvisor", "kernel");
+        m.set_sandbox_verified("gvisor", false);
+        m.set_sandbox_verified("gvisor-net", true);
+        let (_, text) = render(m);
         assert!(
-            text.contains(r#"evaluation="other-scope""#),
-            "another scope's sweep owns it"
+            text.contains(
+                r#"crucible_sandbox_canary_failures_total{runtime_class="gvisor",check="kernel"} 2"#
+            ),
+            "{text}"
         );
+        assert!(text.contains(r#"crucible_sandbox_verified{runtime_class="gvisor"} 0"#));
+        assert!(text.contains(r#"crucible_sandbox_verified{runtime_class="gvisor-net"} 1"#));
     }
 }

@@ -1,28 +1,34 @@
-//! Starts the operator: caches (quotas, the emergency-stop switch), the admission ledger rebuilt
-//! from the cluster, the quota status writer, the HTTP endpoints and one Evaluation controller
-//! and one EvaluationSuite controller per watched namespace. Talks to the API server.
+//! Starts the operator: caches (quotas, the emergency-stop switch, RuntimeClasses, and the
+//! shared watches of Evaluations, suites and pods), the sandbox canary, the admission ledger
+//! rebuilt from the synced caches, the quota status writer, the HTTP endpoints, and the
+//! Evaluation and EvaluationSuite controllers. Talks to the API server.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::admission::restore::Snapshot;
 use crate::admission::{self, Gate};
+use crate::canary::{self, Sandbox};
 use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
+use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::evaluation::{self, Context};
 use crate::metrics::Metrics;
 use crate::source::GitCache;
 use crate::stop::STOP_CONFIGMAP;
 use crate::suite;
-use crate::{events, http, leader};
+use crate::watches::{self, Caches};
+use crate::{events, http, leader, runner};
 
 /// Runs until SIGTERM / Ctrl-C.
 ///
@@ -48,18 +54,34 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         }
     });
 
-    // Caches the reconciler reads: quotas (all namespaces) and the stop switch.
+    // Caches the reconciler reads: quotas (all namespaces), the stop switch, RuntimeClasses.
+    let admission = Arc::new(Gate::default());
     let (quotas, quota_writer) = reflector::store();
     let quota_api: Api<EvaluationQuota> = Api::all(client.clone());
+    let (quota_gate, quota_store, quota_config) =
+        (admission.clone(), quotas.clone(), config.clone());
     tokio::spawn(
         reflector(quota_writer, watcher(quota_api, watcher::Config::default()))
             .default_backoff()
-            .for_each(|_| async {}),
+            .touched_objects()
+            .for_each(move |quota| {
+                // A quota edit may admit queued runs of its namespace at once.
+                if let Ok(quota) = quota
+                    && let Some(ns) = quota.namespace()
+                {
+                    let of_ns = quotas_in(&quota_store, &ns);
+                    let of_ns: Vec<&EvaluationQuota> = of_ns.iter().map(AsRef::as_ref).collect();
+                    quota_gate.limits_changed(&of_ns, &ns, &quota_config);
+                }
+                async {}
+            }),
     );
     let (stop_switch, stop_writer) = reflector::store();
     let stop_api: Api<ConfigMap> = Api::namespaced(client.clone(), &runtime.system_namespace);
     let stop_watch = watcher::Config::default().fields(&format!("metadata.name={STOP_CONFIGMAP}"));
-    let (stop_tx, stop_rx) = watch::channel(());
+    let (stop_tx, mut stop_rx) = watch::channel(());
+    // Runs held by the sandbox canary are looked at again when its verdict changes.
+    let wake = stop_tx.clone();
     tokio::spawn(
         reflector(stop_writer, watcher(stop_api, stop_watch))
             .default_backoff()
@@ -69,6 +91,13 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
                 let _ = stop_tx.send(());
                 async {}
             }),
+    );
+    let (runtime_classes, class_writer) = reflector::store();
+    let class_api: Api<RuntimeClass> = Api::all(client.clone());
+    tokio::spawn(
+        reflector(class_writer, watcher(class_api, watcher::Config::default()))
+            .default_backoff()
+            .for_each(|_| async {}),
     );
 
     // Decide nothing from a cache that has not synced: right after a start, a missing quota
@@ -81,17 +110,24 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         .wait_until_ready()
         .await
         .map_err(|e| format!("the emergency-stop cache stopped before it synced: {e}"))?;
-    tracing::info!("quota and emergency-stop caches synced");
+    runtime_classes
+        .wait_until_ready()
+        .await
+        .map_err(|e| format!("the RuntimeClass cache stopped before it synced: {e}"))?;
+    tracing::info!("quota, emergency-stop and RuntimeClass caches synced");
+    // This replica's pod: owner of what the controller creates in the system namespace
+    // for itself, so the garbage collector removes it with the last controller pod.
+    let pod_owner = runtime.pod_uid.clone().map(|uid| OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: runtime.identity.clone(),
+        uid,
+        ..Default::default()
+    });
     if let Some(lease) = &runtime.leader_lease {
         // A standby replica is healthy and ready; it only does not act.
         ready.store(true, Ordering::SeqCst);
-        let owner = runtime.pod_uid.clone().map(|uid| OwnerReference {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: runtime.identity.clone(),
-            uid,
-            ..Default::default()
-        });
+        let owner = pod_owner.clone();
         let api = leader::lease_api(client.clone(), &runtime.system_namespace);
         let renewal = leader::acquire(&api, lease, &runtime.identity, owner.as_ref()).await;
         let (lease, me) = (lease.clone(), runtime.identity.clone());
@@ -103,34 +139,96 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         });
         ready.store(false, Ordering::SeqCst);
     }
-    let admission = Arc::new(Gate::default());
-    let namespaces: Vec<Option<String>> = if runtime.namespaces.is_empty() {
+    // After leadership: a standby never runs canaries. Until the first verdict, every class
+    // proven holds admission.
+    let targets = canary::targets(&config, &runtime.canary);
+    let sandbox = Arc::new(Sandbox::new(
+        targets.iter().map(|(t, v)| (t.class.clone(), v.clone())),
+        config.allow_unsandboxed,
+        move || {
+            let _ = wake.send(());
+        },
+        &Time(jiff::Timestamp::now()),
+    ));
+    // An owner in another namespace would be treated as missing: the canary's objects
+    // would be collected at once.
+    let same_namespace = runtime.pod_namespace.as_ref() == Some(&runtime.system_namespace);
+    let runner = Arc::new(canary::runner::Runner::new(
+        client.clone(),
+        runtime.system_namespace.clone(),
+        pod_owner.filter(|_| same_namespace),
+        config.clone(),
+        runtime.canary.clone(),
+        sandbox.clone(),
+        metrics.clone(),
+        events::recorder(&client, Some(runtime.identity.clone())),
+    ));
+    tokio::spawn(runner.run(targets.into_iter().map(|(t, _)| t).collect()));
+    let scopes: Vec<Option<String>> = if runtime.namespaces.is_empty() {
         vec![None]
     } else {
         runtime.namespaces.iter().cloned().map(Some).collect()
     };
-    for ns in &namespaces {
-        let snapshot = Snapshot::read(&client, ns.as_deref())
-            .await
-            .map_err(|e| format!("cannot rebuild the admission ledger: {e}"))?;
-        let restored = admission.restore(&snapshot, &config, &Time(jiff::Timestamp::now()));
-        tracing::info!(namespace = ?ns, restored, "admission ledger restored");
-        let removed = evaluation::orphans::remove(&client, &snapshot).await;
-        if removed > 0 {
-            tracing::info!(namespace = ?ns, removed, "orphaned sandbox pods removed");
-        }
+    let caches = Arc::new(Caches::new(scopes.len()));
+    let (evaluation_trigger, evaluation_triggers) = runner::channel();
+    let (suite_trigger, suite_triggers) = runner::channel();
+    admission.connect(evaluation_trigger.clone());
+    watches::spawn(
+        &client,
+        &scopes,
+        &watches::Routes {
+            caches: caches.clone(),
+            evaluations: evaluation_trigger.clone(),
+            suites: suite_trigger,
+            admission: admission.clone(),
+            metrics: metrics.clone(),
+        },
+    );
+    // Which namespaces have their deny-all sandbox NetworkPolicy: one watch per scope.
+    let sandbox_policies = Arc::new(SandboxPolicies::default());
+    for scope in &scopes {
+        tokio::spawn(
+            sandbox_policies
+                .clone()
+                .watch(client.clone(), scope.clone()),
+        );
     }
+    caches.synced().await;
+    tracing::info!(
+        evaluations = caches.evaluations.len(),
+        pods = caches.pods.len(),
+        "Evaluation, suite and pod caches synced"
+    );
+    // The ledger is rebuilt from the synced caches before the first reconcile: the keys of
+    // the initial lists wait in the work queues meanwhile.
+    let snapshot = Snapshot::of(&caches);
+    let restored = admission.restore(&snapshot, &config, &Time(jiff::Timestamp::now()));
+    tracing::info!(restored, "admission ledger restored");
+    let removed = evaluation::orphans::remove(&client, &snapshot).await;
+    if removed > 0 {
+        tracing::info!(removed, "orphaned sandbox pods removed");
+    }
+    drop(snapshot);
     tokio::spawn(admission::quota_status::publish(
         client.clone(),
         quotas.clone(),
         admission.clone(),
         config.clone(),
     ));
+    let (everything, all_caches) = (evaluation_trigger, caches.clone());
+    tokio::spawn(async move {
+        while stop_rx.changed().await.is_ok() {
+            for key in all_caches.evaluations.keys() {
+                let _ = everything.send(key);
+            }
+        }
+    });
 
     let suite_ctx = Arc::new(suite::Context::new(
         client.clone(),
         metrics.clone(),
         events::recorder(&client, Some(runtime.identity.clone())),
+        caches.clone(),
     ));
     let ctx = Arc::new(Context {
         recorder: events::recorder(&client, Some(runtime.identity.clone())),
@@ -143,30 +241,22 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         system_namespace: runtime.system_namespace.clone(),
         git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
             .allow_file_urls(runtime.allow_file_git_urls),
-        sandbox_policies: Arc::default(),
+        sandbox,
+        caches,
+        runtime_classes,
+        sandbox_policies,
     });
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
-    let pending = Arc::new(AtomicUsize::new(namespaces.len()));
-    let namespaces_for_suites = namespaces.clone();
-    let controllers = namespaces.into_iter().map(|ns| {
-        let (ctx, ready, pending, stop_rx) =
-            (ctx.clone(), ready.clone(), pending.clone(), stop_rx.clone());
-        async move {
-            let on_ready = move || {
-                if pending.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    ready.store(true, Ordering::SeqCst);
-                }
-            };
-            evaluation::run(ctx, ns.as_deref(), runtime.concurrency, stop_rx, on_ready).await;
-        }
-    });
-    let suites = namespaces_for_suites.into_iter().map(|ns| {
-        let ctx = suite_ctx.clone();
-        async move { suite::run(ctx, ns.as_deref(), runtime.concurrency).await }
-    });
+    ready.store(true, Ordering::SeqCst);
+    let shutdown = runner::shutdown_signal().shared();
     futures::future::join(
-        futures::future::join_all(controllers),
-        futures::future::join_all(suites),
+        evaluation::run(
+            ctx.clone(),
+            evaluation_triggers,
+            runtime.concurrency,
+            shutdown.clone(),
+        ),
+        suite::run(suite_ctx, suite_triggers, runtime.concurrency, shutdown),
     )
     .await;
     if let Some(lease) = &runtime.leader_lease {
@@ -175,4 +265,13 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     }
     tracing::info!("crucible controller stopped");
     Ok(())
+}
+
+/// The EvaluationQuotas of `namespace` in `store`.
+pub fn quotas_in(store: &Store<EvaluationQuota>, namespace: &str) -> Vec<Arc<EvaluationQuota>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|q| q.namespace().as_deref() == Some(namespace))
+        .collect()
 }

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::runtime::controller::Action;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
@@ -30,15 +29,6 @@ impl Requeue {
     }
 }
 
-impl From<Requeue> for Action {
-    fn from(requeue: Requeue) -> Action {
-        match requeue {
-            Requeue::After(d) => Action::requeue(d),
-            Requeue::AwaitChange => Action::await_change(),
-        }
-    }
-}
-
 /// The error policy of both controllers: passing errors retry after [`ERROR_REQUEUE`]; bugs
 /// and permanent refusals wait for a change of the object.
 pub fn on_error(
@@ -46,13 +36,13 @@ pub fn on_error(
     object: &impl ResourceExt,
     error: &Error,
     metrics: &Metrics,
-) -> Action {
+) -> Requeue {
     tracing::warn!(kind, name = %object.name_any(), %error, "reconcile failed");
     metrics.reconcile_failure(kind, error.reason());
     if error.is_transient() {
-        Action::requeue(ERROR_REQUEUE)
+        Requeue::After(ERROR_REQUEUE)
     } else {
-        Action::await_change()
+        Requeue::AwaitChange
     }
 }
 

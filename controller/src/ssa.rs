@@ -24,6 +24,8 @@ pub const SUITE_MANAGER: &str = "crucible-suite";
 pub const QUOTA_STATUS_MANAGER: &str = "crucible-quota-status";
 /// Field manager of the emergency-stop switch (`crucible stop` / `resume`).
 pub const STOP_MANAGER: &str = "crucible-stop";
+/// Field manager of the sandbox canary's pods, policies and its ConfigMap `crucible-sandbox`.
+pub const CANARY_MANAGER: &str = "crucible-canary";
 /// Field manager of `crucible selftest`.
 pub const SELFTEST_MANAGER: &str = "crucible-selftest";
 
@@ -112,14 +114,6 @@ pub async fn delete<K: Object>(api: &Api<K>, name: &str) -> Result<(), kube::Err
 /// Pages of this size keep each LIST (and the memory it needs at once) bounded.
 const PAGE: u32 = 500;
 
-/// Every object `api` lists with `params`, a page at a time.
-///
-/// # Errors
-/// A page could not be read.
-pub async fn list_all<K: Object>(api: &Api<K>, params: ListParams) -> Result<Vec<K>, kube::Error> {
-    paginate(params, |p| async move { api.list(&p).await }).await
-}
-
 /// The metadata of every object `api` lists with `params`, a page at a time.
 ///
 /// # Errors
@@ -128,19 +122,10 @@ pub async fn list_all_metadata<K: Object>(
     api: &Api<K>,
     params: ListParams,
 ) -> Result<Vec<PartialObjectMeta<K>>, kube::Error> {
-    paginate(params, |p| async move { api.list_metadata(&p).await }).await
-}
-
-async fn paginate<T, F, Fut>(params: ListParams, fetch: F) -> Result<Vec<T>, kube::Error>
-where
-    T: Clone,
-    F: Fn(ListParams) -> Fut,
-    Fut: std::future::Future<Output = Result<ObjectList<T>, kube::Error>>,
-{
     let mut out = Vec::new();
     let mut params = params.limit(PAGE);
     loop {
-        let page = fetch(params.clone()).await?;
+        let page: ObjectList<PartialObjectMeta<K>> = api.list_metadata(&params).await?;
         out.extend(page.items);
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => params = params.continue_token(&token),

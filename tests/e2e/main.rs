@@ -5,6 +5,7 @@
 
 mod battery;
 mod examples;
+mod fairness;
 mod git;
 mod hostile;
 mod lifecycle;

@@ -7,7 +7,7 @@ use crucible::crd::Evaluation;
 use crucible_e2e::{
     PROBE, apply_evaluation, parse_evaluation, wait_finished, wait_for, with_temp_ns,
 };
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
 use kube::api::PostParams;
 
@@ -46,6 +46,27 @@ async fn sandbox_runs_gvisor_as_nobody_with_a_read_only_root() {
         assert_eq!(
             status.sandbox.and_then(|s| s.runtime_class_name).as_deref(),
             Some("gvisor")
+        );
+        // It ran because the sandbox canary had proven the class, and says so.
+        let system =
+            std::env::var("CRUCIBLE_SYSTEM_NAMESPACE").unwrap_or_else(|_| "crucible-system".into());
+        let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &system);
+        let record = configmaps
+            .get(crucible::canary::status::CONFIGMAP)
+            .await
+            .expect("the canary's ConfigMap");
+        let gvisor: serde_json::Value = serde_json::from_str(
+            record
+                .data
+                .as_ref()
+                .and_then(|d| d.get("gvisor"))
+                .expect("a condition for gvisor"),
+        )
+        .expect("json");
+        assert_eq!(
+            (gvisor["status"].as_str(), gvisor["reason"].as_str()),
+            (Some("True"), Some("Verified")),
+            "{gvisor}"
         );
     })
     .await;

@@ -1,7 +1,7 @@
 //! The admission ledger behind a mutex, shared by every reconcile: the one place where runs
 //! are admitted, queued and freed.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use crate::admission::candidate::{candidate, namespace_limits};
@@ -9,9 +9,11 @@ use crate::admission::{Decision, Ledger, Limits, Usage};
 use crate::config::Config;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::metrics::Metrics;
+use crate::runner::{Key, Trigger};
 
-/// The admission ledger of the controller. Queued runs ask again every
-/// `plan::QUEUE_RECHECK`, so freed capacity is taken within that time.
+/// The admission ledger of the controller. Queued runs wait for a change: every change of
+/// the ledger that may admit a queued run or move its reported position sends that run's key
+/// to the Evaluation controller's work queue ([`Gate::connect`]).
 ///
 /// Admissions are held by runs (`crucible.dev/run-id`), not by Evaluations: a run holds its
 /// share while any pod of it is alive ([`crate::liveness`]), even after its Evaluation was
@@ -19,13 +21,51 @@ use crate::metrics::Metrics;
 #[derive(Default)]
 pub struct Gate {
     ledger: Mutex<Ledger>,
+    wake: Mutex<Option<Trigger>>,
 }
 
 impl Gate {
-    pub(super) fn ledger(&self) -> std::sync::MutexGuard<'_, Ledger> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
         // A panic while holding the lock cannot leave the ledger half-updated in a way that
         // matters more than stopping admission altogether would.
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the ledger, then sends the runs it woke.
+    pub(super) fn with_ledger<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> R {
+        let (out, wakes) = {
+            let mut ledger = self.lock();
+            let out = f(&mut ledger);
+            (out, ledger.take_wakes())
+        };
+        if wakes.is_empty() {
+            return out;
+        }
+        let wake = self.wake.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(trigger) = wake.as_ref() {
+            for (namespace, name) in wakes {
+                // The receiver is gone only at shutdown.
+                let _ = trigger.send(Key::new(namespace, name));
+            }
+        }
+        out
+    }
+
+    /// Sends woken runs to `trigger` from now on.
+    pub fn connect(&self, trigger: Trigger) {
+        *self.wake.lock().unwrap_or_else(|e| e.into_inner()) = Some(trigger);
+    }
+
+    /// The limits of `namespace` (its EvaluationQuotas) changed.
+    pub fn limits_changed(&self, quotas: &[&EvaluationQuota], namespace: &str, config: &Config) {
+        let limits = namespace_limits(quotas, config);
+        self.with_ledger(|l| l.set_limits(namespace, limits));
+    }
+
+    /// A hold was lifted (the emergency stop cleared, the sandbox verified): wakes the runs
+    /// that may start now.
+    pub fn wake_all(&self) {
+        self.with_ledger(Ledger::wake_all);
     }
 
     /// Decides whether `ev`'s run `run` may start now.
@@ -42,9 +82,7 @@ impl Gate {
             return Decision::Admit;
         };
         let limits = namespace_limits(quotas, config);
-        let decision = self
-            .ledger()
-            .decide(&c, &limits, &config.global_limits, hold);
+        let decision = self.with_ledger(|l| l.decide(&c, &limits, &config.global_limits, hold));
         self.publish_metrics(&c.namespace, &limits, metrics);
         decision
     }
@@ -53,32 +91,23 @@ impl Gate {
     /// its live pods, and the run just started) does not name, and gives up its queue place
     /// unless it still waits in the queue.
     pub fn settle(&self, uid: &str, keep: &BTreeSet<String>, waiting: bool) {
-        let mut ledger = self.ledger();
-        ledger.settle(uid, |run| keep.contains(run));
-        if !waiting {
-            ledger.dequeue(uid);
-        }
+        self.with_ledger(|ledger| {
+            ledger.settle(uid, |run| keep.contains(run));
+            if !waiting {
+                ledger.dequeue(uid);
+            }
+        });
     }
 
     /// Evaluation `uid` is gone: it gives up its queue place. Its admissions stay until the
     /// sweep sees its pods gone.
     pub fn withdraw(&self, uid: &str) {
-        self.ledger().dequeue(uid);
-    }
-
-    /// The sweep of `scope` (a namespace, or all): Evaluations not in `live` lose their queue
-    /// places; returns those (uid, namespace) that still hold admissions, whose pods the
-    /// caller must look at (see [`Gate::settle`]).
-    pub fn gone(&self, scope: Option<&str>, live: &HashSet<String>) -> Vec<(String, String)> {
-        let keep = |uid: &str, ns: &str| live.contains(uid) || scope.is_some_and(|s| s != ns);
-        let mut ledger = self.ledger();
-        ledger.retain_queued(keep);
-        ledger.holders_not(keep)
+        self.with_ledger(|l| l.dequeue(uid));
     }
 
     /// Usage figures and queue length of a namespace.
     pub fn status_of(&self, namespace: &str) -> (Usage, usize) {
-        let ledger = self.ledger();
+        let ledger = self.lock();
         (ledger.usage(Some(namespace)), ledger.queued(namespace))
     }
 

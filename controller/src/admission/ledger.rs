@@ -11,11 +11,24 @@
 //!   an admission (spec change, rerun, a followed branch that moved) is checked like any
 //!   other, and the old run keeps holding its share until its pod is gone.
 //! - Within a namespace, runs are admitted in queue order: higher `crucible.dev/priority`
-//!   first, then older. A run whose request can never fit its namespace's limits does not
-//!   block the runs behind it.
+//!   first, then older. A run is admitted only if it still fits after reserving room for
+//!   every admissible run ahead of it, so a small run never overtakes a large one waiting
+//!   for room. A run whose request can never fit its namespace's limits does not block the
+//!   runs behind it.
+//! - Controller-wide limits are shared fairly (dominant resource fairness, as Kueue's fair
+//!   sharing): a run is admitted only if the controller-wide limits also leave room for the
+//!   head of every waiting namespace whose share of those limits is smaller (equal shares:
+//!   the older head first). Priority orders runs within a namespace, not across namespaces.
+//! - Nothing polls: every change that can admit a queued run (capacity freed, limits
+//!   changed) or move its reported position names the runs to look at again
+//!   ([`Ledger::take_wakes`]).
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
+use std::ops::Bound;
+
+/// Most runs woken by one change; each woken run that is admitted wakes the next ones.
+pub const WAKE_BATCH: usize = 32;
 
 /// Resources one run requests (requests equal limits).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -64,6 +77,30 @@ impl Usage {
         self.cpu += r.cpu;
         self.memory += r.memory;
         self.gpu += r.gpu;
+    }
+
+    fn sub(&mut self, r: &Request) {
+        self.running = self.running.saturating_sub(1);
+        self.cpu = (self.cpu - r.cpu).max(0.0);
+        self.memory = (self.memory - r.memory).max(0.0);
+        self.gpu = (self.gpu - r.gpu).max(0.0);
+    }
+
+    /// The largest fraction of any limit in `limits` that this usage takes (0 without limits).
+    fn dominant_share(&self, limits: &Limits) -> f64 {
+        let share = |used: f64, limit: Option<f64>| match limit {
+            Some(l) if l > 0.0 => used / l,
+            Some(_) => f64::INFINITY,
+            None => 0.0,
+        };
+        [
+            share(f64::from(self.running), limits.max_running.map(f64::from)),
+            share(self.cpu, limits.cpu),
+            share(self.memory, limits.memory),
+            share(self.gpu, limits.gpu),
+        ]
+        .into_iter()
+        .fold(0.0, f64::max)
     }
 
     /// The first limit that `self + request` would exceed, as a reason.
@@ -168,17 +205,44 @@ pub struct Ledger {
     runs: HashMap<String, BTreeSet<String>>,
     queues: HashMap<String, BTreeSet<QueueKey>>,
     queued: HashMap<String, (String, QueueKey, Request)>,
+    /// Usage by namespace and in total, kept as admissions come and go.
+    used: HashMap<String, Usage>,
+    total: Usage,
+    /// The limits each namespace was last decided with, and the controller-wide ones.
+    limits: HashMap<String, Limits>,
+    global: Limits,
+    /// Queued runs to look at again (namespace, name), collected until taken.
+    wakes: Vec<(String, String)>,
 }
 
 impl Ledger {
     /// Usage of `namespace`, or of everything with `None`.
     pub fn usage(&self, namespace: Option<&str>) -> Usage {
-        let mut usage = Usage::default();
-        self.admitted
-            .values()
-            .filter(|h| namespace.is_none_or(|n| n == h.namespace))
-            .for_each(|h| usage.add(&h.request));
-        usage
+        match namespace {
+            None => self.total,
+            Some(ns) => self.used.get(ns).copied().unwrap_or_default(),
+        }
+    }
+
+    /// The queued runs (namespace, name) that changes since the last call may have made
+    /// admissible or moved to another reported position.
+    pub fn take_wakes(&mut self) -> Vec<(String, String)> {
+        let mut wakes = std::mem::take(&mut self.wakes);
+        wakes.sort();
+        wakes.dedup();
+        wakes
+    }
+
+    /// The limits of `namespace` changed (a quota edit): wakes what they may admit now.
+    pub fn set_limits(&mut self, namespace: &str, limits: Limits) {
+        self.limits.insert(namespace.to_string(), limits);
+        self.wake_admissible();
+    }
+
+    /// Wakes the queued runs of every namespace that would be admitted now, as far as
+    /// [`WAKE_BATCH`] (a hold lifted: stop switch cleared, sandbox verified).
+    pub fn wake_all(&mut self) {
+        self.wake_admissible();
     }
 
     /// Number of runs queued in `namespace`.
@@ -204,6 +268,14 @@ impl Ledger {
     }
 
     fn hold(&mut self, run: &str, uid: &str, namespace: &str, request: Request) {
+        if let Some(previous) = self.admitted.get(run).cloned() {
+            self.unuse(&previous);
+        }
+        self.used
+            .entry(namespace.to_string())
+            .or_default()
+            .add(&request);
+        self.total.add(&request);
         let held = Held {
             uid: uid.to_string(),
             namespace: namespace.to_string(),
@@ -218,8 +290,8 @@ impl Ledger {
 
     /// Decides for `candidate`: admits it (recording the admission) or queues it. Deciding
     /// again for a run already admitted admits it again without counting it twice; any other
-    /// run, even of an Evaluation holding an admission, passes every check. `hold` (an
-    /// emergency stop) queues everything new.
+    /// run, even of an Evaluation holding an admission, passes every check. `hold` (the
+    /// emergency stop, an unverified sandbox: the whole queue reason) queues everything new.
     pub fn decide(
         &mut self,
         candidate: &Candidate,
@@ -227,6 +299,13 @@ impl Ledger {
         global_limits: &Limits,
         hold: Option<&str>,
     ) -> Decision {
+        if self.limits.get(&candidate.namespace) != Some(namespace_limits) {
+            self.limits
+                .insert(candidate.namespace.clone(), namespace_limits.clone());
+        }
+        if &self.global != global_limits {
+            self.global = global_limits.clone();
+        }
         let uid = candidate.key.uid.clone();
         // The same run of the same Evaluation, decided again (a reconcile retried after an
         // error): admitted without counting it twice.
@@ -249,7 +328,7 @@ impl Ledger {
         let position = self.position(candidate);
         let wait = |reason: String| Decision::Wait { position, reason };
         if let Some(why) = hold {
-            return wait(format!("EmergencyStop: {why}"));
+            return wait(why.to_string());
         }
         if namespace_limits.paused {
             return wait("Paused: the namespace's EvaluationQuota is paused".into());
@@ -262,18 +341,35 @@ impl Ledger {
                 "QuotaExceeded: the request alone exceeds the namespace quota ({why})"
             ));
         }
-        let head = self.first_admissible(&candidate.namespace, namespace_limits);
-        if head.as_ref() != Some(&candidate.key) {
-            return wait("Queued: waiting behind evaluations of higher priority or older".into());
-        }
-        if let Some(why) = self
-            .usage(Some(&candidate.namespace))
+        let ahead = self.reserved_ahead(candidate, namespace_limits);
+        let namespace_usage = self.usage(Some(&candidate.namespace));
+        if let Some(why) = ahead
+            .reserved(namespace_usage)
             .exceeds(&candidate.request, namespace_limits)
         {
-            return wait(format!("QuotaExceeded: {why}"));
+            return wait(if ahead.runs > 0 {
+                "Queued: waiting behind evaluations of higher priority or older".into()
+            } else {
+                format!("QuotaExceeded: {why}")
+            });
         }
-        if let Some(why) = self.usage(None).exceeds(&candidate.request, global_limits) {
-            return wait(format!("ControllerLimit: {why}"));
+        let fair = self.reserved_for_smaller_shares(&candidate.namespace, global_limits);
+        let total = ahead.reserved(fair.reserved(self.total));
+        if let Some(why) = total.exceeds(&candidate.request, global_limits) {
+            return wait(
+                if fair.runs > 0
+                    && self
+                        .total
+                        .exceeds(&candidate.request, global_limits)
+                        .is_none()
+                {
+                    format!(
+                        "ControllerLimit: fair share: the controller-wide limit is kept for namespaces with a smaller share ({why})"
+                    )
+                } else {
+                    format!("ControllerLimit: {why}")
+                },
+            );
         }
         self.dequeue(&uid);
         self.hold(
@@ -285,9 +381,22 @@ impl Ledger {
         Decision::Admit
     }
 
-    /// Frees the admission of run `run`; returns its namespace if it held one.
+    fn unuse(&mut self, held: &Held) {
+        if let Some(used) = self.used.get_mut(&held.namespace) {
+            used.sub(&held.request);
+            if used.running == 0 {
+                self.used.remove(&held.namespace);
+            }
+        }
+        self.total.sub(&held.request);
+    }
+
+    /// Frees the admission of run `run` (and wakes the runs that may take its place);
+    /// returns its namespace if it held one.
     pub fn release_run(&mut self, run: &str) -> Option<String> {
         let held = self.admitted.remove(run)?;
+        self.unuse(&held);
+        self.wake_admissible();
         if let Some(runs) = self.runs.get_mut(&held.uid) {
             runs.remove(run);
             if runs.is_empty() {
@@ -323,15 +432,169 @@ impl Ledger {
     pub fn dequeue(&mut self, uid: &str) -> Option<String> {
         let (ns, key, _) = self.queued.remove(uid)?;
         if let Some(queue) = self.queues.get_mut(&ns) {
+            let at = queue.range(..&key).count() + 1;
             queue.remove(&key);
             if queue.is_empty() {
                 self.queues.remove(&ns);
+            } else {
+                // Everyone behind moved up by one.
+                self.wake_moved(&ns, &key, at, |p| {
+                    reported_position(p + 1) != reported_position(p)
+                });
             }
         }
         Some(ns)
     }
 
-    /// The first `n` queued runs of `namespace` (name, uid), to wake when capacity frees.
+    /// Wakes the runs of `namespace` queued after `after` (now at positions `from`, `from + 1`,
+    /// …) whose reported position changed, as `changed(new position)` says.
+    fn wake_moved(
+        &mut self,
+        namespace: &str,
+        after: &QueueKey,
+        from: usize,
+        changed: impl Fn(usize) -> bool,
+    ) {
+        let Some(queue) = self.queues.get(namespace) else {
+            return;
+        };
+        // NB: a walk of the runs behind in memory (none for the newest run); the API cost is
+        // the handful whose coarse position changed (about 40 however long the queue).
+        let behind = queue.range((Bound::Excluded(after), Bound::Unbounded));
+        let moved = behind
+            .enumerate()
+            .filter(|(i, _)| changed(from + i))
+            .map(|(_, k)| (namespace.to_string(), k.name.clone()));
+        self.wakes.extend(moved);
+    }
+
+    /// The admissible runs ahead of `c` in its namespace's queue, as far as they fit at all.
+    fn reserved_ahead(&self, c: &Candidate, limits: &Limits) -> Reservation {
+        let empty = Usage::default();
+        let mut out = Reservation::default();
+        let Some(queue) = self.queues.get(&c.namespace) else {
+            return out;
+        };
+        let base = self.usage(Some(&c.namespace));
+        for k in queue.range(..&c.key) {
+            let Some((_, _, r)) = self.queued.get(&k.uid) else {
+                continue;
+            };
+            if empty.exceeds(r, limits).is_some() {
+                continue; // can never fit: blocks no one
+            }
+            out.add(r);
+            // Enough reserved to know the candidate waits: stop walking (bounded by the
+            // capacity, not the queue).
+            if out
+                .reserved(base)
+                .exceeds(&Request::default(), limits)
+                .is_some()
+                || out.usage.running > WAKE_BATCH as u32 * 32
+            {
+                break;
+            }
+        }
+        out
+    }
+
+    /// What the controller-wide limits keep for the heads of waiting namespaces with a
+    /// smaller dominant share than `namespace` (equal: an older head), each only if it fits
+    /// its own namespace now.
+    fn reserved_for_smaller_shares(&self, namespace: &str, global: &Limits) -> Reservation {
+        let mut out = Reservation::default();
+        if *global == Limits::default() {
+            return out;
+        }
+        let mine = self.usage(Some(namespace)).dominant_share(global);
+        let my_head = self.queues.get(namespace).and_then(|q| q.first());
+        for (ns, queue) in &self.queues {
+            if ns == namespace {
+                continue;
+            }
+            let share = self.usage(Some(ns)).dominant_share(global);
+            let Some(head) = self.admissible_head(ns, queue) else {
+                continue;
+            };
+            let before = share < mine
+                || (share == mine
+                    && my_head
+                        .is_none_or(|m| (head.0.created, &head.0.name) < (m.created, &m.name)));
+            if before {
+                out.add(&head.1);
+            }
+        }
+        out
+    }
+
+    /// The first queued run of `namespace` that fits its namespace's limits now.
+    fn admissible_head<'a>(
+        &self,
+        namespace: &str,
+        queue: &'a BTreeSet<QueueKey>,
+    ) -> Option<(&'a QueueKey, Request)> {
+        let limits = self.limits.get(namespace)?;
+        if limits.paused || limits.invalid.is_some() {
+            return None;
+        }
+        let empty = Usage::default();
+        let (key, request) = queue.iter().find_map(|k| {
+            let (_, _, r) = self.queued.get(&k.uid)?;
+            empty.exceeds(r, limits).is_none().then_some((k, *r))
+        })?;
+        self.usage(Some(namespace))
+            .exceeds(&request, limits)
+            .is_none()
+            .then_some((key, request))
+    }
+
+    /// Wakes, up to [`WAKE_BATCH`], the queued runs that would be admitted now: namespaces
+    /// in order of their share of the controller-wide limits, each walked from its head.
+    fn wake_admissible(&mut self) {
+        let global = self.global.clone();
+        let mut order: Vec<(f64, &String)> = self
+            .queues
+            .keys()
+            .map(|ns| (self.usage(Some(ns)).dominant_share(&global), ns))
+            .collect();
+        order.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        let mut total = self.total;
+        let mut wakes = Vec::new();
+        let empty = Usage::default();
+        for (_, ns) in order {
+            let Some(limits) = self.limits.get(ns) else {
+                continue;
+            };
+            if limits.paused || limits.invalid.is_some() {
+                continue;
+            }
+            let mut used = self.usage(Some(ns));
+            for k in self.queues.get(ns).into_iter().flatten() {
+                let Some((_, _, r)) = self.queued.get(&k.uid) else {
+                    continue;
+                };
+                if empty.exceeds(r, limits).is_some() {
+                    continue;
+                }
+                if used.exceeds(r, limits).is_some() || total.exceeds(r, &global).is_some() {
+                    break;
+                }
+                used.add(r);
+                total.add(r);
+                wakes.push((ns.clone(), k.name.clone()));
+                if wakes.len() >= WAKE_BATCH {
+                    break;
+                }
+            }
+            if wakes.len() >= WAKE_BATCH {
+                break;
+            }
+        }
+        self.wakes.extend(wakes);
+    }
+
+    /// The first `n` queued runs of `namespace` (name, uid).
+    #[cfg(test)]
     pub fn heads(&self, namespace: &str, n: usize) -> Vec<(String, String)> {
         self.queues
             .get(namespace)
@@ -340,34 +603,6 @@ impl Ledger {
             .take(n)
             .map(|k| (k.name.clone(), k.uid.clone()))
             .collect()
-    }
-
-    /// Drops the queue places of Evaluations that `keep(uid, namespace)` rejects (deleted
-    /// without a reconcile). Admissions stay: they are freed when their pods are gone.
-    pub fn retain_queued(&mut self, keep: impl Fn(&str, &str) -> bool) {
-        let gone: Vec<String> = self
-            .queued
-            .iter()
-            .filter(|(uid, (ns, _, _))| !keep(uid, ns))
-            .map(|(uid, _)| uid.clone())
-            .collect();
-        for uid in gone {
-            self.dequeue(&uid);
-        }
-    }
-
-    /// Evaluation uids (with their namespace) holding an admission that `keep(uid, ns)`
-    /// rejects: the ones whose pods must be looked at before their admission can be freed.
-    pub fn holders_not(&self, keep: impl Fn(&str, &str) -> bool) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .admitted
-            .values()
-            .filter(|h| !keep(&h.uid, &h.namespace))
-            .map(|h| (h.uid.clone(), h.namespace.clone()))
-            .collect();
-        out.sort();
-        out.dedup();
-        out
     }
 
     /// Puts a run in its namespace's queue without deciding (used at controller start).
@@ -381,14 +616,17 @@ impl Ledger {
             return;
         }
         self.dequeue(&c.key.uid);
-        self.queues
-            .entry(c.namespace.clone())
-            .or_default()
-            .insert(c.key.clone());
+        let queue = self.queues.entry(c.namespace.clone()).or_default();
+        queue.insert(c.key.clone());
+        let at = queue.range(..&c.key).count() + 1;
         self.queued.insert(
             c.key.uid.clone(),
             (c.namespace.clone(), c.key.clone(), c.request),
         );
+        // Everyone behind moved back by one.
+        self.wake_moved(&c.namespace, &c.key, at + 1, |p| {
+            reported_position(p - 1) != reported_position(p)
+        });
     }
 
     fn position(&self, c: &Candidate) -> usize {
@@ -396,19 +634,43 @@ impl Ledger {
             .get(&c.namespace)
             .map_or(1, |q| q.range(..&c.key).count() + 1)
     }
+}
 
-    /// The first queued run of `namespace` whose request could fit its limits at all.
-    fn first_admissible(&self, namespace: &str, limits: &Limits) -> Option<QueueKey> {
-        let empty = Usage::default();
-        self.queues
-            .get(namespace)?
-            .iter()
-            .find(|k| {
-                self.queued
-                    .get(&k.uid)
-                    .is_some_and(|(_, _, r)| empty.exceeds(r, limits).is_none())
-            })
-            .cloned()
+/// Requests set aside for runs that come first.
+#[derive(Clone, Copy, Debug, Default)]
+struct Reservation {
+    usage: Usage,
+    runs: usize,
+}
+
+impl Reservation {
+    fn add(&mut self, r: &Request) {
+        self.usage.add(r);
+        self.runs += 1;
+    }
+
+    /// `base` plus what is reserved.
+    fn reserved(&self, base: Usage) -> Usage {
+        Usage {
+            running: base.running + self.usage.running,
+            cpu: base.cpu + self.usage.cpu,
+            memory: base.memory + self.usage.memory,
+            gpu: base.gpu + self.usage.gpu,
+        }
+    }
+}
+
+/// The queue position written to status: exact for the first 10, then rounded up to the next
+/// 10 (to 100), the next 100 (to 1,000) and the next 1,000 beyond. Every admission moves
+/// everyone behind it up by one; coarse positions far back mean an admission rewrites the
+/// status of about 40 queued runs, however long the queue, not of every one.
+pub fn reported_position(position: usize) -> usize {
+    let round_up = |step: usize| position.div_ceil(step).saturating_mul(step);
+    match position {
+        ..=10 => position,
+        11..=100 => round_up(10),
+        101..=1000 => round_up(100),
+        _ => round_up(1000),
     }
 }
 

@@ -190,7 +190,7 @@ fn pause_and_emergency_hold_admit_nothing() {
         Decision::Wait { reason, .. } if reason.starts_with("Paused")
     ));
     assert!(matches!(
-        l.decide(&candidate("a", "1", 0, 1, 1.0), &none, &none, Some("maintenance")),
+        l.decide(&candidate("a", "1", 0, 1, 1.0), &none, &none, Some("EmergencyStop: maintenance")),
         Decision::Wait { reason, .. } if reason == "EmergencyStop: maintenance"
     ));
     assert_eq!(l.usage(None).running, 0);
@@ -204,13 +204,11 @@ fn deleted_evaluations_lose_their_queue_place_but_hold_until_their_pods_are_gone
     l.decide(&candidate("a", "2", 0, 2, 1.0), &none, &none, Some("stop"));
     l.decide(&candidate("a", "3", 0, 3, 1.0), &none, &none, Some("stop"));
     // Both deleted: the queued one leaves the queue at once, the admitted one still runs.
-    l.retain_queued(|uid, _| uid == "a/3");
+    l.dequeue("a/2");
+    l.dequeue("a/1");
     assert_eq!(l.queued("a"), 1);
     assert_eq!(l.usage(None).running, 1);
-    assert_eq!(
-        l.holders_not(|uid, _| uid == "a/3"),
-        [("a/1".to_string(), "a".to_string())]
-    );
+    assert!(l.runs_of("a/1").next().is_some());
     // Its pod is gone: the admission is freed.
     assert_eq!(l.settle("a/1", |_| false), 1);
     assert_eq!(l.usage(None).running, 0);
@@ -253,7 +251,7 @@ fn a_new_run_of_an_admitted_evaluation_is_checked_like_any_other() {
         Decision::Wait { reason, .. } if reason == "QuotaExceeded: maxRunning 1 reached"
     ));
     assert!(matches!(
-        l.decide(&same_size, &none, &none, Some("drill")),
+        l.decide(&same_size, &none, &none, Some("EmergencyStop: drill")),
         Decision::Wait { reason, .. } if reason.starts_with("EmergencyStop")
     ));
     // The old run's pod is gone: only then does the new run fit.
@@ -574,4 +572,213 @@ fn another_evaluation_never_rides_on_an_admitted_run() {
         l.decide(&twin, &quota, &none, None),
         Decision::Wait { reason, .. } if reason == "QuotaExceeded: maxRunning 1 reached"
     ));
+}
+
+#[test]
+fn queue_positions_are_exact_up_front_and_coarse_far_back() {
+    let reported: Vec<usize> = [0, 1, 7, 10, 11, 19, 20, 21, 100, 101, 250, 9_999, 10_001]
+        .into_iter()
+        .map(reported_position)
+        .collect();
+    assert_eq!(
+        reported,
+        [0, 1, 7, 10, 20, 20, 20, 30, 100, 200, 300, 10_000, 11_000]
+    );
+    assert_eq!(reported_position(usize::MAX - 5), usize::MAX, "saturates");
+    // Draining a queue of 10,000 changes the reported position of the run at its back only
+    // when it crosses a bucket: about 40 status writes, not 10,000.
+    let changes = (1..=10_000)
+        .rev()
+        .map(reported_position)
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|w| w[0] != w[1])
+        .count();
+    assert!(changes < 40, "{changes} writes for 10,000 moves");
+}
+
+#[test]
+fn a_freed_slot_wakes_the_head_of_the_queue_and_nothing_else() {
+    let mut l = Ledger::default();
+    let (limits, none) = (max_running(1), Limits::default());
+    assert_eq!(
+        l.decide(&candidate("a", "running", 0, 0, 1.0), &limits, &none, None),
+        Decision::Admit
+    );
+    for (name, created) in [("first", 1), ("second", 2)] {
+        let c = candidate("a", name, 0, created, 1.0);
+        assert!(matches!(
+            l.decide(&c, &limits, &none, None),
+            Decision::Wait { .. }
+        ));
+    }
+    l.take_wakes();
+    assert_eq!(l.settle("a/running", |_| false), 1);
+    assert_eq!(
+        l.take_wakes(),
+        [("a".to_string(), "first".to_string())],
+        "only the run that can start now"
+    );
+    assert_eq!(
+        l.decide(&candidate("a", "first", 0, 1, 1.0), &limits, &none, None),
+        Decision::Admit
+    );
+}
+
+#[test]
+fn a_quota_raise_wakes_as_many_as_now_fit() {
+    let mut l = Ledger::default();
+    let none = Limits::default();
+    for i in 0..5 {
+        let c = candidate("a", &format!("e{i}"), 0, i, 1.0);
+        l.decide(&c, &max_running(0), &none, None);
+    }
+    l.take_wakes();
+    l.set_limits("a", max_running(3));
+    let woken: Vec<String> = l.take_wakes().into_iter().map(|(_, n)| n).collect();
+    assert_eq!(woken, ["e0", "e1", "e2"]);
+}
+
+#[test]
+fn a_run_behind_others_starts_when_there_is_room_for_all_of_them() {
+    let mut l = Ledger::default();
+    let none = Limits::default();
+    let limits = Limits {
+        cpu: Some(4.0),
+        ..Default::default()
+    };
+    l.decide(
+        &candidate("a", "big", 0, 1, 3.0),
+        &limits,
+        &none,
+        Some("stop"),
+    );
+    // With room for both, the one behind need not wait for the head's reconcile.
+    assert_eq!(
+        l.decide(&candidate("a", "small", 0, 2, 1.0), &limits, &none, None),
+        Decision::Admit
+    );
+    // Without room for both, a small run never overtakes a large one.
+    l.decide(
+        &candidate("a", "big2", 0, 3, 3.0),
+        &limits,
+        &none,
+        Some("stop"),
+    );
+    assert!(matches!(
+        l.decide(&candidate("a", "small2", 0, 4, 1.0), &limits, &none, None),
+        Decision::Wait { reason, .. } if reason.starts_with("Queued: waiting behind")
+    ));
+}
+
+#[test]
+fn an_admission_rewrites_only_the_runs_whose_coarse_position_moved() {
+    let mut l = Ledger::default();
+    let none = Limits::default();
+    for i in 0..3_000 {
+        let c = candidate("a", &format!("e{i:05}"), 0, i, 1.0);
+        l.decide(&c, &max_running(0), &none, None);
+    }
+    l.take_wakes();
+    l.dequeue("a/e00000");
+    let woken = l.take_wakes();
+    assert!(
+        (20..=50).contains(&woken.len()),
+        "{} runs woken by one admission from a queue of 3,000",
+        woken.len()
+    );
+    // The new head (position 1) and the run now at 11 (bucket 20 → 11 is still 20: not
+    // woken) — but the one now at 10 (was 11, reported 20, now 10) is.
+    let names: Vec<&str> = woken.iter().map(|(_, n)| n.as_str()).collect();
+    assert!(names.contains(&"e00001") && names.contains(&"e00010"));
+    assert!(!names.contains(&"e00011"), "{names:?}");
+}
+
+/// Fairness and safety over many namespaces and priorities, against a controller-wide cap
+/// smaller than the demand: never over any limit, and every namespace with work is served.
+#[test]
+fn randomized_namespaces_and_priorities_share_the_controller_fairly() {
+    let namespaces: Vec<String> = (0..8).map(|i| format!("ns{i}")).collect();
+    let global = Limits {
+        max_running: Some(6),
+        cpu: Some(8.0),
+        ..Default::default()
+    };
+    for seed in 1..=10u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut ledger = Ledger::default();
+        let limits: HashMap<String, Limits> = namespaces
+            .iter()
+            .map(|ns| (ns.clone(), max_running(1 + rng.below(4) as u32)))
+            .collect();
+        let mut queued: Vec<Candidate> = Vec::new();
+        let mut running: Vec<Candidate> = Vec::new();
+        let mut served: HashMap<String, usize> = HashMap::new();
+        // Namespace 0 floods; the others submit a little.
+        for step in 0..1500i64 {
+            let roll = rng.below(10);
+            if roll < 3 {
+                let ns = if rng.below(2) == 0 {
+                    &namespaces[0]
+                } else {
+                    &namespaces[rng.below(8) as usize]
+                };
+                let priority = rng.below(3) as i64;
+                let cpu = [0.5, 1.0, 2.0][rng.below(3) as usize];
+                queued.push(candidate(ns, &format!("e{step}"), priority, step, cpu));
+            } else if roll < 6 && !running.is_empty() {
+                let done = running.swap_remove(rng.below(running.len() as u64) as usize);
+                ledger.settle(&done.key.uid, |_| false);
+            }
+            // The work queue reconciles what the ledger woke, and anything new.
+            let woken: std::collections::HashSet<(String, String)> =
+                ledger.take_wakes().into_iter().collect();
+            let mut i = 0;
+            while i < queued.len() {
+                let c = &queued[i];
+                let asks = !ledger.queued.contains_key(&c.key.uid)
+                    || woken.contains(&(c.namespace.clone(), c.key.name.clone()));
+                if asks && ledger.decide(c, &limits[&c.namespace], &global, None) == Decision::Admit
+                {
+                    let c = queued.swap_remove(i);
+                    *served.entry(c.namespace.clone()).or_default() += 1;
+                    running.push(c);
+                    continue;
+                }
+                i += 1;
+            }
+            let total = ledger.usage(None);
+            assert!(
+                total.running <= 6 && total.cpu <= 8.0 + 1e-9,
+                "seed {seed}: {total:?}"
+            );
+            for ns in &namespaces {
+                let used = ledger.usage(Some(ns));
+                assert!(
+                    limits[ns].max_running.is_none_or(|m| used.running <= m),
+                    "seed {seed}: {ns} {used:?}"
+                );
+            }
+            assert_eq!(total.running as usize, running.len(), "seed {seed}");
+        }
+        let submitted: std::collections::HashSet<&str> = queued
+            .iter()
+            .chain(&running)
+            .map(|c| c.namespace.as_str())
+            .collect();
+        for ns in &namespaces {
+            assert!(
+                served.get(ns).copied().unwrap_or(0) > 0 || !submitted.contains(ns.as_str()),
+                "seed {seed}: {ns} never served: {served:?}"
+            );
+        }
+        // The flooding namespace does not take more than its fair part while others wait:
+        // its share of admissions stays below what it asked for.
+        let flood = served.get(&namespaces[0]).copied().unwrap_or(0);
+        let all: usize = served.values().sum();
+        assert!(
+            flood * 10 < all * 9,
+            "seed {seed}: ns0 took {flood} of {all}"
+        );
+    }
 }

@@ -3,18 +3,17 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 
-use crate::admission::Gate;
 use crate::admission::candidate::candidate;
+use crate::admission::{Gate, Ledger};
 use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Phase;
 use crate::evaluation::plan::admission_run_id;
-use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL};
+use crate::labels::EVALUATION_UID_LABEL;
 use crate::liveness;
-use crate::ssa::{self, list_all};
+use crate::watches::Caches;
 
 /// What the controller reads once at start (and each leader takeover), for the ledger and the
 /// orphan sweep: the managed pods, then the Evaluations (pods first, so that an Evaluation
@@ -28,17 +27,20 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Reads the snapshot of `namespace` (or all), a page at a time.
-    ///
-    /// # Errors
-    /// A LIST failed.
-    pub async fn read(client: &Client, namespace: Option<&str>) -> Result<Self, kube::Error> {
-        let pods: Api<Pod> = ssa::scoped(client, namespace);
-        let managed = ListParams::default().labels(&format!("{MANAGED_LABEL}=true"));
-        let pods = list_all(&pods, managed).await?;
-        let evaluations: Api<Evaluation> = ssa::scoped(client, namespace);
-        let evaluations = list_all(&evaluations, ListParams::default()).await?;
-        Ok(Snapshot { pods, evaluations })
+    /// The snapshot of the synced caches.
+    pub fn of(caches: &Caches) -> Self {
+        let clone = |v: Vec<std::sync::Arc<Pod>>| {
+            v.into_iter().map(std::sync::Arc::unwrap_or_clone).collect()
+        };
+        Snapshot {
+            pods: clone(caches.pods.objects()),
+            evaluations: caches
+                .evaluations
+                .objects()
+                .into_iter()
+                .map(std::sync::Arc::unwrap_or_clone)
+                .collect(),
+        }
     }
 }
 
@@ -47,7 +49,12 @@ impl Gate {
     /// holds its run's admission (what its limits say, even when its Evaluation is gone);
     /// queued runs take their queue places. Returns how many admissions were restored.
     pub fn restore(&self, snapshot: &Snapshot, config: &Config, now: &Time) -> usize {
-        let mut ledger = self.ledger();
+        self.with_ledger(|ledger| restore(ledger, snapshot, config, now))
+    }
+}
+
+fn restore(ledger: &mut Ledger, snapshot: &Snapshot, config: &Config, now: &Time) -> usize {
+    {
         let mut restored = 0;
         for pod in snapshot
             .pods

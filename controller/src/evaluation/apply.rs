@@ -38,7 +38,17 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
                 let api: Api<ConfigMap> = ssa::scoped(&ctx.client, Some(&namespace));
                 workspace::ensure(&api, cm, cm_is_shared(cm)).await
             }
-            Child::Pod(pod) => ssa(ctx, &namespace, pod.as_ref(), "Pod").await,
+            Child::Pod(pod) => {
+                let outcome = ssa(ctx, &namespace, pod.as_ref(), "Pod").await;
+                if outcome.is_ok()
+                    && let Some(uid) = ev.uid()
+                {
+                    // Until the pod cache shows it, this Evaluation is not planned again.
+                    let now = tokio::time::Instant::now();
+                    ctx.caches.expected.expect(&uid, &pod.name_any(), now);
+                }
+                outcome
+            }
         };
         let Err(Error::ApplyChild { kind, name, source }) = outcome else {
             outcome?;

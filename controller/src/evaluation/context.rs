@@ -3,18 +3,20 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::Client;
-use kube::ResourceExt;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::admission::Gate;
+use crate::canary::Sandbox;
 use crate::config::Config;
 use crate::crd::EvaluationQuota;
 use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::metrics::Metrics;
 use crate::source::GitCache;
 use crate::stop::{STOP_CONFIGMAP, Switch};
+use crate::watches::Caches;
 
 /// Everything a reconcile needs.
 #[derive(Clone)]
@@ -37,6 +39,12 @@ pub struct Context {
     pub system_namespace: String,
     /// Cache of git repositories.
     pub git: GitCache,
+    /// The sandbox canary's verdicts: runs of an unverified RuntimeClass are held.
+    pub sandbox: Arc<Sandbox>,
+    /// Caches of Evaluations, suites and sandbox pods.
+    pub caches: Arc<Caches>,
+    /// Cache of RuntimeClasses.
+    pub runtime_classes: Store<RuntimeClass>,
     /// Which namespaces have their deny-all sandbox NetworkPolicy in place.
     pub sandbox_policies: Arc<SandboxPolicies>,
 }
@@ -48,12 +56,13 @@ impl Context {
         Switch::from_configmap(self.stop_switch.get(&key).as_deref())
     }
 
+    /// Whether RuntimeClass `name` exists, from the cache.
+    pub fn runtime_class_exists(&self, name: &str) -> bool {
+        self.runtime_classes.get(&ObjectRef::new(name)).is_some()
+    }
+
     /// The EvaluationQuotas of `namespace`, from the cache.
     pub fn quotas_of(&self, namespace: &str) -> Vec<Arc<EvaluationQuota>> {
-        self.quotas
-            .state()
-            .into_iter()
-            .filter(|q| q.namespace().as_deref() == Some(namespace))
-            .collect()
+        crate::operator::quotas_in(&self.quotas, namespace)
     }
 }

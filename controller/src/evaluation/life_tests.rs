@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use http::Method;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
@@ -13,12 +15,15 @@ use crate::crd::Evaluation;
 use crate::crd::evaluation::Phase;
 use crate::evaluation::Context;
 use crate::evaluation::reconcile::reconcile;
+use crate::watches::Caches;
 
 const NS: &str = "/namespaces/team-a/";
 
-/// What the fake API server holds, and the writes it received.
-#[derive(Default)]
+/// What the fake API server holds, and the writes it received. Pods also go to the
+/// controller's pod cache, as its watch would put them there.
 struct Cluster {
+    caches: Arc<Caches>,
+    watch: Vec<watcher::Event<Pod>>,
     evaluations: BTreeMap<String, Value>,
     pods: BTreeMap<String, Value>,
     config_maps: BTreeMap<String, Value>,
@@ -27,8 +32,33 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Queues the watch event of pod `name` as stored now, or of its deletion.
+    fn watch_pod(&mut self, name: &str, deleted: Option<Value>) {
+        let event = match (self.pods.get(name), deleted) {
+            (Some(pod), _) => serde_json::from_value(pod.clone()).map(watcher::Event::Apply),
+            (None, Some(gone)) => serde_json::from_value(gone).map(watcher::Event::Delete),
+            (None, None) => return,
+        };
+        if let Ok(event) = event {
+            self.watch.push(event);
+        }
+    }
+
+    /// Delivers the queued pod events to the controller's pod cache, as its watch does after
+    /// the writes returned.
+    fn deliver(&mut self) {
+        for event in std::mem::take(&mut self.watch) {
+            if let watcher::Event::Apply(pod) = &event
+                && let Some(uid) = pod.labels().get(crate::labels::EVALUATION_UID_LABEL)
+            {
+                self.caches.expected.observed(uid, &pod.name_any());
+            }
+            self.caches.pods.apply(None, event);
+        }
+    }
+
     fn answer(&mut self, method: &Method, uri: &str, body: &Value) -> (u16, Value) {
-        let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
+        let path = uri.split_once('?').map_or(uri, |(p, _)| p);
         // Namespaced paths after the namespace, cluster-scoped ones after the version.
         let rest = path
             .split_once(NS)
@@ -56,39 +86,23 @@ impl Cluster {
                 }
                 None => missing(),
             },
-            ("GET", ["pods"]) => {
-                let uid = query
-                    .split('&')
-                    .find_map(|p| p.strip_prefix("labelSelector=crucible.dev%2Fevaluation-uid%3D"))
-                    .unwrap_or_default();
-                let items: Vec<Value> = self
-                    .pods
-                    .values()
-                    .filter(|p| p["metadata"]["labels"]["crucible.dev/evaluation-uid"] == uid)
-                    .cloned()
-                    .collect();
-                (
-                    200,
-                    json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}),
-                )
-            }
             ("PATCH", ["pods", name]) => {
                 let pod = self
                     .pods
                     .entry(name.to_string())
-                    .or_insert_with(|| body.clone());
-                (200, pod.clone())
+                    .or_insert_with(|| body.clone())
+                    .clone();
+                self.watch_pod(name, None);
+                (200, pod)
             }
             ("DELETE", ["pods", name]) => match self.pods.remove(*name) {
-                Some(pod) => (200, pod),
+                Some(pod) => {
+                    self.watch_pod(name, Some(pod.clone()));
+                    (200, pod)
+                }
                 None => missing(),
             },
             ("GET", ["pods", _, "log"]) => (200, Value::String("done\n".into())),
-            ("GET", ["runtimeclasses", "gvisor"]) => (
-                200,
-                json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-                       "metadata": {"name": "gvisor"}, "handler": "runsc"}),
-            ),
             ("PATCH", ["networkpolicies", _]) => (200, body.clone()),
             ("POST", ["configmaps"]) => {
                 let name = body["metadata"]["name"]
@@ -120,14 +134,24 @@ impl Cluster {
     }
 }
 
-/// A fake cluster, a context whose client talks to it (its namespace-policy watch synced, as
-/// in the controller), and the cluster's state.
+/// A fake cluster, a context whose client talks to it (the RuntimeClass in its cache, its
+/// namespace-policy watch synced, as in the controller), and the cluster's state. Anything but
+/// the writes and the reads a reconcile needs (the Evaluation, a ConfigMap, a log) is answered
+/// 500 and recorded: pods and RuntimeClasses come from the caches, nothing is LISTed.
 fn cluster() -> (Arc<Context>, Arc<Mutex<Cluster>>) {
-    let (ctx, api) = Context::test();
+    let (ctx, api) = Context::test_with(vec![], true);
     ctx.sandbox_policies.observe(None, Ok(watcher::Event::Init));
     ctx.sandbox_policies
         .observe(None, Ok(watcher::Event::InitDone));
-    let state = Arc::new(Mutex::new(Cluster::default()));
+    let state = Arc::new(Mutex::new(Cluster {
+        caches: ctx.caches.clone(),
+        watch: Vec::new(),
+        evaluations: BTreeMap::new(),
+        pods: BTreeMap::new(),
+        config_maps: BTreeMap::new(),
+        writes: Vec::new(),
+        unexpected: Vec::new(),
+    }));
     let server = state.clone();
     tokio::spawn(api.serve(move |method, uri, body| {
         server
@@ -152,6 +176,7 @@ fn set_pod_status(state: &Mutex<Cluster>, ev: &str, status: Value) {
     if let Some(p) = cluster.pods.get_mut(&pod) {
         p["status"] = status;
     }
+    cluster.watch_pod(&pod, None);
 }
 
 fn container(state: Value) -> Value {
@@ -176,8 +201,11 @@ async fn life(
         cluster.writes.len()
     };
     let again = |ev: &Evaluation| {
-        let (ev, ctx) = (ev.clone(), ctx.clone());
-        async move { reconcile(Arc::new(ev), ctx).await.expect("reconcile") }
+        let (ev, ctx, state) = (ev.clone(), ctx.clone(), state.clone());
+        async move {
+            lock(&state).deliver();
+            reconcile(Arc::new(ev), ctx).await.expect("reconcile")
+        }
     };
     again(&ev).await; // admitted: pod created
     again(&ev).await; // its own status write comes back: nothing to do

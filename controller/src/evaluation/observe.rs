@@ -1,15 +1,16 @@
-//! Reads what `plan` needs: from the API server the Evaluation itself and its pods (fresh, not
-//! the cache, so a pod created a moment ago is never missed), the RuntimeClass, and the log of a
-//! pod that finished or is about to be stopped; from the controller's cache the emergency-stop
-//! switch. Only reads: admission is decided by the gate, in `reconcile`.
+//! Reads what `plan` needs: from the API server the Evaluation itself (fresh: the cache may not
+//! hold the controller's own last status write yet) and the log of a pod that finished or is
+//! about to be stopped; from the controller's caches its pods (the reconcile waits while a pod
+//! it created is not in the cache yet), the RuntimeClass and the emergency-stop switch; and,
+//! once admitted, the git source. Only reads: admission is decided by the gate, in
+//! `reconcile`.
 
 use std::collections::BTreeMap;
 
 use futures::AsyncBufReadExt;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, LogParams};
+use kube::api::{Api, LogParams};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::Evaluation;
@@ -22,7 +23,6 @@ use crate::evaluation::plan::{
 };
 use crate::evaluation::results::{LOG_READ_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::evaluation::validate;
-use crate::labels::EVALUATION_UID_LABEL;
 use crate::source::{Credentials, GitRequest};
 
 /// Tries at reading one container's log before a stopping run goes on without it.
@@ -59,17 +59,9 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let now = Time(jiff::Timestamp::now());
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods = pod_api
-        .list(&ListParams::default().labels(&format!("{EVALUATION_UID_LABEL}={uid}")))
-        .await
-        .map_err(Error::ListPods)?
-        .items;
+    let pods = ctx.caches.pods_of(&uid);
     let stop = ctx.stop_switch().covers(&namespace);
-    let git = match &ev.spec.source {
-        Some(Source::Git(git)) => Some(git),
-        _ => None,
-    };
-    let head = match git {
+    let head = match git_of(&ev) {
         Some(git) if plan::follows(&ev) && plan::run_is_over(&ev) => {
             follow_head(ctx, &namespace, git).await
         }
@@ -79,11 +71,18 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     let runtime_class = if plan::run_is_over(&ev) && !plan::awaits_admission(&ev, head.as_deref()) {
         None
     } else {
-        Some(runtime_class(ctx, validate::runtime_class(&ev.spec, &ctx.config)).await?)
+        let class = validate::runtime_class(&ev.spec, &ctx.config);
+        Some(if ctx.runtime_class_exists(class) {
+            RuntimeClassCheck::Present
+        } else {
+            RuntimeClassCheck::Missing
+        })
     };
-    let source = match (git, plan::source_reference(&ev, head.as_deref())) {
-        (Some(git), Some(reference)) => Some(fetch(ctx, &namespace, git, reference).await),
-        _ => None,
+    // A run that has started reads its pinned source now; a new one once admitted.
+    let source = if plan::awaits_admission(&ev, head.as_deref()) {
+        None
+    } else {
+        source(&ev, ctx, head.as_deref()).await
     };
     let mut logs = BTreeMap::new();
     if let Some(LogsNeeded {
@@ -120,16 +119,24 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     Ok(Some((ev, observed)))
 }
 
-async fn runtime_class(ctx: &Context, name: &str) -> Result<RuntimeClassCheck> {
-    let api: Api<RuntimeClass> = Api::all(ctx.client.clone());
-    match api.get_opt(name).await {
-        Ok(Some(_)) => Ok(RuntimeClassCheck::Present),
-        Ok(None) => Ok(RuntimeClassCheck::Missing),
-        Err(source) => Err(Error::GetRuntimeClass {
-            name: name.to_string(),
-            source,
-        }),
+fn git_of(ev: &Evaluation) -> Option<&GitSource> {
+    match &ev.spec.source {
+        Some(Source::Git(git)) => Some(git),
+        _ => None,
     }
+}
+
+/// The files of `ev`'s git source at the ref its run reads ([`plan::source_reference`]);
+/// `None` without a git source or when no run needs it.
+pub async fn source(
+    ev: &Evaluation,
+    ctx: &Context,
+    head: Option<&str>,
+) -> Option<Result<FetchedSource, SourceProblem>> {
+    let git = git_of(ev)?;
+    let reference = plan::source_reference(ev, head)?;
+    let namespace = ev.namespace()?;
+    Some(fetch(ctx, &namespace, git, reference).await)
 }
 
 /// [`read_log`], tried [`LOG_READ_ATTEMPTS`] times, each bounded by [`LOG_READ_TIMEOUT`].

@@ -166,6 +166,21 @@ pub fn examine(
     }
 }
 
+/// Why the scheduler cannot place `pod` (its `PodScheduled=False, Unschedulable` message,
+/// e.g. `0/1 nodes are available: 1 Insufficient nvidia.com/gpu.`); `None` once placed.
+pub fn unschedulable(pod: &Pod) -> Option<String> {
+    let conditions = pod.status.as_ref()?.conditions.as_ref()?;
+    let scheduled = conditions.iter().find(|c| c.type_ == "PodScheduled")?;
+    (scheduled.status == "False" && scheduled.reason.as_deref() == Some("Unschedulable")).then(
+        || {
+            scheduled
+                .message
+                .clone()
+                .unwrap_or_else(|| "no node fits".into())
+        },
+    )
+}
+
 /// The outcome of a pod that stopped: the evaluated code's exit code first, then (with a
 /// scorer) the scorer's, then the result.
 fn terminated_outcome(

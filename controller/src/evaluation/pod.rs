@@ -269,9 +269,10 @@ pub fn desired_pod(
     }
 }
 
-/// The NetworkPolicy of an `Allowlist` run: no ingress, egress only to the allowlist. It selects
-/// the pods of run `run_id` only, so that a later run of the Evaluation with `network: None`
-/// is never covered by an allowlist it no longer has (policies add up).
+/// A run's own NetworkPolicy (an `Allowlist` run's, and the sandbox canary's): no ingress,
+/// egress only to the allowlist (none without one). It selects the pods of run `run_id` only,
+/// so that a later run of the Evaluation with `network: None` is never covered by an
+/// allowlist it no longer has (policies add up).
 pub fn desired_network_policy(
     spec: &EvaluationSpec,
     owner: &Owner,

@@ -3,22 +3,22 @@
 
 use std::sync::Arc;
 
-use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
 use crate::admission::Decision;
+use crate::cache::expectations::EXPECTATION_TTL;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
 use crate::evaluation::plan;
-use crate::evaluation::{Context, apply, observe, report};
-use crate::requeue;
+use crate::evaluation::{Context, apply, observe, report, validate};
+use crate::requeue::{self, Requeue};
 
 /// Reconciles one Evaluation.
 ///
 /// # Errors
 /// API errors; see [`error_policy`] for what happens next.
 #[tracing::instrument(skip_all, fields(evaluation = %ev.name_any(), namespace = ev.namespace().unwrap_or_default()))]
-pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue> {
     let _timer = ctx.metrics.reconcile_timer("Evaluation");
     let forget = || {
         let (ns, uid) = (
@@ -32,24 +32,51 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
     if ev.meta().deletion_timestamp.is_some() {
         // Children are owned: the garbage collector removes them.
         forget();
-        return Ok(Action::await_change());
+        return Ok(Requeue::AwaitChange);
     }
-    let Some((ev, observed)) = observe::observe(&ev, &ctx).await? else {
+    if ev.uid().is_some_and(|uid| {
+        ctx.caches
+            .expected
+            .awaited(&uid, tokio::time::Instant::now())
+    }) {
+        // A pod created for it is not in the cache yet: planning now could take the run for
+        // a lost one. The pod's watch event brings it back (the delay is only a safety net).
+        return Ok(Requeue::After(EXPECTATION_TTL));
+    }
+    let Some((ev, mut observed)) = observe::observe(&ev, &ctx).await? else {
         forget(); // deleted meanwhile
-        return Ok(Action::await_change());
+        return Ok(Requeue::AwaitChange);
     }; // client required
     let namespace = ev.namespace().unwrap_or_default();
     // The one place a run is admitted or queued: the gate records the decision as it makes it.
     let decision = if plan::asks_admission(&ev, &observed) {
         let quotas = ctx.quotas_of(&namespace);
         let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
-        let hold = observed.stop.as_deref();
+        // Held by the emergency stop, else by a sandbox the canary has not verified.
+        let hold = observed
+            .stop
+            .as_ref()
+            .map(|why| format!("EmergencyStop: {why}"))
+            .or_else(|| {
+                ctx.sandbox
+                    .hold(validate::runtime_class(&ev.spec, &ctx.config))
+            });
         let run = plan::admission_run_id(&ev, observed.head.as_deref());
-        ctx.admission
-            .decide(&ev, &run, &quotas, &ctx.config, hold, &ctx.metrics)
+        ctx.admission.decide(
+            &ev,
+            &run,
+            &quotas,
+            &ctx.config,
+            hold.as_deref(),
+            &ctx.metrics,
+        )
     } else {
         Decision::Admit
     };
+    if decision == Decision::Admit {
+        // Git is read only once the run may start: a queued run costs no fetch.
+        observed.source = observe::source(&ev, &ctx, observed.head.as_deref()).await;
+    }
     let mut plan = plan::plan(&ev, &observed, &decision, &ctx.config)?; // no client required
     if let Some(refusal) = apply::create(&ev, &plan, &ctx).await? {
         // client required
@@ -63,12 +90,12 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Action>
     apply::delete(&ev, &plan, &ctx).await?; // client required, after the status holds the logs
     let uid = ev.uid().unwrap_or_default();
     ctx.admission.settle(&uid, &plan.holds(), plan.in_queue); // no client required
-    Ok(plan.requeue.into())
+    Ok(plan.requeue)
 }
 
 /// The error policy of the Evaluation controller.
-pub fn error_policy(ev: Arc<Evaluation>, error: &Error, ctx: Arc<Context>) -> Action {
-    requeue::on_error("Evaluation", ev.as_ref(), error, &ctx.metrics)
+pub fn error_policy(ev: &Evaluation, error: &Error, ctx: &Context) -> Requeue {
+    requeue::on_error("Evaluation", ev, error, &ctx.metrics)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use http::Method;
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::controller::Action;
+use kube::ResourceExt;
 
 use super::reconcile;
 use crate::admission::Decision;
@@ -13,12 +13,10 @@ use crate::crd::Evaluation;
 use crate::crd::evaluation::Phase;
 use crate::evaluation::Context;
 use crate::evaluation::plan::{Observed, plan};
-use crate::fixtures::{
-    ApiServerVerifier, at, mk_container, mk_pod, pod_list, running, status_error,
-};
+use crate::fixtures::{ApiServerVerifier, at, mk_container, mk_pod, running, status_error};
+use crate::requeue::Requeue;
 
 const PODS: &str = "/api/v1/namespaces/team-a/pods";
-const RUNTIME_CLASS: &str = "/apis/node.k8s.io/v1/runtimeclasses/gvisor";
 const POLICY: &str =
     "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/crucible-sandbox-deny-all";
 const CONFIGMAPS: &str = "/api/v1/namespaces/team-a/configmaps";
@@ -26,20 +24,28 @@ const STATUS: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/evaluations/
 const EVALUATION: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/evaluations/arith";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
 
-fn runtime_class() -> serde_json::Value {
-    serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
-        "metadata": {"name": "gvisor"}, "handler": "runsc"})
-}
-
-/// Runs one reconcile against the scenario and returns its action.
+/// Runs one reconcile against the scenario, with `pods` in the pod cache and the RuntimeClass
+/// when `sandbox`, and returns its requeue.
 async fn reconcile_with<F>(
     ev: Evaluation,
+    pods: Vec<Pod>,
+    sandbox: bool,
     scenario: impl FnOnce(ApiServerVerifier) -> F + Send + 'static,
-) -> Action
+) -> Requeue
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    let (ctx, mut verifier) = Context::test();
+    // The pod cache indexes pods by their Evaluation's uid label, as the pods carry it.
+    let uid = ev.metadata.uid.clone().unwrap_or_default();
+    let pods = pods
+        .into_iter()
+        .map(|mut p| {
+            p.labels_mut()
+                .insert(crate::labels::EVALUATION_UID_LABEL.into(), uid.clone());
+            p
+        })
+        .collect();
+    let (ctx, mut verifier) = Context::test_with(pods, sandbox);
     let latest = serde_json::to_value(&ev).expect("evaluation json");
     let server = tokio::spawn(async move {
         // Every reconcile starts from a fresh read of the Evaluation.
@@ -68,16 +74,7 @@ fn started(ev: Evaluation) -> (Evaluation, String) {
 
 #[tokio::test]
 async fn create_applies_policy_before_pod_then_reports_pending() {
-    reconcile_with(Evaluation::test(), |mut api| async move {
-        let list = api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
-        assert!(
-            list.uri
-                .contains("labelSelector=crucible.dev%2Fevaluation-uid%3D11111111"),
-            "{}",
-            list.uri
-        );
-        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
-            .await;
+    reconcile_with(Evaluation::test(), vec![], true, |mut api| async move {
         // No watch vouches for the namespace policy here: it is applied.
         let policy = api.expect_apply(POLICY).await;
         assert!(policy.uri.contains("fieldManager=crucible-controller"));
@@ -108,15 +105,7 @@ async fn create_applies_policy_before_pod_then_reports_pending() {
 
 #[tokio::test]
 async fn missing_runtime_class_reports_sandbox_unavailable_and_creates_nothing() {
-    reconcile_with(Evaluation::test(), |mut api| async move {
-        api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
-        api.expect(
-            Method::GET,
-            RUNTIME_CLASS,
-            404,
-            status_error(404, "not found"),
-        )
-        .await;
+    reconcile_with(Evaluation::test(), vec![], false, |mut api| async move {
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["phase"], "Failed");
         assert_eq!(status.body["status"]["reason"], "SandboxUnavailable");
@@ -132,10 +121,7 @@ async fn missing_runtime_class_reports_sandbox_unavailable_and_creates_nothing()
 
 #[tokio::test]
 async fn refused_network_policy_fails_closed_without_a_pod() {
-    reconcile_with(Evaluation::test(), |mut api| async move {
-        api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
-        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
-            .await;
+    reconcile_with(Evaluation::test(), vec![], true, |mut api| async move {
         api.expect(
             Method::PATCH,
             POLICY,
@@ -167,10 +153,7 @@ async fn cancel_reads_the_log_writes_status_then_deletes_the_pod() {
         vec![mk_container("evaluation", running())],
     );
     let pod_path = format!("{PODS}/{name}");
-    reconcile_with(ev, |mut api| async move {
-        api.expect(Method::GET, PODS, 200, pod_list(&[pod])).await;
-        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
-            .await;
+    reconcile_with(ev, vec![pod], true, |mut api| async move {
         let log = api
             .expect(
                 Method::GET,
@@ -212,10 +195,7 @@ async fn deadline_times_out_and_deletes_the_pod_after_keeping_its_log() {
         vec![mk_container("evaluation", running())],
     );
     let pod_path = format!("{PODS}/{name}");
-    reconcile_with(ev, |mut api| async move {
-        api.expect(Method::GET, PODS, 200, pod_list(&[pod])).await;
-        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
-            .await;
+    reconcile_with(ev, vec![pod], true, |mut api| async move {
         api.expect(
             Method::GET,
             &format!("{pod_path}/log"),
@@ -259,8 +239,7 @@ async fn expired_ttl_deletes_children_once_and_says_so() {
     let mut finished = done.status;
     finished.children_removed = None;
     let ev = ev.with_status(finished);
-    let action = reconcile_with(ev, |mut api| async move {
-        api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
+    let action = reconcile_with(ev, vec![], true, |mut api| async move {
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["childrenRemoved"], true);
         // Only the run's own children: its workspace (network None has no policy of its own).
@@ -270,7 +249,7 @@ async fn expired_ttl_deletes_children_once_and_says_so() {
         api.expect_silence().await;
     })
     .await;
-    assert_eq!(action, Action::await_change());
+    assert_eq!(action, Requeue::AwaitChange);
 }
 
 /// A lost node: the kubelet cannot serve the log of a pod being cancelled. The run still ends
@@ -289,10 +268,7 @@ async fn cancel_ends_the_run_even_when_the_log_cannot_be_read() {
         502,
         "error dialing backend: dial tcp 10.0.0.9:10250: i/o timeout",
     );
-    reconcile_with(ev, |mut api| async move {
-        api.expect(Method::GET, PODS, 200, pod_list(&[pod])).await;
-        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
-            .await;
+    reconcile_with(ev, vec![pod], true, |mut api| async move {
         for _ in 0..2 {
             api.expect(
                 Method::GET,
@@ -317,14 +293,63 @@ async fn cancel_ends_the_run_even_when_the_log_cannot_be_read() {
     .await;
 }
 
+/// A queued run asks for no timer: it waits for a change, and the slot freed by another run
+/// sends its key to the work queue at once, where the next decision admits it.
+#[tokio::test]
+async fn a_freed_slot_admits_the_queued_head_without_a_timer() {
+    let (ctx, mut api) = Context::test();
+    let (trigger, mut woken) = crate::runner::channel();
+    ctx.admission.connect(trigger);
+    let decide = |ev: &Evaluation| {
+        let run = crate::evaluation::plan::admission_run_id(ev, None);
+        ctx.admission
+            .decide(ev, &run, &[], &ctx.config, None, &ctx.metrics)
+    };
+    // The namespace's ten slots (the controller default) are taken.
+    let fillers: Vec<Evaluation> = (0..10)
+        .map(|i| {
+            let mut filler = Evaluation::test();
+            filler.metadata.name = Some(format!("filler-{i}"));
+            filler.metadata.uid = Some(format!("3333333{i}-0000-0000-0000-000000000000"));
+            filler
+        })
+        .collect();
+    for filler in &fillers {
+        assert_eq!(decide(filler), Decision::Admit);
+    }
+    let ev = Evaluation::test();
+    let latest = serde_json::to_value(&ev).expect("json");
+    let server = tokio::spawn(async move {
+        api.expect(Method::GET, EVALUATION, 200, latest).await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "Queued");
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    });
+    let first = reconcile(Arc::new(ev.clone()), ctx.clone())
+        .await
+        .expect("reconcile");
+    server.await.expect("scenario");
+    assert_eq!(first, Requeue::AwaitChange, "a queued run sets no timer");
+    while woken.try_recv().is_ok() {}
+    // One filler's pod is gone: its slot is freed, and the queued run is woken at once.
+    let freed = fillers[3].metadata.uid.clone().unwrap_or_default();
+    ctx.admission.settle(&freed, &Default::default(), false);
+    let key = woken.try_recv().expect("the queued run is woken");
+    assert_eq!(
+        (key.namespace.as_str(), key.name.as_str()),
+        ("team-a", "arith")
+    );
+    assert!(woken.try_recv().is_err(), "nothing else is woken");
+    assert_eq!(decide(&ev), Decision::Admit);
+}
+
 /// The namespace's deny-all policy cannot be applied for a passing reason: no ConfigMap, no
 /// pod; the run waits in phase Queued with the reason and tries again.
 #[tokio::test]
 async fn a_namespace_policy_that_fails_to_apply_keeps_the_run_waiting() {
-    let action = reconcile_with(Evaluation::test(), |mut api| async move {
-        api.expect(Method::GET, PODS, 200, pod_list(&[])).await;
-        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
-            .await;
+    let requeue = reconcile_with(Evaluation::test(), vec![], true, |mut api| async move {
         api.expect(
             Method::PATCH,
             POLICY,
@@ -350,7 +375,7 @@ async fn a_namespace_policy_that_fails_to_apply_keeps_the_run_waiting() {
     })
     .await;
     assert_eq!(
-        action,
-        Action::requeue(crate::evaluation::plan::SANDBOX_RETRY)
+        requeue,
+        Requeue::After(crate::evaluation::plan::SANDBOX_RETRY)
     );
 }

@@ -8,6 +8,7 @@ use kube::Client;
 use kube::runtime::events::Recorder;
 
 use crate::metrics::Metrics;
+use crate::watches::Caches;
 
 /// A suite's status is written at most this often, however many children change: no write
 /// storm with 1,000 cases.
@@ -21,17 +22,25 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Event recorder.
     pub recorder: Recorder,
+    /// Caches (the children of each suite).
+    pub caches: Arc<Caches>,
     /// When each suite's status was last written (by uid).
     last_write: Mutex<HashMap<String, Instant>>,
 }
 
 impl Context {
     /// A context with no writes recorded.
-    pub fn new(client: Client, metrics: Arc<Metrics>, recorder: Recorder) -> Self {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+        caches: Arc<Caches>,
+    ) -> Self {
         Context {
             client,
             metrics,
             recorder,
+            caches,
             last_write: Mutex::default(),
         }
     }

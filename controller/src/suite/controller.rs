@@ -1,31 +1,31 @@
-//! Watch wiring of the suite controller: EvaluationSuites and the child Evaluations they own.
+//! The suite controller's loop: keys of suites (their own changes and every change of a
+//! child, from the shared watches in [`crate::watches`]) reconciled from the fair work queue.
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use kube::Api;
-use kube::runtime::controller::{self, Controller};
-use kube::runtime::watcher;
-
-use crate::crd::{Evaluation, EvaluationSuite};
-use crate::labels::SUITE_LABEL;
-use crate::ssa;
+use crate::requeue::Requeue;
+use crate::runner::{self, Key, Triggers};
 use crate::suite::Context;
 use crate::suite::reconcile::{error_policy, reconcile};
 
-/// Runs the suite controller for one namespace (or all) until shutdown.
-pub async fn run(ctx: Arc<Context>, namespace: Option<&str>, concurrency: u16) {
-    let suites: Api<EvaluationSuite> = ssa::scoped(&ctx.client, namespace);
-    let children: Api<Evaluation> = ssa::scoped(&ctx.client, namespace);
-    Controller::new(suites, watcher::Config::default())
-        .owns(children, watcher::Config::default().labels(SUITE_LABEL))
-        .with_config(controller::Config::default().concurrency(concurrency))
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "suite controller stream error");
+/// Runs the suite controller until `shutdown` completes.
+pub async fn run(
+    ctx: Arc<Context>,
+    triggers: Triggers,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()>,
+) {
+    let work = move |key: Key| {
+        let ctx = ctx.clone();
+        async move {
+            let Some(suite) = ctx.caches.suites.get(&key) else {
+                return Requeue::AwaitChange;
+            };
+            match reconcile(suite.clone(), ctx.clone()).await {
+                Ok(requeue) => requeue,
+                Err(error) => error_policy(&suite, &error, &ctx),
             }
-        })
-        .await;
+        }
+    };
+    runner::run(triggers, usize::from(concurrency), work, shutdown).await;
 }

@@ -1,32 +1,27 @@
-//! The thin suite reconcile shell: read the suite and its children fresh, plan, apply the
-//! children, delete orphans, write status at most once per
+//! The thin suite reconcile shell: read the suite fresh and its children from the cache
+//! (indexed by suite), plan, apply the children, delete orphans, write status at most once per
 //! [`STATUS_MIN_INTERVAL`](crate::suite::context::STATUS_MIN_INTERVAL).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams};
-use kube::runtime::controller::Action;
+use kube::api::Api;
 use kube::{Resource, ResourceExt};
 
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::error::{Error, Result};
 use crate::events;
-use crate::labels::SUITE_LABEL;
-use crate::requeue;
+use crate::requeue::{self, Requeue};
 use crate::ssa;
 use crate::suite::{Context, plan, sources};
-
-/// Look at a running suite at least this often even without events.
-const RUNNING_RESYNC: Duration = Duration::from_secs(60);
 
 /// Reconciles one suite.
 ///
 /// # Errors
 /// API errors; see [`error_policy`].
 #[tracing::instrument(skip_all, fields(suite = %cached.name_any()))]
-pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Result<Requeue> {
     let _timer = ctx.metrics.reconcile_timer("EvaluationSuite");
     let namespace = cached
         .namespace()
@@ -37,21 +32,19 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
         .await
         .map_err(Error::GetSuite)?
     else {
-        return Ok(Action::await_change());
+        return Ok(Requeue::AwaitChange);
     };
     if suite.meta().deletion_timestamp.is_some() {
-        return Ok(Action::await_change()); // children are owned: GC removes them
+        return Ok(Requeue::AwaitChange); // children are owned: GC removes them
     }
     let uid = suite.uid().ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let evaluations: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = ListParams::default().labels(&format!("{SUITE_LABEL}={}", suite.name_any()));
-    let children: Vec<Evaluation> = evaluations
-        .list(&selector)
-        .await
-        .map_err(Error::ListEvaluations)?
-        .items
+    let ours = |c: &Evaluation| c.owner_references().iter().any(|o| o.uid == uid);
+    let children: Vec<Evaluation> = ctx
+        .caches
+        .children_of(&namespace, &suite.name_any())
         .into_iter()
-        .filter(|c| c.owner_references().iter().any(|o| o.uid == uid))
+        .filter(ours)
         .collect();
     let planned = plan::plan(&suite, &children, &Time(jiff::Timestamp::now()));
     let mut conflicts = Vec::new();
@@ -72,7 +65,16 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
         // the suite's (one that lives in Git, say) must not be taken over.
         match ssa::create(&evaluations, ssa::SUITE_MANAGER, child).await {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 409 => conflicts.push(name.clone()),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                // Ours already, created a moment ago and not in the cache yet, or a conflict.
+                let existing = evaluations
+                    .get_opt(&name)
+                    .await
+                    .map_err(Error::GetEvaluation)?;
+                if !existing.as_ref().is_some_and(ours) {
+                    conflicts.push(name.clone());
+                }
+            }
             Err(source) => return Err(apply_error(source)),
         }
     }
@@ -100,20 +102,18 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
     if suite.status.as_ref() != Some(status) {
         let delay = ctx.write_delay(&uid);
         if delay > Duration::ZERO {
-            return Ok(Action::requeue(delay));
+            return Ok(Requeue::After(delay));
         }
         ssa::apply_status(&suites, ssa::SUITE_MANAGER, &suite.name_any(), status)
             .await
             .map_err(Error::PatchStatus)?;
         ctx.wrote(&uid);
     }
-    Ok(match status.phase {
-        Some(crate::crd::suite::SuitePhase::Running) => Action::requeue(RUNNING_RESYNC),
-        _ => Action::await_change(),
-    })
+    // Every change of a child comes back here through the watch.
+    Ok(Requeue::AwaitChange)
 }
 
 /// The error policy of the suite controller.
-pub fn error_policy(suite: Arc<EvaluationSuite>, error: &Error, ctx: Arc<Context>) -> Action {
-    requeue::on_error("EvaluationSuite", suite.as_ref(), error, &ctx.metrics)
+pub fn error_policy(suite: &EvaluationSuite, error: &Error, ctx: &Context) -> Requeue {
+    requeue::on_error("EvaluationSuite", suite, error, &ctx.metrics)
 }

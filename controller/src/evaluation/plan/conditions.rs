@@ -28,8 +28,11 @@ pub(super) fn set_conditions(status: &mut EvaluationStatus, generation: Option<i
     let finished = phase.is_finished();
     let ready = finished && passed == Some(true);
     let stalled = finished && !ready;
-    let admitted =
-        phase != Phase::Queued && !matches!(reason.as_str(), "InvalidSpec" | "SandboxUnavailable");
+    // Admitted only if an attempt was started: a run that ended while queued (queueTimeout,
+    // cancelled, emergency stop, over a controller-wide limit) never was.
+    let admitted = phase != Phase::Queued
+        && status.attempts.is_some()
+        && !matches!(reason.as_str(), "InvalidSpec" | "SandboxUnavailable");
     let queue_message = status
         .queue
         .as_ref()

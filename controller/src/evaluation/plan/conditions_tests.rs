@@ -248,3 +248,26 @@ fn every_phase_obeys_the_kstatus_rules() {
         assert_eq!(s.phase.map(Phase::as_str), Some(expected_phase), "{label}");
     }
 }
+
+#[test]
+fn a_run_that_ended_while_queued_was_never_admitted() {
+    let ev = Evaluation::test().with_spec(|s| s.queue_timeout = Some("1s".into()));
+    let queued = run_with(
+        &ev,
+        &Observed::empty(),
+        &wait(3, "QuotaExceeded: maxRunning 1 reached"),
+    );
+    let timed_out = run_with(
+        &ev.clone().with_status(queued.status),
+        &Observed {
+            now: crate::fixtures::at(60),
+            ..Observed::empty()
+        },
+        &wait(3, "QuotaExceeded: maxRunning 1 reached"),
+    );
+    assert_eq!(timed_out.status.reason.as_deref(), Some("QueueTimeout"));
+    assert_eq!(
+        condition(&timed_out, conditions::ADMITTED),
+        ("False".into(), "QueueTimeout".into())
+    );
+}

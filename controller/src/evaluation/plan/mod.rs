@@ -59,9 +59,6 @@ pub const HISTORY_LIMIT: usize = 10;
 pub const DEADLINE_GRACE: Duration = Duration::from_secs(15);
 /// Longest wait between two looks at a running Evaluation when no watch event arrives.
 pub const MAX_RESYNC: Duration = Duration::from_secs(300);
-/// How often a queued Evaluation asks for admission again: the latency between freed
-/// capacity and the next admission.
-pub const QUEUE_RECHECK: Duration = Duration::from_secs(2);
 /// Suffix of the name of an `Allowlist` run's NetworkPolicy.
 pub const POLICY_SUFFIX: &str = "sandbox";
 

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Resource, ResourceExt};
 
 use crate::admission::Decision;
+use crate::admission::ledger::reported_position;
 use crate::config::Config;
 use crate::crd::evaluation::NetworkMode;
 use crate::crd::evaluation::{
@@ -24,6 +25,9 @@ use crate::requeue::Requeue;
 
 use super::predicates::*;
 use super::*;
+
+/// Prefix of the status message of a run whose pod the scheduler cannot place.
+const WAITING_FOR_NODE: &str = "waiting for a node: ";
 
 pub(super) struct Planner<'a> {
     pub(super) ev: &'a Evaluation,
@@ -83,7 +87,7 @@ impl Planner<'_> {
                     reason.clone(),
                 )),
                 Decision::Wait { position, reason } => {
-                    let position = i32::try_from(*position).unwrap_or(i32::MAX);
+                    let position = i32::try_from(reported_position(*position)).unwrap_or(i32::MAX);
                     self.wait_in_queue(position, reason.clone())
                 }
             },
@@ -140,11 +144,20 @@ impl Planner<'_> {
         self.in_queue = true;
         self.status.phase = Some(Phase::Queued);
         self.status.queue = Some(QueueStatus {
-            position: Some(reported_position(position)),
+            position: Some(position),
             reason: Some(reason),
-            since: Some(since),
+            since: Some(since.clone()),
         });
-        self.requeue = Requeue::After(QUEUE_RECHECK);
+        // The gate wakes the run when it may start or its position moves; only the
+        // queueTimeout needs a clock.
+        self.requeue = match limit {
+            Some(limit) => Requeue::After(
+                limit
+                    .saturating_sub(elapsed(&since, &now))
+                    .max(Duration::from_secs(1)),
+            ),
+            None => Requeue::AwaitChange,
+        };
     }
 
     fn watch_attempt(&mut self) {
@@ -176,6 +189,18 @@ impl Planner<'_> {
                 } else {
                     Phase::Pending
                 });
+                // Say why a pod waits for a node (no GPU node, too little CPU), and stop
+                // saying it once placed.
+                let waiting = self
+                    .status
+                    .message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with(WAITING_FOR_NODE));
+                match phase::unschedulable(&pod) {
+                    Some(why) => self.status.message = Some(format!("{WAITING_FOR_NODE}{why}")),
+                    None if waiting => self.status.message = None,
+                    None => {}
+                }
                 let wait = left.unwrap_or(MAX_RESYNC).min(MAX_RESYNC);
                 self.requeue = Requeue::After(wait.max(Duration::from_secs(1)));
             }
@@ -399,18 +424,5 @@ impl Planner<'_> {
                 }
             }
         }
-    }
-}
-
-/// The queue position written to status: exact for the first 10, then rounded up to the next
-/// 10 (to 100) and the next 100 beyond. Every admission moves everyone behind it up by one;
-/// reporting coarse positions far back keeps that from costing a status write per queued run
-/// per admission.
-pub(super) fn reported_position(position: i32) -> i32 {
-    let round_up = |step: i32| position.saturating_add(step - 1) / step * step;
-    match position {
-        ..=10 => position,
-        11..=100 => round_up(10),
-        _ => round_up(100),
     }
 }

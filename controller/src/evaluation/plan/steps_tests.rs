@@ -377,3 +377,33 @@ fn gpu_runs_use_the_nvproxy_class_and_fail_closed_without_it() {
     let message = p.status.message.unwrap_or_default();
     assert!(message.contains("gvisor-nvproxy"), "{message}");
 }
+
+#[test]
+fn a_pod_no_node_can_take_says_why_until_it_is_placed() {
+    use k8s_openapi::api::core::v1::PodCondition;
+    let (ev, name) = started();
+    let mut pod = mk_pod(&name, "Pending", vec![]);
+    if let Some(status) = pod.status.as_mut() {
+        status.conditions = Some(vec![PodCondition {
+            type_: "PodScheduled".into(),
+            status: "False".into(),
+            reason: Some("Unschedulable".into()),
+            message: Some("0/1 nodes are available: 1 Insufficient nvidia.com/gpu.".into()),
+            ..Default::default()
+        }]);
+    }
+    let waiting = run(&ev, &with_pods(vec![pod]));
+    assert_eq!(waiting.status.phase, Some(Phase::Pending));
+    assert_eq!(
+        waiting.status.message.as_deref(),
+        Some("waiting for a node: 0/1 nodes are available: 1 Insufficient nvidia.com/gpu.")
+    );
+    let placed = mk_pod(
+        &name,
+        "Running",
+        vec![mk_container("evaluation", running())],
+    );
+    let later = run(&after(&ev, &waiting), &with_pods(vec![placed]));
+    assert_eq!(later.status.phase, Some(Phase::Running));
+    assert_eq!(later.status.message, None);
+}

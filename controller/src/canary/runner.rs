@@ -1,0 +1,843 @@
+//! Runs the canaries: one loop per proven RuntimeClass (at start, every `--canary-interval`
+//! while verified, every minute while not, and at once when the RuntimeClass changes), the
+//! listener each run connects to, the pod's lifecycle (bounded by `--canary-timeout`, always
+//! cleaned up), and what follows a verdict: the shared [`Sandbox`], the ConfigMap, metrics,
+//! Events and logs. Talks to the API server.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, ObjectReference, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::api::{Api, ListParams, LogParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::Recorder;
+use kube::runtime::watcher::{self, watch_object, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::probe::{self, COMPONENT, Run};
+use super::verdict::{
+    Expectation, Outcome, Step, describe, exit_code, judge, pod_finished, pod_problem,
+};
+use super::{Sandbox, Settings, Target, Verdict, status};
+use crate::config::Config;
+use crate::crd::evaluation::NetworkMode;
+use crate::digest::sha256_hex;
+use crate::evaluation::pod::EVALUATION_CONTAINER;
+use crate::events::{self, Note, Severity};
+use crate::metrics::Metrics;
+use crate::ssa;
+
+/// Interval between two runs while a class is not verified: soon enough that a fixed node is
+/// noticed within a minute, rare enough not to churn pods.
+const RETRY: Duration = Duration::from_secs(60);
+/// Most bytes of the probe's log read (its report is one short line).
+const LOG_LIMIT: i64 = 16 * 1024;
+/// Most leftover canary pods (and policies) removed at one start.
+const LEFTOVERS_LISTED: u32 = 100;
+/// Time beyond `--canary-timeout` for the API calls around the pod's run.
+const API_SLACK: Duration = Duration::from_secs(30);
+/// Most Warning Events of a stuck canary pod quoted in its verdict.
+const EVENTS_QUOTED: usize = 3;
+
+/// What the RuntimeClass watch last saw of a class: `None` before it synced, `Some(None)`
+/// when the class is absent, else a fingerprint of what a canary depends on.
+type Seen = Option<Option<String>>;
+
+/// The canary runner of one controller.
+pub struct Runner {
+    client: Client,
+    namespace: String,
+    /// The controller's pod, owner of the canary's objects (when in the same namespace).
+    owner: Option<OwnerReference>,
+    config: Config,
+    settings: Settings,
+    sandbox: Arc<Sandbox>,
+    metrics: Arc<Metrics>,
+    recorder: Recorder,
+    /// The controller's own `/proc/version`: a sandbox showing it is not gVisor.
+    host_kernel: Option<String>,
+    /// Serializes ConfigMap writes, so an older record never overwrites a newer one.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Runner {
+    /// A runner in `namespace` (the system namespace) recording into `sandbox`.
+    #[allow(clippy::too_many_arguments)] // each is one piece of the controller's wiring
+    pub fn new(
+        client: Client,
+        namespace: String,
+        owner: Option<OwnerReference>,
+        config: Config,
+        settings: Settings,
+        sandbox: Arc<Sandbox>,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+    ) -> Self {
+        Runner {
+            client,
+            namespace,
+            owner,
+            config,
+            settings,
+            sandbox,
+            metrics,
+            recorder,
+            host_kernel: std::fs::read_to_string("/proc/version").ok(),
+            writing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Publishes the initial record, then proves every target that has a network mode, for
+    /// as long as the controller runs.
+    pub async fn run(self: Arc<Self>, targets: Vec<Target>) {
+        self.publish().await;
+        let proven: Vec<(String, NetworkMode)> = targets
+            .into_iter()
+            .filter_map(|t| Some((t.class, t.network?)))
+            .collect();
+        if proven.is_empty() {
+            return;
+        }
+        self.remove_leftovers().await;
+        let mut changes = BTreeMap::new();
+        for (class, network) in proven {
+            let (tx, rx) = watch::channel(None);
+            changes.insert(class.clone(), tx);
+            tokio::spawn(self.clone().prove(class, network, rx));
+        }
+        self.watch_runtime_classes(changes).await;
+    }
+
+    /// The loop of one class.
+    async fn prove(
+        self: Arc<Self>,
+        class: String,
+        network: NetworkMode,
+        mut changes: watch::Receiver<Seen>,
+    ) {
+        loop {
+            let (seen, verdict) = self.run_once(&class, network).await;
+            if moved(&changes.borrow_and_update(), &seen) {
+                // The pod ran under the class as it was: that proves nothing about it now.
+                let why = "the RuntimeClass changed while the canary ran; proving it again";
+                self.record(&class, Verdict::Pending(why.into())).await;
+                continue;
+            }
+            let delay = match verdict {
+                Verdict::Verified(_) => self.settings.interval,
+                _ => self.settings.interval.min(RETRY),
+            };
+            self.record(&class, verdict).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = changed_from(&mut changes, &seen) => {
+                    let why = format!("the RuntimeClass {class} changed; proving it again");
+                    self.record(&class, Verdict::Pending(why)).await;
+                }
+            }
+        }
+    }
+
+    /// One canary run of `class`: what the RuntimeClass was, and the verdict.
+    async fn run_once(&self, class: &str, network: NetworkMode) -> (Seen, Verdict) {
+        let classes: Api<RuntimeClass> = Api::all(self.client.clone());
+        let not_run = |step, message: String| Outcome::NotRun { step, message };
+        let nonce = nonce(class);
+        let id = &nonce[..12];
+        let read = tokio::time::timeout(API_SLACK, classes.get_opt(class))
+            .await
+            .unwrap_or_else(|_| Err(kube::Error::Service("no answer in time".into())));
+        let (seen, outcome, targets) = match read {
+            Ok(None) => (
+                Some(None),
+                not_run(
+                    Step::RuntimeClass,
+                    format!("the RuntimeClass {class} does not exist"),
+                ),
+                None,
+            ),
+            Err(error) => (
+                None,
+                not_run(
+                    Step::RuntimeClass,
+                    format!("cannot read the RuntimeClass {class}: {error}"),
+                ),
+                None,
+            ),
+            Ok(Some(rc)) => {
+                let seen = Some(Some(fingerprint(&rc)));
+                match Listeners::open(self.settings.listen, probe::greeting(&nonce)).await {
+                    Err(error) => (
+                        seen,
+                        not_run(
+                            Step::Listener,
+                            format!(
+                                "cannot listen on {}: {error} (--canary-listen-address must be an address of this controller that pods reach)",
+                                self.settings.listen
+                            ),
+                        ),
+                        None,
+                    ),
+                    Ok(listeners) => {
+                        let name = format!("crucible-canary-{id}");
+                        let run = Run {
+                            name: &name,
+                            id,
+                            namespace: &self.namespace,
+                            owner: self.owner.as_ref(),
+                            runtime_class: class,
+                            network,
+                            listener: listeners.listed,
+                            unlisted: listeners.unlisted,
+                            image: &self.settings.image,
+                            timeout_seconds: i64::try_from(self.settings.timeout.as_secs())
+                                .unwrap_or(i64::MAX)
+                                .max(1),
+                        };
+                        tracing::debug!(
+                            runtime_class = class,
+                            pod = name,
+                            "sandbox canary starting"
+                        );
+                        let outcome = self.execute(&run).await;
+                        (seen, outcome, Some((listeners.listed, listeners.unlisted)))
+                    }
+                }
+            }
+        };
+        let (listener, unlisted) = targets.map_or((String::new(), String::new()), |(l, u)| {
+            (l.to_string(), u.to_string())
+        });
+        let expect = Expectation {
+            network,
+            listener: &listener,
+            unlisted: &unlisted,
+            nonce: &nonce,
+            host_kernel: self.host_kernel.as_deref(),
+        };
+        (seen, judge(&expect, &outcome))
+    }
+
+    /// Creates the canary's NetworkPolicy and pod, waits for the pod, reads its log, and
+    /// deletes both whatever happened.
+    async fn execute(&self, run: &Run<'_>) -> Outcome {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
+        // The pod's own wait is bounded by --canary-timeout; this bounds the API calls around
+        // it too (a create or a log read the API server or kubelet never answers).
+        let bound = self.settings.timeout + API_SLACK;
+        let outcome = tokio::time::timeout(bound, self.observe(&pods, &policies, run))
+            .await
+            .unwrap_or_else(|_| Outcome::NotRun {
+                step: Step::Pod,
+                message: format!(
+                    "the canary run did not complete within {bound:?}: the API server or the kubelet did not answer"
+                ),
+            });
+        remove(&pods, run.name).await;
+        remove(&policies, run.name).await;
+        outcome
+    }
+
+    async fn observe(
+        &self,
+        pods: &Api<Pod>,
+        policies: &Api<NetworkPolicy>,
+        run: &Run<'_>,
+    ) -> Outcome {
+        let failed = |message: String| Outcome::NotRun {
+            step: Step::Pod,
+            message,
+        };
+        if let Err(error) = ssa::create(policies, ssa::CANARY_MANAGER, &run.network_policy()).await
+        {
+            return failed(format!(
+                "the API server refused the canary's NetworkPolicy: {error}"
+            ));
+        }
+        if let Err(error) = ssa::create(pods, ssa::CANARY_MANAGER, &run.pod(&self.config)).await {
+            return failed(format!("the API server refused the canary pod: {error}"));
+        }
+        let waited = tokio::time::timeout(self.settings.timeout, until_over(pods, run.name)).await;
+        let pod = match waited {
+            Ok(Some(pod)) => pod,
+            Ok(None) => return failed("the canary pod was deleted before it finished".into()),
+            Err(_) => {
+                let state = match pods.get_opt(run.name).await {
+                    Ok(Some(pod)) => describe(&pod),
+                    Ok(None) => "gone".into(),
+                    Err(error) => format!("unreadable: {error}"),
+                };
+                let warnings = self.warnings(run.name).await;
+                return failed(format!(
+                    "the canary pod did not finish within {:?} ({state}){warnings}",
+                    self.settings.timeout
+                ));
+            }
+        };
+        if let Some(problem) = pod_problem(&pod) {
+            return failed(problem);
+        }
+        let params = LogParams {
+            container: Some(EVALUATION_CONTAINER.into()),
+            limit_bytes: Some(LOG_LIMIT),
+            ..Default::default()
+        };
+        match pods.logs(run.name, &params).await {
+            Ok(log) => Outcome::Ran {
+                log,
+                exit_code: exit_code(&pod),
+            },
+            Err(error) => failed(format!("cannot read the canary's log: {error}")),
+        }
+    }
+
+    /// The last Warning Events of pod `name` (e.g. a runtime handler missing on the node), as
+    /// `; events: …`, or nothing.
+    async fn warnings(&self, name: &str) -> String {
+        let api: Api<CoreEvent> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = ListParams::default().fields(&format!("involvedObject.name={name}"));
+        let Ok(list) = api.list(&params).await else {
+            return String::new();
+        };
+        let notes: Vec<String> = list
+            .items
+            .iter()
+            .rev()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .take(EVENTS_QUOTED)
+            .map(|e| {
+                let message = e.message.as_deref().unwrap_or_default();
+                let end = (0..=message.len().min(300))
+                    .rev()
+                    .find(|i| message.is_char_boundary(*i))
+                    .unwrap_or(0);
+                format!(
+                    "{}: {}",
+                    e.reason.as_deref().unwrap_or("Warning"),
+                    &message[..end]
+                )
+            })
+            .collect();
+        if notes.is_empty() {
+            String::new()
+        } else {
+            format!("; events: {}", notes.join("; "))
+        }
+    }
+
+    /// Records `verdict` for `class` and tells everyone: logs, metrics, the ConfigMap, Events.
+    async fn record(&self, class: &str, verdict: Verdict) {
+        match &verdict {
+            Verdict::Failed { check, message } => {
+                tracing::warn!(runtime_class = class, check = check.name(), why = %message, "sandbox canary failed: runs of this class are held");
+                self.metrics.sandbox_canary_failed(class, check.name());
+            }
+            Verdict::Verified(proven) => {
+                tracing::info!(runtime_class = class, %proven, "sandbox verified");
+            }
+            Verdict::Pending(why) => {
+                tracing::info!(runtime_class = class, %why, "sandbox unverified")
+            }
+            Verdict::Unchecked { .. } => {}
+        }
+        let released = self
+            .sandbox
+            .record(class, verdict.clone(), &Time(jiff::Timestamp::now()));
+        let Some(reference) = self.publish().await else {
+            return;
+        };
+        let note = match verdict {
+            Verdict::Failed { check, message } => Note {
+                severity: Severity::Warning,
+                reason: "SandboxUnverified",
+                message: format!("{class}: {}: {message}", check.name()),
+            },
+            Verdict::Verified(proven) if released => Note {
+                severity: Severity::Normal,
+                reason: "SandboxVerified",
+                message: format!("{class}: {proven}"),
+            },
+            _ => return,
+        };
+        events::publish(&self.recorder, &reference, &[note]).await;
+    }
+
+    /// Writes the ConfigMap from the current verdicts and sets the verified gauges; returns a
+    /// reference to the ConfigMap for Events.
+    async fn publish(&self) -> Option<ObjectReference> {
+        let _writing = self.writing.lock().await;
+        let entries = self.sandbox.entries();
+        for (class, verdict, _) in &entries {
+            self.metrics
+                .set_sandbox_verified(class, matches!(verdict, Verdict::Verified(_)));
+        }
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
+        let cm = status::config_map(&self.namespace, self.owner.as_ref(), &entries);
+        match ssa::apply(&api, ssa::CANARY_MANAGER, &cm).await {
+            Ok(cm) => Some(cm.object_ref(&())),
+            Err(error) => {
+                tracing::warn!(%error, namespace = self.namespace, "cannot write the {} ConfigMap", status::CONFIGMAP);
+                None
+            }
+        }
+    }
+
+    /// Deletes canary pods and policies a previous controller left behind (it was stopped
+    /// while a canary ran).
+    async fn remove_leftovers(&self) {
+        // A few at most (one per class per stopped controller); the next start takes any rest.
+        let params = ListParams::default()
+            .labels(&format!("app.kubernetes.io/component={COMPONENT}"))
+            .limit(LEFTOVERS_LISTED);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
+        match pods.list(&params).await {
+            Ok(list) => {
+                for pod in list.items {
+                    if let Err(error) = ssa::delete(&pods, &pod.name_any()).await {
+                        tracing::warn!(%error, pod = pod.name_any(), "cannot delete a leftover canary pod");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list leftover canary pods"),
+        }
+        match policies.list(&params).await {
+            Ok(list) => {
+                for policy in list.items {
+                    if let Err(error) = ssa::delete(&policies, &policy.name_any()).await {
+                        tracing::warn!(%error, policy = policy.name_any(), "cannot delete a leftover canary NetworkPolicy");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot list leftover canary NetworkPolicies"),
+        }
+    }
+
+    /// Feeds each class's loop with what the RuntimeClass watch sees of it.
+    async fn watch_runtime_classes(&self, changes: BTreeMap<String, watch::Sender<Seen>>) {
+        let api: Api<RuntimeClass> = Api::all(self.client.clone());
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let send = |class: &str, seen: Option<String>| {
+            if let Some(tx) = changes.get(class) {
+                tx.send_if_modified(|current| {
+                    let changed = current.as_ref() != Some(&seen);
+                    *current = Some(seen);
+                    changed
+                });
+            }
+        };
+        let mut listed = BTreeMap::new();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(watcher::Event::Init) => listed.clear(),
+                Ok(watcher::Event::InitApply(rc)) => {
+                    listed.insert(rc.name_any(), fingerprint(&rc));
+                }
+                Ok(watcher::Event::InitDone) => {
+                    for class in changes.keys() {
+                        send(class, listed.get(class).cloned());
+                    }
+                }
+                Ok(watcher::Event::Apply(rc)) => send(&rc.name_any(), Some(fingerprint(&rc))),
+                Ok(watcher::Event::Delete(rc)) => send(&rc.name_any(), None),
+                Err(error) => tracing::warn!(%error, "RuntimeClass watch failed; retrying"),
+            }
+        }
+    }
+}
+
+/// Deletes the canary object `name`, within [`API_SLACK`]; one left behind goes at the next
+/// start (and with the controller's pod).
+async fn remove<K: ssa::Object>(api: &Api<K>, name: &str) {
+    let kind = K::kind(&());
+    match tokio::time::timeout(API_SLACK, ssa::delete(api, name)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, %kind, name, "cannot delete a sandbox canary object")
+        }
+        Err(_) => tracing::warn!(%kind, name, "deleting a sandbox canary object timed out"),
+    }
+}
+
+/// The pod `name` once it has finished or never will (see [`pod_problem`]); `None` once it is
+/// gone. A failing watch is retried with backoff: the caller bounds the wait.
+async fn until_over(pods: &Api<Pod>, name: &str) -> Option<Pod> {
+    let mut updates = watch_object(pods.clone(), name).default_backoff().boxed();
+    while let Some(update) = updates.next().await {
+        match update {
+            Ok(Some(pod)) if !pod_finished(&pod) && pod_problem(&pod).is_none() => {}
+            Ok(pod) => return pod,
+            Err(error) => tracing::debug!(%error, pod = name, "canary pod watch failed; retrying"),
+        }
+    }
+    None
+}
+
+/// What a canary run depends on in a RuntimeClass: its identity, handler, overhead and
+/// scheduling (labels and annotations do not change the sandbox).
+fn fingerprint(rc: &RuntimeClass) -> String {
+    let content = serde_json::json!([rc.uid(), rc.handler, rc.overhead, rc.scheduling]);
+    sha256_hex(content.to_string().as_bytes())
+}
+
+/// Whether the watch now knows a different RuntimeClass than the run saw.
+fn moved(now: &Seen, seen: &Seen) -> bool {
+    matches!((now, seen), (Some(now), Some(seen)) if now != seen)
+}
+
+/// Returns once the watch reports a RuntimeClass other than `seen` (never, once the watch
+/// is gone).
+async fn changed_from(changes: &mut watch::Receiver<Seen>, seen: &Seen) {
+    loop {
+        if changes.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let now = changes.borrow_and_update().clone();
+        if now.is_some() && (seen.is_none() || moved(&now, seen)) {
+            return;
+        }
+    }
+}
+
+/// A fresh nonce (hex): names the run's pod and is what the listener greets with.
+fn nonce(class: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    sha256_hex(format!("{now}/{}/{n}/{class}", std::process::id()).as_bytes())[..32].to_string()
+}
+
+/// The two ports one canary run connects to; they close when dropped.
+struct Listeners {
+    listed: SocketAddr,
+    unlisted: SocketAddr,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Listeners {
+    async fn open(ip: IpAddr, greeting: String) -> std::io::Result<Self> {
+        let listed = TcpListener::bind((ip, 0)).await?;
+        let unlisted = TcpListener::bind((ip, 0)).await?;
+        let addrs = (listed.local_addr()?, unlisted.local_addr()?);
+        let tasks = [listed, unlisted]
+            .into_iter()
+            .map(|l| tokio::spawn(serve(l, greeting.clone())))
+            .collect();
+        Ok(Listeners {
+            listed: addrs.0,
+            unlisted: addrs.1,
+            tasks,
+        })
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+/// Greets every connection; a failing accept ends the listener (the canary then fails closed).
+async fn serve(listener: TcpListener, greeting: String) {
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let _ = stream.write_all(greeting.as_bytes()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::canary::Check;
+    use crate::evaluation::Context;
+    use crate::fixtures::{ApiServerVerifier, pod_list, status_error};
+
+    const RUNTIME_CLASS: &str = "/apis/node.k8s.io/v1/runtimeclasses/gvisor";
+    const PODS: &str = "/api/v1/namespaces/crucible-system/pods";
+    const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/crucible-system/networkpolicies";
+
+    /// A runner against the mock API server, listening on loopback.
+    fn runner() -> (Runner, ApiServerVerifier) {
+        let (ctx, api) = Context::test();
+        let settings = Settings {
+            enabled: true,
+            allowlist: true,
+            interval: Duration::from_secs(600),
+            timeout: Duration::from_secs(60),
+            image: "localhost/crucible/python:3.11".into(),
+            listen: "127.0.0.1".parse().expect("ip"),
+        };
+        let runner = Runner::new(
+            ctx.client.clone(),
+            "crucible-system".into(),
+            None,
+            Config::default(),
+            settings,
+            Arc::new(Sandbox::unchecked()),
+            ctx.metrics.clone(),
+            ctx.recorder.clone(),
+        );
+        (runner, api)
+    }
+
+    fn runtime_class() -> serde_json::Value {
+        serde_json::json!({"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+            "metadata": {"name": "gvisor", "uid": "rc-1"}, "handler": "runsc"})
+    }
+
+    fn failure(verdict: Verdict) -> (Check, String) {
+        match verdict {
+            Verdict::Failed { check, message } => (check, message),
+            other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_runtime_class_fails_without_creating_anything() {
+        let (runner, mut api) = runner();
+        let server = tokio::spawn(async move {
+            api.expect(
+                Method::GET,
+                RUNTIME_CLASS,
+                404,
+                status_error(404, "not found"),
+            )
+            .await;
+            api.expect_silence().await;
+        });
+        let (seen, verdict) = runner.run_once("gvisor", NetworkMode::None).await;
+        server.await.expect("scenario");
+        assert_eq!(seen, Some(None), "known to be absent");
+        let (check, message) = failure(verdict);
+        assert_eq!(check, Check::RuntimeClass);
+        assert_eq!(message, "the RuntimeClass gvisor does not exist");
+    }
+
+    #[tokio::test]
+    async fn an_unschedulable_canary_fails_at_once_and_is_cleaned_up() {
+        let (runner, mut api) = runner();
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+                .await;
+            let policy = api
+                .expect(
+                    Method::POST,
+                    POLICIES,
+                    201,
+                    serde_json::json!({"metadata": {"name": "p"}}),
+                )
+                .await;
+            let name = policy.body["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .to_string();
+            let pod = api
+                .expect(
+                    Method::POST,
+                    PODS,
+                    201,
+                    serde_json::json!({"metadata": {"name": name}}),
+                )
+                .await;
+            assert_eq!(
+                pod.body["metadata"]["name"],
+                name.as_str(),
+                "pod and policy share the name"
+            );
+            assert_eq!(pod.body["spec"]["runtimeClassName"], "gvisor");
+            let stuck = Pod {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.clone()),
+                    namespace: Some("crucible-system".into()),
+                    ..Default::default()
+                },
+                status: Some(PodStatus {
+                    phase: Some("Pending".into()),
+                    conditions: Some(vec![PodCondition {
+                        type_: "PodScheduled".into(),
+                        status: "False".into(),
+                        reason: Some("Unschedulable".into()),
+                        message: Some("0/1 nodes are available: 1 node(s) had taint".into()),
+                        ..Default::default()
+                    }]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let mut list = pod_list(&[stuck]);
+            list["metadata"]["resourceVersion"] = "7".into();
+            let list = api.expect(Method::GET, PODS, 200, list).await;
+            assert!(
+                list.uri.contains("fieldSelector=metadata.name"),
+                "{}",
+                list.uri
+            );
+            api.expect(
+                Method::DELETE,
+                &format!("{PODS}/{name}"),
+                200,
+                serde_json::json!({}),
+            )
+            .await;
+            api.expect(
+                Method::DELETE,
+                &format!("{POLICIES}/{name}"),
+                200,
+                serde_json::json!({}),
+            )
+            .await;
+            api.expect_silence().await;
+        });
+        let (seen, verdict) = runner.run_once("gvisor", NetworkMode::None).await;
+        server.await.expect("scenario");
+        assert!(matches!(seen, Some(Some(_))));
+        let (check, message) = failure(verdict);
+        assert_eq!(check, Check::Pod);
+        assert!(
+            message.contains("cannot be scheduled: 0/1 nodes"),
+            "{message}"
+        );
+    }
+
+    /// An API server that stops answering once the pod is created: the run still ends, with
+    /// a failed verdict, within its bounds (virtual time).
+    #[tokio::test(start_paused = true)]
+    async fn a_run_against_a_stalled_api_server_ends_failed_instead_of_hanging() {
+        let (runner, mut api) = runner();
+        let server = tokio::spawn(async move {
+            api.answer(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+                .await;
+            api.answer(
+                Method::POST,
+                POLICIES,
+                201,
+                serde_json::json!({"metadata": {"name": "p"}}),
+            )
+            .await;
+            api.answer(
+                Method::POST,
+                PODS,
+                201,
+                serde_json::json!({"metadata": {"name": "p"}}),
+            )
+            .await;
+            api.stall().await;
+        });
+        let started = tokio::time::Instant::now();
+        let (_, verdict) = runner.run_once("gvisor", NetworkMode::None).await;
+        let took = started.elapsed();
+        server.abort();
+        let (check, message) = failure(verdict);
+        assert_eq!(check, Check::Pod);
+        assert!(message.contains("did not complete within 90s"), "{message}");
+        // The run (60 s + 30 s) and two bounded deletes (30 s each).
+        assert!(took <= Duration::from_secs(151), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_canary_pod_fails_and_its_policy_is_removed() {
+        let (runner, mut api) = runner();
+        let server = tokio::spawn(async move {
+            api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+                .await;
+            let policy = api
+                .expect(
+                    Method::POST,
+                    POLICIES,
+                    201,
+                    serde_json::json!({"metadata": {"name": "p"}}),
+                )
+                .await;
+            let name = policy.body["metadata"]["name"]
+                .as_str()
+                .expect("name")
+                .to_string();
+            let refusal = status_error(403, "pods is forbidden: violates PodSecurity");
+            api.expect(Method::POST, PODS, 403, refusal).await;
+            api.expect(
+                Method::DELETE,
+                &format!("{PODS}/{name}"),
+                404,
+                status_error(404, "gone"),
+            )
+            .await;
+            api.expect(
+                Method::DELETE,
+                &format!("{POLICIES}/{name}"),
+                200,
+                serde_json::json!({}),
+            )
+            .await;
+            api.expect_silence().await;
+        });
+        let (_, verdict) = runner.run_once("gvisor", NetworkMode::Allowlist).await;
+        server.await.expect("scenario");
+        let (check, message) = failure(verdict);
+        assert_eq!(check, Check::Pod);
+        assert!(
+            message.starts_with("the API server refused the canary pod: ")
+                && message.contains("PodSecurity"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_listener_greets_with_the_nonce_and_closes_when_dropped() {
+        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
+        let listeners = Listeners::open(ip, probe::greeting("abc"))
+            .await
+            .expect("listen on loopback");
+        assert_ne!(listeners.listed, listeners.unlisted);
+        for addr in [listeners.listed, listeners.unlisted] {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let mut read = String::new();
+            stream.read_to_string(&mut read).await.expect("read");
+            assert_eq!(read, "crucible-canary abc\n");
+        }
+        let addr = listeners.listed;
+        drop(listeners);
+        // The accept task is aborted: nothing answers any more (refused, or reset).
+        let mut closed = false;
+        for _ in 0..50 {
+            match tokio::net::TcpStream::connect(addr).await {
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => tokio::task::yield_now().await,
+            }
+        }
+        assert!(closed, "the listener still accepts after the run");
+    }
+
+    #[test]
+    fn only_a_different_runtime_class_counts_as_a_change() {
+        let a: Seen = Some(Some("a".into()));
+        assert!(!moved(&None, &a), "the watch has not synced");
+        assert!(!moved(&a, &a));
+        assert!(moved(&Some(None), &a), "deleted");
+        assert!(moved(&a, &Some(None)), "created");
+        assert!(!moved(&a, &None), "the run could not read it");
+        assert_ne!(nonce("gvisor"), nonce("gvisor"));
+    }
+}

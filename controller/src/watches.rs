@@ -1,0 +1,271 @@
+//! The watches both controllers share: one watcher per kind and watched namespace feeds the
+//! [`Caches`], and each event is routed as a key to the work queue of the controller that must
+//! look: an Evaluation's spec or metadata changed (its own controller; its suite for any
+//! change), a sandbox pod changed (its Evaluation), a suite changed (the suite controller).
+//! A deleted Evaluation is forgotten here at once (metrics, queue place); its admission is
+//! freed when its last pod is gone.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::admission::Gate;
+use crate::cache::expectations::Expectations;
+use crate::cache::{Change, Indexed, key_of, lean};
+use crate::crd::{Evaluation, EvaluationSuite};
+use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL, SUITE_LABEL};
+use crate::liveness;
+use crate::metrics::Metrics;
+use crate::runner::{Key, Trigger};
+use crate::ssa;
+
+/// The caches of the watched objects.
+pub struct Caches {
+    /// Evaluations (lean), indexed by suite (`namespace/suite`).
+    pub evaluations: Indexed<Evaluation>,
+    /// EvaluationSuites.
+    pub suites: Indexed<EvaluationSuite>,
+    /// Sandbox pods (lean), indexed by Evaluation uid.
+    pub pods: Indexed<Pod>,
+    /// Pods created that the pod cache has not shown yet.
+    pub expected: Expectations,
+}
+
+impl Caches {
+    /// Empty caches fed by `scopes` watchers each.
+    pub fn new(scopes: usize) -> Self {
+        Caches {
+            evaluations: Indexed::new(scopes, suite_of),
+            suites: Indexed::new(scopes, |_| None),
+            pods: Indexed::new(scopes, |p| p.labels().get(EVALUATION_UID_LABEL).cloned()),
+            expected: Expectations::default(),
+        }
+    }
+
+    /// Whether every cache has listed once in every scope.
+    pub fn is_ready(&self) -> bool {
+        self.evaluations.is_ready() && self.suites.is_ready() && self.pods.is_ready()
+    }
+
+    /// Waits until every cache has listed once in every scope.
+    pub async fn synced(&self) {
+        self.evaluations.synced().await;
+        self.suites.synced().await;
+        self.pods.synced().await;
+    }
+
+    /// The pods of Evaluation `uid`.
+    pub fn pods_of(&self, uid: &str) -> Vec<Pod> {
+        self.pods
+            .indexed(uid)
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect()
+    }
+
+    /// The children of suite `name` in `namespace` (by label; the caller checks ownership).
+    pub fn children_of(&self, namespace: &str, name: &str) -> Vec<Evaluation> {
+        self.evaluations
+            .indexed(&format!("{namespace}/{name}"))
+            .into_iter()
+            .map(Arc::unwrap_or_clone)
+            .collect()
+    }
+}
+
+/// The suite index of an Evaluation: `namespace/suite`.
+fn suite_of(ev: &Evaluation) -> Option<String> {
+    let suite = ev.labels().get(SUITE_LABEL)?;
+    Some(format!("{}/{suite}", ev.namespace().unwrap_or_default()))
+}
+
+/// Where the watches send keys and what they update on a deletion.
+#[derive(Clone)]
+pub struct Routes {
+    /// The caches.
+    pub caches: Arc<Caches>,
+    /// The Evaluation controller's work queue.
+    pub evaluations: Trigger,
+    /// The suite controller's work queue.
+    pub suites: Trigger,
+    /// The admission gate.
+    pub admission: Arc<Gate>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Starts the watches of `scopes` (namespaces; `None` is all) in the background.
+pub fn spawn(client: &Client, scopes: &[Option<String>], routes: &Routes) {
+    for scope in scopes {
+        let managed = watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true"));
+        let evaluations = watch(client, scope, watcher::Config::default(), lean::evaluation);
+        let suites = watch(client, scope, watcher::Config::default(), |_| {});
+        let pods = watch(client, scope, managed, lean::pod);
+        let (r, s) = (routes.clone(), scope.clone());
+        tokio::spawn(evaluations.for_each(move |event| {
+            for change in r.caches.evaluations.apply(s.as_deref(), event) {
+                r.evaluation_changed(change);
+            }
+            async {}
+        }));
+        let (r, s) = (routes.clone(), scope.clone());
+        tokio::spawn(suites.for_each(move |event| {
+            for change in r.caches.suites.apply(s.as_deref(), event) {
+                if let Change::Applied { new: obj, .. } | Change::Deleted(obj) = change {
+                    let _ = r.suites.send(key_of(obj.as_ref()));
+                }
+            }
+            async {}
+        }));
+        let (r, s) = (routes.clone(), scope.clone());
+        tokio::spawn(pods.for_each(move |event| {
+            for change in r.caches.pods.apply(s.as_deref(), event) {
+                r.pod_changed(change);
+            }
+            async {}
+        }));
+    }
+}
+
+/// The events of one watcher (retried with backoff forever), each object made lean.
+fn watch<K>(
+    client: &Client,
+    scope: &Option<String>,
+    config: watcher::Config,
+    lean: fn(&mut K),
+) -> impl Stream<Item = watcher::Event<K>> + Send + 'static
+where
+    K: ssa::Object + Resource<Scope = kube::core::NamespaceResourceScope> + Send + Sync + 'static,
+{
+    let api = ssa::scoped::<K>(client, scope.as_deref());
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(move |event| async move {
+            match event {
+                Ok(event) => Some(event.modify(lean)),
+                Err(error) => {
+                    tracing::warn!(%error, "watch failed; retrying");
+                    None
+                }
+            }
+        })
+}
+
+impl Routes {
+    fn evaluation_changed(&self, change: Change<Evaluation>) {
+        match change {
+            Change::Applied { old, new } => {
+                if needs_reconcile(old.as_deref(), &new) {
+                    let _ = self.evaluations.send(key_of(new.as_ref()));
+                }
+                self.wake_suite(&new);
+            }
+            Change::Deleted(ev) => {
+                self.forget(&ev);
+                self.wake_suite(&ev);
+            }
+            Change::None => {}
+        }
+    }
+
+    fn wake_suite(&self, ev: &Evaluation) {
+        if let Some(suite) = ev.labels().get(SUITE_LABEL) {
+            let _ = self
+                .suites
+                .send(Key::new(ev.namespace().unwrap_or_default(), suite.clone()));
+        }
+    }
+
+    /// A deleted Evaluation: its metric series and queue place go now, its admissions once
+    /// its pods are gone.
+    fn forget(&self, ev: &Evaluation) {
+        let (Some(uid), Some(ns)) = (ev.uid(), ev.namespace()) else {
+            return;
+        };
+        self.metrics.forget_evaluation(&uid, &ns, &ev.name_any());
+        self.admission.withdraw(&uid);
+        self.caches.expected.forget(&uid);
+        self.free_gone(&uid);
+    }
+
+    /// Frees the admissions of deleted Evaluation `uid` whose pods are gone (from the cache:
+    /// every pod change of it comes here again).
+    fn free_gone(&self, uid: &str) {
+        let now = Time(jiff::Timestamp::now());
+        let keep: BTreeSet<String> = self
+            .caches
+            .pods
+            .indexed(uid)
+            .iter()
+            .filter(|p| liveness::holds_capacity(p, &now))
+            .filter_map(|p| liveness::run_of(p))
+            .collect();
+        self.admission.settle(uid, &keep, false);
+    }
+
+    fn pod_changed(&self, change: Change<Pod>) {
+        let pod = match change {
+            Change::Applied { new, .. } => {
+                if let Some(uid) = new.labels().get(EVALUATION_UID_LABEL) {
+                    self.caches.expected.observed(uid, &new.name_any());
+                }
+                new
+            }
+            Change::Deleted(pod) => pod,
+            Change::None => return,
+        };
+        let Some(owner) = pod
+            .owner_references()
+            .iter()
+            .find(|o| o.kind == "Evaluation")
+        else {
+            return;
+        };
+        let key = Key::new(pod.namespace().unwrap_or_default(), owner.name.clone());
+        match self.caches.evaluations.get(&key) {
+            Some(ev) if ev.uid().as_deref() == Some(owner.uid.as_str()) => {
+                let _ = self.evaluations.send(key);
+            }
+            // Its Evaluation is gone (or replaced by a new one of the same name).
+            _ => self.free_gone(&owner.uid),
+        }
+    }
+}
+
+/// Whether a change of an Evaluation needs its reconcile: not for the controller's own status
+/// writes (the plan asked for its next look itself), but for anything else.
+fn needs_reconcile(old: Option<&Evaluation>, new: &Evaluation) -> bool {
+    let Some(old) = old else {
+        return true;
+    };
+    let (o, n) = (old.meta(), new.meta());
+    o.uid != n.uid
+        || o.generation != n.generation
+        || o.labels != n.labels
+        || o.annotations != n.annotations
+        || o.deletion_timestamp != n.deletion_timestamp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_status_writes_are_not_reconciled() {
+        let ev = Evaluation::test();
+        assert!(needs_reconcile(None, &ev));
+        let mut status_only = ev.clone();
+        status_only.status = Some(Default::default());
+        assert!(!needs_reconcile(Some(&ev), &status_only));
+        let mut respec = ev.clone();
+        respec.metadata.generation = Some(2);
+        assert!(needs_reconcile(Some(&ev), &respec));
+        let rerun = ev.clone().annotated(crate::labels::RERUN_ANNOTATION, "1");
+        assert!(needs_reconcile(Some(&ev), &rerun));
+    }
+}
