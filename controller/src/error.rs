@@ -47,6 +47,14 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A workspace ConfigMap of the right name exists but cannot be used yet.
+    #[error("workspace ConfigMap {name} cannot be used yet: {why}")]
+    WorkspaceBusy {
+        /// ConfigMap name.
+        name: String,
+        /// Why not.
+        why: String,
+    },
     /// Writing status failed.
     #[error("failed to patch status: {0}")]
     PatchStatus(#[source] kube::Error),
@@ -71,6 +79,7 @@ impl Error {
             Error::ReadLogTimeout { .. } => "ReadLogTimeout",
             Error::ApplyChild { .. } => "ApplyChildFailed",
             Error::DeleteChild { .. } => "DeleteChildFailed",
+            Error::WorkspaceBusy { .. } => "WorkspaceBusy",
             Error::PatchStatus(_) => "PatchStatusFailed",
             Error::PatchStatusTimeout => "PatchStatusTimeout",
             Error::MissingObjectKey(_) => "MissingObjectKey",

@@ -68,6 +68,28 @@ impl Evaluation {
         self
     }
 
+    /// Makes it the child `<suite>-<name>` of suite `suite` (uid `<suite>-uid`) in `team-a`, as
+    /// the suite controller creates it, with uid `uid`.
+    pub fn child_of(mut self, suite: &str, name: &str, uid: &str) -> Self {
+        let meta = self.meta_mut();
+        meta.name = Some(format!("{suite}-{name}"));
+        meta.uid = Some(uid.into());
+        meta.labels
+            .get_or_insert_with(Default::default)
+            .insert(crate::labels::SUITE_LABEL.into(), suite.into());
+        meta.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "crucible.dev/v1alpha1".into(),
+                kind: "EvaluationSuite".into(),
+                name: suite.into(),
+                uid: format!("{suite}-uid"),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            },
+        ]);
+        self
+    }
+
     /// Sets an annotation.
     pub fn annotated(mut self, key: &str, value: &str) -> Self {
         self.meta_mut()
@@ -211,6 +233,7 @@ impl Context {
             sandbox: Arc::new(crate::canary::Sandbox::unchecked()),
             caches: Arc::new(caches),
             runtime_classes,
+            sandbox_policies: Arc::default(),
         };
         (Arc::new(ctx), ApiServerVerifier(handle))
     }
@@ -289,6 +312,12 @@ impl ApiServerVerifier {
 
     /// Answers with the request's own body (what a server-side apply returns, near enough).
     pub async fn expect_apply(&mut self, path: &str) -> Received {
+        self.expect_apply_after(path, || ()).await
+    }
+
+    /// [`Self::expect_apply`], running `meanwhile` after the request arrived and before it is
+    /// answered (something that happens while a write is in flight).
+    pub async fn expect_apply_after(&mut self, path: &str, meanwhile: impl FnOnce()) -> Received {
         let (request, send) = tokio::time::timeout(Duration::from_secs(2), self.0.next_request())
             .await
             .unwrap_or_else(|_| panic!("timed out waiting for PATCH {path}"))
@@ -310,12 +339,39 @@ impl ApiServerVerifier {
             echo["spec"] = serde_json::json!({"image": "echo"});
         }
         let echo = serde_json::to_vec(&echo).expect("json");
+        meanwhile();
         send.send_response(
             Response::builder()
                 .body(Body::from(echo))
                 .expect("response"),
         );
         Received { uri, body }
+    }
+
+    /// Answers every request with what `answer` returns for its method, path and query, and
+    /// JSON body (`Null` when empty), until the client is dropped: a fake API server with
+    /// state, for scenarios whose exact order does not matter.
+    pub async fn serve(
+        mut self,
+        mut answer: impl FnMut(&Method, &str, &serde_json::Value) -> (u16, serde_json::Value),
+    ) {
+        while let Some((request, send)) = self.0.next_request().await {
+            let method = request.method().clone();
+            let uri = request.uri().to_string();
+            let bytes = request.into_body().collect_bytes().await.expect("body");
+            let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let (code, response) = answer(&method, &uri, &body);
+            let text = match &response {
+                serde_json::Value::String(s) => s.clone().into_bytes(),
+                other => serde_json::to_vec(other).expect("json"),
+            };
+            send.send_response(
+                Response::builder()
+                    .status(code)
+                    .body(Body::from(text))
+                    .expect("response"),
+            );
+        }
     }
 
     /// Asserts that no further request arrives.

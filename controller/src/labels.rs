@@ -19,3 +19,10 @@ pub const RERUN_ANNOTATION: &str = "crucible.dev/rerun";
 pub const PRIORITY_ANNOTATION: &str = "crucible.dev/priority";
 /// Label with the id of a sandbox canary run, on its pod (selected by its NetworkPolicy).
 pub const CANARY_LABEL: &str = "crucible.dev/canary";
+/// Label on the namespace's deny-all sandbox NetworkPolicy: what the controller's watch of its
+/// NetworkPolicies selects.
+pub const SANDBOX_POLICY_LABEL: &str = "crucible.dev/sandbox-policy";
+/// Label on every workspace ConfigMap: the first 32 hex digits of its content digest.
+pub const SOURCE_DIGEST_LABEL: &str = "crucible.dev/source-digest";
+/// Annotation on every workspace ConfigMap: its full content digest (`sha256:…`), for people.
+pub const SOURCE_DIGEST_ANNOTATION: &str = "crucible.dev/source-digest";

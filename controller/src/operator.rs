@@ -21,6 +21,7 @@ use crate::admission::{self, Gate};
 use crate::canary::{self, Sandbox};
 use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
+use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::evaluation::{self, Context};
 use crate::metrics::Metrics;
 use crate::source::GitCache;
@@ -183,6 +184,15 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
             metrics: metrics.clone(),
         },
     );
+    // Which namespaces have their deny-all sandbox NetworkPolicy: one watch per scope.
+    let sandbox_policies = Arc::new(SandboxPolicies::default());
+    for scope in &scopes {
+        tokio::spawn(
+            sandbox_policies
+                .clone()
+                .watch(client.clone(), scope.clone()),
+        );
+    }
     caches.synced().await;
     tracing::info!(
         evaluations = caches.evaluations.len(),
@@ -234,6 +244,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         sandbox,
         caches,
         runtime_classes,
+        sandbox_policies,
     });
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
     ready.store(true, Ordering::SeqCst);

@@ -6,7 +6,9 @@
 //! Errors are kube's own: each caller maps them into its boundary's error, which knows what
 //! was being written and why.
 
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, ListParams, ObjectList, PartialObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -106,5 +108,28 @@ pub async fn delete<K: Object>(api: &Api<K>, name: &str) -> Result<(), kube::Err
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+/// Pages of this size keep each LIST (and the memory it needs at once) bounded.
+const PAGE: u32 = 500;
+
+/// The metadata of every object `api` lists with `params`, a page at a time.
+///
+/// # Errors
+/// A page could not be read.
+pub async fn list_all_metadata<K: Object>(
+    api: &Api<K>,
+    params: ListParams,
+) -> Result<Vec<PartialObjectMeta<K>>, kube::Error> {
+    let mut out = Vec::new();
+    let mut params = params.limit(PAGE);
+    loop {
+        let page: ObjectList<PartialObjectMeta<K>> = api.list_metadata(&params).await?;
+        out.extend(page.items);
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(out),
+        }
     }
 }

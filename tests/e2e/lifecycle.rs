@@ -4,11 +4,12 @@ use std::time::Duration;
 
 use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
+use crucible::evaluation::sandbox_policy;
 use crucible_e2e::{
     apply_evaluation, parse_evaluation, pods_of, poll_until, wait_finished, wait_for, wait_phase,
     with_temp_ns,
 };
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
@@ -74,91 +75,162 @@ async fn cancel_stops_the_pod_within_seconds_and_keeps_the_log_tail() {
     .await;
 }
 
+/// The namespace's deny-all policy as the API server holds it: owned by no Evaluation,
+/// deny-all, and selecting `pod` (its podSelector's labels are on the pod).
+async fn assert_namespace_policy_covers(client: &kube::Client, ns: &str, pod: &Pod) {
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let policy = policies
+        .get(sandbox_policy::POLICY_NAME)
+        .await
+        .expect("the namespace's deny-all policy exists");
+    assert!(sandbox_policy::is_deny_all(&policy), "{policy:#?}");
+    assert!(
+        policy.owner_references().is_empty(),
+        "owned by no Evaluation"
+    );
+    let selector = policy
+        .spec
+        .and_then(|s| s.pod_selector)
+        .and_then(|s| s.match_labels)
+        .expect("matchLabels");
+    assert!(!selector.is_empty());
+    for (key, value) in &selector {
+        assert_eq!(
+            pod.labels().get(key),
+            Some(value),
+            "the sandbox pod lacks the selected label {key}={value}"
+        );
+    }
+}
+
 #[tokio::test]
-async fn deleting_an_evaluation_removes_its_pod_and_network_policy() {
-    with_temp_ns("delete", |client, ns| async move {
+async fn deleting_an_evaluation_removes_its_pod_and_keeps_the_namespace_policy() {
+    with_temp_ns("writes-delete", |client, ns| async move {
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
         apply_evaluation(&client, &ns, &sleeper("doomed", "")).await;
         let running = wait_running(&api, "doomed").await;
+        let pods = pods_of(&client, &ns, &running).await;
+        assert_eq!(pods.len(), 1);
+        assert_namespace_policy_covers(&client, &ns, &pods[0]).await;
+        // network None: no policy of its own.
         let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
-        assert!(
-            policies
-                .get_opt("doomed-sandbox")
-                .await
-                .expect("get")
-                .is_some()
-        );
-        assert_eq!(pods_of(&client, &ns, &running).await.len(), 1);
+        let own: Vec<String> = policies
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        assert_eq!(own, [sandbox_policy::POLICY_NAME]);
         api.delete("doomed", &DeleteParams::background())
             .await
             .expect("delete");
         // Owner-reference garbage collection by the real kube-controller-manager.
-        poll_until(
-            Duration::from_secs(120),
-            "pod and NetworkPolicy to be collected",
-            || {
-                let (client, ns, ev, policies) = (
-                    client.clone(),
-                    ns.clone(),
-                    running.clone(),
-                    policies.clone(),
-                );
-                async move {
-                    let pods_gone = pods_of(&client, &ns, &ev).await.is_empty();
-                    let policy_gone = policies
-                        .get_opt("doomed-sandbox")
-                        .await
-                        .ok()
-                        .flatten()
-                        .is_none();
-                    (pods_gone && policy_gone).then_some(())
-                }
-            },
-        )
+        poll_until(Duration::from_secs(120), "the pod to be collected", || {
+            let (client, ns, ev) = (client.clone(), ns.clone(), running.clone());
+            async move { pods_of(&client, &ns, &ev).await.is_empty().then_some(()) }
+        })
         .await;
+        assert!(
+            policies
+                .get_opt(sandbox_policy::POLICY_NAME)
+                .await
+                .expect("get")
+                .is_some(),
+            "the namespace's policy is not the Evaluation's"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_or_edited_namespace_policy_is_restored_before_the_next_pod() {
+    with_temp_ns("writes-repair", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
+        apply_evaluation(&client, &ns, &quick("first", "")).await;
+        wait_finished(&api, "first", Duration::from_secs(120)).await;
+        policies
+            .delete(sandbox_policy::POLICY_NAME, &DeleteParams::background())
+            .await
+            .expect("delete the policy");
+        // Opened (an ingress rule) and narrowed (a selector label) by another field manager.
+        let edits = [
+            serde_json::json!({"spec": {"ingress": [{}]}}),
+            serde_json::json!({"spec": {"podSelector": {"matchLabels": {"team": "x"}}}}),
+        ];
+        for (i, edit) in std::iter::once(None)
+            .chain(edits.iter().map(Some))
+            .enumerate()
+        {
+            if let Some(edit) = edit {
+                policies
+                    .patch(
+                        sandbox_policy::POLICY_NAME,
+                        &PatchParams::default(),
+                        &Patch::Merge(edit),
+                    )
+                    .await
+                    .expect("edit the policy");
+            }
+            let name = format!("next-{i}");
+            apply_evaluation(&client, &ns, &sleeper(&name, "")).await;
+            let running = wait_running(&api, &name).await;
+            let pods = pods_of(&client, &ns, &running).await;
+            assert_eq!(pods.len(), 1);
+            assert_namespace_policy_covers(&client, &ns, &pods[0]).await;
+            api.delete(&name, &DeleteParams::background())
+                .await
+                .expect("delete");
+        }
     })
     .await;
 }
 
 #[tokio::test]
 async fn ttl_removes_children_and_keeps_the_results() {
-    with_temp_ns("ttl", |client, ns| async move {
+    with_temp_ns("writes-ttl", |client, ns| async move {
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
         let source =
             "  source: {inline: {files: {\"a.txt\": \"x\"}}}\n  ttlSecondsAfterFinished: 2\n";
         apply_evaluation(&client, &ns, &quick("short-lived", source)).await;
         let done = wait_finished(&api, "short-lived", Duration::from_secs(120)).await;
-        assert_eq!(
-            done.status.as_ref().and_then(|s| s.phase),
-            Some(Phase::Succeeded)
+        let status = done.status.clone().expect("status");
+        assert_eq!(status.phase, Some(Phase::Succeeded));
+        let digest = status
+            .provenance
+            .and_then(|p| p.source_digest)
+            .expect("provenance.sourceDigest");
+        let workspace = crucible::evaluation::workspace::workspace_name(
+            "short-lived",
+            &done.uid().expect("uid"),
+            &digest,
         );
-        let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns);
         let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
         poll_until(
             Duration::from_secs(60),
             "children removed after the TTL",
             || {
-                let (policies, maps, client, ns, done) = (
-                    policies.clone(),
+                let (maps, client, ns, done, workspace) = (
                     maps.clone(),
                     client.clone(),
                     ns.clone(),
                     done.clone(),
+                    workspace.clone(),
                 );
                 async move {
-                    let policy = policies.get_opt("short-lived-sandbox").await.ok().flatten();
-                    let map = maps.get_opt("short-lived-workspace").await.ok().flatten();
+                    let map = maps.get_opt(&workspace).await.ok().flatten();
                     let pods = pods_of(&client, &ns, &done).await;
-                    (policy.is_none() && map.is_none() && pods.is_empty()).then_some(())
+                    (map.is_none() && pods.is_empty()).then_some(())
                 }
             },
         )
         .await;
         let kept = api.get("short-lived").await.expect("the Evaluation stays");
-        assert_eq!(
-            kept.status.and_then(|s| s.result).map(|r| r.score),
-            Some(1.0)
-        );
+        let status = kept.status.expect("status");
+        assert_eq!(status.children_removed, Some(true));
+        assert_eq!(status.result.map(|r| r.score), Some(1.0));
     })
     .await;
 }

@@ -1,13 +1,16 @@
 //! Suites on a real cluster: parallelism bounds the running children as an independent pod
-//! watcher sees them, every case finishes, and the status aggregates them.
+//! watcher sees them, every case finishes, and the status aggregates them; cases with the same
+//! files share one workspace ConfigMap.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crucible::crd::EvaluationSuite;
 use crucible::crd::suite::SuitePhase;
-use crucible_e2e::{apply_typed, wait_for, watch_peak, with_temp_ns};
-use kube::Api;
+use crucible::crd::{Evaluation, EvaluationSuite};
+use crucible_e2e::{apply_typed, poll_until, wait_for, watch_peak, with_temp_ns};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, ResourceExt};
 
 #[tokio::test]
 async fn a_suite_with_parallelism_three_never_runs_more_than_three_children() {
@@ -45,6 +48,126 @@ async fn a_suite_with_parallelism_three_never_runs_more_than_three_children() {
         assert!(status.cases.iter().all(|c| c.evaluation.starts_with("wide-")));
         let peak = peak.load(Ordering::SeqCst);
         assert!((1..=3).contains(&peak), "the watcher saw {peak} suite pods alive at once");
+    })
+    .await;
+}
+
+/// The shared workspace ConfigMaps of suite `suite` in `ns`.
+async fn workspaces(client: &kube::Client, ns: &str, suite: &str) -> Vec<ConfigMap> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let selector = format!("crucible.dev/suite={suite},crucible.dev/source-digest");
+    api.list(&ListParams::default().labels(&selector))
+        .await
+        .expect("list ConfigMaps")
+        .items
+}
+
+async fn wait_done(api: &Api<EvaluationSuite>, name: &str, generation: i64) -> EvaluationSuite {
+    wait_for(
+        api,
+        name,
+        Duration::from_secs(300),
+        "finished",
+        |s: &EvaluationSuite| {
+            s.status.as_ref().is_some_and(|st| {
+                st.observed_generation == Some(generation)
+                    && st.phase.is_some_and(|p| p != SuitePhase::Running)
+                    && st.succeeded == st.total
+            })
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn suite_cases_with_identical_files_share_one_workspace_that_goes_with_the_suite() {
+    with_temp_ns("writes-shared", |client, ns| async move {
+        let suite = |code: &str| {
+            serde_json::json!({
+                "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationSuite",
+                "metadata": {"name": "same"},
+                "spec": {
+                    "parallelism": 4,
+                    "cases": [{"name": "a"}, {"name": "b"}, {"name": "c"}, {"name": "d"}],
+                    "template": {
+                        "image": "localhost/crucible/python:3.11",
+                        "command": ["python3", "/workspace/eval.py"],
+                        "source": {"inline": {"files": {"eval.py": code}}},
+                        "timeout": "2m",
+                        "resources": {"cpu": "100m", "memory": "64Mi"},
+                    }
+                }
+            })
+        };
+        apply_typed::<EvaluationSuite>(
+            &client,
+            &ns,
+            &suite("print('CRUCIBLE_RESULT {\"score\": 1}')"),
+        )
+        .await;
+        let api: Api<EvaluationSuite> = Api::namespaced(client.clone(), &ns);
+        let done = wait_done(&api, "same", 1).await;
+        let status = done.status.clone().expect("status");
+        assert_eq!(status.phase, Some(SuitePhase::Succeeded), "{status:#?}");
+        let maps = workspaces(&client, &ns, "same").await;
+        assert_eq!(
+            maps.len(),
+            1,
+            "one ConfigMap for four cases with the same files"
+        );
+        let first = &maps[0];
+        assert_eq!(first.immutable, Some(true));
+        let owners = first.owner_references();
+        assert_eq!(
+            (owners.len(), owners[0].kind.as_str(), Some(&owners[0].uid)),
+            (1, "EvaluationSuite", done.metadata.uid.as_ref())
+        );
+        // Every case ran from it.
+        let evaluations: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let children = evaluations
+            .list(&ListParams::default().labels("crucible.dev/suite=same"))
+            .await
+            .expect("children")
+            .items;
+        assert_eq!(children.len(), 4);
+        let digest = crucible::evaluation::workspace::content_digest(first);
+        for child in &children {
+            let ran = child.status.as_ref().and_then(|s| s.provenance.as_ref());
+            assert_eq!(ran.and_then(|p| p.source_digest.as_ref()), Some(&digest));
+        }
+        // New files: the cases run from a new ConfigMap, the old one is removed.
+        apply_typed::<EvaluationSuite>(
+            &client,
+            &ns,
+            &suite("print('CRUCIBLE_RESULT {\"score\": 0.9}')"),
+        )
+        .await;
+        wait_done(&api, "same", 2).await;
+        let maps = workspaces(&client, &ns, "same").await;
+        assert_eq!(
+            maps.len(),
+            1,
+            "{:?}",
+            maps.iter().map(|m| m.name_any()).collect::<Vec<_>>()
+        );
+        assert_ne!(maps[0].name_any(), first.name_any());
+        api.delete("same", &DeleteParams::background())
+            .await
+            .expect("delete");
+        poll_until(
+            Duration::from_secs(120),
+            "the shared ConfigMap to be collected",
+            || {
+                let (client, ns) = (client.clone(), ns.clone());
+                async move {
+                    workspaces(&client, &ns, "same")
+                        .await
+                        .is_empty()
+                        .then_some(())
+                }
+            },
+        )
+        .await;
     })
     .await;
 }

@@ -180,6 +180,7 @@ impl Run<'_> {
             uid: self.id.to_string(),
             reference: OwnerReference::default(),
             suite: None,
+            suite_reference: None,
         }
     }
 
@@ -201,7 +202,7 @@ impl Run<'_> {
     /// The canary's NetworkPolicy, created before its pod as for a real run: deny all, or
     /// allow egress to the listener port only.
     pub fn network_policy(&self) -> NetworkPolicy {
-        let mut policy = desired_network_policy(&self.spec(), &self.owner(), self.name);
+        let mut policy = desired_network_policy(&self.spec(), &self.owner(), self.name, self.id);
         policy.metadata = self.meta();
         if let Some(spec) = policy.spec.as_mut() {
             spec.pod_selector = Some(LabelSelector {

@@ -287,8 +287,9 @@ pub struct EvaluationStatus {
     /// `metadata.generation` when the current run started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_generation: Option<i64>,
-    /// True once `ttlSecondsAfterFinished` expired and the run's NetworkPolicy and ConfigMap
-    /// were deleted (the Evaluation and its status stay).
+    /// True once `ttlSecondsAfterFinished` expired and the run's own children (pod, Allowlist
+    /// NetworkPolicy, workspace ConfigMap unless a suite shares it) were deleted (the
+    /// Evaluation and its status stay).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub children_removed: Option<bool>,
     /// Id of the current run: its pods carry it as label `crucible.dev/run-id` and hold its
@@ -389,6 +390,10 @@ pub struct Provenance {
     /// sha256 of the result JSON as the evaluation wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_digest: Option<String>,
+    /// sha256 of the source files mounted at /workspace (inline or read from git), as stored
+    /// in the run's workspace ConfigMap, whose name is derived from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
 }
 
 /// How the run is sandboxed.

@@ -1,6 +1,8 @@
-//! Writes the children a plan asks for: server-side apply in order (NetworkPolicy, ConfigMap,
-//! pod), and deletions. Permanent refusals come back as a [`Refusal`] so the run fails closed
-//! instead of retrying forever.
+//! Puts the children a plan asks for in place, in order (the namespace's deny-all NetworkPolicy
+//! or the run's allowlist NetworkPolicy, the workspace ConfigMap, the pod), and deletes.
+//! Permanent refusals come back as a [`Refusal`] so the run fails closed instead of retrying
+//! forever; a passing failure of the namespace policy comes back as one to retry, so the run
+//! waits with the reason in its status.
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -11,9 +13,11 @@ use crate::crd::Evaluation;
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::plan::{Child, ChildKind, Plan, Refusal};
+use crate::evaluation::sandbox_policy::{POLICY_NAME, PolicyError};
+use crate::evaluation::workspace;
 use crate::ssa;
 
-/// Applies the plan's children in order; stops at the first permanent refusal.
+/// Puts the plan's children in place in order; stops at the first refusal.
 ///
 /// # Errors
 /// Passing API errors (network, conflicts, server errors), to be retried.
@@ -23,8 +27,17 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     for child in &plan.create {
         let outcome = match child {
+            Child::SandboxPolicy => {
+                match ctx.sandbox_policies.ensure(&ctx.client, &namespace).await {
+                    Ok(()) => continue,
+                    Err(error) => return sandbox_policy_refusal(plan, error),
+                }
+            }
             Child::NetworkPolicy(np) => ssa(ctx, &namespace, np.as_ref(), "NetworkPolicy").await,
-            Child::ConfigMap(cm) => ssa(ctx, &namespace, cm.as_ref(), "ConfigMap").await,
+            Child::ConfigMap(cm) => {
+                let api: Api<ConfigMap> = ssa::scoped(&ctx.client, Some(&namespace));
+                workspace::ensure(&api, cm, cm_is_shared(cm)).await
+            }
             Child::Pod(pod) => {
                 let outcome = ssa(ctx, &namespace, pod.as_ref(), "Pod").await;
                 if outcome.is_ok()
@@ -49,44 +62,69 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
     Ok(None)
 }
 
+/// Whether a planned workspace ConfigMap is a suite's shared one (owned by the suite).
+fn cm_is_shared(cm: &ConfigMap) -> bool {
+    let suite = crate::crd::EvaluationSuite::kind(&());
+    cm.owner_references().iter().any(|r| r.kind == suite)
+}
+
+/// The namespace policy is not in place: no pod. A permanent refusal fails the run; anything
+/// else lets a first attempt wait and retry with the reason in status (a later attempt of a
+/// running run retries as any passing error).
+fn sandbox_policy_refusal(plan: &Plan, error: PolicyError) -> Result<Option<Refusal>> {
+    let source = match error {
+        PolicyError::NotDenyAll => {
+            return Ok(Some(Refusal {
+                reason: "SandboxUnavailable",
+                message: PolicyError::NotDenyAll.to_string(),
+                retry: false,
+            }));
+        }
+        PolicyError::Api(source) => source,
+    };
+    if let Some(refusal) = refusal("NetworkPolicy", &source) {
+        return Ok(Some(refusal));
+    }
+    if plan.status.attempts.unwrap_or(1) > 1 {
+        return Err(Error::ApplyChild {
+            kind: "NetworkPolicy",
+            name: POLICY_NAME.into(),
+            source,
+        });
+    }
+    Ok(Some(Refusal {
+        reason: "SandboxUnavailable",
+        message: format!(
+            "the namespace's deny-all NetworkPolicy {POLICY_NAME} could not be applied: {source}"
+        ),
+        retry: true,
+    }))
+}
+
 /// Whether an API error refuses a child for good, and how the run should fail.
 fn refusal(kind: &'static str, error: &kube::Error) -> Option<Refusal> {
     let kube::Error::Api(status) = error else {
         return None;
     };
-    let message = format!("{kind} refused by the API server: {}", status.message);
-    match (kind, status.code) {
+    let reason = match (kind, status.code) {
         // No NetworkPolicy API, RBAC forbids it, or a webhook rejects it: no isolation, no pod.
-        ("NetworkPolicy", 400 | 403 | 404 | 405 | 422) => Some(Refusal {
-            reason: "SandboxUnavailable",
-            message,
-        }),
+        ("NetworkPolicy", 400 | 403 | 404 | 405 | 422) => "SandboxUnavailable",
         // The RuntimeClass admission plugin refuses pods whose class vanished.
-        ("Pod", 403) if status.message.contains("RuntimeClass") => Some(Refusal {
-            reason: "SandboxUnavailable",
-            message,
-        }),
-        ("Pod" | "ConfigMap", 400 | 422) => Some(Refusal {
-            reason: "PodRejected",
-            message,
-        }),
+        ("Pod", 403) if status.message.contains("RuntimeClass") => "SandboxUnavailable",
+        ("Pod" | "ConfigMap", 400 | 422) => "PodRejected",
         // A ResourceQuota or LimitRange, Pod Security admission, RBAC or a webhook: trying
         // again will not change the answer until someone changes the namespace.
-        ("Pod" | "ConfigMap", 403) => Some(Refusal {
-            reason: "PodForbidden",
-            message,
-        }),
+        ("Pod" | "ConfigMap", 403) => "PodForbidden",
         // The object is larger than the API server or etcd accepts.
-        (_, 413) => Some(Refusal {
-            reason: "ObjectTooLarge",
-            message,
-        }),
-        (_, 500) if status.message.contains("request is too large") => Some(Refusal {
-            reason: "ObjectTooLarge",
-            message,
-        }),
-        _ => None,
-    }
+        (_, 413) => "ObjectTooLarge",
+        (_, 500) if status.message.contains("request is too large") => "ObjectTooLarge",
+        _ => return None,
+    };
+    Some(Refusal {
+        reason,
+        message: format!("{kind} refused by the API server: {}", status.message),
+        retry: false,
+    })
 }
 
 async fn ssa<K>(ctx: &Context, namespace: &str, object: &K, kind: &'static str) -> Result<()>
@@ -202,3 +240,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "life_tests.rs"]
+mod life_tests;

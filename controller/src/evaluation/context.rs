@@ -12,6 +12,7 @@ use crate::admission::Gate;
 use crate::canary::Sandbox;
 use crate::config::Config;
 use crate::crd::EvaluationQuota;
+use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::metrics::Metrics;
 use crate::source::GitCache;
 use crate::stop::{STOP_CONFIGMAP, Switch};
@@ -44,6 +45,8 @@ pub struct Context {
     pub caches: Arc<Caches>,
     /// Cache of RuntimeClasses.
     pub runtime_classes: Store<RuntimeClass>,
+    /// Which namespaces have their deny-all sandbox NetworkPolicy in place.
+    pub sandbox_policies: Arc<SandboxPolicies>,
 }
 
 impl Context {

@@ -80,7 +80,13 @@ impl RunKey {
 }
 
 fn prefix(name: &str) -> &str {
-    let mut end = name.len().min(NAME_PREFIX_MAX);
+    short_prefix(name, NAME_PREFIX_MAX)
+}
+
+/// At most the first `max` bytes of `name` (on a character boundary), without a trailing `-`
+/// or `.`: the start of a child's name.
+pub fn short_prefix(name: &str, max: usize) -> &str {
+    let mut end = name.len().min(max);
     while !name.is_char_boundary(end) {
         end -= 1;
     }

@@ -14,7 +14,9 @@ pub mod pod;
 pub mod reconcile;
 pub mod report;
 pub mod results;
+pub mod sandbox_policy;
 pub mod validate;
+pub mod workspace;
 
 pub use context::Context;
 pub use controller::run;

@@ -1,14 +1,15 @@
-//! Builds the children of a run: the sandbox pod, its NetworkPolicy and the workspace
-//! ConfigMap. Pure and total: every sandbox rule of docs/sandbox.md is set here, and the
-//! unit tests below assert each one.
+//! Builds the children of a run: the sandbox pod and, for `network: Allowlist`, its own
+//! NetworkPolicy (`network: None` pods are isolated by the namespace's deny-all policy,
+//! [`crate::evaluation::sandbox_policy`]; the workspace ConfigMap is
+//! [`crate::evaluation::workspace`]'s). Pure and total: every sandbox rule of docs/sandbox.md
+//! is set here, and the unit tests below assert each one.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
-    KeyToPath, Pod, PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, Pod,
+    PodSecurityContext, PodSpec, ResourceRequirements, SeccompProfile, SecurityContext, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
@@ -19,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::Config;
-use crate::crd::evaluation::{EvaluationSpec, Source};
-use crate::digest::sha256_hex;
+use crate::crd::evaluation::EvaluationSpec;
+use crate::evaluation::workspace::Workspace;
 use crate::labels::{
     EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_ID_LABEL, RUN_LABEL,
     SUITE_LABEL,
@@ -60,10 +61,14 @@ pub struct Owner {
     pub reference: OwnerReference,
     /// The suite the Evaluation belongs to, copied onto its children as a label.
     pub suite: Option<String>,
+    /// For a suite's child: the owner reference to that suite (which owns shared workspaces).
+    pub suite_reference: Option<OwnerReference>,
 }
 
 impl Owner {
-    fn meta(&self, name: &str, extra_labels: &[(&str, &str)]) -> ObjectMeta {
+    /// Metadata of a child named `name`: the controller's labels and `extra_labels`, owned by
+    /// the Evaluation.
+    pub(crate) fn meta(&self, name: &str, extra_labels: &[(&str, &str)]) -> ObjectMeta {
         let mut labels = BTreeMap::from([
             (
                 "app.kubernetes.io/name".to_string(),
@@ -101,12 +106,13 @@ impl Owner {
         }
     }
 
-    fn selector(&self) -> LabelSelector {
+    /// Selects the pods of run `run_id` of this Evaluation.
+    fn run_selector(&self, run_id: &str) -> LabelSelector {
         LabelSelector {
-            match_labels: Some(BTreeMap::from([(
-                EVALUATION_UID_LABEL.to_string(),
-                self.uid.clone(),
-            )])),
+            match_labels: Some(BTreeMap::from([
+                (EVALUATION_UID_LABEL.to_string(), self.uid.clone()),
+                (RUN_ID_LABEL.to_string(), run_id.to_string()),
+            ])),
             ..Default::default()
         }
     }
@@ -263,8 +269,16 @@ pub fn desired_pod(
     }
 }
 
-/// The NetworkPolicy of an Evaluation: deny everything, or allow egress to the allowlist.
-pub fn desired_network_policy(spec: &EvaluationSpec, owner: &Owner, name: &str) -> NetworkPolicy {
+/// A run's own NetworkPolicy (an `Allowlist` run's, and the sandbox canary's): no ingress,
+/// egress only to the allowlist (none without one). It selects the pods of run `run_id` only,
+/// so that a later run of the Evaluation with `network: None` is never covered by an
+/// allowlist it no longer has (policies add up).
+pub fn desired_network_policy(
+    spec: &EvaluationSpec,
+    owner: &Owner,
+    name: &str,
+    run_id: &str,
+) -> NetworkPolicy {
     let rules = spec
         .sandbox
         .as_ref()
@@ -295,82 +309,12 @@ pub fn desired_network_policy(spec: &EvaluationSpec, owner: &Owner, name: &str) 
     NetworkPolicy {
         metadata: owner.meta(name, &[]),
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(owner.selector()),
+            pod_selector: Some(owner.run_selector(run_id)),
             policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
             ingress: Some(vec![]),
             egress: Some(egress),
         }),
     }
-}
-
-/// The source files of a run: the ConfigMap that holds them and where each key goes under
-/// /workspace (ConfigMap keys cannot contain `/`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct Workspace {
-    /// The ConfigMap.
-    pub config_map: ConfigMap,
-    /// Key → relative path.
-    pub items: Vec<KeyToPath>,
-}
-
-/// The workspace of a run: inline files as text, files fetched from git (`fetched`) as
-/// binaryData. `None` when the spec has no source (or a git source was not fetched).
-pub fn desired_workspace(
-    spec: &EvaluationSpec,
-    owner: &Owner,
-    name: &str,
-    fetched: Option<&BTreeMap<String, Vec<u8>>>,
-) -> Option<Workspace> {
-    let mut config_map = ConfigMap {
-        metadata: owner.meta(name, &[]),
-        ..Default::default()
-    };
-    let paths: Vec<String> = match (&spec.source, fetched) {
-        (Some(Source::Inline(inline)), _) => {
-            config_map.data = Some(
-                inline
-                    .files
-                    .iter()
-                    .map(|(path, content)| (workspace_key(path), content.clone()))
-                    .collect(),
-            );
-            inline.files.keys().cloned().collect()
-        }
-        (Some(Source::Git(_)), Some(files)) => {
-            config_map.binary_data = Some(
-                files
-                    .iter()
-                    .map(|(path, bytes)| (workspace_key(path), ByteString(bytes.clone())))
-                    .collect(),
-            );
-            files.keys().cloned().collect()
-        }
-        _ => return None,
-    };
-    let items = paths
-        .into_iter()
-        .map(|path| KeyToPath {
-            key: workspace_key(&path),
-            path,
-            mode: None,
-        })
-        .collect();
-    Some(Workspace { config_map, items })
-}
-
-/// ConfigMap key of a file path: the path itself when it is a valid key, else the path with
-/// every other character replaced and a hash, so that `a/b.py` and `a_b.py` cannot collide.
-fn workspace_key(path: &str) -> String {
-    let valid = |c: char| c.is_ascii_alphanumeric() || "-._".contains(c);
-    if path.len() <= 200 && path.chars().all(valid) && path != "." && path != ".." {
-        return path.to_string();
-    }
-    let flat: String = path
-        .chars()
-        .take(200)
-        .map(|c| if valid(c) { c } else { '_' })
-        .collect();
-    format!("{flat}-{}", &sha256_hex(path.as_bytes())[..8])
 }
 
 fn resources(spec: &EvaluationSpec, config: &Config) -> ResourceRequirements {

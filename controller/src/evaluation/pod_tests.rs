@@ -1,12 +1,14 @@
 use super::*;
 use crate::crd::Evaluation;
+use crate::crd::evaluation::Source;
 use crate::crd::evaluation::{EgressRule, NetworkMode, Resources, Sandbox, Scorer};
 use crate::evaluation::plan::owner;
+use crate::evaluation::workspace::desired_workspace;
 
 fn build(spec: &EvaluationSpec, runtime_class: Option<&str>) -> Pod {
     let ev = Evaluation::test();
     let owner = owner(&ev).expect("owner");
-    let workspace = desired_workspace(spec, &owner, "arith-workspace", None);
+    let workspace = desired_workspace(spec, &owner, None);
     desired_pod(
         spec,
         &owner,
@@ -255,23 +257,34 @@ fn scorer_runs_after_the_evaluation_and_alone_writes_the_result() {
 }
 
 #[test]
-fn network_policy_denies_everything_by_default() {
+fn an_allowlist_policy_covers_only_its_own_run() {
     let ev = Evaluation::test();
-    let np = desired_network_policy(&ev.spec, &owner(&ev).expect("owner"), "arith-sandbox");
+    let np = desired_network_policy(
+        &ev.spec,
+        &owner(&ev).expect("owner"),
+        "arith-sandbox",
+        "run-1",
+    );
     let spec = np.spec.expect("spec");
     assert_eq!(
         spec.policy_types,
         Some(vec!["Ingress".into(), "Egress".into()])
     );
     assert_eq!(spec.ingress, Some(vec![]));
-    assert_eq!(spec.egress, Some(vec![]));
     let selector = spec
         .pod_selector
         .and_then(|s| s.match_labels)
         .expect("selector");
+    // A later run (say with network None) is not covered by this run's allowlist.
     assert_eq!(
-        selector[EVALUATION_UID_LABEL],
-        "11111111-2222-3333-4444-555555555555"
+        selector,
+        BTreeMap::from([
+            (
+                EVALUATION_UID_LABEL.to_string(),
+                "11111111-2222-3333-4444-555555555555".to_string()
+            ),
+            (RUN_ID_LABEL.to_string(), "run-1".to_string()),
+        ])
     );
     assert!(np.metadata.owner_references.is_some());
 }
@@ -288,7 +301,7 @@ fn network_policy_allows_only_the_listed_egress() {
             ..Default::default()
         })
     });
-    let np = desired_network_policy(&ev.spec, &owner(&ev).expect("owner"), "x");
+    let np = desired_network_policy(&ev.spec, &owner(&ev).expect("owner"), "x", "run-1");
     let egress = np.spec.and_then(|s| s.egress).expect("egress");
     assert_eq!(egress.len(), 1);
     let peer = &egress[0].to.as_ref().expect("to")[0];
@@ -302,7 +315,7 @@ fn network_policy_allows_only_the_listed_egress() {
 }
 
 #[test]
-fn workspace_maps_nested_paths_to_valid_keys() {
+fn the_workspace_is_mounted_read_only_with_each_file_at_its_path() {
     let ev = Evaluation::test().with_spec(|s| {
         s.source = Some(Source::Inline(crate::crd::evaluation::InlineSource {
             files: [
@@ -312,25 +325,8 @@ fn workspace_maps_nested_paths_to_valid_keys() {
             .into(),
         }))
     });
-    let cm = desired_workspace(
-        &ev.spec,
-        &owner(&ev).expect("owner"),
-        "arith-workspace",
-        None,
-    )
-    .expect("configmap")
-    .config_map;
-    let data = cm.data.expect("data");
-    assert_eq!(data["eval.py"], "a");
-    let nested = data
-        .keys()
-        .find(|k| k.starts_with("lib_util.py-"))
-        .expect("nested key");
-    assert!(
-        nested
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
-    );
+    let workspace =
+        desired_workspace(&ev.spec, &owner(&ev).expect("owner"), None).expect("workspace");
     let pod = build(&ev.spec, Some("gvisor"));
     let volume = pod
         .spec
@@ -340,55 +336,7 @@ fn workspace_maps_nested_paths_to_valid_keys() {
         .find(|v| v.name == "workspace")
         .and_then(|v| v.config_map)
         .expect("workspace volume");
+    assert_eq!(Some(volume.name), workspace.config_map.metadata.name);
     assert_eq!(volume.default_mode, Some(0o444));
-    let items = volume.items.expect("items");
-    assert!(
-        items
-            .iter()
-            .any(|i| &i.key == nested && i.path == "lib/util.py")
-    );
-    assert!(
-        desired_workspace(
-            &EvaluationSpec::default(),
-            &owner(&ev).expect("o"),
-            "x",
-            None
-        )
-        .is_none()
-    );
-}
-
-#[test]
-fn git_files_become_binary_data_with_mapped_paths() {
-    let ev = Evaluation::test().with_spec(|s| {
-        s.source = Some(Source::Git(crate::crd::evaluation::GitSource {
-            url: "file:///repo".into(),
-            ..Default::default()
-        }))
-    });
-    let files = BTreeMap::from([
-        ("eval.py".to_string(), b"print(1)".to_vec()),
-        ("data/weird name.bin".to_string(), vec![0, 159, 255]),
-    ]);
-    let owner = owner(&ev).expect("owner");
-    assert!(
-        desired_workspace(&ev.spec, &owner, "w", None).is_none(),
-        "not fetched: nothing"
-    );
-    let ws = desired_workspace(&ev.spec, &owner, "w", Some(&files)).expect("workspace");
-    let binary = ws.config_map.binary_data.expect("binaryData");
-    assert_eq!(binary["eval.py"].0, b"print(1)");
-    let item = ws
-        .items
-        .iter()
-        .find(|i| i.path == "data/weird name.bin")
-        .expect("item");
-    assert!(
-        item.key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)),
-        "{}",
-        item.key
-    );
-    assert_eq!(binary[&item.key].0, vec![0, 159, 255]);
+    assert_eq!(volume.items, Some(workspace.items));
 }

@@ -17,8 +17,9 @@ use crate::fixtures::{ApiServerVerifier, at, mk_container, mk_pod, running, stat
 use crate::requeue::Requeue;
 
 const PODS: &str = "/api/v1/namespaces/team-a/pods";
-const POLICY: &str = "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/arith-sandbox";
-const WORKSPACE: &str = "/api/v1/namespaces/team-a/configmaps/arith-workspace";
+const POLICY: &str =
+    "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/crucible-sandbox-deny-all";
+const CONFIGMAPS: &str = "/api/v1/namespaces/team-a/configmaps";
 const STATUS: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/evaluations/arith/status";
 const EVALUATION: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/evaluations/arith";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
@@ -74,14 +75,18 @@ fn started(ev: Evaluation) -> (Evaluation, String) {
 #[tokio::test]
 async fn create_applies_policy_before_pod_then_reports_pending() {
     reconcile_with(Evaluation::test(), vec![], true, |mut api| async move {
+        // No watch vouches for the namespace policy here: it is applied.
         let policy = api.expect_apply(POLICY).await;
         assert!(policy.uri.contains("fieldManager=crucible-controller"));
         assert_eq!(
             policy.body["spec"]["policyTypes"],
             serde_json::json!(["Ingress", "Egress"])
         );
-        let workspace = api.expect_apply(WORKSPACE).await;
+        let workspace = api
+            .expect(Method::POST, CONFIGMAPS, 201, serde_json::json!({}))
+            .await;
         assert_eq!(workspace.body["data"]["eval.py"], "print(1)");
+        assert_eq!(workspace.body["immutable"], true);
         let pod = api.expect_apply(PODS).await;
         assert_eq!(pod.body["spec"]["runtimeClassName"], "gvisor");
         assert_eq!(pod.body["kind"], "Pod");
@@ -237,9 +242,9 @@ async fn expired_ttl_deletes_children_once_and_says_so() {
     let action = reconcile_with(ev, vec![], true, |mut api| async move {
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["childrenRemoved"], true);
-        api.expect(Method::DELETE, POLICY, 200, serde_json::json!({}))
-            .await;
-        api.expect(Method::DELETE, WORKSPACE, 404, status_error(404, "gone"))
+        // Only the run's own children: its workspace (network None has no policy of its own).
+        let workspace = format!("{CONFIGMAPS}/arith-src-");
+        api.expect(Method::DELETE, &workspace, 404, status_error(404, "gone"))
             .await;
         api.expect_silence().await;
     })
@@ -338,4 +343,39 @@ async fn a_freed_slot_admits_the_queued_head_without_a_timer() {
     );
     assert!(woken.try_recv().is_err(), "nothing else is woken");
     assert_eq!(decide(&ev), Decision::Admit);
+}
+
+/// The namespace's deny-all policy cannot be applied for a passing reason: no ConfigMap, no
+/// pod; the run waits in phase Queued with the reason and tries again.
+#[tokio::test]
+async fn a_namespace_policy_that_fails_to_apply_keeps_the_run_waiting() {
+    let requeue = reconcile_with(Evaluation::test(), vec![], true, |mut api| async move {
+        api.expect(
+            Method::PATCH,
+            POLICY,
+            500,
+            status_error(500, "etcdserver: leader changed"),
+        )
+        .await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "Queued");
+        let reason = status.body["status"]["queue"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            reason.starts_with("SandboxUnavailable: ") && reason.contains("leader changed"),
+            "{reason}"
+        );
+        assert!(status.body["status"]["podName"].is_null());
+        let event = api
+            .expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        assert_eq!(event.body["reason"], "Queued");
+        api.expect_silence().await;
+    })
+    .await;
+    assert_eq!(
+        requeue,
+        Requeue::After(crate::evaluation::plan::SANDBOX_RETRY)
+    );
 }

@@ -132,7 +132,8 @@ impl Runner {
                 match child {
                     Child::Pod(p) => pod = Some(*p),
                     Child::ConfigMap(c) => workspace = Some(*c),
-                    Child::NetworkPolicy(_) => {}
+                    // No cluster network: the local sandbox has none at all.
+                    Child::NetworkPolicy(_) | Child::SandboxPolicy => {}
                 }
             }
             let Some(pod) = pod else {

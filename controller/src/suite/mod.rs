@@ -7,6 +7,7 @@ pub mod controller;
 pub mod fanout;
 pub mod plan;
 pub mod reconcile;
+pub mod sources;
 
 pub use context::Context;
 pub use controller::run;

@@ -2,14 +2,15 @@
 //! `parallelism`, stopping at `maxFailures`), which to cancel or delete, and the aggregated
 //! status. Pure.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::conditions::{self, Status};
-use crate::crd::evaluation::{Evaluation, EvaluationSpec, EvaluationStatus, Phase};
+use crate::crd::evaluation::{Evaluation, EvaluationSpec, EvaluationStatus, Phase, Source};
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
+use crate::evaluation::workspace::shared_inline_name;
 use crate::events::{Note, Severity};
 use crate::labels::SUITE_LABEL;
 use crate::suite::fanout::{self, DesiredCase};
@@ -32,6 +33,9 @@ pub struct SuitePlan {
     pub status: EvaluationSuiteStatus,
     /// Events to publish (on a change of the problem the status reports).
     pub notes: Vec<Note>,
+    /// After a spec change: the names of the shared workspace ConfigMaps the suite's children
+    /// use now; the suite's others are of no use any more ([`crate::suite::sources`]).
+    pub keep_sources: Option<BTreeSet<String>>,
 }
 
 /// A Warning Event when the status reports a new problem (its message changed).
@@ -122,6 +126,7 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
                 delete: vec![],
                 status,
                 notes,
+                keep_sources: None,
             };
         }
     };
@@ -191,7 +196,30 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
         delete,
         status,
         notes: vec![],
+        keep_sources: keep_sources(suite, &desired),
     }
+}
+
+/// The shared workspaces of `desired`, when the spec changed since the status was last
+/// written (a new suite has none to remove).
+fn keep_sources(suite: &EvaluationSuite, desired: &[DesiredCase]) -> Option<BTreeSet<String>> {
+    let seen = suite.status.as_ref()?.observed_generation;
+    let uid = suite.uid()?;
+    if seen == suite.meta().generation {
+        return None;
+    }
+    let name = suite.name_any();
+    Some(
+        desired
+            .iter()
+            .filter_map(|case| match &case.spec.source {
+                Some(Source::Inline(inline)) => {
+                    Some(shared_inline_name(&name, &uid, &inline.files))
+                }
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 fn aggregate(

@@ -257,3 +257,54 @@ fn an_existing_evaluation_of_a_childs_name_is_reported_not_taken_over() {
     assert_eq!(p.notes.len(), 1);
     assert_eq!(p.notes[0].reason, "NameConflict");
 }
+
+#[test]
+fn after_a_spec_change_the_suite_keeps_exactly_the_workspaces_its_cases_use() {
+    use crate::admission::Decision;
+    use crate::config::Config;
+    use crate::evaluation::plan::{Child, Observed};
+    let mut s = suite(3, 3);
+    s.spec.cases[2].overrides = serde_json::json!({
+        "source": {"inline": {"files": {"eval.py": "print(2)"}}}
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default();
+    let first = plan(&s, &[], &at(0));
+    assert_eq!(
+        first.keep_sources, None,
+        "a new suite has nothing to remove"
+    );
+    s.status = Some(first.status.clone());
+    assert_eq!(plan(&s, &[], &at(1)).keep_sources, None, "no spec change");
+    s.metadata.generation = Some(2);
+    let keep = plan(&s, &[], &at(2))
+        .keep_sources
+        .expect("after a spec change");
+    // The names the Evaluation controller gives the children's workspaces.
+    let used: BTreeSet<String> = first
+        .apply
+        .iter()
+        .filter_map(|child| {
+            let mut child = child.clone();
+            child.metadata.uid = Some(format!("uid-{}", child.name_any()));
+            let p = crate::evaluation::plan::plan(
+                &child,
+                &Observed::empty(),
+                &Decision::Admit,
+                &Config::default(),
+            )
+            .expect("plan");
+            p.create.into_iter().find_map(|c| match c {
+                Child::ConfigMap(cm) => cm.metadata.name,
+                _ => None,
+            })
+        })
+        .collect();
+    assert_eq!(
+        used.len(),
+        2,
+        "two cases share the template's files: {used:?}"
+    );
+    assert_eq!(keep, used);
+}

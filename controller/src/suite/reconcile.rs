@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::events;
 use crate::requeue::{self, Requeue};
 use crate::ssa;
-use crate::suite::{Context, plan};
+use crate::suite::{Context, plan, sources};
 
 /// Reconciles one suite.
 ///
@@ -87,6 +87,9 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
                 name: name.clone(),
                 source,
             })?;
+    }
+    if let Some(keep) = &planned.keep_sources {
+        sources::prune(&ctx.client, &suite, keep).await;
     }
     let status = &planned.status;
     ctx.metrics.set_suite(

@@ -111,15 +111,22 @@ pub(super) fn transition_note(status: &EvaluationStatus) -> Option<Note> {
                 .and_then(|q| q.reason.clone())
                 .unwrap_or_default(),
         ),
-        Phase::Pending => (
-            Severity::Normal,
-            "Admitted",
-            format!(
-                "created pod {} (attempt {})",
-                status.pod_name.as_deref().unwrap_or(""),
-                status.attempts.unwrap_or(1)
-            ),
-        ),
+        // A retry's attempt is announced by its Retrying Event.
+        Phase::Pending if status.attempts.unwrap_or(1) > 1 => return None,
+        Phase::Pending => {
+            let pod = status.pod_name.as_deref().unwrap_or("");
+            match &status.sandbox {
+                Some(sandbox) if !sandbox.sandboxed => (
+                    Severity::Warning,
+                    "Admitted",
+                    format!(
+                        "created pod {pod} WITHOUT gVisor: the RuntimeClass is missing and the \
+                         controller allows unsandboxed runs"
+                    ),
+                ),
+                _ => (Severity::Normal, "Admitted", format!("created pod {pod}")),
+            }
+        }
         Phase::Running => (
             Severity::Normal,
             "Started",

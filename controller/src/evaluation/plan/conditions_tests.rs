@@ -7,12 +7,58 @@ use crate::crd::evaluation::EvaluationResult;
 use crate::fixtures::{at, mk_container, mk_pod, running, terminated};
 
 #[test]
+fn a_namespace_policy_that_failed_to_apply_keeps_the_run_waiting_without_a_pod() {
+    let ev = Evaluation::test();
+    let p = run(&ev, &Observed::empty());
+    let refusal = Refusal {
+        reason: "SandboxUnavailable",
+        message: "the namespace's deny-all NetworkPolicy could not be applied: timeout".into(),
+        retry: true,
+    };
+    let p = refused(&ev, p, refusal.clone(), &at(0));
+    assert!(p.create.is_empty(), "fail closed: no pod");
+    assert_eq!(p.status.phase, Some(Phase::Queued));
+    assert_eq!(p.status.pod_name, None);
+    assert!(
+        !p.in_queue && p.holds().is_empty(),
+        "no slot held while waiting"
+    );
+    let queue_reason = p.status.queue.as_ref().and_then(|q| q.reason.clone());
+    assert!(
+        queue_reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("SandboxUnavailable: ") && r.ends_with("(retrying)")),
+        "{queue_reason:?}"
+    );
+    let admitted = find(&p.status.conditions, conditions::ADMITTED).expect("Admitted");
+    assert_eq!(admitted.status, "False");
+    assert_eq!(Some(&admitted.message), queue_reason.as_ref());
+    assert_eq!(condition(&p, conditions::STALLED).0, "False");
+    assert_eq!(p.requeue, Requeue::After(SANDBOX_RETRY));
+    assert_eq!(
+        p.notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+        ["Queued"]
+    );
+    // Retried and failing the same way: the same status, no new Event.
+    let waiting = after(&ev, &p);
+    let again = refused(
+        &waiting,
+        run(&waiting, &Observed::empty()),
+        refusal,
+        &at(10),
+    );
+    assert_eq!(again.status, p.status);
+    assert!(again.notes.is_empty(), "{:?}", again.notes);
+}
+
+#[test]
 fn refused_policy_fails_closed_without_a_pod() {
     let ev = Evaluation::test();
     let p = run(&ev, &Observed::empty());
     let refusal = Refusal {
         reason: "SandboxUnavailable",
         message: "NetworkPolicy refused: forbidden".into(),
+        retry: false,
     };
     let p = refused(&ev, p, refusal, &at(0));
     assert!(p.create.is_empty());

@@ -221,7 +221,11 @@ fn infrastructure_failures_retry_with_a_new_pod_then_give_up() {
     let second = p.status.pod_name.clone().expect("pod");
     assert_ne!(first, second);
     assert!(p.delete.contains(&(ChildKind::Pod, first)));
-    assert!(p.notes.iter().any(|n| n.reason == "Retrying"));
+    // One Event for the new attempt: Retrying (not also Admitted).
+    assert_eq!(
+        p.notes.iter().map(|n| n.reason).collect::<Vec<_>>(),
+        ["Retrying"]
+    );
     let ev = after(&ev, &p);
     let p = run(&ev, &with_pods(vec![pulled(&second)]));
     assert_eq!(p.status.phase, Some(Phase::Failed));
@@ -294,12 +298,24 @@ fn ttl_removes_every_child_after_it_expires_and_keeps_the_status() {
             ..Observed::empty()
         },
     );
+    // Its own workspace goes; the namespace's deny-all policy is not the run's (network None
+    // has no policy of its own).
+    let digest = done
+        .status
+        .as_ref()
+        .and_then(|s| s.provenance.clone())
+        .and_then(|p| p.source_digest)
+        .expect("digest");
     assert_eq!(
         expired.delete,
-        [
-            (ChildKind::NetworkPolicy, "arith-sandbox".to_string()),
-            (ChildKind::ConfigMap, "arith-workspace".to_string())
-        ]
+        [(
+            ChildKind::ConfigMap,
+            crate::evaluation::workspace::workspace_name(
+                "arith",
+                "11111111-2222-3333-4444-555555555555",
+                &digest
+            )
+        )]
     );
     let mut kept = done.status.clone().expect("status");
     kept.children_removed = Some(true);
@@ -347,5 +363,57 @@ fn a_pod_that_finished_by_itself_is_not_being_stopped() {
     assert!(
         !needed.stopping,
         "its log may hold the result: a failed read is retried"
+    );
+}
+
+#[test]
+fn ttl_removes_an_allowlist_policy_but_not_what_a_suite_shares() {
+    let expire = |ev: Evaluation| {
+        let ev = after(&ev, &run(&ev, &Observed::empty()));
+        let name = ev
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_name.clone())
+            .expect("pod");
+        let done = after(
+            &ev,
+            &run(
+                &ev,
+                &Observed {
+                    now: at(10),
+                    ..with_pods(vec![succeeded_pod(&name, r#"{"score": 1}"#)])
+                },
+            ),
+        );
+        let expired = run(
+            &done,
+            &Observed {
+                now: at(70),
+                ..Observed::empty()
+            },
+        );
+        assert_eq!(expired.status.children_removed, Some(true));
+        expired.delete
+    };
+    let ttl = |ev: Evaluation| ev.with_spec(|s| s.ttl_seconds_after_finished = Some(60));
+    let child = ttl(Evaluation::test().child_of("s", "a", "uid-a"));
+    assert!(
+        expire(child).is_empty(),
+        "the suite's shared workspace stays"
+    );
+    let allowlist = ttl(Evaluation::test().with_spec(|s| {
+        s.source = None;
+        s.sandbox = Some(crate::crd::evaluation::Sandbox {
+            network: Some(crate::crd::evaluation::NetworkMode::Allowlist),
+            egress: Some(vec![crate::crd::evaluation::EgressRule {
+                cidr: "10.88.0.1/32".into(),
+                ports: None,
+            }]),
+            ..Default::default()
+        })
+    }));
+    assert_eq!(
+        expire(allowlist),
+        [(ChildKind::NetworkPolicy, "arith-sandbox".to_string())]
     );
 }

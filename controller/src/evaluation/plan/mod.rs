@@ -25,12 +25,14 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::{Resource, ResourceExt};
 
 use crate::admission::Decision;
 use crate::config::Config;
-use crate::crd::evaluation::{Evaluation, EvaluationStatus, HistoryEntry, Phase, Provenance};
+use crate::crd::evaluation::{
+    Evaluation, EvaluationStatus, HistoryEntry, Phase, Provenance, QueueStatus,
+};
 use crate::error::{Error, Result};
 use crate::evaluation::identity::RunKey;
 use crate::evaluation::pod::Owner;
@@ -57,20 +59,25 @@ pub const HISTORY_LIMIT: usize = 10;
 pub const DEADLINE_GRACE: Duration = Duration::from_secs(15);
 /// Longest wait between two looks at a running Evaluation when no watch event arrives.
 pub const MAX_RESYNC: Duration = Duration::from_secs(300);
-/// Suffix of the NetworkPolicy name.
+/// Suffix of the name of an `Allowlist` run's NetworkPolicy.
 pub const POLICY_SUFFIX: &str = "sandbox";
-/// Suffix of the workspace ConfigMap name.
-pub const WORKSPACE_SUFFIX: &str = "workspace";
 
 /// How long a run waits before retrying a git source that could not be reached.
 pub const SOURCE_RETRY: Duration = Duration::from_secs(30);
+/// How long a run waits before trying again to put its namespace's deny-all NetworkPolicy in
+/// place after a passing failure.
+pub const SANDBOX_RETRY: Duration = Duration::from_secs(10);
 
-/// A child object to create or update (server-side apply).
+/// A child object to put in place before the pod, and the pod.
 #[derive(Clone, Debug)]
 pub enum Child {
-    /// The sandbox NetworkPolicy; always applied before the pod.
+    /// The namespace's deny-all NetworkPolicy ([`crate::evaluation::sandbox_policy`]) of a
+    /// `network: None` run: applied unless known to be in place; always before the pod.
+    SandboxPolicy,
+    /// The NetworkPolicy of an `Allowlist` run (server-side apply); always before the pod.
     NetworkPolicy(Box<NetworkPolicy>),
-    /// The workspace ConfigMap.
+    /// The workspace ConfigMap ([`crate::evaluation::workspace`]): created once, never
+    /// updated, shared when a suite owns it.
     ConfigMap(Box<ConfigMap>),
     /// The sandbox pod.
     Pod(Box<Pod>),
@@ -92,7 +99,7 @@ pub enum ChildKind {
 pub struct Plan {
     /// The complete status to write.
     pub status: EvaluationStatus,
-    /// Children to apply, in order (NetworkPolicy before the pod).
+    /// Children to put in place, in order (NetworkPolicy and ConfigMap before the pod).
     pub create: Vec<Child>,
     /// Children to delete after the status is written.
     pub delete: Vec<(ChildKind, String)>,
@@ -136,7 +143,25 @@ pub fn owner(ev: &Evaluation) -> Result<Owner> {
             .controller_owner_ref(&())
             .ok_or(Error::MissingObjectKey("metadata.uid"))?,
         suite: ev.labels().get(SUITE_LABEL).cloned(),
+        suite_reference: suite_reference(ev),
     })
+}
+
+/// The controller reference of `ev` to the suite its `crucible.dev/suite` label names, if the
+/// suite made it.
+fn suite_reference(ev: &Evaluation) -> Option<OwnerReference> {
+    let suite = ev.labels().get(SUITE_LABEL)?;
+    let kind = crate::crd::EvaluationSuite::kind(&());
+    let api_version = crate::crd::EvaluationSuite::api_version(&());
+    ev.owner_references()
+        .iter()
+        .find(|r| {
+            r.controller == Some(true)
+                && r.kind == kind
+                && r.api_version == api_version
+                && &r.name == suite
+        })
+        .cloned()
 }
 
 /// Computes the plan for one reconcile.
@@ -261,20 +286,53 @@ fn fresh_status(old: &EvaluationStatus, now: &Time) -> EvaluationStatus {
     }
 }
 
-/// A child the API server refused to create, for good (not a passing error).
+/// A child that could not be put in place, so the pod was not created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// `SandboxUnavailable` (NetworkPolicy or RuntimeClass refused) or `PodRejected`.
     pub reason: &'static str,
     /// What the API server said.
     pub message: String,
+    /// Whether trying again may work (the namespace's deny-all policy failed to apply for a
+    /// passing reason): the run waits instead of failing.
+    pub retry: bool,
 }
 
-/// Turns a plan whose children the API server refused into a fail-closed status: no pod, the
-/// run Failed with the refusal's reason.
+/// Turns a plan whose children could not be put in place into a fail-closed status: no pod;
+/// the run Failed with the refusal's reason, or, for a refusal worth retrying, back in the
+/// queue (not holding a slot) with the reason, looked at again after [`SANDBOX_RETRY`].
 pub fn refused(ev: &Evaluation, mut plan: Plan, refusal: Refusal, now: &Time) -> Plan {
     plan.create.clear();
     plan.in_queue = false;
+    if refusal.retry {
+        let old = ev.status.as_ref();
+        let was_queued = old.and_then(|s| s.phase) == Some(Phase::Queued);
+        plan.status.phase = Some(Phase::Queued);
+        plan.status.queue = Some(QueueStatus {
+            position: Some(0),
+            reason: Some(format!(
+                "{}: {} (retrying)",
+                refusal.reason, refusal.message
+            )),
+            since: old
+                .and_then(|s| s.queue.as_ref())
+                .and_then(|q| q.since.clone())
+                .or_else(|| Some(now.clone())),
+        });
+        plan.status.pod_name = None;
+        plan.status.attempts = None;
+        plan.status.start_time = None;
+        plan.status.sandbox = None;
+        // From the conditions before this reconcile: a retry that fails alike changes nothing.
+        plan.status.conditions = old.map(|s| s.conditions.clone()).unwrap_or_default();
+        set_conditions(&mut plan.status, ev.meta().generation, now);
+        plan.notes.retain(|n| n.reason != "Admitted");
+        if !was_queued {
+            plan.notes.extend(transition_note(&plan.status));
+        }
+        plan.requeue = Requeue::After(SANDBOX_RETRY);
+        return plan;
+    }
     plan.status.phase = Some(Phase::Failed);
     plan.status.reason = Some(refusal.reason.to_string());
     plan.status.message = Some(format!("no pod was started: {}", refusal.message));

@@ -9,6 +9,7 @@ use kube::{Resource, ResourceExt};
 use crate::admission::Decision;
 use crate::admission::ledger::reported_position;
 use crate::config::Config;
+use crate::crd::evaluation::NetworkMode;
 use crate::crd::evaluation::{
     Evaluation, EvaluationStatus, Phase, Provenance, QueueStatus, SandboxStatus, Source,
 };
@@ -16,9 +17,10 @@ use crate::duration;
 use crate::evaluation::identity::{RunKey, child_name, pod_name};
 use crate::evaluation::phase::{self, Outcome, PodState};
 use crate::evaluation::pod::{
-    Attempt, EVALUATION_CONTAINER, Owner, desired_network_policy, desired_pod, desired_workspace,
+    Attempt, EVALUATION_CONTAINER, Owner, desired_network_policy, desired_pod,
 };
 use crate::evaluation::validate;
+use crate::evaluation::workspace::{desired_workspace, workspace_name};
 use crate::requeue::Requeue;
 
 use super::predicates::*;
@@ -208,16 +210,10 @@ impl Planner<'_> {
     /// Creates the children of attempt `attempt`, or fails closed when the sandbox is missing.
     fn start_attempt(&mut self, attempt: i32) {
         let class = validate::runtime_class(&self.ev.spec, self.config).to_string();
+        // Unsandboxed runs say so in status and in their Admitted Event (no Event of its own).
         let sandboxed = match self.obs.runtime_class {
             Some(RuntimeClassCheck::Present) => true,
-            Some(RuntimeClassCheck::Missing) if self.config.allow_unsandboxed => {
-                self.notes.push(Note {
-                    severity: Severity::Warning,
-                    reason: "Unsandboxed",
-                    message: format!("RuntimeClass {class} is missing; running without gVisor because the controller allows it"),
-                });
-                false
-            }
+            Some(RuntimeClassCheck::Missing) if self.config.allow_unsandboxed => false,
             _ => {
                 return self.finish(Outcome::new(
                     Phase::Failed,
@@ -229,7 +225,6 @@ impl Planner<'_> {
         let attempt_id = self.key.attempt_id(self.status.run_generation, attempt);
         let pod_name = pod_name(&self.owner.name, &attempt_id);
         let policy_name = child_name(&self.owner.name, POLICY_SUFFIX);
-        let workspace_name = child_name(&self.owner.name, WORKSPACE_SUFFIX);
         let fetched = match &self.obs.source {
             Some(Ok(source)) => Some(source),
             _ => None,
@@ -246,12 +241,18 @@ impl Planner<'_> {
             provenance.repo = Some(source.repo.clone());
             provenance.commit = Some(source.commit.clone());
         }
-        let workspace = desired_workspace(
-            &self.ev.spec,
-            &self.owner,
-            &workspace_name,
-            fetched.map(|f| &f.files),
-        );
+        let workspace = desired_workspace(&self.ev.spec, &self.owner, fetched.map(|f| &f.files));
+        let digest = workspace.as_ref().map(|w| w.digest.clone());
+        if let Some((name, previous)) = self.own_workspace(self.ev.status.as_ref())
+            && digest.as_ref() != Some(&previous)
+        {
+            // The previous run had other files: its ConfigMap is of no use now.
+            self.plan_delete.push((ChildKind::ConfigMap, name));
+        }
+        self.status
+            .provenance
+            .get_or_insert_with(Provenance::default)
+            .source_digest = digest;
         let timeout_seconds = i64::try_from(timeout(self.ev, self.config).as_secs())
             .unwrap_or(i64::MAX)
             .max(1);
@@ -268,12 +269,17 @@ impl Planner<'_> {
             },
             self.config,
         );
+        let run_id = self.status.run_id.as_deref().unwrap_or_default();
         self.plan_create
-            .push(Child::NetworkPolicy(Box::new(desired_network_policy(
-                &self.ev.spec,
-                &self.owner,
-                &policy_name,
-            ))));
+            .push(match validate::network_mode(&self.ev.spec) {
+                NetworkMode::None => Child::SandboxPolicy,
+                NetworkMode::Allowlist => Child::NetworkPolicy(Box::new(desired_network_policy(
+                    &self.ev.spec,
+                    &self.owner,
+                    &policy_name,
+                    run_id,
+                ))),
+            });
         if let Some(workspace) = workspace {
             self.plan_create
                 .push(Child::ConfigMap(Box::new(workspace.config_map)));
@@ -289,6 +295,20 @@ impl Planner<'_> {
             sandboxed,
         });
         self.requeue = Requeue::After(timeout(self.ev, self.config).min(MAX_RESYNC));
+    }
+
+    /// The workspace ConfigMap the run of `status` used, when this Evaluation owns it (not a
+    /// suite): its name and digest. Decided from that run's status, not the current spec: a
+    /// run from git has a commit, and a suite shares only inline files.
+    fn own_workspace(&self, status: Option<&EvaluationStatus>) -> Option<(String, String)> {
+        let provenance = status?.provenance.as_ref()?;
+        let digest = provenance.source_digest.clone()?;
+        let inline = provenance.commit.is_none();
+        if inline && self.owner.suite_reference.is_some() {
+            return None;
+        }
+        let name = workspace_name(&self.owner.name, &self.owner.uid, &digest);
+        Some((name, digest))
     }
 
     /// An attempt lost to the infrastructure: retry while `retries` allow, else fail.
@@ -374,18 +394,18 @@ impl Planner<'_> {
                 if let Some(pod) = current {
                     self.plan_delete.push((ChildKind::Pod, pod));
                 }
-                // Once: the status remembers it, so later reconciles send no DELETEs.
+                // Once: the status remembers it, so later reconciles send no DELETEs. The
+                // namespace's deny-all policy and a suite's shared workspace are not the run's.
                 if self.status.children_removed != Some(true) {
                     self.status.children_removed = Some(true);
-                    self.plan_delete.push((
-                        ChildKind::NetworkPolicy,
-                        child_name(&self.owner.name, POLICY_SUFFIX),
-                    ));
-                    if self.ev.spec.source.is_some() {
+                    if validate::network_mode(&self.ev.spec) == NetworkMode::Allowlist {
                         self.plan_delete.push((
-                            ChildKind::ConfigMap,
-                            child_name(&self.owner.name, WORKSPACE_SUFFIX),
+                            ChildKind::NetworkPolicy,
+                            child_name(&self.owner.name, POLICY_SUFFIX),
                         ));
+                    }
+                    if let Some((name, _)) = self.own_workspace(Some(&self.status)) {
+                        self.plan_delete.push((ChildKind::ConfigMap, name));
                     }
                 }
                 self.requeue = Requeue::AwaitChange;

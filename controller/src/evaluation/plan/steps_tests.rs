@@ -3,22 +3,27 @@
 use super::test_support::*;
 use super::*;
 use crate::crd::conditions::{self};
+use crate::crd::evaluation::Source;
 use crate::fixtures::{at, mk_container, mk_pod, running};
 
-#[test]
-fn first_reconcile_creates_policy_then_workspace_then_pod() {
-    let ev = Evaluation::test();
-    let p = run(&ev, &Observed::empty());
-    let kinds: Vec<_> = p
-        .create
+fn kinds(p: &Plan) -> Vec<&'static str> {
+    p.create
         .iter()
         .map(|c| match c {
+            Child::SandboxPolicy => "SandboxPolicy",
             Child::NetworkPolicy(_) => "NetworkPolicy",
             Child::ConfigMap(_) => "ConfigMap",
             Child::Pod(_) => "Pod",
         })
-        .collect();
-    assert_eq!(kinds, ["NetworkPolicy", "ConfigMap", "Pod"]);
+        .collect()
+}
+
+#[test]
+fn first_reconcile_puts_the_namespace_policy_then_the_workspace_then_the_pod() {
+    let ev = Evaluation::test();
+    let p = run(&ev, &Observed::empty());
+    // network None: the namespace's deny-all policy, no NetworkPolicy of its own.
+    assert_eq!(kinds(&p), ["SandboxPolicy", "ConfigMap", "Pod"]);
     assert_eq!(p.status.phase, Some(Phase::Pending));
     assert_eq!(p.status.attempts, Some(1));
     assert_eq!(p.status.observed_generation, Some(1));
@@ -38,6 +43,108 @@ fn first_reconcile_creates_policy_then_workspace_then_pod() {
         ["Admitted"]
     );
     assert!(p.delete.is_empty());
+}
+
+#[test]
+fn an_allowlist_run_brings_its_own_policy_before_the_pod() {
+    let ev = Evaluation::test().with_spec(|s| {
+        s.sandbox = Some(crate::crd::evaluation::Sandbox {
+            network: Some(crate::crd::evaluation::NetworkMode::Allowlist),
+            egress: Some(vec![crate::crd::evaluation::EgressRule {
+                cidr: "10.88.0.1/32".into(),
+                ports: Some(vec![8080]),
+            }]),
+            ..Default::default()
+        })
+    });
+    let p = run(&ev, &Observed::empty());
+    assert_eq!(kinds(&p), ["NetworkPolicy", "ConfigMap", "Pod"]);
+    let Some(Child::NetworkPolicy(np)) = p.create.first() else {
+        panic!("a NetworkPolicy first");
+    };
+    assert_eq!(np.metadata.name.as_deref(), Some("arith-sandbox"));
+}
+
+#[test]
+fn the_run_records_the_digest_of_its_files_and_mounts_the_configmap_named_by_it() {
+    let ev = Evaluation::test();
+    let p = run(&ev, &Observed::empty());
+    let cm = p
+        .create
+        .iter()
+        .find_map(|c| match c {
+            Child::ConfigMap(cm) => Some(cm.clone()),
+            _ => None,
+        })
+        .expect("workspace");
+    let digest = p
+        .status
+        .provenance
+        .as_ref()
+        .and_then(|p| p.source_digest.clone())
+        .expect("sourceDigest");
+    assert_eq!(
+        digest,
+        crate::evaluation::workspace::content_digest(&cm),
+        "status names the content"
+    );
+    let mounted = pod_of(&p)
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find_map(|v| v.config_map.as_ref()))
+        .map(|c| c.name.clone());
+    assert_eq!(mounted, cm.metadata.name);
+    // Without a source: neither a ConfigMap nor a digest.
+    let bare = Evaluation::test().with_spec(|s| s.source = None);
+    let p = run(&bare, &Observed::empty());
+    assert_eq!(kinds(&p), ["SandboxPolicy", "Pod"]);
+    assert_eq!(p.status.provenance.and_then(|p| p.source_digest), None);
+}
+
+#[test]
+fn a_new_run_with_other_files_removes_the_previous_runs_configmap() {
+    let (ev, _) = started();
+    let old = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.provenance.clone())
+        .and_then(|p| p.source_digest)
+        .expect("digest");
+    let old_name = crate::evaluation::workspace::workspace_name(
+        "arith",
+        "11111111-2222-3333-4444-555555555555",
+        &old,
+    );
+    let edited = ev.clone().at_generation(2).with_spec(|s| {
+        s.source = Some(Source::Inline(crate::crd::evaluation::InlineSource {
+            files: [("eval.py".to_string(), "print(2)".to_string())].into(),
+        }))
+    });
+    let p = run(&edited, &Observed::empty());
+    assert!(
+        p.delete.contains(&(ChildKind::ConfigMap, old_name.clone())),
+        "{:?}",
+        p.delete
+    );
+    // Same files (a rerun): kept and reused.
+    let rerun = ev.clone().annotated(crate::labels::RERUN_ANNOTATION, "1");
+    let p = run(&rerun, &Observed::empty());
+    assert!(
+        !p.delete.iter().any(|(k, _)| *k == ChildKind::ConfigMap),
+        "{:?}",
+        p.delete
+    );
+    // A suite's child never deletes the shared one.
+    let child = Evaluation::test().child_of("s", "a", "uid-a");
+    let child = after(&child, &run(&child, &Observed::empty()));
+    let edited = child.at_generation(2).with_spec(|s| s.source = None);
+    let p = run(&edited, &Observed::empty());
+    assert!(
+        !p.delete.iter().any(|(k, _)| *k == ChildKind::ConfigMap),
+        "{:?}",
+        p.delete
+    );
 }
 
 #[test]
@@ -92,11 +199,13 @@ fn allow_unsandboxed_runs_without_runtime_class_and_says_so() {
         None
     );
     assert_eq!(p.status.sandbox.as_ref().map(|s| s.sandboxed), Some(false));
-    assert!(
-        p.notes
-            .iter()
-            .any(|n| n.reason == "Unsandboxed" && n.severity == Severity::Warning)
+    // Said by the Admitted Event itself, as a Warning: no extra Event.
+    assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+    assert_eq!(
+        (p.notes[0].reason, p.notes[0].severity),
+        ("Admitted", Severity::Warning)
     );
+    assert!(p.notes[0].message.contains("WITHOUT gVisor"));
 }
 
 #[test]
