@@ -39,13 +39,14 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
                 workspace::ensure(&api, cm, cm_is_shared(cm)).await
             }
             Child::Pod(pod) => {
+                // Until the pod cache shows it, this Evaluation is not planned again. Expected
+                // before the create: its watch event may arrive before the response does.
+                let uid = ev.uid().unwrap_or_default();
+                let now = tokio::time::Instant::now();
+                ctx.caches.expected.expect(&uid, &pod.name_any(), now);
                 let outcome = ssa(ctx, &namespace, pod.as_ref(), "Pod").await;
-                if outcome.is_ok()
-                    && let Some(uid) = ev.uid()
-                {
-                    // Until the pod cache shows it, this Evaluation is not planned again.
-                    let now = tokio::time::Instant::now();
-                    ctx.caches.expected.expect(&uid, &pod.name_any(), now);
+                if outcome.is_err() {
+                    ctx.caches.expected.forget(&uid);
                 }
                 outcome
             }
