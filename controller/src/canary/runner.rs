@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::events::Recorder;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent, ObjectReference, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -17,7 +18,6 @@ use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, ListParams, LogParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::Recorder;
 use kube::runtime::watcher::{self, watch_object, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::io::AsyncWriteExt;

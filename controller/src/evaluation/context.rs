@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::events::Recorder;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::Client;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::admission::Gate;

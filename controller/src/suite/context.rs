@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::events::Recorder;
 use kube::Client;
-use kube::runtime::events::Recorder;
 
 use crate::metrics::Metrics;
 use crate::watches::Caches;
