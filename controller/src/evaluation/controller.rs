@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use crate::evaluation::{Context, reconcile};
-use crate::requeue::Requeue;
-use crate::runner::{self, Key, Triggers};
+use crate::runner::{self, Triggers};
 
 /// Runs the Evaluation controller until `shutdown` completes.
 pub async fn run(
@@ -15,18 +14,14 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl Future<Output = ()>,
 ) {
-    let work = move |key: Key| {
-        let ctx = ctx.clone();
-        async move {
-            // Gone from the cache: the watch has forgotten it already.
-            let Some(ev) = ctx.caches.evaluations.get(&key) else {
-                return Requeue::AwaitChange;
-            };
-            match reconcile::reconcile(ev.clone(), ctx.clone()).await {
-                Ok(requeue) => requeue,
-                Err(error) => reconcile::error_policy(&ev, &error, &ctx),
-            }
-        }
-    };
-    runner::run(triggers, usize::from(concurrency), work, shutdown).await;
+    runner::reconcile_keys(
+        triggers,
+        concurrency,
+        ctx,
+        |ctx, key| ctx.caches.evaluations.get(key),
+        reconcile::reconcile,
+        reconcile::error_policy,
+        shutdown,
+    )
+    .await;
 }

@@ -10,12 +10,14 @@ pub mod workqueue;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::error::Error;
 use crate::requeue::Requeue;
 pub use workqueue::{Key, WorkQueue};
 
@@ -73,6 +75,38 @@ pub async fn run<F, Fut>(
         }
     }
     while running.next().await.is_some() {}
+}
+
+/// Runs a controller's reconciles: for each key, the object `lookup` finds in the caches
+/// (none: it is gone and was forgotten by its watch) is reconciled, and a failure goes
+/// through `error_policy`.
+pub async fn reconcile_keys<K, C, R, Fut>(
+    triggers: Triggers,
+    concurrency: u16,
+    ctx: Arc<C>,
+    lookup: fn(&C, &Key) -> Option<Arc<K>>,
+    reconcile: R,
+    error_policy: fn(&K, &Error, &C) -> Requeue,
+    shutdown: impl Future<Output = ()>,
+) where
+    K: Send + Sync + 'static,
+    C: Send + Sync + 'static,
+    R: Fn(Arc<K>, Arc<C>) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = Result<Requeue, Error>> + Send + 'static,
+{
+    let work = move |key: Key| {
+        let ctx = ctx.clone();
+        async move {
+            let Some(object) = lookup(&ctx, &key) else {
+                return Requeue::AwaitChange;
+            };
+            match reconcile(object.clone(), ctx.clone()).await {
+                Ok(requeue) => requeue,
+                Err(error) => error_policy(&object, &error, &ctx),
+            }
+        }
+    };
+    run(triggers, usize::from(concurrency), work, shutdown).await;
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::requeue::Requeue;
-use crate::runner::{self, Key, Triggers};
+use crate::runner::{self, Triggers};
 use crate::suite::Context;
 use crate::suite::reconcile::{error_policy, reconcile};
 
@@ -15,17 +14,14 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl Future<Output = ()>,
 ) {
-    let work = move |key: Key| {
-        let ctx = ctx.clone();
-        async move {
-            let Some(suite) = ctx.caches.suites.get(&key) else {
-                return Requeue::AwaitChange;
-            };
-            match reconcile(suite.clone(), ctx.clone()).await {
-                Ok(requeue) => requeue,
-                Err(error) => error_policy(&suite, &error, &ctx),
-            }
-        }
-    };
-    runner::run(triggers, usize::from(concurrency), work, shutdown).await;
+    runner::reconcile_keys(
+        triggers,
+        concurrency,
+        ctx,
+        |ctx, key| ctx.caches.suites.get(key),
+        reconcile,
+        error_policy,
+        shutdown,
+    )
+    .await;
 }
