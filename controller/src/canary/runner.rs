@@ -605,6 +605,25 @@ mod tests {
             "metadata": {"name": "gvisor", "uid": "rc-1"}, "handler": "runsc"})
     }
 
+    /// A run's first two requests: the RuntimeClass read, then its policy's create; returns
+    /// the name the run chose (its pod has the same).
+    async fn expect_class_and_policy(api: &mut ApiServerVerifier) -> String {
+        api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
+            .await;
+        let policy = api
+            .expect(
+                Method::POST,
+                POLICIES,
+                201,
+                serde_json::json!({"metadata": {"name": "p"}}),
+            )
+            .await;
+        policy.body["metadata"]["name"]
+            .as_str()
+            .expect("name")
+            .to_string()
+    }
+
     fn failure(verdict: Verdict) -> (Check, String) {
         match verdict {
             Verdict::Failed { check, message } => (check, message),
@@ -637,20 +656,7 @@ mod tests {
     async fn an_unschedulable_canary_fails_at_once_and_is_cleaned_up() {
         let (runner, mut api) = runner();
         let server = tokio::spawn(async move {
-            api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
-                .await;
-            let policy = api
-                .expect(
-                    Method::POST,
-                    POLICIES,
-                    201,
-                    serde_json::json!({"metadata": {"name": "p"}}),
-                )
-                .await;
-            let name = policy.body["metadata"]["name"]
-                .as_str()
-                .expect("name")
-                .to_string();
+            let name = expect_class_and_policy(&mut api).await;
             let pod = api
                 .expect(
                     Method::POST,
@@ -758,20 +764,7 @@ mod tests {
     async fn a_refused_canary_pod_fails_and_its_policy_is_removed() {
         let (runner, mut api) = runner();
         let server = tokio::spawn(async move {
-            api.expect(Method::GET, RUNTIME_CLASS, 200, runtime_class())
-                .await;
-            let policy = api
-                .expect(
-                    Method::POST,
-                    POLICIES,
-                    201,
-                    serde_json::json!({"metadata": {"name": "p"}}),
-                )
-                .await;
-            let name = policy.body["metadata"]["name"]
-                .as_str()
-                .expect("name")
-                .to_string();
+            let name = expect_class_and_policy(&mut api).await;
             let refusal = status_error(403, "pods is forbidden: violates PodSecurity");
             api.expect(Method::POST, PODS, 403, refusal).await;
             api.expect(
