@@ -16,6 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::admission::Gate;
 use crate::cache::expectations::Expectations;
+use crate::cache::status_versions::StatusVersions;
 use crate::cache::{Change, Indexed, key_of, lean};
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL, SUITE_LABEL};
@@ -34,6 +35,8 @@ pub struct Caches {
     pub pods: Indexed<Pod>,
     /// Pods created that the pod cache has not shown yet.
     pub expected: Expectations,
+    /// When a cached Evaluation is as good as a fresh read.
+    pub statuses: StatusVersions,
 }
 
 impl Caches {
@@ -44,6 +47,7 @@ impl Caches {
             suites: Indexed::new(scopes, |_| None),
             pods: Indexed::new(scopes, |p| p.labels().get(EVALUATION_UID_LABEL).cloned()),
             expected: Expectations::default(),
+            statuses: StatusVersions::default(),
         }
     }
 
@@ -190,6 +194,7 @@ impl Routes {
         self.metrics.forget_evaluation(&uid, &ns, &ev.name_any());
         self.admission.withdraw(&uid);
         self.caches.expected.forget(&uid);
+        self.caches.statuses.forget(&uid);
         self.free_gone(&uid);
     }
 

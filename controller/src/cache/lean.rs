@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::ObjectMeta;
 
 use crate::crd::Evaluation;
+use crate::crd::evaluation::EvaluationStatus;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -28,6 +29,11 @@ pub fn evaluation(ev: &mut Evaluation) {
         status.log_tail = None;
         status.history = Vec::new();
     }
+}
+
+/// Whether the caches keep all of `status` (it has no log tail and no history).
+pub fn keeps_whole(status: &EvaluationStatus) -> bool {
+    status.log_tail.is_none() && status.history.is_empty()
 }
 
 /// A sandbox pod as the caches keep it: metadata, status, and of the spec only what
@@ -55,7 +61,6 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
     use super::*;
-    use crate::crd::evaluation::EvaluationStatus;
 
     #[test]
     fn the_bulk_goes_and_what_is_read_stays() {
@@ -81,6 +86,8 @@ mod tests {
             Some([("crucible.dev/priority".to_string(), "3".to_string())].into())
         );
         let status = lean.status.expect("status");
+        assert!(!keeps_whole(ev.status.as_ref().expect("status")));
+        assert!(keeps_whole(&status));
         assert_eq!(status.log_tail, None);
         assert_eq!(status.message.as_deref(), Some("kept"));
         assert_eq!(lean.spec, ev.spec);

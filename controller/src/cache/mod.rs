@@ -5,9 +5,11 @@
 //! - [`lean`]: what is kept of each object (no `managedFields`, no last-applied annotation, no
 //!   log tails): the memory of 10,000 Evaluations is their specs, not their history.
 //! - [`expectations`]: pods this controller created that the cache has not shown yet.
+//! - [`status_versions`]: when a cached Evaluation can stand in for a fresh read.
 
 pub mod expectations;
 pub mod lean;
+pub mod status_versions;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};

@@ -46,7 +46,8 @@ fn context(wakes: &Arc<AtomicUsize>) -> (Arc<Context>, ApiServerVerifier, Arc<Sa
     (ctx, verifier, sandbox)
 }
 
-/// The first request of every reconcile (pods and the RuntimeClass come from caches).
+/// The first request of a reconcile of an Evaluation with a status (pods and the RuntimeClass
+/// come from caches; a new Evaluation from the cache too).
 async fn observe(api: &mut ApiServerVerifier, ev: &Evaluation) {
     let latest = serde_json::to_value(ev).expect("evaluation json");
     api.expect(Method::GET, EVALUATION, 200, latest).await;
@@ -63,10 +64,8 @@ async fn an_unverified_sandbox_holds_the_run_and_a_verified_one_releases_it() {
     sandbox.record("gvisor", failed, &now());
     let woken = wakes.load(Ordering::SeqCst);
     let ev = Evaluation::test();
-    let queued_ev = ev.clone();
     let server = tokio::spawn(async move {
-        observe(&mut api, &queued_ev).await;
-        // No NetworkPolicy, workspace or pod: straight to the status.
+        // No read (it is new), no NetworkPolicy, workspace or pod: straight to the status.
         let status = api.expect_apply(STATUS).await;
         let s = &status.body["status"];
         assert_eq!(s["phase"], "Queued", "{s}");

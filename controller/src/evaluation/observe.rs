@@ -1,5 +1,6 @@
-//! Reads what `plan` needs: from the API server the Evaluation itself (fresh: the cache may not
-//! hold the controller's own last status write yet) and the log of a pod that finished or is
+//! Reads what `plan` needs: from the API server the Evaluation itself (fresh unless the cached
+//! copy is known to be current: the cache may not hold the controller's own last status write
+//! yet) and the log of a pod that finished or is
 //! about to be stopped; from the controller's caches its pods (the reconcile waits while a pod
 //! it created is not in the cache yet), the RuntimeClass and the emergency-stop switch; and,
 //! once admitted, the git source. Only reads: admission is decided by the gate, in
@@ -42,15 +43,23 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     // NB: the cache may not hold our own last status write yet; planning from it could redo
-    // a step or mistake a finished run for a lost one. One GET makes every plan start from
-    // the latest status.
-    let evaluations: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(ev) = evaluations
-        .get_opt(&cached.name_any())
-        .await
-        .map_err(Error::GetEvaluation)?
-    else {
-        return Ok(None);
+    // a step or mistake a finished run for a lost one. Unless the cached copy is known to be
+    // as good, one GET makes the plan start from the latest status.
+    let ev = if ctx.caches.statuses.current(cached) {
+        cached.clone()
+    } else {
+        let evaluations: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
+        let Some(ev) = evaluations
+            .get_opt(&cached.name_any())
+            .await
+            .map_err(Error::GetEvaluation)?
+        else {
+            return Ok(None);
+        };
+        if let Some(uid) = ev.uid() {
+            ctx.caches.statuses.saw(&uid, &ev);
+        }
+        ev
     };
     let uid = ev
         .meta()
