@@ -1,6 +1,7 @@
 //! Events, shared by both controllers: what a plan asks to publish ([`Note`]), the recorder,
 //! and publishing (failures are logged, never fatal: an Event is a notice, the status is the
-//! record).
+//! record). The controller's recorder hands Events to a background sender (a bounded queue,
+//! eight at once): a reconcile does not wait for a notice to be stored.
 //!
 //! The recorder creates `events.k8s.io/v1` Events itself rather than through kube-runtime's
 //! `Recorder`: that one keeps every Event it published for six minutes and scans them all,
@@ -9,6 +10,9 @@
 //! need no series.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use futures::StreamExt;
+use tokio::sync::mpsc;
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
@@ -42,18 +46,53 @@ pub struct Note {
 /// Name of the reporting controller.
 const CONTROLLER: &str = "crucible-controller";
 
+/// Events waiting for the background sender, at most; a reconcile publishing beyond waits.
+const BACKLOG: usize = 1024;
+/// Events the background sender creates at once.
+const IN_FLIGHT: usize = 8;
+
 /// Publishes Events as `crucible-controller` from one replica.
 #[derive(Clone)]
 pub struct Recorder {
     client: Client,
     instance: String,
+    /// The background sender's queue; without one, Events are created in the publishing
+    /// reconcile, in order (tests).
+    queue: Option<mpsc::Sender<Event>>,
 }
 
-/// The Event recorder of the controller, reporting from `instance` (this replica's pod name).
+/// A recorder that creates Events in the publishing reconcile, reporting from `instance`.
 pub fn recorder(client: &Client, instance: Option<String>) -> Recorder {
     Recorder {
         client: client.clone(),
         instance: instance.unwrap_or_else(|| CONTROLLER.into()),
+        queue: None,
+    }
+}
+
+/// The controller's recorder: Events are handed to a background sender, so a reconcile (and
+/// the run behind it in the queue) does not wait for a notice to be stored.
+pub fn background(client: &Client, instance: Option<String>) -> Recorder {
+    let (queue, pending) = mpsc::channel(BACKLOG);
+    tokio::spawn(send_all(client.clone(), pending));
+    Recorder {
+        queue: Some(queue),
+        ..recorder(client, instance)
+    }
+}
+
+async fn send_all(client: Client, mut pending: mpsc::Receiver<Event>) {
+    futures::stream::poll_fn(|cx| pending.poll_recv(cx))
+        .for_each_concurrent(IN_FLIGHT, |event| create(&client, event))
+        .await;
+}
+
+async fn create(client: &Client, event: Event) {
+    let namespace = event.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<Event> = Api::namespaced(client.clone(), namespace);
+    if let Err(error) = api.create(&PostParams::default(), &event).await {
+        let reason = event.reason.as_deref().unwrap_or_default();
+        tracing::warn!(%error, reason, "failed to publish event");
     }
 }
 
@@ -66,7 +105,6 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, notes: &[
         .namespace
         .clone()
         .unwrap_or_else(|| "default".into());
-    let api: Api<Event> = Api::namespaced(recorder.client.clone(), &namespace);
     for note in notes {
         let now = jiff::Timestamp::now();
         let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
@@ -93,8 +131,13 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, notes: &[
             reporting_instance: Some(recorder.instance.clone()),
             ..Default::default()
         };
-        if let Err(error) = api.create(&PostParams::default(), &event).await {
-            tracing::warn!(%error, reason = note.reason, "failed to publish event");
+        match &recorder.queue {
+            Some(queue) => {
+                if queue.send(event).await.is_err() {
+                    tracing::warn!(reason = note.reason, "event sender stopped; event dropped");
+                }
+            }
+            None => create(&recorder.client, event).await,
         }
     }
 }

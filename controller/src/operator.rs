@@ -139,6 +139,8 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         });
         ready.store(false, Ordering::SeqCst);
     }
+    // One background Event sender for the canary and both controllers.
+    let recorder = events::background(&client, Some(runtime.identity.clone()));
     // After leadership: a standby never runs canaries. Until the first verdict, every class
     // proven holds admission.
     let targets = canary::targets(&config, &runtime.canary);
@@ -161,7 +163,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         runtime.canary.clone(),
         sandbox.clone(),
         metrics.clone(),
-        events::recorder(&client, Some(runtime.identity.clone())),
+        recorder.clone(),
     ));
     tokio::spawn(runner.run(targets.into_iter().map(|(t, _)| t).collect()));
     let scopes: Vec<Option<String>> = if runtime.namespaces.is_empty() {
@@ -227,11 +229,11 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     let suite_ctx = Arc::new(suite::Context::new(
         client.clone(),
         metrics.clone(),
-        events::recorder(&client, Some(runtime.identity.clone())),
+        recorder.clone(),
         caches.clone(),
     ));
     let ctx = Arc::new(Context {
-        recorder: events::recorder(&client, Some(runtime.identity.clone())),
+        recorder,
         client,
         config,
         metrics,

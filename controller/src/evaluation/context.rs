@@ -25,7 +25,7 @@ pub struct Context {
     pub client: Client,
     /// Planning settings.
     pub config: Config,
-    /// Event recorder shared by all reconciles (it de-duplicates repeated Events).
+    /// Event recorder shared by all reconciles.
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
