@@ -1,5 +1,5 @@
-//! The thin reconcile shell: observe → admission gate → plan → apply → report → delete, and the
-//! error policy.
+//! The thin reconcile shell: observe → admission gate → plan → apply → settle the ledger →
+//! report → delete, and the error policy.
 
 use std::sync::Arc;
 
@@ -83,13 +83,15 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
         tracing::warn!(reason = refusal.reason, message = %refusal.message, "child refused");
         plan = plan::refused(&ev, plan, refusal, &observed.now); // no client required
     }
+    // The ledger learns what the run holds now, before the status write: a finished run's
+    // slot goes to the next queued run at once (its pod holds no capacity any more).
+    let uid = ev.uid().unwrap_or_default();
+    ctx.admission.settle(&uid, &plan.holds(), plan.in_queue); // no client required
     report::report(&ev, &plan, &ctx).await?; // client required
     if let Some(waited) = plan::queue_wait(&ev, &plan, &observed.now) {
         ctx.metrics.admitted_after(waited.as_secs_f64());
     }
     apply::delete(&ev, &plan, &ctx).await?; // client required, after the status holds the logs
-    let uid = ev.uid().unwrap_or_default();
-    ctx.admission.settle(&uid, &plan.holds(), plan.in_queue); // no client required
     Ok(plan.requeue)
 }
 
