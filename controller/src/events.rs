@@ -1,7 +1,7 @@
 //! Events, shared by both controllers: what a plan asks to publish ([`Note`]), the recorder,
 //! and publishing (failures are logged, never fatal: an Event is a notice, the status is the
 //! record). The controller's recorder hands Events to a background sender (a bounded queue,
-//! eight at once): a reconcile does not wait for a notice to be stored.
+//! as many at once as reconciles run): a reconcile does not wait for a notice to be stored.
 //!
 //! The recorder creates `events.k8s.io/v1` Events itself rather than through kube-runtime's
 //! `Recorder`: that one keeps every Event it published for six minutes and scans them all,
@@ -48,8 +48,6 @@ const CONTROLLER: &str = "crucible-controller";
 
 /// Events waiting for the background sender, at most; a reconcile publishing beyond waits.
 const BACKLOG: usize = 1024;
-/// Events the background sender creates at once.
-const IN_FLIGHT: usize = 8;
 
 /// Publishes Events as `crucible-controller` from one replica.
 #[derive(Clone)]
@@ -71,19 +69,20 @@ pub fn recorder(client: &Client, instance: Option<String>) -> Recorder {
 }
 
 /// The controller's recorder: Events are handed to a background sender, so a reconcile (and
-/// the run behind it in the queue) does not wait for a notice to be stored.
-pub fn background(client: &Client, instance: Option<String>) -> Recorder {
+/// the run behind it in the queue) does not wait for a notice to be stored. It creates up to
+/// `in_flight` at once: as many as reconciles run, so that it keeps up with them.
+pub fn background(client: &Client, instance: Option<String>, in_flight: usize) -> Recorder {
     let (queue, pending) = mpsc::channel(BACKLOG);
-    tokio::spawn(send_all(client.clone(), pending));
+    tokio::spawn(send_all(client.clone(), pending, in_flight.max(1)));
     Recorder {
         queue: Some(queue),
         ..recorder(client, instance)
     }
 }
 
-async fn send_all(client: Client, mut pending: mpsc::Receiver<Event>) {
+async fn send_all(client: Client, mut pending: mpsc::Receiver<Event>, in_flight: usize) {
     futures::stream::poll_fn(|cx| pending.poll_recv(cx))
-        .for_each_concurrent(IN_FLIGHT, |event| create(&client, event))
+        .for_each_concurrent(in_flight, |event| create(&client, event))
         .await;
 }
 

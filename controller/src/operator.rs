@@ -140,7 +140,11 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         ready.store(false, Ordering::SeqCst);
     }
     // One background Event sender for the canary and both controllers.
-    let recorder = events::background(&client, Some(runtime.identity.clone()));
+    let recorder = events::background(
+        &client,
+        Some(runtime.identity.clone()),
+        usize::from(runtime.concurrency),
+    );
     // After leadership: a standby never runs canaries. Until the first verdict, every class
     // proven holds admission.
     let targets = canary::targets(&config, &runtime.canary);

@@ -1,13 +1,12 @@
 //! What the caches keep of each object: only what the controller reads. Server-side apply's
 //! `managedFields` and `kubectl apply`'s last-applied annotation are often larger than the
-//! object itself; a finished Evaluation's log tail and history are never read from the cache
-//! (the Evaluation reconcile reads its own object fresh when it needs them).
+//! object itself; an Evaluation's conditions, log tail and history are never read from the
+//! cache (the Evaluation reconcile reads a status fresh).
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use kube::api::ObjectMeta;
 
 use crate::crd::Evaluation;
-use crate::crd::evaluation::EvaluationStatus;
 
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -22,18 +21,16 @@ pub fn metadata(meta: &mut ObjectMeta) {
     }
 }
 
-/// An Evaluation as the caches keep it: spec and the status figures a suite reads.
+/// An Evaluation as the caches keep it: spec and the status figures a suite and admission
+/// read. Its conditions (six of four strings each, a third of a queued run's memory), log tail
+/// and history go: a reconcile reads a status fresh.
 pub fn evaluation(ev: &mut Evaluation) {
     metadata(&mut ev.metadata);
     if let Some(status) = &mut ev.status {
+        status.conditions = Vec::new();
         status.log_tail = None;
         status.history = Vec::new();
     }
-}
-
-/// Whether the caches keep all of `status` (it has no log tail and no history).
-pub fn keeps_whole(status: &EvaluationStatus) -> bool {
-    status.log_tail.is_none() && status.history.is_empty()
 }
 
 /// A sandbox pod as the caches keep it: metadata, status, and of the spec only what
@@ -61,6 +58,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
     use super::*;
+    use crate::crd::evaluation::EvaluationStatus;
 
     #[test]
     fn the_bulk_goes_and_what_is_read_stays() {
@@ -78,6 +76,17 @@ mod tests {
             message: Some("kept".into()),
             ..Default::default()
         });
+        if let Some(status) = ev.status.as_mut() {
+            crate::crd::conditions::set_condition(
+                &mut status.conditions,
+                "Ready",
+                crate::crd::conditions::Status::False,
+                "Queued",
+                "the run is Queued",
+                Some(1),
+                &crate::fixtures::at(0),
+            );
+        }
         let mut lean = ev.clone();
         evaluation(&mut lean);
         assert_eq!(lean.metadata.managed_fields, None);
@@ -86,9 +95,8 @@ mod tests {
             Some([("crucible.dev/priority".to_string(), "3".to_string())].into())
         );
         let status = lean.status.expect("status");
-        assert!(!keeps_whole(ev.status.as_ref().expect("status")));
-        assert!(keeps_whole(&status));
         assert_eq!(status.log_tail, None);
+        assert!(status.conditions.is_empty());
         assert_eq!(status.message.as_deref(), Some("kept"));
         assert_eq!(lean.spec, ev.spec);
     }

@@ -3,9 +3,10 @@
 //! suite), so that no reconcile LISTs from the API server.
 //!
 //! - [`lean`]: what is kept of each object (no `managedFields`, no last-applied annotation, no
-//!   log tails): the memory of 10,000 Evaluations is their specs, not their history.
+//!   conditions or log tails): the memory of 10,000 Evaluations is their specs, not their
+//!   history.
 //! - [`expectations`]: pods this controller created that the cache has not shown yet.
-//! - [`status_versions`]: when a cached Evaluation can stand in for a fresh read.
+//! - [`status_versions`]: when a cached (new) Evaluation can stand in for a fresh read.
 
 pub mod expectations;
 pub mod lean;

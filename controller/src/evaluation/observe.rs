@@ -1,9 +1,8 @@
-//! Reads what `plan` needs: from the API server the Evaluation itself (fresh unless the cached
-//! copy is known to be current: the cache may not hold the controller's own last status write
-//! yet) and the log of a pod that finished or is
-//! about to be stopped; from the controller's caches its pods (the reconcile waits while a pod
-//! it created is not in the cache yet), the RuntimeClass and the emergency-stop switch; and,
-//! once admitted, the git source. Only reads: admission is decided by the gate, in
+//! Reads what `plan` needs: from the API server the Evaluation itself (fresh unless it is new:
+//! the cache may not hold the controller's own last status write yet) and the log of a pod
+//! that finished or is about to be stopped; from the controller's caches its pods (the
+//! reconcile waits while a pod it created is not in the cache yet), the RuntimeClass and the
+//! emergency-stop switch; and, once admitted, the git source. Only reads: admission is decided by the gate, in
 //! `reconcile`.
 
 use std::collections::BTreeMap;
@@ -42,9 +41,9 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     let namespace = cached
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
-    // NB: the cache may not hold our own last status write yet; planning from it could redo
-    // a step or mistake a finished run for a lost one. Unless the cached copy is known to be
-    // as good, one GET makes the plan start from the latest status.
+    // NB: the cache may not hold our own last status write yet, and keeps a status only in
+    // part; planning from it could redo a step or mistake a finished run for a lost one. Unless
+    // the Evaluation is new, one GET makes the plan start from the latest status.
     let ev = if ctx.caches.statuses.current(cached) {
         cached.clone()
     } else {
