@@ -16,7 +16,7 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::admission::Gate;
 use crate::cache::expectations::Expectations;
-use crate::cache::status_versions::StatusVersions;
+use crate::cache::seen_statuses::SeenStatuses;
 use crate::cache::{Change, Indexed, key_of, lean};
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL, SUITE_LABEL};
@@ -36,7 +36,7 @@ pub struct Caches {
     /// Pods created that the pod cache has not shown yet.
     pub expected: Expectations,
     /// When a cached Evaluation is as good as a fresh read.
-    pub statuses: StatusVersions,
+    pub statuses: SeenStatuses,
 }
 
 impl Caches {
@@ -47,7 +47,7 @@ impl Caches {
             suites: Indexed::new(scopes, |_| None),
             pods: Indexed::new(scopes, |p| p.labels().get(EVALUATION_UID_LABEL).cloned()),
             expected: Expectations::default(),
-            statuses: StatusVersions::default(),
+            statuses: SeenStatuses::default(),
         }
     }
 

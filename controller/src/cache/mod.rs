@@ -6,11 +6,11 @@
 //!   conditions or log tails): the memory of 10,000 Evaluations is their specs, not their
 //!   history.
 //! - [`expectations`]: pods this controller created that the cache has not shown yet.
-//! - [`status_versions`]: when a cached (new) Evaluation can stand in for a fresh read.
+//! - [`seen_statuses`]: when a cached (new) Evaluation can stand in for a fresh read.
 
 pub mod expectations;
 pub mod lean;
-pub mod status_versions;
+pub mod seen_statuses;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};

@@ -81,12 +81,6 @@ impl Cluster {
             },
             ("PATCH", ["evaluations", name, "status"]) => match self.evaluations.get_mut(*name) {
                 Some(ev) => {
-                    // Every write makes a new resourceVersion, as on a real API server.
-                    let version = ev["metadata"]["resourceVersion"]
-                        .as_str()
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0);
-                    ev["metadata"]["resourceVersion"] = (version + 1).to_string().into();
                     ev["status"] = body["status"].clone();
                     (200, ev.clone())
                 }

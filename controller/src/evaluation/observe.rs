@@ -2,8 +2,8 @@
 //! the cache may not hold the controller's own last status write yet) and the log of a pod
 //! that finished or is about to be stopped; from the controller's caches its pods (the
 //! reconcile waits while a pod it created is not in the cache yet), the RuntimeClass and the
-//! emergency-stop switch; and, once admitted, the git source. Only reads: admission is decided by the gate, in
-//! `reconcile`.
+//! emergency-stop switch; and, once admitted, the git source. Only reads: admission is decided
+//! by the gate, in `reconcile`.
 
 use std::collections::BTreeMap;
 
@@ -55,8 +55,8 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         else {
             return Ok(None);
         };
-        if let Some(uid) = ev.uid() {
-            ctx.caches.statuses.saw(&uid, &ev);
+        if let Some(uid) = ev.uid().filter(|_| ev.status.is_some()) {
+            ctx.caches.statuses.saw(&uid);
         }
         ev
     };

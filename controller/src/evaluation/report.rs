@@ -29,13 +29,11 @@ pub async fn report(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
         let api: Api<Evaluation> = ssa::scoped(&ctx.client, Some(&namespace));
         let name = ev.name_any();
         let write = ssa::apply_status(&api, ssa::STATUS_MANAGER, &name, &plan.status);
-        let written = tokio::time::timeout(STATUS_PATCH_TIMEOUT, write)
+        tokio::time::timeout(STATUS_PATCH_TIMEOUT, write)
             .await
             .map_err(|_| Error::PatchStatusTimeout)?
             .map_err(Error::PatchStatus)?;
-        ctx.caches
-            .statuses
-            .saw(&ev.uid().unwrap_or_default(), &written);
+        ctx.caches.statuses.saw(&ev.uid().unwrap_or_default());
     }
     record_metrics(ev, plan, ctx);
     events::publish(&ctx.recorder, &ev.object_ref(&()), &plan.notes).await;

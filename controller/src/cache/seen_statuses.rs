@@ -16,11 +16,11 @@ use crate::crd::Evaluation;
 
 /// The uids of the Evaluations this process has seen a status of.
 #[derive(Debug, Default)]
-pub struct StatusVersions {
+pub struct SeenStatuses {
     seen: Mutex<HashSet<String>>,
 }
 
-impl StatusVersions {
+impl SeenStatuses {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -33,12 +33,10 @@ impl StatusVersions {
         cached.status.is_none() && !self.lock().contains(uid)
     }
 
-    /// The API server returned `ev` (a read, or the answer to a status write) for Evaluation
-    /// `uid`.
-    pub fn saw(&self, uid: &str, ev: &Evaluation) {
-        if ev.status.is_some() {
-            self.lock().insert(uid.to_string());
-        }
+    /// The API server returned a status of Evaluation `uid` (a read, or the answer to a
+    /// status write).
+    pub fn saw(&self, uid: &str) {
+        self.lock().insert(uid.to_string());
     }
 
     /// Evaluation `uid` is gone.
@@ -56,32 +54,28 @@ mod tests {
 
     #[test]
     fn a_new_evaluation_is_read_from_the_cache_until_its_status_is_written() {
-        let versions = StatusVersions::default();
+        let seen = SeenStatuses::default();
         let new = Evaluation::test();
-        assert!(versions.current(&new));
+        assert!(seen.current(&new));
         let written = Evaluation::test().with_status(EvaluationStatus {
             message: Some("queued".into()),
             ..Default::default()
         });
-        versions.saw(UID, &written);
-        assert!(
-            !versions.current(&new),
-            "the cache has not shown the write yet"
-        );
-        assert!(!versions.current(&written), "a status is always read fresh");
-        versions.saw(UID, &new);
-        assert!(!versions.current(&new), "a status once seen stays seen");
+        seen.saw(UID);
+        assert!(!seen.current(&new), "the cache has not shown the write yet");
+        assert!(!seen.current(&written), "a status is always read fresh");
+        assert!(!seen.current(&new), "a status once seen stays seen");
     }
 
     #[test]
     fn a_status_this_process_never_saw_is_read_fresh_and_forgetting_resets() {
-        let versions = StatusVersions::default();
+        let seen = SeenStatuses::default();
         let restored = Evaluation::test().with_status(EvaluationStatus::default());
-        assert!(!versions.current(&restored));
-        versions.saw(UID, &restored);
-        versions.forget("00000000-0000-0000-0000-000000000000");
-        assert!(!versions.current(&Evaluation::test()));
-        versions.forget(UID);
-        assert!(versions.current(&Evaluation::test()));
+        assert!(!seen.current(&restored));
+        seen.saw(UID);
+        seen.forget("00000000-0000-0000-0000-000000000000");
+        assert!(!seen.current(&Evaluation::test()));
+        seen.forget(UID);
+        assert!(seen.current(&Evaluation::test()));
     }
 }
