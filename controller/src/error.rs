@@ -61,6 +61,10 @@ pub enum Error {
     /// Writing status did not finish in time.
     #[error("timed out patching status")]
     PatchStatusTimeout,
+    /// The namespace is being deleted: the API server creates nothing in it any more, and the
+    /// Evaluation goes with it.
+    #[error("namespace {0} is being deleted; nothing new is created in it")]
+    NamespaceTerminating(String),
     /// The object lacks something the API server always sets.
     #[error("object is missing {0}")]
     MissingObjectKey(&'static str),
@@ -82,6 +86,7 @@ impl Error {
             Error::WorkspaceBusy { .. } => "WorkspaceBusy",
             Error::PatchStatus(_) => "PatchStatusFailed",
             Error::PatchStatusTimeout => "PatchStatusTimeout",
+            Error::NamespaceTerminating(_) => "NamespaceTerminating",
             Error::MissingObjectKey(_) => "MissingObjectKey",
             Error::Serialize(..) => "SerializeFailed",
         }
@@ -89,7 +94,10 @@ impl Error {
 
     /// Whether retrying the same reconcile may succeed (network, conflicts, server errors).
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Error::MissingObjectKey(_) | Error::Serialize(..))
+        !matches!(
+            self,
+            Error::NamespaceTerminating(_) | Error::MissingObjectKey(_) | Error::Serialize(..)
+        )
     }
 }
 

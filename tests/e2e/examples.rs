@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crucible::crd::{Evaluation, EvaluationQuota, EvaluationSuite};
 use crucible_e2e::{
-    apply_typed, example_files, expectations, poll_until, wait_finished, wait_for, with_temp_ns,
+    apply_typed, example_files, expectations, has_event, poll_until, wait_finished, wait_for,
+    with_temp_ns,
 };
 use kube::Api;
 
@@ -83,7 +84,12 @@ async fn check(client: &kube::Client, ns: &str, example: &Example) {
                 status.observed_generation, done.metadata.generation,
                 "{file}"
             );
-            assert!(status.log_tail.is_some(), "{file}: the log tail is kept");
+            // Whenever the pod ran. On a busy node a short run may reach its deadline while its
+            // pod still waits for CPU (the timeout counts scheduling): then there is no output.
+            let timed_out = status.phase == Some(crucible::crd::evaluation::Phase::TimedOut);
+            if !timed_out || has_event(client, ns, &example.name, "Started").await {
+                assert!(status.log_tail.is_some(), "{file}: the log tail is kept");
+            }
             if status.result.is_some() {
                 let provenance = status.provenance.clone().expect("provenance");
                 assert!(

@@ -66,7 +66,20 @@ async fn cancel_stops_the_pod_within_seconds_and_keeps_the_log_tail() {
                 .is_some_and(|t| t.contains("started")),
             "{status:#?}"
         );
-        poll_until(Duration::from_secs(30), "the pod to be gone", || {
+        // The controller's part: the pod is being deleted (5 s grace) within seconds.
+        poll_until(Duration::from_secs(10), "the pod's deletion", || {
+            let (client, ns, ev) = (client.clone(), ns.clone(), cancelled.clone());
+            async move {
+                let pods = pods_of(&client, &ns, &ev).await;
+                pods.iter()
+                    .all(|p| p.metadata.deletion_timestamp.is_some())
+                    .then_some(())
+            }
+        })
+        .await;
+        // The kubelet's part: it stops the sandbox and removes the pod; on a loaded node that
+        // has taken over 30 s.
+        poll_until(Duration::from_secs(120), "the pod to be gone", || {
             let (client, ns, ev) = (client.clone(), ns.clone(), cancelled.clone());
             async move { pods_of(&client, &ns, &ev).await.is_empty().then_some(()) }
         })

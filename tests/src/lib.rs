@@ -349,6 +349,18 @@ pub async fn pods_of(client: &Client, ns: &str, ev: &Evaluation) -> Vec<Pod> {
         .items
 }
 
+/// Whether an Event with `reason` was recorded about the object `name` of the namespace.
+pub async fn has_event(client: &Client, ns: &str, name: &str, reason: &str) -> bool {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let selector = format!("involvedObject.name={name},reason={reason}");
+    !events
+        .list(&ListParams::default().fields(&selector))
+        .await
+        .expect("list events")
+        .items
+        .is_empty()
+}
+
 /// Prints what the namespace holds, for a failed test.
 pub async fn dump_namespace(client: &Client, ns: &str) {
     eprintln!("===== dump of namespace {ns} =====");

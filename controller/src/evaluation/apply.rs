@@ -30,7 +30,7 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
             Child::SandboxPolicy => {
                 match ctx.sandbox_policies.ensure(&ctx.client, &namespace).await {
                     Ok(()) => continue,
-                    Err(error) => return sandbox_policy_refusal(plan, error),
+                    Err(error) => return sandbox_policy_refusal(plan, &namespace, error),
                 }
             }
             Child::NetworkPolicy(np) => ssa(ctx, &namespace, np.as_ref(), "NetworkPolicy").await,
@@ -55,6 +55,9 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
             outcome?;
             continue;
         };
+        if namespace_terminating(&source) {
+            return Err(Error::NamespaceTerminating(namespace));
+        }
         if let Some(refusal) = refusal(kind, &source) {
             return Ok(Some(refusal));
         }
@@ -72,7 +75,11 @@ fn cm_is_shared(cm: &ConfigMap) -> bool {
 /// The namespace policy is not in place: no pod. A permanent refusal fails the run; anything
 /// else lets a first attempt wait and retry with the reason in status (a later attempt of a
 /// running run retries as any passing error).
-fn sandbox_policy_refusal(plan: &Plan, error: PolicyError) -> Result<Option<Refusal>> {
+fn sandbox_policy_refusal(
+    plan: &Plan,
+    namespace: &str,
+    error: PolicyError,
+) -> Result<Option<Refusal>> {
     let source = match error {
         PolicyError::NotDenyAll => {
             return Ok(Some(Refusal {
@@ -83,6 +90,9 @@ fn sandbox_policy_refusal(plan: &Plan, error: PolicyError) -> Result<Option<Refu
         }
         PolicyError::Api(source) => source,
     };
+    if namespace_terminating(&source) {
+        return Err(Error::NamespaceTerminating(namespace.to_string()));
+    }
     if let Some(refusal) = refusal("NetworkPolicy", &source) {
         return Ok(Some(refusal));
     }
@@ -100,6 +110,20 @@ fn sandbox_policy_refusal(plan: &Plan, error: PolicyError) -> Result<Option<Refu
         ),
         retry: true,
     }))
+}
+
+/// Whether an API error says the namespace is being deleted. Not the run's failure: its
+/// Evaluation is deleted with the namespace, so it waits for that (and writes nothing) instead
+/// of ending `Failed` and freeing its slot for the next doomed run of the namespace.
+fn namespace_terminating(error: &kube::Error) -> bool {
+    let kube::Error::Api(status) = error else {
+        return false;
+    };
+    let cause = status
+        .details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"));
+    status.code == 403 && (cause || status.message.contains("because it is being terminated"))
 }
 
 /// Whether an API error refuses a child for good, and how the run should fail.

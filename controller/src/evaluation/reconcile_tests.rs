@@ -147,6 +147,27 @@ async fn refused_network_policy_fails_closed_without_a_pod() {
 }
 
 #[tokio::test]
+async fn a_namespace_being_deleted_fails_no_run_and_writes_nothing() {
+    let (ctx, mut api) = Context::test_with(vec![], true);
+    let server = tokio::spawn(async move {
+        let message = "networkpolicies \"crucible-sandbox-deny-all\" is forbidden: unable to \
+                       create new content in namespace team-a because it is being terminated";
+        api.expect(Method::PATCH, POLICY, 403, status_error(403, message))
+            .await;
+        // No status (no Failed), no Event: the Evaluation goes with its namespace.
+        api.expect_silence().await;
+    });
+    let outcome = reconcile(Arc::new(Evaluation::test()), ctx).await;
+    server.await.expect("scenario completed");
+    let error = outcome.expect_err("the namespace is being deleted");
+    assert!(
+        matches!(error, crate::error::Error::NamespaceTerminating(ref ns) if ns == "team-a"),
+        "{error}"
+    );
+    assert!(!error.is_transient(), "waits for the deletion, no retry");
+}
+
+#[tokio::test]
 async fn cancel_reads_the_log_writes_status_then_deletes_the_pod() {
     let (ev, name) = started(Evaluation::test());
     let ev = ev.with_spec(|s| s.cancel = Some(true));
