@@ -223,7 +223,7 @@ impl Context {
             config: Config::default(),
             metrics: Arc::new(Metrics::default()),
             admission: Arc::default(),
-            quotas: kube::runtime::reflector::store().0,
+            quotas: Arc::new(crate::cache::Indexed::new(1, kube::ResourceExt::namespace)),
             stop_switch: kube::runtime::reflector::store().0,
             system_namespace: "crucible-system".into(),
             git: crate::source::GitCache::new(

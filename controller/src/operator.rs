@@ -10,7 +10,6 @@ use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
-use kube::runtime::reflector::Store;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::registry::Registry;
@@ -18,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::admission::restore::Snapshot;
 use crate::admission::{self, Gate};
+use crate::cache::{Change, Indexed, lean};
 use crate::canary::{self, Sandbox};
 use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
@@ -56,25 +56,30 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
 
     // Caches the reconciler reads: quotas (all namespaces), the stop switch, RuntimeClasses.
     let admission = Arc::new(Gate::default());
-    let (quotas, quota_writer) = reflector::store();
-    let quota_api: Api<EvaluationQuota> = Api::all(client.clone());
+    // Quotas of all namespaces, indexed by namespace.
+    let quotas: Arc<Indexed<EvaluationQuota>> = Arc::new(Indexed::new(1, ResourceExt::namespace));
     let (quota_gate, quota_store, quota_config) =
         (admission.clone(), quotas.clone(), config.clone());
     tokio::spawn(
-        reflector(quota_writer, watcher(quota_api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .for_each(move |quota| {
+        watches::watch(
+            &client,
+            &None,
+            watcher::Config::default(),
+            |q: &mut EvaluationQuota| lean::metadata(&mut q.metadata),
+        )
+        .for_each(move |event| {
+            for change in quota_store.apply(None, event) {
                 // A quota edit may admit queued runs of its namespace at once.
-                if let Ok(quota) = quota
+                if let Change::Applied { new: quota, .. } | Change::Deleted(quota) = change
                     && let Some(ns) = quota.namespace()
                 {
-                    let of_ns = quotas_in(&quota_store, &ns);
+                    let of_ns = quota_store.indexed(&ns);
                     let of_ns: Vec<&EvaluationQuota> = of_ns.iter().map(AsRef::as_ref).collect();
                     quota_gate.limits_changed(&of_ns, &ns, &quota_config);
                 }
-                async {}
-            }),
+            }
+            async {}
+        }),
     );
     let (stop_switch, stop_writer) = reflector::store();
     let stop_api: Api<ConfigMap> = Api::namespaced(client.clone(), &runtime.system_namespace);
@@ -102,10 +107,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
 
     // Decide nothing from a cache that has not synced: right after a start, a missing quota
     // would read as the default and the emergency stop as clear (fail open).
-    quotas
-        .wait_until_ready()
-        .await
-        .map_err(|e| format!("the EvaluationQuota cache stopped before it synced: {e}"))?;
+    quotas.synced().await;
     stop_switch
         .wait_until_ready()
         .await
@@ -271,13 +273,4 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     }
     tracing::info!("crucible controller stopped");
     Ok(())
-}
-
-/// The EvaluationQuotas of `namespace` in `store`.
-pub fn quotas_in(store: &Store<EvaluationQuota>, namespace: &str) -> Vec<Arc<EvaluationQuota>> {
-    store
-        .state()
-        .into_iter()
-        .filter(|q| q.namespace().as_deref() == Some(namespace))
-        .collect()
 }

@@ -137,7 +137,7 @@ pub fn spawn(client: &Client, scopes: &[Option<String>], routes: &Routes) {
 }
 
 /// The events of one watcher (retried with backoff forever), each object made lean.
-fn watch<K>(
+pub fn watch<K>(
     client: &Client,
     scope: &Option<String>,
     config: watcher::Config,

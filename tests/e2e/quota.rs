@@ -80,6 +80,16 @@ async fn a_namespace_quota_of_two_is_never_exceeded_by_twenty_applies() {
             .status
             .expect("status");
         assert!(status.used.is_some_and(|u| u.running <= 2));
+        // Written on change, not on a timer: the last release is reported too.
+        poll_until(Duration::from_secs(15), "the quota status at rest", || {
+            let quotas = quotas.clone();
+            async move {
+                let status = quotas.get("team").await.ok()?.status?;
+                let idle = status.used.is_some_and(|u| u.running == 0) && status.queued == Some(0);
+                idle.then_some(())
+            }
+        })
+        .await;
     })
     .await;
 }

@@ -22,6 +22,8 @@ use crate::runner::{Key, Trigger};
 pub struct Gate {
     ledger: Mutex<Ledger>,
     wake: Mutex<Option<Trigger>>,
+    /// Signalled when a namespace's usage, queue or limits changed ([`Gate::touched`]).
+    touched: tokio::sync::Notify,
 }
 
 impl Gate {
@@ -31,13 +33,17 @@ impl Gate {
         self.ledger.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the ledger, then sends the runs it woke.
+    /// Runs `f` on the ledger, then sends the runs it woke and signals touched namespaces.
     pub(super) fn with_ledger<R>(&self, f: impl FnOnce(&mut Ledger) -> R) -> R {
-        let (out, wakes) = {
+        let (out, wakes, touched) = {
             let mut ledger = self.lock();
             let out = f(&mut ledger);
-            (out, ledger.take_wakes())
+            (out, ledger.take_wakes(), ledger.is_touched())
         };
+        if touched {
+            // Stores a permit when nobody waits: no change is missed.
+            self.touched.notify_one();
+        }
         if wakes.is_empty() {
             return out;
         }
@@ -105,6 +111,23 @@ impl Gate {
         self.with_ledger(|l| l.dequeue(uid));
     }
 
+    /// Waits until some namespace's usage, queue or limits changed, then returns those
+    /// namespaces (each once, however many changes came meanwhile).
+    pub async fn touched(&self) -> BTreeSet<String> {
+        loop {
+            let touched = self.lock().take_touched();
+            if !touched.is_empty() {
+                return touched;
+            }
+            self.touched.notified().await;
+        }
+    }
+
+    /// Marks `namespace` as changed again (its quota status could not be written).
+    pub fn touch(&self, namespace: &str) {
+        self.with_ledger(|l| l.touch(namespace));
+    }
+
     /// Usage figures and queue length of a namespace.
     pub fn status_of(&self, namespace: &str) -> (Usage, usize) {
         let ledger = self.lock();
@@ -123,5 +146,30 @@ impl Gate {
         metrics.set_quota(namespace, "cpu", usage.cpu, limits.cpu);
         metrics.set_quota(namespace, "memory", usage.memory, limits.memory);
         metrics.set_quota(namespace, "gpu", usage.gpu, limits.gpu);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn touched_waits_for_a_change_and_reports_each_namespace_once() {
+        let gate = Gate::default();
+        let config = Config::default();
+        gate.limits_changed(&[], "a", &config);
+        gate.limits_changed(&[], "a", &config);
+        gate.limits_changed(&[], "b", &config);
+        let first: Vec<String> = gate.touched().await.into_iter().collect();
+        assert_eq!(first, ["a", "b"]);
+        let idle = tokio::time::timeout(Duration::from_millis(50), gate.touched()).await;
+        assert!(idle.is_err(), "nothing changed: it waits");
+        gate.touch("c");
+        let next = tokio::time::timeout(Duration::from_secs(5), gate.touched())
+            .await
+            .expect("a change ends the wait");
+        assert_eq!(next.into_iter().collect::<Vec<_>>(), ["c"]);
     }
 }

@@ -213,6 +213,9 @@ pub struct Ledger {
     global: Limits,
     /// Queued runs to look at again (namespace, name), collected until taken.
     wakes: Vec<(String, String)>,
+    /// Namespaces whose usage, queue or limits changed, collected until taken (their
+    /// EvaluationQuota status is written from them).
+    touched: BTreeSet<String>,
 }
 
 impl Ledger {
@@ -233,9 +236,27 @@ impl Ledger {
         wakes
     }
 
+    /// The namespaces whose usage, queue length or limits changed since the last call.
+    pub fn take_touched(&mut self) -> BTreeSet<String> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Whether a namespace was touched since the last [`Ledger::take_touched`].
+    pub fn is_touched(&self) -> bool {
+        !self.touched.is_empty()
+    }
+
+    /// Marks `namespace` as touched (its quota status is to be written again).
+    pub fn touch(&mut self, namespace: &str) {
+        if !self.touched.contains(namespace) {
+            self.touched.insert(namespace.to_string());
+        }
+    }
+
     /// The limits of `namespace` changed (a quota edit): wakes what they may admit now.
     pub fn set_limits(&mut self, namespace: &str, limits: Limits) {
         self.limits.insert(namespace.to_string(), limits);
+        self.touch(namespace);
         self.wake_admissible();
     }
 
@@ -276,6 +297,7 @@ impl Ledger {
             .or_default()
             .add(&request);
         self.total.add(&request);
+        self.touch(namespace);
         let held = Held {
             uid: uid.to_string(),
             namespace: namespace.to_string(),
@@ -382,6 +404,7 @@ impl Ledger {
     }
 
     fn unuse(&mut self, held: &Held) {
+        self.touch(&held.namespace);
         if let Some(used) = self.used.get_mut(&held.namespace) {
             used.sub(&held.request);
             if used.running == 0 {
@@ -431,6 +454,7 @@ impl Ledger {
     /// Removes the run from its queue; returns its namespace if it was queued.
     pub fn dequeue(&mut self, uid: &str) -> Option<String> {
         let (ns, key, _) = self.queued.remove(uid)?;
+        self.touch(&ns);
         if let Some(queue) = self.queues.get_mut(&ns) {
             let at = queue.range(..&key).count() + 1;
             queue.remove(&key);
@@ -616,6 +640,7 @@ impl Ledger {
             return;
         }
         self.dequeue(&c.key.uid);
+        self.touch(&c.namespace);
         let queue = self.queues.entry(c.namespace.clone()).or_default();
         queue.insert(c.key.clone());
         let at = queue.range(..&c.key).count() + 1;

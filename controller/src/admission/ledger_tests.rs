@@ -782,3 +782,44 @@ fn randomized_namespaces_and_priorities_share_the_controller_fairly() {
         );
     }
 }
+
+#[test]
+fn admitting_queueing_and_freeing_touch_only_their_namespace() {
+    let mut l = Ledger::default();
+    let unlimited = Limits::default();
+    let touched = |l: &mut Ledger| l.take_touched().into_iter().collect::<Vec<_>>();
+    assert!(touched(&mut l).is_empty());
+    l.decide(
+        &candidate("a", "1", 0, 1, 1.0),
+        &max_running(1),
+        &unlimited,
+        None,
+    );
+    assert_eq!(touched(&mut l), ["a"], "an admission");
+    assert!(touched(&mut l).is_empty(), "taken once");
+    l.decide(
+        &candidate("a", "2", 0, 2, 1.0),
+        &max_running(1),
+        &unlimited,
+        None,
+    );
+    assert_eq!(touched(&mut l), ["a"], "a run queued");
+    l.decide(
+        &candidate("b", "1", 0, 3, 1.0),
+        &unlimited,
+        &unlimited,
+        None,
+    );
+    l.release_run("a/1#1");
+    assert_eq!(touched(&mut l), ["a", "b"], "b admitted, a freed");
+    l.set_limits("c", max_running(3));
+    assert_eq!(touched(&mut l), ["c"], "limits changed");
+    // Deciding the same admitted run again changes nothing.
+    l.decide(
+        &candidate("b", "1", 0, 3, 1.0),
+        &unlimited,
+        &unlimited,
+        None,
+    );
+    assert!(touched(&mut l).is_empty());
+}

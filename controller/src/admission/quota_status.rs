@@ -1,4 +1,5 @@
-//! Keeps `EvaluationQuota.status` (used, queued) up to date from the ledger.
+//! Keeps `EvaluationQuota.status` (used, queued, Ready) up to date from the ledger: written
+//! when the namespace's usage, queue or quotas change, never on a timer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,79 +7,91 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
-use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 
-use crate::admission::Gate;
 use crate::admission::candidate::namespace_limits;
+use crate::admission::{Gate, Usage};
+use crate::cache::Indexed;
 use crate::config::Config;
 use crate::crd::EvaluationQuota;
 use crate::crd::conditions::{self, Status};
 use crate::crd::quota::{EvaluationQuotaStatus, QuotaUsed};
 use crate::ssa;
 
-/// How often `EvaluationQuota.status` is brought up to date.
+/// Least time between two rounds of writes: a burst of admissions in a namespace becomes one
+/// status write per quota.
 pub const QUOTA_STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Keeps `EvaluationQuota.status` (used, queued) up to date from the ledger, every
-/// [`QUOTA_STATUS_INTERVAL`]; writes only what changed.
+/// Writes the status of the quotas of every namespace the ledger reports changed, at most once
+/// per [`QUOTA_STATUS_INTERVAL`]; writes only what differs from the cached status.
 pub async fn publish(
     client: Client,
-    quotas: Store<EvaluationQuota>,
+    quotas: Arc<Indexed<EvaluationQuota>>,
     admission: Arc<Gate>,
     config: Config,
 ) {
-    let mut tick = tokio::time::interval(QUOTA_STATUS_INTERVAL);
     loop {
-        tick.tick().await;
-        for quota in quotas.state() {
-            let Some(ns) = quota.namespace() else {
-                continue;
-            };
+        for ns in admission.touched().await {
             let (usage, queued) = admission.status_of(&ns);
-            let mut status = EvaluationQuotaStatus {
-                used: Some(QuotaUsed {
-                    running: i32::try_from(usage.running).unwrap_or(i32::MAX),
-                    cpu: Quantity(format_quantity(usage.cpu, "")),
-                    memory: Quantity(format_quantity(usage.memory / (1024.0 * 1024.0), "Mi")),
-                    gpu: usage.gpu.round() as i32,
-                }),
-                queued: Some(i32::try_from(queued).unwrap_or(i32::MAX)),
-                observed_generation: quota.metadata.generation,
-                conditions: quota
-                    .status
-                    .as_ref()
-                    .map(|s| s.conditions.clone())
-                    .unwrap_or_default(),
-            };
-            let invalid = namespace_limits(&[quota.as_ref()], &config).invalid;
-            let (ready, reason, message) = match &invalid {
-                Some(why) => (Status::False, "InvalidQuota", why.as_str()),
-                None => (Status::True, "Valid", "every figure is understood"),
-            };
-            let now = Time(jiff::Timestamp::now());
-            let generation = quota.metadata.generation;
-            let c = &mut status.conditions;
-            conditions::set_condition(
-                c,
-                conditions::READY,
-                ready,
-                reason,
-                message,
-                generation,
-                &now,
-            );
-            if quota.status.as_ref() == Some(&status) {
-                continue;
-            }
-            let api: Api<EvaluationQuota> = ssa::scoped(&client, Some(&ns));
-            if let Err(error) =
-                ssa::apply_status(&api, ssa::QUOTA_STATUS_MANAGER, &quota.name_any(), &status).await
-            {
-                tracing::warn!(%error, quota = %quota.name_any(), namespace = %ns, "cannot write quota status");
+            for quota in quotas.indexed(&ns) {
+                let now = Time(jiff::Timestamp::now());
+                let status = status_of(&quota, &usage, queued, &config, &now);
+                if quota.status.as_ref() == Some(&status) {
+                    continue;
+                }
+                let api: Api<EvaluationQuota> = ssa::scoped(&client, Some(&ns));
+                let name = quota.name_any();
+                if let Err(error) =
+                    ssa::apply_status(&api, ssa::QUOTA_STATUS_MANAGER, &name, &status).await
+                {
+                    tracing::warn!(%error, quota = %name, namespace = %ns, "cannot write quota status; retrying");
+                    admission.touch(&ns);
+                }
             }
         }
+        tokio::time::sleep(QUOTA_STATUS_INTERVAL).await;
     }
+}
+
+/// The status `quota` should have with its namespace's `usage` and `queued` runs.
+fn status_of(
+    quota: &EvaluationQuota,
+    usage: &Usage,
+    queued: usize,
+    config: &Config,
+    now: &Time,
+) -> EvaluationQuotaStatus {
+    let generation = quota.metadata.generation;
+    let mut status = EvaluationQuotaStatus {
+        used: Some(QuotaUsed {
+            running: i32::try_from(usage.running).unwrap_or(i32::MAX),
+            cpu: Quantity(format_quantity(usage.cpu, "")),
+            memory: Quantity(format_quantity(usage.memory / (1024.0 * 1024.0), "Mi")),
+            gpu: usage.gpu.round() as i32,
+        }),
+        queued: Some(i32::try_from(queued).unwrap_or(i32::MAX)),
+        observed_generation: generation,
+        conditions: quota
+            .status
+            .as_ref()
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default(),
+    };
+    let invalid = namespace_limits(&[quota], config).invalid;
+    let (ready, reason, message) = match &invalid {
+        Some(why) => (Status::False, "InvalidQuota", why.as_str()),
+        None => (Status::True, "Valid", "every figure is understood"),
+    };
+    conditions::set_condition(
+        &mut status.conditions,
+        conditions::READY,
+        ready,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status
 }
 
 /// `1.5` cores → `1500m`; `512` Mi → `512Mi`.

@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::admission::Gate;
+use crate::cache::Indexed;
 use crate::canary::Sandbox;
 use crate::config::Config;
 use crate::crd::EvaluationQuota;
@@ -31,8 +32,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The admission gate.
     pub admission: Arc<Gate>,
-    /// Cache of EvaluationQuotas.
-    pub quotas: Store<EvaluationQuota>,
+    /// Cache of EvaluationQuotas, indexed by namespace.
+    pub quotas: Arc<Indexed<EvaluationQuota>>,
     /// Cache of the emergency-stop ConfigMap.
     pub stop_switch: Store<ConfigMap>,
     /// Namespace of the emergency-stop ConfigMap.
@@ -63,6 +64,6 @@ impl Context {
 
     /// The EvaluationQuotas of `namespace`, from the cache.
     pub fn quotas_of(&self, namespace: &str) -> Vec<Arc<EvaluationQuota>> {
-        crate::operator::quotas_in(&self.quotas, namespace)
+        self.quotas.indexed(namespace)
     }
 }
