@@ -25,7 +25,8 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap};
-use std::ops::Bound;
+
+use crate::admission::ranked::Ranked;
 
 /// Most runs woken by one change; each woken run that is admitted wakes the next ones.
 pub const WAKE_BATCH: usize = 32;
@@ -203,7 +204,7 @@ pub struct Ledger {
     admitted: HashMap<String, Held>,
     /// Run ids holding an admission, by Evaluation uid.
     runs: HashMap<String, BTreeSet<String>>,
-    queues: HashMap<String, BTreeSet<QueueKey>>,
+    queues: HashMap<String, Ranked<QueueKey>>,
     queued: HashMap<String, (String, QueueKey, Request)>,
     /// Usage by namespace and in total, kept as admissions come and go.
     used: HashMap<String, Usage>,
@@ -268,7 +269,7 @@ impl Ledger {
 
     /// Number of runs queued in `namespace`.
     pub fn queued(&self, namespace: &str) -> usize {
-        self.queues.get(namespace).map_or(0, BTreeSet::len)
+        self.queues.get(namespace).map_or(0, Ranked::len)
     }
 
     /// Whether run `run` holds an admission.
@@ -456,13 +457,13 @@ impl Ledger {
         let (ns, key, _) = self.queued.remove(uid)?;
         self.touch(&ns);
         if let Some(queue) = self.queues.get_mut(&ns) {
-            let at = queue.range(..&key).count() + 1;
+            let at = queue.rank(&key) + 1;
             queue.remove(&key);
             if queue.is_empty() {
                 self.queues.remove(&ns);
             } else {
                 // Everyone behind moved up by one.
-                self.wake_moved(&ns, &key, at, |p| {
+                self.wake_moved(&ns, at, |p| {
                     reported_position(p + 1) != reported_position(p)
                 });
             }
@@ -470,25 +471,19 @@ impl Ledger {
         Some(ns)
     }
 
-    /// Wakes the runs of `namespace` queued after `after` (now at positions `from`, `from + 1`,
-    /// …) whose reported position changed, as `changed(new position)` says.
-    fn wake_moved(
-        &mut self,
-        namespace: &str,
-        after: &QueueKey,
-        from: usize,
-        changed: impl Fn(usize) -> bool,
-    ) {
+    /// Wakes the runs of `namespace` now at positions `from`, `from + 1`, … (those behind a
+    /// run that joined or left) whose reported position changed, as `changed(new position)`
+    /// says. Only the positions around a step of [`reported_position`] are looked at: about
+    /// 40 for a queue of 10,000, each found in O(log n).
+    fn wake_moved(&mut self, namespace: &str, from: usize, changed: impl Fn(usize) -> bool) {
         let Some(queue) = self.queues.get(namespace) else {
             return;
         };
-        // NB: a walk of the runs behind in memory (none for the newest run); the API cost is
-        // the handful whose coarse position changed (about 40 however long the queue).
-        let behind = queue.range((Bound::Excluded(after), Bound::Unbounded));
-        let moved = behind
-            .enumerate()
-            .filter(|(i, _)| changed(from + i))
-            .map(|(_, k)| (namespace.to_string(), k.name.clone()));
+        let moved = step_positions(from, queue.len())
+            .into_iter()
+            .filter(|p| changed(*p))
+            .filter_map(|p| queue.select(p - 1))
+            .map(|k| (namespace.to_string(), k.name.clone()));
         self.wakes.extend(moved);
     }
 
@@ -500,7 +495,7 @@ impl Ledger {
             return out;
         };
         let base = self.usage(Some(&c.namespace));
-        for k in queue.range(..&c.key) {
+        for k in queue.before(&c.key) {
             let Some((_, _, r)) = self.queued.get(&k.uid) else {
                 continue;
             };
@@ -555,7 +550,7 @@ impl Ledger {
     fn admissible_head<'a>(
         &self,
         namespace: &str,
-        queue: &'a BTreeSet<QueueKey>,
+        queue: &'a Ranked<QueueKey>,
     ) -> Option<(&'a QueueKey, Request)> {
         let limits = self.limits.get(namespace)?;
         if limits.paused || limits.invalid.is_some() {
@@ -593,7 +588,7 @@ impl Ledger {
                 continue;
             }
             let mut used = self.usage(Some(ns));
-            for k in self.queues.get(ns).into_iter().flatten() {
+            for k in self.queues.get(ns).into_iter().flat_map(Ranked::iter) {
                 let Some((_, _, r)) = self.queued.get(&k.uid) else {
                     continue;
                 };
@@ -623,7 +618,7 @@ impl Ledger {
         self.queues
             .get(namespace)
             .into_iter()
-            .flatten()
+            .flat_map(Ranked::iter)
             .take(n)
             .map(|k| (k.name.clone(), k.uid.clone()))
             .collect()
@@ -643,13 +638,13 @@ impl Ledger {
         self.touch(&c.namespace);
         let queue = self.queues.entry(c.namespace.clone()).or_default();
         queue.insert(c.key.clone());
-        let at = queue.range(..&c.key).count() + 1;
+        let at = queue.rank(&c.key) + 1;
         self.queued.insert(
             c.key.uid.clone(),
             (c.namespace.clone(), c.key.clone(), c.request),
         );
         // Everyone behind moved back by one.
-        self.wake_moved(&c.namespace, &c.key, at + 1, |p| {
+        self.wake_moved(&c.namespace, at + 1, |p| {
             reported_position(p - 1) != reported_position(p)
         });
     }
@@ -657,7 +652,7 @@ impl Ledger {
     fn position(&self, c: &Candidate) -> usize {
         self.queues
             .get(&c.namespace)
-            .map_or(1, |q| q.range(..&c.key).count() + 1)
+            .map_or(1, |q| q.rank(&c.key) + 1)
     }
 }
 
@@ -683,6 +678,26 @@ impl Reservation {
             gpu: base.gpu + self.usage.gpu,
         }
     }
+}
+
+/// The positions in `from..=len` next to which [`reported_position`] changes (the first 12,
+/// and the neighbours of each multiple of its step): a queue that moves by one changes the
+/// reported position of no run elsewhere.
+fn step_positions(from: usize, len: usize) -> Vec<usize> {
+    let mut marks: Vec<usize> = (1..=12).collect();
+    let mut m = 10;
+    while m <= len.saturating_add(1) {
+        marks.extend([m - 1, m, m + 1]);
+        m += match m {
+            ..100 => 10,
+            100..1000 => 100,
+            _ => 1000,
+        };
+    }
+    marks.retain(|p| (from..=len).contains(p));
+    marks.sort_unstable();
+    marks.dedup();
+    marks
 }
 
 /// The queue position written to status: exact for the first 10, then rounded up to the next

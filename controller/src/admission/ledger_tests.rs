@@ -823,3 +823,53 @@ fn admitting_queueing_and_freeing_touch_only_their_namespace() {
     );
     assert!(touched(&mut l).is_empty());
 }
+
+/// The reported positions of every queued run of `ns`, by name.
+fn reported(l: &Ledger, ns: &str) -> HashMap<String, usize> {
+    l.heads(ns, usize::MAX)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, _))| (name, reported_position(i + 1)))
+        .collect()
+}
+
+#[test]
+fn joining_or_leaving_wakes_exactly_the_runs_whose_reported_position_changed() {
+    let mut l = Ledger::default();
+    let paused = Limits {
+        paused: true,
+        ..Default::default()
+    };
+    let unlimited = Limits::default();
+    let mut x: u64 = 11;
+    let mut next = |m: u64| {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (x >> 33) % m
+    };
+    for i in 0..2_500 {
+        let c = candidate("a", &format!("r{i}"), 0, i, 1.0);
+        l.decide(&c, &paused, &unlimited, None);
+    }
+    l.take_wakes();
+    for step in 0..300 {
+        let before = reported(&l, "a");
+        let len = before.len() as u64;
+        if step % 2 == 0 {
+            // A run leaves from anywhere in the queue.
+            let uid = l.heads("a", usize::MAX)[next(len) as usize].1.clone();
+            l.dequeue(&uid);
+        } else {
+            // A run joins anywhere (an older creation time).
+            let c = candidate("a", &format!("n{step}"), 0, next(2_500) as i64, 1.0);
+            l.decide(&c, &paused, &unlimited, None);
+        }
+        let after = reported(&l, "a");
+        let mut expected: Vec<(String, String)> = after
+            .iter()
+            .filter(|(name, p)| before.get(*name).is_some_and(|b| b != *p))
+            .map(|(name, _)| ("a".to_string(), name.clone()))
+            .collect();
+        expected.sort();
+        assert_eq!(l.take_wakes(), expected, "step {step}");
+    }
+}

@@ -7,11 +7,13 @@
 //!   [`Ledger::decide`].
 //! - [`restore`]: rebuilds the ledger from the cluster before the controller acts.
 //! - [`quota_status`]: writes `EvaluationQuota.status` from the ledger.
+//! - [`ranked`]: the queues' ordered set, with positions in O(log n).
 
 pub mod candidate;
 pub mod gate;
 pub mod ledger;
 pub mod quota_status;
+pub mod ranked;
 pub mod restore;
 
 pub use gate::Gate;
