@@ -49,7 +49,7 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     }; // client required
     let namespace = ev.namespace().unwrap_or_default();
     // The one place a run is admitted or queued: the gate records the decision as it makes it.
-    let decision = if plan::asks_admission(&ev, &observed) {
+    let decision = if plan::awaits_admission(&ev, observed.head.as_deref()) {
         let quotas = ctx.quotas_of(&namespace);
         let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
         // Held by the emergency stop, else by a sandbox the canary has not verified.

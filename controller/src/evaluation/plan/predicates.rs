@@ -77,12 +77,6 @@ pub fn admission_run_id(ev: &Evaluation, head: Option<&str>) -> String {
     }
 }
 
-/// Whether the gate must decide on `ev`'s run now: it awaits admission and its source (if
-/// any) could be read.
-pub fn asks_admission(ev: &Evaluation, obs: &Observed) -> bool {
-    awaits_admission(ev, obs.head.as_deref()) && !matches!(obs.source, Some(Err(_)))
-}
-
 /// The git ref to read for `ev` now: the pinned commit of a run that has started, else the
 /// spec's ref (or `head`, when a followed branch moved). `None` without a git source or when
 /// the run is over and no new one is due.
