@@ -97,12 +97,21 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
                 async {}
             }),
     );
+    // One RuntimeClass watch: the cache the reconciles read, and what the canary proves.
     let (runtime_classes, class_writer) = reflector::store();
+    let (class_tx, class_rx) = watch::channel(None);
+    let mut fingerprints = canary::runner::ClassFingerprints::new(class_tx);
     let class_api: Api<RuntimeClass> = Api::all(client.clone());
     tokio::spawn(
         reflector(class_writer, watcher(class_api, watcher::Config::default()))
             .default_backoff()
-            .for_each(|_| async {}),
+            .for_each(move |event| {
+                match event {
+                    Ok(event) => fingerprints.apply(&event),
+                    Err(error) => tracing::warn!(%error, "RuntimeClass watch failed; retrying"),
+                }
+                async {}
+            }),
     );
 
     // Decide nothing from a cache that has not synced: right after a start, a missing quota
@@ -171,7 +180,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         metrics.clone(),
         recorder.clone(),
     ));
-    tokio::spawn(runner.run(targets.into_iter().map(|(t, _)| t).collect()));
+    tokio::spawn(runner.run(targets.into_iter().map(|(t, _)| t).collect(), class_rx));
     let scopes: Vec<Option<String>> = if runtime.namespaces.is_empty() {
         vec![None]
     } else {

@@ -18,7 +18,7 @@ use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, ListParams, LogParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, watch_object, watcher};
+use kube::runtime::watcher::{self, watch_object};
 use kube::{Client, Resource, ResourceExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -99,8 +99,8 @@ impl Runner {
     }
 
     /// Publishes the initial record, then proves every target that has a network mode, for
-    /// as long as the controller runs.
-    pub async fn run(self: Arc<Self>, targets: Vec<Target>) {
+    /// as long as the controller runs, again whenever `classes` shows its RuntimeClass changed.
+    pub async fn run(self: Arc<Self>, targets: Vec<Target>, classes: watch::Receiver<Classes>) {
         self.publish().await;
         let proven: Vec<(String, NetworkMode)> = targets
             .into_iter()
@@ -116,7 +116,7 @@ impl Runner {
             changes.insert(class.clone(), tx);
             tokio::spawn(self.clone().prove(class, network, rx));
         }
-        self.watch_runtime_classes(changes).await;
+        follow_runtime_classes(changes, classes).await;
     }
 
     /// The loop of one class.
@@ -424,38 +424,72 @@ impl Runner {
             Err(error) => tracing::warn!(%error, "cannot list leftover canary NetworkPolicies"),
         }
     }
+}
 
-    /// Feeds each class's loop with what the RuntimeClass watch sees of it.
-    async fn watch_runtime_classes(&self, changes: BTreeMap<String, watch::Sender<Seen>>) {
-        let api: Api<RuntimeClass> = Api::all(self.client.clone());
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let send = |class: &str, seen: Option<String>| {
-            if let Some(tx) = changes.get(class) {
+/// Feeds each class's loop with what the controller's RuntimeClass watch knows of it.
+async fn follow_runtime_classes(
+    changes: BTreeMap<String, watch::Sender<Seen>>,
+    mut classes: watch::Receiver<Classes>,
+) {
+    loop {
+        if let Some(known) = classes.borrow_and_update().as_ref() {
+            for (class, tx) in &changes {
+                let seen = known.get(class).cloned();
                 tx.send_if_modified(|current| {
                     let changed = current.as_ref() != Some(&seen);
                     *current = Some(seen);
                     changed
                 });
             }
-        };
-        let mut listed = BTreeMap::new();
-        while let Some(event) = events.next().await {
-            match event {
-                Ok(watcher::Event::Init) => listed.clear(),
-                Ok(watcher::Event::InitApply(rc)) => {
-                    listed.insert(rc.name_any(), fingerprint(&rc));
-                }
-                Ok(watcher::Event::InitDone) => {
-                    for class in changes.keys() {
-                        send(class, listed.get(class).cloned());
-                    }
-                }
-                Ok(watcher::Event::Apply(rc)) => send(&rc.name_any(), Some(fingerprint(&rc))),
-                Ok(watcher::Event::Delete(rc)) => send(&rc.name_any(), None),
-                Err(error) => tracing::warn!(%error, "RuntimeClass watch failed; retrying"),
+        }
+        if classes.changed().await.is_err() {
+            return; // the watch is gone: the controller is stopping
+        }
+    }
+}
+
+/// What the controller's RuntimeClass watch knows: `None` until it listed, then each class's
+/// [`fingerprint`] by name.
+pub type Classes = Option<BTreeMap<String, String>>;
+
+/// Keeps [`Classes`] up to date from the events of the controller's one RuntimeClass watch
+/// (the cache the reconciles read is fed by the same watch).
+pub struct ClassFingerprints {
+    known: watch::Sender<Classes>,
+    /// What a re-list in progress has returned so far.
+    listing: BTreeMap<String, String>,
+}
+
+impl ClassFingerprints {
+    /// Publishes into `known`.
+    pub fn new(known: watch::Sender<Classes>) -> Self {
+        ClassFingerprints {
+            known,
+            listing: BTreeMap::new(),
+        }
+    }
+
+    /// Takes one watch event.
+    pub fn apply(&mut self, event: &watcher::Event<RuntimeClass>) {
+        match event {
+            watcher::Event::Init => self.listing.clear(),
+            watcher::Event::InitApply(rc) => {
+                self.listing.insert(rc.name_any(), fingerprint(rc));
             }
+            watcher::Event::InitDone => {
+                let listed = std::mem::take(&mut self.listing);
+                self.known.send_replace(Some(listed));
+            }
+            watcher::Event::Apply(rc) => self.known.send_modify(|known| {
+                known
+                    .get_or_insert_default()
+                    .insert(rc.name_any(), fingerprint(rc));
+            }),
+            watcher::Event::Delete(rc) => self.known.send_modify(|known| {
+                if let Some(known) = known {
+                    known.remove(&rc.name_any());
+                }
+            }),
         }
     }
 }
@@ -832,5 +866,61 @@ mod tests {
         assert!(moved(&a, &Some(None)), "created");
         assert!(!moved(&a, &None), "the run could not read it");
         assert_ne!(nonce("gvisor"), nonce("gvisor"));
+    }
+
+    #[tokio::test]
+    async fn each_class_loop_sees_its_class_as_the_one_watch_reports_it() {
+        let class = |name: &str, handler: &str| RuntimeClass {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                uid: Some(format!("uid-{name}")),
+                ..Default::default()
+            },
+            handler: handler.into(),
+            ..Default::default()
+        };
+        let (tx, classes) = watch::channel(None);
+        let mut fingerprints = ClassFingerprints::new(tx);
+        let (gvisor_tx, mut gvisor) = watch::channel(None);
+        let follow = tokio::spawn(follow_runtime_classes(
+            [("gvisor".to_string(), gvisor_tx)].into(),
+            classes,
+        ));
+        // A re-list in progress says nothing yet.
+        fingerprints.apply(&watcher::Event::Init);
+        fingerprints.apply(&watcher::Event::InitApply(class("gvisor", "runsc")));
+        tokio::task::yield_now().await;
+        assert_eq!(*gvisor.borrow(), None, "not synced");
+        fingerprints.apply(&watcher::Event::InitDone);
+        let listed = gvisor
+            .wait_for(Option::is_some)
+            .await
+            .expect("sent")
+            .clone();
+        let first = fingerprint(&class("gvisor", "runsc"));
+        assert_eq!(listed, Some(Some(first.clone())));
+        // Another class changing is no change of this one.
+        fingerprints.apply(&watcher::Event::Apply(class("other", "runc")));
+        tokio::task::yield_now().await;
+        assert!(!gvisor.has_changed().expect("open"));
+        fingerprints.apply(&watcher::Event::Apply(class("gvisor", "runsc-kvm")));
+        let changed = gvisor
+            .wait_for(|s| s != &Some(Some(first.clone())))
+            .await
+            .expect("sent")
+            .clone();
+        assert_eq!(
+            changed,
+            Some(Some(fingerprint(&class("gvisor", "runsc-kvm"))))
+        );
+        fingerprints.apply(&watcher::Event::Delete(class("gvisor", "runsc-kvm")));
+        let gone = gvisor
+            .wait_for(|s| s == &Some(None))
+            .await
+            .expect("sent")
+            .clone();
+        assert_eq!(gone, Some(None), "deleted");
+        drop(fingerprints);
+        follow.await.expect("the loop ends with the watch");
     }
 }
