@@ -55,10 +55,7 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
             outcome?;
             continue;
         };
-        if namespace_terminating(&source) {
-            return Err(Error::NamespaceTerminating(namespace));
-        }
-        if let Some(refusal) = refusal(kind, &source) {
+        if let Some(refusal) = refusal(kind, &namespace, &source)? {
             return Ok(Some(refusal));
         }
         return Err(Error::ApplyChild { kind, name, source });
@@ -90,10 +87,7 @@ fn sandbox_policy_refusal(
         }
         PolicyError::Api(source) => source,
     };
-    if namespace_terminating(&source) {
-        return Err(Error::NamespaceTerminating(namespace.to_string()));
-    }
-    if let Some(refusal) = refusal("NetworkPolicy", &source) {
+    if let Some(refusal) = refusal("NetworkPolicy", namespace, &source)? {
         return Ok(Some(refusal));
     }
     if plan.status.attempts.unwrap_or(1) > 1 {
@@ -127,9 +121,15 @@ fn namespace_terminating(error: &kube::Error) -> bool {
 }
 
 /// Whether an API error refuses a child for good, and how the run should fail.
-fn refusal(kind: &'static str, error: &kube::Error) -> Option<Refusal> {
+///
+/// # Errors
+/// [`Error::NamespaceTerminating`] when `namespace` is being deleted: no refusal of the run.
+fn refusal(kind: &'static str, namespace: &str, error: &kube::Error) -> Result<Option<Refusal>> {
+    if namespace_terminating(error) {
+        return Err(Error::NamespaceTerminating(namespace.to_string()));
+    }
     let kube::Error::Api(status) = error else {
-        return None;
+        return Ok(None);
     };
     let reason = match (kind, status.code) {
         // No NetworkPolicy API, RBAC forbids it, or a webhook rejects it: no isolation, no pod.
@@ -143,13 +143,13 @@ fn refusal(kind: &'static str, error: &kube::Error) -> Option<Refusal> {
         // The object is larger than the API server or etcd accepts.
         (_, 413) => "ObjectTooLarge",
         (_, 500) if status.message.contains("request is too large") => "ObjectTooLarge",
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some(Refusal {
+    Ok(Some(Refusal {
         reason,
         message: format!("{kind} refused by the API server: {}", status.message),
         retry: false,
-    })
+    }))
 }
 
 async fn ssa<K>(ctx: &Context, namespace: &str, object: &K, kind: &'static str) -> Result<()>
@@ -260,8 +260,20 @@ mod tests {
             ("Pod", 429, "too many requests", None),
         ];
         for (kind, code, message, reason) in cases {
-            let got = refusal(kind, &api_error(code, message)).map(|r| r.reason);
+            let got = refusal(kind, "team-a", &api_error(code, message))
+                .expect("the namespace is not being deleted")
+                .map(|r| r.reason);
             assert_eq!(got, reason, "{kind} {code} {message}");
+        }
+        // A namespace being deleted refuses every child, and is no refusal of the run.
+        let terminating = "unable to create new content in namespace team-a because it is \
+                           being terminated";
+        for kind in ["Pod", "ConfigMap", "NetworkPolicy"] {
+            let got = refusal(kind, "team-a", &api_error(403, terminating));
+            assert!(
+                matches!(got, Err(Error::NamespaceTerminating(ref ns)) if ns == "team-a"),
+                "{kind}: {got:?}"
+            );
         }
     }
 }
