@@ -10,6 +10,45 @@ cd "$ROOT"
 NS=crucible-demo
 KUBECTL=("$CLUSTER" kubectl)
 
+# The JSONPath of each key an example's `# expect:` line may state, by kind.
+field() {
+  case "$1:$2" in
+    Evaluation:phase|EvaluationSuite:phase) echo '{.status.phase}' ;;
+    Evaluation:passed) echo '{.status.result.passed}' ;;
+    Evaluation:reason) echo '{.status.reason}' ;;
+    EvaluationSuite:total|EvaluationSuite:succeeded|EvaluationSuite:failed) echo "{.status.$2}" ;;
+    EvaluationQuota:maxRunning) echo '{.spec.maxRunning}' ;;
+    *) return 1 ;;
+  esac
+}
+
+# Every example's `# expect:` line against the live object (a suite's counts may trail its last
+# child by a moment: each object gets 60 s to agree). Exits non-zero on any difference, so CI,
+# which runs this demo, fails when the README's first command stops doing what it says.
+check_expectations() {
+  local file line kind name pair key want path got wrong=0 deadline
+  for file in examples/evaluations/*.yaml; do
+    line=$(sed -n 's/^# expect: *//p' "$file" | head -n1)
+    [ -n "$line" ] || continue
+    kind=$(sed -n 's/^kind: *//p' "$file" | head -n1)
+    name=$(awk '/^metadata:/ {m=1; next} m && /^  name:/ {print $2; exit}' "$file")
+    deadline=$((SECONDS + 60))
+    for pair in $line; do
+      key=${pair%%=*} want=${pair#*=}
+      [ "$key" = kind ] && continue
+      path=$(field "$kind" "$key") || { echo "$file: cannot check '$key'"; wrong=1; continue; }
+      while :; do
+        got=$("${KUBECTL[@]}" -n "$NS" get "${kind,,}" "$name" -o "jsonpath=$path" 2>/dev/null || true)
+        [ "$got" = "$want" ] || [ $SECONDS -ge $deadline ] && break
+        sleep 1
+      done
+      [ "$got" = "$want" ] || { echo "$file: $kind/$name $key is '$got', expected '$want'"; wrong=1; }
+    done
+  done
+  [ "$wrong" = 0 ] || die "an example did not reach the outcome its '# expect:' line states"
+  log "every example reached the outcome its '# expect:' line states"
+}
+
 if [ "${1:-}" = down ]; then
   stop_controller
   "$CLUSTER" down
@@ -35,6 +74,8 @@ done
 "${KUBECTL[@]}" -n "$NS" get evaluations -o wide
 echo
 "${KUBECTL[@]}" -n "$NS" get evaluationsuites,evaluationquotas
+echo
+check_expectations
 cat <<MSG
 
 Explore:  eval "\$($CLUSTER env)"; kubectl -n $NS get evaluation arithmetic -o yaml

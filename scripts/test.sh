@@ -2,8 +2,9 @@
 # The whole test suite, cheapest first: formatting, clippy, unit + mock-API + drift + example
 # tests, checks of the cluster scripts and the Argo CD health check, then the end-to-end tier
 # against a real local Kubernetes + gVisor cluster (started here, stopped at the end even on
-# failure): the sandbox canary, every example, sandbox, network, the attack battery, lifecycle,
-# quota, suites, git, emergency stop, leader failover, and the Helm chart installed and tested.
+# failure): the README's demo (scripts/demo.sh, every example's `# expect:` checked), the
+# sandbox canary, every example, sandbox, network, the attack battery, lifecycle, quota, suites,
+# git, emergency stop, leader failover, and the Helm chart installed and tested.
 #
 #   sudo bash scripts/test.sh
 #
@@ -41,9 +42,10 @@ if ! "$CLUSTER" status >/dev/null 2>&1; then
   log "starting the local cluster (a cold start builds Kubernetes: ~10-15 min)"
   "$CLUSTER" up
 fi
-apply_crds
-"$CLUSTER" kubectl create namespace crucible-system --dry-run=client -o yaml | "$CLUSTER" kubectl apply -f - >/dev/null
-bash examples/git-repo/publish.sh >/dev/null
+log "the README's demo, as a new user runs it (checks every example's '# expect:' line)"
+bash scripts/demo.sh
+stop_controller
+"$CLUSTER" kubectl delete namespace crucible-demo --wait=false >/dev/null
 cargo build -q -p crucible --bin crucible; CRUCIBLE_BIN=$ROOT/target/debug/crucible cargo test -p crucible-e2e --features e2e --test local  # crucible run: examples, hostile results, forgery, sandbox (runsc, no cluster)
 log "sandbox canary with its own controller (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \

@@ -240,17 +240,19 @@ impl Context {
 }
 
 impl ApiServerVerifier {
+    /// A client that talks to a new verifier.
+    pub fn client() -> (Client, ApiServerVerifier) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, "default"), ApiServerVerifier(handle))
+    }
+
     /// A Lease Api in `crucible-system` whose client talks to a new verifier.
     pub fn lease_api() -> (
         kube::Api<k8s_openapi::api::coordination::v1::Lease>,
         ApiServerVerifier,
     ) {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
-        (
-            kube::Api::namespaced(client, "crucible-system"),
-            ApiServerVerifier(handle),
-        )
+        let (client, verifier) = Self::client();
+        (kube::Api::namespaced(client, "crucible-system"), verifier)
     }
 
     /// Reads every further request and never answers any (a stalled API server).

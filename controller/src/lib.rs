@@ -32,6 +32,7 @@ pub mod source;
 pub mod ssa;
 pub mod stop;
 pub mod suite;
+pub mod system_namespace;
 pub mod telemetry;
 pub mod watches;
 

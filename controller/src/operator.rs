@@ -28,7 +28,7 @@ use crate::source::GitCache;
 use crate::stop::STOP_CONFIGMAP;
 use crate::suite;
 use crate::watches::{self, Caches};
-use crate::{events, http, leader, runner};
+use crate::{events, http, leader, runner, system_namespace};
 
 /// Runs until SIGTERM / Ctrl-C.
 ///
@@ -38,6 +38,16 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     let client = Client::try_default().await.map_err(|e| {
         format!("cannot reach the API server (kubeconfig or in-cluster config): {e}")
     })?;
+    match system_namespace::ensure(&client, &runtime.system_namespace).await? {
+        system_namespace::Found::Created => {
+            tracing::info!(namespace = %runtime.system_namespace, "system namespace created");
+        }
+        system_namespace::Found::Unknown => tracing::info!(
+            namespace = %runtime.system_namespace,
+            "may not read namespaces: assuming the system namespace exists"
+        ),
+        system_namespace::Found::Exists => {}
+    }
     let mut registry = Registry::with_prefix("crucible");
     let metrics = Arc::new(Metrics::new(runtime.score_series_limit).register(&mut registry));
     let ready = Arc::new(AtomicBool::new(false));

@@ -3,7 +3,7 @@
 # source from Debian and the Go build of the Kubernetes binaries into $BIN (cached in $CACHE).
 
 K8S_SRC_VER=1.20.5+really1.20.2-1.1+deb12u1   # Debian bookworm's kubernetes source package
-PACKAGES=(golang-go make dpkg-dev rsync patch gcc libc6-dev golang-github-modern-go-reflect2-dev
+PACKAGES=(golang-go golang-1.19-go make dpkg-dev rsync patch gcc libc6-dev golang-github-modern-go-reflect2-dev
           openssl curl jq iproute2 util-linux etcd-server etcd-client containerd runc runsc
           containernetworking-plugins skopeo umoci debootstrap)
 
@@ -97,6 +97,11 @@ ensure_k8s_binaries() {
   [ -L "$K8S/gopath/src/k8s.io/kubernetes" ] || ln -s "$K8S/src" "$K8S/gopath/src/k8s.io/kubernetes"
   local pkgdir=$K8S/gopath/src/k8s.io/kubernetes
   export GOCACHE=$K8S/gocache GOFLAGS='' GO111MODULE=off GOPATH=$K8S/gopath CGO_ENABLED=0
+  # Debian's Go 1.19 (golang-go), not whatever `go` comes first on PATH: Go 1.23+ refuses the
+  # linknames that Kubernetes 1.20's vendored code relies on, and GOPATH mode is needed.
+  local go119=/usr/lib/go-1.19/bin
+  [ -x "$go119/go" ] || die "Debian's Go 1.19 ($go119/go) is missing: apt-get install golang-1.19-go"
+  local PATH="$go119:$PATH"
   # GOTCHA: the generated OpenAPI definitions are not in the tarball (kube-apiserver fails with
   # "undefined: openapi.GetOpenAPIDefinitions"); `make gen_openapi` works offline.
   if [ ! -f "$K8S/src/pkg/generated/openapi/zz_generated.openapi.go" ]; then
