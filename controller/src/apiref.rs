@@ -10,6 +10,12 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 
+use clap::CommandFactory;
+
+use crate::cli::Cli;
+use crate::evaluation::plan::DEFAULT_PASS_THRESHOLD;
+use crate::suite::plan::{DEFAULT_PARALLELISM, DEFAULT_SUITE_PASS_THRESHOLD};
+
 /// Directory (relative to the repository root) holding the generated reference; every `.md`
 /// file in it is generated.
 pub const OUTPUT_DIR: &str = "docs/reference";
@@ -150,7 +156,7 @@ fn render_kind(crd: &CustomResourceDefinition) -> String {
             .as_ref()
             .and_then(|s| s.open_api_v3_schema.as_ref())
         {
-            out.push_str(&render_schema(schema));
+            out.push_str(&render_schema(&names.kind, schema));
         }
     }
     out
@@ -192,14 +198,14 @@ fn render_columns(columns: &[CustomResourceColumnDefinition]) -> String {
 
 /// One section per top-level property of the root schema (`spec`, `status`), each a table of
 /// that property and every field below it.
-fn render_schema(root: &JSONSchemaProps) -> String {
+fn render_schema(kind: &str, root: &JSONSchemaProps) -> String {
     let mut out = String::new();
     for (name, schema) in root.properties.iter().flatten() {
         out.push_str(&format!("\n### `{name}`\n\n"));
         out.push_str("| Field | Type | Required | Default | Validation | Description |\n");
         out.push_str("|---|---|---|---|---|---|\n");
-        let mut rows = vec![row(name, schema, is_required(root, name))];
-        descend(name, schema, &mut rows);
+        let mut rows = vec![row(kind, name, schema, is_required(root, name))];
+        descend(kind, name, schema, &mut rows);
         for row in rows {
             out.push_str(&row);
             out.push('\n');
@@ -209,25 +215,26 @@ fn render_schema(root: &JSONSchemaProps) -> String {
 }
 
 /// Appends a row for every field below `schema`, which sits at `path`.
-fn descend(path: &str, schema: &JSONSchemaProps, rows: &mut Vec<String>) {
+fn descend(kind: &str, path: &str, schema: &JSONSchemaProps, rows: &mut Vec<String>) {
     for (name, child) in schema.properties.iter().flatten() {
         let child_path = format!("{path}.{name}");
-        rows.push(row(&child_path, child, is_required(schema, name)));
-        descend(&child_path, child, rows);
+        rows.push(row(kind, &child_path, child, is_required(schema, name)));
+        descend(kind, &child_path, child, rows);
     }
     if let Some(items) = item_schema(schema) {
-        descend(&format!("{path}[]"), items, rows);
+        descend(kind, &format!("{path}[]"), items, rows);
     }
     if let Some(values) = value_schema(schema) {
-        descend(&format!("{path}.<key>"), values, rows);
+        descend(kind, &format!("{path}.<key>"), values, rows);
     }
 }
 
-fn row(path: &str, schema: &JSONSchemaProps, required: bool) -> String {
+fn row(kind: &str, path: &str, schema: &JSONSchemaProps, required: bool) -> String {
     let default = schema
         .default
         .as_ref()
         .map(|d| table_code(&d.0.to_string()))
+        .or_else(|| applied_default(kind, path))
         .unwrap_or_default();
     format!(
         "| {} | {} | {} | {default} | {} | {} |",
@@ -237,6 +244,59 @@ fn row(path: &str, schema: &JSONSchemaProps, required: bool) -> String {
         validation(schema).join("; "),
         escape(schema.description.as_deref().unwrap_or_default(), true),
     )
+}
+
+/// The value the controller uses when a field is absent. Crucible's CRDs carry no schema
+/// defaults (the API server would write them into every object, and into GitOps diffs), so the
+/// Default column comes from the constants and flag defaults the controller applies.
+fn applied_default(kind: &str, path: &str) -> Option<String> {
+    let number = |x: f64| table_code(&x.to_string());
+    match (kind, path) {
+        ("EvaluationSuite", "spec.parallelism") => {
+            return Some(table_code(&DEFAULT_PARALLELISM.to_string()));
+        }
+        ("EvaluationSuite", "spec.passThreshold") => {
+            return Some(number(DEFAULT_SUITE_PASS_THRESHOLD));
+        }
+        ("EvaluationQuota", "spec.paused") => return Some(table_code("false")),
+        _ => {}
+    }
+    // An Evaluation's spec, or a suite's template (a case's fields default to the template's).
+    let field = match kind {
+        "Evaluation" => path.strip_prefix("spec.")?,
+        "EvaluationSuite" => path.strip_prefix("spec.template.")?,
+        _ => return None,
+    };
+    Some(match field {
+        "passThreshold" => number(DEFAULT_PASS_THRESHOLD),
+        "retries" => table_code("0"),
+        "keepPodOnFailure" | "cancel" | "source.git.follow" => table_code("false"),
+        "sandbox.network" => table_code("None"),
+        "timeout" => flag_default("default-timeout"),
+        "resources.cpu" => flag_default("default-cpu"),
+        "resources.memory" => flag_default("default-memory"),
+        "resources.ephemeralStorage" => flag_default("default-ephemeral-storage"),
+        "sandbox.runtimeClassName" => flag_default("runtime-class"),
+        _ => return None,
+    })
+}
+
+/// `--flag` of `crucible controller` and its default, e.g. `` `--default-timeout` (`10m`) ``.
+fn flag_default(flag: &str) -> String {
+    let command = Cli::command();
+    let value = command
+        .find_subcommand("controller")
+        .and_then(|c| c.get_arguments().find(|a| a.get_long() == Some(flag)))
+        .and_then(|a| a.get_default_values().first())
+        .map(|v| v.to_string_lossy().into_owned());
+    match value {
+        Some(value) => format!(
+            "{} ({})",
+            table_code(&format!("--{flag}")),
+            table_code(&value)
+        ),
+        None => table_code(&format!("--{flag}")),
+    }
 }
 
 fn is_required(parent: &JSONSchemaProps, name: &str) -> bool {
@@ -684,10 +744,33 @@ mod tests {
         );
         let evaluations = &files[2].1;
         assert!(
-            row_of(evaluations, "spec.retries").contains("| `integer (int32)` |  |  | ≥ 0; ≤ 10 |")
+            row_of(evaluations, "spec.retries")
+                .contains("| `integer (int32)` |  | `0` | ≥ 0; ≤ 10 |")
         );
         assert!(row_of(evaluations, "spec.sandbox.network").contains("one of `None`, `Allowlist`"));
         assert!(evaluations.contains("exactly one of `inline`, `git`"));
         assert!(row_of(&files[3].1, "spec.cases[].name").contains("maxLength 40"));
+    }
+
+    #[test]
+    fn the_default_column_shows_what_the_controller_applies() {
+        let files = render_all();
+        let default_of = |file: usize, path: &str| {
+            let row = row_of(&files[file].1, path);
+            row.split(" | ").nth(3).unwrap_or_default().to_string()
+        };
+        assert_eq!(default_of(2, "spec.passThreshold"), "`0.5`");
+        assert_eq!(default_of(2, "spec.timeout"), "`--default-timeout` (`10m`)");
+        assert_eq!(
+            default_of(2, "spec.resources.memory"),
+            "`--default-memory` (`512Mi`)"
+        );
+        assert_eq!(default_of(2, "spec.sandbox.network"), "`None`");
+        assert_eq!(default_of(3, "spec.parallelism"), "`4`");
+        assert_eq!(default_of(3, "spec.passThreshold"), "`1`");
+        assert_eq!(default_of(3, "spec.template.passThreshold"), "`0.5`");
+        // A case's fields default to the template's, not to an Evaluation's.
+        assert_eq!(default_of(3, "spec.cases[].passThreshold"), "");
+        assert_eq!(default_of(1, "spec.paused"), "`false`");
     }
 }

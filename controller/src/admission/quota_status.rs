@@ -62,14 +62,23 @@ fn status_of(
     now: &Time,
 ) -> EvaluationQuotaStatus {
     let generation = quota.metadata.generation;
+    let used = QuotaUsed {
+        running: i32::try_from(usage.running).unwrap_or(i32::MAX),
+        cpu: Quantity(format_quantity(usage.cpu, "")),
+        memory: Quantity(format_quantity(usage.memory / (1024.0 * 1024.0), "Mi")),
+        gpu: usage.gpu.round() as i32,
+    };
+    let hard = quota.spec.hard.clone().unwrap_or_default();
+    // The limit as the user wrote it; `-` where there is none.
+    let of =
+        |used: &str, hard: Option<String>| format!("{used}/{}", hard.as_deref().unwrap_or("-"));
     let mut status = EvaluationQuotaStatus {
-        used: Some(QuotaUsed {
-            running: i32::try_from(usage.running).unwrap_or(i32::MAX),
-            cpu: Quantity(format_quantity(usage.cpu, "")),
-            memory: Quantity(format_quantity(usage.memory / (1024.0 * 1024.0), "Mi")),
-            gpu: usage.gpu.round() as i32,
-        }),
+        shown_cpu: Some(of(&used.cpu.0, hard.cpu.map(|q| q.0))),
+        shown_memory: Some(of(&used.memory.0, hard.memory.map(|q| q.0))),
+        shown_gpu: Some(of(&used.gpu.to_string(), hard.gpu.map(|g| g.to_string()))),
+        used: Some(used),
         queued: Some(i32::try_from(queued).unwrap_or(i32::MAX)),
+        paused: Some(quota.spec.paused == Some(true)),
         observed_generation: generation,
         conditions: quota
             .status
@@ -106,6 +115,37 @@ fn format_quantity(value: f64, unit: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::quota::{EvaluationQuotaSpec, QuotaHard};
+
+    #[test]
+    fn status_shows_used_and_hard_and_paused_as_a_boolean() {
+        let mut quota = EvaluationQuota::new(
+            "q",
+            EvaluationQuotaSpec {
+                hard: Some(QuotaHard {
+                    cpu: Some(Quantity("4".into())),
+                    memory: Some(Quantity("16Gi".into())),
+                    gpu: None,
+                }),
+                ..Default::default()
+            },
+        );
+        let usage = Usage {
+            running: 1,
+            cpu: 1.5,
+            memory: 256.0 * 1024.0 * 1024.0,
+            gpu: 0.0,
+        };
+        let now = Time(jiff::Timestamp::UNIX_EPOCH);
+        let status = status_of(&quota, &usage, 2, &Config::default(), &now);
+        assert_eq!(status.shown_cpu.as_deref(), Some("1500m/4"));
+        assert_eq!(status.shown_memory.as_deref(), Some("256Mi/16Gi"));
+        assert_eq!(status.shown_gpu.as_deref(), Some("0/-"));
+        assert_eq!(status.paused, Some(false), "absent spec.paused shows false");
+        quota.spec.paused = Some(true);
+        let status = status_of(&quota, &usage, 2, &Config::default(), &now);
+        assert_eq!(status.paused, Some(true));
+    }
 
     #[test]
     fn quantities_render_for_quota_status() {

@@ -17,6 +17,10 @@ pub const ADMITTED: &str = "Admitted";
 pub const RUNNING: &str = "Running";
 /// The result passed.
 pub const PASSED: &str = "Passed";
+/// The one name of an outcome that did not pass (a run's valid result below its threshold, a
+/// suite's pass rate below its threshold): status reason, `Ready`/`Stalled`/`Passed` reason and
+/// Warning Event reason alike.
+pub const NOT_PASSED: &str = "NotPassed";
 
 /// Status of a condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -33,10 +33,12 @@ const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
     category = "crucible",
     doc = "An AI evaluation run once in a gVisor sandbox; results are written to status.",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
-    printcolumn = r#"{"name":"Score","type":"number","jsonPath":".status.result.score"}"#,
+    printcolumn = r#"{"name":"Score","type":"string","jsonPath":".status.shownScore"}"#,
     printcolumn = r#"{"name":"Passed","type":"boolean","jsonPath":".status.result.passed"}"#,
     printcolumn = r#"{"name":"Duration","type":"string","jsonPath":".status.duration"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","priority":1,"jsonPath":".status.reason"}"#,
+    printcolumn = r#"{"name":"Position","type":"integer","jsonPath":".status.queue.position"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.reason"}"#,
+    printcolumn = r#"{"name":"Waiting","type":"string","priority":1,"jsonPath":".status.queue.reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -263,10 +265,16 @@ pub struct EvaluationStatus {
     /// The result the evaluation reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<EvaluationResult>,
+    /// `result.score` rounded to three decimals, for the Score column (`result.score` keeps
+    /// full precision).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_score: Option<String>,
     /// Exit code of the evaluation container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// Machine-readable reason of the outcome (OOMKilled, DeadlineExceeded, InvalidResult, …).
+    /// Machine-readable reason of the outcome (OOMKilled, DeadlineExceeded, InvalidResult, …);
+    /// while Queued, why the run waits (`QuotaExceeded`, `QuotaPaused`, …; the sentence is in
+    /// `queue.reason`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Human-readable explanation of the outcome.

@@ -29,6 +29,17 @@ pub const GENERATED_HEADER: &str =
 /// and the Helm chart's copy, byte for byte the same.
 pub const OUTPUT_DIRS: [&str; 2] = ["crds", "charts/crucible/crds"];
 
+/// `x` with at most three decimals and no trailing zeros (`0.333`, `0.25`, `1`), for the
+/// printer columns: kubectl prints a `number` column with every digit of a float64.
+pub fn shown_number(x: f64) -> String {
+    let text = format!("{x:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    match text {
+        "-0" | "" => "0".to_string(),
+        t => t.to_string(),
+    }
+}
+
 /// Every CRD Crucible serves.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
@@ -101,6 +112,22 @@ mod tests {
             serde_json::Value::Object(m) => m.values().for_each(|c| walk(c, out)),
             serde_json::Value::Array(a) => a.iter().for_each(|c| walk(c, out)),
             _ => {}
+        }
+    }
+
+    #[test]
+    fn shown_numbers_have_at_most_three_decimals_and_no_trailing_zeros() {
+        for (x, shown) in [
+            (1.0 / 3.0, "0.333"),
+            (2.0 / 3.0, "0.667"),
+            (0.25, "0.25"),
+            (1.0, "1"),
+            (0.0, "0"),
+            (-0.0001, "0"),
+            (12.5, "12.5"),
+            (-1.5, "-1.5"),
+        ] {
+            assert_eq!(shown_number(x), shown, "{x}");
         }
     }
 
@@ -239,7 +266,9 @@ mod tests {
                 ("Score", 0),
                 ("Passed", 0),
                 ("Duration", 0),
-                ("Reason", 1),
+                ("Position", 0),
+                ("Reason", 0),
+                ("Waiting", 1),
                 ("Age", 0)
             ]
         );

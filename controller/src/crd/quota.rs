@@ -21,7 +21,10 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"MaxRunning","type":"integer","jsonPath":".spec.maxRunning"}"#,
     printcolumn = r#"{"name":"Running","type":"integer","jsonPath":".status.used.running"}"#,
     printcolumn = r#"{"name":"Queued","type":"integer","jsonPath":".status.queued"}"#,
-    printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".spec.paused"}"#,
+    printcolumn = r#"{"name":"CPU","type":"string","jsonPath":".status.shownCpu"}"#,
+    printcolumn = r#"{"name":"Memory","type":"string","jsonPath":".status.shownMemory"}"#,
+    printcolumn = r#"{"name":"GPU","type":"string","jsonPath":".status.shownGpu"}"#,
+    printcolumn = r#"{"name":"Paused","type":"boolean","jsonPath":".status.paused"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -64,6 +67,18 @@ pub struct EvaluationQuotaStatus {
     /// Evaluations waiting for admission.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued: Option<i32>,
+    /// Whether the namespace admits nothing new (`spec.paused`, false when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
+    /// CPU used and `hard.cpu`, e.g. `1500m/4` (`-`: no limit), for the CPU column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_cpu: Option<String>,
+    /// Memory used and `hard.memory`, e.g. `256Mi/16Gi` (`-`: no limit), for the Memory column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_memory: Option<String>,
+    /// GPUs used and `hard.gpu`, e.g. `1/2` (`-`: no limit), for the GPU column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_gpu: Option<String>,
     /// The `metadata.generation` this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -31,10 +31,10 @@ const CASE_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     category = "crucible",
     doc = "A suite of Evaluations expanded from a template, cases and a matrix.",
     printcolumn = r#"{"name":"Total","type":"integer","jsonPath":".status.total"}"#,
-    printcolumn = r#"{"name":"Succeeded","type":"integer","jsonPath":".status.succeeded"}"#,
-    printcolumn = r#"{"name":"Failed","type":"integer","jsonPath":".status.failed"}"#,
-    printcolumn = r#"{"name":"PassRate","type":"number","jsonPath":".status.passRate"}"#,
-    printcolumn = r#"{"name":"MeanScore","type":"number","jsonPath":".status.meanScore"}"#,
+    printcolumn = r#"{"name":"Passed","type":"integer","jsonPath":".status.succeeded"}"#,
+    printcolumn = r#"{"name":"NotPassed","type":"integer","jsonPath":".status.failed"}"#,
+    printcolumn = r#"{"name":"PassRate","type":"string","jsonPath":".status.shownPassRate"}"#,
+    printcolumn = r#"{"name":"MeanScore","type":"string","jsonPath":".status.shownMeanScore"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -167,18 +167,25 @@ pub struct EvaluationSuiteStatus {
     /// Cases running.
     #[serde(default)]
     pub running: i32,
-    /// Cases that finished and passed.
+    /// Cases that finished and passed (the Passed column).
     #[serde(default)]
     pub succeeded: i32,
-    /// Cases that finished without passing.
+    /// Cases that finished without passing: below their threshold, failed, timed out or
+    /// cancelled (the NotPassed column).
     #[serde(default)]
     pub failed: i32,
-    /// succeeded / total.
+    /// succeeded / total; empty until a case has finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pass_rate: Option<f64>,
     /// Mean score of the cases with a result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_score: Option<f64>,
+    /// `passRate` rounded to three decimals, for the PassRate column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_pass_rate: Option<String>,
+    /// `meanScore` rounded to three decimals, for the MeanScore column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown_mean_score: Option<String>,
     /// Why the suite is in its phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

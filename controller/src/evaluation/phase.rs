@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
+use crate::crd::conditions::NOT_PASSED;
 use crate::crd::evaluation::{EvaluationResult, EvaluationSpec, Phase};
 use crate::evaluation::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
 use crate::evaluation::results::{self, LogCapture};
@@ -266,7 +267,7 @@ fn terminated_outcome(
             );
             Outcome {
                 phase: Some(Phase::Succeeded),
-                reason: Some(if result.passed { "Passed" } else { "NotPassed" }.into()),
+                reason: Some(if result.passed { "Passed" } else { NOT_PASSED }.into()),
                 message: Some(message),
                 exit_code: Some(0),
                 result: Some(result),

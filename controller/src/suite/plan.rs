@@ -9,6 +9,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::conditions::{self, Status};
 use crate::crd::evaluation::{Evaluation, EvaluationSpec, EvaluationStatus, Phase, Source};
+use crate::crd::shown_number;
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
 use crate::evaluation::workspace::shared_inline_name;
 use crate::events::{Note, Severity};
@@ -267,12 +268,15 @@ fn aggregate(
         rows.truncate(MAX_CASE_ROWS);
     }
     status.cases = rows;
-    if status.total > 0 {
+    // Empty, not 0, until a case has finished: nothing has failed yet.
+    if status.succeeded + status.failed > 0 {
         status.pass_rate = Some(f64::from(status.succeeded) / f64::from(status.total));
     }
     if !scores.is_empty() {
         status.mean_score = Some(scores.iter().sum::<f64>() / scores.len() as f64);
     }
+    status.shown_pass_rate = status.pass_rate.map(shown_number);
+    status.shown_mean_score = status.mean_score.map(shown_number);
     let threshold = suite
         .spec
         .pass_threshold
@@ -301,7 +305,7 @@ fn aggregate(
         } else {
             (
                 SuitePhase::Failed,
-                "EvaluationFailed",
+                conditions::NOT_PASSED,
                 format!("pass rate {rate:.3} is below the threshold {threshold}"),
             )
         }

@@ -104,6 +104,7 @@ fn every_case_finished_gives_the_pass_rate_and_phase() {
     assert_eq!(p.status.phase, Some(SuitePhase::Succeeded));
     assert_eq!(p.status.pass_rate, Some(0.75));
     assert_eq!(p.status.mean_score, Some(0.75));
+    assert_eq!(p.status.shown_pass_rate.as_deref(), Some("0.75"));
     assert_eq!((p.status.succeeded, p.status.failed), (3, 1));
     let ready = conditions::find(&p.status.conditions, conditions::READY).expect("Ready");
     assert_eq!(ready.status, "True");
@@ -113,8 +114,22 @@ fn every_case_finished_gives_the_pass_rate_and_phase() {
     let stalled = conditions::find(&p.status.conditions, conditions::STALLED).expect("Stalled");
     assert_eq!(
         (stalled.status.as_str(), stalled.reason.as_str()),
-        ("True", "EvaluationFailed")
+        ("True", conditions::NOT_PASSED)
     );
+}
+
+#[test]
+fn the_pass_rate_is_empty_until_a_case_finished() {
+    let s = suite(3, 3);
+    let first = plan(&s, &[], &at(0));
+    let running = plan(&s, &children(&first, None), &at(1));
+    assert_eq!(running.status.pass_rate, None);
+    assert_eq!(running.status.shown_pass_rate, None);
+    let mut one_done = children(&first, None);
+    one_done[0] = children(&first, Some((Phase::Failed, false)))[0].clone();
+    let p = plan(&s, &one_done, &at(2));
+    assert_eq!(p.status.pass_rate, Some(0.0));
+    assert_eq!(p.status.shown_pass_rate.as_deref(), Some("0"));
 }
 
 #[test]

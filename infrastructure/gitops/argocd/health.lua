@@ -6,7 +6,7 @@
 -- The kstatus conditions the controller writes decide, in this order:
 --   no status yet, or status.observedGeneration < metadata.generation  -> Progressing
 --   Stalled=True and the run was cancelled (spec.cancel)               -> Suspended
---   Stalled=True (EvaluationFailed, InvalidSpec, SandboxUnavailable,
+--   Stalled=True (NotPassed, InvalidSpec, SandboxUnavailable,
 --     InvalidResult, OOMKilled, DeadlineExceeded, ...)                -> Degraded
 --   Ready=True (finished and passed)                                   -> Healthy
 --   Reconciling=True (Queued, Pending, Running)                        -> Progressing
@@ -162,7 +162,7 @@ if phase == "Succeeded" then
     hs.message = passed(status, nil)
   else
     hs.status = "Degraded"
-    hs.message = explain("EvaluationFailed", status.message)
+    hs.message = explain("NotPassed", status.message)
   end
   return hs
 end

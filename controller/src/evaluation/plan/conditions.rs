@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::crd::conditions::{self, Status};
+use crate::crd::conditions::{self, NOT_PASSED, Status};
 use crate::crd::evaluation::{EvaluationStatus, Phase};
 
 use super::*;
@@ -73,8 +73,8 @@ pub(super) fn set_conditions(status: &mut EvaluationStatus, generation: Option<i
         &in_phase,
     );
     let (passed_status, passed_reason) = match passed {
-        Some(true) => (Status::True, "ScoreAboveThreshold"),
-        Some(false) => (Status::False, "ScoreBelowThreshold"),
+        Some(true) => (Status::True, "Passed"),
+        Some(false) => (Status::False, NOT_PASSED),
         None if finished => (Status::False, "NoResult"),
         None => (Status::Unknown, "NotFinished"),
     };
@@ -84,7 +84,7 @@ pub(super) fn set_conditions(status: &mut EvaluationStatus, generation: Option<i
 /// Reason of `Stalled`/`Ready=False` for a finished run that did not pass.
 fn stalled_reason(phase: Phase, reason: &str) -> &str {
     match phase {
-        Phase::Succeeded => "EvaluationFailed",
+        Phase::Succeeded => NOT_PASSED,
         Phase::Failed | Phase::TimedOut | Phase::Cancelled => reason,
         _ => phase.as_str(),
     }
@@ -135,6 +135,9 @@ pub(super) fn transition_note(status: &EvaluationStatus) -> Option<Note> {
                 status.pod_name.as_deref().unwrap_or("")
             ),
         ),
+        // A run that did not pass is a Warning under the name its status gives it, so
+        // `--field-selector type=Warning` lists it.
+        Phase::Succeeded if !status.passed() => (Severity::Warning, NOT_PASSED, message),
         Phase::Succeeded => (Severity::Normal, "Succeeded", message),
         Phase::Failed => match status.reason.as_deref() {
             Some("InvalidSpec") => (Severity::Warning, "InvalidSpec", message),

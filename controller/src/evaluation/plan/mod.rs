@@ -286,6 +286,15 @@ fn fresh_status(old: &EvaluationStatus, now: &Time) -> EvaluationStatus {
     }
 }
 
+/// The short reason of a queued run (status `reason`, the Reason column): the code that opens
+/// its queue sentence (`QuotaExceeded: maxRunning 5 reached` → `QuotaExceeded`).
+fn queued_reason(sentence: &str) -> &str {
+    match sentence.split_once(':') {
+        Some((code, _)) if !code.is_empty() && !code.contains(' ') => code,
+        _ => "Queued",
+    }
+}
+
 /// A child that could not be put in place, so the pod was not created.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
@@ -308,6 +317,7 @@ pub fn refused(ev: &Evaluation, mut plan: Plan, refusal: Refusal, now: &Time) ->
         let old = ev.status.as_ref();
         let was_queued = old.and_then(|s| s.phase) == Some(Phase::Queued);
         plan.status.phase = Some(Phase::Queued);
+        plan.status.reason = Some(refusal.reason.to_string());
         plan.status.queue = Some(QueueStatus {
             position: Some(0),
             reason: Some(format!(

@@ -22,6 +22,39 @@ fn queued_runs_wait_without_children() {
 }
 
 #[test]
+fn a_queued_run_shows_why_in_its_reason_until_admitted() {
+    let ev = Evaluation::test();
+    let queued = run_with(
+        &ev,
+        &Observed::empty(),
+        &wait(4, "QuotaExceeded: maxRunning 5 reached"),
+    );
+    // The Reason column reads status.reason; the sentence stays in queue.reason.
+    assert_eq!(queued.status.reason.as_deref(), Some("QuotaExceeded"));
+    assert_eq!(
+        queued
+            .status
+            .queue
+            .as_ref()
+            .and_then(|q| q.reason.as_deref()),
+        Some("QuotaExceeded: maxRunning 5 reached")
+    );
+    let admitted = run(&after(&ev, &queued), &Observed::empty());
+    assert_eq!(admitted.status.phase, Some(Phase::Pending));
+    assert_eq!(admitted.status.reason, None);
+}
+
+#[test]
+fn a_queued_reason_is_the_code_opening_its_sentence() {
+    assert_eq!(
+        queued_reason("QuotaPaused: the quota is paused"),
+        "QuotaPaused"
+    );
+    assert_eq!(queued_reason("no code here: just words"), "Queued");
+    assert_eq!(queued_reason("no colon"), "Queued");
+}
+
+#[test]
 fn a_pod_created_before_a_lost_status_write_is_adopted_not_deleted() {
     // The controller created the pod, then crashed before writing status.
     let ev = Evaluation::test();

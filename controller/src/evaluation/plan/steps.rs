@@ -143,6 +143,7 @@ impl Planner<'_> {
         }
         self.in_queue = true;
         self.status.phase = Some(Phase::Queued);
+        self.status.reason = Some(queued_reason(&reason).to_string());
         self.status.queue = Some(QueueStatus {
             position: Some(position),
             reason: Some(reason),
@@ -286,6 +287,8 @@ impl Planner<'_> {
         }
         self.plan_create.push(Child::Pod(Box::new(pod)));
         self.status.phase = Some(Phase::Pending);
+        // The queue's reason is over once admitted.
+        self.status.reason = None;
         self.status.attempts = Some(attempt);
         self.status.pod_name = Some(pod_name);
         self.status.start_time = Some(self.obs.now.clone());
@@ -366,6 +369,7 @@ impl Planner<'_> {
             .get_or_insert_with(Provenance::default);
         provenance.image_id = image_id;
         provenance.result_digest = result_digest;
+        self.status.shown_score = result.as_ref().map(|r| crate::crd::shown_number(r.score));
         self.status.result = result;
         self.finished();
     }

@@ -315,7 +315,7 @@ fn a_finished_run_is_never_started_again() {
 }
 
 #[test]
-fn below_threshold_is_stalled_with_evaluation_failed() {
+fn below_threshold_has_one_name_in_status_conditions_and_a_warning_event() {
     let (ev, name) = started();
     let ev = ev.with_spec(|s| s.pass_threshold = Some(0.95));
     // passThreshold is part of the run: changing it started a new run; take its pod.
@@ -331,12 +331,23 @@ fn below_threshold_is_stalled_with_evaluation_failed() {
         &with_pods(vec![succeeded_pod(&name2, r#"{"score": 0.9}"#)]),
     );
     assert_eq!(p.status.phase, Some(Phase::Succeeded));
+    assert_eq!(p.status.reason.as_deref(), Some(conditions::NOT_PASSED));
+    for (kind, status) in [
+        (conditions::STALLED, "True"),
+        (conditions::READY, "False"),
+        (conditions::PASSED, "False"),
+    ] {
+        assert_eq!(
+            condition(&p, kind),
+            (status.into(), conditions::NOT_PASSED.into()),
+            "{kind}"
+        );
+    }
+    let note = p.notes.last().expect("the outcome's Event");
     assert_eq!(
-        condition(&p, conditions::STALLED),
-        ("True".into(), "EvaluationFailed".into())
+        (note.severity, note.reason),
+        (Severity::Warning, conditions::NOT_PASSED)
     );
-    assert_eq!(condition(&p, conditions::READY).0, "False");
-    assert_eq!(condition(&p, conditions::PASSED).0, "False");
 }
 
 #[test]
