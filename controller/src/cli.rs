@@ -14,9 +14,18 @@ use crate::config::{Config, Runtime};
 use crate::quantity;
 use crate::telemetry::LogFormat;
 
+/// What `crucible --version` prints: the package version and the git commit it was built from
+/// (`unknown` when built without git or `CRUCIBLE_GIT_COMMIT`; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CRUCIBLE_GIT_COMMIT"),
+    ")"
+);
+
 /// Crucible: runs AI evaluations declaratively in gVisor sandboxes.
 #[derive(Parser, Debug)]
-#[command(name = "crucible", version, about)]
+#[command(name = "crucible", version = VERSION, about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -39,7 +48,7 @@ pub enum Command {
     /// Emergency stop: cancel running Evaluations and admit nothing until `crucible resume`.
     Stop(StopArgs),
     /// Lift an emergency stop.
-    Resume(StopArgs),
+    Resume(ScopeArgs),
     /// Run Evaluation / EvaluationSuite manifests on this machine under gVisor, without a cluster.
     Run(RunArgs),
 }
@@ -70,6 +79,20 @@ pub struct RunArgs {
 /// Flags of `crucible stop` and `crucible resume`.
 #[derive(Args, Debug)]
 pub struct StopArgs {
+    /// Where to stop.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Why (kept in the switch and shown in every cancelled Evaluation).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// How long `stop` waits for evaluation pods to be gone.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Flags of `crucible resume`, and the scope of `crucible stop`.
+#[derive(Args, Debug)]
+pub struct ScopeArgs {
     /// Every namespace.
     #[arg(
         long,
@@ -80,9 +103,6 @@ pub struct StopArgs {
     /// These namespaces (repeat or comma-separate).
     #[arg(long = "namespace", value_delimiter = ',')]
     pub namespaces: Vec<String>,
-    /// Why (kept in the switch and shown in every cancelled Evaluation).
-    #[arg(long)]
-    pub reason: Option<String>,
     /// Namespace of the switch ConfigMap (the controller's `--system-namespace`).
     #[arg(
         long,
@@ -90,12 +110,9 @@ pub struct StopArgs {
         default_value = "crucible-system"
     )]
     pub system_namespace: String,
-    /// How long `stop` waits for evaluation pods to be gone.
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
-    pub timeout: Duration,
 }
 
-impl StopArgs {
+impl ScopeArgs {
     /// The scope the flags name.
     pub fn scope(&self) -> crate::stop::Scope {
         if self.all {
@@ -441,7 +458,7 @@ mod tests {
             panic!("stop subcommand expected")
         };
         assert_eq!(
-            args.scope(),
+            args.scope.scope(),
             crate::stop::Scope::Namespaces(vec!["a".into(), "b".into()])
         );
     }
@@ -496,6 +513,29 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn version_names_the_package_version_and_the_commit() {
+        let version = Cli::command().render_version();
+        assert!(
+            version.starts_with(&format!("crucible {} (commit ", env!("CARGO_PKG_VERSION"))),
+            "{version}"
+        );
+        assert!(!version.contains("(commit )"), "{version}");
+    }
+
+    #[test]
+    fn resume_takes_only_the_scope_not_stops_reason_or_timeout() {
+        let mut command = Cli::command();
+        let resume = command.find_subcommand_mut("resume").expect("resume");
+        let flags: Vec<_> = resume
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .collect();
+        assert_eq!(flags, ["all", "namespace", "system-namespace"]);
+        assert!(Cli::try_parse_from(["crucible", "resume", "--all", "--reason", "x"]).is_err());
+        assert!(Cli::try_parse_from(["crucible", "stop", "--all", "--reason", "x"]).is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! locally under gVisor. Wiring only.
 
 use clap::Parser;
-use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, SelftestArgs, StopArgs};
+use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, ScopeArgs, SelftestArgs, StopArgs};
 use crucible::{apiref, crd, local, operator, stop, telemetry};
 
 #[tokio::main]
@@ -47,15 +47,21 @@ async fn selftest(args: SelftestArgs) -> Result<(), String> {
 
 async fn stop_all(args: StopArgs) -> Result<(), String> {
     let client = client().await?;
-    let scope = args.scope();
-    stop::stop(&client, &args.system_namespace, &scope, args.reason.clone()).await?;
+    let scope = args.scope.scope();
+    stop::stop(
+        &client,
+        &args.scope.system_namespace,
+        &scope,
+        args.reason.clone(),
+    )
+    .await?;
     println!("emergency stop set ({scope:?}); admission is held until `crucible resume`");
     let took = stop::wait_until_stopped(&client, &scope, args.timeout).await?;
     println!("no evaluation pod is running any more ({took:.1?})");
     Ok(())
 }
 
-async fn resume(args: StopArgs) -> Result<(), String> {
+async fn resume(args: ScopeArgs) -> Result<(), String> {
     let switch = stop::resume(&client().await?, &args.system_namespace, &args.scope()).await?;
     if switch.is_clear() {
         println!("resumed: admission is open everywhere");
