@@ -70,3 +70,67 @@ fn every_example_parses_validates_and_states_its_outcome() {
         );
     }
 }
+
+/// The ```` ```yaml ```` blocks of `README.md` and `docs/*.md` (not the generated reference), with
+/// their info strings: `(file, info, body)`.
+fn doc_yaml_blocks() -> Vec<(String, String, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pages = vec![root.join("README.md")];
+    let docs = std::fs::read_dir(root.join("docs")).expect("docs/ exists");
+    pages.extend(
+        docs.map(|e| e.expect("dir entry").path())
+            .filter(|p| p.extension().is_some_and(|x| x == "md")),
+    );
+    pages.sort();
+    let mut blocks = Vec::new();
+    for page in pages {
+        let text = std::fs::read_to_string(&page).expect("readable");
+        let mut open: Option<(String, String)> = None;
+        for line in text.lines() {
+            match open.take() {
+                None => {
+                    if let Some(info) = line.strip_prefix("```yaml") {
+                        open = Some((info.trim().to_string(), String::new()));
+                    }
+                }
+                Some((info, body)) if line == "```" => {
+                    blocks.push((page.display().to_string(), info, body));
+                }
+                Some((info, mut body)) => {
+                    body.push_str(line);
+                    body.push('\n');
+                    open = Some((info, body));
+                }
+            }
+        }
+        assert!(open.is_none(), "{}: a yaml block is not closed", page.display());
+    }
+    blocks
+}
+
+/// A complete manifest in the docs is an example, copied byte for byte, so the tests that apply
+/// every example (here: validation; the e2e tier and the demo: its `# expect:` outcome) apply it
+/// too; anything else says it is a fragment.
+#[test]
+fn every_manifest_in_the_docs_is_an_example_or_marked_a_fragment() {
+    let examples: Vec<String> = examples()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).expect("readable"))
+        .collect();
+    let blocks = doc_yaml_blocks();
+    assert!(
+        blocks.iter().any(|(_, info, _)| info.is_empty()),
+        "no complete manifest found in the docs: {blocks:?}"
+    );
+    for (page, info, body) in blocks {
+        match info.as_str() {
+            "fragment" => {}
+            "" => assert!(
+                examples.contains(&body),
+                "{page}: this yaml block is not a copy of a file in examples/evaluations/ (mark it \
+                 ```yaml fragment if it is not meant to be applied):\n{body}"
+            ),
+            other => panic!("{page}: unknown yaml block marker {other:?}"),
+        }
+    }
+}

@@ -420,7 +420,8 @@ pub struct SandboxStatus {
 #[serde(rename_all = "camelCase")]
 pub struct QueueStatus {
     /// 1-based position among the queued Evaluations of the namespace: exact for the first 10,
-    /// then rounded up to the next 10 (to 100) and the next 100 beyond.
+    /// then rounded up to the next 10 (to 100), the next 100 (to 1,000) and the next 1,000
+    /// beyond.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<i32>,
     /// Why the run is not admitted yet, e.g. `QuotaExceeded: maxRunning 5 reached`.
