@@ -103,7 +103,11 @@ fn doc_yaml_blocks() -> Vec<(String, String, String)> {
                 }
             }
         }
-        assert!(open.is_none(), "{}: a yaml block is not closed", page.display());
+        assert!(
+            open.is_none(),
+            "{}: a yaml block is not closed",
+            page.display()
+        );
     }
     blocks
 }

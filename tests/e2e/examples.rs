@@ -8,7 +8,9 @@ use crucible_e2e::{
     apply_typed, example_files, expectations, has_event, poll_until, wait_finished, wait_for,
     with_temp_ns,
 };
+use k8s_openapi::api::core::v1::Event;
 use kube::Api;
+use kube::api::ListParams;
 
 struct Example {
     file: String,
@@ -89,6 +91,23 @@ async fn check(client: &kube::Client, ns: &str, example: &Example) {
             let timed_out = status.phase == Some(crucible::crd::evaluation::Phase::TimedOut);
             if !timed_out || has_event(client, ns, &example.name, "Started").await {
                 assert!(status.log_tail.is_some(), "{file}: the log tail is kept");
+            }
+            if status.reason.as_deref() == Some("NotPassed") {
+                // A run that did not pass is a Warning under the same name (the Event follows
+                // the status from a background sender, so it may take a moment).
+                let events: Api<Event> = Api::namespaced(client.clone(), ns);
+                let selector = format!(
+                    "involvedObject.name={},reason=NotPassed,type=Warning",
+                    example.name
+                );
+                poll_until(Duration::from_secs(30), "a Warning NotPassed Event", || {
+                    let (events, selector) = (events.clone(), selector.clone());
+                    async move {
+                        let list = events.list(&ListParams::default().fields(&selector)).await;
+                        list.ok().filter(|l| !l.items.is_empty())
+                    }
+                })
+                .await;
             }
             if status.result.is_some() {
                 let provenance = status.provenance.clone().expect("provenance");

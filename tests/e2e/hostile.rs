@@ -71,7 +71,7 @@ async fn a_spec_change_of_a_running_evaluation_cannot_skip_the_quota() {
         assert_eq!(status.phase, Some(Phase::Queued), "{status:#?}");
         let reason = status.queue.and_then(|q| q.reason).unwrap_or_default();
         assert!(
-            reason.contains("QuotaExceeded: the request alone exceeds"),
+            reason.contains("QuotaExceeded: cannot fit under the current quota"),
             "{reason}"
         );
         // Give the controller every chance to misbehave: the old pod terminates meanwhile.

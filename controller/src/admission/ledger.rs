@@ -121,13 +121,44 @@ impl Usage {
         checks.into_iter().find_map(|(name, total, limit)| {
             let limit = limit?;
             (total > limit * (1.0 + EPSILON) + EPSILON).then(|| {
+                let requested = request_of(name, request);
+                let shown = |v: f64| kube_units(name, v);
                 format!(
-                    "{name} {} of {} in use",
-                    round(total - request_of(name, request)),
-                    round(limit)
+                    "{name}: requests {}, {} of {} in use",
+                    shown(requested),
+                    shown(total - requested),
+                    shown(limit)
                 )
             })
         })
+    }
+}
+
+/// `value` of resource `name` in the units a quota is written in: cpu in cores or millicores
+/// (`2`, `1500m`), memory with the largest binary suffix that keeps it whole (`256Mi`, `2Gi`,
+/// else bytes), GPUs as a count.
+fn kube_units(name: &str, value: f64) -> String {
+    match name {
+        "cpu" => {
+            let milli = (value * 1000.0).round() as i64;
+            if milli % 1000 == 0 {
+                (milli / 1000).to_string()
+            } else {
+                format!("{milli}m")
+            }
+        }
+        "memory" => {
+            let bytes = value.round() as i64;
+            ["Ei", "Pi", "Ti", "Gi", "Mi", "Ki"]
+                .iter()
+                .zip((1..=6).rev())
+                .find_map(|(suffix, power)| {
+                    let unit = 1i64 << (10 * power);
+                    (bytes != 0 && bytes % unit == 0).then(|| format!("{}{suffix}", bytes / unit))
+                })
+                .unwrap_or_else(|| bytes.to_string())
+        }
+        _ => round(value).to_string(),
     }
 }
 
@@ -361,7 +392,7 @@ impl Ledger {
         }
         if let Some(why) = empty.exceeds(&candidate.request, namespace_limits) {
             return wait(format!(
-                "QuotaExceeded: the request alone exceeds the namespace quota ({why})"
+                "QuotaExceeded: cannot fit under the current quota, even with nothing else running ({why})"
             ));
         }
         let ahead = self.reserved_ahead(candidate, namespace_limits);

@@ -141,7 +141,7 @@ fn resources_quota_and_controller_limits_are_both_enforced() {
     else {
         panic!("cpu quota must be enforced")
     };
-    assert_eq!(reason, "QuotaExceeded: cpu 1.5 of 2 in use");
+    assert_eq!(reason, "QuotaExceeded: cpu: requests 1, 1500m of 2 in use");
     assert_eq!(
         l.decide(&candidate("b", "1", 0, 1, 1.0), &ns, &global, None),
         Decision::Admit
@@ -170,7 +170,11 @@ fn a_request_that_can_never_fit_does_not_block_the_queue() {
     else {
         panic!("16 cpus cannot fit a 4-cpu quota")
     };
-    assert!(reason.contains("request alone exceeds"), "{reason}");
+    assert_eq!(
+        reason,
+        "QuotaExceeded: cannot fit under the current quota, even with nothing else running \
+         (cpu: requests 16, 0 of 4 in use)"
+    );
     assert_eq!(
         l.decide(&candidate("a", "small", 0, 2, 1.0), &ns, &none, None),
         Decision::Admit
@@ -240,7 +244,7 @@ fn a_new_run_of_an_admitted_evaluation_is_checked_like_any_other() {
     };
     assert!(matches!(
         l.decide(&bigger, &quota, &none, None),
-        Decision::Wait { reason, .. } if reason.contains("request alone exceeds")
+        Decision::Wait { reason, .. } if reason.contains("cannot fit under the current quota")
     ));
     let same_size = Candidate {
         run: "a/a#3".into(),
@@ -547,7 +551,7 @@ fn a_request_over_a_controller_wide_limit_is_refused_not_queued_forever() {
     let huge = candidate("a", "huge", 9, 1, 16.0);
     assert!(matches!(
         l.decide(&huge, &none, &global, None),
-        Decision::Refuse { reason } if reason.contains("controller-wide limit (cpu 0 of 8")
+        Decision::Refuse { reason } if reason.contains("controller-wide limit (cpu: requests 16, 0 of 8 in use)")
     ));
     assert_eq!(l.queued("a"), 0, "it holds no queue place");
     assert_eq!(
@@ -872,4 +876,17 @@ fn joining_or_leaving_wakes_exactly_the_runs_whose_reported_position_changed() {
         expected.sort();
         assert_eq!(l.take_wakes(), expected, "step {step}");
     }
+}
+
+#[test]
+fn reasons_name_amounts_in_kubernetes_units() {
+    assert_eq!(kube_units("cpu", 2.0), "2");
+    assert_eq!(kube_units("cpu", 1.5), "1500m");
+    assert_eq!(kube_units("cpu", 0.0), "0");
+    assert_eq!(kube_units("memory", 268435456.0), "256Mi");
+    assert_eq!(kube_units("memory", 2.0 * 1024.0 * 1024.0 * 1024.0), "2Gi");
+    assert_eq!(kube_units("memory", 1536.0 * 1024.0 * 1024.0), "1536Mi");
+    assert_eq!(kube_units("memory", 1000.0), "1000");
+    assert_eq!(kube_units("memory", 0.0), "0");
+    assert_eq!(kube_units("gpu", 1.0), "1");
 }

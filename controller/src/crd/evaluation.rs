@@ -273,7 +273,7 @@ pub struct EvaluationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     /// Machine-readable reason of the outcome (OOMKilled, DeadlineExceeded, InvalidResult, …);
-    /// while Queued, why the run waits (`QuotaExceeded`, `QuotaPaused`, …; the sentence is in
+    /// while Queued, why the run waits (`QuotaExceeded`, `Paused`, …; the sentence is in
     /// `queue.reason`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

@@ -47,8 +47,8 @@ fn a_queued_run_shows_why_in_its_reason_until_admitted() {
 #[test]
 fn a_queued_reason_is_the_code_opening_its_sentence() {
     assert_eq!(
-        queued_reason("QuotaPaused: the quota is paused"),
-        "QuotaPaused"
+        queued_reason("Paused: the namespace's EvaluationQuota is paused"),
+        "Paused"
     );
     assert_eq!(queued_reason("no code here: just words"), "Queued");
     assert_eq!(queued_reason("no colon"), "Queued");
