@@ -73,7 +73,7 @@ fn namespace_quota_counts_gpus() {
     // 2 + 2 > 3: b waits, naming the GPU figure.
     assert_eq!(
         reason(decide(&mut ledger, &b, &q, &config)),
-        "QuotaExceeded: gpu 2 of 3 in use"
+        "QuotaExceeded: gpu: requests 2, 2 of 3 in use"
     );
     assert_eq!(ledger.usage(Some("gpu")).gpu, 2.0);
     // Once a's GPUs are free, b (older than c) goes first: 2 of 3.
@@ -86,7 +86,8 @@ fn namespace_quota_counts_gpus() {
     let huge = gpu_run("huge", 4, "2026-01-01T00:00:03Z");
     assert_eq!(
         reason(decide(&mut Ledger::default(), &huge, &q, &config)),
-        "QuotaExceeded: the request alone exceeds the namespace quota (gpu 0 of 3 in use)"
+        "QuotaExceeded: cannot fit under the current quota, even with nothing else running \
+         (gpu: requests 4, 0 of 3 in use)"
     );
 }
 
@@ -100,7 +101,7 @@ fn the_controller_wide_gpu_cap_counts_every_namespace() {
     assert_eq!(decide(&mut ledger, &a, &q, &config), Decision::Admit);
     assert_eq!(
         reason(decide(&mut ledger, &b, &q, &config)),
-        "ControllerLimit: gpu 2 of 2 in use"
+        "ControllerLimit: gpu: requests 1, 2 of 2 in use"
     );
     assert!(ledger.release("uid-a").is_some());
     assert_eq!(decide(&mut ledger, &b, &q, &config), Decision::Admit);
@@ -111,6 +112,6 @@ fn the_controller_wide_gpu_cap_counts_every_namespace() {
     assert!(matches!(refused, Decision::Refuse { .. }), "{refused:?}");
     assert_eq!(
         reason(refused),
-        "the request alone exceeds the controller-wide limit (gpu 0 of 2 in use)"
+        "the request alone exceeds the controller-wide limit (gpu: requests 3, 0 of 2 in use)"
     );
 }
