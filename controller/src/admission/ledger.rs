@@ -285,11 +285,33 @@ impl Ledger {
         }
     }
 
-    /// The limits of `namespace` changed (a quota edit): wakes what they may admit now.
+    /// The limits of `namespace` changed (a quota edit or deletion): wakes what they may admit
+    /// now and, when they differ, the front of its queue, whose reasons name them.
     pub fn set_limits(&mut self, namespace: &str, limits: Limits) {
+        let changed = self.limits.get(namespace) != Some(&limits);
         self.limits.insert(namespace.to_string(), limits);
         self.touch(namespace);
+        if changed {
+            self.wake_front(namespace);
+        }
         self.wake_admissible();
+    }
+
+    /// Wakes the first [`WAKE_BATCH`] queued runs of `namespace` to be decided again, so their
+    /// reasons follow a pause, an invalid quota or a removed limit. Coarsely, as positions: the
+    /// runs further back keep their reason until they move up, so a change never rewrites a
+    /// long queue.
+    fn wake_front(&mut self, namespace: &str) {
+        let front = self
+            .queues
+            .get(namespace)
+            .into_iter()
+            .flat_map(Ranked::iter);
+        let wakes: Vec<_> = front
+            .take(WAKE_BATCH)
+            .map(|k| (namespace.to_string(), k.name.clone()))
+            .collect();
+        self.wakes.extend(wakes);
     }
 
     /// Wakes the queued runs of every namespace that would be admitted now, as far as

@@ -639,8 +639,47 @@ fn a_quota_raise_wakes_as_many_as_now_fit() {
     }
     l.take_wakes();
     l.set_limits("a", max_running(3));
+    // Every queued run's reason named the old limit: all five are looked at again (the front
+    // of the queue, up to WAKE_BATCH), and three of them fit.
+    let woken: Vec<String> = l.take_wakes().into_iter().map(|(_, n)| n).collect();
+    assert_eq!(woken, ["e0", "e1", "e2", "e3", "e4"]);
+    // The same limits again (a quota's status write comes back as a watch event): only the
+    // runs that fit, not the queue again.
+    l.set_limits("a", max_running(3));
     let woken: Vec<String> = l.take_wakes().into_iter().map(|(_, n)| n).collect();
     assert_eq!(woken, ["e0", "e1", "e2"]);
+}
+
+#[test]
+fn changed_limits_wake_the_front_of_the_queue_so_reasons_follow() {
+    let mut l = Ledger::default();
+    let none = Limits::default();
+    let full = max_running(0);
+    l.set_limits("a", full.clone());
+    let count = WAKE_BATCH + 8;
+    for i in 0..count {
+        let c = candidate("a", &format!("e{i:03}"), 0, i as i64, 1.0);
+        l.decide(&c, &full, &none, None);
+    }
+    l.take_wakes();
+    // Paused: nothing can start, but the queued runs' reason is now `Paused`.
+    let paused = Limits {
+        paused: true,
+        ..full.clone()
+    };
+    l.set_limits("a", paused.clone());
+    let woken: Vec<String> = l.take_wakes().into_iter().map(|(_, n)| n).collect();
+    let front: Vec<String> = (0..WAKE_BATCH).map(|i| format!("e{i:03}")).collect();
+    assert_eq!(woken, front, "the first WAKE_BATCH, not the whole queue");
+    let Decision::Wait { reason, .. } =
+        l.decide(&candidate("a", "e000", 0, 0, 1.0), &paused, &none, None)
+    else {
+        panic!("a paused namespace admits nothing")
+    };
+    assert!(reason.starts_with("Paused:"), "{reason}");
+    // The quota deleted: the namespace's defaults; the front is woken again.
+    l.set_limits("a", Limits::default());
+    assert_eq!(l.take_wakes().len(), WAKE_BATCH);
 }
 
 #[test]
