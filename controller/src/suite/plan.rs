@@ -13,7 +13,7 @@ use crate::crd::shown_number;
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
 use crate::evaluation::workspace::shared_inline_name;
 use crate::events::{Note, Severity};
-use crate::labels::SUITE_LABEL;
+use crate::labels::{RERUN_ANNOTATION, SUITE_LABEL};
 use crate::suite::fanout::{self, DesiredCase};
 
 /// Default `parallelism`.
@@ -90,11 +90,25 @@ fn run_spec(spec: &EvaluationSpec) -> EvaluationSpec {
     }
 }
 
+/// The suite's `crucible.dev/rerun` value, which every child it starts carries.
+fn rerun_of(object: &impl Resource) -> Option<&String> {
+    object.meta().annotations.as_ref()?.get(RERUN_ANNOTATION)
+}
+
+/// Whether `child` runs what the suite wants now: its spec, and, once the suite was re-run, the
+/// suite's rerun value (a suite without one leaves the children's own reruns alone).
+fn is_current(suite: &EvaluationSuite, child: &Evaluation, case: &DesiredCase) -> bool {
+    let rerun = rerun_of(suite);
+    run_spec(&child.spec) == case.spec && (rerun.is_none() || rerun_of(child) == rerun)
+}
+
+/// Whether the child's run is over. A finished status that answers another rerun value than
+/// the child's annotation is the old run's: the new one has not been started yet, and counts
+/// against `parallelism` already.
 fn finished(ev: &Evaluation) -> bool {
-    ev.status
-        .as_ref()
-        .and_then(|s| s.phase)
-        .is_some_and(Phase::is_finished)
+    ev.status.as_ref().is_some_and(|s| {
+        s.phase.is_some_and(Phase::is_finished) && s.rerun.as_ref() == rerun_of(ev)
+    })
 }
 
 fn passed(ev: &Evaluation) -> bool {
@@ -139,7 +153,7 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
         existing
             .get(&case_evaluation_name(&name, &case.name))
             .copied()
-            .filter(|c| run_spec(&c.spec) == case.spec)
+            .filter(|c| is_current(suite, c, case))
     };
     let failures = desired
         .iter()
@@ -164,7 +178,7 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
             }
             Some(_) if cancel => {}
             // Up to date: nothing to do.
-            Some(c) if run_spec(&c.spec) == case.spec => {}
+            Some(c) if is_current(suite, c, case) => {}
             // Outdated and still running: update now (it keeps its slot; the old run stops).
             Some(c) if !finished(c) => apply.push(child_object(suite, case, false)),
             // Missing, or outdated and finished: needs a free slot.
@@ -243,7 +257,7 @@ fn aggregate(
         let child = existing
             .get(&evaluation)
             .copied()
-            .filter(|c| run_spec(&c.spec) == case.spec);
+            .filter(|c| is_current(suite, c, case));
         let child_status = child.and_then(|c| c.status.clone()).unwrap_or_default();
         let phase = child_status.phase;
         match phase {
@@ -393,6 +407,10 @@ fn child_object(suite: &EvaluationSuite, case: &DesiredCase, cancel: bool) -> Ev
                 "crucible".to_string(),
             ),
         ])),
+        // The suite's rerun value: a child that does not carry it yet is re-run (its
+        // Evaluation starts a new run when the annotation changes) when a slot is free.
+        annotations: rerun_of(suite)
+            .map(|v| BTreeMap::from([(RERUN_ANNOTATION.to_string(), v.clone())])),
         owner_references: suite.controller_owner_ref(&()).map(|r| vec![r]),
         ..Default::default()
     };

@@ -2,6 +2,7 @@ use super::*;
 use crate::crd::evaluation::{EvaluationResult, EvaluationStatus};
 use crate::crd::suite::{EvaluationSuiteSpec, SuiteCase};
 use crate::fixtures::at;
+use crate::labels::RERUN_ANNOTATION;
 
 fn suite(cases: usize, parallelism: i32) -> EvaluationSuite {
     let mut s = EvaluationSuite::new(
@@ -33,6 +34,8 @@ fn children(planned: &SuitePlan, outcome: Option<(Phase, bool)>) -> Vec<Evaluati
         .cloned()
         .map(|mut c| {
             c.status = Some(EvaluationStatus {
+                // The child's controller answered the rerun value it carries.
+                rerun: rerun_of(&c).cloned(),
                 phase: Some(outcome.map_or(Phase::Running, |o| o.0)),
                 result: outcome.map(|(_, passed)| EvaluationResult {
                     score: if passed { 1.0 } else { 0.0 },
@@ -130,6 +133,48 @@ fn the_pass_rate_is_empty_until_a_case_finished() {
     let p = plan(&s, &one_done, &at(2));
     assert_eq!(p.status.pass_rate, Some(0.0));
     assert_eq!(p.status.shown_pass_rate.as_deref(), Some("0"));
+}
+
+#[test]
+fn a_rerun_suite_reruns_its_cases_under_its_parallelism() {
+    let all_at_once = suite(5, 5);
+    let done = children(
+        &plan(&all_at_once, &[], &at(0)),
+        Some((Phase::Succeeded, true)),
+    );
+    let mut s = suite(5, 2);
+    let unchanged = plan(&s, &done, &at(1));
+    assert!(unchanged.apply.is_empty(), "no rerun asked: nothing to do");
+    s.metadata.annotations = Some([(RERUN_ANNOTATION.to_string(), "1".to_string())].into());
+    let first = plan(&s, &done, &at(2));
+    assert_eq!(names(&first), ["s-c0", "s-c1"], "two at a time");
+    assert!(
+        first
+            .apply
+            .iter()
+            .all(|c| rerun_of(c) == Some(&"1".to_string()))
+    );
+    assert_eq!(
+        first.status.succeeded, 0,
+        "the old results are not this run's"
+    );
+    // As the API server returns them: the new annotation, the old run's status.
+    let mut applied = done.clone();
+    for (i, child) in first.apply.iter().enumerate() {
+        applied[i].metadata.annotations = child.metadata.annotations.clone();
+    }
+    let waiting = plan(&s, &applied, &at(3));
+    assert!(
+        waiting.apply.is_empty(),
+        "the re-run children hold their slots until their new run ends"
+    );
+    let mut rerun_done = applied.clone();
+    for child in rerun_done.iter_mut().take(2) {
+        child.status.as_mut().expect("status").rerun = Some("1".into());
+    }
+    let next = plan(&s, &rerun_done, &at(4));
+    assert_eq!(names(&next), ["s-c2", "s-c3"]);
+    assert_eq!(next.status.succeeded, 2);
 }
 
 #[test]
