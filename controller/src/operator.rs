@@ -136,8 +136,9 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         .await
         .map_err(|e| format!("the RuntimeClass cache stopped before it synced: {e}"))?;
     tracing::info!("quota, emergency-stop and RuntimeClass caches synced");
-    // This replica's pod: owner of what the controller creates in the system namespace
-    // for itself, so the garbage collector removes it with the last controller pod.
+    // This replica's pod: owner of the canary's objects in the system namespace, so the
+    // garbage collector removes them with the last controller pod (never of the leader
+    // Lease: see leader::try_take).
     let pod_owner = runtime.pod_uid.clone().map(|uid| OwnerReference {
         api_version: "v1".into(),
         kind: "Pod".into(),
@@ -148,12 +149,11 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     if let Some(lease) = &runtime.leader_lease {
         // A standby replica is healthy and ready; it only does not act.
         ready.store(true, Ordering::SeqCst);
-        let owner = pod_owner.clone();
         let api = leader::lease_api(client.clone(), &runtime.system_namespace);
-        let renewal = leader::acquire(&api, lease, &runtime.identity, owner.as_ref()).await;
+        let renewal = leader::acquire(&api, lease, &runtime.identity).await;
         let (lease, me) = (lease.clone(), runtime.identity.clone());
         tokio::spawn(async move {
-            let why = leader::renew(&api, &lease, &me, owner.as_ref(), renewal).await;
+            let why = leader::renew(&api, &lease, &me, renewal).await;
             // Another replica may act from now on: stop at once, never act twice.
             tracing::error!(%why, "leadership lost; exiting");
             std::process::exit(1);
