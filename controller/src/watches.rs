@@ -120,9 +120,7 @@ pub fn spawn(client: &Client, scopes: &[Option<String>], routes: &Routes) {
         let (r, s) = (routes.clone(), scope.clone());
         tokio::spawn(suites.for_each(move |event| {
             for change in r.caches.suites.apply(s.as_deref(), event) {
-                if let Change::Applied { new: obj, .. } | Change::Deleted(obj) = change {
-                    let _ = r.suites.send(key_of(obj.as_ref()));
-                }
+                r.suite_changed(change);
             }
             async {}
         }));
@@ -173,6 +171,19 @@ impl Routes {
                 self.forget(&ev);
                 self.wake_suite(&ev);
             }
+            Change::None => {}
+        }
+    }
+
+    fn suite_changed(&self, change: Change<EvaluationSuite>) {
+        match change {
+            Change::Applied { new, .. } => {
+                let _ = self.suites.send(key_of(new.as_ref()));
+            }
+            // Gone from the cache, so never reconciled again: its series go now.
+            Change::Deleted(suite) => self
+                .metrics
+                .forget_suite(&suite.namespace().unwrap_or_default(), &suite.name_any()),
             Change::None => {}
         }
     }
@@ -272,5 +283,34 @@ mod tests {
         assert!(needs_reconcile(Some(&ev), &respec));
         let rerun = ev.clone().annotated(crate::labels::RERUN_ANNOTATION, "1");
         assert!(needs_reconcile(Some(&ev), &rerun));
+    }
+
+    /// A deleted suite is never reconciled again (it is gone from the cache): its watch event
+    /// itself drops the suite's series.
+    #[test]
+    fn a_deleted_suite_leaves_no_series() {
+        use prometheus_client::encoding::text::encode;
+        use prometheus_client::registry::Registry;
+        let mut registry = Registry::with_prefix("crucible");
+        let metrics = Arc::new(Metrics::default().register(&mut registry));
+        let routes = Routes {
+            caches: Arc::new(Caches::new(1)),
+            evaluations: crate::runner::channel().0,
+            suites: crate::runner::channel().0,
+            admission: Arc::default(),
+            metrics: metrics.clone(),
+        };
+        let mut suite = EvaluationSuite::new("s", Default::default());
+        suite.metadata.namespace = Some("team-a".into());
+        metrics.set_suite("team-a", "s", Some(0.5), 1.0);
+        let rendered = |registry: &Registry| {
+            let mut text = String::new();
+            encode(&mut text, registry).expect("encodes");
+            text
+        };
+        assert!(rendered(&registry).contains("suite=\"s\""));
+        routes.suite_changed(Change::Deleted(Arc::new(suite)));
+        let text = rendered(&registry);
+        assert!(!text.contains("suite=\"s\""), "{text}");
     }
 }
