@@ -417,3 +417,33 @@ fn ttl_removes_an_allowlist_policy_but_not_what_a_suite_shares() {
         [(ChildKind::NetworkPolicy, "arith-sandbox".to_string())]
     );
 }
+
+/// A pod resized in place (`pods/resize`) past its admission fails the run and is stopped,
+/// even under keepPodOnFailure; the pod as created keeps running.
+#[test]
+fn a_pod_resized_past_its_admission_is_stopped() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let ev = Evaluation::test().with_spec(|s| s.keep_pod_on_failure = Some(true));
+    let first = run(&ev, &Observed::empty());
+    let ev = after(&ev, &first);
+    let mut pod = pod_of(&first).clone();
+    pod.status = mk_pod("x", "Running", vec![mk_container("evaluation", running())]).status;
+    let name = pod.name_any();
+    let as_created = run(&ev, &with_pods(vec![pod.clone()]));
+    assert_eq!(as_created.status.phase, Some(Phase::Running));
+    assert!(as_created.delete.is_empty());
+    for container in &mut pod.spec.as_mut().expect("spec").containers {
+        let resources = container.resources.as_mut().expect("resources");
+        for amounts in [resources.requests.as_mut(), resources.limits.as_mut()] {
+            amounts
+                .expect("amounts")
+                .insert("memory".into(), Quantity("64Gi".into()));
+        }
+    }
+    let p = run(&ev, &with_pods(vec![pod]));
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.reason.as_deref(), Some("PodResized"));
+    let message = p.status.message.clone().unwrap_or_default();
+    assert!(message.contains("memory 68719476736"), "{message}");
+    assert_eq!(p.delete, [(ChildKind::Pod, name)]);
+}

@@ -168,6 +168,19 @@ impl Planner<'_> {
                 format!("pod {name} disappeared before it finished"),
             );
         };
+        let admitted = crate::admission::candidate::request(&self.ev.spec, self.config);
+        if let Some(why) = phase::grown_past(&pod, &admitted) {
+            self.finish(Outcome::new(Phase::Failed, "PodResized", why));
+            // Stopped even under keepPodOnFailure: a kept pod would go on using more than
+            // any quota counts.
+            let name = pod.name_any();
+            if pod.meta().deletion_timestamp.is_none()
+                && !self.plan_delete.iter().any(|(_, n)| *n == name)
+            {
+                self.plan_delete.push((ChildKind::Pod, name));
+            }
+            return;
+        }
         let state = phase::examine(&pod, &self.ev.spec, &self.obs.logs, self.threshold());
         let left = time_to_deadline(self.ev, &self.status, &self.obs.now, self.config);
         match state {
@@ -278,6 +291,7 @@ impl Planner<'_> {
                     &self.owner,
                     &policy_name,
                     run_id,
+                    &self.config.forbidden_egress,
                 ))),
             });
         if let Some(workspace) = workspace {
