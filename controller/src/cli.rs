@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::admission::Limits;
 use crate::config::{Config, Runtime};
+use crate::evaluation::cidr::Cidr;
 use crate::quantity;
 use crate::telemetry::LogFormat;
 
@@ -222,8 +223,8 @@ pub struct ControllerArgs {
     /// Identity in the Lease; the pod name when run in a cluster.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Uid of this controller's pod (downward API): the Lease is owned by the leader's pod, so
-    /// it is garbage-collected with the last one.
+    /// Uid of this controller's pod (downward API): owner of the canary's pods, policies and
+    /// ConfigMap (never of the leader Lease).
     #[arg(long, env = "POD_UID")]
     pub pod_uid: Option<String>,
     /// Namespace of this controller's pod (downward API): the canary's pods and ConfigMap are
@@ -249,6 +250,19 @@ pub struct ControllerArgs {
     /// Largest total size of a git source's files (they travel in a ConfigMap, at most 1 MiB).
     #[arg(long, env = "CRUCIBLE_MAX_SOURCE_SIZE", default_value = "512Ki", value_parser = parse_quantity)]
     pub max_source_size: f64,
+    /// Ranges no `Allowlist` run may reach: an egress entry inside one is refused, one around
+    /// one excepts it (link-local and cloud metadata addresses by default).
+    #[arg(
+        long,
+        env = "CRUCIBLE_FORBIDDEN_EGRESS_CIDRS",
+        value_delimiter = ',',
+        default_value = "169.254.0.0/16,fe80::/10,fd00:ec2::254/128"
+    )]
+    pub forbidden_egress_cidrs: Vec<Cidr>,
+    /// The cluster's service and pod ranges: forbidden to `Allowlist` runs like
+    /// `--forbidden-egress-cidrs` (none when not given).
+    #[arg(long, env = "CRUCIBLE_CLUSTER_CIDRS", value_delimiter = ',')]
+    pub cluster_cidrs: Vec<Cidr>,
     /// Cap on per-Evaluation score series in /metrics (0 turns them off).
     #[arg(long, env = "CRUCIBLE_SCORE_SERIES_LIMIT", default_value_t = 10_000)]
     pub score_series_limit: usize,
@@ -266,6 +280,10 @@ pub struct ControllerArgs {
     /// Longest one canary run may take, from pod creation to its log.
     #[arg(long, env = "CRUCIBLE_CANARY_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     pub canary_timeout: Duration,
+    /// How long an unschedulable canary pod waits for a node (a node pool scaling up from
+    /// zero) before the sandbox counts as failed; on top of `--canary-timeout`.
+    #[arg(long, env = "CRUCIBLE_CANARY_SCHEDULE_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub canary_schedule_grace: Duration,
     /// Image of the canary's probe (needs python3).
     #[arg(
         long,
@@ -339,10 +357,13 @@ impl ControllerArgs {
             follow_interval,
             allow_file_git_urls,
             max_source_size,
+            forbidden_egress_cidrs,
+            cluster_cidrs,
             sandbox_canary,
             canary_allowlist,
             canary_interval,
             canary_timeout,
+            canary_schedule_grace,
             canary_image,
             canary_listen_address,
             pod_ip,
@@ -371,6 +392,10 @@ impl ControllerArgs {
                 namespace_max_running,
                 max_source_bytes: max_source_size as usize,
                 follow_interval,
+                forbidden_egress: forbidden_egress_cidrs
+                    .into_iter()
+                    .chain(cluster_cidrs)
+                    .collect(),
             },
             Runtime {
                 namespaces,
@@ -393,6 +418,7 @@ impl ControllerArgs {
                     allowlist: canary_allowlist,
                     interval: canary_interval,
                     timeout: canary_timeout,
+                    schedule_grace: canary_schedule_grace,
                     image: canary_image,
                     listen: canary_listen_address.or(pod_ip).unwrap_or(LOCAL_BRIDGE),
                 },

@@ -6,15 +6,16 @@
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::Evaluation;
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::plan::{Child, ChildKind, Plan, Refusal};
-use crate::evaluation::sandbox_policy::{POLICY_NAME, PolicyError};
+use crate::evaluation::sandbox_policy::{self, POLICY_NAME, PolicyError};
 use crate::evaluation::workspace;
+use crate::labels::MANAGED_LABEL;
 use crate::ssa;
 
 /// Puts the plan's children in place in order; stops at the first refusal.
@@ -33,7 +34,11 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
                     Err(error) => return sandbox_policy_refusal(plan, &namespace, error),
                 }
             }
-            Child::NetworkPolicy(np) => ssa(ctx, &namespace, np.as_ref(), "NetworkPolicy").await,
+            Child::NetworkPolicy(np) => match widened(ctx, &namespace, plan, np).await {
+                Ok(Some(refusal)) => return Ok(Some(refusal)),
+                Ok(None) => ssa(ctx, &namespace, np.as_ref(), "NetworkPolicy").await,
+                Err(error) => Err(error),
+            },
             Child::ConfigMap(cm) => {
                 let api: Api<ConfigMap> = ssa::scoped(&ctx.client, Some(&namespace));
                 workspace::ensure(&api, cm, cm_is_shared(cm)).await
@@ -61,6 +66,55 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
         return Err(Error::ApplyChild { kind, name, source });
     }
     Ok(None)
+}
+
+/// Most NetworkPolicies of a namespace read to check an `Allowlist` run; a namespace with more
+/// is not checked, and the run waits (fail closed).
+const POLICIES_CHECKED: u32 = 500;
+
+/// An `Allowlist` run waits (its reason in status, an Event) while another NetworkPolicy of
+/// its namespace selects its pod and allows egress: policies add up, so the run could reach
+/// more than its allowlist. Read at each start, from the API server (the controller watches
+/// only its own policies); looked at again after [`crate::evaluation::plan::SANDBOX_RETRY`].
+async fn widened(
+    ctx: &Context,
+    namespace: &str,
+    plan: &Plan,
+    own: &NetworkPolicy,
+) -> Result<Option<Refusal>> {
+    let Some(labels) = plan.create.iter().find_map(|c| match c {
+        Child::Pod(pod) => pod.metadata.labels.clone(),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let api: Api<NetworkPolicy> = ssa::scoped(&ctx.client, Some(namespace));
+    let list = api
+        .list(&ListParams::default().limit(POLICIES_CHECKED))
+        .await
+        .map_err(|source| Error::ApplyChild {
+            kind: "NetworkPolicy",
+            name: own.name_any(),
+            source,
+        })?;
+    let names = sandbox_policy::widening(&list.items, &labels, &own.name_any());
+    let message = if !names.is_empty() {
+        format!(
+            "NetworkPolicy {} selects this run's sandbox pod and allows egress; NetworkPolicies add up, so the run could reach more than spec.sandbox.egress. Remove it, or keep pods labelled {MANAGED_LABEL}=true out of its podSelector",
+            names.join(", ")
+        )
+    } else if list.metadata.continue_.is_some_and(|c| !c.is_empty()) {
+        format!(
+            "the namespace has more than {POLICIES_CHECKED} NetworkPolicies; none may widen an Allowlist run, and not all can be checked"
+        )
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Refusal {
+        reason: "EgressWidened",
+        message,
+        retry: true,
+    }))
 }
 
 /// Whether a planned workspace ConfigMap is a suite's shared one (owned by the suite).
