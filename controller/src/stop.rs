@@ -339,7 +339,8 @@ mod tests {
                 }
                 (&Method::PATCH, true) => {
                     server_writes.lock().expect("lock").push(body.clone());
-                    if body["metadata"]["resourceVersion"] != stored.0.to_string() {
+                    let current = stored.0.to_string();
+                    if body["metadata"]["resourceVersion"] != current.as_str() {
                         return (409, status_error(409, "the object has been modified"));
                     }
                     let data = serde_json::from_value(body["data"].clone()).expect("data");

@@ -604,7 +604,9 @@ impl Ledger {
     /// [`Ledger::reserved_for_smaller_shares`]), each walked from its head.
     fn wake_admissible(&mut self) {
         let global = self.global.clone();
-        let mut order: Vec<(f64, Option<(i64, &str)>, &String)> = self
+        // Share, head (creation, name), namespace.
+        type Turn<'a> = (f64, Option<(i64, &'a str)>, &'a String);
+        let mut order: Vec<Turn<'_>> = self
             .queues
             .keys()
             .map(|ns| {
