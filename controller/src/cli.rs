@@ -525,6 +525,34 @@ mod tests {
     }
 
     #[test]
+    fn forbidden_egress_is_link_local_and_metadata_plus_the_cluster_ranges_given() {
+        let forbidden = |args: &[&str]| -> Vec<String> {
+            let cli = Cli::parse_from(["crucible", "controller"].iter().chain(args));
+            let Command::Controller(args) = cli.command else {
+                panic!("controller subcommand expected")
+            };
+            let config = args.into_parts().0;
+            config
+                .forbidden_egress
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let defaults = ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"];
+        assert_eq!(forbidden(&[]), defaults);
+        let with_cluster = forbidden(&["--cluster-cidrs", "10.96.0.0/12,10.244.0.0/16"]);
+        assert_eq!(with_cluster[..3], defaults);
+        assert_eq!(with_cluster[3..], ["10.96.0.0/12", "10.244.0.0/16"]);
+        let only = forbidden(&["--forbidden-egress-cidrs", "192.0.2.0/24"]);
+        assert_eq!(only, ["192.0.2.0/24"]);
+        assert!(
+            Cli::try_parse_from(["crucible", "controller", "--cluster-cidrs", "10.96.0.0"])
+                .is_err(),
+            "not a CIDR"
+        );
+    }
+
+    #[test]
     fn namespaces_flag_takes_a_comma_separated_list() {
         let cli = Cli::parse_from(["crucible", "controller", "--namespace", "a,b"]);
         let Command::Controller(args) = cli.command else {
