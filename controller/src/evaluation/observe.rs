@@ -285,8 +285,8 @@ async fn follow_head(ctx: &Context, namespace: &str, git: &GitSource) -> Option<
     }
 }
 
-/// Credentials from the Secret named in `secretRef`, when it is labelled for git
-/// ([`credentials::from_secret`]).
+/// Credentials from the Secret named in `secretRef`, when it is labelled for git and bound to
+/// the repository's URL ([`credentials::from_secret`]).
 async fn credentials(
     ctx: &Context,
     namespace: &str,
@@ -318,5 +318,5 @@ async fn credentials(
             ));
         }
     };
-    credentials::from_secret(&secret_ref.name, &secret).map(Some)
+    credentials::from_secret(&secret_ref.name, &secret, &git.url).map(Some)
 }
