@@ -21,13 +21,13 @@ use crate::evaluation::credentials;
 use crate::evaluation::plan::{
     self, FetchedSource, LogsNeeded, Observed, RuntimeClassCheck, SourceProblem,
 };
-use crate::evaluation::results::{LOG_READ_BYTES, LogCapture, LogScanner, TailSearch};
+use crate::evaluation::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::evaluation::validate;
 use crate::source::{Credentials, GitRequest};
 
 /// Tries at reading one container's log before a stopping run goes on without it.
 const LOG_READ_ATTEMPTS: u32 = 2;
-/// Longest one log read may take (the API server proxies it to the pod's kubelet).
+/// Longest the reads of one log may take (the API server proxies them to the pod's kubelet).
 const LOG_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Pause between two tries.
 const LOG_READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
@@ -155,12 +155,8 @@ async fn read_log_retrying(
 ) -> Result<Option<LogCapture>> {
     let mut attempt = 1;
     loop {
-        let outcome = tokio::time::timeout(LOG_READ_TIMEOUT, read_log(api, pod, container))
-            .await
-            .unwrap_or(Err(Error::ReadLogTimeout {
-                pod: pod.to_string(),
-            }));
-        match outcome {
+        let deadline = tokio::time::Instant::now() + LOG_READ_TIMEOUT;
+        match read_log(api, pod, container, deadline).await {
             Err(_) if attempt < LOG_READ_ATTEMPTS => {
                 attempt += 1;
                 tokio::time::sleep(LOG_READ_BACKOFF).await;
@@ -170,54 +166,86 @@ async fn read_log_retrying(
     }
 }
 
-/// Reads the end of one container's log through a [`LogScanner`]: the last lines that fit in
-/// [`LOG_READ_BYTES`], as [`TailSearch`] finds them, so the final result line and the true last
-/// bytes survive any log size. `None` when the kubelet has no log for it (container never
-/// started, pod gone).
-async fn read_log(api: &Api<Pod>, pod: &str, container: &str) -> Result<Option<LogCapture>> {
-    let read_error = |source| Error::ReadLog {
-        pod: pod.to_string(),
-        source,
-    };
+/// Reads the end of one container's log through a [`LogScanner`]: the last whole lines that
+/// fit in [`LOG_WINDOW_BYTES`], as [`TailSearch`] finds them, so the final result line and the
+/// true last bytes survive any log size. `None` when the kubelet has no log for it (container
+/// never started, pod gone). At `deadline` the best complete read so far is the answer (its
+/// [`LogCapture::searched`] says how far back it reached); without one, a timeout.
+async fn read_log(
+    api: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Option<LogCapture>> {
     let mut search = TailSearch::default();
     let mut kept = None;
     loop {
-        let params = LogParams {
-            container: Some(container.to_string()),
-            tail_lines: Some(search.lines()),
-            limit_bytes: Some(LOG_READ_BYTES),
-            ..Default::default()
-        };
-        let mut stream = match api.log_stream(pod, &params).await {
-            Ok(stream) => stream,
-            Err(kube::Error::Api(status)) if status.code == 400 || status.code == 404 => {
-                return Ok(kept);
+        let read = read_log_once(api, pod, container, search.lines());
+        let (capture, received) = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(Some(read))) => read,
+            Ok(Ok(None)) => return Ok(kept),
+            Ok(Err(e)) => return Err(e),
+            Err(_) if kept.is_some() => return Ok(kept),
+            Err(_) => {
+                return Err(Error::ReadLogTimeout {
+                    pod: pod.to_string(),
+                });
             }
-            Err(e) => return Err(read_error(e)),
         };
-        let mut scanner = LogScanner::default();
-        let mut received: u64 = 0;
-        loop {
-            let chunk = stream
-                .fill_buf()
-                .await
-                .map_err(|e| read_error(kube::Error::ReadEvents(e)))?;
-            if chunk.is_empty() {
-                break;
-            }
-            let len = chunk.len();
-            scanner.feed(chunk);
-            received = received.saturating_add(len as u64);
-            stream.consume_unpin(len);
-        }
-        let verdict = search.record(received);
+        let verdict = search.record(received, capture.result_line.is_some());
         if verdict.keep {
-            kept = Some(scanner.finish());
+            kept = Some(LogCapture {
+                whole: verdict.whole,
+                ..capture
+            });
         }
         if verdict.next.is_none() {
             return Ok(kept);
         }
     }
+}
+
+/// One read of the last `lines` lines (at most [`LOG_WINDOW_BYTES`]), streamed through a
+/// [`LogScanner`]: its capture and the bytes received. `None` when the kubelet has no log.
+async fn read_log_once(
+    api: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    lines: i64,
+) -> Result<Option<(LogCapture, u64)>> {
+    let read_error = |source| Error::ReadLog {
+        pod: pod.to_string(),
+        source,
+    };
+    let params = LogParams {
+        container: Some(container.to_string()),
+        tail_lines: Some(lines),
+        limit_bytes: Some(i64::try_from(LOG_WINDOW_BYTES).unwrap_or(i64::MAX)),
+        ..Default::default()
+    };
+    let mut stream = match api.log_stream(pod, &params).await {
+        Ok(stream) => stream,
+        Err(kube::Error::Api(status)) if status.code == 400 || status.code == 404 => {
+            return Ok(None);
+        }
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut scanner = LogScanner::default();
+    let mut received: u64 = 0;
+    loop {
+        let chunk = stream
+            .fill_buf()
+            .await
+            .map_err(|e| read_error(kube::Error::ReadEvents(e)))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let len = chunk.len();
+        scanner.feed(chunk);
+        received = received.saturating_add(len as u64);
+        stream.consume_unpin(len);
+    }
+    Ok(Some((scanner.finish(), received)))
 }
 
 /// Reads the files of `git` at `reference` through the controller's git cache.
@@ -257,8 +285,8 @@ async fn follow_head(ctx: &Context, namespace: &str, git: &GitSource) -> Option<
     }
 }
 
-/// Credentials from the Secret named in `secretRef`, when it is labelled for git
-/// ([`credentials::from_secret`]).
+/// Credentials from the Secret named in `secretRef`, when it is labelled for git and bound to
+/// the repository's URL ([`credentials::from_secret`]).
 async fn credentials(
     ctx: &Context,
     namespace: &str,
@@ -290,5 +318,5 @@ async fn credentials(
             ));
         }
     };
-    credentials::from_secret(&secret_ref.name, &secret).map(Some)
+    credentials::from_secret(&secret_ref.name, &secret, &git.url).map(Some)
 }

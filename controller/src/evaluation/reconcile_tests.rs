@@ -187,15 +187,59 @@ async fn cancel_reads_the_log_writes_status_then_deletes_the_pod() {
             )
             .await;
         assert!(log.uri.contains("container=evaluation"));
-        // Read from the end: the last lines, at most 1 MiB.
+        // Read from the end: the last lines, at most 16 MiB.
         assert!(
-            log.uri.contains("tailLines=1000") && log.uri.contains("limitBytes=1048576"),
+            log.uri.contains("tailLines=1000") && log.uri.contains("limitBytes=16777216"),
             "{}",
             log.uri
         );
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["phase"], Phase::Cancelled.as_str());
         assert_eq!(status.body["status"]["logTail"], "step 1\nstep 2\n");
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        api.expect(Method::DELETE, &pod_path, 200, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
+}
+
+/// Issue 22: a harness prints its result, then 1,500 lines of teardown. The first read (the
+/// last 1000 lines) has no result line, so the controller reads further back and finds it.
+#[tokio::test]
+async fn a_result_line_followed_by_1500_lines_is_found_by_reading_further_back() {
+    let (ev, name) = started(Evaluation::test());
+    let pod = mk_pod(
+        &name,
+        "Succeeded",
+        vec![mk_container(
+            "evaluation",
+            crate::fixtures::terminated(0, "Completed", None),
+        )],
+    );
+    let teardown: Vec<String> = (0..1500).map(|i| format!("teardown {i:04}\n")).collect();
+    let whole = format!("CRUCIBLE_RESULT {{\"score\": 0.75}}\n{}", teardown.concat());
+    let last_1000 = teardown[500..].concat();
+    let pod_path = format!("{PODS}/{name}");
+    reconcile_with(ev, vec![pod], true, |mut api| async move {
+        let log = format!("{pod_path}/log");
+        let first = api.expect(Method::GET, &log, 200, last_1000.into()).await;
+        assert!(first.uri.contains("tailLines=1000"), "{}", first.uri);
+        let second = api.expect(Method::GET, &log, 200, whole.into()).await;
+        assert!(
+            !second.uri.contains("tailLines=1000&") && second.uri.contains("limitBytes=16777216"),
+            "{}",
+            second.uri
+        );
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(
+            status.body["status"]["phase"],
+            Phase::Succeeded.as_str(),
+            "{}",
+            status.body
+        );
+        assert_eq!(status.body["status"]["result"]["score"], 0.75);
         api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
             .await;
         api.expect(Method::DELETE, &pod_path, 200, serde_json::json!({}))
