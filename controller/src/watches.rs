@@ -19,9 +19,10 @@ use crate::cache::expectations::Expectations;
 use crate::cache::seen_statuses::SeenStatuses;
 use crate::cache::{Change, Indexed, key_of, lean};
 use crate::crd::{Evaluation, EvaluationSuite};
-use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL, SUITE_LABEL};
+use crate::labels::{MANAGED_LABEL, SUITE_LABEL};
 use crate::liveness;
 use crate::metrics::Metrics;
+use crate::ownership;
 use crate::runner::{Key, Trigger};
 use crate::ssa;
 
@@ -31,7 +32,7 @@ pub struct Caches {
     pub evaluations: Indexed<Evaluation>,
     /// EvaluationSuites.
     pub suites: Indexed<EvaluationSuite>,
-    /// Sandbox pods (lean), indexed by Evaluation uid.
+    /// Sandbox pods (lean), indexed by their controlling Evaluation ([`ownership::pod_index`]).
     pub pods: Indexed<Pod>,
     /// Pods created that the pod cache has not shown yet.
     pub expected: Expectations,
@@ -45,7 +46,7 @@ impl Caches {
         Caches {
             evaluations: Indexed::new(scopes, suite_of),
             suites: Indexed::new(scopes, |_| None),
-            pods: Indexed::new(scopes, |p| p.labels().get(EVALUATION_UID_LABEL).cloned()),
+            pods: Indexed::new(scopes, ownership::pod_index),
             expected: Expectations::default(),
             statuses: SeenStatuses::default(),
         }
@@ -63,10 +64,10 @@ impl Caches {
         self.pods.synced().await;
     }
 
-    /// The pods of Evaluation `uid`.
-    pub fn pods_of(&self, uid: &str) -> Vec<Pod> {
+    /// The pods of Evaluation `uid` in `namespace`: in its namespace and controlled by it.
+    pub fn pods_of(&self, namespace: &str, uid: &str) -> Vec<Pod> {
         self.pods
-            .indexed(uid)
+            .indexed(&ownership::run_key(namespace, uid))
             .into_iter()
             .map(Arc::unwrap_or_clone)
             .collect()
@@ -195,49 +196,45 @@ impl Routes {
         self.admission.withdraw(&uid);
         self.caches.expected.forget(&uid);
         self.caches.statuses.forget(&uid);
-        self.free_gone(&uid);
+        self.free_gone(&ns, &uid);
     }
 
-    /// Frees the admissions of deleted Evaluation `uid` whose pods are gone (from the cache:
-    /// every pod change of it comes here again).
-    fn free_gone(&self, uid: &str) {
+    /// Frees the admissions of deleted Evaluation `uid` of `namespace` whose pods are gone
+    /// (from the cache: every pod change of it comes here again).
+    fn free_gone(&self, namespace: &str, uid: &str) {
         let now = Time(jiff::Timestamp::now());
         let keep: BTreeSet<String> = self
             .caches
-            .pods
-            .indexed(uid)
+            .pods_of(namespace, uid)
             .iter()
             .filter(|p| liveness::holds_capacity(p, &now))
-            .filter_map(|p| liveness::run_of(p))
+            .filter_map(liveness::run_of)
             .collect();
-        self.admission.settle(uid, &keep, false);
+        self.admission.settle(namespace, uid, &keep, false);
     }
 
     fn pod_changed(&self, change: Change<Pod>) {
-        let pod = match change {
-            Change::Applied { new, .. } => {
-                if let Some(uid) = new.labels().get(EVALUATION_UID_LABEL) {
-                    self.caches.expected.observed(uid, &new.name_any());
-                }
-                new
-            }
-            Change::Deleted(pod) => pod,
+        let (pod, applied) = match change {
+            Change::Applied { new, .. } => (new, true),
+            Change::Deleted(pod) => (pod, false),
             Change::None => return,
         };
-        let Some(owner) = pod
-            .owner_references()
-            .iter()
-            .find(|o| o.kind == "Evaluation")
-        else {
+        // Only a pod its Evaluation controls, in that Evaluation's namespace, is looked at.
+        let Some(owner) = ownership::controller::<Evaluation>(pod.meta()) else {
             return;
         };
-        let key = Key::new(pod.namespace().unwrap_or_default(), owner.name.clone());
+        let namespace = pod.namespace().unwrap_or_default();
+        let key = Key::new(namespace.clone(), owner.name.clone());
         match self.caches.evaluations.get(&key) {
             Some(ev) if ev.uid().as_deref() == Some(owner.uid.as_str()) => {
+                if applied {
+                    self.caches.expected.observed(&owner.uid, &pod.name_any());
+                }
                 let _ = self.evaluations.send(key);
             }
-            // Its Evaluation is gone (or replaced by a new one of the same name).
-            _ => self.free_gone(&owner.uid),
+            // Its Evaluation is gone (or replaced by a new one of the same name). Freed only
+            // in this pod's namespace: a pod elsewhere naming the uid frees nothing.
+            _ => self.free_gone(&namespace, &owner.uid),
         }
     }
 }
@@ -259,6 +256,62 @@ fn needs_reconcile(old: Option<&Evaluation>, new: &Evaluation) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::fixtures::{mk_pod, owned_by};
+
+    fn routes() -> Routes {
+        Routes {
+            caches: Arc::new(Caches::new(1)),
+            evaluations: crate::runner::channel().0,
+            suites: crate::runner::channel().0,
+            admission: Arc::default(),
+            metrics: Arc::default(),
+        }
+    }
+
+    /// A pod in another namespace naming a running Evaluation's uid as its controller is not
+    /// that Evaluation's: its events free nothing, and the pod cache does not list it as the
+    /// run's pod.
+    #[test]
+    fn a_pod_elsewhere_claiming_an_evaluation_frees_nothing_and_is_not_its_pod() {
+        let r = routes();
+        let victim = Evaluation::test();
+        let uid = victim.uid().unwrap_or_default();
+        let run = crate::evaluation::plan::admission_run_id(&victim, None);
+        let decision = r.admission.decide(
+            &victim,
+            &run,
+            &[],
+            &Config::default(),
+            None,
+            &Metrics::default(),
+        );
+        assert_eq!(decision, crate::admission::Decision::Admit);
+        let mut spoof = owned_by(mk_pod("decoy", "Succeeded", vec![]), &uid);
+        spoof.metadata.namespace = Some("team-b".into());
+        spoof
+            .labels_mut()
+            .insert(crate::labels::EVALUATION_UID_LABEL.into(), uid.clone());
+        for change in r
+            .caches
+            .pods
+            .apply(None, watcher::Event::Apply(spoof.clone()))
+        {
+            r.pod_changed(change);
+        }
+        for change in r.caches.pods.apply(None, watcher::Event::Delete(spoof)) {
+            r.pod_changed(change);
+        }
+        assert_eq!(r.admission.status_of("team-a").0.running, 1, "still held");
+        let mut label_only = mk_pod("stray", "Running", vec![]);
+        label_only
+            .labels_mut()
+            .insert(crate::labels::EVALUATION_UID_LABEL.into(), uid.clone());
+        r.caches
+            .pods
+            .apply(None, watcher::Event::Apply(label_only));
+        assert!(r.caches.pods_of("team-a", &uid).is_empty());
+    }
 
     #[test]
     fn only_status_writes_are_not_reconciled() {

@@ -167,7 +167,9 @@ where
         })
 }
 
-/// Deletes the plan's children; "not found" counts as done.
+/// Deletes the plan's children; "not found" counts as done. A pod is deleted only when the
+/// pod cache shows it as this Evaluation's ([`crate::ownership`]), and only that very pod
+/// (by uid): a same-named pod of another owner is never touched.
 ///
 /// # Errors
 /// Passing API errors, to be retried.
@@ -175,9 +177,20 @@ pub async fn delete(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
     let namespace = ev
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let owned = ctx
+        .caches
+        .pods_of(&namespace, &ev.uid().unwrap_or_default());
     for (kind, name) in &plan.delete {
         match kind {
-            ChildKind::Pod => remove::<Pod>(ctx, &namespace, name, "Pod").await?,
+            ChildKind::Pod => {
+                let uid = owned
+                    .iter()
+                    .find(|p| &p.name_any() == name)
+                    .and_then(|p| p.uid());
+                if let Some(uid) = uid {
+                    remove_pod(ctx, &namespace, name, &uid).await?;
+                }
+            }
             ChildKind::NetworkPolicy => {
                 remove::<NetworkPolicy>(ctx, &namespace, name, "NetworkPolicy").await?
             }
@@ -185,6 +198,17 @@ pub async fn delete(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn remove_pod(ctx: &Context, namespace: &str, name: &str, uid: &str) -> Result<()> {
+    let api: Api<Pod> = ssa::scoped(&ctx.client, Some(namespace));
+    ssa::delete_exact(&api, name, uid)
+        .await
+        .map_err(|source| Error::DeleteChild {
+            kind: "Pod",
+            name: name.to_string(),
+            source,
+        })
 }
 
 async fn remove<K>(ctx: &Context, namespace: &str, name: &str, kind: &'static str) -> Result<()>

@@ -49,9 +49,9 @@ impl Cluster {
     fn deliver(&mut self) {
         for event in std::mem::take(&mut self.watch) {
             if let watcher::Event::Apply(pod) = &event
-                && let Some(uid) = pod.labels().get(crate::labels::EVALUATION_UID_LABEL)
+                && let Some(owner) = crate::ownership::controller::<Evaluation>(&pod.metadata)
             {
-                self.caches.expected.observed(uid, &pod.name_any());
+                self.caches.expected.observed(&owner.uid, &pod.name_any());
             }
             self.caches.pods.apply(None, event);
         }
@@ -90,7 +90,11 @@ impl Cluster {
                 let pod = self
                     .pods
                     .entry(name.to_string())
-                    .or_insert_with(|| body.clone())
+                    .or_insert_with(|| {
+                        let mut stored = body.clone();
+                        stored["metadata"]["uid"] = format!("uid-{name}").into();
+                        stored
+                    })
                     .clone();
                 self.watch_pod(name, None);
                 (200, pod)

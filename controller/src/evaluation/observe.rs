@@ -67,7 +67,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let now = Time(jiff::Timestamp::now());
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods = ctx.caches.pods_of(&uid);
+    let pods = ctx.caches.pods_of(&namespace, &uid);
     let stop = ctx.stop_switch().covers(&namespace);
     let head = match git_of(&ev) {
         Some(git) if plan::follows(&ev) && plan::run_is_over(&ev) => {

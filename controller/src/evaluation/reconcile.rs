@@ -86,7 +86,8 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     // The ledger learns what the run holds now, before the status write: a finished run's
     // slot goes to the next queued run at once (its pod holds no capacity any more).
     let uid = ev.uid().unwrap_or_default();
-    ctx.admission.settle(&uid, &plan.holds(), plan.in_queue); // no client required
+    ctx.admission
+        .settle(&namespace, &uid, &plan.holds(), plan.in_queue); // no client required
     report::report(&ev, &plan, &ctx).await?; // client required
     if let Some(waited) = plan::queue_wait(&ev, &plan, &observed.now) {
         ctx.metrics.admitted_after(waited.as_secs_f64());

@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::error::{Error, Result};
 use crate::events;
+use crate::ownership;
 use crate::requeue::{self, Requeue};
 use crate::ssa;
 use crate::suite::{Context, plan, sources};
@@ -39,7 +40,9 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
     }
     let uid = suite.uid().ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let evaluations: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
-    let ours = |c: &Evaluation| c.owner_references().iter().any(|o| o.uid == uid);
+    // A child is the suite's only when the suite is its controller (same namespace: both
+    // reads below are in it), whatever its labels or other owner references say.
+    let ours = |c: &Evaluation| ownership::controlled_by::<EvaluationSuite>(c.meta(), &uid);
     let children: Vec<Evaluation> = ctx
         .caches
         .children_of(&namespace, &suite.name_any())
