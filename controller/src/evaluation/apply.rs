@@ -15,6 +15,7 @@ use crate::evaluation::Context;
 use crate::evaluation::plan::{Child, ChildKind, Plan, Refusal};
 use crate::evaluation::sandbox_policy::{POLICY_NAME, PolicyError};
 use crate::evaluation::workspace;
+use crate::ownership;
 use crate::ssa;
 
 /// Puts the plan's children in place in order; stops at the first refusal.
@@ -44,11 +45,15 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
                 let uid = ev.uid().unwrap_or_default();
                 let now = tokio::time::Instant::now();
                 ctx.caches.expected.expect(&uid, &pod.name_any(), now);
-                let outcome = ssa(ctx, &namespace, pod.as_ref(), "Pod").await;
-                if outcome.is_err() {
+                let outcome = create_pod(ctx, &namespace, pod, &uid).await;
+                if !matches!(outcome, Ok(None)) {
                     ctx.caches.expected.forget(&uid);
                 }
-                outcome
+                match outcome {
+                    Ok(None) => continue,
+                    Ok(Some(taken)) => return Ok(Some(taken)),
+                    Err(error) => Err(error),
+                }
             }
         };
         let Err(Error::ApplyChild { kind, name, source }) = outcome else {
@@ -61,6 +66,43 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
         return Err(Error::ApplyChild { kind, name, source });
     }
     Ok(None)
+}
+
+/// Creates the pod; never applies it: a forced apply would take over a same-named pod of
+/// another owner (its labels, and a second controller reference the API server refuses). A pod
+/// of that name that this Evaluation already controls (created just before a crash, before the
+/// status said so) is the one meant; any other is left untouched and refuses the run.
+async fn create_pod(
+    ctx: &Context,
+    namespace: &str,
+    pod: &Pod,
+    uid: &str,
+) -> Result<Option<Refusal>> {
+    let api: Api<Pod> = ssa::scoped(&ctx.client, Some(namespace));
+    let name = pod.name_any();
+    let error = |source| Error::ApplyChild {
+        kind: "Pod",
+        name: name.clone(),
+        source,
+    };
+    let taken = match ssa::create(&api, ssa::CHILD_MANAGER, pod).await {
+        Ok(_) => return Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 409 => status,
+        Err(source) => return Err(error(source)),
+    };
+    match api.get_opt(&name).await.map_err(error)? {
+        Some(existing) if ownership::controlled_by::<Evaluation>(existing.meta(), uid) => Ok(None),
+        Some(_) => Ok(Some(Refusal {
+            reason: "PodNameTaken",
+            message: format!(
+                "a pod named {name} that this Evaluation does not own exists in the namespace; \
+                 it was left untouched"
+            ),
+            retry: false,
+        })),
+        // Deleted since: the next try creates it.
+        None => Err(error(kube::Error::Api(taken))),
+    }
 }
 
 /// Whether a planned workspace ConfigMap is a suite's shared one (owned by the suite).

@@ -85,7 +85,11 @@ async fn create_applies_policy_before_pod_then_reports_pending() {
             .await;
         assert_eq!(workspace.body["data"]["eval.py"], "print(1)");
         assert_eq!(workspace.body["immutable"], true);
-        let pod = api.expect_apply(PODS).await;
+        // Created, never applied: no pod of another owner is taken over.
+        let pod = api
+            .expect(Method::POST, PODS, 201, serde_json::json!({}))
+            .await;
+        assert!(pod.uri.contains("fieldManager=crucible-controller"));
         assert_eq!(pod.body["spec"]["runtimeClassName"], "gvisor");
         assert_eq!(pod.body["kind"], "Pod");
         let status = api.expect_apply(STATUS).await;
@@ -439,4 +443,54 @@ async fn pods_the_evaluation_does_not_control_are_left_alone() {
     });
     reconcile(Arc::new(ev), ctx).await.expect("reconcile");
     server.await.expect("scenario completed");
+}
+
+/// A re-created Evaluation (same name and spec, new uid) gets pod names of its own: it never
+/// finds the old Evaluation's kept pod under its name.
+#[test]
+fn a_recreated_evaluation_gets_pods_of_its_own() {
+    let (_, old) = started(Evaluation::test());
+    let mut again = Evaluation::test();
+    again.metadata.uid = Some("99999999-2222-3333-4444-555555555555".into());
+    let (_, new) = started(again);
+    assert_ne!(old, new);
+}
+
+/// The pod's name is taken by a pod this Evaluation does not control: it is left untouched
+/// (no apply, no delete) and the run fails with the reason. A pod of the name it already
+/// controls (created before a crash) is simply its own.
+#[tokio::test]
+async fn a_pod_name_taken_by_another_owner_is_never_adopted() {
+    let ev = Evaluation::test();
+    let uid = ev.metadata.uid.clone().unwrap_or_default();
+    let (_, name) = started(ev.clone());
+    let pod_path = format!("{PODS}/{name}");
+    for (owner, phase) in [("another-uid", "Failed"), (uid.as_str(), "Pending")] {
+        let existing = serde_json::to_value(owned_by(mk_pod(&name, "Failed", vec![]), owner))
+            .expect("pod json");
+        let path = pod_path.clone();
+        reconcile_with(ev.clone(), vec![], true, move |mut api| async move {
+            api.expect_apply(POLICY).await;
+            api.expect(Method::POST, CONFIGMAPS, 201, serde_json::json!({}))
+                .await;
+            api.expect(
+                Method::POST,
+                PODS,
+                409,
+                status_error(409, "pods already exists"),
+            )
+            .await;
+            api.expect(Method::GET, &path, 200, existing).await;
+            let status = api.expect_apply(STATUS).await;
+            assert_eq!(status.body["status"]["phase"], phase);
+            if phase == "Failed" {
+                assert_eq!(status.body["status"]["reason"], "PodNameTaken");
+                assert!(status.body["status"]["podName"].is_null());
+            }
+            api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+                .await;
+            api.expect_silence().await;
+        })
+        .await;
+    }
 }

@@ -222,7 +222,9 @@ impl Planner<'_> {
                 ));
             }
         };
-        let attempt_id = self.key.attempt_id(self.status.run_generation, attempt);
+        let attempt_id = self
+            .key
+            .attempt_id(&self.owner.uid, self.status.run_generation, attempt);
         let pod_name = pod_name(&self.owner.name, &attempt_id);
         let policy_name = child_name(&self.owner.name, POLICY_SUFFIX);
         let fetched = match &self.obs.source {
