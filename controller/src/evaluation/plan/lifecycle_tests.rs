@@ -233,6 +233,31 @@ fn infrastructure_failures_retry_with_a_new_pod_then_give_up() {
     assert!(p.create.is_empty());
 }
 
+/// A retry is admitted like any run: when the gate does not admit it (its run lost its
+/// admission in a restart), the lost pod goes, no new pod is made and the run waits in the
+/// queue; once admitted, it starts the next attempt.
+#[test]
+fn a_retry_the_gate_does_not_admit_waits_in_the_queue() {
+    let ev = Evaluation::test().with_spec(|s| s.retries = Some(1));
+    let ev = after(&ev, &run(&ev, &Observed::empty()));
+    let first = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .expect("pod");
+    let p = run_with(&ev, &with_pods(vec![]), &wait(1, "QuotaExceeded: maxRunning 1 reached"));
+    assert_eq!(p.status.phase, Some(Phase::Queued));
+    assert!(p.create.is_empty(), "no second pod beside the admitted ones");
+    assert!(p.in_queue);
+    assert_eq!(p.status.attempts, Some(1));
+    assert!(p.status.pod_name.is_none());
+    assert_eq!(p.holds(), Default::default(), "holds nothing while queued");
+    let p = run(&after(&ev, &p), &with_pods(vec![]));
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(p.status.attempts, Some(2));
+    assert_ne!(p.status.pod_name, Some(first));
+}
+
 #[test]
 fn evaluation_failures_are_never_retried() {
     let ev = Evaluation::test().with_spec(|s| s.retries = Some(3));

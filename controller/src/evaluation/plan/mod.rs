@@ -42,7 +42,7 @@ use crate::requeue::Requeue;
 
 pub use observed::{FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
 pub use predicates::{
-    LogsNeeded, admission_run_id, awaits_admission, follows, logs_needed, queue_wait, run_is_over,
+    LogsNeeded, admission_run_id, asks_admission, awaits_admission, follows, logs_needed, queue_wait, run_is_over,
     source_reference,
 };
 

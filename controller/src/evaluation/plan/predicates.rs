@@ -57,6 +57,13 @@ pub fn awaits_admission(ev: &Evaluation, head: Option<&str>) -> bool {
     }
 }
 
+/// Whether `reconcile` asks the admission gate for `ev`: while its run awaits admission, and
+/// while it is Pending or Running, since a lost attempt may start another (admitted again at
+/// once while the run holds its admission, queued when it does not).
+pub fn asks_admission(ev: &Evaluation, head: Option<&str>) -> bool {
+    awaits_admission(ev, head) || !run_is_over(ev)
+}
+
 /// The id of the run `ev` asks to start (or runs): what its admission is held by and its pods
 /// are labelled with. The current run keeps the id in its status; a new run's id comes from
 /// the Evaluation's generation (and the new head of a followed branch).

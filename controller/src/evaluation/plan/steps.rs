@@ -80,7 +80,8 @@ impl Planner<'_> {
         }
         match self.status.phase {
             None | Some(Phase::Queued) => match self.admission {
-                Decision::Admit => self.start_attempt(1),
+                // A retry that waited for admission goes on counting its attempts.
+                Decision::Admit => self.start_attempt(self.status.attempts.map_or(1, |a| a + 1)),
                 Decision::Refuse { reason } => self.finish(Outcome::new(
                     Phase::Failed,
                     "ExceedsControllerLimit",
@@ -313,24 +314,44 @@ impl Planner<'_> {
         Some((name, digest))
     }
 
-    /// An attempt lost to the infrastructure: retry while `retries` allow, else fail.
+    /// An attempt lost to the infrastructure: retry while `retries` allow, else fail. The new
+    /// attempt is admitted like any run: its run normally still holds its admission (then the
+    /// gate admits it again at once), but one that lost it (a restart while its pod vanished)
+    /// waits in the queue instead of starting beside the runs admitted meanwhile.
     fn infra_failure(&mut self, reason: &str, message: String) {
         let attempts = self.status.attempts.unwrap_or(1);
-        if attempts <= self.ev.spec.retries.unwrap_or(0) {
-            self.notes.push(Note {
-                severity: Severity::Warning,
-                reason: "Retrying",
-                message: format!(
-                    "attempt {attempts} lost ({reason}: {message}); starting attempt {}",
-                    attempts + 1
-                ),
-            });
-            if let Some(old) = self.status.pod_name.clone() {
-                self.plan_delete.push((ChildKind::Pod, old));
+        if attempts > self.ev.spec.retries.unwrap_or(0) {
+            return self.finish(Outcome::new(Phase::Failed, reason, message));
+        }
+        if let Some(old) = self.status.pod_name.take() {
+            self.plan_delete.push((ChildKind::Pod, old));
+        }
+        let next = attempts + 1;
+        let lost = format!("attempt {attempts} lost ({reason}: {message})");
+        match self.admission {
+            Decision::Admit => {
+                self.notes.push(Note {
+                    severity: Severity::Warning,
+                    reason: "Retrying",
+                    message: format!("{lost}; starting attempt {next}"),
+                });
+                self.start_attempt(next);
             }
-            self.start_attempt(attempts + 1);
-        } else {
-            self.finish(Outcome::new(Phase::Failed, reason, message));
+            Decision::Refuse { reason } => self.finish(Outcome::new(
+                Phase::Failed,
+                "ExceedsControllerLimit",
+                reason.clone(),
+            )),
+            Decision::Wait { position, reason } => {
+                self.notes.push(Note {
+                    severity: Severity::Warning,
+                    reason: "Retrying",
+                    message: format!("{lost}; attempt {next} waits for admission"),
+                });
+                self.status.start_time = None;
+                let position = i32::try_from(reported_position(*position)).unwrap_or(i32::MAX);
+                self.wait_in_queue(position, reason.clone());
+            }
         }
     }
 
