@@ -202,15 +202,35 @@ impl Routes {
     /// Frees the admissions of deleted Evaluation `uid` of `namespace` whose pods are gone
     /// (from the cache: every pod change of it comes here again).
     fn free_gone(&self, namespace: &str, uid: &str) {
-        let now = Time(jiff::Timestamp::now());
-        let keep: BTreeSet<String> = self
-            .caches
-            .pods_of(namespace, uid)
+        self.free_gone_at(namespace, uid, Time(jiff::Timestamp::now()));
+    }
+
+    /// [`Routes::free_gone`] at `now`. A pod being deleted that still holds its run looks
+    /// again at its release time ([`liveness::release_at`]): on a lost node no event ever
+    /// comes to say it is gone.
+    fn free_gone_at(&self, namespace: &str, uid: &str, now: Time) {
+        let pods = self.caches.pods_of(namespace, uid);
+        let live: Vec<&Pod> = pods
             .iter()
             .filter(|p| liveness::holds_capacity(p, &now))
-            .filter_map(liveness::run_of)
             .collect();
+        let keep: BTreeSet<String> = live.iter().filter_map(|p| liveness::run_of(p)).collect();
         self.admission.settle(namespace, uid, &keep, false);
+        let Some(at) = live
+            .iter()
+            .filter_map(|p| liveness::release_at(p))
+            .min_by_key(|t| t.0)
+        else {
+            return;
+        };
+        let wait = std::time::Duration::try_from(at.0.duration_since(now.0)).unwrap_or_default();
+        let (routes, namespace, uid) = (self.clone(), namespace.to_string(), uid.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            // At least the release time, whatever the wall clock says.
+            let now = Time(jiff::Timestamp::now().max(at.0));
+            routes.free_gone_at(&namespace, &uid, now);
+        });
     }
 
     fn pod_changed(&self, change: Change<Pod>) {
@@ -311,6 +331,34 @@ mod tests {
             .pods
             .apply(None, watcher::Event::Apply(label_only));
         assert!(r.caches.pods_of("team-a", &uid).is_empty());
+    }
+
+    /// A deleted Evaluation whose pod stays Terminating on a lost node: its slot is freed at
+    /// the pod's release time, by a timer, though no pod event ever comes.
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_evaluations_stuck_pod_frees_its_slot_at_its_release_time() {
+        let r = routes();
+        let ev = Evaluation::test();
+        let uid = ev.uid().unwrap_or_default();
+        let run = crate::evaluation::plan::admission_run_id(&ev, None);
+        let config = Config::default();
+        let decision = r
+            .admission
+            .decide(&ev, &run, &[], &config, None, &Metrics::default());
+        assert_eq!(decision, crate::admission::Decision::Admit);
+        let mut pod = owned_by(mk_pod("arith-pod", "Running", vec![]), &uid);
+        pod.labels_mut()
+            .insert(crate::labels::RUN_ID_LABEL.into(), run.clone());
+        // Deleted just now with a 10 s grace: released 10 s + DELETION_SLACK from now.
+        let deadline = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(10);
+        pod.metadata.deletion_timestamp = Some(Time(deadline));
+        r.caches.pods.apply(None, watcher::Event::Apply(pod));
+        r.evaluation_changed(Change::Deleted(Arc::new(ev)));
+        assert_eq!(r.admission.status_of("team-a").0.running, 1, "still held");
+        tokio::time::sleep(liveness::DELETION_SLACK).await;
+        assert_eq!(r.admission.status_of("team-a").0.running, 1, "before its release");
+        tokio::time::sleep(std::time::Duration::from_secs(11)).await;
+        assert_eq!(r.admission.status_of("team-a").0.running, 0, "freed by the timer");
     }
 
     #[test]

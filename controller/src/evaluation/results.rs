@@ -211,6 +211,8 @@ pub struct LogCapture {
     pub tail: String,
     /// The last line starting with [`RESULT_PREFIX`].
     pub result_line: Option<ResultLine>,
+    /// The log could not be read: `tail` says why.
+    pub unread: bool,
 }
 
 impl LogCapture {
@@ -219,6 +221,7 @@ impl LogCapture {
         LogCapture {
             tail: format!("(log unavailable: {error})"),
             result_line: None,
+            unread: true,
         }
     }
 }
@@ -297,6 +300,7 @@ impl LogScanner {
         LogCapture {
             tail: String::from_utf8_lossy(&tail).into_owned(),
             result_line: self.result_line,
+            unread: false,
         }
     }
 }

@@ -115,6 +115,10 @@ pub struct LogsNeeded {
     /// Whether the pod is being stopped (not finished by itself): then the run must end even
     /// when its log cannot be read.
     pub stopping: bool,
+    /// Whether the pod finished by itself more than [`LOG_WAIT`] ago: its log may hold the
+    /// result, but a log that still cannot be read (its node gone) must not hold the run and
+    /// its slot forever, so the run ends without it.
+    pub overdue: bool,
 }
 
 /// The pod of the current attempt of an unfinished run, and the containers whose logs `plan`
@@ -148,10 +152,13 @@ pub fn logs_needed(
             }
             v
         });
+    let overdue = finished
+        && phase::finished_at(pod).is_some_and(|at| elapsed(&at, now) >= LOG_WAIT);
     Some(LogsNeeded {
         pod: pod.name_any(),
         containers,
         stopping: !finished,
+        overdue,
     })
 }
 

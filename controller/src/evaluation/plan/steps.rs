@@ -172,7 +172,18 @@ impl Planner<'_> {
         let state = phase::examine(&pod, &self.ev.spec, &self.obs.logs, self.threshold());
         let left = time_to_deadline(self.ev, &self.status, &self.obs.now, self.config);
         match state {
-            PodState::Finished(outcome) => self.finish(outcome),
+            PodState::Finished(mut outcome) => {
+                if let Some(capture) = self.obs.logs.values().find(|c| c.unread) {
+                    let said = outcome.message.take().unwrap_or_default();
+                    outcome.message = Some(format!(
+                        "{said}{}the pod's log could not be read {} after it finished (its node may be gone), so the run ended without it: {}",
+                        if said.is_empty() { "" } else { "; " },
+                        duration::render(LOG_WAIT),
+                        capture.tail
+                    ));
+                }
+                self.finish(outcome)
+            }
             PodState::InfraFailure { reason, message } => self.infra_failure(&reason, message),
             PodState::Waiting | PodState::Running if left == Some(Duration::ZERO) => {
                 self.finish(Outcome::new(
