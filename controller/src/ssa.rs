@@ -117,7 +117,11 @@ pub async fn delete<K: Object>(api: &Api<K>, name: &str) -> Result<(), kube::Err
 ///
 /// # Errors
 /// The API server refused the delete for another reason.
-pub async fn delete_exact<K: Object>(api: &Api<K>, name: &str, uid: &str) -> Result<(), kube::Error> {
+pub async fn delete_exact<K: Object>(
+    api: &Api<K>,
+    name: &str,
+    uid: &str,
+) -> Result<(), kube::Error> {
     let params = DeleteParams {
         preconditions: Some(Preconditions {
             uid: Some(uid.to_string()),

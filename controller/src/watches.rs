@@ -327,9 +327,7 @@ mod tests {
         label_only
             .labels_mut()
             .insert(crate::labels::EVALUATION_UID_LABEL.into(), uid.clone());
-        r.caches
-            .pods
-            .apply(None, watcher::Event::Apply(label_only));
+        r.caches.pods.apply(None, watcher::Event::Apply(label_only));
         assert!(r.caches.pods_of("team-a", &uid).is_empty());
     }
 
@@ -356,9 +354,17 @@ mod tests {
         r.evaluation_changed(Change::Deleted(Arc::new(ev)));
         assert_eq!(r.admission.status_of("team-a").0.running, 1, "still held");
         tokio::time::sleep(liveness::DELETION_SLACK).await;
-        assert_eq!(r.admission.status_of("team-a").0.running, 1, "before its release");
+        assert_eq!(
+            r.admission.status_of("team-a").0.running,
+            1,
+            "before its release"
+        );
         tokio::time::sleep(std::time::Duration::from_secs(11)).await;
-        assert_eq!(r.admission.status_of("team-a").0.running, 0, "freed by the timer");
+        assert_eq!(
+            r.admission.status_of("team-a").0.running,
+            0,
+            "freed by the timer"
+        );
     }
 
     #[test]

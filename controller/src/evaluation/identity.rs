@@ -154,7 +154,11 @@ mod tests {
         assert_ne!(first, key.attempt_id("u1", Some(1), 2));
         assert_ne!(first, rerun.attempt_id("u1", Some(1), 1));
         assert_ne!(first, key.attempt_id("u1", Some(3), 1));
-        assert_ne!(first, key.attempt_id("u2", Some(1), 1), "a re-created Evaluation");
+        assert_ne!(
+            first,
+            key.attempt_id("u2", Some(1), 1),
+            "a re-created Evaluation"
+        );
         assert_eq!(first, key.attempt_id("u1", Some(1), 1));
     }
 

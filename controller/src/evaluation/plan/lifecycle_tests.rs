@@ -246,9 +246,16 @@ fn a_retry_the_gate_does_not_admit_waits_in_the_queue() {
         .as_ref()
         .and_then(|s| s.pod_name.clone())
         .expect("pod");
-    let p = run_with(&ev, &with_pods(vec![]), &wait(1, "QuotaExceeded: maxRunning 1 reached"));
+    let p = run_with(
+        &ev,
+        &with_pods(vec![]),
+        &wait(1, "QuotaExceeded: maxRunning 1 reached"),
+    );
     assert_eq!(p.status.phase, Some(Phase::Queued));
-    assert!(p.create.is_empty(), "no second pod beside the admitted ones");
+    assert!(
+        p.create.is_empty(),
+        "no second pod beside the admitted ones"
+    );
     assert!(p.in_queue);
     assert_eq!(p.status.attempts, Some(1));
     assert!(p.status.pod_name.is_none());
@@ -425,7 +432,11 @@ fn a_finished_pod_whose_log_stays_unreadable_ends_the_run_after_the_wait() {
             ..with_pods(pods)
         },
     );
-    assert_eq!(p.status.phase, Some(Phase::Succeeded), "the result came from the pod");
+    assert_eq!(
+        p.status.phase,
+        Some(Phase::Succeeded),
+        "the result came from the pod"
+    );
     let message = p.status.message.clone().unwrap_or_default();
     assert!(
         message.contains("log could not be read") && message.contains("i/o timeout"),

@@ -42,8 +42,8 @@ use crate::requeue::Requeue;
 
 pub use observed::{FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
 pub use predicates::{
-    LogsNeeded, admission_run_id, asks_admission, awaits_admission, follows, logs_needed, queue_wait, run_is_over,
-    source_reference,
+    LogsNeeded, admission_run_id, asks_admission, awaits_admission, follows, logs_needed,
+    queue_wait, run_is_over, source_reference,
 };
 
 use conditions::{set_conditions, transition_note};

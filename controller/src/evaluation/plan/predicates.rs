@@ -152,8 +152,8 @@ pub fn logs_needed(
             }
             v
         });
-    let overdue = finished
-        && phase::finished_at(pod).is_some_and(|at| elapsed(&at, now) >= LOG_WAIT);
+    let overdue =
+        finished && phase::finished_at(pod).is_some_and(|at| elapsed(&at, now) >= LOG_WAIT);
     Some(LogsNeeded {
         pod: pod.name_any(),
         containers,
