@@ -67,7 +67,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let now = Time(jiff::Timestamp::now());
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods = ctx.caches.pods_of(&uid);
+    let pods = ctx.caches.pods_of(&namespace, &uid);
     let stop = ctx.stop_switch().covers(&namespace);
     let head = match git_of(&ev) {
         Some(git) if plan::follows(&ev) && plan::run_is_over(&ev) => {
@@ -97,18 +97,19 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         pod,
         containers,
         stopping,
+        overdue,
     }) = plan::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
     {
         // A pod being stopped (cancel, timeout, emergency stop) may sit on a lost node:
-        // stopping must not depend on its log.
+        // stopping must not depend on its log; nor, past plan::LOG_WAIT, finishing.
         for container in containers {
             match read_log_retrying(&pod_api, &pod, container).await {
                 Ok(Some(capture)) => {
                     logs.insert(container.to_string(), capture);
                 }
                 Ok(None) => {}
-                Err(error) if stopping => {
-                    tracing::warn!(%error, pod, container, "log unavailable; stopping anyway");
+                Err(error) if stopping || overdue => {
+                    tracing::warn!(%error, pod, container, "log unavailable; finishing anyway");
                     logs.insert(container.to_string(), LogCapture::unavailable(&error));
                 }
                 Err(error) => return Err(error),

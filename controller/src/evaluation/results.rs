@@ -230,6 +230,8 @@ pub struct LogCapture {
     pub searched: u64,
     /// The scanned bytes are the whole log.
     pub whole: bool,
+    /// The log could not be read: `tail` says why.
+    pub unread: bool,
 }
 
 impl LogCapture {
@@ -237,6 +239,7 @@ impl LogCapture {
     pub fn unavailable(error: &impl std::fmt::Display) -> Self {
         LogCapture {
             tail: format!("(log unavailable: {error})"),
+            unread: true,
             ..LogCapture::default()
         }
     }
@@ -334,6 +337,7 @@ impl LogScanner {
             result_line: self.result_line,
             searched: self.fed,
             whole: true,
+            unread: false,
         }
     }
 }
