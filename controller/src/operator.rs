@@ -24,7 +24,7 @@ use crate::crd::EvaluationQuota;
 use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::evaluation::{self, Context};
 use crate::metrics::Metrics;
-use crate::source::GitCache;
+use crate::source::{FetchPool, GitCache};
 use crate::stop::STOP_CONFIGMAP;
 use crate::suite;
 use crate::watches::{self, Caches};
@@ -200,6 +200,12 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     let (evaluation_trigger, evaluation_triggers) = runner::channel();
     let (suite_trigger, suite_triggers) = runner::channel();
     admission.connect(evaluation_trigger.clone());
+    let git = Arc::new(FetchPool::new(
+        GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
+            .allow_file_urls(runtime.allow_file_git_urls),
+        config.follow_interval,
+    ));
+    git.connect(evaluation_trigger.clone());
     watches::spawn(
         &client,
         &scopes,
@@ -266,8 +272,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         quotas,
         stop_switch,
         system_namespace: runtime.system_namespace.clone(),
-        git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
-            .allow_file_urls(runtime.allow_file_git_urls),
+        git,
         sandbox,
         caches,
         runtime_classes,
