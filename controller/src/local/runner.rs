@@ -224,7 +224,7 @@ impl Runner {
             credentials: None,
         };
         self.git
-            .fetch(request, self.config.max_source_bytes, ())
+            .fetch(request, self.config.max_source_bytes)
             .await
             .map(FetchedSource::from)
             .map_err(|e| SourceProblem::from(&e))

@@ -133,13 +133,29 @@ impl GitCache {
     }
 
     /// Resolves `req.reference` to a commit and reads the files under `req.path` at that
-    /// commit, at most `max_files_bytes` of them. `hold` is dropped when the blocking work
-    /// ends, which may be after this call gave up on a stalled server.
+    /// commit, at most `max_files_bytes` of them.
     ///
     /// # Errors
     ///
     /// Any [`SourceError`]; `SourceTooLarge` as soon as the files exceed `max_files_bytes`.
-    pub async fn fetch<H: Send + 'static>(
+    pub async fn fetch(
+        &self,
+        req: GitRequest,
+        max_files_bytes: usize,
+    ) -> Result<Fetched, SourceError> {
+        self.fetch_holding(req, max_files_bytes, ()).await
+    }
+
+    /// Resolves `req.reference` to a commit (40 hex digits) without reading files. A branch
+    /// or tag is always looked up on the remote (an incremental fetch), so `follow: true`
+    /// sees a moved branch; a full commit id the cache has needs no network.
+    pub async fn resolve(&self, req: GitRequest) -> Result<String, SourceError> {
+        self.resolve_holding(req, ()).await
+    }
+
+    /// [`GitCache::fetch`], dropping `hold` when the blocking work ends, which may be after
+    /// this call gave up on a stalled server.
+    pub async fn fetch_holding<H: Send + 'static>(
         &self,
         req: GitRequest,
         max_files_bytes: usize,
@@ -152,11 +168,8 @@ impl GitCache {
         .await
     }
 
-    /// Resolves `req.reference` to a commit (40 hex digits) without reading files. A branch
-    /// or tag is always looked up on the remote (an incremental fetch), so `follow: true`
-    /// sees a moved branch; a full commit id the cache has needs no network. `hold` as for
-    /// [`GitCache::fetch`].
-    pub async fn resolve<H: Send + 'static>(
+    /// [`GitCache::resolve`], dropping `hold` as [`GitCache::fetch_holding`] does.
+    pub async fn resolve_holding<H: Send + 'static>(
         &self,
         req: GitRequest,
         hold: H,

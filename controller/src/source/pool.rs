@@ -245,7 +245,7 @@ impl FetchPool {
             files,
         };
         let now = Instant::now();
-        let answer = {
+        {
             let mut state = self.lock();
             state.expire(now);
             let fresh = self.fresh;
@@ -259,33 +259,24 @@ impl FetchPool {
                     if asked || now.duration_since(*at) < fresh {
                         return Answer::Ready(result.clone());
                     }
+                    state.queue(key.clone(), request, waiter);
                 }
-                Some(Job::Queued { waiters, .. }) => {
+                Some(Job::Queued { waiters, .. } | Job::Running { waiters }) => {
                     waiters.insert(waiter.clone());
-                    return Answer::Pending(format!(
-                        "waiting for a git fetch slot (at most {} fetches of a namespace run \
-                         at once)",
-                        self.share
-                    ));
                 }
-                Some(Job::Running { waiters }) => {
-                    waiters.insert(waiter.clone());
-                    return Answer::Pending(format!("fetching {}", prepared.redacted));
-                }
-                None => {}
+                None => state.queue(key.clone(), request, waiter),
             }
-            state.jobs.insert(
-                key.clone(),
-                Job::Queued {
-                    request,
-                    waiters: HashSet::from([waiter.clone()]),
-                },
-            );
-            state.slots.push(key);
-            Answer::Pending(format!("fetching {}", prepared.redacted))
-        };
+        }
         self.pump();
-        answer
+        let waiting = matches!(self.lock().jobs.get(&key), Some(Job::Queued { .. }));
+        Answer::Pending(if waiting {
+            format!(
+                "waiting for a git fetch slot (at most {} fetches of a namespace run at once)",
+                self.share
+            )
+        } else {
+            format!("fetching {}", prepared.redacted)
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -331,10 +322,14 @@ impl FetchPool {
         let result = match key.files {
             Some(limit) => self
                 .cache
-                .fetch(request, limit, share)
+                .fetch_holding(request, limit, share)
                 .await
                 .map(Outcome::Files),
-            None => self.cache.resolve(request, share).await.map(Outcome::Commit),
+            None => self
+                .cache
+                .resolve_holding(request, share)
+                .await
+                .map(Outcome::Commit),
         };
         let now = Instant::now();
         let waiters = {
@@ -371,6 +366,14 @@ impl FetchPool {
 }
 
 impl State {
+    /// Queues a fetch of `key` for `waiter`, replacing a stale result.
+    fn queue(&mut self, key: JobKey, request: GitRequest, waiter: &Key) {
+        let waiters = HashSet::from([waiter.clone()]);
+        self.jobs
+            .insert(key.clone(), Job::Queued { request, waiters });
+        self.slots.push(key);
+    }
+
     /// Drops results older than [`KEEP`] (oldest first: amortized constant time).
     fn expire(&mut self, now: Instant) {
         while let Some((at, _)) = self.done.front() {
