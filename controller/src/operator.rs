@@ -4,6 +4,7 @@
 //! Evaluation and EvaluationSuite controllers. Talks to the API server.
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{FutureExt, StreamExt};
@@ -30,15 +31,31 @@ use crate::suite;
 use crate::watches::{self, Caches};
 use crate::{events, http, leader, runner, system_namespace};
 
+/// Longest wait for the next bytes of an API response (watches excepted): a slow or silent
+/// API server fails a request instead of holding a worker.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `config` with bounded reads, counted from each request sent (not from when its pooled
+/// connection went idle).
+fn bounded(mut config: kube::Config) -> kube::Config {
+    config.read_timeout = Some(REQUEST_READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    config
+}
+
 /// Runs until SIGTERM / Ctrl-C.
 ///
 /// # Errors
 /// A sentence for the operator: API server unreachable, address in use, ledger not restorable.
 pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
-    let client = Client::try_default().await.map_err(|e| {
-        format!("cannot reach the API server (kubeconfig or in-cluster config): {e}")
-    })?;
-    match system_namespace::ensure(&client, &runtime.system_namespace).await? {
+    let unreachable =
+        |e: &dyn std::fmt::Display| format!("cannot reach the API server (kubeconfig or in-cluster config): {e}");
+    let kube_config = kube::Config::infer().await.map_err(|e| unreachable(&e))?;
+    // Watches keep the default (no read timeout: the watcher has its own idle timeout);
+    // every other request goes through a client whose reads are bounded.
+    let client = Client::try_from(kube_config.clone()).map_err(|e| unreachable(&e))?;
+    let requests = Client::try_from(bounded(kube_config)).map_err(|e| unreachable(&e))?;
+    match system_namespace::ensure(&requests, &runtime.system_namespace).await? {
         system_namespace::Found::Created => {
             tracing::info!(namespace = %runtime.system_namespace, "system namespace created");
         }
@@ -149,7 +166,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         // A standby replica is healthy and ready; it only does not act.
         ready.store(true, Ordering::SeqCst);
         let owner = pod_owner.clone();
-        let api = leader::lease_api(client.clone(), &runtime.system_namespace);
+        let api = leader::lease_api(requests.clone(), &runtime.system_namespace);
         let renewal = leader::acquire(&api, lease, &runtime.identity, owner.as_ref()).await;
         let (lease, me) = (lease.clone(), runtime.identity.clone());
         tokio::spawn(async move {
@@ -162,7 +179,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     }
     // One background Event sender for the canary and both controllers.
     let recorder = events::background(
-        &client,
+        &requests,
         Some(runtime.identity.clone()),
         usize::from(runtime.concurrency),
     );
@@ -237,13 +254,13 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     let snapshot = Snapshot::of(&caches);
     let restored = admission.restore(&snapshot, &config, &Time(jiff::Timestamp::now()));
     tracing::info!(restored, "admission ledger restored");
-    let removed = evaluation::orphans::remove(&client, &snapshot).await;
+    let removed = evaluation::orphans::remove(&requests, &snapshot).await;
     if removed > 0 {
         tracing::info!(removed, "orphaned sandbox pods removed");
     }
     drop(snapshot);
     tokio::spawn(admission::quota_status::publish(
-        client.clone(),
+        requests.clone(),
         quotas.clone(),
         admission.clone(),
         config.clone(),
@@ -258,14 +275,14 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     });
 
     let suite_ctx = Arc::new(suite::Context::new(
-        client.clone(),
+        requests.clone(),
         metrics.clone(),
         recorder.clone(),
         caches.clone(),
     ));
     let ctx = Arc::new(Context {
         recorder,
-        client,
+        client: requests,
         config,
         metrics,
         admission,
