@@ -4,8 +4,8 @@
 //! Evaluation and EvaluationSuite controllers. Talks to the API server.
 
 use std::sync::Arc;
-use std::time::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -48,8 +48,9 @@ fn bounded(mut config: kube::Config) -> kube::Config {
 /// # Errors
 /// A sentence for the operator: API server unreachable, address in use, ledger not restorable.
 pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
-    let unreachable =
-        |e: &dyn std::fmt::Display| format!("cannot reach the API server (kubeconfig or in-cluster config): {e}");
+    let unreachable = |e: &dyn std::fmt::Display| {
+        format!("cannot reach the API server (kubeconfig or in-cluster config): {e}")
+    };
     let kube_config = kube::Config::infer().await.map_err(|e| unreachable(&e))?;
     // Watches keep the default (no read timeout: the watcher has its own idle timeout);
     // every other request goes through a client whose reads are bounded.

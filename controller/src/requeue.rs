@@ -31,7 +31,9 @@ impl Backoff {
     pub fn failed(&mut self, key: &Key, base: Duration) -> Duration {
         let failures = self.failures.entry(key.clone()).or_default();
         *failures = failures.saturating_add(1);
-        let random = self.jitter.hash_one((key, *failures, std::time::Instant::now()));
+        let random = self
+            .jitter
+            .hash_one((key, *failures, std::time::Instant::now()));
         #[allow(clippy::cast_precision_loss)] // a fraction: precision does not matter
         let fraction = random as f64 / u64::MAX as f64;
         backoff_delay(base, *failures, fraction)

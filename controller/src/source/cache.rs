@@ -360,7 +360,10 @@ impl GitCache {
     /// repositories in use.
     fn prune_lock(&self, key: &str) {
         let mut locks = self.locks.lock().unwrap_or_else(PoisonError::into_inner);
-        if locks.get(key).is_some_and(|lock| Arc::strong_count(lock) == 1) {
+        if locks
+            .get(key)
+            .is_some_and(|lock| Arc::strong_count(lock) == 1)
+        {
             locks.remove(key);
         }
     }

@@ -51,8 +51,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use cache::GitCache;
-pub use pool::FetchPool;
 pub use error::SourceError;
+pub use pool::FetchPool;
 
 /// What to fetch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -29,7 +29,10 @@ fn a_namespace_never_holds_more_than_its_share_and_namespaces_take_turns() {
     slots.finished();
     assert_eq!(slots.next(8, 2), None);
     slots.released("a");
-    assert_eq!(slots.next(8, 2).map(|k| k.repository).as_deref(), Some("a3"));
+    assert_eq!(
+        slots.next(8, 2).map(|k| k.repository).as_deref(),
+        Some("a3")
+    );
     // The pool's slots bound every namespace together.
     slots.push(key("c", "c1"));
     assert_eq!(slots.next(3, 2), None);
