@@ -21,7 +21,8 @@
 //! After every operation that fetched from the network, if the repositories under `repos/`
 //! add up to more than `max_bytes`, the least recently used ones (by `crucible-last-used`;
 //! a repository without it counts as oldest) are deleted until the total fits, skipping the
-//! repository just used and any repository another task is using at that moment. So one
+//! repository just used, any repository another task is using at that moment and any whose
+//! fetch thread was given up on and still runs. So one
 //! repository larger than the whole budget stays (it is in use) and the cache can exceed the
 //! budget by at most that repository until the next eviction. Eviction moves a directory into
 //! `trash/` first (a rename, atomic) and then deletes it, so a crash never leaves half a
