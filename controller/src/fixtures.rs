@@ -242,10 +242,13 @@ impl Context {
             quotas: Arc::new(crate::cache::Indexed::new(1, kube::ResourceExt::namespace)),
             stop_switch: kube::runtime::reflector::store().0,
             system_namespace: "crucible-system".into(),
-            git: crate::source::GitCache::new(
-                std::env::temp_dir().join("crucible-test-git"),
-                1 << 20,
-            ),
+            git: Arc::new(crate::source::FetchPool::new(
+                crate::source::GitCache::new(
+                    std::env::temp_dir().join("crucible-test-git"),
+                    1 << 20,
+                ),
+                Config::default().follow_interval,
+            )),
             sandbox: Arc::new(crate::canary::Sandbox::unchecked()),
             caches: Arc::new(caches),
             runtime_classes,

@@ -63,6 +63,17 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
         if let Some(refusal) = refusal(kind, &namespace, &source)? {
             return Ok(Some(refusal));
         }
+        // A first attempt waits with the reason in its status; a later one retries as any
+        // passing error (as for the namespace policy).
+        if let Some(message) = webhook_unavailable(&source)
+            && plan.status.attempts.unwrap_or(1) <= 1
+        {
+            return Ok(Some(Refusal {
+                reason: "WebhookUnavailable",
+                message: format!("{kind} {name}: {message}"),
+                retry: true,
+            }));
+        }
         return Err(Error::ApplyChild { kind, name, source });
     }
     Ok(None)
@@ -160,6 +171,23 @@ fn namespace_terminating(error: &kube::Error) -> bool {
         .as_ref()
         .is_some_and(|d| d.causes.iter().any(|c| c.reason == "NamespaceTerminating"));
     status.code == 403 && (cause || status.message.contains("because it is being terminated"))
+}
+
+/// The API server's message when an admission webhook could not be called (a 5xx: the
+/// webhook's service is down, slow or failing). Not the run's fault and it may pass, but it
+/// must show in the status rather than be retried in silence.
+fn webhook_unavailable(error: &kube::Error) -> Option<String> {
+    let kube::Error::Api(status) = error else {
+        return None;
+    };
+    let webhook = status.message.contains("failed calling webhook")
+        || status.message.contains("admission webhook");
+    ((500..600).contains(&status.code) && webhook).then(|| {
+        format!(
+            "an admission webhook could not be called: {}",
+            status.message
+        )
+    })
 }
 
 /// Whether an API error refuses a child for good, and how the run should fail.

@@ -2,8 +2,9 @@
 //! the cache may not hold the controller's own last status write yet) and the log of a pod
 //! that finished or is about to be stopped; from the controller's caches its pods (the
 //! reconcile waits while a pod it created is not in the cache yet), the RuntimeClass and the
-//! emergency-stop switch; and, once admitted, the git source. Only reads: admission is decided
-//! by the gate, in `reconcile`.
+//! emergency-stop switch; and, once admitted, the git source from the fetch pool (never waiting
+//! for a git server: a fetch under way is an answer too). Only reads: admission is decided by
+//! the gate, in `reconcile`.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,8 @@ use crate::evaluation::plan::{
 };
 use crate::evaluation::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::evaluation::validate;
+use crate::runner::Key;
+use crate::source::pool::Answer;
 use crate::source::{Credentials, GitRequest};
 
 /// Tries at reading one container's log before a stopping run goes on without it.
@@ -71,7 +74,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     let stop = ctx.stop_switch().covers(&namespace);
     let head = match git_of(&ev) {
         Some(git) if plan::follows(&ev) && plan::run_is_over(&ev) => {
-            follow_head(ctx, &namespace, git).await
+            follow_head(ctx, &namespace, &ev.name_any(), git).await
         }
         _ => None,
     };
@@ -86,8 +89,11 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
             RuntimeClassCheck::Missing
         })
     };
-    // A run that has started reads its pinned source now; a new one once admitted.
-    let source = if plan::awaits_admission(&ev, head.as_deref()) {
+    // A run that has started reads its pinned source only to start another attempt; a new
+    // one once admitted.
+    let source = if plan::awaits_admission(&ev, head.as_deref())
+        || !plan::started_run_needs_source(&ev, &pods)
+    {
         None
     } else {
         source(&ev, ctx, head.as_deref()).await
@@ -145,7 +151,7 @@ pub async fn source(
     let git = git_of(ev)?;
     let reference = plan::source_reference(ev, head)?;
     let namespace = ev.namespace()?;
-    Some(fetch(ctx, &namespace, git, reference).await)
+    Some(fetch(ctx, &namespace, &ev.name_any(), git, reference).await)
 }
 
 /// [`read_log`], tried [`LOG_READ_ATTEMPTS`] times, each bounded by [`LOG_READ_TIMEOUT`].
@@ -249,10 +255,12 @@ async fn read_log_once(
     Ok(Some((scanner.finish(), received)))
 }
 
-/// Reads the files of `git` at `reference` through the controller's git cache.
+/// Asks the fetch pool for the files of `git` at `reference`; a fetch under way is a
+/// [`SourceProblem::pending`], and its end reconciles the Evaluation `ev_name` again.
 async fn fetch(
     ctx: &Context,
     namespace: &str,
+    ev_name: &str,
     git: &GitSource,
     reference: Option<String>,
 ) -> Result<FetchedSource, SourceProblem> {
@@ -262,27 +270,35 @@ async fn fetch(
         path: git.path.clone(),
         credentials: credentials(ctx, namespace, git).await?,
     };
-    ctx.git
-        .fetch(request, ctx.config.max_source_bytes)
-        .await
-        .map(FetchedSource::from)
-        .map_err(|error| SourceProblem::from(&error))
+    let waiter = Key::new(namespace, ev_name);
+    match ctx.git.files(&waiter, request, ctx.config.max_source_bytes) {
+        Answer::Ready(Ok(fetched)) => Ok(FetchedSource::from(fetched)),
+        Answer::Ready(Err(error)) => Err(SourceProblem::from(&error)),
+        Answer::Pending(why) => Err(SourceProblem::pending(why)),
+    }
 }
 
-/// The commit a followed ref points to now; `None` (logged) when it cannot be resolved.
-async fn follow_head(ctx: &Context, namespace: &str, git: &GitSource) -> Option<String> {
+/// The commit a followed ref points to now; `None` (logged) when it cannot be resolved, and
+/// while the pool resolves it (its end reconciles `ev_name` again).
+async fn follow_head(
+    ctx: &Context,
+    namespace: &str,
+    ev_name: &str,
+    git: &GitSource,
+) -> Option<String> {
     let request = GitRequest {
         url: git.url.clone(),
         reference: git.r#ref.clone(),
         path: None,
         credentials: credentials(ctx, namespace, git).await.ok()?,
     };
-    match ctx.git.resolve(request).await {
-        Ok(commit) => Some(commit),
-        Err(error) => {
+    match ctx.git.commit(&Key::new(namespace, ev_name), request) {
+        Answer::Ready(Ok(commit)) => Some(commit),
+        Answer::Ready(Err(error)) => {
             tracing::warn!(%error, "cannot check the followed ref");
             None
         }
+        Answer::Pending(_) => None,
     }
 }
 

@@ -538,3 +538,35 @@ async fn a_pod_name_taken_by_another_owner_is_never_adopted() {
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_pod_refused_by_an_unreachable_webhook_waits_with_the_reason_in_its_status() {
+    let requeue = reconcile_with(Evaluation::test(), vec![], true, |mut api| async move {
+        api.expect_apply(POLICY).await;
+        api.expect(Method::POST, CONFIGMAPS, 201, serde_json::json!({}))
+            .await;
+        let message = "Internal error occurred: failed calling webhook \"pods.policy.example\": \
+                       Post \"https://policy.example.svc:443/validate\": context deadline exceeded";
+        api.expect(Method::POST, PODS, 500, status_error(500, message))
+            .await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "Queued");
+        let reason = status.body["status"]["queue"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            reason.starts_with("WebhookUnavailable: ") && reason.contains("failed calling webhook"),
+            "{reason}"
+        );
+        let event = api
+            .expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        assert_eq!(event.body["reason"], "Queued");
+        api.expect_silence().await;
+    })
+    .await;
+    assert_eq!(
+        requeue,
+        Requeue::After(crate::evaluation::plan::SANDBOX_RETRY)
+    );
+}

@@ -40,10 +40,10 @@ pub use crate::events::{Note, Severity};
 use crate::labels::SUITE_LABEL;
 use crate::requeue::Requeue;
 
-pub use observed::{FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
+pub use observed::{FETCHING_SOURCE, FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
 pub use predicates::{
     LogsNeeded, admission_run_id, asks_admission, awaits_admission, follows, logs_needed,
-    queue_wait, run_is_over, source_reference,
+    queue_wait, run_is_over, source_reference, started_run_needs_source,
 };
 
 use conditions::{set_conditions, transition_note};

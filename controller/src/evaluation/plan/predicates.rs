@@ -105,6 +105,18 @@ pub fn source_reference(ev: &Evaluation, head: Option<&str>) -> Option<Option<St
     Some(pinned.or_else(|| git.r#ref.clone()))
 }
 
+/// Whether a run that has started needs its source now: only to start its next attempt,
+/// when the current attempt's pod is gone or failed. A run whose pod lives fetches nothing.
+pub fn started_run_needs_source(ev: &Evaluation, pods: &[Pod]) -> bool {
+    let Some(name) = ev.status.as_ref().and_then(|s| s.pod_name.as_deref()) else {
+        return true;
+    };
+    !pods.iter().any(|pod| {
+        pod.metadata.name.as_deref() == Some(name)
+            && pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed")
+    })
+}
+
 /// The logs `plan` needs now, as [`logs_needed`] finds them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogsNeeded {

@@ -99,11 +99,18 @@ impl Planner<'_> {
         }
     }
 
-    /// A git source that could not be read: no pod. Network trouble waits and retries;
-    /// anything else ends the run with the source's reason.
+    /// A git source that could not be read: no pod. A fetch still under way waits for its
+    /// end (which reconciles the run again); network trouble waits and retries; anything
+    /// else ends the run with the source's reason.
     fn source_problem(&mut self, problem: SourceProblem) {
         if !problem.transient {
             return self.finish(Outcome::new(Phase::Failed, problem.reason, problem.message));
+        }
+        if problem.is_pending() {
+            self.wait_in_queue(0, format!("{}: {}", problem.reason, problem.message));
+            // Not in the admission queue: the fetch's end brings the run back to the gate.
+            self.in_queue = false;
+            return;
         }
         self.wait_in_queue(
             0,
@@ -244,6 +251,22 @@ impl Planner<'_> {
             _ => None,
         };
         if matches!(self.ev.spec.source, Some(Source::Git(_))) && fetched.is_none() {
+            if let Some(Err(problem)) = &self.obs.source
+                && problem.transient
+            {
+                // A retry waits for its source: the fetch's end (or the retry delay) brings
+                // the run back.
+                self.status.message = Some(format!(
+                    "attempt {attempt} waits for its source: {}: {}",
+                    problem.reason, problem.message
+                ));
+                self.requeue = if problem.is_pending() {
+                    Requeue::AwaitChange
+                } else {
+                    Requeue::After(SOURCE_RETRY)
+                };
+                return;
+            }
             let message = "the git source was not read before starting the pod".to_string();
             return self.finish(Outcome::new(Phase::Failed, "SourceUnavailable", message));
         }
