@@ -287,6 +287,15 @@ impl Ledger {
         self.runs.get(uid).into_iter().flatten().map(String::as_str)
     }
 
+    /// The namespace of Evaluation `uid`, when it holds an admission or waits in a queue.
+    pub fn namespace_of(&self, uid: &str) -> Option<&str> {
+        let held = self
+            .runs_of(uid)
+            .find_map(|run| self.admitted.get(run))
+            .map(|h| h.namespace.as_str());
+        held.or_else(|| self.queued.get(uid).map(|(ns, _, _)| ns.as_str()))
+    }
+
     /// Records an admission found in the cluster (a live pod at controller start): no
     /// checks, no queue.
     pub fn restore(&mut self, run: &str, uid: &str, namespace: &str, request: Request) {

@@ -16,6 +16,7 @@ use crate::evaluation::plan::{Child, ChildKind, Plan, Refusal};
 use crate::evaluation::sandbox_policy::{self, POLICY_NAME, PolicyError};
 use crate::evaluation::workspace;
 use crate::labels::MANAGED_LABEL;
+use crate::ownership;
 use crate::ssa;
 
 /// Puts the plan's children in place in order; stops at the first refusal.
@@ -49,11 +50,15 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
                 let uid = ev.uid().unwrap_or_default();
                 let now = tokio::time::Instant::now();
                 ctx.caches.expected.expect(&uid, &pod.name_any(), now);
-                let outcome = ssa(ctx, &namespace, pod.as_ref(), "Pod").await;
-                if outcome.is_err() {
+                let outcome = create_pod(ctx, &namespace, pod, &uid).await;
+                if !matches!(outcome, Ok(None)) {
                     ctx.caches.expected.forget(&uid);
                 }
-                outcome
+                match outcome {
+                    Ok(None) => continue,
+                    Ok(Some(taken)) => return Ok(Some(taken)),
+                    Err(error) => Err(error),
+                }
             }
         };
         let Err(Error::ApplyChild { kind, name, source }) = outcome else {
@@ -62,6 +67,17 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
         };
         if let Some(refusal) = refusal(kind, &namespace, &source)? {
             return Ok(Some(refusal));
+        }
+        // A first attempt waits with the reason in its status; a later one retries as any
+        // passing error (as for the namespace policy).
+        if let Some(message) = webhook_unavailable(&source)
+            && plan.status.attempts.unwrap_or(1) <= 1
+        {
+            return Ok(Some(Refusal {
+                reason: "WebhookUnavailable",
+                message: format!("{kind} {name}: {message}"),
+                retry: true,
+            }));
         }
         return Err(Error::ApplyChild { kind, name, source });
     }
@@ -115,6 +131,43 @@ async fn widened(
         message,
         retry: true,
     }))
+}
+
+/// Creates the pod; never applies it: a forced apply would take over a same-named pod of
+/// another owner (its labels, and a second controller reference the API server refuses). A pod
+/// of that name that this Evaluation already controls (created just before a crash, before the
+/// status said so) is the one meant; any other is left untouched and refuses the run.
+async fn create_pod(
+    ctx: &Context,
+    namespace: &str,
+    pod: &Pod,
+    uid: &str,
+) -> Result<Option<Refusal>> {
+    let api: Api<Pod> = ssa::scoped(&ctx.client, Some(namespace));
+    let name = pod.name_any();
+    let error = |source| Error::ApplyChild {
+        kind: "Pod",
+        name: name.clone(),
+        source,
+    };
+    let taken = match ssa::create(&api, ssa::CHILD_MANAGER, pod).await {
+        Ok(_) => return Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 409 => status,
+        Err(source) => return Err(error(source)),
+    };
+    match api.get_opt(&name).await.map_err(error)? {
+        Some(existing) if ownership::controlled_by::<Evaluation>(existing.meta(), uid) => Ok(None),
+        Some(_) => Ok(Some(Refusal {
+            reason: "PodNameTaken",
+            message: format!(
+                "a pod named {name} that this Evaluation does not own exists in the namespace; \
+                 it was left untouched"
+            ),
+            retry: false,
+        })),
+        // Deleted since: the next try creates it.
+        None => Err(error(kube::Error::Api(taken))),
+    }
 }
 
 /// Whether a planned workspace ConfigMap is a suite's shared one (owned by the suite).
@@ -174,6 +227,23 @@ fn namespace_terminating(error: &kube::Error) -> bool {
     status.code == 403 && (cause || status.message.contains("because it is being terminated"))
 }
 
+/// The API server's message when an admission webhook could not be called (a 5xx: the
+/// webhook's service is down, slow or failing). Not the run's fault and it may pass, but it
+/// must show in the status rather than be retried in silence.
+fn webhook_unavailable(error: &kube::Error) -> Option<String> {
+    let kube::Error::Api(status) = error else {
+        return None;
+    };
+    let webhook = status.message.contains("failed calling webhook")
+        || status.message.contains("admission webhook");
+    ((500..600).contains(&status.code) && webhook).then(|| {
+        format!(
+            "an admission webhook could not be called: {}",
+            status.message
+        )
+    })
+}
+
 /// Whether an API error refuses a child for good, and how the run should fail.
 ///
 /// # Errors
@@ -221,7 +291,9 @@ where
         })
 }
 
-/// Deletes the plan's children; "not found" counts as done.
+/// Deletes the plan's children; "not found" counts as done. A pod is deleted only when the
+/// pod cache shows it as this Evaluation's ([`crate::ownership`]), and only that very pod
+/// (by uid): a same-named pod of another owner is never touched.
 ///
 /// # Errors
 /// Passing API errors, to be retried.
@@ -229,9 +301,20 @@ pub async fn delete(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
     let namespace = ev
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let owned = ctx
+        .caches
+        .pods_of(&namespace, &ev.uid().unwrap_or_default());
     for (kind, name) in &plan.delete {
         match kind {
-            ChildKind::Pod => remove::<Pod>(ctx, &namespace, name, "Pod").await?,
+            ChildKind::Pod => {
+                let uid = owned
+                    .iter()
+                    .find(|p| &p.name_any() == name)
+                    .and_then(|p| p.uid());
+                if let Some(uid) = uid {
+                    remove_pod(ctx, &namespace, name, &uid).await?;
+                }
+            }
             ChildKind::NetworkPolicy => {
                 remove::<NetworkPolicy>(ctx, &namespace, name, "NetworkPolicy").await?
             }
@@ -239,6 +322,17 @@ pub async fn delete(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn remove_pod(ctx: &Context, namespace: &str, name: &str, uid: &str) -> Result<()> {
+    let api: Api<Pod> = ssa::scoped(&ctx.client, Some(namespace));
+    ssa::delete_exact(&api, name, uid)
+        .await
+        .map_err(|source| Error::DeleteChild {
+            kind: "Pod",
+            name: name.to_string(),
+            source,
+        })
 }
 
 async fn remove<K>(ctx: &Context, namespace: &str, name: &str, kind: &'static str) -> Result<()>

@@ -109,6 +109,13 @@ pub fn has_started(pod: &Pod, name: &str) -> bool {
     })
 }
 
+/// When the last of the pod's containers finished (`None` while none has a finish time).
+pub fn finished_at(pod: &Pod) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    statuses(pod)
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.clone())
+        .max_by_key(|t| t.0)
+}
+
 /// Reads the pod of the current attempt. `logs` holds the captures `observe` read
 /// (by container name); `threshold` decides `passed` when the result does not.
 pub fn examine(
