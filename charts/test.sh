@@ -211,6 +211,14 @@ offline_checks() {
     fail "helm template (replicaCount 1)"
   fi
 
+  # watched namespaces listed: Secrets readable only there
+  if render namespaced-secrets --set 'controller.namespaces={team-a,team-b}'; then
+    check "controller.namespaces: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/namespaced-secrets.yaml"
+    check "controller.namespaces: Secrets by a Role in each, none cluster-wide" chart_test NamespacedSecrets.test_secrets_only_in_watched_namespaces
+  else
+    fail "helm template (controller.namespaces)"
+  fi
+
   # the sandbox canary off; and configured, with the system namespace elsewhere
   if render canary-off --set controller.canary.enabled=false \
      && render canary-elsewhere --set controller.systemNamespace=crucible-system \

@@ -50,6 +50,9 @@ cargo build -q -p crucible --bin crucible; CRUCIBLE_BIN=$ROOT/target/debug/cruci
 log "sandbox canary with its own controller (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \
   cargo test -p crucible-e2e --features e2e --test canary
+log "a restart while a retry is pending, with controllers of its own (no other controller may run meanwhile)"
+KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
+  cargo test -p crucible-e2e --features e2e --test restart
 start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
 log "end-to-end tests"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG

@@ -193,6 +193,24 @@ class Single(Rendered):
         assert not self.objs('PodDisruptionBudget')
         assert not [r for r in self.objs('Role') if r['metadata']['name'].endswith('-leader-election')]
         assert not [r for r in self.one('ClusterRole')['rules'] if 'secrets' in r['resources']]
+        assert not [r for r in self.objs('Role') if any('secrets' in x['resources'] for x in r['rules'])]
+
+
+class NamespacedSecrets(Rendered):
+    """controller.namespaces with rbac.readSecrets: Secrets only in those namespaces."""
+
+    rendered = "namespaced-secrets"
+
+    def test_secrets_only_in_watched_namespaces(self):
+        assert not [r for r in self.one('ClusterRole')['rules'] if 'secrets' in r['resources']], 'no cluster-wide Secrets'
+        roles = [r for r in self.objs('Role') if any('secrets' in x['resources'] for x in r['rules'])]
+        assert sorted(r['metadata']['namespace'] for r in roles) == ['team-a', 'team-b'], roles
+        for role in roles:
+            assert role['rules'] == [{'apiGroups': [''], 'resources': ['secrets'], 'verbs': ['get']}], role
+            ns, name = role['metadata']['namespace'], role['metadata']['name']
+            rb = [b for b in self.objs('RoleBinding') if b['metadata']['namespace'] == ns and b['metadata']['name'] == name]
+            assert len(rb) == 1 and rb[0]['roleRef'] == {'apiGroup': 'rbac.authorization.k8s.io', 'kind': 'Role', 'name': name}, rb
+            assert rb[0]['subjects'] == [{'kind': 'ServiceAccount', 'name': 'crucible', 'namespace': 'chart-validate'}], rb
 
 
 class Canary(Rendered):

@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::admission::Limits;
 use crate::config::{Config, Runtime};
+use crate::evaluation::cidr::Cidr;
 use crate::quantity;
 use crate::telemetry::LogFormat;
 
@@ -239,8 +240,8 @@ pub struct ControllerArgs {
     /// Identity in the Lease; the pod name when run in a cluster.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
-    /// Uid of this controller's pod (downward API): the Lease is owned by the leader's pod, so
-    /// it is garbage-collected with the last one.
+    /// Uid of this controller's pod (downward API): owner of the canary's pods, policies and
+    /// ConfigMap (never of the leader Lease).
     #[arg(long, env = "POD_UID")]
     pub pod_uid: Option<String>,
     /// Namespace of this controller's pod (downward API): the canary's pods and ConfigMap are
@@ -266,6 +267,19 @@ pub struct ControllerArgs {
     /// Largest total size of a git source's files (they travel in a ConfigMap, at most 1 MiB).
     #[arg(long, env = "CRUCIBLE_MAX_SOURCE_SIZE", default_value = "512Ki", value_parser = parse_quantity)]
     pub max_source_size: f64,
+    /// Ranges no `Allowlist` run may reach: an egress entry inside one is refused, one around
+    /// one excepts it (link-local and cloud metadata addresses by default).
+    #[arg(
+        long,
+        env = "CRUCIBLE_FORBIDDEN_EGRESS_CIDRS",
+        value_delimiter = ',',
+        default_value = "169.254.0.0/16,fe80::/10,fd00:ec2::254/128"
+    )]
+    pub forbidden_egress_cidrs: Vec<Cidr>,
+    /// The cluster's service and pod ranges: forbidden to `Allowlist` runs like
+    /// `--forbidden-egress-cidrs` (none when not given).
+    #[arg(long, env = "CRUCIBLE_CLUSTER_CIDRS", value_delimiter = ',')]
+    pub cluster_cidrs: Vec<Cidr>,
     /// Cap on per-Evaluation score series in /metrics (0 turns them off).
     #[arg(long, env = "CRUCIBLE_SCORE_SERIES_LIMIT", default_value_t = 10_000)]
     pub score_series_limit: usize,
@@ -283,6 +297,10 @@ pub struct ControllerArgs {
     /// Longest one canary run may take, from pod creation to its log.
     #[arg(long, env = "CRUCIBLE_CANARY_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     pub canary_timeout: Duration,
+    /// How long an unschedulable canary pod waits for a node (a node pool scaling up from
+    /// zero) before the sandbox counts as failed; on top of `--canary-timeout`.
+    #[arg(long, env = "CRUCIBLE_CANARY_SCHEDULE_GRACE", default_value = "5m", value_parser = parse_duration)]
+    pub canary_schedule_grace: Duration,
     /// Image of the canary's probe (needs python3).
     #[arg(
         long,
@@ -356,10 +374,13 @@ impl ControllerArgs {
             follow_interval,
             allow_file_git_urls,
             max_source_size,
+            forbidden_egress_cidrs,
+            cluster_cidrs,
             sandbox_canary,
             canary_allowlist,
             canary_interval,
             canary_timeout,
+            canary_schedule_grace,
             canary_image,
             canary_listen_address,
             pod_ip,
@@ -388,6 +409,10 @@ impl ControllerArgs {
                 namespace_max_running,
                 max_source_bytes: max_source_size as usize,
                 follow_interval,
+                forbidden_egress: forbidden_egress_cidrs
+                    .into_iter()
+                    .chain(cluster_cidrs)
+                    .collect(),
             },
             Runtime {
                 namespaces,
@@ -410,6 +435,7 @@ impl ControllerArgs {
                     allowlist: canary_allowlist,
                     interval: canary_interval,
                     timeout: canary_timeout,
+                    schedule_grace: canary_schedule_grace,
                     image: canary_image,
                     listen: canary_listen_address.or(pod_ip).unwrap_or(LOCAL_BRIDGE),
                 },
@@ -536,6 +562,34 @@ mod tests {
         assert_eq!(flags, ["all", "namespace", "system-namespace"]);
         assert!(Cli::try_parse_from(["crucible", "resume", "--all", "--reason", "x"]).is_err());
         assert!(Cli::try_parse_from(["crucible", "stop", "--all", "--reason", "x"]).is_ok());
+    }
+
+    #[test]
+    fn forbidden_egress_is_link_local_and_metadata_plus_the_cluster_ranges_given() {
+        let forbidden = |args: &[&str]| -> Vec<String> {
+            let cli = Cli::parse_from(["crucible", "controller"].iter().chain(args));
+            let Command::Controller(args) = cli.command else {
+                panic!("controller subcommand expected")
+            };
+            let config = args.into_parts().0;
+            config
+                .forbidden_egress
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        };
+        let defaults = ["169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128"];
+        assert_eq!(forbidden(&[]), defaults);
+        let with_cluster = forbidden(&["--cluster-cidrs", "10.96.0.0/12,10.244.0.0/16"]);
+        assert_eq!(with_cluster[..3], defaults);
+        assert_eq!(with_cluster[3..], ["10.96.0.0/12", "10.244.0.0/16"]);
+        let only = forbidden(&["--forbidden-egress-cidrs", "192.0.2.0/24"]);
+        assert_eq!(only, ["192.0.2.0/24"]);
+        assert!(
+            Cli::try_parse_from(["crucible", "controller", "--cluster-cidrs", "10.96.0.0"])
+                .is_err(),
+            "not a CIDR"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::admission::Limits;
+use crate::evaluation::cidr::Cidr;
 use crate::telemetry::LogFormat;
 
 /// Settings the pure planning functions need.
@@ -38,6 +39,8 @@ pub struct Config {
     pub max_source_bytes: usize,
     /// How often finished `follow: true` runs check their branch.
     pub follow_interval: Duration,
+    /// Ranges no `Allowlist` run may reach (cloud metadata, link-local, the cluster's own).
+    pub forbidden_egress: Vec<Cidr>,
 }
 
 /// Settings of the running process (not needed by pure planning).

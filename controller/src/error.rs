@@ -19,6 +19,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A reconcile took longer than its deadline (a slow or silent API server).
+    #[error("the reconcile did not finish within {0}s")]
+    ReconcileTimeout(u64),
     /// Reading the pod log took too long (its kubelet may be unreachable).
     #[error("reading the log of pod {pod} timed out")]
     ReadLogTimeout {
@@ -80,6 +83,7 @@ impl Error {
             Error::GetEvaluation(_) => "GetEvaluationFailed",
             Error::GetSuite(_) => "GetSuiteFailed",
             Error::ReadLog { .. } => "ReadLogFailed",
+            Error::ReconcileTimeout(_) => "ReconcileTimeout",
             Error::ReadLogTimeout { .. } => "ReadLogTimeout",
             Error::ApplyChild { .. } => "ApplyChildFailed",
             Error::DeleteChild { .. } => "DeleteChildFailed",

@@ -1,7 +1,9 @@
 //! Events, shared by both controllers: what a plan asks to publish ([`Note`]), the recorder,
 //! and publishing (failures are logged, never fatal: an Event is a notice, the status is the
 //! record). The controller's recorder hands Events to a background sender (a bounded queue,
-//! as many at once as reconciles run): a reconcile does not wait for a notice to be stored.
+//! as many at once as reconciles run): a reconcile does not wait for a notice to be stored,
+//! nor for room in the queue: when the API server is too slow to take Events, the ones that
+//! do not fit are dropped and counted (the status still says everything).
 //!
 //! The recorder creates `events.k8s.io/v1` Events itself rather than through kube-runtime's
 //! `Recorder`: that one keeps every Event it published for six minutes and scans them all,
@@ -9,10 +11,11 @@
 //! of 10,000 and held ~20 MB. Our Events mark transitions (each is published once), so they
 //! need no series.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::mpsc::{self, error::TrySendError};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
@@ -46,7 +49,7 @@ pub struct Note {
 /// Name of the reporting controller.
 const CONTROLLER: &str = "crucible-controller";
 
-/// Events waiting for the background sender, at most; a reconcile publishing beyond waits.
+/// Events waiting for the background sender, at most; beyond, Events are dropped.
 const BACKLOG: usize = 1024;
 
 /// Publishes Events as `crucible-controller` from one replica.
@@ -57,6 +60,8 @@ pub struct Recorder {
     /// The background sender's queue; without one, Events are created in the publishing
     /// reconcile, in order (tests).
     queue: Option<mpsc::Sender<Event>>,
+    /// Events dropped because the queue was full.
+    dropped: Arc<AtomicU64>,
 }
 
 /// A recorder that creates Events in the publishing reconcile, reporting from `instance`.
@@ -65,6 +70,7 @@ pub fn recorder(client: &Client, instance: Option<String>) -> Recorder {
         client: client.clone(),
         instance: instance.unwrap_or_else(|| CONTROLLER.into()),
         queue: None,
+        dropped: Arc::default(),
     }
 }
 
@@ -131,11 +137,24 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, notes: &[
             ..Default::default()
         };
         match &recorder.queue {
-            Some(queue) => {
-                if queue.send(event).await.is_err() {
+            Some(queue) => match queue.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => {
+                    let dropped = recorder.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                    // One line per thousand: a flood of drops must not become a flood of logs.
+                    if dropped % 1000 == 1 {
+                        tracing::warn!(
+                            reason = note.reason,
+                            dropped,
+                            "event queue full (the API server is slow to take Events); \
+                             events dropped"
+                        );
+                    }
+                }
+                Err(TrySendError::Closed(_)) => {
                     tracing::warn!(reason = note.reason, "event sender stopped; event dropped");
                 }
-            }
+            },
             None => create(&recorder.client, event).await,
         }
     }
@@ -148,4 +167,38 @@ fn truncate(text: &str, max: usize) -> String {
         end -= 1;
     }
     text[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_event_queue_drops_events_instead_of_holding_the_reconcile() {
+        let (ctx, _api) = crate::evaluation::Context::test();
+        let (queue, _pending) = mpsc::channel(1);
+        let recorder = Recorder {
+            queue: Some(queue),
+            ..recorder(&ctx.client, None)
+        };
+        let note = Note {
+            severity: Severity::Normal,
+            reason: "Queued",
+            message: "waiting".into(),
+        };
+        let reference = ObjectReference {
+            namespace: Some("tenant".into()),
+            name: Some("ev".into()),
+            ..Default::default()
+        };
+        // Nothing drains the queue (an API server that takes no Events): the second and
+        // third do not fit.
+        let published = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            publish(&recorder, &reference, &[note.clone(), note.clone(), note]),
+        )
+        .await;
+        assert!(published.is_ok(), "publishing waited for room in the queue");
+        assert_eq!(recorder.dropped.load(Ordering::Relaxed), 2);
+    }
 }

@@ -121,6 +121,7 @@ pub fn mk_pod(name: &str, phase: &str, containers: Vec<ContainerStatus>) -> Pod 
         metadata: ObjectMeta {
             name: Some(name.into()),
             namespace: Some("team-a".into()),
+            uid: Some(format!("uid-{name}")),
             ..Default::default()
         },
         spec: None,
@@ -130,6 +131,21 @@ pub fn mk_pod(name: &str, phase: &str, containers: Vec<ContainerStatus>) -> Pod 
             ..Default::default()
         }),
     }
+}
+
+/// `pod` controlled by the Evaluation with uid `uid` (as the controller creates its pods).
+pub fn owned_by(mut pod: Pod, uid: &str) -> Pod {
+    pod.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "crucible.dev/v1alpha1".into(),
+            kind: "Evaluation".into(),
+            name: "arith".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        },
+    ]);
+    pod
 }
 
 /// A container status in the given state.
@@ -226,10 +242,13 @@ impl Context {
             quotas: Arc::new(crate::cache::Indexed::new(1, kube::ResourceExt::namespace)),
             stop_switch: kube::runtime::reflector::store().0,
             system_namespace: "crucible-system".into(),
-            git: crate::source::GitCache::new(
-                std::env::temp_dir().join("crucible-test-git"),
-                1 << 20,
-            ),
+            git: Arc::new(crate::source::FetchPool::new(
+                crate::source::GitCache::new(
+                    std::env::temp_dir().join("crucible-test-git"),
+                    1 << 20,
+                ),
+                Config::default().follow_interval,
+            )),
             sandbox: Arc::new(crate::canary::Sandbox::unchecked()),
             caches: Arc::new(caches),
             runtime_classes,

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::time::Instant;
@@ -148,13 +148,13 @@ fn spec(me: &str, previous: Option<&LeaseSpec>, now: jiff::Timestamp) -> LeaseSp
 }
 
 /// One attempt to take or renew the Lease; `Ok(true)` when we hold it afterwards. The Lease
-/// is owned by `owner` (the leader's pod), so that it goes with the last leader when the
-/// controller is uninstalled instead of being left behind.
+/// has no owner: owned by a leader's pod, the garbage collector would delete it when that pod
+/// goes, under the replica that took over, which would then see no Lease and race the others
+/// to create one. Owner references to a pod that older versions wrote are removed.
 async fn try_take(
     api: &Api<Lease>,
     name: &str,
     me: &str,
-    owner: Option<&OwnerReference>,
     observer: &mut Observer,
 ) -> Result<bool, kube::Error> {
     let current = api.get_opt(name).await?;
@@ -168,7 +168,6 @@ async fn try_take(
                     let lease = Lease {
                         metadata: ObjectMeta {
                             name: Some(name.to_string()),
-                            owner_references: owner.map(|o| vec![o.clone()]),
                             ..Default::default()
                         },
                         spec: Some(spec(me, None, now)),
@@ -179,8 +178,8 @@ async fn try_take(
                     // `replace` carries the resourceVersion we read: if another replica wrote
                     // in between, this fails with 409 and we try again later.
                     lease.spec = Some(spec(me, lease.spec.as_ref(), now));
-                    if let Some(owner) = owner {
-                        lease.metadata.owner_references = Some(vec![owner.clone()]);
+                    if let Some(owners) = lease.metadata.owner_references.as_mut() {
+                        owners.retain(|o| o.kind != "Pod");
                     }
                     api.replace(name, &PostParams::default(), &lease).await
                 }
@@ -200,11 +199,10 @@ async fn attempt(
     api: &Api<Lease>,
     name: &str,
     me: &str,
-    owner: Option<&OwnerReference>,
     observer: &mut Observer,
     budget: Duration,
 ) -> Result<bool, String> {
-    match tokio::time::timeout(budget, try_take(api, name, me, owner, observer)).await {
+    match tokio::time::timeout(budget, try_take(api, name, me, observer)).await {
         Ok(Ok(held)) => Ok(held),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("no answer within {budget:?}")),
@@ -213,16 +211,11 @@ async fn attempt(
 
 /// Blocks until this replica holds the Lease `namespace/name`; returns the renewal deadline
 /// to hand to [`renew`].
-pub async fn acquire(
-    api: &Api<Lease>,
-    name: &str,
-    me: &str,
-    owner: Option<&OwnerReference>,
-) -> Renewal {
+pub async fn acquire(api: &Api<Lease>, name: &str, me: &str) -> Renewal {
     let mut observer = Observer::default();
     loop {
         let sent = Instant::now();
-        match attempt(api, name, me, owner, &mut observer, REQUEST_TIMEOUT).await {
+        match attempt(api, name, me, &mut observer, REQUEST_TIMEOUT).await {
             Ok(true) => {
                 tracing::info!(lease = name, identity = me, "became leader");
                 return Renewal::new(sent);
@@ -236,13 +229,7 @@ pub async fn acquire(
 
 /// Keeps renewing the Lease; returns (leadership lost) when another replica took it or no
 /// renewal succeeded before the deadline. The caller must stop acting at once.
-pub async fn renew(
-    api: &Api<Lease>,
-    name: &str,
-    me: &str,
-    owner: Option<&OwnerReference>,
-    mut renewal: Renewal,
-) -> String {
+pub async fn renew(api: &Api<Lease>, name: &str, me: &str, mut renewal: Renewal) -> String {
     let mut observer = Observer::default();
     let mut wait = RENEW_INTERVAL;
     loop {
@@ -251,7 +238,7 @@ pub async fn renew(
         let Some(budget) = renewal.request_budget(sent) else {
             return format!("could not renew the leader Lease within {RENEW_DEADLINE:?}");
         };
-        match attempt(api, name, me, owner, &mut observer, budget).await {
+        match attempt(api, name, me, &mut observer, budget).await {
             Ok(true) => {
                 renewal.renewed(sent);
                 wait = RENEW_INTERVAL;
@@ -382,6 +369,49 @@ mod tests {
         assert_eq!(r.request_budget(t0 + Duration::from_secs(15)), None);
     }
 
+    /// Taking the Lease never makes it depend on a pod: a new Lease has no owner, and an
+    /// owner reference to the previous leader's pod (written by an older version) is dropped,
+    /// so deleting that pod cannot garbage-collect the Lease under the new leader.
+    #[tokio::test]
+    async fn the_lease_is_never_owned_by_a_leader_pod() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let path =
+            "/apis/coordination.k8s.io/v1/namespaces/crucible-system/leases/crucible-controller";
+        let (api, mut server) = ApiServerVerifier::lease_api();
+        let mut previous = lease("", 100, 15);
+        previous.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: "crucible-old".into(),
+            uid: "pod-uid".into(),
+            ..Default::default()
+        }]);
+        let json = serde_json::to_value(&previous).expect("json");
+        let server = tokio::spawn(async move {
+            server.expect(Method::GET, path, 200, json.clone()).await;
+            let replaced = server.expect(Method::PUT, path, 200, json.clone()).await;
+            let missing = crate::fixtures::status_error(404, "not found");
+            server.expect(Method::GET, path, 404, missing).await;
+            let created = server
+                .expect(Method::POST, &path[..path.len() - 20], 201, json)
+                .await;
+            (replaced.body, created.body)
+        });
+        acquire(&api, "crucible-controller", "a").await;
+        acquire(&api, "crucible-controller", "a").await;
+        let (replaced, created) = server.await.expect("server");
+        assert_eq!(replaced["spec"]["holderIdentity"], "a");
+        assert_eq!(
+            replaced["metadata"]["ownerReferences"],
+            serde_json::json!([])
+        );
+        assert_eq!(created["spec"]["holderIdentity"], "a");
+        assert!(
+            created["metadata"].get("ownerReferences").is_none(),
+            "{created}"
+        );
+    }
+
     /// A slow API server: the first renewal is answered, then every request stalls. The
     /// leader gives up by the deadline counted from its last successful request, before any
     /// standby could take the Lease.
@@ -399,7 +429,7 @@ mod tests {
             // From now on the server reads requests and never answers.
             server.stall().await;
         });
-        let why = renew(&api, "crucible-controller", "a", None, Renewal::new(start)).await;
+        let why = renew(&api, "crucible-controller", "a", Renewal::new(start)).await;
         let took = Instant::now().duration_since(start);
         assert!(why.contains("could not renew"), "{why}");
         // First renewal sent at +5 s succeeded: deadline +15 s, never later.

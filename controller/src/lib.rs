@@ -24,6 +24,7 @@ pub mod liveness;
 pub mod local;
 pub mod metrics;
 pub mod operator;
+pub mod ownership;
 pub mod quantity;
 pub mod requeue;
 pub mod runner;

@@ -366,6 +366,16 @@ impl Metrics {
         self.suite_pass_rate.get_or_create(&labels).set(pass_rate);
     }
 
+    /// Drops the series of a deleted suite.
+    pub fn forget_suite(&self, namespace: &str, suite: &str) {
+        let labels = SuiteLabels {
+            namespace: namespace.to_string(),
+            suite: suite.to_string(),
+        };
+        self.suite_mean_score.remove(&labels);
+        self.suite_pass_rate.remove(&labels);
+    }
+
     /// Counts a failed canary run of `runtime_class` at `check`.
     pub fn sandbox_canary_failed(&self, runtime_class: &str, check: &str) {
         self.canary_failures

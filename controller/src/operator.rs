@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -24,21 +25,38 @@ use crate::crd::EvaluationQuota;
 use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::evaluation::{self, Context};
 use crate::metrics::Metrics;
-use crate::source::GitCache;
+use crate::source::{FetchPool, GitCache};
 use crate::stop::STOP_CONFIGMAP;
 use crate::suite;
 use crate::watches::{self, Caches};
 use crate::{events, http, leader, runner, system_namespace};
+
+/// Longest wait for the next bytes of an API response (watches excepted): a slow or silent
+/// API server fails a request instead of holding a worker.
+const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `config` with bounded reads, counted from each request sent (not from when its pooled
+/// connection went idle).
+fn bounded(mut config: kube::Config) -> kube::Config {
+    config.read_timeout = Some(REQUEST_READ_TIMEOUT);
+    config.reset_reader_on_write = true;
+    config
+}
 
 /// Runs until SIGTERM / Ctrl-C.
 ///
 /// # Errors
 /// A sentence for the operator: API server unreachable, address in use, ledger not restorable.
 pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
-    let client = Client::try_default().await.map_err(|e| {
+    let unreachable = |e: &dyn std::fmt::Display| {
         format!("cannot reach the API server (kubeconfig or in-cluster config): {e}")
-    })?;
-    match system_namespace::ensure(&client, &runtime.system_namespace).await? {
+    };
+    let kube_config = kube::Config::infer().await.map_err(|e| unreachable(&e))?;
+    // Watches keep the default (no read timeout: the watcher has its own idle timeout);
+    // every other request goes through a client whose reads are bounded.
+    let client = Client::try_from(kube_config.clone()).map_err(|e| unreachable(&e))?;
+    let requests = Client::try_from(bounded(kube_config)).map_err(|e| unreachable(&e))?;
+    match system_namespace::ensure(&requests, &runtime.system_namespace).await? {
         system_namespace::Found::Created => {
             tracing::info!(namespace = %runtime.system_namespace, "system namespace created");
         }
@@ -136,8 +154,9 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         .await
         .map_err(|e| format!("the RuntimeClass cache stopped before it synced: {e}"))?;
     tracing::info!("quota, emergency-stop and RuntimeClass caches synced");
-    // This replica's pod: owner of what the controller creates in the system namespace
-    // for itself, so the garbage collector removes it with the last controller pod.
+    // This replica's pod: owner of the canary's objects in the system namespace, so the
+    // garbage collector removes them with the last controller pod (never of the leader
+    // Lease: see leader::try_take).
     let pod_owner = runtime.pod_uid.clone().map(|uid| OwnerReference {
         api_version: "v1".into(),
         kind: "Pod".into(),
@@ -148,12 +167,11 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     if let Some(lease) = &runtime.leader_lease {
         // A standby replica is healthy and ready; it only does not act.
         ready.store(true, Ordering::SeqCst);
-        let owner = pod_owner.clone();
-        let api = leader::lease_api(client.clone(), &runtime.system_namespace);
-        let renewal = leader::acquire(&api, lease, &runtime.identity, owner.as_ref()).await;
+        let api = leader::lease_api(requests.clone(), &runtime.system_namespace);
+        let renewal = leader::acquire(&api, lease, &runtime.identity).await;
         let (lease, me) = (lease.clone(), runtime.identity.clone());
         tokio::spawn(async move {
-            let why = leader::renew(&api, &lease, &me, owner.as_ref(), renewal).await;
+            let why = leader::renew(&api, &lease, &me, renewal).await;
             // Another replica may act from now on: stop at once, never act twice.
             tracing::error!(%why, "leadership lost; exiting");
             std::process::exit(1);
@@ -162,7 +180,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     }
     // One background Event sender for the canary and both controllers.
     let recorder = events::background(
-        &client,
+        &requests,
         Some(runtime.identity.clone()),
         usize::from(runtime.concurrency),
     );
@@ -200,6 +218,12 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     let (evaluation_trigger, evaluation_triggers) = runner::channel();
     let (suite_trigger, suite_triggers) = runner::channel();
     admission.connect(evaluation_trigger.clone());
+    let git = Arc::new(FetchPool::new(
+        GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
+            .allow_file_urls(runtime.allow_file_git_urls),
+        config.follow_interval,
+    ));
+    git.connect(evaluation_trigger.clone());
     watches::spawn(
         &client,
         &scopes,
@@ -231,13 +255,13 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     let snapshot = Snapshot::of(&caches);
     let restored = admission.restore(&snapshot, &config, &Time(jiff::Timestamp::now()));
     tracing::info!(restored, "admission ledger restored");
-    let removed = evaluation::orphans::remove(&client, &snapshot).await;
+    let removed = evaluation::orphans::remove(&requests, &snapshot).await;
     if removed > 0 {
         tracing::info!(removed, "orphaned sandbox pods removed");
     }
     drop(snapshot);
     tokio::spawn(admission::quota_status::publish(
-        client.clone(),
+        requests.clone(),
         quotas.clone(),
         admission.clone(),
         config.clone(),
@@ -252,22 +276,21 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     });
 
     let suite_ctx = Arc::new(suite::Context::new(
-        client.clone(),
+        requests.clone(),
         metrics.clone(),
         recorder.clone(),
         caches.clone(),
     ));
     let ctx = Arc::new(Context {
         recorder,
-        client,
+        client: requests,
         config,
         metrics,
         admission,
         quotas,
         stop_switch,
         system_namespace: runtime.system_namespace.clone(),
-        git: GitCache::new(runtime.git_cache_dir.clone(), runtime.git_cache_bytes)
-            .allow_file_urls(runtime.allow_file_git_urls),
+        git,
         sandbox,
         caches,
         runtime_classes,

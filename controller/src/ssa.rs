@@ -1,6 +1,6 @@
 //! The one way Crucible writes to the API server: server-side apply of objects and of status
 //! (apiVersion and kind come from the type, never typed by hand), create-only for objects that
-//! must not take over another's name, idempotent delete, the Api of a scope and the paginated
+//! must not take over another's name, idempotent delete (by uid where a name may be reused), the Api of a scope and the paginated
 //! LIST of whatever still lists. Every field manager is named here.
 //!
 //! Errors are kube's own: each caller maps them into its boundary's error, which knows what
@@ -8,6 +8,7 @@
 
 use kube::api::{
     Api, DeleteParams, ListParams, ObjectList, PartialObjectMeta, Patch, PatchParams, PostParams,
+    Preconditions,
 };
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -107,6 +108,30 @@ pub async fn delete<K: Object>(api: &Api<K>, name: &str) -> Result<(), kube::Err
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes `name` in the background only while it is the object with uid `uid`: a same-named
+/// object that replaced it is not touched. Gone, or replaced, counts as deleted.
+///
+/// # Errors
+/// The API server refused the delete for another reason.
+pub async fn delete_exact<K: Object>(
+    api: &Api<K>,
+    name: &str,
+    uid: &str,
+) -> Result<(), kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(name, &params).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -123,16 +123,18 @@ impl Switch {
     }
 }
 
-async fn read(client: &Client, system_namespace: &str) -> Result<Switch, String> {
-    let api: Api<ConfigMap> = Api::namespaced(client.clone(), system_namespace);
-    let cm = api
-        .get_opt(STOP_CONFIGMAP)
-        .await
-        .map_err(|e| format!("cannot read {system_namespace}/{STOP_CONFIGMAP}: {e}"))?;
-    Ok(Switch::from_configmap(cm.as_ref()))
-}
+/// Read-modify-writes of the switch before giving up: each 409 means another `stop` or `resume`
+/// wrote between our read and our write, so the change is recomputed on what it wrote.
+const ATTEMPTS: usize = 5;
 
-async fn write(client: &Client, system_namespace: &str, switch: &Switch) -> Result<(), String> {
+/// Applies `change` to the switch under optimistic concurrency: the write carries the
+/// resourceVersion it was computed from (create-only when there was no switch), so a
+/// concurrent `resume` can never silently undo a `stop --all`, nor the other way round.
+async fn update(
+    client: &Client,
+    system_namespace: &str,
+    change: impl Fn(Switch) -> Switch,
+) -> Result<Switch, String> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
         metadata: ObjectMeta {
@@ -145,6 +147,31 @@ async fn write(client: &Client, system_namespace: &str, switch: &Switch) -> Resu
         .await
         .map_err(|e| format!("cannot create namespace {system_namespace}: {e}"))?;
     let api: Api<ConfigMap> = ssa::scoped(client, Some(system_namespace));
+    let what = format!("{system_namespace}/{STOP_CONFIGMAP}");
+    for _ in 0..ATTEMPTS {
+        let current = api
+            .get_opt(STOP_CONFIGMAP)
+            .await
+            .map_err(|e| format!("cannot read {what}: {e}"))?;
+        let switch = change(Switch::from_configmap(current.as_ref()));
+        let version = current.and_then(|c| c.metadata.resource_version);
+        match write(&api, version, &switch).await {
+            Ok(()) => return Ok(switch),
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            Err(e) => return Err(format!("cannot write {what}: {e}")),
+        }
+    }
+    Err(format!(
+        "cannot write {what}: it changed under every one of {ATTEMPTS} attempts; try again"
+    ))
+}
+
+/// Writes `switch` if the ConfigMap is still at `version` (absent when `None`); 409 otherwise.
+async fn write(
+    api: &Api<ConfigMap>,
+    version: Option<String>,
+    switch: &Switch,
+) -> Result<(), kube::Error> {
     let part_of = (
         "app.kubernetes.io/part-of".to_string(),
         "crucible".to_string(),
@@ -153,15 +180,19 @@ async fn write(client: &Client, system_namespace: &str, switch: &Switch) -> Resu
         metadata: ObjectMeta {
             name: Some(STOP_CONFIGMAP.to_string()),
             labels: Some([part_of].into()),
+            // A resourceVersion in an apply is a precondition: the server answers 409 when
+            // the object moved on since we read it.
+            resource_version: version.clone(),
             ..Default::default()
         },
         data: Some(switch.to_data()),
         ..Default::default()
     };
-    ssa::apply(&api, ssa::STOP_MANAGER, &cm)
-        .await
-        .map(|_| ())
-        .map_err(|e| format!("cannot write {system_namespace}/{STOP_CONFIGMAP}: {e}"))
+    match version {
+        Some(_) => ssa::apply(api, ssa::STOP_MANAGER, &cm).await,
+        None => ssa::create(api, ssa::STOP_MANAGER, &cm).await,
+    }
+    .map(|_| ())
 }
 
 /// `crucible stop`: sets the switch for `scope`.
@@ -174,9 +205,10 @@ pub async fn stop(
     scope: &Scope,
     reason: Option<String>,
 ) -> Result<Switch, String> {
-    let switch = read(client, system_namespace).await?.stopped(scope, reason);
-    write(client, system_namespace, &switch).await?;
-    Ok(switch)
+    update(client, system_namespace, |s| {
+        s.stopped(scope, reason.clone())
+    })
+    .await
 }
 
 /// `crucible resume`: clears the switch for `scope`.
@@ -188,9 +220,7 @@ pub async fn resume(
     system_namespace: &str,
     scope: &Scope,
 ) -> Result<Switch, String> {
-    let switch = read(client, system_namespace).await?.resumed(scope);
-    write(client, system_namespace, &switch).await?;
-    Ok(switch)
+    update(client, system_namespace, |s| s.resumed(scope)).await
 }
 
 /// Waits until no evaluation pod in `scope` is still alive; returns how long it took.
@@ -276,6 +306,65 @@ mod tests {
                 .resumed(&Scope::Namespaces(vec!["b".into()]))
                 .is_clear()
         );
+    }
+
+    /// A `resume` of namespace `a` lands between `stop --all`'s read and its write: the write
+    /// is refused (409) and the stop is recomputed on the resumed switch, so both hold.
+    #[tokio::test]
+    async fn a_concurrent_resume_does_not_undo_stop_all() {
+        use crate::fixtures::{ApiServerVerifier, status_error};
+        use http::Method;
+        use serde_json::json;
+        use std::sync::{Arc, Mutex};
+
+        let (client, verifier) = ApiServerVerifier::client();
+        let stopped_a = Switch::default().stopped(&Scope::Namespaces(vec!["a".into()]), None);
+        let stored = Arc::new(Mutex::new((1, stopped_a.to_data())));
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let (server_stored, server_writes) = (stored.clone(), writes.clone());
+        let server = tokio::spawn(verifier.serve(move |method, uri, body| {
+            let mut stored = server_stored.lock().expect("lock");
+            let configmap = |(version, data): &(u64, BTreeMap<String, String>)| {
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "data": data,
+                       "metadata": {"name": STOP_CONFIGMAP, "resourceVersion": version.to_string()}})
+            };
+            match (method, uri.contains("/configmaps/")) {
+                (&Method::GET, true) => {
+                    let answer = configmap(&stored);
+                    // `crucible resume a` writes right after our first read.
+                    if stored.0 == 1 {
+                        *stored = (2, Switch::default().to_data());
+                    }
+                    (200, answer)
+                }
+                (&Method::PATCH, true) => {
+                    server_writes.lock().expect("lock").push(body.clone());
+                    let current = stored.0.to_string();
+                    if body["metadata"]["resourceVersion"] != current.as_str() {
+                        return (409, status_error(409, "the object has been modified"));
+                    }
+                    let data = serde_json::from_value(body["data"].clone()).expect("data");
+                    *stored = (stored.0 + 1, data);
+                    (200, configmap(&stored))
+                }
+                _ => (200, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "crucible-system"}})),
+            }
+        }));
+        let switch = stop(&client, "crucible-system", &Scope::All, None)
+            .await
+            .expect("stop succeeds after a retry");
+        drop(client);
+        server.await.expect("server");
+        assert!(switch.all && switch.namespaces.is_empty(), "{switch:?}");
+        let stored = Switch::from_configmap(Some(&ConfigMap {
+            data: Some(stored.lock().expect("lock").1.clone()),
+            ..Default::default()
+        }));
+        assert_eq!(stored, switch, "the stored switch is the recomputed one");
+        let writes = writes.lock().expect("lock");
+        assert_eq!(writes.len(), 2, "one refused write, one retry: {writes:?}");
+        assert_eq!(writes[0]["metadata"]["resourceVersion"], "1");
+        assert_eq!(writes[1]["metadata"]["resourceVersion"], "2");
     }
 
     #[test]

@@ -118,3 +118,67 @@ async fn an_unknown_ref_fails_with_its_reason_and_creates_no_pod() {
     })
     .await;
 }
+
+/// Twenty runs in two namespaces read from an https server that accepts connections and
+/// never answers (a listener this test opens on loopback and never accepts from): a trivial
+/// run in a third namespace still succeeds within 30 s (no shared worker waits for git), and
+/// the stalled runs wait in the queue with the reason `SourceUnreachable`.
+#[tokio::test]
+async fn a_silent_git_server_holds_up_no_other_namespace() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "https://127.0.0.1:{}/org/repo",
+        silent.local_addr().expect("address").port()
+    );
+    let stalled_ns = |prefix: &'static str, url: String| async move {
+        let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(with_temp_ns(prefix, move |client, ns| async move {
+            for i in 0..10 {
+                let mut ev = git_eval(&format!("stalled-{i}"), &url, "main", false);
+                if let Some(crucible::crd::evaluation::Source::Git(git)) = &mut ev.spec.source {
+                    git.path = Some(format!("evals/e{i}"));
+                }
+                apply_evaluation(&client, &ns, &ev).await;
+            }
+            let _ = tx.send(ns);
+            // Keep the namespace until the bystander is done.
+            let _ = done_rx.await;
+        }));
+        let ns = rx.await.expect("namespace ready");
+        (ns, done_tx, task)
+    };
+    let (first, first_done, first_task) = stalled_ns("silent-a", url.clone()).await;
+    let (_second, second_done, second_task) = stalled_ns("silent-b", url.clone()).await;
+    with_temp_ns("bystander", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let started = std::time::Instant::now();
+        apply_evaluation(&client, &ns, &crucible_e2e::sleeper("trivial", 0, "100m")).await;
+        let done = wait_finished(&api, "trivial", Duration::from_secs(30)).await;
+        let status = done.status.expect("status");
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+        assert!(started.elapsed() < Duration::from_secs(30));
+        // What a tenant with the silent server sees.
+        let stalled: Api<Evaluation> = Api::namespaced(client.clone(), &first);
+        wait_for(
+            &stalled,
+            "stalled-0",
+            Duration::from_secs(90),
+            "queued with SourceUnreachable",
+            |e: &Evaluation| {
+                e.status.as_ref().is_some_and(|s| {
+                    s.phase == Some(Phase::Queued)
+                        && s.queue
+                            .as_ref()
+                            .and_then(|q| q.reason.as_deref())
+                            .is_some_and(|r| r.starts_with("SourceUnreachable"))
+                })
+            },
+        )
+        .await;
+    })
+    .await;
+    let _ = (first_done.send(()), second_done.send(()));
+    let _ = (first_task.await, second_task.await);
+    drop(silent);
+}

@@ -248,6 +248,42 @@ async fn ttl_removes_children_and_keeps_the_results() {
     .await;
 }
 
+/// An Evaluation that prints `result` (Python source of the line, or nothing), then 1,500
+/// lines of teardown.
+fn chatty(name: &str, result: &str) -> Evaluation {
+    parse_evaluation(&format!(
+        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"{result}\\nfor i in range(1500): print('teardown', i, '-' * 60)\"]\n  timeout: 1m\n"
+    ))
+}
+
+#[tokio::test]
+async fn a_result_followed_by_1500_lines_is_found_and_a_missing_one_names_the_window() {
+    with_temp_ns("chatty", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let result = r#"print('CRUCIBLE_RESULT {\"score\": 0.75}')"#;
+        apply_evaluation(&client, &ns, &chatty("result-then-teardown", result)).await;
+        apply_evaluation(&client, &ns, &chatty("teardown-only", "pass")).await;
+        let done = wait_finished(&api, "result-then-teardown", Duration::from_secs(120)).await;
+        let status = done.status.clone().expect("status");
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+        assert_eq!(
+            status.result.as_ref().map(|r| r.score),
+            Some(0.75),
+            "{status:#?}"
+        );
+        let missing = wait_finished(&api, "teardown-only", Duration::from_secs(120)).await;
+        let status = missing.status.clone().expect("status");
+        assert_eq!(
+            status.reason.as_deref(),
+            Some("InvalidResult"),
+            "{status:#?}"
+        );
+        let message = status.message.clone().unwrap_or_default();
+        assert!(message.contains("in the whole log ("), "{message}");
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn invalid_spec_stalls_with_a_reason_and_creates_no_pod() {
     with_temp_ns("invalid", |client, ns| async move {

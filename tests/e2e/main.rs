@@ -9,6 +9,7 @@ mod fairness;
 mod git;
 mod hostile;
 mod lifecycle;
+mod ownership;
 mod quota;
 mod sandbox;
 mod suite_fanout;

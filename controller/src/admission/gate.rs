@@ -93,11 +93,15 @@ impl Gate {
         decision
     }
 
-    /// After a reconcile of Evaluation `uid`: frees every run of it that `keep` (the runs of
-    /// its live pods, and the run just started) does not name, and gives up its queue place
-    /// unless it still waits in the queue.
-    pub fn settle(&self, uid: &str, keep: &BTreeSet<String>, waiting: bool) {
+    /// After a reconcile of Evaluation `uid` of `namespace`: frees every run of it that `keep`
+    /// (the runs of its live pods, and the run just started) does not name, and gives up its
+    /// queue place unless it still waits in the queue. Nothing changes when `uid` holds or
+    /// waits in another namespace: a uid is one object's, so a claim from elsewhere is false.
+    pub fn settle(&self, namespace: &str, uid: &str, keep: &BTreeSet<String>, waiting: bool) {
         self.with_ledger(|ledger| {
+            if ledger.namespace_of(uid).is_some_and(|ns| ns != namespace) {
+                return;
+            }
             ledger.settle(uid, |run| keep.contains(run));
             if !waiting {
                 ledger.dequeue(uid);

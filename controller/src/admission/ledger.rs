@@ -19,12 +19,14 @@
 //!   sharing): a run is admitted only if the controller-wide limits also leave room for the
 //!   head of every waiting namespace whose share of those limits is smaller (equal shares:
 //!   the older head first). Priority orders runs within a namespace, not across namespaces.
+//! - A held run (the emergency stop, an unverified sandbox) keeps nothing: no room is
+//!   reserved for it, in its namespace or controller-wide, until a decision finds it free.
 //! - Nothing polls: every change that can admit a queued run (capacity freed, limits
 //!   changed) or move its reported position names the runs to look at again
 //!   ([`Ledger::take_wakes`]).
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::admission::ranked::Ranked;
 
@@ -229,7 +231,7 @@ struct Held {
 }
 
 /// Admitted runs and queues.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Ledger {
     /// Admissions by run id.
     admitted: HashMap<String, Held>,
@@ -237,6 +239,9 @@ pub struct Ledger {
     runs: HashMap<String, BTreeSet<String>>,
     queues: HashMap<String, Ranked<QueueKey>>,
     queued: HashMap<String, (String, QueueKey, Request)>,
+    /// Queued Evaluations (uids) whose last decision found them held: they cannot start,
+    /// so nothing is reserved for them and they are not woken.
+    held: HashSet<String>,
     /// Usage by namespace and in total, kept as admissions come and go.
     used: HashMap<String, Usage>,
     total: Usage,
@@ -335,6 +340,15 @@ impl Ledger {
         self.runs.get(uid).into_iter().flatten().map(String::as_str)
     }
 
+    /// The namespace of Evaluation `uid`, when it holds an admission or waits in a queue.
+    pub fn namespace_of(&self, uid: &str) -> Option<&str> {
+        let held = self
+            .runs_of(uid)
+            .find_map(|run| self.admitted.get(run))
+            .map(|h| h.namespace.as_str());
+        held.or_else(|| self.queued.get(uid).map(|(ns, _, _)| ns.as_str()))
+    }
+
     /// Records an admission found in the cluster (a live pod at controller start): no
     /// checks, no queue.
     pub fn restore(&mut self, run: &str, uid: &str, namespace: &str, request: Request) {
@@ -404,8 +418,13 @@ impl Ledger {
         let position = self.position(candidate);
         let wait = |reason: String| Decision::Wait { position, reason };
         if let Some(why) = hold {
+            if self.held.insert(uid) {
+                // What was reserved for it (and the wake-up it may have used) goes to others.
+                self.wake_admissible();
+            }
             return wait(why.to_string());
         }
+        self.held.remove(&uid);
         if namespace_limits.paused {
             return wait("Paused: the namespace's EvaluationQuota is paused".into());
         }
@@ -429,31 +448,35 @@ impl Ledger {
                 format!("QuotaExceeded: {why}")
             });
         }
-        let fair = self.reserved_for_smaller_shares(&candidate.namespace, global_limits);
+        let (fair, heads) = self.reserved_for_smaller_shares(&candidate.namespace, global_limits);
         let total = ahead.reserved(fair.reserved(self.total));
         if let Some(why) = total.exceeds(&candidate.request, global_limits) {
-            return wait(
-                if fair.runs > 0
-                    && self
-                        .total
-                        .exceeds(&candidate.request, global_limits)
-                        .is_none()
-                {
-                    format!(
-                        "ControllerLimit: fair share: the controller-wide limit is kept for namespaces with a smaller share ({why})"
-                    )
-                } else {
-                    format!("ControllerLimit: {why}")
-                },
-            );
+            let for_others = fair.runs > 0
+                && self
+                    .total
+                    .exceeds(&candidate.request, global_limits)
+                    .is_none();
+            if for_others {
+                // The room is kept for those heads: they must get to use it (a wake-up that
+                // counted on this run starting would otherwise leave them waiting).
+                self.wakes.extend(heads);
+            }
+            return wait(if for_others {
+                format!(
+                    "ControllerLimit: fair share: the controller-wide limit is kept for namespaces with a smaller share ({why})"
+                )
+            } else {
+                format!("ControllerLimit: {why}")
+            });
         }
-        self.dequeue(&uid);
+        // Held first: a new head's wake-up (in dequeue) sees the room this run takes.
         self.hold(
             &candidate.run,
             &uid,
             &candidate.namespace,
             candidate.request,
         );
+        self.dequeue(&uid);
         Decision::Admit
     }
 
@@ -508,6 +531,7 @@ impl Ledger {
     /// Removes the run from its queue; returns its namespace if it was queued.
     pub fn dequeue(&mut self, uid: &str) -> Option<String> {
         let (ns, key, _) = self.queued.remove(uid)?;
+        self.held.remove(uid);
         self.touch(&ns);
         if let Some(queue) = self.queues.get_mut(&ns) {
             let at = queue.rank(&key) + 1;
@@ -519,6 +543,9 @@ impl Ledger {
                 self.wake_moved(&ns, at, |p| {
                     reported_position(p + 1) != reported_position(p)
                 });
+            }
+            if at == 1 {
+                self.head_changed();
             }
         }
         Some(ns)
@@ -552,8 +579,8 @@ impl Ledger {
             let Some((_, _, r)) = self.queued.get(&k.uid) else {
                 continue;
             };
-            if empty.exceeds(r, limits).is_some() {
-                continue; // can never fit: blocks no one
+            if empty.exceeds(r, limits).is_some() || self.held.contains(&k.uid) {
+                continue; // can never fit, or cannot start now: blocks no one
             }
             out.add(r);
             // Enough reserved to know the candidate waits: stop walking (bounded by the
@@ -572,14 +599,19 @@ impl Ledger {
 
     /// What the controller-wide limits keep for the heads of waiting namespaces with a
     /// smaller dominant share than `namespace` (equal: an older head), each only if it fits
-    /// its own namespace now.
-    fn reserved_for_smaller_shares(&self, namespace: &str, global: &Limits) -> Reservation {
+    /// its own namespace now; and those heads (namespace, name).
+    fn reserved_for_smaller_shares(
+        &self,
+        namespace: &str,
+        global: &Limits,
+    ) -> (Reservation, Vec<(String, String)>) {
         let mut out = Reservation::default();
+        let mut heads = Vec::new();
         if *global == Limits::default() {
-            return out;
+            return (out, heads);
         }
         let mine = self.usage(Some(namespace)).dominant_share(global);
-        let my_head = self.queues.get(namespace).and_then(|q| q.first());
+        let my_head = self.first_free(namespace);
         for (ns, queue) in &self.queues {
             if ns == namespace {
                 continue;
@@ -594,9 +626,10 @@ impl Ledger {
                         .is_none_or(|m| (head.0.created, &head.0.name) < (m.created, &m.name)));
             if before {
                 out.add(&head.1);
+                heads.push((ns.clone(), head.0.name.clone()));
             }
         }
-        out
+        (out, heads)
     }
 
     /// The first queued run of `namespace` that fits its namespace's limits now.
@@ -612,7 +645,7 @@ impl Ledger {
         let empty = Usage::default();
         let (key, request) = queue.iter().find_map(|k| {
             let (_, _, r) = self.queued.get(&k.uid)?;
-            empty.exceeds(r, limits).is_none().then_some((k, *r))
+            (empty.exceeds(r, limits).is_none() && !self.held.contains(&k.uid)).then_some((k, *r))
         })?;
         self.usage(Some(namespace))
             .exceeds(&request, limits)
@@ -620,20 +653,38 @@ impl Ledger {
             .then_some((key, request))
     }
 
+    /// The first queued run of `namespace` that is not held.
+    fn first_free(&self, namespace: &str) -> Option<&QueueKey> {
+        self.queues
+            .get(namespace)?
+            .iter()
+            .find(|k| !self.held.contains(&k.uid))
+    }
+
     /// Wakes, up to [`WAKE_BATCH`], the queued runs that would be admitted now: namespaces
-    /// in order of their share of the controller-wide limits, each walked from its head.
+    /// in the order the fair share serves them (smaller share first, then the older head, as
+    /// [`Ledger::reserved_for_smaller_shares`]), each walked from its head.
     fn wake_admissible(&mut self) {
         let global = self.global.clone();
-        let mut order: Vec<(f64, &String)> = self
+        // Share, head (creation, name), namespace.
+        type Turn<'a> = (f64, Option<(i64, &'a str)>, &'a String);
+        let mut order: Vec<Turn<'_>> = self
             .queues
             .keys()
-            .map(|ns| (self.usage(Some(ns)).dominant_share(&global), ns))
+            .map(|ns| {
+                let head = self.first_free(ns).map(|k| (k.created, k.name.as_str()));
+                (self.usage(Some(ns)).dominant_share(&global), head, ns)
+            })
             .collect();
-        order.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        order.sort_by(|a, b| {
+            a.0.total_cmp(&b.0)
+                .then_with(|| a.1.cmp(&b.1))
+                .then_with(|| a.2.cmp(b.2))
+        });
         let mut total = self.total;
         let mut wakes = Vec::new();
         let empty = Usage::default();
-        for (_, ns) in order {
+        for (_, _, ns) in order {
             let Some(limits) = self.limits.get(ns) else {
                 continue;
             };
@@ -645,7 +696,7 @@ impl Ledger {
                 let Some((_, _, r)) = self.queued.get(&k.uid) else {
                     continue;
                 };
-                if empty.exceeds(r, limits).is_some() {
+                if empty.exceeds(r, limits).is_some() || self.held.contains(&k.uid) {
                     continue;
                 }
                 if used.exceeds(r, limits).is_some() || total.exceeds(r, &global).is_some() {
@@ -700,6 +751,15 @@ impl Ledger {
         self.wake_moved(&c.namespace, at + 1, |p| {
             reported_position(p - 1) != reported_position(p)
         });
+        if at == 1 {
+            self.head_changed();
+        }
+    }
+
+    /// A namespace's head changed (joined at the front, left, or was admitted): what the fair
+    /// share keeps for that namespace changed, and with it what other namespaces may admit.
+    fn head_changed(&mut self) {
+        self.wake_admissible();
     }
 
     fn position(&self, c: &Candidate) -> usize {

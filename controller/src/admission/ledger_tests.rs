@@ -690,24 +690,15 @@ fn a_run_behind_others_starts_when_there_is_room_for_all_of_them() {
         cpu: Some(4.0),
         ..Default::default()
     };
-    l.decide(
-        &candidate("a", "big", 0, 1, 3.0),
-        &limits,
-        &none,
-        Some("stop"),
-    );
+    // Queued, not decided yet (a held run would reserve nothing).
+    l.queue(&candidate("a", "big", 0, 1, 3.0));
     // With room for both, the one behind need not wait for the head's reconcile.
     assert_eq!(
         l.decide(&candidate("a", "small", 0, 2, 1.0), &limits, &none, None),
         Decision::Admit
     );
     // Without room for both, a small run never overtakes a large one.
-    l.decide(
-        &candidate("a", "big2", 0, 3, 3.0),
-        &limits,
-        &none,
-        Some("stop"),
-    );
+    l.queue(&candidate("a", "big2", 0, 3, 3.0));
     assert!(matches!(
         l.decide(&candidate("a", "small2", 0, 4, 1.0), &limits, &none, None),
         Decision::Wait { reason, .. } if reason.starts_with("Queued: waiting behind")
@@ -928,4 +919,128 @@ fn reasons_name_amounts_in_kubernetes_units() {
     assert_eq!(kube_units("memory", 1000.0), "1000");
     assert_eq!(kube_units("memory", 0.0), "0");
     assert_eq!(kube_units("gpu", 1.0), "1");
+}
+
+/// A stopped namespace's queued run keeps no controller-wide room: the fair share does not
+/// reserve for it, and a freed slot wakes a run that can start, not the held one.
+#[test]
+fn a_held_namespace_keeps_no_fair_share_and_takes_no_wake_up() {
+    let mut l = Ledger::default();
+    let (unlimited, global) = (Limits::default(), max_running(2));
+    let stop = Some("EmergencyStop: incident");
+    assert_eq!(
+        l.decide(&candidate("b", "1", 0, 0, 1.0), &unlimited, &global, None),
+        Decision::Admit
+    );
+    assert!(matches!(
+        l.decide(&candidate("a", "1", 0, 1, 1.0), &unlimited, &global, stop),
+        Decision::Wait { .. }
+    ));
+    // "a" has the smaller share, but cannot start: its room goes to "b".
+    assert_eq!(
+        l.decide(&candidate("b", "2", 0, 2, 1.0), &unlimited, &global, None),
+        Decision::Admit
+    );
+    assert!(matches!(
+        l.decide(&candidate("b", "3", 0, 3, 1.0), &unlimited, &global, None),
+        Decision::Wait { .. }
+    ));
+    l.take_wakes();
+    l.release("b/1");
+    assert_eq!(l.take_wakes(), [("b".to_string(), "3".to_string())]);
+    // Resumed: its next decision finds it free, and it is reserved for again.
+    assert_eq!(
+        l.decide(&candidate("a", "1", 0, 1, 1.0), &unlimited, &global, None),
+        Decision::Admit
+    );
+}
+
+/// Runs come and go, namespaces are stopped and resumed at random; the work queue asks only
+/// for new runs, runs the ledger woke, and (as the controller does on a switch change) every
+/// run when the stop switch changes. At every quiescence (no wake-up pending), no queued run
+/// could be admitted: no run missed its wake-up, and no held run keeps room from others.
+#[test]
+fn randomized_holds_leave_no_queued_run_that_could_start() {
+    let namespaces = ["a", "b", "c", "d"];
+    let global = Limits {
+        max_running: Some(4),
+        cpu: Some(5.0),
+        ..Default::default()
+    };
+    for seed in 1..=20u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut ledger = Ledger::default();
+        let limits: HashMap<&str, Limits> = namespaces
+            .iter()
+            .map(|ns| (*ns, max_running(1 + rng.below(3) as u32)))
+            .collect();
+        let mut stopped: HashSet<&str> = HashSet::new();
+        let mut queued: Vec<Candidate> = Vec::new();
+        let mut running: Vec<Candidate> = Vec::new();
+        for step in 0..600i64 {
+            let mut asking: Vec<Candidate> = Vec::new();
+            match rng.below(10) {
+                0..=3 => {
+                    let ns = namespaces[rng.below(4) as usize];
+                    let cpu = [0.5, 1.0, 2.0][rng.below(3) as usize];
+                    let c = candidate(ns, &format!("e{step}"), rng.below(2) as i64, step, cpu);
+                    queued.push(c.clone());
+                    asking.push(c);
+                }
+                4..=6 if !running.is_empty() => {
+                    let done = running.swap_remove(rng.below(running.len() as u64) as usize);
+                    ledger.release(&done.key.uid);
+                }
+                7..=8 => {
+                    let ns = namespaces[rng.below(4) as usize];
+                    if !stopped.remove(ns) {
+                        stopped.insert(ns);
+                    }
+                    asking.extend(queued.iter().cloned());
+                }
+                _ => {}
+            }
+            // Reconcile until nothing is woken any more.
+            loop {
+                let woken: HashSet<(String, String)> = ledger.take_wakes().into_iter().collect();
+                asking.extend(
+                    queued
+                        .iter()
+                        .filter(|c| woken.contains(&(c.namespace.clone(), c.key.name.clone())))
+                        .cloned(),
+                );
+                if asking.is_empty() {
+                    break;
+                }
+                for c in asking.drain(..) {
+                    let hold = stopped
+                        .contains(c.namespace.as_str())
+                        .then_some("EmergencyStop: test");
+                    let decision = ledger.decide(&c, &limits[c.namespace.as_str()], &global, hold);
+                    if decision == Decision::Admit && queued.iter().any(|q| q.key == c.key) {
+                        queued.retain(|q| q.key != c.key);
+                        running.push(c);
+                    }
+                }
+            }
+            let total = ledger.usage(None);
+            assert!(
+                total.running <= 4 && total.cpu <= 5.0 + 1e-9,
+                "seed {seed}: {total:?}"
+            );
+            for c in queued
+                .iter()
+                .filter(|c| !stopped.contains(c.namespace.as_str()))
+            {
+                let mut probe = ledger.clone();
+                let decision = probe.decide(c, &limits[c.namespace.as_str()], &global, None);
+                assert_ne!(
+                    decision,
+                    Decision::Admit,
+                    "seed {seed} step {step}: {} could start but was never woken (stopped: {stopped:?})",
+                    c.key.uid
+                );
+            }
+        }
+    }
 }

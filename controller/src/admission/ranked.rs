@@ -3,12 +3,15 @@
 //!
 //! A treap (a binary search tree kept balanced by random heap priorities) whose nodes count
 //! their subtrees, stored in one `Vec` with a free list. The priorities come from the set's
-//! own generator, so the order in which tenants create runs cannot unbalance it.
+//! own generator, seeded at random for each set, so no order of keys a tenant can choose (not
+//! even by reading this source) unbalances it; and split and merge loop instead of recursing,
+//! so even an unbalanced tree costs time, never the stack.
 
 use std::cmp::Ordering;
+use std::hash::{BuildHasher, Hasher};
 
 /// An ordered set with rank and select.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Ranked<K> {
     nodes: Vec<Option<Node<K>>>,
     free: Vec<usize>,
@@ -16,7 +19,7 @@ pub struct Ranked<K> {
     seed: u64,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Node<K> {
     key: K,
     priority: u64,
@@ -27,12 +30,32 @@ struct Node<K> {
 
 impl<K> Default for Ranked<K> {
     fn default() -> Self {
+        // std's per-process random SipHash keys (distinct for every RandomState): a seed
+        // nobody outside this process knows, without another dependency.
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        Ranked::with_seed(seed)
+    }
+}
+
+impl<K> Ranked<K> {
+    fn with_seed(seed: u64) -> Self {
         Ranked {
             nodes: Vec::new(),
             free: Vec::new(),
             root: None,
-            seed: 0x9E37_79B9_7F4A_7C15,
+            // xorshift never leaves zero.
+            seed: seed | 1,
         }
+    }
+
+    fn next_priority(&mut self) -> u64 {
+        // xorshift64*: cheap, and independent of the keys.
+        self.seed ^= self.seed >> 12;
+        self.seed ^= self.seed << 25;
+        self.seed ^= self.seed >> 27;
+        self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
 
@@ -165,11 +188,7 @@ impl<K: Ord> Ranked<K> {
     }
 
     fn alloc(&mut self, key: K) -> usize {
-        // xorshift64*: cheap, and independent of the keys.
-        self.seed ^= self.seed >> 12;
-        self.seed ^= self.seed << 25;
-        self.seed ^= self.seed >> 27;
-        let priority = self.seed.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        let priority = self.next_priority();
         let node = Some(Node {
             key,
             priority,
@@ -190,50 +209,96 @@ impl<K: Ord> Ranked<K> {
     }
 
     /// Splits the tree at `at` into keys `< key` and the rest (`<= key` and the rest when
-    /// `inclusive`).
+    /// `inclusive`). Walks one path down, hooking each node onto the side it belongs to.
     fn split(
         &mut self,
-        at: Option<usize>,
+        mut at: Option<usize>,
         key: &K,
         inclusive: bool,
     ) -> (Option<usize>, Option<usize>) {
-        let Some(i) = at else {
-            return (None, None);
-        };
-        let goes_left = match self.node(i).key.cmp(key) {
-            Ordering::Less => true,
-            Ordering::Equal => inclusive,
-            Ordering::Greater => false,
-        };
-        if goes_left {
-            let (middle, right) = self.split(self.node(i).right, key, inclusive);
-            self.node_mut(i).right = middle;
-            self.update(i);
-            (Some(i), right)
-        } else {
-            let (left, middle) = self.split(self.node(i).left, key, inclusive);
-            self.node_mut(i).left = middle;
-            self.update(i);
-            (left, Some(i))
+        let (mut left, mut right) = (None, None);
+        // The nodes whose right (left) child receives the next node of the left (right) tree.
+        let (mut left_hook, mut right_hook): (Option<usize>, Option<usize>) = (None, None);
+        let mut path = Vec::new();
+        while let Some(i) = at {
+            path.push(i);
+            let goes_left = match self.node(i).key.cmp(key) {
+                Ordering::Less => true,
+                Ordering::Equal => inclusive,
+                Ordering::Greater => false,
+            };
+            if goes_left {
+                match left_hook {
+                    Some(h) => self.node_mut(h).right = Some(i),
+                    None => left = Some(i),
+                }
+                left_hook = Some(i);
+                at = self.node(i).right;
+            } else {
+                match right_hook {
+                    Some(h) => self.node_mut(h).left = Some(i),
+                    None => right = Some(i),
+                }
+                right_hook = Some(i);
+                at = self.node(i).left;
+            }
+        }
+        if let Some(h) = left_hook {
+            self.node_mut(h).right = None;
+        }
+        if let Some(h) = right_hook {
+            self.node_mut(h).left = None;
+        }
+        self.update_path(&path);
+        (left, right)
+    }
+
+    /// Joins two trees whose keys are all ordered `left < right`, walking down the seam.
+    fn merge(&mut self, mut left: Option<usize>, mut right: Option<usize>) -> Option<usize> {
+        let mut root = None;
+        // The node, and its side (true: right), that receives the next node of the seam.
+        let mut hook: Option<(usize, bool)> = None;
+        let mut path = Vec::new();
+        loop {
+            let (next, side) = match (left, right) {
+                (None, tree) | (tree, None) => {
+                    self.attach(hook, &mut root, tree);
+                    break;
+                }
+                (Some(l), Some(r)) if self.node(l).priority > self.node(r).priority => {
+                    left = self.node(l).right;
+                    (l, true)
+                }
+                (Some(_), Some(r)) => {
+                    right = self.node(r).left;
+                    (r, false)
+                }
+            };
+            self.attach(hook, &mut root, Some(next));
+            path.push(next);
+            hook = Some((next, side));
+        }
+        self.update_path(&path);
+        root
+    }
+
+    fn attach(
+        &mut self,
+        hook: Option<(usize, bool)>,
+        root: &mut Option<usize>,
+        tree: Option<usize>,
+    ) {
+        match hook {
+            Some((h, true)) => self.node_mut(h).right = tree,
+            Some((h, false)) => self.node_mut(h).left = tree,
+            None => *root = tree,
         }
     }
 
-    /// Joins two trees whose keys are all ordered `left < right`.
-    fn merge(&mut self, left: Option<usize>, right: Option<usize>) -> Option<usize> {
-        let (l, r) = match (left, right) {
-            (None, tree) | (tree, None) => return tree,
-            (Some(l), Some(r)) => (l, r),
-        };
-        if self.node(l).priority > self.node(r).priority {
-            let joined = self.merge(self.node(l).right, Some(r));
-            self.node_mut(l).right = joined;
-            self.update(l);
-            Some(l)
-        } else {
-            let joined = self.merge(Some(l), self.node(r).left);
-            self.node_mut(r).left = joined;
-            self.update(r);
-            Some(r)
+    /// Recounts the nodes of a path, deepest first (each one's changed child is deeper).
+    fn update_path(&mut self, path: &[usize]) {
+        for &i in path.iter().rev() {
+            self.update(i);
         }
     }
 }
@@ -298,6 +363,70 @@ mod tests {
         assert!(ranked.before(&cut).eq(model.range(..cut)));
     }
 
+    /// Depth of the tree, without recursion (the tree under test may be a list).
+    fn depth<K: Ord>(r: &Ranked<K>) -> usize {
+        let (mut deepest, mut stack) = (0, vec![(r.root, 0)]);
+        while let Some((at, d)) = stack.pop() {
+            deepest = deepest.max(d);
+            if let Some(i) = at {
+                stack.push((r.node(i).left, d + 1));
+                stack.push((r.node(i).right, d + 1));
+            }
+        }
+        deepest
+    }
+
+    /// The keys that make a set seeded with `seed` a list: the i-th key inserted ranks where
+    /// the i-th priority ranks, highest first, so heap order and key order coincide.
+    fn adversarial_keys(seed: u64, n: usize) -> Vec<usize> {
+        let mut probe = Ranked::<usize>::with_seed(seed);
+        let priorities: Vec<u64> = (0..n).map(|_| probe.next_priority()).collect();
+        let mut by_priority: Vec<usize> = (0..n).collect();
+        by_priority.sort_by_key(|&i| std::cmp::Reverse(priorities[i]));
+        let mut keys = vec![0; n];
+        for (rank, &i) in by_priority.iter().enumerate() {
+            keys[i] = rank;
+        }
+        keys
+    }
+
+    /// A tenant who read this source knows the generator, and on main its seed (a constant):
+    /// keys chosen for that seed no longer unbalance a set, whose seed is random.
+    #[test]
+    fn keys_chosen_against_the_published_seed_do_not_unbalance_it() {
+        let mut ranked = Ranked::default();
+        for key in adversarial_keys(0x9E37_79B9_7F4A_7C15, 5_000) {
+            ranked.insert(key);
+        }
+        let d = depth(&ranked);
+        assert!(d < 60, "depth {d} for 5,000 keys");
+    }
+
+    /// Even a tree that is a list (a seed the keys were chosen for) is split and merged in a
+    /// loop: 10,000 levels on a 256 KiB stack (recursion needs megabytes).
+    #[test]
+    fn a_degenerate_tree_costs_no_stack() {
+        let worker = std::thread::Builder::new().stack_size(256 << 10);
+        let handle = worker
+            .spawn(|| {
+                let seed = 42;
+                let mut ranked = Ranked::with_seed(seed);
+                let keys = adversarial_keys(seed, 10_000);
+                for &key in &keys {
+                    assert!(ranked.insert(key));
+                }
+                assert_eq!(depth(&ranked), 10_000, "the keys do make a list");
+                assert_eq!(ranked.rank(&9_999), 9_999);
+                assert_eq!(ranked.select(5_000), Some(&5_000));
+                for key in keys.iter().rev() {
+                    assert!(ranked.remove(key));
+                }
+                ranked.is_empty()
+            })
+            .expect("spawn");
+        assert!(handle.join().expect("no stack overflow"));
+    }
+
     #[test]
     fn stays_shallow_when_keys_arrive_in_order() {
         // Runs are created oldest first: sorted inserts must not degrade to a list.
@@ -305,13 +434,7 @@ mod tests {
         for k in 0..100_000u32 {
             ranked.insert(k);
         }
-        fn depth(r: &Ranked<u32>, at: Option<usize>) -> usize {
-            at.map_or(0, |i| {
-                let n = r.node(i);
-                1 + depth(r, n.left).max(depth(r, n.right))
-            })
-        }
-        let d = depth(&ranked, ranked.root);
+        let d = depth(&ranked);
         assert!(d < 60, "depth {d} for 100,000 sorted keys");
         assert_eq!(ranked.rank(&50_000), 50_000);
         assert_eq!(ranked.select(99_999), Some(&99_999));

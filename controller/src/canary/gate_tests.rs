@@ -99,7 +99,9 @@ async fn an_unverified_sandbox_holds_the_run_and_a_verified_one_releases_it() {
         api.expect_apply(POLICY).await;
         api.expect(Method::POST, CONFIGMAPS, 201, serde_json::json!({}))
             .await;
-        let pod = api.expect_apply(PODS).await;
+        let pod = api
+            .expect(Method::POST, PODS, 201, serde_json::json!({}))
+            .await;
         assert_eq!(pod.body["spec"]["runtimeClassName"], "gvisor");
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["phase"], "Pending");

@@ -44,6 +44,9 @@ pub struct Settings {
     pub interval: Duration,
     /// Longest one canary run may take, pod start included.
     pub timeout: Duration,
+    /// How long an unschedulable canary pod waits for a node (a node pool scaling up from
+    /// zero) before the class fails; added to `timeout`.
+    pub schedule_grace: Duration,
     /// Image of the probe (python3).
     pub image: String,
     /// Address of this controller that canary pods connect to.
@@ -189,6 +192,11 @@ impl Sandbox {
         hold_reason(class, &classes.get(class)?.verdict, self.allow_unsandboxed)
     }
 
+    /// The last verdict recorded for `class`.
+    pub fn verdict(&self, class: &str) -> Option<Verdict> {
+        self.lock().get(class).map(|e| e.verdict.clone())
+    }
+
     /// Records `verdict` for `class`; returns whether this released the class (it held
     /// admission before and does not now). Calls `wake` when what holds the class's runs
     /// changed (released, held, or another check failed), so that their queue reasons follow;
@@ -284,6 +292,7 @@ mod tests {
             allowlist,
             interval: Duration::from_secs(600),
             timeout: Duration::from_secs(120),
+            schedule_grace: Duration::from_secs(300),
             image: "localhost/crucible/python:3.11".into(),
             listen: "10.88.0.1".parse().expect("ip"),
         }

@@ -202,7 +202,9 @@ impl Run<'_> {
     /// The canary's NetworkPolicy, created before its pod as for a real run: deny all, or
     /// allow egress to the listener port only.
     pub fn network_policy(&self) -> NetworkPolicy {
-        let mut policy = desired_network_policy(&self.spec(), &self.owner(), self.name, self.id);
+        // The controller's own listener is the one destination (nothing is forbidden to it).
+        let mut policy =
+            desired_network_policy(&self.spec(), &self.owner(), self.name, self.id, &[]);
         policy.metadata = self.meta();
         if let Some(spec) = policy.spec.as_mut() {
             spec.pod_selector = Some(LabelSelector {

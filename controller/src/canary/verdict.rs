@@ -17,6 +17,9 @@ pub const GREETING: &str = "crucible-canary";
 pub const GVISOR_VERSION: &str = "#1 SMP Sun Jan 10 15:06:54 PST 2016";
 /// The unprivileged user every sandbox runs as.
 const SANDBOX_ID: i64 = crate::evaluation::pod::SANDBOX_UID;
+/// Inconclusive runs in a row (a 429, a registry hiccup, an API server restart) that a verified
+/// class stays verified through; after that it is unproven again.
+pub const INCONCLUSIVE_TOLERATED: u32 = 3;
 /// Longest piece of probe output quoted in a message (the log is the canary's, but a broken
 /// sandbox could print anything).
 const QUOTE_MAX: usize = 160;
@@ -396,41 +399,83 @@ fn quote(text: &str) -> &str {
     &text[..end]
 }
 
-/// Why a pod that has not finished never will: unschedulable, or its container cannot be
-/// created or its image pulled. `None` while it may still run.
-pub fn pod_problem(pod: &Pod) -> Option<String> {
-    /// Waiting reasons that do not resolve by waiting.
-    const STUCK: [&str; 7] = [
-        "ErrImagePull",
-        "ImagePullBackOff",
+/// What stops a canary pod that has not finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodProblem {
+    /// It never will run here: no node takes it (past the scheduling grace), or its
+    /// container cannot be created. The sandbox is not usable.
+    Fatal(String),
+    /// Its image could not be pulled: a registry hiccup proves nothing about the sandbox.
+    Transient(String),
+}
+
+/// Why a pod that has not finished never will (see [`PodProblem`]); `None` while it may
+/// still run. An unschedulable pod counts only once `patience_over` (a node pool that scales
+/// from zero gets the scheduling grace to bring a node).
+pub fn pod_problem(pod: &Pod, patience_over: bool) -> Option<PodProblem> {
+    /// Waiting reasons that do not resolve by waiting and are the node's or the spec's.
+    const STUCK: [&str; 5] = [
         "ErrImageNeverPull",
         "InvalidImageName",
         "CreateContainerConfigError",
         "CreateContainerError",
         "RunContainerError",
     ];
+    /// Waiting reasons of a registry that did not serve the image this time.
+    const PULL: [&str; 2] = ["ErrImagePull", "ImagePullBackOff"];
     let status = pod.status.as_ref()?;
     let unschedulable = status.conditions.iter().flatten().find(|c| {
         c.type_ == "PodScheduled"
             && c.status == "False"
             && c.reason.as_deref() == Some("Unschedulable")
     });
-    if let Some(c) = unschedulable {
-        return Some(format!(
+    if let Some(c) = unschedulable.filter(|_| patience_over) {
+        return Some(PodProblem::Fatal(format!(
             "the canary pod cannot be scheduled: {}",
             c.message.as_deref().unwrap_or("no message")
-        ));
+        )));
     }
     status.container_statuses.iter().flatten().find_map(|c| {
         let waiting = c.state.as_ref()?.waiting.as_ref()?;
         let reason = waiting.reason.as_deref()?;
-        STUCK.contains(&reason).then(|| {
+        let message = || {
             format!(
                 "the canary container cannot start: {reason}: {}",
                 waiting.message.as_deref().unwrap_or("no message")
             )
-        })
+        };
+        if STUCK.contains(&reason) {
+            Some(PodProblem::Fatal(message()))
+        } else if PULL.contains(&reason) {
+            Some(PodProblem::Transient(message()))
+        } else {
+            None
+        }
     })
+}
+
+/// What to record after a run: a conclusive verdict as it is. An inconclusive run (`Err`:
+/// the API server or the registry failed, nothing about the sandbox was seen) keeps the last
+/// verdict: a failed class stays held, a class known missing stays missing, a verified class
+/// stays verified through [`INCONCLUSIVE_TOLERATED`] of them in a row and is pending (held,
+/// never "missing") after that; a pending class learns why it is still unproven. `streak`
+/// counts the inconclusive runs in a row, this one included; `None` records nothing.
+pub fn settle(
+    last: Option<&Verdict>,
+    run: Result<Verdict, String>,
+    streak: u32,
+) -> Option<Verdict> {
+    let why = match run {
+        Ok(verdict) => return Some(verdict),
+        Err(why) => why,
+    };
+    match last {
+        Some(Verdict::Verified(_)) if streak <= INCONCLUSIVE_TOLERATED => None,
+        Some(Verdict::Verified(_) | Verdict::Pending(_)) => Some(Verdict::Pending(format!(
+            "the canary could not prove the sandbox ({streak} run(s) in a row): {why}"
+        ))),
+        _ => None,
+    }
 }
 
 /// Whether the pod has run to its end.

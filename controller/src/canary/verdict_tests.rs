@@ -285,24 +285,68 @@ fn pods_that_can_never_run_are_recognised() {
         }]),
         ..Default::default()
     });
-    let problem = pod_problem(&unschedulable).expect("unschedulable");
+    assert_eq!(
+        pod_problem(&unschedulable, false),
+        None,
+        "a node may still come (a node pool scaling up)"
+    );
+    let Some(PodProblem::Fatal(problem)) = pod_problem(&unschedulable, true) else {
+        panic!("unschedulable past the grace is fatal");
+    };
     assert!(problem.contains("Insufficient cpu"), "{problem}");
-    let pull = pod_problem(&pod_with(waiting("ImagePullBackOff"))).expect("image pull");
+    let Some(PodProblem::Transient(pull)) =
+        pod_problem(&pod_with(waiting("ImagePullBackOff")), true)
+    else {
+        panic!("an image pull failure is a registry hiccup");
+    };
     assert!(
         pull.contains("ImagePullBackOff: pull access denied"),
         "{pull}"
     );
+    assert!(matches!(
+        pod_problem(&pod_with(waiting("CreateContainerError")), false),
+        Some(PodProblem::Fatal(_))
+    ));
     let creating = pod_with(waiting("ContainerCreating"));
-    assert_eq!(pod_problem(&creating), None);
+    assert_eq!(pod_problem(&creating, true), None);
     assert!(!pod_finished(&creating));
     assert_eq!(
         describe(&creating),
         "phase Pending, container evaluation waiting (ContainerCreating)"
     );
-    assert_eq!(pod_problem(&Pod::default()), None);
+    assert_eq!(pod_problem(&Pod::default(), true), None);
     let done = pod_with(PodStatus {
         phase: Some("Failed".into()),
         ..Default::default()
     });
     assert!(pod_finished(&done));
+}
+
+/// Runs that prove nothing keep the last verdict: under `--allow-unsandboxed` a class that
+/// failed the kernel check is never turned into a "missing" one (which would lift its hold);
+/// a verified class survives a few hiccups in a row, then is pending (held), never failed.
+#[test]
+fn inconclusive_runs_keep_the_last_verdict() {
+    let kernel = Verdict::failed(Check::Kernel, "the sandbox runs the host's kernel");
+    let verified = Verdict::Verified("gVisor's kernel".into());
+    let hiccup = || Err("cannot read the RuntimeClass gvisor: 500".to_string());
+    for streak in 1..=10 {
+        assert_eq!(settle(Some(&kernel), hiccup(), streak), None);
+    }
+    for streak in 1..=INCONCLUSIVE_TOLERATED {
+        assert_eq!(settle(Some(&verified), hiccup(), streak), None, "{streak}");
+    }
+    assert!(matches!(
+        settle(Some(&verified), hiccup(), INCONCLUSIVE_TOLERATED + 1),
+        Some(Verdict::Pending(why)) if why.contains("500")
+    ));
+    assert!(matches!(
+        settle(Some(&Verdict::Pending("not yet".into())), hiccup(), 1),
+        Some(Verdict::Pending(why)) if why.contains("500")
+    ));
+    assert_eq!(
+        settle(Some(&verified), Ok(kernel.clone()), 0),
+        Some(kernel),
+        "a conclusive run is recorded as it is"
+    );
 }

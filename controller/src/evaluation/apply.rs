@@ -6,15 +6,17 @@
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::Api;
+use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 
 use crate::crd::Evaluation;
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::plan::{Child, ChildKind, Plan, Refusal};
-use crate::evaluation::sandbox_policy::{POLICY_NAME, PolicyError};
+use crate::evaluation::sandbox_policy::{self, POLICY_NAME, PolicyError};
 use crate::evaluation::workspace;
+use crate::labels::MANAGED_LABEL;
+use crate::ownership;
 use crate::ssa;
 
 /// Puts the plan's children in place in order; stops at the first refusal.
@@ -33,7 +35,11 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
                     Err(error) => return sandbox_policy_refusal(plan, &namespace, error),
                 }
             }
-            Child::NetworkPolicy(np) => ssa(ctx, &namespace, np.as_ref(), "NetworkPolicy").await,
+            Child::NetworkPolicy(np) => match widened(ctx, &namespace, plan, np).await {
+                Ok(Some(refusal)) => return Ok(Some(refusal)),
+                Ok(None) => ssa(ctx, &namespace, np.as_ref(), "NetworkPolicy").await,
+                Err(error) => Err(error),
+            },
             Child::ConfigMap(cm) => {
                 let api: Api<ConfigMap> = ssa::scoped(&ctx.client, Some(&namespace));
                 workspace::ensure(&api, cm, cm_is_shared(cm)).await
@@ -44,11 +50,15 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
                 let uid = ev.uid().unwrap_or_default();
                 let now = tokio::time::Instant::now();
                 ctx.caches.expected.expect(&uid, &pod.name_any(), now);
-                let outcome = ssa(ctx, &namespace, pod.as_ref(), "Pod").await;
-                if outcome.is_err() {
+                let outcome = create_pod(ctx, &namespace, pod, &uid).await;
+                if !matches!(outcome, Ok(None)) {
                     ctx.caches.expected.forget(&uid);
                 }
-                outcome
+                match outcome {
+                    Ok(None) => continue,
+                    Ok(Some(taken)) => return Ok(Some(taken)),
+                    Err(error) => Err(error),
+                }
             }
         };
         let Err(Error::ApplyChild { kind, name, source }) = outcome else {
@@ -58,9 +68,106 @@ pub async fn create(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<Optio
         if let Some(refusal) = refusal(kind, &namespace, &source)? {
             return Ok(Some(refusal));
         }
+        // A first attempt waits with the reason in its status; a later one retries as any
+        // passing error (as for the namespace policy).
+        if let Some(message) = webhook_unavailable(&source)
+            && plan.status.attempts.unwrap_or(1) <= 1
+        {
+            return Ok(Some(Refusal {
+                reason: "WebhookUnavailable",
+                message: format!("{kind} {name}: {message}"),
+                retry: true,
+            }));
+        }
         return Err(Error::ApplyChild { kind, name, source });
     }
     Ok(None)
+}
+
+/// Most NetworkPolicies of a namespace read to check an `Allowlist` run; a namespace with more
+/// is not checked, and the run waits (fail closed).
+const POLICIES_CHECKED: u32 = 500;
+
+/// An `Allowlist` run waits (its reason in status, an Event) while another NetworkPolicy of
+/// its namespace selects its pod and allows egress: policies add up, so the run could reach
+/// more than its allowlist. Read at each start, from the API server (the controller watches
+/// only its own policies); looked at again after [`crate::evaluation::plan::SANDBOX_RETRY`].
+async fn widened(
+    ctx: &Context,
+    namespace: &str,
+    plan: &Plan,
+    own: &NetworkPolicy,
+) -> Result<Option<Refusal>> {
+    let Some(labels) = plan.create.iter().find_map(|c| match c {
+        Child::Pod(pod) => pod.metadata.labels.clone(),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let api: Api<NetworkPolicy> = ssa::scoped(&ctx.client, Some(namespace));
+    let list = api
+        .list(&ListParams::default().limit(POLICIES_CHECKED))
+        .await
+        .map_err(|source| Error::ApplyChild {
+            kind: "NetworkPolicy",
+            name: own.name_any(),
+            source,
+        })?;
+    let names = sandbox_policy::widening(&list.items, &labels, &own.name_any());
+    let message = if !names.is_empty() {
+        format!(
+            "NetworkPolicy {} selects this run's sandbox pod and allows egress; NetworkPolicies add up, so the run could reach more than spec.sandbox.egress. Remove it, or keep pods labelled {MANAGED_LABEL}=true out of its podSelector",
+            names.join(", ")
+        )
+    } else if list.metadata.continue_.is_some_and(|c| !c.is_empty()) {
+        format!(
+            "the namespace has more than {POLICIES_CHECKED} NetworkPolicies; none may widen an Allowlist run, and not all can be checked"
+        )
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(Refusal {
+        reason: "EgressWidened",
+        message,
+        retry: true,
+    }))
+}
+
+/// Creates the pod; never applies it: a forced apply would take over a same-named pod of
+/// another owner (its labels, and a second controller reference the API server refuses). A pod
+/// of that name that this Evaluation already controls (created just before a crash, before the
+/// status said so) is the one meant; any other is left untouched and refuses the run.
+async fn create_pod(
+    ctx: &Context,
+    namespace: &str,
+    pod: &Pod,
+    uid: &str,
+) -> Result<Option<Refusal>> {
+    let api: Api<Pod> = ssa::scoped(&ctx.client, Some(namespace));
+    let name = pod.name_any();
+    let error = |source| Error::ApplyChild {
+        kind: "Pod",
+        name: name.clone(),
+        source,
+    };
+    let taken = match ssa::create(&api, ssa::CHILD_MANAGER, pod).await {
+        Ok(_) => return Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 409 => status,
+        Err(source) => return Err(error(source)),
+    };
+    match api.get_opt(&name).await.map_err(error)? {
+        Some(existing) if ownership::controlled_by::<Evaluation>(existing.meta(), uid) => Ok(None),
+        Some(_) => Ok(Some(Refusal {
+            reason: "PodNameTaken",
+            message: format!(
+                "a pod named {name} that this Evaluation does not own exists in the namespace; \
+                 it was left untouched"
+            ),
+            retry: false,
+        })),
+        // Deleted since: the next try creates it.
+        None => Err(error(kube::Error::Api(taken))),
+    }
 }
 
 /// Whether a planned workspace ConfigMap is a suite's shared one (owned by the suite).
@@ -120,6 +227,23 @@ fn namespace_terminating(error: &kube::Error) -> bool {
     status.code == 403 && (cause || status.message.contains("because it is being terminated"))
 }
 
+/// The API server's message when an admission webhook could not be called (a 5xx: the
+/// webhook's service is down, slow or failing). Not the run's fault and it may pass, but it
+/// must show in the status rather than be retried in silence.
+fn webhook_unavailable(error: &kube::Error) -> Option<String> {
+    let kube::Error::Api(status) = error else {
+        return None;
+    };
+    let webhook = status.message.contains("failed calling webhook")
+        || status.message.contains("admission webhook");
+    ((500..600).contains(&status.code) && webhook).then(|| {
+        format!(
+            "an admission webhook could not be called: {}",
+            status.message
+        )
+    })
+}
+
 /// Whether an API error refuses a child for good, and how the run should fail.
 ///
 /// # Errors
@@ -167,7 +291,9 @@ where
         })
 }
 
-/// Deletes the plan's children; "not found" counts as done.
+/// Deletes the plan's children; "not found" counts as done. A pod is deleted only when the
+/// pod cache shows it as this Evaluation's ([`crate::ownership`]), and only that very pod
+/// (by uid): a same-named pod of another owner is never touched.
 ///
 /// # Errors
 /// Passing API errors, to be retried.
@@ -175,9 +301,20 @@ pub async fn delete(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
     let namespace = ev
         .namespace()
         .ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let owned = ctx
+        .caches
+        .pods_of(&namespace, &ev.uid().unwrap_or_default());
     for (kind, name) in &plan.delete {
         match kind {
-            ChildKind::Pod => remove::<Pod>(ctx, &namespace, name, "Pod").await?,
+            ChildKind::Pod => {
+                let uid = owned
+                    .iter()
+                    .find(|p| &p.name_any() == name)
+                    .and_then(|p| p.uid());
+                if let Some(uid) = uid {
+                    remove_pod(ctx, &namespace, name, &uid).await?;
+                }
+            }
             ChildKind::NetworkPolicy => {
                 remove::<NetworkPolicy>(ctx, &namespace, name, "NetworkPolicy").await?
             }
@@ -185,6 +322,17 @@ pub async fn delete(ev: &Evaluation, plan: &Plan, ctx: &Context) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn remove_pod(ctx: &Context, namespace: &str, name: &str, uid: &str) -> Result<()> {
+    let api: Api<Pod> = ssa::scoped(&ctx.client, Some(namespace));
+    ssa::delete_exact(&api, name, uid)
+        .await
+        .map_err(|source| Error::DeleteChild {
+            kind: "Pod",
+            name: name.to_string(),
+            source,
+        })
 }
 
 async fn remove<K>(ctx: &Context, namespace: &str, name: &str, kind: &'static str) -> Result<()>

@@ -15,7 +15,7 @@ use crate::config::Config;
 use crate::crd::EvaluationQuota;
 use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::metrics::Metrics;
-use crate::source::GitCache;
+use crate::source::FetchPool;
 use crate::stop::{STOP_CONFIGMAP, Switch};
 use crate::watches::Caches;
 
@@ -38,8 +38,8 @@ pub struct Context {
     pub stop_switch: Store<ConfigMap>,
     /// Namespace of the emergency-stop ConfigMap.
     pub system_namespace: String,
-    /// Cache of git repositories.
-    pub git: GitCache,
+    /// Git fetches, outside the reconciles.
+    pub git: Arc<FetchPool>,
     /// The sandbox canary's verdicts: runs of an unverified RuntimeClass are held.
     pub sandbox: Arc<Sandbox>,
     /// Caches of Evaluations, suites and sandbox pods.

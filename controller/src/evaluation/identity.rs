@@ -1,7 +1,7 @@
 //! Names, labels and hashes that identify an Evaluation's runs and children. Pure.
 //!
 //! A run is identified by the spec that runs (its hash) and the `crucible.dev/rerun` annotation;
-//! each attempt of a run gets its own deterministic pod name, so a controller that crashes
+//! each attempt of a run of an Evaluation (by uid) gets its own deterministic pod name, so a controller that crashes
 //! between creating a pod and writing status finds the same pod again instead of making a second.
 
 use crate::crd::{Evaluation, EvaluationSpec};
@@ -65,12 +65,15 @@ impl RunKey {
         sha256_hex(text.as_bytes())[..16].to_string()
     }
 
-    /// 10 hex characters naming attempt `attempt` of this run, started at `generation`.
+    /// 10 hex characters naming attempt `attempt` of this run of Evaluation `uid`, started at
+    /// `generation`.
     ///
-    /// The generation keeps names unique when a spec goes A → B → A.
-    pub fn attempt_id(&self, generation: Option<i64>, attempt: i32) -> String {
+    /// The uid keeps names unique when an Evaluation is deleted and re-created with the same
+    /// spec (the new one must never find the old one's pod under its name); the generation
+    /// when a spec goes A → B → A.
+    pub fn attempt_id(&self, uid: &str, generation: Option<i64>, attempt: i32) -> String {
         let text = format!(
-            "{}\n{}\n{}\n{attempt}",
+            "{uid}\n{}\n{}\n{}\n{attempt}",
             self.spec_hash,
             self.rerun.as_deref().unwrap_or(""),
             generation.unwrap_or(0)
@@ -147,10 +150,16 @@ mod tests {
             rerun: Some("1".into()),
             ..key.clone()
         };
-        assert_ne!(key.attempt_id(Some(1), 1), key.attempt_id(Some(1), 2));
-        assert_ne!(key.attempt_id(Some(1), 1), rerun.attempt_id(Some(1), 1));
-        assert_ne!(key.attempt_id(Some(1), 1), key.attempt_id(Some(3), 1));
-        assert_eq!(key.attempt_id(Some(1), 1), key.attempt_id(Some(1), 1));
+        let first = key.attempt_id("u1", Some(1), 1);
+        assert_ne!(first, key.attempt_id("u1", Some(1), 2));
+        assert_ne!(first, rerun.attempt_id("u1", Some(1), 1));
+        assert_ne!(first, key.attempt_id("u1", Some(3), 1));
+        assert_ne!(
+            first,
+            key.attempt_id("u2", Some(1), 1),
+            "a re-created Evaluation"
+        );
+        assert_eq!(first, key.attempt_id("u1", Some(1), 1));
     }
 
     #[test]

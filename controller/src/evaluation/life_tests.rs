@@ -49,9 +49,9 @@ impl Cluster {
     fn deliver(&mut self) {
         for event in std::mem::take(&mut self.watch) {
             if let watcher::Event::Apply(pod) = &event
-                && let Some(uid) = pod.labels().get(crate::labels::EVALUATION_UID_LABEL)
+                && let Some(owner) = crate::ownership::controller::<Evaluation>(&pod.metadata)
             {
-                self.caches.expected.observed(uid, &pod.name_any());
+                self.caches.expected.observed(&owner.uid, &pod.name_any());
             }
             self.caches.pods.apply(None, event);
         }
@@ -86,14 +86,19 @@ impl Cluster {
                 }
                 None => missing(),
             },
-            ("PATCH", ["pods", name]) => {
-                let pod = self
-                    .pods
-                    .entry(name.to_string())
-                    .or_insert_with(|| body.clone())
-                    .clone();
-                self.watch_pod(name, None);
-                (200, pod)
+            ("POST", ["pods"]) => {
+                let name = body["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if self.pods.contains_key(&name) {
+                    return (409, crate::fixtures::status_error(409, "already exists"));
+                }
+                let mut stored = body.clone();
+                stored["metadata"]["uid"] = format!("uid-{name}").into();
+                self.pods.insert(name.clone(), stored.clone());
+                self.watch_pod(&name, None);
+                (201, stored)
             }
             ("DELETE", ["pods", name]) => match self.pods.remove(*name) {
                 Some(pod) => {
@@ -239,7 +244,7 @@ fn command_run(name: &str, uid: &str) -> Evaluation {
 
 /// A run of a command, without source, after the first run of its namespace.
 const COMMAND_RUN: [&str; 6] = [
-    "PATCH pods",
+    "POST pods",
     "PATCH evaluations/status",
     "POST events",
     "PATCH evaluations/status",

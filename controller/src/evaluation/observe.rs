@@ -2,8 +2,9 @@
 //! the cache may not hold the controller's own last status write yet) and the log of a pod
 //! that finished or is about to be stopped; from the controller's caches its pods (the
 //! reconcile waits while a pod it created is not in the cache yet), the RuntimeClass and the
-//! emergency-stop switch; and, once admitted, the git source. Only reads: admission is decided
-//! by the gate, in `reconcile`.
+//! emergency-stop switch; and, once admitted, the git source from the fetch pool (never waiting
+//! for a git server: a fetch under way is an answer too). Only reads: admission is decided by
+//! the gate, in `reconcile`.
 
 use std::collections::BTreeMap;
 
@@ -21,13 +22,15 @@ use crate::evaluation::credentials;
 use crate::evaluation::plan::{
     self, FetchedSource, LogsNeeded, Observed, RuntimeClassCheck, SourceProblem,
 };
-use crate::evaluation::results::{LOG_READ_BYTES, LogCapture, LogScanner, TailSearch};
+use crate::evaluation::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::evaluation::validate;
+use crate::runner::Key;
+use crate::source::pool::Answer;
 use crate::source::{Credentials, GitRequest};
 
 /// Tries at reading one container's log before a stopping run goes on without it.
 const LOG_READ_ATTEMPTS: u32 = 2;
-/// Longest one log read may take (the API server proxies it to the pod's kubelet).
+/// Longest the reads of one log may take (the API server proxies them to the pod's kubelet).
 const LOG_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Pause between two tries.
 const LOG_READ_BACKOFF: std::time::Duration = std::time::Duration::from_millis(500);
@@ -67,11 +70,11 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         .ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let now = Time(jiff::Timestamp::now());
     let pod_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods = ctx.caches.pods_of(&uid);
+    let pods = ctx.caches.pods_of(&namespace, &uid);
     let stop = ctx.stop_switch().covers(&namespace);
     let head = match git_of(&ev) {
         Some(git) if plan::follows(&ev) && plan::run_is_over(&ev) => {
-            follow_head(ctx, &namespace, git).await
+            follow_head(ctx, &namespace, &ev.name_any(), git).await
         }
         _ => None,
     };
@@ -86,8 +89,11 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
             RuntimeClassCheck::Missing
         })
     };
-    // A run that has started reads its pinned source now; a new one once admitted.
-    let source = if plan::awaits_admission(&ev, head.as_deref()) {
+    // A run that has started reads its pinned source only to start another attempt; a new
+    // one once admitted.
+    let source = if plan::awaits_admission(&ev, head.as_deref())
+        || !plan::started_run_needs_source(&ev, &pods)
+    {
         None
     } else {
         source(&ev, ctx, head.as_deref()).await
@@ -97,18 +103,19 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         pod,
         containers,
         stopping,
+        overdue,
     }) = plan::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
     {
         // A pod being stopped (cancel, timeout, emergency stop) may sit on a lost node:
-        // stopping must not depend on its log.
+        // stopping must not depend on its log; nor, past plan::LOG_WAIT, finishing.
         for container in containers {
             match read_log_retrying(&pod_api, &pod, container).await {
                 Ok(Some(capture)) => {
                     logs.insert(container.to_string(), capture);
                 }
                 Ok(None) => {}
-                Err(error) if stopping => {
-                    tracing::warn!(%error, pod, container, "log unavailable; stopping anyway");
+                Err(error) if stopping || overdue => {
+                    tracing::warn!(%error, pod, container, "log unavailable; finishing anyway");
                     logs.insert(container.to_string(), LogCapture::unavailable(&error));
                 }
                 Err(error) => return Err(error),
@@ -144,7 +151,7 @@ pub async fn source(
     let git = git_of(ev)?;
     let reference = plan::source_reference(ev, head)?;
     let namespace = ev.namespace()?;
-    Some(fetch(ctx, &namespace, git, reference).await)
+    Some(fetch(ctx, &namespace, &ev.name_any(), git, reference).await)
 }
 
 /// [`read_log`], tried [`LOG_READ_ATTEMPTS`] times, each bounded by [`LOG_READ_TIMEOUT`].
@@ -155,12 +162,8 @@ async fn read_log_retrying(
 ) -> Result<Option<LogCapture>> {
     let mut attempt = 1;
     loop {
-        let outcome = tokio::time::timeout(LOG_READ_TIMEOUT, read_log(api, pod, container))
-            .await
-            .unwrap_or(Err(Error::ReadLogTimeout {
-                pod: pod.to_string(),
-            }));
-        match outcome {
+        let deadline = tokio::time::Instant::now() + LOG_READ_TIMEOUT;
+        match read_log(api, pod, container, deadline).await {
             Err(_) if attempt < LOG_READ_ATTEMPTS => {
                 attempt += 1;
                 tokio::time::sleep(LOG_READ_BACKOFF).await;
@@ -170,49 +173,38 @@ async fn read_log_retrying(
     }
 }
 
-/// Reads the end of one container's log through a [`LogScanner`]: the last lines that fit in
-/// [`LOG_READ_BYTES`], as [`TailSearch`] finds them, so the final result line and the true last
-/// bytes survive any log size. `None` when the kubelet has no log for it (container never
-/// started, pod gone).
-async fn read_log(api: &Api<Pod>, pod: &str, container: &str) -> Result<Option<LogCapture>> {
-    let read_error = |source| Error::ReadLog {
-        pod: pod.to_string(),
-        source,
-    };
+/// Reads the end of one container's log through a [`LogScanner`]: the last whole lines that
+/// fit in [`LOG_WINDOW_BYTES`], as [`TailSearch`] finds them, so the final result line and the
+/// true last bytes survive any log size. `None` when the kubelet has no log for it (container
+/// never started, pod gone). At `deadline` the best complete read so far is the answer (its
+/// [`LogCapture::searched`] says how far back it reached); without one, a timeout.
+async fn read_log(
+    api: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    deadline: tokio::time::Instant,
+) -> Result<Option<LogCapture>> {
     let mut search = TailSearch::default();
     let mut kept = None;
     loop {
-        let params = LogParams {
-            container: Some(container.to_string()),
-            tail_lines: Some(search.lines()),
-            limit_bytes: Some(LOG_READ_BYTES),
-            ..Default::default()
-        };
-        let mut stream = match api.log_stream(pod, &params).await {
-            Ok(stream) => stream,
-            Err(kube::Error::Api(status)) if status.code == 400 || status.code == 404 => {
-                return Ok(kept);
+        let read = read_log_once(api, pod, container, search.lines());
+        let (capture, received) = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(Some(read))) => read,
+            Ok(Ok(None)) => return Ok(kept),
+            Ok(Err(e)) => return Err(e),
+            Err(_) if kept.is_some() => return Ok(kept),
+            Err(_) => {
+                return Err(Error::ReadLogTimeout {
+                    pod: pod.to_string(),
+                });
             }
-            Err(e) => return Err(read_error(e)),
         };
-        let mut scanner = LogScanner::default();
-        let mut received: u64 = 0;
-        loop {
-            let chunk = stream
-                .fill_buf()
-                .await
-                .map_err(|e| read_error(kube::Error::ReadEvents(e)))?;
-            if chunk.is_empty() {
-                break;
-            }
-            let len = chunk.len();
-            scanner.feed(chunk);
-            received = received.saturating_add(len as u64);
-            stream.consume_unpin(len);
-        }
-        let verdict = search.record(received);
+        let verdict = search.record(received, capture.result_line.is_some());
         if verdict.keep {
-            kept = Some(scanner.finish());
+            kept = Some(LogCapture {
+                whole: verdict.whole,
+                ..capture
+            });
         }
         if verdict.next.is_none() {
             return Ok(kept);
@@ -220,10 +212,55 @@ async fn read_log(api: &Api<Pod>, pod: &str, container: &str) -> Result<Option<L
     }
 }
 
-/// Reads the files of `git` at `reference` through the controller's git cache.
+/// One read of the last `lines` lines (at most [`LOG_WINDOW_BYTES`]), streamed through a
+/// [`LogScanner`]: its capture and the bytes received. `None` when the kubelet has no log.
+async fn read_log_once(
+    api: &Api<Pod>,
+    pod: &str,
+    container: &str,
+    lines: i64,
+) -> Result<Option<(LogCapture, u64)>> {
+    let read_error = |source| Error::ReadLog {
+        pod: pod.to_string(),
+        source,
+    };
+    let params = LogParams {
+        container: Some(container.to_string()),
+        tail_lines: Some(lines),
+        limit_bytes: Some(i64::try_from(LOG_WINDOW_BYTES).unwrap_or(i64::MAX)),
+        ..Default::default()
+    };
+    let mut stream = match api.log_stream(pod, &params).await {
+        Ok(stream) => stream,
+        Err(kube::Error::Api(status)) if status.code == 400 || status.code == 404 => {
+            return Ok(None);
+        }
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut scanner = LogScanner::default();
+    let mut received: u64 = 0;
+    loop {
+        let chunk = stream
+            .fill_buf()
+            .await
+            .map_err(|e| read_error(kube::Error::ReadEvents(e)))?;
+        if chunk.is_empty() {
+            break;
+        }
+        let len = chunk.len();
+        scanner.feed(chunk);
+        received = received.saturating_add(len as u64);
+        stream.consume_unpin(len);
+    }
+    Ok(Some((scanner.finish(), received)))
+}
+
+/// Asks the fetch pool for the files of `git` at `reference`; a fetch under way is a
+/// [`SourceProblem::pending`], and its end reconciles the Evaluation `ev_name` again.
 async fn fetch(
     ctx: &Context,
     namespace: &str,
+    ev_name: &str,
     git: &GitSource,
     reference: Option<String>,
 ) -> Result<FetchedSource, SourceProblem> {
@@ -233,32 +270,40 @@ async fn fetch(
         path: git.path.clone(),
         credentials: credentials(ctx, namespace, git).await?,
     };
-    ctx.git
-        .fetch(request, ctx.config.max_source_bytes)
-        .await
-        .map(FetchedSource::from)
-        .map_err(|error| SourceProblem::from(&error))
+    let waiter = Key::new(namespace, ev_name);
+    match ctx.git.files(&waiter, request, ctx.config.max_source_bytes) {
+        Answer::Ready(Ok(fetched)) => Ok(FetchedSource::from(fetched)),
+        Answer::Ready(Err(error)) => Err(SourceProblem::from(&error)),
+        Answer::Pending(why) => Err(SourceProblem::pending(why)),
+    }
 }
 
-/// The commit a followed ref points to now; `None` (logged) when it cannot be resolved.
-async fn follow_head(ctx: &Context, namespace: &str, git: &GitSource) -> Option<String> {
+/// The commit a followed ref points to now; `None` (logged) when it cannot be resolved, and
+/// while the pool resolves it (its end reconciles `ev_name` again).
+async fn follow_head(
+    ctx: &Context,
+    namespace: &str,
+    ev_name: &str,
+    git: &GitSource,
+) -> Option<String> {
     let request = GitRequest {
         url: git.url.clone(),
         reference: git.r#ref.clone(),
         path: None,
         credentials: credentials(ctx, namespace, git).await.ok()?,
     };
-    match ctx.git.resolve(request).await {
-        Ok(commit) => Some(commit),
-        Err(error) => {
+    match ctx.git.commit(&Key::new(namespace, ev_name), request) {
+        Answer::Ready(Ok(commit)) => Some(commit),
+        Answer::Ready(Err(error)) => {
             tracing::warn!(%error, "cannot check the followed ref");
             None
         }
+        Answer::Pending(_) => None,
     }
 }
 
-/// Credentials from the Secret named in `secretRef`, when it is labelled for git
-/// ([`credentials::from_secret`]).
+/// Credentials from the Secret named in `secretRef`, when it is labelled for git and bound to
+/// the repository's URL ([`credentials::from_secret`]).
 async fn credentials(
     ctx: &Context,
     namespace: &str,
@@ -290,5 +335,5 @@ async fn credentials(
             ));
         }
     };
-    credentials::from_secret(&secret_ref.name, &secret).map(Some)
+    credentials::from_secret(&secret_ref.name, &secret, &git.url).map(Some)
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
+use crate::admission::Request;
 use crate::crd::conditions::NOT_PASSED;
 use crate::crd::evaluation::{EvaluationResult, EvaluationSpec, Phase};
 use crate::evaluation::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
@@ -109,6 +110,13 @@ pub fn has_started(pod: &Pod, name: &str) -> bool {
     })
 }
 
+/// When the last of the pod's containers finished (`None` while none has a finish time).
+pub fn finished_at(pod: &Pod) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    statuses(pod)
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.clone())
+        .max_by_key(|t| t.0)
+}
+
 /// Reads the pod of the current attempt. `logs` holds the captures `observe` read
 /// (by container name); `threshold` decides `passed` when the result does not.
 pub fn examine(
@@ -165,6 +173,33 @@ pub fn examine(
     } else {
         PodState::Waiting
     }
+}
+
+/// Why a live `pod` holds more than its run was `admitted` for, if it does: its resources were
+/// changed in place (`pods/resize`, on by default from Kubernetes 1.33) after admission, so
+/// the quota no longer counts what it uses. Shrinking takes nothing from anyone.
+pub fn grown_past(pod: &Pod, admitted: &Request) -> Option<String> {
+    // Quantities are parsed into floats.
+    const EPSILON: f64 = 1e-9;
+    if liveness::is_terminal(pod) {
+        return None;
+    }
+    let held = liveness::request_of(pod);
+    let grown: Vec<String> = [
+        ("cpu", held.cpu, admitted.cpu),
+        ("memory", held.memory, admitted.memory),
+        ("gpu", held.gpu, admitted.gpu),
+    ]
+    .into_iter()
+    .filter(|(_, held, admitted)| *held > admitted * (1.0 + EPSILON) + EPSILON)
+    .map(|(name, held, admitted)| format!("{name} {held} (admitted {admitted})"))
+    .collect();
+    (!grown.is_empty()).then(|| {
+        format!(
+            "the pod's resources were resized in place past what the run was admitted for: {}; sandbox pods may not be resized, so the run was stopped",
+            grown.join(", ")
+        )
+    })
 }
 
 /// Why the scheduler cannot place `pod` (its `PodScheduled=False, Unschedulable` message,

@@ -21,6 +21,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::Config;
 use crate::crd::evaluation::EvaluationSpec;
+use crate::evaluation::cidr::{self, Cidr};
 use crate::evaluation::workspace::Workspace;
 use crate::labels::{
     EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_ID_LABEL, RUN_LABEL,
@@ -270,14 +271,16 @@ pub fn desired_pod(
 }
 
 /// A run's own NetworkPolicy (an `Allowlist` run's, and the sandbox canary's): no ingress,
-/// egress only to the allowlist (none without one). It selects the pods of run `run_id` only,
-/// so that a later run of the Evaluation with `network: None` is never covered by an
-/// allowlist it no longer has (policies add up).
+/// egress only to the allowlist (none without one), never to a `forbidden` range: one inside
+/// an entry is excepted from it, an entry inside one allows nothing (validation refuses it).
+/// It selects the pods of run `run_id` only, so that a later run of the Evaluation with
+/// `network: None` is never covered by an allowlist it no longer has (policies add up).
 pub fn desired_network_policy(
     spec: &EvaluationSpec,
     owner: &Owner,
     name: &str,
     run_id: &str,
+    forbidden: &[Cidr],
 ) -> NetworkPolicy {
     let rules = spec
         .sandbox
@@ -286,11 +289,17 @@ pub fn desired_network_policy(
         .unwrap_or_default();
     let egress = rules
         .into_iter()
-        .map(|rule| NetworkPolicyEgressRule {
+        .filter_map(|rule| {
+            let entry: Cidr = rule.cidr.parse().ok()?;
+            let except = cidr::carve(&entry, forbidden).ok()?;
+            Some((rule, except))
+        })
+        .map(|(rule, except)| NetworkPolicyEgressRule {
             to: Some(vec![NetworkPolicyPeer {
                 ip_block: Some(IPBlock {
                     cidr: rule.cidr,
-                    except: None,
+                    except: (!except.is_empty())
+                        .then(|| except.iter().map(ToString::to_string).collect()),
                 }),
                 ..Default::default()
             }]),

@@ -264,6 +264,7 @@ fn an_allowlist_policy_covers_only_its_own_run() {
         &owner(&ev).expect("owner"),
         "arith-sandbox",
         "run-1",
+        &[],
     );
     let spec = np.spec.expect("spec");
     assert_eq!(
@@ -301,7 +302,7 @@ fn network_policy_allows_only_the_listed_egress() {
             ..Default::default()
         })
     });
-    let np = desired_network_policy(&ev.spec, &owner(&ev).expect("owner"), "x", "run-1");
+    let np = desired_network_policy(&ev.spec, &owner(&ev).expect("owner"), "x", "run-1", &[]);
     let egress = np.spec.and_then(|s| s.egress).expect("egress");
     assert_eq!(egress.len(), 1);
     let peer = &egress[0].to.as_ref().expect("to")[0];
@@ -312,6 +313,57 @@ fn network_policy_allows_only_the_listed_egress() {
     let port = &egress[0].ports.as_ref().expect("ports")[0];
     assert_eq!(port.port, Some(IntOrString::Int(443)));
     assert_eq!(port.protocol.as_deref(), Some("TCP"));
+}
+
+/// The forbidden ranges (the controller's defaults: link-local, cloud metadata) are excepted
+/// from an entry around them, so `0.0.0.0/0` does not reach 169.254.169.254.
+#[test]
+fn network_policy_excepts_the_forbidden_ranges() {
+    let ev = Evaluation::test().with_spec(|s| {
+        s.sandbox = Some(Sandbox {
+            network: Some(NetworkMode::Allowlist),
+            egress: Some(vec![
+                EgressRule {
+                    cidr: "0.0.0.0/0".into(),
+                    ports: None,
+                },
+                EgressRule {
+                    cidr: "::/0".into(),
+                    ports: None,
+                },
+            ]),
+            ..Default::default()
+        })
+    });
+    let config = Config::default();
+    let np = desired_network_policy(
+        &ev.spec,
+        &owner(&ev).expect("owner"),
+        "x",
+        "run-1",
+        &config.forbidden_egress,
+    );
+    let egress = np.spec.and_then(|s| s.egress).expect("egress");
+    let excepts: Vec<Option<Vec<String>>> = egress
+        .iter()
+        .map(|rule| {
+            rule.to.as_ref().expect("to")[0]
+                .ip_block
+                .clone()
+                .expect("ipBlock")
+                .except
+        })
+        .collect();
+    assert_eq!(
+        excepts,
+        [
+            Some(vec!["169.254.0.0/16".to_string()]),
+            Some(vec![
+                "fe80::/10".to_string(),
+                "fd00:ec2::254/128".to_string()
+            ]),
+        ]
+    );
 }
 
 #[test]

@@ -48,8 +48,10 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
         return Ok(Requeue::AwaitChange);
     }; // client required
     let namespace = ev.namespace().unwrap_or_default();
-    // The one place a run is admitted or queued: the gate records the decision as it makes it.
-    let decision = if plan::awaits_admission(&ev, observed.head.as_deref()) {
+    // The one place a run or a retry is admitted or queued: the gate records the decision as
+    // it makes it.
+    let awaits = plan::awaits_admission(&ev, observed.head.as_deref());
+    let decision = if plan::asks_admission(&ev, observed.head.as_deref()) {
         let quotas = ctx.quotas_of(&namespace);
         let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
         // Held by the emergency stop, else by a sandbox the canary has not verified.
@@ -73,7 +75,7 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     } else {
         Decision::Admit
     };
-    if decision == Decision::Admit {
+    if awaits && decision == Decision::Admit {
         // Git is read only once the run may start: a queued run costs no fetch.
         observed.source = observe::source(&ev, &ctx, observed.head.as_deref()).await;
     }
@@ -86,7 +88,8 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     // The ledger learns what the run holds now, before the status write: a finished run's
     // slot goes to the next queued run at once (its pod holds no capacity any more).
     let uid = ev.uid().unwrap_or_default();
-    ctx.admission.settle(&uid, &plan.holds(), plan.in_queue); // no client required
+    ctx.admission
+        .settle(&namespace, &uid, &plan.holds(), plan.in_queue); // no client required
     report::report(&ev, &plan, &ctx).await?; // client required
     if let Some(waited) = plan::queue_wait(&ev, &plan, &observed.now) {
         ctx.metrics.admitted_after(waited.as_secs_f64());

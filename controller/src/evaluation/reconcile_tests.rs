@@ -13,7 +13,9 @@ use crate::crd::Evaluation;
 use crate::crd::evaluation::Phase;
 use crate::evaluation::Context;
 use crate::evaluation::plan::{Observed, plan};
-use crate::fixtures::{ApiServerVerifier, at, mk_container, mk_pod, running, status_error};
+use crate::fixtures::{
+    ApiServerVerifier, at, mk_container, mk_pod, owned_by, running, status_error,
+};
 use crate::requeue::Requeue;
 
 const PODS: &str = "/api/v1/namespaces/team-a/pods";
@@ -35,16 +37,9 @@ async fn reconcile_with<F>(
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    // The pod cache indexes pods by their Evaluation's uid label, as the pods carry it.
+    // The pod cache indexes pods by their controlling Evaluation, as the controller makes them.
     let uid = ev.metadata.uid.clone().unwrap_or_default();
-    let pods = pods
-        .into_iter()
-        .map(|mut p| {
-            p.labels_mut()
-                .insert(crate::labels::EVALUATION_UID_LABEL.into(), uid.clone());
-            p
-        })
-        .collect();
+    let pods = pods.into_iter().map(|p| owned_by(p, &uid)).collect();
     let (ctx, mut verifier) = Context::test_with(pods, sandbox);
     let latest = serde_json::to_value(&ev).expect("evaluation json");
     // A reconcile plans from a fresh read of the Evaluation, unless it is new (no status).
@@ -90,7 +85,11 @@ async fn create_applies_policy_before_pod_then_reports_pending() {
             .await;
         assert_eq!(workspace.body["data"]["eval.py"], "print(1)");
         assert_eq!(workspace.body["immutable"], true);
-        let pod = api.expect_apply(PODS).await;
+        // Created, never applied: no pod of another owner is taken over.
+        let pod = api
+            .expect(Method::POST, PODS, 201, serde_json::json!({}))
+            .await;
+        assert!(pod.uri.contains("fieldManager=crucible-controller"));
         assert_eq!(pod.body["spec"]["runtimeClassName"], "gvisor");
         assert_eq!(pod.body["kind"], "Pod");
         let status = api.expect_apply(STATUS).await;
@@ -187,15 +186,59 @@ async fn cancel_reads_the_log_writes_status_then_deletes_the_pod() {
             )
             .await;
         assert!(log.uri.contains("container=evaluation"));
-        // Read from the end: the last lines, at most 1 MiB.
+        // Read from the end: the last lines, at most 16 MiB.
         assert!(
-            log.uri.contains("tailLines=1000") && log.uri.contains("limitBytes=1048576"),
+            log.uri.contains("tailLines=1000") && log.uri.contains("limitBytes=16777216"),
             "{}",
             log.uri
         );
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["phase"], Phase::Cancelled.as_str());
         assert_eq!(status.body["status"]["logTail"], "step 1\nstep 2\n");
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        api.expect(Method::DELETE, &pod_path, 200, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
+}
+
+/// Issue 22: a harness prints its result, then 1,500 lines of teardown. The first read (the
+/// last 1000 lines) has no result line, so the controller reads further back and finds it.
+#[tokio::test]
+async fn a_result_line_followed_by_1500_lines_is_found_by_reading_further_back() {
+    let (ev, name) = started(Evaluation::test());
+    let pod = mk_pod(
+        &name,
+        "Succeeded",
+        vec![mk_container(
+            "evaluation",
+            crate::fixtures::terminated(0, "Completed", None),
+        )],
+    );
+    let teardown: Vec<String> = (0..1500).map(|i| format!("teardown {i:04}\n")).collect();
+    let whole = format!("CRUCIBLE_RESULT {{\"score\": 0.75}}\n{}", teardown.concat());
+    let last_1000 = teardown[500..].concat();
+    let pod_path = format!("{PODS}/{name}");
+    reconcile_with(ev, vec![pod], true, |mut api| async move {
+        let log = format!("{pod_path}/log");
+        let first = api.expect(Method::GET, &log, 200, last_1000.into()).await;
+        assert!(first.uri.contains("tailLines=1000"), "{}", first.uri);
+        let second = api.expect(Method::GET, &log, 200, whole.into()).await;
+        assert!(
+            !second.uri.contains("tailLines=1000&") && second.uri.contains("limitBytes=16777216"),
+            "{}",
+            second.uri
+        );
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(
+            status.body["status"]["phase"],
+            Phase::Succeeded.as_str(),
+            "{}",
+            status.body
+        );
+        assert_eq!(status.body["status"]["result"]["score"], 0.75);
         api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
             .await;
         api.expect(Method::DELETE, &pod_path, 200, serde_json::json!({}))
@@ -358,7 +401,8 @@ async fn a_freed_slot_admits_the_queued_head_without_a_timer() {
     while woken.try_recv().is_ok() {}
     // One filler's pod is gone: its slot is freed, and the queued run is woken at once.
     let freed = fillers[3].metadata.uid.clone().unwrap_or_default();
-    ctx.admission.settle(&freed, &Default::default(), false);
+    ctx.admission
+        .settle("team-a", &freed, &Default::default(), false);
     let key = woken.try_recv().expect("the queued run is woken");
     assert_eq!(
         (key.namespace.as_str(), key.name.as_str()),
@@ -390,6 +434,130 @@ async fn a_namespace_policy_that_fails_to_apply_keeps_the_run_waiting() {
             "{reason}"
         );
         assert!(status.body["status"]["podName"].is_null());
+        let event = api
+            .expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        assert_eq!(event.body["reason"], "Queued");
+        api.expect_silence().await;
+    })
+    .await;
+    assert_eq!(
+        requeue,
+        Requeue::After(crate::evaluation::plan::SANDBOX_RETRY)
+    );
+}
+
+/// Pods that are not the run's (another namespace's pod naming its uid, a pod in its namespace
+/// with its uid label but no controller reference) are never read, counted or deleted: the
+/// run goes on with its own pod, and no DELETE is sent for a pod of the same name.
+#[tokio::test]
+async fn pods_the_evaluation_does_not_control_are_left_alone() {
+    let (mut ev, name) = started(Evaluation::test());
+    if let Some(s) = ev.status.as_mut() {
+        // Started just now: far from its deadline.
+        s.start_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            jiff::Timestamp::now(),
+        ));
+    }
+    let uid = ev.metadata.uid.clone().unwrap_or_default();
+    let own = owned_by(
+        mk_pod(
+            &name,
+            "Running",
+            vec![mk_container("evaluation", running())],
+        ),
+        &uid,
+    );
+    let mut elsewhere = owned_by(mk_pod("innocent", "Succeeded", vec![]), &uid);
+    elsewhere.metadata.namespace = Some("team-b".into());
+    let mut label_only = mk_pod("bystander", "Running", vec![]);
+    label_only
+        .labels_mut()
+        .insert(crate::labels::EVALUATION_UID_LABEL.into(), uid.clone());
+    let (ctx, mut api) = Context::test_with(vec![own, elsewhere, label_only], true);
+    let latest = serde_json::to_value(&ev).expect("evaluation json");
+    let server = tokio::spawn(async move {
+        api.expect(Method::GET, EVALUATION, 200, latest).await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "Running");
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        // No DELETE of `innocent` or `bystander`, no log read of either.
+        api.expect_silence().await;
+    });
+    reconcile(Arc::new(ev), ctx).await.expect("reconcile");
+    server.await.expect("scenario completed");
+}
+
+/// A re-created Evaluation (same name and spec, new uid) gets pod names of its own: it never
+/// finds the old Evaluation's kept pod under its name.
+#[test]
+fn a_recreated_evaluation_gets_pods_of_its_own() {
+    let (_, old) = started(Evaluation::test());
+    let mut again = Evaluation::test();
+    again.metadata.uid = Some("99999999-2222-3333-4444-555555555555".into());
+    let (_, new) = started(again);
+    assert_ne!(old, new);
+}
+
+/// The pod's name is taken by a pod this Evaluation does not control: it is left untouched
+/// (no apply, no delete) and the run fails with the reason. A pod of the name it already
+/// controls (created before a crash) is simply its own.
+#[tokio::test]
+async fn a_pod_name_taken_by_another_owner_is_never_adopted() {
+    let ev = Evaluation::test();
+    let uid = ev.metadata.uid.clone().unwrap_or_default();
+    let (_, name) = started(ev.clone());
+    let pod_path = format!("{PODS}/{name}");
+    for (owner, phase) in [("another-uid", "Failed"), (uid.as_str(), "Pending")] {
+        let existing = serde_json::to_value(owned_by(mk_pod(&name, "Failed", vec![]), owner))
+            .expect("pod json");
+        let path = pod_path.clone();
+        reconcile_with(ev.clone(), vec![], true, move |mut api| async move {
+            api.expect_apply(POLICY).await;
+            api.expect(Method::POST, CONFIGMAPS, 201, serde_json::json!({}))
+                .await;
+            api.expect(
+                Method::POST,
+                PODS,
+                409,
+                status_error(409, "pods already exists"),
+            )
+            .await;
+            api.expect(Method::GET, &path, 200, existing).await;
+            let status = api.expect_apply(STATUS).await;
+            assert_eq!(status.body["status"]["phase"], phase);
+            if phase == "Failed" {
+                assert_eq!(status.body["status"]["reason"], "PodNameTaken");
+                assert!(status.body["status"]["podName"].is_null());
+            }
+            api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+                .await;
+            api.expect_silence().await;
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_pod_refused_by_an_unreachable_webhook_waits_with_the_reason_in_its_status() {
+    let requeue = reconcile_with(Evaluation::test(), vec![], true, |mut api| async move {
+        api.expect_apply(POLICY).await;
+        api.expect(Method::POST, CONFIGMAPS, 201, serde_json::json!({}))
+            .await;
+        let message = "Internal error occurred: failed calling webhook \"pods.policy.example\": \
+                       Post \"https://policy.example.svc:443/validate\": context deadline exceeded";
+        api.expect(Method::POST, PODS, 500, status_error(500, message))
+            .await;
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "Queued");
+        let reason = status.body["status"]["queue"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            reason.starts_with("WebhookUnavailable: ") && reason.contains("failed calling webhook"),
+            "{reason}"
+        );
         let event = api
             .expect(Method::POST, EVENTS, 201, serde_json::json!({}))
             .await;

@@ -19,15 +19,20 @@ pub const RESULT_LINE_MAX: usize = 64 * 1024;
 pub const TERMINATION_MESSAGE_MAX: usize = 4096;
 /// Bytes of output kept in `status.logTail`.
 pub const LOG_TAIL_BYTES: usize = 4096;
-/// Lines of a log asked for first. Logs are read from their end (`tailLines`), so the final
-/// result line and the true last bytes are seen whatever the log's size.
-pub const LOG_READ_LINES: i64 = 1000;
-/// Most bytes one log read returns (`limitBytes`). The kubelet cuts at this many bytes from the
-/// *start* of what it returns, so a read that comes back this long lost its end.
-pub const LOG_READ_BYTES: i64 = 1024 * 1024;
-/// A complete read of at least this many bytes is kept without trying more lines: it holds far
-/// more than a result line and the tail.
-const LOG_READ_ENOUGH: u64 = 512 * 1024;
+/// Most bytes of a log searched for the result line, and of one log read (`limitBytes`): the
+/// window is the longest run of whole lines at the end of the log that fits in it. The kubelet
+/// cuts a read at this many bytes from the *start* of what it returns, so a read that comes
+/// back this long lost its end.
+pub const LOG_WINDOW_BYTES: u64 = 16 * 1024 * 1024;
+/// A complete read of at least this many bytes ends the search: a result line in the last
+/// 8 MiB of a log is always found.
+pub const LOG_WINDOW_MIN: u64 = 8 * 1024 * 1024;
+/// Lines of a log asked for first: most logs are read whole, at once.
+const LOG_READ_LINES: i64 = 1000;
+/// Most reads of one log (each at most [`LOG_WINDOW_BYTES`]).
+const LOG_READS_MAX: u32 = 16;
+/// More lines than a window can hold: every line has at least its newline.
+const LOG_LINES_MAX: i64 = LOG_WINDOW_BYTES as i64 + 1;
 /// Longest metric name.
 const MAX_METRIC_NAME: usize = 128;
 
@@ -188,10 +193,20 @@ pub fn select(
             "the CRUCIBLE_RESULT line is longer than {RESULT_LINE_MAX} bytes"
         )),
         Some(ResultLine::Json(bytes)) => parse(bytes).map(|r| (r, Channel::Stdout)),
-        None => Err(
-            "no result: nothing was written to $CRUCIBLE_RESULT_PATH and no stdout line starts with `CRUCIBLE_RESULT `"
-                .into(),
-        ),
+        None => Err(format!(
+            "no result: nothing was written to $CRUCIBLE_RESULT_PATH and no stdout line starts with `CRUCIBLE_RESULT `{}",
+            log.map(LogCapture::window).unwrap_or_default()
+        )),
+    }
+}
+
+/// `n` bytes for people: `512 bytes`, `3.5 KiB`, `12.0 MiB`.
+fn human_bytes(n: u64) -> String {
+    const KIB: f64 = 1024.0;
+    match n as f64 {
+        b if b >= KIB * KIB => format!("{:.1} MiB", b / (KIB * KIB)),
+        b if b >= KIB => format!("{:.1} KiB", b / KIB),
+        _ => format!("{n} bytes"),
     }
 }
 
@@ -211,6 +226,12 @@ pub struct LogCapture {
     pub tail: String,
     /// The last line starting with [`RESULT_PREFIX`].
     pub result_line: Option<ResultLine>,
+    /// Bytes of the log scanned: its end, as whole lines.
+    pub searched: u64,
+    /// The scanned bytes are the whole log.
+    pub whole: bool,
+    /// The log could not be read: `tail` says why.
+    pub unread: bool,
 }
 
 impl LogCapture {
@@ -218,7 +239,21 @@ impl LogCapture {
     pub fn unavailable(error: &impl std::fmt::Display) -> Self {
         LogCapture {
             tail: format!("(log unavailable: {error})"),
-            result_line: None,
+            unread: true,
+            ..LogCapture::default()
+        }
+    }
+
+    /// Which part of the log was searched, for a message that says no result line was there.
+    fn window(&self) -> String {
+        match (self.whole, self.searched) {
+            (true, n) => format!(" in the whole log ({})", human_bytes(n)),
+            (false, 0) => " (the log could not be read)".into(),
+            (false, n) => format!(
+                " in the last {} of the log (whole lines from its end, up to {}: an earlier result line is not read)",
+                human_bytes(n),
+                human_bytes(LOG_WINDOW_BYTES)
+            ),
         }
     }
 }
@@ -230,6 +265,7 @@ pub struct LogScanner {
     line: Vec<u8>,
     line_len: usize,
     result_line: Option<ResultLine>,
+    fed: u64,
 }
 
 impl LogScanner {
@@ -237,6 +273,7 @@ impl LogScanner {
 
     /// Feeds the next bytes of the log.
     pub fn feed(&mut self, chunk: &[u8]) {
+        self.fed = self.fed.saturating_add(chunk.len() as u64);
         let keep_from = chunk.len().saturating_sub(LOG_TAIL_BYTES);
         self.tail.extend(&chunk[keep_from..]);
         let excess = self.tail.len().saturating_sub(LOG_TAIL_BYTES);
@@ -288,7 +325,8 @@ impl LogScanner {
         }
     }
 
-    /// The capture of everything fed so far.
+    /// The capture of everything fed so far, as a whole log (a caller that fed only the end of
+    /// one clears [`LogCapture::whole`]).
     pub fn finish(mut self) -> LogCapture {
         if self.line_len > 0 {
             self.end_line();
@@ -297,26 +335,35 @@ impl LogScanner {
         LogCapture {
             tail: String::from_utf8_lossy(&tail).into_owned(),
             result_line: self.result_line,
+            searched: self.fed,
+            whole: true,
+            unread: false,
         }
     }
 }
 
-/// Which `tailLines` to read a log with: the most lines (up to [`LOG_READ_LINES`]) whose bytes
-/// all fit in [`LOG_READ_BYTES`], found by bisection. Pure; the caller does the reads.
+/// Which `tailLines` to read a log with, so that the result line is looked for in a window of
+/// whole lines at the end of the log of up to [`LOG_WINDOW_BYTES`]. Pure; the caller does the
+/// reads (each with `limitBytes` = [`LOG_WINDOW_BYTES`], streamed through a [`LogScanner`]).
 ///
-/// The kept read is complete (its end is the log's true end) and holds the last
-/// [`LOG_READ_LINES`] lines, or at least [`LOG_READ_ENOUGH`] bytes, or all but one line of a
-/// window over the limit; containerd splits lines at 16 KiB, so that is at least 1 MiB − 16 KiB.
-/// Only a single line over [`LOG_READ_BYTES`] (a runtime that does not split lines) leaves a cut
-/// read, the best there is. At most 11 reads.
+/// Only a complete read (its end is the log's true end) is kept. The search stops at a complete
+/// read that holds a result line (the last one of the log), that is the whole log, or that has
+/// at least [`LOG_WINDOW_MIN`] bytes. Until a read is cut, the lines grow by the factor that
+/// would fill three quarters of the window at the bytes per line seen; after, they are bisected
+/// between the most lines that fit and the fewest that did not. Only a single line over the
+/// window (a runtime that does not split lines; containerd splits at 16 KiB) leaves a cut read,
+/// the best there is. At most [`LOG_READS_MAX`] reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TailSearch {
     /// Lines to ask for next.
     lines: i64,
-    /// Most lines known to fit (0: none yet).
+    /// Most lines known to fit (0: none yet), and their bytes.
     fits: i64,
+    fits_bytes: Option<u64>,
     /// Fewest lines known not to fit.
     too_many: Option<i64>,
+    /// Reads recorded.
+    reads: u32,
 }
 
 /// What to do with a read of [`TailSearch::lines`] lines.
@@ -324,6 +371,8 @@ pub struct TailSearch {
 pub struct TailVerdict {
     /// This read is the best so far: keep its capture.
     pub keep: bool,
+    /// This read is the whole log.
+    pub whole: bool,
     /// Read again with this many lines; `None`: stop with the kept capture.
     pub next: Option<i64>,
 }
@@ -333,7 +382,9 @@ impl Default for TailSearch {
         TailSearch {
             lines: LOG_READ_LINES,
             fits: 0,
+            fits_bytes: None,
             too_many: None,
+            reads: 0,
         }
     }
 }
@@ -344,28 +395,48 @@ impl TailSearch {
         self.lines
     }
 
-    /// Records that the read of [`Self::lines`] returned `received` bytes.
-    pub fn record(&mut self, received: u64) -> TailVerdict {
-        let cut = received >= LOG_READ_BYTES.unsigned_abs();
+    /// Records that the read of [`Self::lines`] returned `received` bytes, and whether they held
+    /// a result line.
+    pub fn record(&mut self, received: u64, found: bool) -> TailVerdict {
+        self.reads += 1;
+        let cut = received >= LOG_WINDOW_BYTES;
+        // Fewer bytes than lines asked for, or more lines bringing no more bytes: the log has no
+        // more lines than that.
+        let whole =
+            !cut && (received < self.lines.unsigned_abs() || self.fits_bytes == Some(received));
         if cut {
             self.too_many = Some(self.lines);
         } else {
             self.fits = self.lines;
+            self.fits_bytes = Some(received);
         }
         // A single line over the limit cannot be read whole: keep what came.
         let keep = !cut || self.lines <= 1;
+        let settled = if cut {
+            self.lines <= 1
+        } else {
+            found || whole || received >= LOG_WINDOW_MIN
+        };
         let next = match self.too_many {
-            _ if cut && self.lines <= 1 => None,
-            None => None,
-            Some(_) if !cut && received >= LOG_READ_ENOUGH => None,
+            _ if settled || self.reads >= LOG_READS_MAX => None,
+            None => Some(grown(self.lines, received)),
             Some(too_many) if too_many - self.fits <= 1 => None,
             Some(too_many) => Some(self.fits + (too_many - self.fits) / 2),
         };
         if let Some(lines) = next {
             self.lines = lines;
         }
-        TailVerdict { keep, next }
+        TailVerdict { keep, whole, next }
     }
+}
+
+/// Lines to ask for after `lines` came back complete as `received` bytes: enough to fill three
+/// quarters of the window at that many bytes per line, at least twice as many.
+fn grown(lines: i64, received: u64) -> i64 {
+    let factor = (LOG_WINDOW_BYTES / 4 * 3 / received.max(1)).max(2);
+    lines
+        .saturating_mul(i64::try_from(factor).unwrap_or(i64::MAX))
+        .min(LOG_LINES_MAX)
 }
 
 #[cfg(test)]
@@ -485,7 +556,7 @@ mod tests {
     struct FakeLog(Vec<(usize, Vec<u8>)>);
 
     impl FakeLog {
-        /// What the kubelet returns for `tailLines = tail, limitBytes = LOG_READ_BYTES`: the
+        /// What the kubelet returns for `tailLines = tail, limitBytes = LOG_WINDOW_BYTES`: the
         /// last `tail` lines, cut after the limit from their start.
         fn serve(&self, tail: i64) -> Vec<u8> {
             let mut want = usize::try_from(tail).expect("positive");
@@ -498,7 +569,7 @@ mod tests {
                     break;
                 }
             }
-            let limit = usize::try_from(LOG_READ_BYTES).expect("positive");
+            let limit = usize::try_from(LOG_WINDOW_BYTES).expect("positive");
             let mut out = Vec::new();
             for (n, line) in window.into_iter().rev() {
                 for _ in 0..n {
@@ -538,9 +609,13 @@ mod tests {
         loop {
             reads += 1;
             let bytes = log.serve(search.lines());
-            let verdict = search.record(bytes.len() as u64);
+            let capture = scan(&[&bytes]);
+            let verdict = search.record(bytes.len() as u64, capture.result_line.is_some());
             if verdict.keep {
-                kept = Some(scan(&[&bytes]));
+                kept = Some(LogCapture {
+                    whole: verdict.whole,
+                    ..capture
+                });
             }
             if verdict.next.is_none() {
                 return (kept.expect("a read is always kept"), reads);
@@ -621,7 +696,7 @@ mod tests {
             assert_eq!(&capture.result_line, expected, "log {i}");
             let tail = log.last_bytes(LOG_TAIL_BYTES.min(log.total()));
             assert_eq!(capture.tail.as_bytes(), &tail[..], "log {i}");
-            assert!(reads <= 11, "log {i}: {reads} reads");
+            assert!(reads <= LOG_READS_MAX as usize, "log {i}: {reads} reads");
             if log.total() < 1024 * 1024 {
                 assert_eq!(reads, 1, "log {i}");
             }
@@ -629,59 +704,118 @@ mod tests {
     }
 
     #[test]
-    fn tail_search_bisects_to_the_most_lines_that_fit() {
-        let limit = LOG_READ_BYTES.unsigned_abs();
+    fn a_result_followed_by_more_output_is_found_within_the_window() {
+        let result = format!("{RESULT_PREFIX}{{\"score\": 0.75}}\n");
+        let expected = Some(ResultLine::Json(b"{\"score\": 0.75}".to_vec()));
+        let mib = 1024 * 1024;
+        // The run of issue 22: the result, then 1,500 lines of teardown.
+        let teardown = FakeLog(vec![
+            (200, line(b'a', 80)),
+            (1, result.clone().into_bytes()),
+            (1500, line(b't', 60)),
+        ]);
+        let (capture, reads) = read_from_end(&teardown);
+        assert_eq!(capture.result_line, expected);
+        assert!(capture.whole, "{capture:?}");
+        assert_eq!(capture.searched, teardown.total() as u64);
+        assert_eq!(reads, 2);
+        // 7.5 MiB of output after the result, in long lines: still inside the window.
+        let far = FakeLog(vec![
+            (100_000, line(b'b', 100)),
+            (1, result.clone().into_bytes()),
+            (7 * mib / 4096, line(b'c', 4096)),
+            (mib / 2 / 64, line(b'd', 64)),
+        ]);
+        let (capture, _) = read_from_end(&far);
+        assert_eq!(capture.result_line, expected);
+        assert!(capture.searched >= LOG_WINDOW_MIN, "{}", capture.searched);
+        // 20 MiB after it: out of the window, and the message says which window was searched.
+        let out = FakeLog(vec![
+            (1, result.clone().into_bytes()),
+            (20 * mib / 1024, line(b'e', 1024)),
+        ]);
+        let (capture, _) = read_from_end(&out);
+        assert_eq!(capture.result_line, None);
+        assert!(!capture.whole);
+        assert!(
+            (LOG_WINDOW_MIN..LOG_WINDOW_BYTES).contains(&capture.searched),
+            "{}",
+            capture.searched
+        );
+        let err = select(None, Some(&capture)).expect_err("no result in the window");
+        assert!(
+            err.contains("in the last ") && err.contains("MiB of the log"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tail_search_grows_then_bisects_to_a_complete_window() {
+        let limit = LOG_WINDOW_BYTES;
         let mut search = TailSearch::default();
         assert_eq!(search.lines(), LOG_READ_LINES);
-        // Cut: not kept, half the lines next.
+        // Complete, no result, small: grow to fill three quarters of the window.
+        let verdict = search.record(100_000, false);
+        assert!(verdict.keep && !verdict.whole);
+        assert_eq!(verdict.next, Some(1000 * (limit / 4 * 3 / 100_000) as i64));
+        // Cut: not kept, bisect.
+        let grown = search.lines();
         assert_eq!(
-            search.record(limit),
+            search.record(limit, false),
             TailVerdict {
                 keep: false,
-                next: Some(500)
+                whole: false,
+                next: Some(1000 + (grown - 1000) / 2)
             }
         );
-        // Complete but small: kept, and more lines are tried.
+        // Complete and long enough: kept, done.
         assert_eq!(
-            search.record(1000),
+            search.record(LOG_WINDOW_MIN, false),
             TailVerdict {
                 keep: true,
-                next: Some(750)
-            }
-        );
-        assert_eq!(
-            search.record(limit),
-            TailVerdict {
-                keep: false,
-                next: Some(625)
-            }
-        );
-        // Complete and large enough: kept, done.
-        assert_eq!(
-            search.record(limit - 1),
-            TailVerdict {
-                keep: true,
+                whole: false,
                 next: None
             }
         );
 
-        // A complete first read is the answer.
+        // A complete read holding a result line is the answer.
+        let mut search = TailSearch::default();
+        assert_eq!(search.record(50_000, true).next, None);
+        // Fewer bytes than lines asked for: the whole log.
         let mut search = TailSearch::default();
         assert_eq!(
-            search.record(10),
+            search.record(10, false),
             TailVerdict {
                 keep: true,
+                whole: true,
                 next: None
             }
         );
+        // More lines, no more bytes: the whole log.
+        let mut search = TailSearch::default();
+        search.record(5000, false);
+        assert!(search.record(5000, false).whole);
 
         // One line over the limit: the cut read is the best there is.
         let mut search = TailSearch::default();
         let mut reads = 1;
-        while search.record(limit).next.is_some() {
+        while search.record(limit, false).next.is_some() {
             reads += 1;
         }
         assert_eq!((search.lines(), reads), (1, 10));
+        // Reads are bounded: a long bisection stops at the last complete read.
+        let mut search = TailSearch::default();
+        search.record(100_000, false);
+        search.record(limit, false);
+        let mut reads = 2;
+        loop {
+            let verdict = search.record(search.lines().unsigned_abs() + reads, false);
+            reads += 1;
+            if verdict.next.is_none() {
+                break;
+            }
+        }
+        assert_eq!(reads, u64::from(LOG_READS_MAX));
     }
 
     #[test]

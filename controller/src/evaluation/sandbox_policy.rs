@@ -97,6 +97,56 @@ pub fn is_deny_all(np: &NetworkPolicy) -> bool {
         && spec.egress.as_ref().is_none_or(Vec::is_empty)
 }
 
+/// The NetworkPolicies among `policies`, other than the run's own `own`, that select a pod
+/// labelled `labels` and allow it some egress. NetworkPolicies add up: each of them would
+/// let an `Allowlist` run reach more than its allowlist.
+pub fn widening<'a>(
+    policies: &'a [NetworkPolicy],
+    labels: &BTreeMap<String, String>,
+    own: &str,
+) -> Vec<&'a str> {
+    policies
+        .iter()
+        .filter(|np| np.metadata.name.as_deref() != Some(own))
+        .filter(|np| {
+            np.spec.as_ref().is_some_and(|spec| {
+                let egress = spec.egress.as_deref().unwrap_or_default();
+                // Without policyTypes, a policy with egress rules is an egress policy.
+                let types_egress = spec
+                    .policy_types
+                    .as_ref()
+                    .is_none_or(|t| t.iter().any(|t| t == "Egress"));
+                types_egress
+                    && !egress.is_empty()
+                    && selects(&spec.pod_selector.clone().unwrap_or_default(), labels)
+            })
+        })
+        .filter_map(|np| np.metadata.name.as_deref())
+        .collect()
+}
+
+/// Whether `selector` selects a pod labelled `labels` (an empty selector selects every pod).
+/// An operator this code does not know counts as selecting: it fails closed.
+fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    by_labels
+        && selector.match_expressions.iter().flatten().all(|e| {
+            let value = labels.get(&e.key);
+            let listed = value.is_some_and(|v| e.values.iter().flatten().any(|x| x == v));
+            match e.operator.as_str() {
+                "In" => listed,
+                "NotIn" => !listed,
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => true,
+            }
+        })
+}
+
 /// Why the policy could not be put in place.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {

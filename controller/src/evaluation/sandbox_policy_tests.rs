@@ -311,3 +311,132 @@ async fn a_delete_seen_while_applying_is_not_overwritten() {
     );
     server.await.expect("scenario");
 }
+
+/// An Allowlist run's plan and the labels of its pod.
+fn allowlist_plan() -> (
+    Evaluation,
+    crate::evaluation::plan::Plan,
+    BTreeMap<String, String>,
+) {
+    use crate::crd::evaluation::{EgressRule, NetworkMode, Sandbox};
+    let ev = Evaluation::test().with_spec(|s| {
+        s.sandbox = Some(Sandbox {
+            network: Some(NetworkMode::Allowlist),
+            egress: Some(vec![EgressRule {
+                cidr: "203.0.113.0/24".into(),
+                ports: Some(vec![443]),
+            }]),
+            ..Default::default()
+        })
+    });
+    let p = plan(
+        &ev,
+        &Observed::empty(),
+        &Decision::Admit,
+        &Config::default(),
+    )
+    .expect("plan");
+    let labels = p
+        .create
+        .iter()
+        .find_map(|c| match c {
+            Child::Pod(pod) => pod.metadata.labels.clone(),
+            _ => None,
+        })
+        .expect("a pod with labels");
+    (ev, p, labels)
+}
+
+fn egress_policy(name: &str, selector: LabelSelector, types: Option<Vec<&str>>) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("team-a".into()),
+            ..Default::default()
+        },
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(selector),
+            policy_types: types.map(|t| t.into_iter().map(str::to_string).collect()),
+            egress: Some(vec![NetworkPolicyEgressRule::default()]),
+            ..Default::default()
+        }),
+    }
+}
+
+#[test]
+fn policies_that_give_sandbox_pods_egress_widen_an_allowlist() {
+    let (_, _, labels) = allowlist_plan();
+    let everything = LabelSelector::default();
+    let managed = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: MANAGED_LABEL.into(),
+            operator: "Exists".into(),
+            values: None,
+        }]),
+        ..Default::default()
+    };
+    let web = LabelSelector {
+        match_labels: Some(BTreeMap::from([("app".into(), "web".into())])),
+        ..Default::default()
+    };
+    let not_managed = LabelSelector {
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: MANAGED_LABEL.into(),
+            operator: "DoesNotExist".into(),
+            values: None,
+        }]),
+        ..Default::default()
+    };
+    let mut ingress_only = egress_policy("ingress-only", everything.clone(), Some(vec!["Ingress"]));
+    ingress_only.spec.as_mut().expect("spec").ingress =
+        Some(vec![NetworkPolicyIngressRule::default()]);
+    let policies = [
+        desired("team-a"),
+        egress_policy("own", everything.clone(), Some(vec!["Egress"])),
+        egress_policy("allow-all", everything.clone(), None),
+        egress_policy("sandboxes", managed, Some(vec!["Ingress", "Egress"])),
+        egress_policy("web", web, Some(vec!["Egress"])),
+        egress_policy("apps", not_managed, Some(vec!["Egress"])),
+        ingress_only,
+    ];
+    assert_eq!(
+        widening(&policies, &labels, "own"),
+        ["allow-all", "sandboxes"]
+    );
+}
+
+/// Another policy of the namespace gives sandbox pods egress: the Allowlist run does not
+/// start (no policy, no pod), and waits with the policy named, to be tried again.
+#[tokio::test]
+async fn an_allowlist_run_waits_while_another_policy_widens_it() {
+    let (ev, p, _) = allowlist_plan();
+    let (ctx, mut api) = Context::test();
+    let server = tokio::spawn(async move {
+        let list = serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicyList", "metadata": {},
+            "items": [egress_policy("allow-all-egress", LabelSelector::default(), None)],
+        });
+        let listed = api
+            .expect(
+                Method::GET,
+                "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies",
+                200,
+                list,
+            )
+            .await;
+        assert!(listed.uri.contains("limit=500"), "{}", listed.uri);
+        api.expect_silence().await;
+    });
+    let refusal = crate::evaluation::apply::create(&ev, &p, &ctx)
+        .await
+        .expect("no error")
+        .expect("refused");
+    server.await.expect("scenario");
+    assert_eq!(refusal.reason, "EgressWidened");
+    assert!(refusal.retry, "it starts once the policy is gone");
+    assert!(
+        refusal.message.contains("allow-all-egress"),
+        "{}",
+        refusal.message
+    );
+}

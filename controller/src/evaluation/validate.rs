@@ -3,8 +3,6 @@
 //! Everything the API server would refuse when the pod is created is caught here, so an invalid
 //! spec ends as `Stalled=True, reason=InvalidSpec` with every problem listed, and no pod.
 
-use std::net::IpAddr;
-
 use k8s_openapi::api::core::v1::EnvVar;
 
 use crate::config::Config;
@@ -14,6 +12,7 @@ use crate::crd::bounds::{
     shown,
 };
 use crate::crd::evaluation::{EvaluationSpec, NetworkMode, Source};
+use crate::evaluation::cidr::{self, Cidr};
 use crate::{duration, quantity};
 
 /// JSON bytes a source file adds to the pod spec beyond its path twice (key and path of its
@@ -325,11 +324,19 @@ fn check_sandbox(spec: &EvaluationSpec, config: &Config, problems: &mut Vec<Stri
         _ => {}
     }
     for rule in rules {
-        if !is_cidr(&rule.cidr) {
-            problems.push(format!(
+        match rule.cidr.parse::<Cidr>() {
+            Err(_) => problems.push(format!(
                 "spec.sandbox.egress: {:?} is not a CIDR such as 203.0.113.0/24",
                 rule.cidr
-            ));
+            )),
+            Ok(entry) => {
+                if let Err(range) = cidr::carve(&entry, &config.forbidden_egress) {
+                    problems.push(format!(
+                        "spec.sandbox.egress: {:?} is inside {range}, which this controller forbids sandboxes to reach (cloud metadata, link-local or the cluster's own addresses)",
+                        rule.cidr
+                    ));
+                }
+            }
         }
         for port in rule.ports.as_deref().unwrap_or_default() {
             if !(1..=65535).contains(port) {
@@ -339,17 +346,6 @@ fn check_sandbox(spec: &EvaluationSpec, config: &Config, problems: &mut Vec<Stri
             }
         }
     }
-}
-
-fn is_cidr(text: &str) -> bool {
-    let Some((addr, bits)) = text.split_once('/') else {
-        return false;
-    };
-    let Ok(addr) = addr.parse::<IpAddr>() else {
-        return false;
-    };
-    let max = if addr.is_ipv4() { 32 } else { 128 };
-    bits.parse::<u8>().is_ok_and(|b| b <= max)
 }
 
 #[cfg(test)]
@@ -592,6 +588,44 @@ mod tests {
             ..spec()
         };
         assert_eq!(problems(&bad_rules).len(), 3);
+    }
+
+    /// Cloud metadata and link-local addresses are forbidden by default, the cluster's ranges
+    /// once given: an allowlist entry inside one is refused where the user looks.
+    #[test]
+    fn allowlist_entries_inside_a_forbidden_range_are_refused() {
+        let to = |cidr: &str| EvaluationSpec {
+            sandbox: Some(Sandbox {
+                network: Some(NetworkMode::Allowlist),
+                egress: Some(vec![EgressRule {
+                    cidr: cidr.into(),
+                    ports: None,
+                }]),
+                ..Default::default()
+            }),
+            ..spec()
+        };
+        let metadata = problems(&to("169.254.169.254/32"));
+        assert_eq!(metadata.len(), 1, "{metadata:?}");
+        assert!(
+            metadata[0].contains("inside 169.254.0.0/16"),
+            "{metadata:?}"
+        );
+        assert_eq!(problems(&to("fd00:ec2::254/128")).len(), 1);
+        assert_eq!(
+            problems(&to("0.0.0.0/0")),
+            Vec::<String>::new(),
+            "excepted instead"
+        );
+        assert_eq!(problems(&to("10.96.0.1/32")), Vec::<String>::new());
+        let mut config = Config::default();
+        config
+            .forbidden_egress
+            .push("10.96.0.0/12".parse().expect("cidr"));
+        let service = validate(&to("10.96.0.1/32"), &config)
+            .err()
+            .unwrap_or_default();
+        assert!(service[0].contains("inside 10.96.0.0/12"), "{service:?}");
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! [`runner`] drives [`plan`](crate::evaluation::plan::plan) and
 //! [`suite::plan`](crate::suite::plan::plan) and plays kubelet for the pod they ask for;
 //! [`bundle`] turns that pod into an OCI bundle; [`image`] finds and unpacks images;
-//! [`sandbox`] runs a step; [`output`] prints.
+//! [`sandbox`] runs a step; [`output`] prints; [`files`] keeps the host's files safe from
+//! other users and from the sandbox.
 
 pub mod bundle;
+pub mod files;
 pub mod image;
 pub mod output;
 pub mod runner;

@@ -33,9 +33,9 @@ use crate::evaluation::plan::{
 };
 use crate::evaluation::pod::SANDBOX_UID;
 use crate::evaluation::results::{LogCapture, TERMINATION_MESSAGE_MAX};
-use crate::local::bundle;
 use crate::local::image::ImageStore;
 use crate::local::sandbox::{self, Runtime};
+use crate::local::{bundle, files};
 use crate::source::{GitCache, GitRequest};
 use crate::suite;
 
@@ -235,9 +235,7 @@ impl Runner {
     fn run_pod(&self, mut pod: Pod, workspace: Option<&ConfigMap>) -> Ran {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let name = pod.name_any();
-        let dir = self
-            .work_root
-            .join(format!("crucible-run.{}.{n}.{name}", std::process::id()));
+        let dir = work_dir(&self.work_root, n, &name);
         let spec = pod.spec.clone().unwrap_or_default();
         let deadline = Instant::now()
             + Duration::from_secs(
@@ -299,14 +297,7 @@ impl Runner {
                     // The kubelet mounts an existing, empty file; so does this (rootless runsc
                     // could not create one owned by the sandbox user).
                     if let Some(file) = &step.termination_file {
-                        std::fs::write(file, b"")
-                            .and_then(|()| {
-                                std::fs::set_permissions(
-                                    file,
-                                    std::fs::Permissions::from_mode(0o666),
-                                )
-                            })
-                            .map_err(|e| format!("{}: {e}", file.display()))?;
+                        files::create_file(file, 0o666, b"")?;
                     }
                     Ok(step)
                 });
@@ -420,21 +411,42 @@ pub fn uid(name: &str) -> String {
     )
 }
 
-/// The termination message as the kubelet reads it: at most 4 KiB from the start.
-fn read_termination_message(path: &Path) -> Option<String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).ok()?;
-    let mut bytes = Vec::new();
-    file.take(TERMINATION_MESSAGE_MAX as u64)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+/// The run directory of the `n`th pod: under `root` (shared: `/tmp`), named unpredictably, and
+/// created fresh (0700) by the caller, so no other user can plant it or look inside.
+fn work_dir(root: &Path, n: u64, name: &str) -> PathBuf {
+    use std::hash::BuildHasher;
+    let random = std::hash::RandomState::new().hash_one(n);
+    root.join(format!(
+        "crucible-run.{}.{n}.{random:016x}.{name}",
+        std::process::id()
+    ))
 }
 
-/// A directory the sandbox user can write: owned by 65534 as root; world-writable otherwise
-/// (rootless runsc maps the caller to the sandbox's root, so host ownership does not carry).
+/// The termination message as the kubelet reads it: at most 4 KiB from the start. The sandbox
+/// owns the directory the file is in: a symlink or a FIFO put in its place is not read (and
+/// said so), or it would read a host file as root, or hang.
+fn read_termination_message(path: &Path) -> Option<String> {
+    match files::read_bounded(path, TERMINATION_MESSAGE_MAX as u64) {
+        Ok(bytes) => (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            eprintln!(
+                "crucible: the result file {} is not read: {e}",
+                path.display()
+            );
+            None
+        }
+    }
+}
+
+/// A fresh directory the sandbox user can write: owned by 65534 as root; world-writable
+/// otherwise (rootless runsc maps the caller to the sandbox's root, so host ownership does not
+/// carry). Its parents are in the private run directory.
 fn mkdir_owned(dir: &Path) -> Result<(), String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    files::fresh_dir(dir, 0o755)?;
     let uid = u32::try_from(SANDBOX_UID).unwrap_or(65534);
     if !sandbox::is_root() || std::os::unix::fs::chown(dir, Some(uid), Some(uid)).is_err() {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
@@ -443,14 +455,16 @@ fn mkdir_owned(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Host directories of the pod's volumes: the workspace ConfigMap written out read-only (its
-/// items say which key goes to which path), every other emptyDir an empty directory the
-/// sandbox user owns (`/tmp` is a tmpfs inside the sandbox instead).
+/// Creates the run directory `dir` (fresh, 0700) and in it the host directories of the pod's
+/// volumes: the workspace ConfigMap written out read-only (its items say which key goes to
+/// which path), every other emptyDir an empty directory the sandbox user owns (`/tmp` is a
+/// tmpfs inside the sandbox instead).
 fn prepare_volumes(
     dir: &Path,
     pod: &Pod,
     workspace: Option<&ConfigMap>,
 ) -> Result<BTreeMap<String, PathBuf>, String> {
+    files::fresh_dir(dir, 0o700)?;
     let mut out = BTreeMap::new();
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let path = dir.join("volumes").join(&volume.name);
@@ -482,8 +496,7 @@ fn prepare_volumes(
                     std::fs::create_dir_all(parent)
                         .map_err(|e| format!("{}: {e}", parent.display()))?;
                 }
-                std::fs::write(&file, bytes).map_err(|e| format!("{}: {e}", file.display()))?;
-                let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o444));
+                files::create_file(&file, 0o444, &bytes)?;
             }
             std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         } else if volume.empty_dir.is_some() {
@@ -529,17 +542,42 @@ mod tests {
     fn workspace_files_are_written_read_only_and_cannot_leave_the_volume() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (p, cm) = pod("lib/eval.py");
-        let volumes = prepare_volumes(dir.path(), &p, Some(&cm)).expect("prepared");
+        let volumes = prepare_volumes(&dir.path().join("run"), &p, Some(&cm)).expect("prepared");
         let file = volumes["workspace"].join("lib/eval.py");
         assert_eq!(std::fs::read_to_string(&file).expect("written"), "print(1)");
         let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o444);
-        for bad in ["../escape.py", "/abs.py"] {
+        for (i, bad) in ["../escape.py", "/abs.py"].into_iter().enumerate() {
             let (p, cm) = pod(bad);
-            let err = prepare_volumes(dir.path(), &p, Some(&cm)).expect_err(bad);
+            let run = dir.path().join(format!("bad{i}"));
+            let err = prepare_volumes(&run, &p, Some(&cm)).expect_err(bad);
             assert!(err.contains("leaves the volume"), "{err}");
+            assert!(!run.join("volumes/escape.py").exists());
         }
-        assert!(!dir.path().join("volumes/escape.py").exists());
+    }
+
+    #[test]
+    fn run_directories_are_unpredictable_and_never_reused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let first = work_dir(root.path(), 1, "pod");
+        assert_ne!(first, work_dir(root.path(), 1, "pod"));
+        // One planted where a run directory goes is refused, not used.
+        std::fs::create_dir(&first).expect("planted");
+        let (p, cm) = pod("eval.py");
+        let err =
+            prepare_volumes(&first, &p, Some(&cm)).expect_err("an existing one is not reused");
+        assert!(err.contains("exists"), "{err}");
+        assert!(!first.join("volumes").exists());
+    }
+
+    #[test]
+    fn a_symlinked_result_file_is_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("shadow");
+        std::fs::write(&secret, r#"{"score": 1, "summary": "host secret"}"#).expect("write");
+        let result = dir.path().join("result.json");
+        std::os::unix::fs::symlink(&secret, &result).expect("symlink");
+        assert_eq!(read_termination_message(&result), None);
     }
 
     #[test]

@@ -3,15 +3,16 @@
 //! stdout + stderr through the controller's [`LogScanner`] (bounded memory), and enforces the
 //! deadline by killing the sandbox.
 
-use std::io::Read;
+use std::io::{BufRead, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
 use crate::evaluation::pod::SANDBOX_UID;
-use crate::evaluation::results::{LogCapture, LogScanner};
+use crate::evaluation::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner};
 use crate::local::bundle::{self, Mount, Step};
+use crate::local::files;
 use crate::local::image::Image;
 
 /// How steps are run.
@@ -93,7 +94,7 @@ impl Runtime {
         log_file: Option<&Path>,
     ) -> Result<Exit, StartError> {
         let io = |what: &str, e: std::io::Error| StartError(format!("{what}: {e}"));
-        std::fs::create_dir_all(dir).map_err(|e| io("bundle directory", e))?;
+        files::fresh_dir(dir, 0o700).map_err(StartError)?;
         let mut memory = None;
         let hostname = id.rsplit_once('.').map_or(id, |(pod, _)| pod);
         let (mut command, state) = match self {
@@ -111,7 +112,7 @@ impl Runtime {
                     }
                 }
                 let bytes = serde_json::to_vec(&config).map_err(|e| StartError(e.to_string()))?;
-                std::fs::write(dir.join("config.json"), bytes).map_err(|e| io("config.json", e))?;
+                files::create_file(&dir.join("config.json"), 0o600, &bytes).map_err(StartError)?;
                 let state = dir.join("runsc");
                 let mut c = Command::new(binary);
                 c.arg("--root")
@@ -128,7 +129,7 @@ impl Runtime {
         // Output goes to a file, as the kubelet's does: a pipe that fills while the reader is
         // slow can make gVisor return EAGAIN to the writer, and the program fails.
         let output = log_file.map_or_else(|| dir.join(OUTPUT_FILE), Path::to_path_buf);
-        let writer = std::fs::File::create(&output).map_err(|e| io("output file", e))?;
+        let writer = files::create_file(&output, 0o600, b"").map_err(StartError)?;
         let stderr = writer.try_clone().map_err(|e| io("output file", e))?;
         command.stdin(Stdio::null()).stdout(writer).stderr(stderr);
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
@@ -161,7 +162,7 @@ impl Runtime {
                 .stderr(Stdio::null())
                 .status();
         }
-        let log = scan(std::fs::File::open(&output).map_err(|e| io("output file", e))?);
+        let log = scan(files::open_regular(&output).map_err(|e| io("output file", e))?);
         let code = status.code().unwrap_or_else(|| {
             128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(9)
         });
@@ -213,17 +214,36 @@ impl Drop for MemoryCgroup {
     }
 }
 
-/// Reads the output to its end (every writer closed) through a [`LogScanner`].
-fn scan(mut reader: std::fs::File) -> LogCapture {
+/// Reads the output (every writer closed) through a [`LogScanner`] as the controller reads a
+/// pod's log: the whole lines of its last [`LOG_WINDOW_BYTES`].
+fn scan(file: std::fs::File) -> LogCapture {
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, file);
+    let start = reader
+        .get_ref()
+        .metadata()
+        .map_or(0, |m| m.len().saturating_sub(LOG_WINDOW_BYTES));
+    // From the byte before the window, skip to the end of that line: the window starts on a
+    // whole line.
+    if start > 0
+        && (reader.seek(SeekFrom::Start(start - 1)).is_err() || reader.skip_until(b'\n').is_err())
+    {
+        return LogCapture::default();
+    }
     let mut scanner = LogScanner::default();
-    let mut buf = vec![0u8; 64 * 1024];
     loop {
-        match reader.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => scanner.feed(&buf[..n]),
+        match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok(chunk) => {
+                let n = chunk.len();
+                scanner.feed(chunk);
+                reader.consume(n);
+            }
         }
     }
-    scanner.finish()
+    LogCapture {
+        whole: start == 0,
+        ..scanner.finish()
+    }
 }
 
 /// Ends a step at its deadline: `runsc kill` + `delete --force` for a sandbox, SIGKILL to the
@@ -255,10 +275,8 @@ fn quote(word: &str) -> String {
 }
 
 /// The unsandboxed twin of the OCI bundle: `unshare` gives private mount, pid, network (only
-/// `lo`), ipc and uts namespaces; a script mounts the rootfs read-only with the same /tmp,
-/// workspace, outputs and result mounts; `chroot --userspec` drops to 65534; `prlimit` sets
-/// the memory limit (as the address-space rlimit; open files stay as inherited: raising them
-/// needs CAP_SYS_RESOURCE). No gVisor: the host kernel runs the code.
+/// `lo`), ipc and uts namespaces; [`unsandboxed_script`] builds the mounts and drops to 65534.
+/// No gVisor: the host kernel runs the code.
 fn unsandboxed_command(step: &Step, image: &Image, dir: &Path) -> Result<Command, StartError> {
     if !is_root() {
         return Err(StartError(
@@ -267,21 +285,42 @@ fn unsandboxed_command(step: &Step, image: &Image, dir: &Path) -> Result<Command
         ));
     }
     let root = dir.join("root");
-    std::fs::create_dir_all(&root).map_err(|e| StartError(format!("{}: {e}", root.display())))?;
+    files::fresh_dir(&root, 0o700).map_err(StartError)?;
+    let script = unsandboxed_script(step, &image.rootfs, &root);
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "--mount",
+            "--pid",
+            "--net",
+            "--ipc",
+            "--uts",
+            "--fork",
+            "--kill-child",
+            "--",
+        ])
+        .args(["/bin/sh", "-c", &script]);
+    Ok(command)
+}
+
+/// The script run in the private namespaces: mounts the image's `rootfs` read-only at `root`
+/// with the same /tmp, workspace, outputs and result mounts, every one `nosuid` (a setuid file
+/// in the image or written to a volume grants nothing); then `prlimit` sets the memory limit
+/// (as the address-space rlimit; open files stay as inherited: raising them needs
+/// CAP_SYS_RESOURCE), `setpriv --no-new-privs` forbids gaining privileges by exec, and
+/// `chroot --userspec` drops to 65534.
+fn unsandboxed_script(step: &Step, rootfs: &Path, root: &Path) -> String {
     let r = quote(&root.to_string_lossy());
     let mut script = vec![
         "set -e".to_string(),
         "mount --make-rprivate /".into(),
-        format!(
-            "mount --bind {} {r}",
-            quote(&image.rootfs.to_string_lossy())
-        ),
-        format!("mount -t proc proc {r}/proc"),
-        format!("mount -t tmpfs -o size=64m,mode=755 tmpfs {r}/dev"),
+        format!("mount --bind {} {r}", quote(&rootfs.to_string_lossy())),
+        format!("mount -t proc -o nosuid,nodev,noexec proc {r}/proc"),
+        format!("mount -t tmpfs -o size=64m,mode=755,nosuid,noexec tmpfs {r}/dev"),
     ];
     for dev in ["null", "zero", "random", "urandom"] {
         script.push(format!(
-            "touch {r}/dev/{dev}; mount --bind /dev/{dev} {r}/dev/{dev}"
+            "touch {r}/dev/{dev}; mount --bind /dev/{dev} {r}/dev/{dev}; mount -o remount,bind,nosuid,noexec {r}/dev/{dev}"
         ));
     }
     for mount in &step.mounts {
@@ -300,20 +339,19 @@ fn unsandboxed_command(step: &Step, image: &Image, dir: &Path) -> Result<Command
                     "mount --bind {} {target}",
                     quote(&source.to_string_lossy())
                 ));
-                if *read_only {
-                    script.push(format!("mount -o remount,bind,ro {target}"));
-                }
+                let ro = if *read_only { ",ro" } else { "" };
+                script.push(format!("mount -o remount,bind,nosuid,nodev{ro} {target}"));
             }
         }
     }
-    script.push(format!("mount -o remount,bind,ro {r}"));
+    script.push(format!("mount -o remount,bind,ro,nosuid,nodev {r}"));
     let mut exec = "exec prlimit".to_string();
     if let Some(bytes) = step.memory_bytes {
         exec.push_str(&format!(" --as={bytes}"));
     }
     // chroot resets the directory to /: env -C restores the working directory inside.
     exec.push_str(&format!(
-        " -- chroot --userspec={SANDBOX_UID}:{SANDBOX_UID} {r} /usr/bin/env -i -C {}",
+        " -- setpriv --no-new-privs -- chroot --userspec={SANDBOX_UID}:{SANDBOX_UID} {r} /usr/bin/env -i -C {}",
         quote(&step.process.cwd)
     ));
     for var in &step.process.env {
@@ -325,25 +363,95 @@ fn unsandboxed_command(step: &Step, image: &Image, dir: &Path) -> Result<Command
         exec.push_str(&quote(arg));
     }
     script.push(exec);
-    let mut command = Command::new("unshare");
-    command
-        .args([
-            "--mount",
-            "--pid",
-            "--net",
-            "--ipc",
-            "--uts",
-            "--fork",
-            "--kill-child",
-            "--",
-        ])
-        .args(["/bin/sh", "-c", &script.join("\n")]);
-    Ok(command)
+    script.join("\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsandboxed_steps_get_no_new_privileges_and_nosuid_mounts() {
+        let step = Step {
+            name: "evaluation".into(),
+            image: "img".into(),
+            process: bundle::Process {
+                args: vec!["python".into()],
+                env: vec![],
+                cwd: "/workspace".into(),
+            },
+            mounts: vec![
+                Mount::Tmpfs {
+                    destination: "/tmp".into(),
+                    size: 1024,
+                },
+                Mount::Bind {
+                    destination: "/workspace".into(),
+                    source: "/run/ws".into(),
+                    read_only: true,
+                },
+                Mount::Bind {
+                    destination: "/outputs".into(),
+                    source: "/run/out".into(),
+                    read_only: false,
+                },
+            ],
+            cpu_millis: None,
+            memory_bytes: Some(1 << 20),
+            termination_file: None,
+        };
+        let script = unsandboxed_script(&step, Path::new("/images/rootfs"), Path::new("/run/root"));
+        let lines: Vec<&str> = script.lines().collect();
+        // Every mount ends nosuid: a filesystem mount says so, a bind is remounted so.
+        for (i, line) in lines.iter().enumerate() {
+            for command in line.split("; ") {
+                if command.starts_with("mount -t") {
+                    assert!(command.contains("nosuid"), "{command}");
+                }
+                if let Some(bind) = command.strip_prefix("mount --bind ") {
+                    let target = bind.split(' ').nth(1).expect("a target");
+                    let remounted = lines[i..].iter().flat_map(|l| l.split("; ")).any(|c| {
+                        c.starts_with("mount -o remount,bind,")
+                            && c.contains("nosuid")
+                            && c.ends_with(&format!(" {target}"))
+                    });
+                    assert!(remounted, "{target} is not remounted nosuid:\n{script}");
+                }
+            }
+        }
+        let exec = lines.last().expect("an exec line");
+        let nnp = exec
+            .find("setpriv --no-new-privs")
+            .expect("no_new_privs is set");
+        assert!(nnp < exec.find("chroot").expect("chroot"), "{exec}");
+        assert!(script.contains("remount,bind,nosuid,nodev,ro '/run/root''/workspace'"));
+    }
+
+    #[test]
+    fn the_output_is_searched_in_the_same_window_as_a_pod_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("output.log");
+        let result = "CRUCIBLE_RESULT {\"score\": 1}\n";
+        let teardown = "teardown line\n".repeat(1500);
+        std::fs::write(&path, format!("start\n{result}{teardown}")).expect("write");
+        let log = scan(files::open_regular(&path).expect("open"));
+        assert!(log.result_line.is_some() && log.whole, "{log:?}");
+        // A result further back than the window is not read, as on a cluster.
+        let filler = "x".repeat(1023) + "\n";
+        let mut text = String::from(result);
+        for _ in 0..(LOG_WINDOW_BYTES / 1024 + 2) {
+            text.push_str(&filler);
+        }
+        std::fs::write(&path, text).expect("write");
+        let log = scan(files::open_regular(&path).expect("open"));
+        assert_eq!(log.result_line, None);
+        assert!(!log.whole);
+        assert!(
+            log.searched <= LOG_WINDOW_BYTES && log.searched.is_multiple_of(1024),
+            "{}",
+            log.searched
+        );
+    }
 
     #[test]
     fn quoting_survives_single_quotes() {

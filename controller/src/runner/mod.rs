@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::error::Error;
-use crate::requeue::Requeue;
+use crate::requeue::{Backoff, Requeue};
 pub use workqueue::{Key, WorkQueue};
 
 /// Where keys to reconcile are sent; cheap to clone, never blocks.
@@ -77,9 +77,14 @@ pub async fn run<F, Fut>(
     while running.next().await.is_some() {}
 }
 
+/// Longest one reconcile may take: past it, its API calls are dropped and it counts as a
+/// passing failure, so a slow or silent API server never holds a shared worker.
+pub const RECONCILE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Runs a controller's reconciles: for each key, the object `lookup` finds in the caches
-/// (none: it is gone and was forgotten by its watch) is reconciled, and a failure goes
-/// through `error_policy`.
+/// (none: it is gone and was forgotten by its watch) is reconciled within
+/// [`RECONCILE_DEADLINE`], and a failure goes through `error_policy`; a failure it retries is
+/// retried with the key's [`Backoff`].
 pub async fn reconcile_keys<K, C, R, Fut>(
     triggers: Triggers,
     concurrency: u16,
@@ -94,15 +99,28 @@ pub async fn reconcile_keys<K, C, R, Fut>(
     R: Fn(Arc<K>, Arc<C>) -> Fut + Copy + Send + 'static,
     Fut: Future<Output = Result<Requeue, Error>> + Send + 'static,
 {
+    let backoff = Arc::new(std::sync::Mutex::new(Backoff::default()));
     let work = move |key: Key| {
-        let ctx = ctx.clone();
+        let (ctx, backoff) = (ctx.clone(), backoff.clone());
         async move {
+            let backoff = || backoff.lock().unwrap_or_else(|e| e.into_inner());
             let Some(object) = lookup(&ctx, &key) else {
+                backoff().succeeded(&key);
                 return Requeue::AwaitChange;
             };
-            match reconcile(object.clone(), ctx.clone()).await {
-                Ok(requeue) => requeue,
-                Err(error) => error_policy(&object, &error, &ctx),
+            let outcome =
+                tokio::time::timeout(RECONCILE_DEADLINE, reconcile(object.clone(), ctx.clone()))
+                    .await
+                    .unwrap_or(Err(Error::ReconcileTimeout(RECONCILE_DEADLINE.as_secs())));
+            match outcome {
+                Ok(requeue) => {
+                    backoff().succeeded(&key);
+                    requeue
+                }
+                Err(error) => match error_policy(&object, &error, &ctx) {
+                    Requeue::After(base) => Requeue::After(backoff().failed(&key, base)),
+                    Requeue::AwaitChange => Requeue::AwaitChange,
+                },
             }
         }
     };
@@ -204,5 +222,38 @@ mod tests {
         run(rx, 4, reconcile, tokio::time::sleep(Duration::from_secs(5))).await;
         let (active, peak) = *now.lock().unwrap_or_else(|e| e.into_inner());
         assert_eq!((active, peak), (0, 4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_object_is_retried_with_growing_delays_and_a_hung_one_is_cut_off() {
+        // The reconcile must be `Copy`: it logs to a static.
+        static TRIES: Mutex<Vec<Instant>> = Mutex::new(Vec::new());
+        let (tx, rx) = channel();
+        let reconcile = |_object: Arc<()>, _ctx: Arc<()>| async {
+            TRIES
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Instant::now());
+            // An API server that never answers.
+            std::future::pending::<()>().await;
+            Ok(Requeue::AwaitChange)
+        };
+        let lookup = |_: &(), _: &Key| Some(Arc::new(()));
+        let policy = |_: &(), _: &Error, _: &()| Requeue::After(Duration::from_secs(5));
+        tx.send(Key::new("a", "failing")).ok();
+        let shutdown = tokio::time::sleep(Duration::from_secs(3600));
+        reconcile_keys(rx, 1, Arc::new(()), lookup, reconcile, policy, shutdown).await;
+        let tries = TRIES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 4, "{gaps:?}");
+        // Each try is cut off at the deadline; the pause after it doubles (less jitter).
+        for (n, gap) in gaps.iter().take(5).enumerate() {
+            let pause = gap.saturating_sub(RECONCILE_DEADLINE);
+            let full = Duration::from_secs(5) * (1 << n);
+            assert!(
+                pause >= full / 2 && pause <= full,
+                "try {n}: paused {pause:?}, expected up to {full:?}"
+            );
+        }
     }
 }

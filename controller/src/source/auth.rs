@@ -11,9 +11,11 @@
 //!   revoked. TLS certificates are left to libgit2 and OpenSSL (the system's CAs).
 //! - Once the deadline has passed, the next progress callback aborts the transfer. A server
 //!   that stalls without sending anything is not interrupted here (libgit2's socket timeouts
-//!   are global and need `unsafe`); [`super::GitCache`] stops waiting at the deadline.
+//!   are global and need `unsafe`): every callback marks `answered`, and
+//!   [`super::GitCache`] gives up on a fetch whose server has not answered in time.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use git2::{CertificateCheckStatus, Cred, CredentialType, RemoteCallbacks};
@@ -22,15 +24,19 @@ use super::error::CallbackFailure;
 use super::known_hosts::PresentedKey;
 use super::request::{Auth, Prepared};
 
-/// Callbacks for a fetch of `prepared`; what goes wrong lands in `seen`.
+/// Callbacks for a fetch of `prepared`; what goes wrong lands in `seen`, and any sign of the
+/// server (a certificate, a credential request, progress) sets `answered`.
 pub(crate) fn callbacks<'a>(
     prepared: &'a Prepared,
     seen: &'a RefCell<CallbackFailure>,
     deadline: Instant,
+    answered: &'a AtomicBool,
 ) -> RemoteCallbacks<'a> {
     let mut callbacks = RemoteCallbacks::new();
     let mut offered = false;
+    let heard = move || answered.store(true, Ordering::Relaxed);
     callbacks.credentials(move |_url, _username_from_url, allowed| {
+        heard();
         let refuse = |message: &str| {
             seen.borrow_mut().auth = Some(message.to_string());
             Err(git2::Error::from_str(message))
@@ -69,6 +75,7 @@ pub(crate) fn callbacks<'a>(
         }
     });
     callbacks.certificate_check(move |cert, _hostname| {
+        heard();
         let Some(hostkey) = cert.as_hostkey() else {
             // TLS: libgit2 has already verified the chain against the system's CAs.
             return Ok(CertificateCheckStatus::CertificatePassthrough);
@@ -100,6 +107,7 @@ pub(crate) fn callbacks<'a>(
         }
     });
     let in_time = move || {
+        heard();
         if Instant::now() <= deadline {
             return true;
         }

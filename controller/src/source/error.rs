@@ -6,7 +6,7 @@
 //! ([`super::url::redact`]).
 
 /// Why a git source could not be fetched.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
     /// The URL is not one Crucible fetches from (unknown scheme, local path, password in the
     /// URL, malformed).

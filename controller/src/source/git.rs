@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use git2::{
@@ -60,6 +61,7 @@ pub(crate) fn resolve(
     repo: &Repository,
     prepared: &Prepared,
     deadline: Instant,
+    answered: &AtomicBool,
 ) -> Result<(Oid, bool), SourceError> {
     let full_id = prepared
         .reference
@@ -71,7 +73,7 @@ pub(crate) fn resolve(
     {
         return Ok((oid, false));
     }
-    fetch(repo, prepared, deadline, &MIRROR_REFSPECS, true)?;
+    fetch(repo, prepared, deadline, answered, &MIRROR_REFSPECS, true)?;
     let unknown = |message: String| SourceError::UnknownRef {
         url: prepared.redacted.clone(),
         reference: prepared.reference.clone().unwrap_or_else(|| "HEAD".into()),
@@ -84,7 +86,14 @@ pub(crate) fn resolve(
             if let Some(oid) = full_id {
                 // Not reachable from a branch or tag: servers that allow it send a commit
                 // asked for by id (GitHub does for any commit in the repository's network).
-                let by_id = fetch(repo, prepared, deadline, &[oid.to_string()], false);
+                let by_id = fetch(
+                    repo,
+                    prepared,
+                    deadline,
+                    answered,
+                    &[oid.to_string()],
+                    false,
+                );
                 if by_id.is_ok() && repo.find_commit(oid).is_ok() {
                     return Ok((oid, true));
                 }
@@ -103,6 +112,7 @@ fn fetch<S: AsRef<str> + git2::IntoCString + Clone>(
     repo: &Repository,
     prepared: &Prepared,
     deadline: Instant,
+    answered: &AtomicBool,
     refspecs: &[S],
     mirror: bool,
 ) -> Result<(), SourceError> {
@@ -113,7 +123,7 @@ fn fetch<S: AsRef<str> + git2::IntoCString + Clone>(
         .map_err(|e| internal(url, "setting up the remote", e))?;
     let mut options = FetchOptions::new();
     options
-        .remote_callbacks(auth::callbacks(prepared, &seen, deadline))
+        .remote_callbacks(auth::callbacks(prepared, &seen, deadline, answered))
         .download_tags(AutotagOption::None)
         .prune(if mirror {
             FetchPrune::On

@@ -12,7 +12,9 @@
 //! - `known_hosts`: ssh host-key verification (pure).
 //! - `auth`: libgit2 callbacks for credentials, host keys and the deadline.
 //! - `git`: blocking libgit2 work on one cached repository: fetch, resolve, read.
-//! - [`cache`]: [`GitCache`], the async API, per-repository locking and eviction.
+//! - [`cache`]: [`GitCache`], the async API, per-repository locking, deadlines and eviction.
+//! - [`pool`]: [`FetchPool`], fetches outside the reconciles, a bounded number at once and a
+//!   share per namespace; the reconcile asks and returns, the fetch's end reconciles again.
 //!
 //! # Security rules (fail closed)
 //!
@@ -36,6 +38,7 @@
 //! ([`SourceError::UnsupportedEntry`]).
 
 pub mod cache;
+pub mod pool;
 pub mod url;
 
 mod auth;
@@ -49,6 +52,7 @@ use std::fmt;
 
 pub use cache::GitCache;
 pub use error::SourceError;
+pub use pool::FetchPool;
 
 /// What to fetch.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -64,6 +64,26 @@ pub(crate) struct RemoteUrl {
 impl RemoteUrl {
     /// Parses and checks a remote URL; the error says what is wrong.
     pub fn parse(raw: &str) -> Result<Self, String> {
+        Self::parse_as(raw, false)
+    }
+
+    /// Parses a URL prefix that git credentials are bound to: a remote URL whose path may be
+    /// empty (`https://host` is every repository on that host).
+    pub fn parse_prefix(raw: &str) -> Result<Self, String> {
+        Self::parse_as(raw, true)
+    }
+
+    /// Whether the prefix `self` ([`Self::parse_prefix`]) covers `repo`: the same scheme, host
+    /// and port, and `repo`'s path is the prefix's or below it, at a `/` (so
+    /// `https://host/org` covers neither `https://host/organisation/x` nor
+    /// `https://host.evil/org/x`).
+    pub fn covers(&self, repo: &RemoteUrl) -> bool {
+        let (prefix, url) = (self.normalized(), repo.normalized());
+        url.strip_prefix(&prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/'))
+    }
+
+    fn parse_as(raw: &str, no_path_ok: bool) -> Result<Self, String> {
         if raw.is_empty() {
             return Err("the URL is empty".into());
         }
@@ -71,12 +91,17 @@ impl RemoteUrl {
             return Err("the URL contains whitespace or control characters".into());
         }
         match raw.split_once("://") {
-            Some((scheme, rest)) => Self::parse_with_scheme(raw, scheme, rest),
-            None => Self::parse_scp_like(raw),
+            Some((scheme, rest)) => Self::parse_with_scheme(raw, scheme, rest, no_path_ok),
+            None => Self::parse_scp_like(raw, no_path_ok),
         }
     }
 
-    fn parse_with_scheme(raw: &str, scheme: &str, rest: &str) -> Result<Self, String> {
+    fn parse_with_scheme(
+        raw: &str,
+        scheme: &str,
+        rest: &str,
+        no_path_ok: bool,
+    ) -> Result<Self, String> {
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "https" => Scheme::Https,
             "http" => Scheme::Http,
@@ -120,7 +145,7 @@ impl RemoteUrl {
         }
         let (host, port) = split_host_port(hostport)?;
         let path = path.trim_end_matches('/');
-        if path.is_empty() {
+        if path.is_empty() && !no_path_ok {
             return Err("the URL has no repository path".into());
         }
         Ok(RemoteUrl {
@@ -135,7 +160,7 @@ impl RemoteUrl {
     }
 
     /// `[user@]host:path`, git's short form for ssh.
-    fn parse_scp_like(raw: &str) -> Result<Self, String> {
+    fn parse_scp_like(raw: &str, no_path_ok: bool) -> Result<Self, String> {
         let local = || {
             format!(
                 "{raw:?} is not a URL; local paths are not allowed (use https://, ssh://, \
@@ -145,13 +170,13 @@ impl RemoteUrl {
         let Some((authority, path)) = raw.split_once(':') else {
             return Err(local());
         };
-        if authority.is_empty() || authority.contains('/') || path.is_empty() {
+        if authority.is_empty() || authority.contains('/') || (path.is_empty() && !no_path_ok) {
             return Err(local());
         }
         let (user, host) = split_userinfo(authority)?;
         let (host, _) = split_host_port(host)?;
         let path = path.trim_end_matches('/');
-        if path.is_empty() {
+        if path.is_empty() && !no_path_ok {
             return Err("the URL has no repository path".into());
         }
         Ok(RemoteUrl {
@@ -309,6 +334,52 @@ mod tests {
         assert_ne!(normalized("https://github.com/org/repo.git"), want);
         assert_ne!(normalized("https://github.com:8443/org/repo"), want);
         assert_ne!(normalized("http://github.com/org/repo"), want);
+    }
+
+    #[test]
+    fn prefixes_cover_their_repositories_only_at_a_path_boundary() {
+        let covers = |prefix: &str, repo: &str| {
+            RemoteUrl::parse_prefix(prefix)
+                .expect(prefix)
+                .covers(&RemoteUrl::parse(repo).expect(repo))
+        };
+        for (prefix, repo) in [
+            ("https://github.com/org/", "https://github.com/org/repo.git"),
+            ("https://github.com/org", "https://github.com/org/repo"),
+            ("https://github.com/org/repo", "https://github.com/org/repo"),
+            ("HTTPS://GitHub.com:443/org", "https://github.com/org/a/b"),
+            (
+                "https://git.example.com",
+                "https://git.example.com/any/repo",
+            ),
+            ("git@github.com:org", "git@github.com:org/repo.git"),
+            ("git@github.com:", "git@github.com:org/repo.git"),
+            ("ssh://git@host/org", "ssh://host/org/repo"),
+        ] {
+            assert!(covers(prefix, repo), "{prefix} should cover {repo}");
+        }
+        for (prefix, repo) in [
+            (
+                "https://github.com/org",
+                "https://github.com/organisation/repo",
+            ),
+            (
+                "https://github.com",
+                "https://github.com.evil.example/org/repo",
+            ),
+            ("https://github.com/org", "http://github.com/org/repo"),
+            ("https://github.com/org", "https://github.com:8443/org/repo"),
+            ("https://github.com/org", "ssh://git@github.com/org/repo"),
+            (
+                "https://github.com/org/repo",
+                "https://github.com/org/repo.git",
+            ),
+            ("git@github.com:org", "ssh://git@github.com/org/repo"),
+        ] {
+            assert!(!covers(prefix, repo), "{prefix} should not cover {repo}");
+        }
+        assert!(RemoteUrl::parse_prefix("github.com/org").is_err());
+        assert!(RemoteUrl::parse("https://github.com").is_err());
     }
 
     #[test]

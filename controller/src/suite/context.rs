@@ -24,8 +24,38 @@ pub struct Context {
     pub recorder: Recorder,
     /// Caches (the children of each suite).
     pub caches: Arc<Caches>,
-    /// When each suite's status was last written (by uid).
-    last_write: Mutex<HashMap<String, Instant>>,
+    /// When suites' statuses were last written.
+    last_write: Mutex<Writes>,
+}
+
+/// When each suite's status was last written (by uid). Only writes within the last
+/// [`STATUS_MIN_INTERVAL`] delay anything, so older entries (of suites long idle or deleted)
+/// are dropped whenever the map has doubled since the last pruning: amortised O(1) a write.
+#[derive(Default)]
+struct Writes {
+    at: HashMap<String, Instant>,
+    prune_at: usize,
+}
+
+/// The map is never pruned below this size (pruning a tiny map buys nothing).
+const PRUNE_FLOOR: usize = 64;
+
+impl Writes {
+    fn delay(&self, uid: &str, now: Instant) -> Duration {
+        self.at
+            .get(uid)
+            .map(|t| STATUS_MIN_INTERVAL.saturating_sub(now.saturating_duration_since(*t)))
+            .unwrap_or(Duration::ZERO)
+    }
+
+    fn wrote(&mut self, uid: &str, now: Instant) {
+        self.at.insert(uid.to_string(), now);
+        if self.at.len() >= self.prune_at {
+            self.at
+                .retain(|_, t| now.saturating_duration_since(*t) < STATUS_MIN_INTERVAL);
+            self.prune_at = (self.at.len() * 2).max(PRUNE_FLOOR);
+        }
+    }
 }
 
 impl Context {
@@ -48,15 +78,35 @@ impl Context {
     /// Time to wait before this suite's status may be written again.
     pub fn write_delay(&self, uid: &str) -> Duration {
         let writes = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
-        writes
-            .get(uid)
-            .map(|t| STATUS_MIN_INTERVAL.saturating_sub(t.elapsed()))
-            .unwrap_or(Duration::ZERO)
+        writes.delay(uid, Instant::now())
     }
 
     /// Records a status write of suite `uid` now.
     pub fn wrote(&self, uid: &str) {
         let mut writes = self.last_write.lock().unwrap_or_else(|e| e.into_inner());
-        writes.insert(uid.to_string(), Instant::now());
+        writes.wrote(uid, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 10,000 suites written once and then deleted (or idle) leave nothing behind once as
+    /// many later writes came; a fresh write still delays the next.
+    #[test]
+    fn write_times_of_gone_or_idle_suites_are_pruned() {
+        let (mut writes, t0) = (Writes::default(), Instant::now());
+        for i in 0..10_000 {
+            writes.wrote(&format!("old-{i}"), t0);
+        }
+        let later = t0 + STATUS_MIN_INTERVAL * 2;
+        for i in 0..10_000 {
+            writes.wrote(&format!("new-{i}"), later);
+        }
+        assert!(!writes.at.keys().any(|k| k.starts_with("old-")));
+        assert_eq!(writes.at.len(), 10_000);
+        assert_eq!(writes.delay("old-1", later), Duration::ZERO);
+        assert_eq!(writes.delay("new-1", later), STATUS_MIN_INTERVAL);
     }
 }

@@ -12,6 +12,7 @@ use kube::{Resource, ResourceExt};
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::error::{Error, Result};
 use crate::events;
+use crate::ownership;
 use crate::requeue::{self, Requeue};
 use crate::ssa;
 use crate::suite::{Context, plan, sources};
@@ -39,7 +40,7 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
     }
     let uid = suite.uid().ok_or(Error::MissingObjectKey("metadata.uid"))?;
     let evaluations: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
-    let ours = |c: &Evaluation| c.owner_references().iter().any(|o| o.uid == uid);
+    let ours = |c: &Evaluation| is_child(c, &uid);
     let children: Vec<Evaluation> = ctx
         .caches
         .children_of(&namespace, &suite.name_any())
@@ -113,7 +114,38 @@ pub async fn reconcile(cached: Arc<EvaluationSuite>, ctx: Arc<Context>) -> Resul
     Ok(Requeue::AwaitChange)
 }
 
+/// Whether `child` is a child of the suite with uid `suite_uid`: the suite is its controller
+/// (the caller reads it from the suite's namespace), whatever its labels or other owner
+/// references say.
+fn is_child(child: &Evaluation, suite_uid: &str) -> bool {
+    ownership::controlled_by::<EvaluationSuite>(child.meta(), suite_uid)
+}
+
 /// The error policy of the suite controller.
 pub fn error_policy(suite: &EvaluationSuite, error: &Error, ctx: &Context) -> Requeue {
     requeue::on_error("EvaluationSuite", suite, error, &ctx.metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child is the suite's only by its controller reference: an Evaluation someone gave the
+    /// suite's label and a plain (non-controller) owner reference to the suite is not.
+    #[test]
+    fn only_evaluations_the_suite_controls_are_its_children() {
+        let child = Evaluation::test().child_of("s", "a", "uid-a");
+        assert!(is_child(&child, "s-uid"));
+        assert!(!is_child(&child, "other-uid"));
+        let mut impostor = child.clone();
+        if let Some(r) = impostor
+            .metadata
+            .owner_references
+            .as_mut()
+            .and_then(|refs| refs.first_mut())
+        {
+            r.controller = None;
+        }
+        assert!(!is_child(&impostor, "s-uid"));
+    }
 }

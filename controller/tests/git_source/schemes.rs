@@ -93,6 +93,42 @@ async fn a_server_that_never_answers_times_out_as_unreachable() {
     .await;
 }
 
+#[tokio::test]
+async fn a_stalled_server_releases_the_lock_at_once_and_gets_no_second_thread() {
+    within(async {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (_root, cache) = cache();
+        let cache = cache
+            .with_timeout(Duration::from_secs(50))
+            .with_answer_timeout(Duration::from_secs(1));
+        let request = || GitRequest {
+            url: format!("http://127.0.0.1:{port}/repo"),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let err = cache.resolve(request()).await.unwrap_err();
+        assert_eq!(err.reason(), "SourceUnreachable", "{err}");
+        assert!(err.to_string().contains("no answer within 1s"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        // The thread still waits on the socket, but the lock is free: the next request ends
+        // at once instead of waiting for it, and starts no second thread on the server.
+        let again = Instant::now();
+        let err = cache.resolve(request()).await.unwrap_err();
+        assert!(err.to_string().contains("still waiting"), "{err}");
+        assert!(again.elapsed() < Duration::from_millis(500));
+        drop(listener); // the connection is reset and the blocking thread ends
+        loop {
+            let err = cache.resolve(request()).await.unwrap_err();
+            if !err.to_string().contains("still waiting") {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
+
 /// A listener that records whether anything connected.
 fn watched_port() -> (TcpListener, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

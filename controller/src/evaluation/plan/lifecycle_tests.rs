@@ -150,6 +150,7 @@ fn cancel_keeps_the_log_tail_and_deletes_the_pod() {
             pod: name.clone(),
             containers: vec![EVALUATION_CONTAINER],
             stopping: true,
+            overdue: false,
         }
     );
     let p = run(
@@ -231,6 +232,38 @@ fn infrastructure_failures_retry_with_a_new_pod_then_give_up() {
     assert_eq!(p.status.phase, Some(Phase::Failed));
     assert_eq!(p.status.reason.as_deref(), Some("ImagePullBackOff"));
     assert!(p.create.is_empty());
+}
+
+/// A retry is admitted like any run: when the gate does not admit it (its run lost its
+/// admission in a restart), the lost pod goes, no new pod is made and the run waits in the
+/// queue; once admitted, it starts the next attempt.
+#[test]
+fn a_retry_the_gate_does_not_admit_waits_in_the_queue() {
+    let ev = Evaluation::test().with_spec(|s| s.retries = Some(1));
+    let ev = after(&ev, &run(&ev, &Observed::empty()));
+    let first = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.clone())
+        .expect("pod");
+    let p = run_with(
+        &ev,
+        &with_pods(vec![]),
+        &wait(1, "QuotaExceeded: maxRunning 1 reached"),
+    );
+    assert_eq!(p.status.phase, Some(Phase::Queued));
+    assert!(
+        p.create.is_empty(),
+        "no second pod beside the admitted ones"
+    );
+    assert!(p.in_queue);
+    assert_eq!(p.status.attempts, Some(1));
+    assert!(p.status.pod_name.is_none());
+    assert_eq!(p.holds(), Default::default(), "holds nothing while queued");
+    let p = run(&after(&ev, &p), &with_pods(vec![]));
+    assert_eq!(p.status.phase, Some(Phase::Pending));
+    assert_eq!(p.status.attempts, Some(2));
+    assert_ne!(p.status.pod_name, Some(first));
 }
 
 #[test]
@@ -366,6 +399,52 @@ fn a_pod_that_finished_by_itself_is_not_being_stopped() {
     );
 }
 
+/// A pod that finished by itself on a node that is gone: its log cannot be read. Within
+/// [`LOG_WAIT`] the read is retried (the reconcile fails); past it the run ends without the
+/// log, says so in its message, and frees its slot.
+#[test]
+fn a_finished_pod_whose_log_stays_unreadable_ends_the_run_after_the_wait() {
+    let (ev, name) = started();
+    let mut pod = succeeded_pod(&name, r#"{"score": 1}"#);
+    if let Some(c) = pod
+        .status
+        .as_mut()
+        .and_then(|s| s.container_statuses.as_mut())
+        .and_then(|cs| cs.first_mut())
+        .and_then(|c| c.state.as_mut())
+        .and_then(|s| s.terminated.as_mut())
+    {
+        c.finished_at = Some(at(10));
+    }
+    let pods = vec![pod];
+    let config = Config::default();
+    let wait = i64::try_from(LOG_WAIT.as_secs()).expect("small");
+    let soon = logs_needed(&ev, &pods, &at(10 + wait - 1), false, &config).expect("logs");
+    assert!(!soon.overdue, "its log may still come back");
+    let late = logs_needed(&ev, &pods, &at(10 + wait), false, &config).expect("logs");
+    assert!(late.overdue);
+    let unread = crate::evaluation::results::LogCapture::unavailable(&"dial tcp: i/o timeout");
+    let p = run(
+        &ev,
+        &Observed {
+            now: at(10 + wait),
+            logs: [(EVALUATION_CONTAINER.to_string(), unread)].into(),
+            ..with_pods(pods)
+        },
+    );
+    assert_eq!(
+        p.status.phase,
+        Some(Phase::Succeeded),
+        "the result came from the pod"
+    );
+    let message = p.status.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("log could not be read") && message.contains("i/o timeout"),
+        "{message}"
+    );
+    assert!(p.holds().is_empty(), "its slot is free");
+}
+
 #[test]
 fn ttl_removes_an_allowlist_policy_but_not_what_a_suite_shares() {
     let expire = |ev: Evaluation| {
@@ -416,4 +495,34 @@ fn ttl_removes_an_allowlist_policy_but_not_what_a_suite_shares() {
         expire(allowlist),
         [(ChildKind::NetworkPolicy, "arith-sandbox".to_string())]
     );
+}
+
+/// A pod resized in place (`pods/resize`) past its admission fails the run and is stopped,
+/// even under keepPodOnFailure; the pod as created keeps running.
+#[test]
+fn a_pod_resized_past_its_admission_is_stopped() {
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    let ev = Evaluation::test().with_spec(|s| s.keep_pod_on_failure = Some(true));
+    let first = run(&ev, &Observed::empty());
+    let ev = after(&ev, &first);
+    let mut pod = pod_of(&first).clone();
+    pod.status = mk_pod("x", "Running", vec![mk_container("evaluation", running())]).status;
+    let name = pod.name_any();
+    let as_created = run(&ev, &with_pods(vec![pod.clone()]));
+    assert_eq!(as_created.status.phase, Some(Phase::Running));
+    assert!(as_created.delete.is_empty());
+    for container in &mut pod.spec.as_mut().expect("spec").containers {
+        let resources = container.resources.as_mut().expect("resources");
+        for amounts in [resources.requests.as_mut(), resources.limits.as_mut()] {
+            amounts
+                .expect("amounts")
+                .insert("memory".into(), Quantity("64Gi".into()));
+        }
+    }
+    let p = run(&ev, &with_pods(vec![pod]));
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.reason.as_deref(), Some("PodResized"));
+    let message = p.status.message.clone().unwrap_or_default();
+    assert!(message.contains("memory 68719476736"), "{message}");
+    assert_eq!(p.delete, [(ChildKind::Pod, name)]);
 }

@@ -40,10 +40,10 @@ pub use crate::events::{Note, Severity};
 use crate::labels::SUITE_LABEL;
 use crate::requeue::Requeue;
 
-pub use observed::{FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
+pub use observed::{FETCHING_SOURCE, FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
 pub use predicates::{
-    LogsNeeded, admission_run_id, awaits_admission, follows, logs_needed, queue_wait, run_is_over,
-    source_reference,
+    LogsNeeded, admission_run_id, asks_admission, awaits_admission, follows, logs_needed,
+    queue_wait, run_is_over, source_reference, started_run_needs_source,
 };
 
 use conditions::{set_conditions, transition_note};
@@ -59,6 +59,11 @@ pub const HISTORY_LIMIT: usize = 10;
 pub const DEADLINE_GRACE: Duration = Duration::from_secs(15);
 /// Longest wait between two looks at a running Evaluation when no watch event arrives.
 pub const MAX_RESYNC: Duration = Duration::from_secs(300);
+/// How long after its pod finished a run waits for a log that cannot be read (the reconcile
+/// retries with backoff meanwhile) before it ends without it, saying so in `status.message`.
+/// Long enough for a kubelet restart or a passing API server hiccup; a lost node does not come
+/// back sooner.
+pub const LOG_WAIT: Duration = Duration::from_secs(120);
 /// Suffix of the name of an `Allowlist` run's NetworkPolicy.
 pub const POLICY_SUFFIX: &str = "sandbox";
 

@@ -58,3 +58,22 @@ pub struct SourceProblem {
     /// Whether trying again later may work (network trouble).
     pub transient: bool,
 }
+
+/// Reason of a source whose fetch is queued or running: the run waits for its end.
+pub const FETCHING_SOURCE: &str = "FetchingSource";
+
+impl SourceProblem {
+    /// The fetch of the source has not ended yet; `message` says whether it waits or runs.
+    pub fn pending(message: String) -> SourceProblem {
+        SourceProblem {
+            reason: FETCHING_SOURCE,
+            message,
+            transient: true,
+        }
+    }
+
+    /// Whether the source is still being fetched (nothing went wrong yet).
+    pub fn is_pending(&self) -> bool {
+        self.reason == FETCHING_SOURCE
+    }
+}

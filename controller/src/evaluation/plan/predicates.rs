@@ -57,6 +57,13 @@ pub fn awaits_admission(ev: &Evaluation, head: Option<&str>) -> bool {
     }
 }
 
+/// Whether `reconcile` asks the admission gate for `ev`: while its run awaits admission, and
+/// while it is Pending or Running, since a lost attempt may start another (admitted again at
+/// once while the run holds its admission, queued when it does not).
+pub fn asks_admission(ev: &Evaluation, head: Option<&str>) -> bool {
+    awaits_admission(ev, head) || !run_is_over(ev)
+}
+
 /// The id of the run `ev` asks to start (or runs): what its admission is held by and its pods
 /// are labelled with. The current run keeps the id in its status; a new run's id comes from
 /// the Evaluation's generation (and the new head of a followed branch).
@@ -98,6 +105,18 @@ pub fn source_reference(ev: &Evaluation, head: Option<&str>) -> Option<Option<St
     Some(pinned.or_else(|| git.r#ref.clone()))
 }
 
+/// Whether a run that has started needs its source now: only to start its next attempt,
+/// when the current attempt's pod is gone or failed. A run whose pod lives fetches nothing.
+pub fn started_run_needs_source(ev: &Evaluation, pods: &[Pod]) -> bool {
+    let Some(name) = ev.status.as_ref().and_then(|s| s.pod_name.as_deref()) else {
+        return true;
+    };
+    !pods.iter().any(|pod| {
+        pod.metadata.name.as_deref() == Some(name)
+            && pod.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Failed")
+    })
+}
+
 /// The logs `plan` needs now, as [`logs_needed`] finds them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogsNeeded {
@@ -108,6 +127,10 @@ pub struct LogsNeeded {
     /// Whether the pod is being stopped (not finished by itself): then the run must end even
     /// when its log cannot be read.
     pub stopping: bool,
+    /// Whether the pod finished by itself more than [`LOG_WAIT`] ago: its log may hold the
+    /// result, but a log that still cannot be read (its node gone) must not hold the run and
+    /// its slot forever, so the run ends without it.
+    pub overdue: bool,
 }
 
 /// The pod of the current attempt of an unfinished run, and the containers whose logs `plan`
@@ -141,10 +164,13 @@ pub fn logs_needed(
             }
             v
         });
+    let overdue =
+        finished && phase::finished_at(pod).is_some_and(|at| elapsed(&at, now) >= LOG_WAIT);
     Some(LogsNeeded {
         pod: pod.name_any(),
         containers,
         stopping: !finished,
+        overdue,
     })
 }
 

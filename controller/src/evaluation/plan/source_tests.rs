@@ -135,3 +135,45 @@ fn follow_starts_a_new_run_when_the_branch_moves() {
     assert_eq!(p.status.history[0].commit.as_deref(), Some("aaaa"));
     assert_eq!(p.status.history[0].score, Some(0.5));
 }
+
+#[test]
+fn a_source_still_being_fetched_waits_for_the_fetch_not_for_a_timer() {
+    let ev = git_ev(false);
+    let p = run(
+        &ev,
+        &Observed {
+            source: Some(Err(SourceProblem::pending(
+                "fetching https://git.example/r".into(),
+            ))),
+            ..Observed::empty()
+        },
+    );
+    assert!(p.create.is_empty());
+    assert_eq!(p.status.phase, Some(Phase::Queued));
+    let reason = p.status.queue.and_then(|q| q.reason).unwrap_or_default();
+    assert_eq!(reason, "FetchingSource: fetching https://git.example/r");
+    // Out of the admission queue, and the fetch's end (not a clock) brings it back.
+    assert!(!p.in_queue);
+    assert_eq!(p.requeue, Requeue::AwaitChange);
+}
+
+#[test]
+fn a_started_run_reads_its_source_only_when_its_pod_is_gone_or_failed() {
+    let ev = git_ev(false);
+    let p = run(
+        &ev,
+        &Observed {
+            source: fetched("aaaa"),
+            ..Observed::empty()
+        },
+    );
+    let started = after(&ev, &p);
+    let mut pod = pod_of(&p).clone();
+    assert!(!started_run_needs_source(&started, &[pod.clone()]));
+    assert!(started_run_needs_source(&started, &[]));
+    pod.status = Some(k8s_openapi::api::core::v1::PodStatus {
+        phase: Some("Failed".into()),
+        ..Default::default()
+    });
+    assert!(started_run_needs_source(&started, &[pod]));
+}

@@ -80,7 +80,8 @@ impl Planner<'_> {
         }
         match self.status.phase {
             None | Some(Phase::Queued) => match self.admission {
-                Decision::Admit => self.start_attempt(1),
+                // A retry that waited for admission goes on counting its attempts.
+                Decision::Admit => self.start_attempt(self.status.attempts.map_or(1, |a| a + 1)),
                 Decision::Refuse { reason } => self.finish(Outcome::new(
                     Phase::Failed,
                     "ExceedsControllerLimit",
@@ -98,11 +99,18 @@ impl Planner<'_> {
         }
     }
 
-    /// A git source that could not be read: no pod. Network trouble waits and retries;
-    /// anything else ends the run with the source's reason.
+    /// A git source that could not be read: no pod. A fetch still under way waits for its
+    /// end (which reconciles the run again); network trouble waits and retries; anything
+    /// else ends the run with the source's reason.
     fn source_problem(&mut self, problem: SourceProblem) {
         if !problem.transient {
             return self.finish(Outcome::new(Phase::Failed, problem.reason, problem.message));
+        }
+        if problem.is_pending() {
+            self.wait_in_queue(0, format!("{}: {}", problem.reason, problem.message));
+            // Not in the admission queue: the fetch's end brings the run back to the gate.
+            self.in_queue = false;
+            return;
         }
         self.wait_in_queue(
             0,
@@ -169,10 +177,34 @@ impl Planner<'_> {
                 format!("pod {name} disappeared before it finished"),
             );
         };
+        let admitted = crate::admission::candidate::request(&self.ev.spec, self.config);
+        if let Some(why) = phase::grown_past(&pod, &admitted) {
+            self.finish(Outcome::new(Phase::Failed, "PodResized", why));
+            // Stopped even under keepPodOnFailure: a kept pod would go on using more than
+            // any quota counts.
+            let name = pod.name_any();
+            if pod.meta().deletion_timestamp.is_none()
+                && !self.plan_delete.iter().any(|(_, n)| *n == name)
+            {
+                self.plan_delete.push((ChildKind::Pod, name));
+            }
+            return;
+        }
         let state = phase::examine(&pod, &self.ev.spec, &self.obs.logs, self.threshold());
         let left = time_to_deadline(self.ev, &self.status, &self.obs.now, self.config);
         match state {
-            PodState::Finished(outcome) => self.finish(outcome),
+            PodState::Finished(mut outcome) => {
+                if let Some(capture) = self.obs.logs.values().find(|c| c.unread) {
+                    let said = outcome.message.take().unwrap_or_default();
+                    outcome.message = Some(format!(
+                        "{said}{}the pod's log could not be read {} after it finished (its node may be gone), so the run ended without it: {}",
+                        if said.is_empty() { "" } else { "; " },
+                        duration::render(LOG_WAIT),
+                        capture.tail
+                    ));
+                }
+                self.finish(outcome)
+            }
             PodState::InfraFailure { reason, message } => self.infra_failure(&reason, message),
             PodState::Waiting | PodState::Running if left == Some(Duration::ZERO) => {
                 self.finish(Outcome::new(
@@ -223,7 +255,9 @@ impl Planner<'_> {
                 ));
             }
         };
-        let attempt_id = self.key.attempt_id(self.status.run_generation, attempt);
+        let attempt_id = self
+            .key
+            .attempt_id(&self.owner.uid, self.status.run_generation, attempt);
         let pod_name = pod_name(&self.owner.name, &attempt_id);
         let policy_name = child_name(&self.owner.name, POLICY_SUFFIX);
         let fetched = match &self.obs.source {
@@ -231,6 +265,22 @@ impl Planner<'_> {
             _ => None,
         };
         if matches!(self.ev.spec.source, Some(Source::Git(_))) && fetched.is_none() {
+            if let Some(Err(problem)) = &self.obs.source
+                && problem.transient
+            {
+                // A retry waits for its source: the fetch's end (or the retry delay) brings
+                // the run back.
+                self.status.message = Some(format!(
+                    "attempt {attempt} waits for its source: {}: {}",
+                    problem.reason, problem.message
+                ));
+                self.requeue = if problem.is_pending() {
+                    Requeue::AwaitChange
+                } else {
+                    Requeue::After(SOURCE_RETRY)
+                };
+                return;
+            }
             let message = "the git source was not read before starting the pod".to_string();
             return self.finish(Outcome::new(Phase::Failed, "SourceUnavailable", message));
         }
@@ -279,6 +329,7 @@ impl Planner<'_> {
                     &self.owner,
                     &policy_name,
                     run_id,
+                    &self.config.forbidden_egress,
                 ))),
             });
         if let Some(workspace) = workspace {
@@ -314,24 +365,44 @@ impl Planner<'_> {
         Some((name, digest))
     }
 
-    /// An attempt lost to the infrastructure: retry while `retries` allow, else fail.
+    /// An attempt lost to the infrastructure: retry while `retries` allow, else fail. The new
+    /// attempt is admitted like any run: its run normally still holds its admission (then the
+    /// gate admits it again at once), but one that lost it (a restart while its pod vanished)
+    /// waits in the queue instead of starting beside the runs admitted meanwhile.
     fn infra_failure(&mut self, reason: &str, message: String) {
         let attempts = self.status.attempts.unwrap_or(1);
-        if attempts <= self.ev.spec.retries.unwrap_or(0) {
-            self.notes.push(Note {
-                severity: Severity::Warning,
-                reason: "Retrying",
-                message: format!(
-                    "attempt {attempts} lost ({reason}: {message}); starting attempt {}",
-                    attempts + 1
-                ),
-            });
-            if let Some(old) = self.status.pod_name.clone() {
-                self.plan_delete.push((ChildKind::Pod, old));
+        if attempts > self.ev.spec.retries.unwrap_or(0) {
+            return self.finish(Outcome::new(Phase::Failed, reason, message));
+        }
+        if let Some(old) = self.status.pod_name.take() {
+            self.plan_delete.push((ChildKind::Pod, old));
+        }
+        let next = attempts + 1;
+        let lost = format!("attempt {attempts} lost ({reason}: {message})");
+        match self.admission {
+            Decision::Admit => {
+                self.notes.push(Note {
+                    severity: Severity::Warning,
+                    reason: "Retrying",
+                    message: format!("{lost}; starting attempt {next}"),
+                });
+                self.start_attempt(next);
             }
-            self.start_attempt(attempts + 1);
-        } else {
-            self.finish(Outcome::new(Phase::Failed, reason, message));
+            Decision::Refuse { reason } => self.finish(Outcome::new(
+                Phase::Failed,
+                "ExceedsControllerLimit",
+                reason.clone(),
+            )),
+            Decision::Wait { position, reason } => {
+                self.notes.push(Note {
+                    severity: Severity::Warning,
+                    reason: "Retrying",
+                    message: format!("{lost}; attempt {next} waits for admission"),
+                });
+                self.status.start_time = None;
+                let position = i32::try_from(reported_position(*position)).unwrap_or(i32::MAX);
+                self.wait_in_queue(position, reason.clone());
+            }
         }
     }
 
