@@ -19,6 +19,9 @@ pub const DEFAULT_SCORE_SERIES_LIMIT: usize = 10_000;
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// The `resource` values of the quota series.
+pub const QUOTA_RESOURCES: [&str; 4] = ["running", "cpu", "memory", "gpu"];
+
 /// `{kind}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
@@ -271,7 +274,12 @@ impl Metrics {
             return;
         }
         if let Some(old) = previous {
-            self.evaluations.get_or_create(&old).dec();
+            // A series at 0 is dropped (absent reads as 0), so namespaces that come and go
+            // leave no series behind; the `phases` lock keeps this from racing an increment.
+            let was = self.evaluations.get_or_create(&old).dec();
+            if was <= 1 {
+                self.evaluations.remove(&old);
+            }
         }
         if let Some(new) = next {
             self.evaluations.get_or_create(&new).inc();
@@ -325,6 +333,22 @@ impl Metrics {
         self.queue_depth
             .get_or_create(&labels)
             .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+
+    /// Drops a namespace's queue and quota series (nothing queued or admitted, no quota), so
+    /// their number follows the namespaces in use, not every namespace ever seen.
+    pub fn forget_namespace(&self, namespace: &str) {
+        self.queue_depth.remove(&NamespaceLabels {
+            namespace: namespace.to_string(),
+        });
+        for resource in QUOTA_RESOURCES {
+            let labels = QuotaLabels {
+                namespace: namespace.to_string(),
+                resource: resource.to_string(),
+            };
+            self.quota_used.remove(&labels);
+            self.quota_limit.remove(&labels);
+        }
     }
 
     /// Records how long a run waited for admission.
@@ -458,7 +482,11 @@ mod tests {
         assert!(text.contains("crucible_evaluations{namespace=\"a\",phase=\"Succeeded\"} 1"));
         m.forget_evaluation("u1", "a", "x");
         let (_, text) = render(m);
-        assert!(text.contains("crucible_evaluations{namespace=\"a\",phase=\"Succeeded\"} 0"));
+        assert!(
+            !text.contains("crucible_evaluations{namespace=\"a\",phase=\"Succeeded\"}"),
+            "a series at 0 is dropped: {text}"
+        );
+        assert!(text.contains("crucible_evaluations{namespace=\"a\",phase=\"Running\"} 1"));
     }
 
     #[test]

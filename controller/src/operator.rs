@@ -265,6 +265,7 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
         quotas.clone(),
         admission.clone(),
         config.clone(),
+        metrics.clone(),
     ));
     let (everything, all_caches) = (evaluation_trigger, caches.clone());
     tokio::spawn(async move {

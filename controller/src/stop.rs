@@ -14,8 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
 use kube::api::{Api, ListParams};
 
+use crate::crd::Evaluation;
 use crate::labels::MANAGED_LABEL;
 use crate::liveness;
+use crate::ownership;
 use crate::ssa;
 
 /// Name of the switch ConfigMap.
@@ -223,6 +225,23 @@ pub async fn resume(
     update(client, system_namespace, |s| s.resumed(scope)).await
 }
 
+/// The runs' pods among `pods` (listed by the managed label) that still hold capacity, as
+/// `namespace/name`. Only a pod an Evaluation controls counts: the label can be copied onto any
+/// pod, and a decoy must not make `stop --wait` wait out its timeout.
+fn still_running(pods: Vec<Pod>, now: &Time) -> Vec<String> {
+    pods.into_iter()
+        .filter(|p| ownership::controller::<Evaluation>(&p.metadata).is_some())
+        .filter(|p| liveness::holds_capacity(p, now))
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p.metadata.namespace.unwrap_or_default(),
+                p.metadata.name.unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 /// Waits until no evaluation pod in `scope` is still alive; returns how long it took.
 ///
 /// # Errors
@@ -251,18 +270,7 @@ pub async fn wait_until_stopped(
                 .list(&selector)
                 .await
                 .map_err(|e| format!("cannot list pods: {e}"))?;
-            alive.extend(
-                pods.items
-                    .into_iter()
-                    .filter(|p| liveness::holds_capacity(p, &now))
-                    .map(|p| {
-                        format!(
-                            "{}/{}",
-                            p.metadata.namespace.unwrap_or_default(),
-                            p.metadata.name.unwrap_or_default()
-                        )
-                    }),
-            );
+            alive.extend(still_running(pods.items, &now));
         }
         if alive.is_empty() {
             return Ok(start.elapsed());
@@ -280,6 +288,26 @@ pub async fn wait_until_stopped(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pods_an_evaluation_controls_keep_stop_waiting() {
+        use crate::fixtures::{mk_pod, owned_by};
+        let now = Time(jiff::Timestamp::now());
+        let run = owned_by(mk_pod("run", "Running", vec![]), "u1");
+        // A tenant's pod carrying the managed label but no controller reference to an
+        // Evaluation, or one naming another kind.
+        let decoy = mk_pod("decoy", "Running", vec![]);
+        let mut other_kind = owned_by(mk_pod("job-pod", "Running", vec![]), "u2");
+        if let Some(r) = other_kind.metadata.owner_references.as_mut() {
+            r[0].kind = "Job".into();
+        }
+        let done = owned_by(mk_pod("done", "Succeeded", vec![]), "u3");
+        assert_eq!(
+            still_running(vec![run, decoy.clone(), other_kind, done], &now),
+            vec!["team-a/run".to_string()]
+        );
+        assert!(still_running(vec![decoy], &now).is_empty());
+    }
 
     #[test]
     fn stop_and_resume_round_trip_through_the_configmap() {

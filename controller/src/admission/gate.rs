@@ -89,7 +89,7 @@ impl Gate {
         };
         let limits = namespace_limits(quotas, config);
         let decision = self.with_ledger(|l| l.decide(&c, &limits, &config.global_limits, hold));
-        self.publish_metrics(&c.namespace, &limits, metrics);
+        self.publish_metrics(&c.namespace, &limits, !quotas.is_empty(), metrics);
         decision
     }
 
@@ -138,8 +138,20 @@ impl Gate {
         (ledger.usage(Some(namespace)), ledger.queued(namespace))
     }
 
-    fn publish_metrics(&self, namespace: &str, limits: &Limits, metrics: &Metrics) {
+    /// Sets `namespace`'s queue and quota gauges; drops them once it has nothing queued or
+    /// admitted and no quota, so tenant churn does not grow the series without bound.
+    pub fn publish_metrics(
+        &self,
+        namespace: &str,
+        limits: &Limits,
+        has_quota: bool,
+        metrics: &Metrics,
+    ) {
         let (usage, queued) = self.status_of(namespace);
+        if queued == 0 && usage == Usage::default() && !has_quota {
+            metrics.forget_namespace(namespace);
+            return;
+        }
         metrics.set_queue_depth(namespace, queued);
         metrics.set_quota(
             namespace,
@@ -158,6 +170,47 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    /// A namespace's queue and quota series go once it has nothing queued or admitted and no
+    /// quota: tenants coming and going do not grow the series count.
+    #[test]
+    fn namespace_gauges_are_dropped_when_the_namespace_is_idle_without_a_quota() {
+        use prometheus_client::encoding::text::encode;
+        use prometheus_client::registry::Registry;
+        let mut registry = Registry::with_prefix("crucible");
+        let metrics = Metrics::default().register(&mut registry);
+        let text = |registry: &Registry| {
+            let mut text = String::new();
+            encode(&mut text, registry).expect("encodes");
+            text
+        };
+        let gate = Gate::default();
+        let config = Config::default();
+        let ev = Evaluation::test();
+        let namespace = ev.metadata.namespace.clone().unwrap_or_default();
+        let uid = ev.metadata.uid.clone().unwrap_or_default();
+        let run = crate::evaluation::plan::admission_run_id(&ev, None);
+        assert_eq!(
+            gate.decide(&ev, &run, &[], &config, None, &metrics),
+            Decision::Admit
+        );
+        let series =
+            format!("crucible_quota_used{{namespace=\"{namespace}\",resource=\"running\"}} 1");
+        assert!(text(&registry).contains(&series), "{}", text(&registry));
+        // The run finished: nothing queued or admitted, no quota.
+        gate.settle(&namespace, &uid, &BTreeSet::new(), false);
+        let limits = namespace_limits(&[], &config);
+        gate.publish_metrics(&namespace, &limits, true, &metrics);
+        let idle =
+            format!("crucible_quota_used{{namespace=\"{namespace}\",resource=\"running\"}} 0");
+        assert!(text(&registry).contains(&idle), "a quota keeps its series");
+        gate.publish_metrics(&namespace, &limits, false, &metrics);
+        let after = text(&registry);
+        assert!(
+            !after.contains(&format!("namespace=\"{namespace}\"")),
+            "{after}"
+        );
+    }
 
     #[tokio::test]
     async fn touched_waits_for_a_change_and_reports_each_namespace_once() {

@@ -16,24 +16,32 @@ use crate::config::Config;
 use crate::crd::EvaluationQuota;
 use crate::crd::conditions::{self, Status};
 use crate::crd::quota::{EvaluationQuotaStatus, QuotaUsed};
+use crate::metrics::Metrics;
 use crate::ssa;
 
 /// Least time between two rounds of writes: a burst of admissions in a namespace becomes one
 /// status write per quota.
 pub const QUOTA_STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Writes the status of the quotas of every namespace the ledger reports changed, at most once
-/// per [`QUOTA_STATUS_INTERVAL`]; writes only what differs from the cached status.
+/// Writes the status of the quotas (and the queue and quota gauges) of every namespace the
+/// ledger reports changed, at most once per [`QUOTA_STATUS_INTERVAL`]; writes only what
+/// differs from the cached status.
 pub async fn publish(
     client: Client,
     quotas: Arc<Indexed<EvaluationQuota>>,
     admission: Arc<Gate>,
     config: Config,
+    metrics: Arc<Metrics>,
 ) {
     loop {
         for ns in admission.touched().await {
             let (usage, queued) = admission.status_of(&ns);
-            for quota in quotas.indexed(&ns) {
+            let in_namespace = quotas.indexed(&ns);
+            // Runs finishing change the gauges too, not only admission decisions.
+            let refs: Vec<&EvaluationQuota> = in_namespace.iter().map(AsRef::as_ref).collect();
+            let limits = namespace_limits(&refs, &config);
+            admission.publish_metrics(&ns, &limits, !refs.is_empty(), &metrics);
+            for quota in in_namespace {
                 let now = Time(jiff::Timestamp::now());
                 let status = status_of(&quota, &usage, queued, &config, &now);
                 if quota.status.as_ref() == Some(&status) {

@@ -42,7 +42,9 @@ pub enum Change<K> {
 pub struct Indexed<K> {
     inner: RwLock<Inner<K>>,
     index: fn(&K) -> Option<String>,
-    ready: watch::Sender<usize>,
+    /// The scopes whose watcher has listed once: a re-list of one scope must not count for
+    /// another that never listed.
+    ready: watch::Sender<BTreeSet<Option<String>>>,
     scopes: usize,
 }
 
@@ -63,7 +65,7 @@ impl<K: kube::Resource + Clone> Indexed<K> {
                 relisting: HashMap::new(),
             }),
             index,
-            ready: watch::Sender::new(0),
+            ready: watch::Sender::new(BTreeSet::new()),
             scopes: scopes.max(1),
         }
     }
@@ -116,7 +118,7 @@ impl<K: kube::Resource + Clone> Indexed<K> {
 
     /// Whether every watcher has listed once.
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow() >= self.scopes
+        self.ready.borrow().len() >= self.scopes
     }
 
     /// Waits until every watcher has listed once.
@@ -124,7 +126,7 @@ impl<K: kube::Resource + Clone> Indexed<K> {
         let mut rx = self.ready.subscribe();
         let scopes = self.scopes;
         // The sender lives as long as `self`: the wait cannot fail while we are borrowed.
-        let _ = rx.wait_for(|n| *n >= scopes).await;
+        let _ = rx.wait_for(|listed| listed.len() >= scopes).await;
     }
 
     /// Applies one event of the watcher of `scope`; returns what changed (the last of them
@@ -146,7 +148,8 @@ impl<K: kube::Resource + Clone> Indexed<K> {
             }
             watcher::Event::InitDone => {
                 let gone = self.finish_relist(scope);
-                self.ready.send_modify(|n| *n += 1);
+                self.ready
+                    .send_if_modified(|listed| listed.insert(scope.map(str::to_string)));
                 gone.into_iter().map(Change::Deleted).collect()
             }
         }
@@ -281,5 +284,25 @@ mod tests {
         let changes = store.apply(Some("a"), watcher::Event::InitDone);
         assert!(matches!(&changes[..], [Change::Deleted(p)] if p.name_any() == "p2"));
         assert_eq!(names(store.indexed("x")), ["p1", "q1"]);
+    }
+
+    /// With two watched namespaces, one that lists twice (a re-list after a watch error) while
+    /// the other has not listed yet leaves the store unready: restore and the first
+    /// reconciles wait for every scope.
+    #[tokio::test]
+    async fn readiness_waits_for_every_scope_not_for_as_many_lists() {
+        let store = Indexed::new(2, group);
+        for _ in 0..2 {
+            store.apply(Some("a"), watcher::Event::Init);
+            store.apply(Some("a"), watcher::Event::InitDone);
+        }
+        assert!(!store.is_ready(), "b has not listed");
+        let early = tokio::time::timeout(std::time::Duration::from_millis(50), store.synced());
+        assert!(early.await.is_err(), "synced waits for b");
+        store.apply(Some("b"), watcher::Event::Init);
+        store.apply(Some("b"), watcher::Event::InitDone);
+        assert!(store.is_ready());
+        let synced = tokio::time::timeout(std::time::Duration::from_secs(5), store.synced());
+        assert!(synced.await.is_ok());
     }
 }
