@@ -415,7 +415,13 @@ impl ControllerArgs {
                     .collect(),
             },
             Runtime {
-                namespaces,
+                // One watcher per namespace: the caches are ready when every distinct
+                // namespace has listed, so a repeated one must not count twice.
+                namespaces: namespaces
+                    .into_iter()
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
+                    .collect(),
                 metrics_addr,
                 concurrency,
                 log_format,
@@ -594,10 +600,10 @@ mod tests {
 
     #[test]
     fn namespaces_flag_takes_a_comma_separated_list() {
-        let cli = Cli::parse_from(["crucible", "controller", "--namespace", "a,b"]);
+        let cli = Cli::parse_from(["crucible", "controller", "--namespace", "b,a,b"]);
         let Command::Controller(args) = cli.command else {
             panic!("controller subcommand expected")
         };
-        assert_eq!(args.into_parts().1.namespaces, ["a", "b"]);
+        assert_eq!(args.into_parts().1.namespaces, ["a", "b"], "each once");
     }
 }
