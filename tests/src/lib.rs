@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crucible::system_namespace::POD_SECURITY_ENFORCE;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -51,7 +52,12 @@ where
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": name, "labels": {TEST_LABEL: "true"}}
+        // Pod Security admission enforces `restricted` here, as a careful platform team does:
+        // every pod the controller creates for the tests must be admitted under it.
+        "metadata": {"name": name, "labels": {
+            TEST_LABEL: "true",
+            POD_SECURITY_ENFORCE: "restricted",
+        }}
     }))
     .expect("namespace manifest");
     namespaces
