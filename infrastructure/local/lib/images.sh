@@ -18,7 +18,9 @@ mkimage() {   # mkimage ROOTFS REF OUT.tar [umoci config args...]
   rm -rf "$t"
 }
 
-ensure_images() {
+ensure_images() { ensure_pause_image; ensure_eval_image; }
+
+ensure_pause_image() {
   mkdir -p "$IMAGES"
   local pause_tar=$IMAGES/pause-k8s-$K8S_VERSION.tar
   if [ ! -f "$pause_tar" ]; then
@@ -36,6 +38,11 @@ ensure_images() {
     rm -rf "$IMAGES/pause-rootfs"
     log "built $PAUSE_IMAGE"
   fi
+}
+
+# the evaluation image, which `crucible run` needs too: no Kubernetes build for it
+ensure_eval_image() {
+  mkdir -p "$IMAGES"
   if [ ! -f "$IMAGES/python.tar" ]; then
     # debootstrap minbase bookworm + python3 (python3-minimal lacks json and friends)
     local rootfs=$IMAGES/python-rootfs mirror t0=$SECONDS
@@ -62,6 +69,13 @@ import_if_missing() {   # import_if_missing REF TAR
   grep -qxF "$1" <<<"$have" && return 0
   ctr_ -n k8s.io images import "$2" >/dev/null
   log "imported $1"
+}
+
+cmd_image() {
+  need_root
+  ensure_packages
+  ensure_eval_image
+  log "$PY_IMAGE is $IMAGES/python.tar"
 }
 
 cmd_import_image() {
