@@ -32,7 +32,7 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
   fi
-  apt-get -o DPkg::Lock::Timeout=300 -o Dir::Etc::sourcelist=/dev/null -o Dir::Etc::sourceparts="$d/sources" \
+  apt-get -o APT::Sandbox::User=root -o DPkg::Lock::Timeout=300 -o Dir::Etc::sourcelist=/dev/null -o Dir::Etc::sourceparts="$d/sources" \
     -o Dir::State::Lists="$d/lists" "$@"
 }
 
@@ -90,13 +90,13 @@ ensure_go() {
 go_build() {
   local mod=$1 out=$2 ld=$3 t0=$SECONDS tmp; shift 3
   tmp=$(mktemp -d "$CACHE/.build.XXXXXX")
-  log "go build $(basename "$mod"): ${*##*/} (first build: minutes)"
+  log "go build $mod: $* (first build: minutes)"
   if ! (cd "$GOMOD/$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly GOCACHE=$CACHE/gocache \
           "$GO" build -trimpath -ldflags "-s -w $ld" -o "$tmp/" "$@") >"$tmp.log" 2>&1; then
     rm -rf "$tmp"; die "go build in $GOMOD/$mod failed, see $tmp.log"
   fi
   mkdir -p "$out"; mv "$tmp"/* "$out/"; rm -rf "$tmp" "$tmp.log"
-  log "built ${*##*/} in $((SECONDS - t0))s"
+  log "built $mod in $((SECONDS - t0))s"
 }
 
 missing_in() {   # missing_in DIR NAME...: true when any NAME is not an executable in DIR

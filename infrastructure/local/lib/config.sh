@@ -66,7 +66,7 @@ write_configs() {
   ln -sfn runsc-wrapper "$LAB/bin/runsc-wrapper-net"
   ln -sfn "$RUNSC_DIR/usr/bin/runsc" "$LAB/bin/runsc"   # the runsc the wrapper runs
   cat >"$LAB/etc/containerd.toml" <<EOF
-version = 3
+version = 4
 root = "$LAB/containerd/root"
 state = "$CTRD_STATE"
 [grpc]
