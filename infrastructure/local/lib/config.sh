@@ -73,6 +73,8 @@ state = "$CTRD_STATE"
   address = "$CTRD_SOCK"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$LAB/containerd/opt"    # default /opt/containerd
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true                  # nothing uses NRI; it would create /var/run/nri on the host
 [plugins."io.containerd.cri.v1.images"]
   snapshotter = "overlayfs"
   [plugins."io.containerd.cri.v1.images".pinned_images]
