@@ -12,7 +12,14 @@ use crate::liveness;
 
 /// Waiting reasons that mean the image cannot be had: the attempt is over, and a retry may help
 /// (registry hiccup, image imported late). `ErrImagePull` alone is left to the kubelet's retry.
-const IMAGE_FAILURES: [&str; 3] = ["ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"];
+/// The kubelet's full list (1.37, pkg/kubelet/images/types.go) adds `ImageInspectError`: the
+/// runtime cannot read the image it has, which the kubelet does not retry either.
+const IMAGE_FAILURES: [&str; 4] = [
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "ImageInspectError",
+];
 /// Waiting reasons that mean the spec itself cannot start (e.g. a missing Secret in `env`).
 const CONFIG_FAILURES: [&str; 2] = ["CreateContainerConfigError", "CreateContainerError"];
 

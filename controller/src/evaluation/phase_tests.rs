@@ -199,14 +199,22 @@ fn pods_the_cluster_stops_are_lost_or_evicted_not_failed() {
 #[test]
 fn image_pull_back_off_is_infrastructure_and_config_errors_fail() {
     let spec = Evaluation::test().spec;
-    let pod = mk_pod(
-        "p",
-        "Pending",
-        vec![mk_container("evaluation", waiting("ImagePullBackOff"))],
-    );
-    assert!(
-        matches!(examine(&pod, &spec, &BTreeMap::new(), 0.5), PodState::InfraFailure { reason, .. } if reason == "ImagePullBackOff")
-    );
+    for reason in [
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "ImageInspectError",
+    ] {
+        let pod = mk_pod(
+            "p",
+            "Pending",
+            vec![mk_container("evaluation", waiting(reason))],
+        );
+        assert!(
+            matches!(examine(&pod, &spec, &BTreeMap::new(), 0.5), PodState::InfraFailure { reason: r, .. } if r == reason),
+            "{reason}"
+        );
+    }
     let pod = mk_pod(
         "p",
         "Pending",
