@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crucible::crd::Evaluation;
 use crucible_e2e::{
-    PROBE, apply_evaluation, parse_evaluation, wait_finished, wait_for, with_temp_ns,
+    PROBE, apply_evaluation, parse_evaluation, restricted_security_context, wait_finished,
+    wait_for, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
@@ -86,7 +87,7 @@ async fn sandbox_has_no_network_but_an_allowlisted_one_reaches_the_listener() {
                     "name": "http", "image": "localhost/crucible/python:3.11",
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"],
-                    "securityContext": {"runAsUser": 65534}
+                    "securityContext": restricted_security_context()
                 }]
             }
         }))

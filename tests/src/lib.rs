@@ -40,6 +40,18 @@ pub async fn client() -> Client {
     )
 }
 
+/// The container `securityContext` of the tests' own helper pods (listeners, controls): what Pod
+/// Security's `restricted` profile, enforced in every test namespace, requires, as nobody.
+pub fn restricted_security_context() -> serde_json::Value {
+    serde_json::json!({
+        "runAsNonRoot": true,
+        "runAsUser": 65534,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}
+    })
+}
+
 /// Runs `test` in a fresh namespace `e2e-<prefix>-<suffix>`, dumps its pods, Events,
 /// Evaluations and the controller log tail if the test panics, and deletes the namespace.
 pub async fn with_temp_ns<F, Fut>(prefix: &str, test: F)
