@@ -309,6 +309,21 @@ lease_held_by_controller() {
   echo "Lease holder '$holder', controller pod '$pod'"; return 1
 }
 
+# controller_pod_admitted [HELM ARGS...]: the Deployment's pod template as a Pod, created with a
+# server-side dry run in $E2E_NS (so Pod Security admission decides, and nothing is created)
+controller_pod_admitted() {
+  "$HELM" template "$E2E_RELEASE" "$CHART" -n "$E2E_NS" "$@" --show-only templates/deployment.yaml \
+    >"$WORK/deployment.yaml" || return 1
+  "$PY" - "$WORK/deployment.yaml" >"$WORK/pod.yaml" <<'EOF' || return 1
+import sys, yaml
+template = yaml.safe_load(open(sys.argv[1]))["spec"]["template"]
+pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pod-security-check"},
+       "spec": template["spec"]}
+yaml.safe_dump(pod, sys.stdout)
+EOF
+  kubectl_ -n "$E2E_NS" create --dry-run=server -f "$WORK/pod.yaml"
+}
+
 cluster_checks() {
   KCFG=$(bash "$CLUSTER" kubeconfig)
   if ! kubectl_ get --raw /readyz >/dev/null 2>&1; then
@@ -348,6 +363,14 @@ cluster_checks() {
   else
     fail "cluster: helm test (crucible selftest)"; tail -n 20 "$WORK/test.log" | sed 's/^/    /'; e2e_dump
   fi
+  # Pod Security: with default values the controller's pod passes `restricted` (values-local.yaml
+  # needs hostNetwork, which no profile but `privileged` allows: this cluster has no kube-proxy)
+  check "cluster: label $E2E_NS pod-security.kubernetes.io/enforce=restricted" \
+    kubectl_ label namespace "$E2E_NS" pod-security.kubernetes.io/enforce=restricted
+  check "cluster: restricted admits the controller pod of the default values (server dry-run)" \
+    controller_pod_admitted
+  check_fails "cluster: restricted refuses the controller pod of values-local.yaml (hostNetwork)" \
+    'violates PodSecurity "restricted' controller_pod_admitted -f "$CHART/values-local.yaml"
   check "cluster: helm uninstall" env KUBECONFIG="$KCFG" "$HELM" uninstall "$E2E_RELEASE" -n "$E2E_NS" --wait --timeout 2m
   # pods terminate asynchronously after the Deployment is gone
   local deadline=$((SECONDS + 60))

@@ -61,6 +61,8 @@ apply_crds
 bash examples/git-repo/publish.sh >/dev/null
 start_controller
 "${KUBECTL[@]}" create namespace "$NS" --dry-run=client -o yaml | "${KUBECTL[@]}" apply -f - >/dev/null
+# Pod Security admission enforces `restricted`: the examples' pods are admitted under it
+"${KUBECTL[@]}" label namespace "$NS" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
 "${KUBECTL[@]}" -n "$NS" apply -f examples/evaluations/
 log "waiting for the evaluations to finish"
 deadline=$((SECONDS + 300))

@@ -8,6 +8,9 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
+/// Pod Security admission's label for the profile it enforces in a namespace.
+pub const POD_SECURITY_ENFORCE: &str = "pod-security.kubernetes.io/enforce";
+
 /// How long one API call of the check may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -40,7 +43,15 @@ pub async fn ensure(client: &Client, name: &str) -> Result<Found, String> {
     let namespace = Namespace {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
-            labels: Some([("app.kubernetes.io/part-of".into(), "crucible".into())].into()),
+            // The canary's pods are evaluation pods, which the `restricted` profile admits;
+            // nothing less strict needs to run here.
+            labels: Some(
+                [
+                    ("app.kubernetes.io/part-of".into(), "crucible".into()),
+                    (POD_SECURITY_ENFORCE.into(), "restricted".into()),
+                ]
+                .into(),
+            ),
             ..Default::default()
         },
         ..Default::default()
@@ -117,6 +128,10 @@ mod tests {
             .expect(Method::POST, PATH, 201, serde_json::json!({}))
             .await;
         assert_eq!(created.body["metadata"]["name"], "crucible-system");
+        assert_eq!(
+            created.body["metadata"]["labels"][POD_SECURITY_ENFORCE],
+            "restricted"
+        );
         assert_eq!(check.await.expect("task"), Ok(Found::Created));
     }
 

@@ -1,7 +1,8 @@
 #!/bin/bash
-# cluster.sh - a local single-node Kubernetes 1.20.2 cluster whose pods can run under gVisor,
-# built only from Debian bookworm packages (no Docker, no container registry, no downloads
-# other than apt). Needs root, bash, cgroup v1 (hybrid is fine), bridge/veth/overlayfs.
+# cluster.sh - a local single-node Kubernetes cluster (the release: gomod/kubernetes/go.mod) whose
+# pods can run under gVisor: Kubernetes, etcd and containerd built from the Go module proxy,
+# everything else from Debian bookworm packages (no Docker, no container registry). Needs root,
+# bash, cgroup v1 (hybrid is fine), bridge/veth/overlayfs.
 # See README.md next to this file for what it does and why.
 #
 # Usage: cluster.sh SUBCOMMAND
@@ -13,14 +14,18 @@
 #   status             one line per component and the node's readiness; exit 1 if anything is down
 #   logs [COMPONENT]   tail of the daemon logs (all components if none is named; LINES=50)
 #   kubeconfig         print the kubeconfig path
-#   kubectl ARGS...    run the built kubectl 1.20 with the cluster's kubeconfig
+#   kubectl ARGS...    run the built kubectl with the cluster's kubeconfig
+#   image              build only the evaluation image localhost/crucible/python:3.11 into the
+#                      cache (what `crucible run` needs; no Kubernetes build, no cluster)
 #   import-image TAR   import an OCI/docker archive into containerd's k8s.io namespace
 #   env                print `export KUBECONFIG=...; export PATH=...` for eval "$(cluster.sh env)"
 #
 # Environment (all optional):
 #   CRUCIBLE_CACHE   kept across `down`: ${XDG_CACHE_HOME:-$HOME/.cache}/crucible
-#                      k8s-1.20.2/{src,bin,gopath,gocache}  Debian kubernetes source + binaries
-#                      images/{pause,python}.tar            image tarballs (docker-archive)
+#                      k8s-<v>/bin etcd-<v>/bin containerd-<v>/bin  binaries built with Go
+#                      runsc/ gocache/ apt/    runsc's Debian package unpacked, Go build cache,
+#                                              private apt lists (bookworm-backports)
+#                      images/{pause-k8s-<v>,python}.tar   image tarballs (docker-archive)
 #   CRUCIBLE_LAB     runtime state, removed by `down`: /var/lib/crucible-local
 #                      pki/ kubeconfig etc/ bin/ data/etcd containerd/ kubelet/ cni/ logs/ run/
 #   CRUCIBLE_NODE    node name (crucible-local)
@@ -29,7 +34,7 @@
 # API server https://127.0.0.1:6443, containerd socket /run/containerd/containerd.sock.
 # Layout: this file only dispatches; the work is in lib/, sourced in this order:
 #   lib/common.sh    paths and fixed values, log/die/wait_for, daemon pids, kubectl/ctr wrappers
-#   lib/build.sh     packages, Kubernetes source from Debian, go build of the binaries
+#   lib/build.sh     packages, runsc, Go, go build of Kubernetes, etcd and containerd (gomod/)
 #   lib/images.sh    pause and python images, their import, `import-image`
 #   lib/host.sh      recording, preparing and restoring the host (sysctls, iptables, paths,
 #                    mounts, bridge)
@@ -53,7 +58,7 @@ INFRA_DIR=$(dirname "$SCRIPT_DIR")
 # shellcheck source=lib/daemons.sh
 . "$SCRIPT_DIR/lib/daemons.sh"
 
-usage() { sed -n '7,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '8,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
   local sub=${1:-}; [ $# -gt 0 ] && shift
@@ -64,6 +69,7 @@ main() {
     logs) cmd_logs "$@" ;;
     kubeconfig) echo "$KUBECONFIG_PATH" ;;
     kubectl) [ -x "$KUBECTL" ] || die "$KUBECTL not built yet; run '$0 up'"; exec "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@" ;;
+    image) cmd_image ;;
     import-image) cmd_import_image "$@" ;;
     env) print_env ;;
     -h|--help|help) usage ;;

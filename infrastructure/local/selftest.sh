@@ -77,9 +77,20 @@ else
     ok "status exits non-zero with nothing running"
   fi
 fi
+# the Kubernetes release is named once, in gomod/kubernetes/go.mod's require line; every staging
+# module must be replaced by the same release's v0.x.y
+k8s=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$HERE/gomod/kubernetes/go.mod")
+staging=v0.${k8s#v1.}
+wrong=$(awk -v want="$staging" '/^replace \(/ {r = 1; next} r && /^\)/ {r = 0} r && $4 != want {print $1 " " $4}' \
+          "$HERE/gomod/kubernetes/go.mod")
+if [ -n "$k8s" ] && [ -z "$wrong" ] && grep -q "=> k8s.io/api $staging\$" "$HERE/gomod/kubernetes/go.mod"; then
+  ok "gomod/kubernetes: k8s.io/kubernetes $k8s, every staging module at $staging"
+else
+  bad "gomod/kubernetes: k8s.io/kubernetes '$k8s' but replaced with: $wrong"
+fi
 out=$(CRUCIBLE_LAB=/x/lab CRUCIBLE_CACHE=/x/cache bash "$HERE/cluster.sh" env)
 # shellcheck disable=SC2016  # the literal $PATH is what `env` must print
-if [ "$out" = 'export KUBECONFIG=/x/lab/kubeconfig; export PATH=/x/cache/k8s-1.20.2/bin:$PATH' ]; then
+if [ "$out" = "export KUBECONFIG=/x/lab/kubeconfig; export PATH=/x/cache/k8s-${k8s#v}/bin:\$PATH" ]; then
   ok "env"
 else
   bad "env printed: $out"

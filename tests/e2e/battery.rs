@@ -20,7 +20,8 @@ use crucible::crd::evaluation::{EvaluationStatus, Phase};
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible::labels::MANAGED_LABEL;
 use crucible_e2e::{
-    apply_evaluation, apply_typed, pods_of, try_wait_for, wait_finished, watch_peak, with_temp_ns,
+    apply_evaluation, apply_typed, pods_of, restricted_security_context, try_wait_for,
+    wait_finished, watch_peak, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, LogParams, PostParams};
@@ -746,7 +747,7 @@ async fn control_pod(client: &Client, ns: &str, l: &Listeners) -> Pod {
                 "command": ["python3", "-u", "-c", format!("{PRELUDE}{EGRESS}")],
                 "env": egress_env(l, "control"),
                 "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "64Mi"}},
-                "securityContext": {"runAsUser": 65534, "allowPrivilegeEscalation": false}
+                "securityContext": restricted_security_context()
             }]
         }
     }))

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use crucible::crd::Evaluation;
 use crucible_e2e::{
-    PROBE, apply_evaluation, parse_evaluation, wait_finished, wait_for, with_temp_ns,
+    PROBE, apply_evaluation, parse_evaluation, restricted_security_context, wait_finished,
+    wait_for, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
@@ -86,7 +87,7 @@ async fn sandbox_has_no_network_but_an_allowlisted_one_reaches_the_listener() {
                     "name": "http", "image": "localhost/crucible/python:3.11",
                     "imagePullPolicy": "IfNotPresent",
                     "command": ["python3", "-m", "http.server", "8080", "--bind", "0.0.0.0"],
-                    "securityContext": {"runAsUser": 65534}
+                    "securityContext": restricted_security_context()
                 }]
             }
         }))
@@ -140,6 +141,36 @@ async fn sandbox_has_no_network_but_an_allowlisted_one_reaches_the_listener() {
             Some("gvisor-net")
         );
         assert_eq!(status.result.expect("result").metrics["connected"], 1.0);
+    })
+    .await;
+}
+
+/// The test namespaces enforce Pod Security's `restricted` profile (so the tests above prove
+/// the controller's pods are admitted under it), and the check is live: a pod that leaves out
+/// what `restricted` requires is refused.
+#[tokio::test]
+async fn a_pod_that_restricted_forbids_is_refused() {
+    with_temp_ns("podsecurity", |client, ns| async move {
+        let pods: Api<Pod> = Api::namespaced(client, &ns);
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "unrestricted"},
+            "spec": {"containers": [{"name": "c", "image": "localhost/crucible/python:3.11"}]}
+        }))
+        .expect("pod manifest");
+        let refused = pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect_err("a pod without a restricted security context must be refused");
+        let kube::Error::Api(status) = refused else {
+            panic!("expected the API server's refusal, got {refused}");
+        };
+        assert_eq!(status.code, 403, "{status:?}");
+        assert!(
+            status.message.contains("violates PodSecurity \"restricted"),
+            "{}",
+            status.message
+        );
     })
     .await;
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crucible::system_namespace::POD_SECURITY_ENFORCE;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -39,6 +40,18 @@ pub async fn client() -> Client {
     )
 }
 
+/// The container `securityContext` of the tests' own helper pods (listeners, controls): what Pod
+/// Security's `restricted` profile, enforced in every test namespace, requires, as nobody.
+pub fn restricted_security_context() -> serde_json::Value {
+    serde_json::json!({
+        "runAsNonRoot": true,
+        "runAsUser": 65534,
+        "allowPrivilegeEscalation": false,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"}
+    })
+}
+
 /// Runs `test` in a fresh namespace `e2e-<prefix>-<suffix>`, dumps its pods, Events,
 /// Evaluations and the controller log tail if the test panics, and deletes the namespace.
 pub async fn with_temp_ns<F, Fut>(prefix: &str, test: F)
@@ -51,7 +64,12 @@ where
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "apiVersion": "v1", "kind": "Namespace",
-        "metadata": {"name": name, "labels": {TEST_LABEL: "true"}}
+        // Pod Security admission enforces `restricted` here, as a careful platform team does:
+        // every pod the controller creates for the tests must be admitted under it.
+        "metadata": {"name": name, "labels": {
+            TEST_LABEL: "true",
+            POD_SECURITY_ENFORCE: "restricted",
+        }}
     }))
     .expect("namespace manifest");
     namespaces

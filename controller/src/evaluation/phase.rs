@@ -14,7 +14,14 @@ use crate::liveness;
 
 /// Waiting reasons that mean the image cannot be had: the attempt is over, and a retry may help
 /// (registry hiccup, image imported late). `ErrImagePull` alone is left to the kubelet's retry.
-const IMAGE_FAILURES: [&str; 3] = ["ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"];
+/// The kubelet's full list (1.37, pkg/kubelet/images/types.go) adds `ImageInspectError`: the
+/// runtime cannot read the image it has, which the kubelet does not retry either.
+const IMAGE_FAILURES: [&str; 4] = [
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "ImageInspectError",
+];
 /// Waiting reasons that mean the spec itself cannot start (e.g. a missing Secret in `env`).
 const CONFIG_FAILURES: [&str; 2] = ["CreateContainerConfigError", "CreateContainerError"];
 
@@ -144,6 +151,9 @@ pub fn examine(
         }
         _ => {}
     }
+    if let Some(lost) = disrupted(pod) {
+        return lost;
+    }
     for c in statuses(pod) {
         let Some(waiting) = c.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
             continue;
@@ -200,6 +210,39 @@ pub fn grown_past(pod: &Pod, admitted: &Request) -> Option<String> {
             grown.join(", ")
         )
     })
+}
+
+/// A pod that was evicted, preempted or deleted while it ran. Current kubelets (1.27+) move such
+/// a pod to `Failed` before it goes, and the control plane marks why with a `DisruptionTarget`
+/// condition; its containers' exit codes are then the kill's (137, 143), not the evaluation's.
+/// A `Failed` pod being deleted without that condition (a plain DELETE) is lost the same way;
+/// a `Succeeded` one had finished before anyone deleted it.
+fn disrupted(pod: &Pod) -> Option<PodState> {
+    let status = pod.status.as_ref()?;
+    let target = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True");
+    if let Some(c) = target {
+        let why = c.reason.as_deref().unwrap_or_default();
+        let reason = match why {
+            "EvictionByEvictionAPI" | "TerminationByKubelet" => "Evicted",
+            "PreemptionByScheduler" => "Preempting",
+            _ => "PodLost",
+        };
+        let detail = c.message.as_deref().unwrap_or(why);
+        return Some(PodState::InfraFailure {
+            reason: reason.into(),
+            message: format!("pod stopped by the cluster before it finished ({detail})"),
+        });
+    }
+    (pod.metadata.deletion_timestamp.is_some() && status.phase.as_deref() == Some("Failed")).then(
+        || PodState::InfraFailure {
+            reason: "PodLost".into(),
+            message: "pod deleted before it finished".into(),
+        },
+    )
 }
 
 /// Why the scheduler cannot place `pod` (its `PodScheduled=False, Unschedulable` message,

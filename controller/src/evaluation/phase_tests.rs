@@ -3,6 +3,8 @@ use crate::crd::Evaluation;
 use crate::crd::evaluation::Scorer;
 use crate::evaluation::results::LogScanner;
 use crate::fixtures::{mk_container, mk_pod, running, terminated, waiting};
+use k8s_openapi::api::core::v1::PodCondition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn logs(container: &str, text: &str) -> BTreeMap<String, LogCapture> {
     let mut s = LogScanner::default();
@@ -137,17 +139,82 @@ fn kubelet_deadline_is_a_timeout_and_eviction_is_infrastructure() {
     );
 }
 
+/// Current kubelets turn a pod that is deleted or evicted while it runs `Failed` (its container
+/// killed: exit 137) before removing it; that is the cluster's doing, not the evaluation's.
+#[test]
+fn pods_the_cluster_stops_are_lost_or_evicted_not_failed() {
+    let spec = Evaluation::test().spec;
+    let killed = || {
+        mk_pod(
+            "p",
+            "Failed",
+            vec![mk_container("evaluation", terminated(137, "Error", None))],
+        )
+    };
+    let infra = |pod: &Pod| match examine(pod, &spec, &BTreeMap::new(), 0.5) {
+        PodState::InfraFailure { reason, message } => (reason, message),
+        other => panic!("expected an infrastructure failure, got {other:?}"),
+    };
+    for (why, reason) in [
+        ("EvictionByEvictionAPI", "Evicted"),
+        ("TerminationByKubelet", "Evicted"),
+        ("PreemptionByScheduler", "Preempting"),
+        ("DeletionByTaintManager", "PodLost"),
+        ("DeletionByPodGC", "PodLost"),
+    ] {
+        let mut pod = killed();
+        pod.status.as_mut().expect("status").conditions = Some(vec![PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some(why.into()),
+            message: Some(format!("{why} message")),
+            ..Default::default()
+        }]);
+        let (got, message) = infra(&pod);
+        assert_eq!(got, reason, "{why}");
+        assert!(message.contains(&format!("{why} message")), "{message}");
+    }
+    // a plain DELETE: no condition, only the deletion timestamp
+    let mut pod = killed();
+    pod.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+    assert_eq!(infra(&pod).0, "PodLost");
+    // finished before the deletion: its outcome stands
+    let mut pod = mk_pod(
+        "p",
+        "Succeeded",
+        vec![mk_container("evaluation", terminated(0, "Completed", None))],
+    );
+    pod.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+    assert!(matches!(
+        examine(&pod, &spec, &BTreeMap::new(), 0.5),
+        PodState::Finished(_)
+    ));
+    // the evaluation's own failure, with nobody deleting it, stays its own
+    assert!(matches!(
+        examine(&killed(), &spec, &BTreeMap::new(), 0.5),
+        PodState::Finished(_)
+    ));
+}
+
 #[test]
 fn image_pull_back_off_is_infrastructure_and_config_errors_fail() {
     let spec = Evaluation::test().spec;
-    let pod = mk_pod(
-        "p",
-        "Pending",
-        vec![mk_container("evaluation", waiting("ImagePullBackOff"))],
-    );
-    assert!(
-        matches!(examine(&pod, &spec, &BTreeMap::new(), 0.5), PodState::InfraFailure { reason, .. } if reason == "ImagePullBackOff")
-    );
+    for reason in [
+        "ImagePullBackOff",
+        "ErrImageNeverPull",
+        "InvalidImageName",
+        "ImageInspectError",
+    ] {
+        let pod = mk_pod(
+            "p",
+            "Pending",
+            vec![mk_container("evaluation", waiting(reason))],
+        );
+        assert!(
+            matches!(examine(&pod, &spec, &BTreeMap::new(), 0.5), PodState::InfraFailure { reason: r, .. } if r == reason),
+            "{reason}"
+        );
+    }
     let pod = mk_pod(
         "p",
         "Pending",

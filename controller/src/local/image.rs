@@ -1,5 +1,5 @@
 //! Images for local runs, without Docker or a registry: the docker-archive tarballs the
-//! project builds (`infrastructure/local/cluster.sh up` writes `<cache>/images/python.tar`,
+//! project builds (`infrastructure/local/cluster.sh image` or `up` writes `<cache>/images/python.tar`,
 //! the same file it imports into the cluster's containerd), unpacked once with skopeo + umoci
 //! into `<cache>/run/images/<digest>/rootfs` and then shared read-only by every run.
 //!
@@ -58,7 +58,7 @@ pub enum ImageError {
     /// No tarball holds the reference.
     #[error(
         "image {reference} is not on this machine: no docker-archive in {dir} holds it. \
-         `sudo infrastructure/local/cluster.sh up` builds localhost/crucible/python:3.11 there; \
+         `sudo infrastructure/local/cluster.sh image` builds localhost/crucible/python:3.11 there; \
          other images: `skopeo copy <source> docker-archive:{dir}/<name>.tar:<ref>`"
     )]
     NotFound {
@@ -309,7 +309,7 @@ impl ImageStore {
 fn run_tool(command: &mut Command) -> Result<(), String> {
     let program = command.get_program().to_string_lossy().into_owned();
     let out = command.output().map_err(|e| {
-        format!("cannot run {program} ({e}); it comes with `infrastructure/local/cluster.sh up` (apt-get install skopeo umoci)")
+        format!("cannot run {program} ({e}); it comes with `infrastructure/local/cluster.sh image` (apt-get install skopeo umoci)")
     })?;
     if out.status.success() {
         Ok(())
@@ -459,7 +459,7 @@ mod tests {
             .get("localhost/crucible/python:3.11")
             .expect_err("no tarballs");
         assert!(matches!(err, ImageError::NotFound { .. }));
-        assert!(err.to_string().contains("cluster.sh up"), "{err}");
+        assert!(err.to_string().contains("cluster.sh image"), "{err}");
     }
 
     /// A two-file tar as `tar` writes it, one name longer than 100 bytes (GNU `L` entry).

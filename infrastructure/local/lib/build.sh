@@ -1,11 +1,10 @@
 # shellcheck shell=bash
-# lib/build.sh - sourced by cluster.sh: `up` steps 1-3, the Debian packages, the Kubernetes
-# source from Debian and the Go build of the Kubernetes binaries into $BIN (cached in $CACHE).
+# lib/build.sh - sourced by cluster.sh: `up` steps 1-3, the Debian packages, gVisor's runsc from
+# bookworm-backports, and the Go builds of Kubernetes, etcd and containerd from the Go module
+# proxy (each pinned by a small module of ours in ../gomod/, binaries cached in $CACHE).
 
-K8S_SRC_VER=1.20.5+really1.20.2-1.1+deb12u1   # Debian bookworm's kubernetes source package
-PACKAGES=(golang-go golang-1.19-go make dpkg-dev rsync patch gcc libc6-dev golang-github-modern-go-reflect2-dev
-          openssl curl jq iproute2 util-linux etcd-server etcd-client containerd runc runsc
-          containernetworking-plugins skopeo umoci debootstrap)
+PACKAGES=(gcc libc6-dev openssl curl jq iproute2 iptables util-linux runc containernetworking-plugins
+          skopeo umoci debootstrap)
 
 # up, step 1: packages
 ensure_packages() {
@@ -19,115 +18,115 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# `apt-get source` needs a deb-src twin of the Debian "deb" entry (deb822 or one-line format)
-ensure_deb_src() {
-  local f=/etc/apt/sources.list.d/crucible-debian-src.sources
-  if grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    return 0
+# apt-get with a private list of sources and package lists under $CACHE/apt (bookworm and
+# bookworm-backports), so that the host's apt configuration is never changed
+apt_private() {
+  local d=$CACHE/apt
+  if [ ! -f "$d/sources/debian.sources" ]; then
+    mkdir -p "$d/sources" "$d/lists/partial"
+    cat >"$d/sources/debian.sources" <<EOF
+Types: deb
+URIs: $(debian_mirror)
+Suites: bookworm bookworm-backports
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
   fi
-  local uri="" suites="" comps="" signed=""
-  if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
-    # first deb822 stanza whose URIs point at a Debian mirror (not -security)
-    read -r uri suites comps signed < <(awk -v RS= '{
-        t = u = s = c = k = ""; n = split($0, L, "\n")
-        for (i = 1; i <= n; i++) {
-          v = L[i]; sub(/^[A-Za-z-]+:[ \t]*/, "", v)
-          if (L[i] ~ /^Types:/) t = v
-          if (L[i] ~ /^URIs:/) u = v
-          if (L[i] ~ /^Suites:/) s = v
-          if (L[i] ~ /^Components:/) c = v
-          if (L[i] ~ /^Signed-By:/) k = v
-        }
-        if (t ~ /deb/ && u ~ /debian/ && u !~ /security/) {
-          gsub(/ +/, ",", s); gsub(/ +/, ",", c); print u, s, c, (k == "" ? "-" : k); exit
-        } }' /etc/apt/sources.list.d/*.sources) || true
-  fi
-  if [ -n "$uri" ]; then
-    { echo "# added by crucible infrastructure/local/cluster.sh (apt-get source kubernetes)"
-      echo "Types: deb-src"; echo "URIs: $uri"; echo "Suites: ${suites//,/ }"
-      echo "Components: ${comps//,/ }"; [ "$signed" != - ] && echo "Signed-By: $signed"; } >"$f"
-  else
-    local line
-    line=$(grep -hsE '^deb +(\[[^]]*\] +)?https?://[^ ]*debian[^ ]* ' /etc/apt/sources.list \
-           /etc/apt/sources.list.d/*.list | grep -v security | head -n1) \
-      || die "no Debian 'deb' entry found in the apt sources; add a deb-src line for bookworm"
-    echo "${line/deb /deb-src }" >"${f%.sources}.list"
-  fi
-  log "added a deb-src entry for apt-get source ($f)"
-  apt-get update -qq
+  apt-get -o APT::Sandbox::User=root -o DPkg::Lock::Timeout=300 -o Dir::Etc::sourcelist=/dev/null -o Dir::Etc::sourceparts="$d/sources" \
+    -o Dir::State::Lists="$d/lists" "$@"
 }
 
-# up, step 2: Kubernetes 1.20.2 source from Debian, patched so that Go 1.19 can build it
-ensure_k8s_source() {
-  [ -f "$K8S/src/.crucible-prepared" ] && return 0
-  ensure_deb_src
-  mkdir -p "$K8S/dl"; rm -rf "$K8S/src"
-  (cd "$K8S/dl"
-   apt-get source -qq --download-only "kubernetes=$K8S_SRC_VER" 2>&1 \
-     || { log "kubernetes=$K8S_SRC_VER not available, trying bookworm's current kubernetes source"
-          apt-get source -qq --download-only kubernetes 2>&1; }
-   local dsc; dsc=$(find . -maxdepth 1 -name 'kubernetes_*.dsc' | sort | tail -n1)
-   dpkg-source -x --skip-patches "$dsc" "$K8S/src" >/dev/null)
-  rm -f "$K8S"/kubernetes_*.orig.tar.*   # dpkg-source's copy of dl/'s tarball
-  (cd "$K8S/src"
-   local p
-   while read -r p; do
-     case "$p" in ''|'#'*) continue ;; esac
-     patch -p1 -s <"debian/patches/$p"
-   done <debian/patches/series)
-  # GOTCHA: vendored github.com/modern-go/reflect2 v1.0.1 linknames reflect.mapiterinit with the
-  # pre-Go-1.18 signature; binaries built with Go >= 1.18 then crash (SIGSEGV in jsoniter).
-  # Swap in Debian's reflect2 1.0.2.
-  local r=$K8S/src/vendor/github.com/modern-go/reflect2 d=/usr/share/gocode/src/github.com/modern-go/reflect2
-  rm -f "$r"/*.go "$r"/*.s
-  cp "$d"/*.go "$d"/*.s "$r"/
-  touch "$K8S/src/.crucible-prepared"
-  log "kubernetes source ready in $K8S/src"
+debian_mirror() {   # the host's Debian mirror (deb822 or one-line sources), else deb.debian.org
+  local m
+  m=$(awk '/^URIs:/ && /debian/ && !/security/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  [ -n "$m" ] || m=$(awk '$1 == "deb" && $2 ~ /debian/ && $2 !~ /security/ {print $2; exit}' \
+                       /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
+  echo "${m:-http://deb.debian.org/debian}"
 }
 
-# up, step 3: go build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl
-ensure_k8s_binaries() {
-  local want=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl) c todo=()
-  for c in "${want[@]}"; do [ -x "$BIN/$c" ] || todo+=("$c"); done
-  [ ${#todo[@]} = 0 ] && return 0
-  ensure_k8s_source
-  mkdir -p "$BIN" "$K8S/gopath/src/k8s.io" "$K8S/gocache"
-  # GOTCHA: k8s 1.20 builds in GOPATH mode (hack/lib/init.sh sets GO111MODULE=off); module mode
-  # with -mod=vendor fails under Go 1.19 ("go: updates to go.mod needed").
-  [ -L "$K8S/gopath/src/k8s.io/kubernetes" ] || ln -s "$K8S/src" "$K8S/gopath/src/k8s.io/kubernetes"
-  local pkgdir=$K8S/gopath/src/k8s.io/kubernetes
-  export GOCACHE=$K8S/gocache GOFLAGS='' GO111MODULE=off GOPATH=$K8S/gopath CGO_ENABLED=0
-  # Debian's Go 1.19 (golang-go), not whatever `go` comes first on PATH: Go 1.23+ refuses the
-  # linknames that Kubernetes 1.20's vendored code relies on, and GOPATH mode is needed.
-  local go119=/usr/lib/go-1.19/bin
-  [ -x "$go119/go" ] || die "Debian's Go 1.19 ($go119/go) is missing: apt-get install golang-1.19-go"
-  local PATH="$go119:$PATH"
-  # GOTCHA: the generated OpenAPI definitions are not in the tarball (kube-apiserver fails with
-  # "undefined: openapi.GetOpenAPIDefinitions"); `make gen_openapi` works offline.
-  if [ ! -f "$K8S/src/pkg/generated/openapi/zz_generated.openapi.go" ]; then
-    log "make gen_openapi (about 1 min)"
-    (cd "$pkgdir" && make gen_openapi >"$K8S/gen_openapi.log" 2>&1) \
-      || die "make gen_openapi failed, see $K8S/gen_openapi.log"
-  fi
-  # version ldflags use the vendor path in GOPATH mode, or the binaries report v0.0.0
-  local v=k8s.io/kubernetes/vendor ld
-  ld="-s -w -X $v/k8s.io/component-base/version.gitVersion=v$K8S_VERSION"
-  ld+=" -X $v/k8s.io/component-base/version.gitMajor=1 -X $v/k8s.io/component-base/version.gitMinor=20"
-  ld+=" -X $v/k8s.io/component-base/version.gitTreeState=archive"
-  ld+=" -X $v/k8s.io/component-base/version.buildDate=2021-01-13T13:20:00Z"
-  ld+=" -X $v/k8s.io/client-go/pkg/version.gitVersion=v$K8S_VERSION"
-  ld+=" -X $v/k8s.io/client-go/pkg/version.gitMajor=1 -X $v/k8s.io/client-go/pkg/version.gitMinor=20"
-  for c in "${todo[@]}"; do
-    local t0=$SECONDS
-    if [ "$c" = kube-apiserver ]; then
-      log "go build $c (compiles the shared dependencies first: ~5 min on 2 cores)"
-    else
-      log "go build $c"
-    fi
-    (cd "$pkgdir" && go build -tags selinux,notest -ldflags "$ld" -o "$BIN/.$c.tmp" "./cmd/$c") \
-      || die "go build $c failed"
-    mv "$BIN/.$c.tmp" "$BIN/$c"
-    log "built $c in $((SECONDS - t0))s"
+# up, step 2: gVisor's runsc, the newest Debian has (bookworm-backports: 2024-07-29; bookworm:
+# 2022-12-19), unpacked into $RUNSC_DIR rather than installed, so the host's runsc is untouched
+ensure_runsc() {
+  [ -x "$RUNSC_DIR/usr/bin/runsc" ] && return 0
+  log "downloading runsc from bookworm-backports"
+  apt_private update -qq
+  local t; t=$(mktemp -d)
+  (cd "$t" && apt_private download -qq runsc/bookworm-backports >/dev/null 2>&1 \
+     || apt_private download -qq runsc >/dev/null) || { rm -rf "$t"; die "apt-get download runsc failed"; }
+  rm -rf "$RUNSC_DIR"; mkdir -p "$RUNSC_DIR"
+  dpkg-deb -x "$t"/runsc_*.deb "$RUNSC_DIR"
+  basename "$t"/runsc_*.deb >"$RUNSC_DIR/package"
+  rm -rf "$t"
+  log "runsc $(cat "$RUNSC_DIR/package") in $RUNSC_DIR"
+}
+
+# Go: the newest go.mod of ../gomod/ names the Go it needs. A `go` that old or newer on PATH (or
+# /usr/local/go) is used as it is; otherwise Debian's newest (bookworm-backports' golang-1.23)
+# is installed and fetches the toolchain from the Go module proxy (GOTOOLCHAIN).
+GO_TOOLCHAIN=go1.27.3   # the toolchain fetched when the machine's Go is too old
+go_needed() { awk '$1 == "go" {print $2}' "$GOMOD"/*/go.mod | sort -V | tail -n1; }
+go_version_of() { "$1" env GOVERSION 2>/dev/null | sed 's/^go//'; }
+version_ge() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$2" ]; }
+ensure_go() {
+  local need g v
+  need=$(go_needed)
+  for g in "$(command -v go || true)" /usr/local/go/bin/go; do
+    if [ -z "$g" ] || [ ! -x "$g" ]; then continue; fi
+    v=$(GOTOOLCHAIN=local go_version_of "$g")
+    if [ -n "$v" ] && version_ge "$v" "$need"; then GO=$g; export GOTOOLCHAIN=local; return 0; fi
   done
-  unset GOCACHE GOFLAGS GO111MODULE GOPATH CGO_ENABLED
+  g=/usr/lib/go-1.23/bin/go
+  if [ ! -x "$g" ]; then
+    log "no Go >= $need found: installing golang-1.23-go from bookworm-backports"
+    apt_private update -qq
+    DEBIAN_FRONTEND=noninteractive apt_private install -y -qq --no-install-recommends \
+      golang-1.23-go/bookworm-backports >/dev/null || die "cannot install golang-1.23-go"
+  fi
+  GO=$g; export GOTOOLCHAIN=$GO_TOOLCHAIN
+  log "using $g with GOTOOLCHAIN=$GOTOOLCHAIN (fetched from the Go module proxy)"
+}
+
+# go_build MODULE OUTDIR LDFLAGS PACKAGE...: one `go build` of several commands into OUTDIR
+go_build() {
+  local mod=$1 out=$2 ld=$3 t0=$SECONDS tmp; shift 3
+  tmp=$(mktemp -d "$CACHE/.build.XXXXXX")
+  log "go build $mod: $* (first build: minutes)"
+  if ! (cd "$GOMOD/$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly GOCACHE=$CACHE/gocache \
+          "$GO" build -trimpath -ldflags "-s -w $ld" -o "$tmp/" "$@") >"$tmp.log" 2>&1; then
+    rm -rf "$tmp"; die "go build in $GOMOD/$mod failed, see $tmp.log"
+  fi
+  mkdir -p "$out"; mv "$tmp"/* "$out/"; rm -rf "$tmp" "$tmp.log"
+  log "built $mod in $((SECONDS - t0))s"
+}
+
+missing_in() {   # missing_in DIR NAME...: true when any NAME is not an executable in DIR
+  local d=$1 c; shift
+  for c in "$@"; do [ -x "$d/$c" ] || return 0; done
+  return 1
+}
+
+# up, step 3: the binaries
+ensure_binaries() {
+  local k=k8s.io/kubernetes/cmd
+  missing_in "$BIN" kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl \
+    || missing_in "$ETCD_BIN" etcd || missing_in "$CTRD_BIN" containerd containerd-shim-runc-v2 ctr \
+    || return 0
+  ensure_go
+  if missing_in "$BIN" kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; then
+    local minor=${K8S_VERSION#*.}; minor=${minor%%.*} v ld=""
+    for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+      ld+=" -X $v.gitVersion=v$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=archive"
+    done
+    go_build kubernetes "$BIN" "$ld" $k/kube-apiserver $k/kube-controller-manager $k/kube-scheduler \
+      $k/kubelet $k/kubectl
+  fi
+  if missing_in "$ETCD_BIN" etcd; then
+    go_build etcd "$ETCD_BIN" "" go.etcd.io/etcd/server/v3
+    mv "$ETCD_BIN/server" "$ETCD_BIN/etcd"   # `go build` names it after the path before /v3
+  fi
+  if missing_in "$CTRD_BIN" containerd containerd-shim-runc-v2 ctr; then
+    local c=github.com/containerd/containerd/v2
+    go_build containerd "$CTRD_BIN" "-X $c/version.Version=v$CTRD_VERSION" \
+      $c/cmd/containerd $c/cmd/containerd-shim-runc-v2 $c/cmd/ctr
+  fi
 }

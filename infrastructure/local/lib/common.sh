@@ -7,9 +7,17 @@ CACHE=${CRUCIBLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/crucible}
 LAB=${CRUCIBLE_LAB:-/var/lib/crucible-local}
 NODE=${CRUCIBLE_NODE:-crucible-local}
 
-K8S_VERSION=1.20.2
+# The releases are the require lines of ../gomod/*/go.mod (the one place each is named).
+GOMOD=$INFRA_DIR/local/gomod
+gomod_version() { awk -v m="$2" '$1 == "require" && $2 == m {sub(/^v/, "", $3); print $3}' "$GOMOD/$1/go.mod"; }
+K8S_VERSION=$(gomod_version kubernetes k8s.io/kubernetes)
+ETCD_VERSION=$(gomod_version etcd go.etcd.io/etcd/server/v3)
+CTRD_VERSION=$(gomod_version containerd github.com/containerd/containerd/v2)
 K8S=$CACHE/k8s-$K8S_VERSION
 BIN=$K8S/bin
+ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
+CTRD_BIN=$CACHE/containerd-$CTRD_VERSION/bin
+RUNSC_DIR=$CACHE/runsc     # runsc's Debian package, unpacked (see package in it)
 IMAGES=$CACHE/images
 KUBECTL=$BIN/kubectl
 KUBECONFIG_PATH=$LAB/kubeconfig
@@ -22,7 +30,7 @@ POD_CIDR=10.88.0.0/24
 SVC_CIDR=10.96.0.0/12
 CTRD_STATE=/run/containerd
 CTRD_SOCK=$CTRD_STATE/containerd.sock
-PAUSE_IMAGE=localhost/crucible/pause:3.4.1
+PAUSE_IMAGE=localhost/crucible/pause:k8s-$K8S_VERSION   # build/pause/linux/pause.c of that release
 PY_IMAGE=localhost/crucible/python:3.11
 
 COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet)
@@ -50,8 +58,8 @@ argv0() { { tr '\0' '\n' <"/proc/$1/cmdline"; } 2>/dev/null | head -n1; }
 cmdline() { { tr '\0' ' ' <"/proc/$1/cmdline"; } 2>/dev/null; }
 bin_of() {
   case "$1" in
-    etcd) echo /usr/bin/etcd ;;
-    containerd) echo /usr/bin/containerd ;;
+    etcd) echo "$ETCD_BIN/etcd" ;;
+    containerd) echo "$CTRD_BIN/containerd" ;;
     *) echo "$BIN/$1" ;;
   esac
 }
@@ -95,4 +103,4 @@ kill_pids() {   # kill_pids LABEL PID...: SIGTERM, poll up to 10 s, SIGKILL the 
 }
 
 kc() { "$KUBECTL" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
-ctr_() { ctr --address "$CTRD_SOCK" "$@"; }
+ctr_() { "$CTRD_BIN/ctr" --address "$CTRD_SOCK" "$@"; }

@@ -64,39 +64,44 @@ write_configs() {
            "$LAB/data"
   install -m 0755 "$SCRIPT_DIR/runsc-wrapper" "$LAB/bin/runsc-wrapper"
   ln -sfn runsc-wrapper "$LAB/bin/runsc-wrapper-net"
+  ln -sfn "$RUNSC_DIR/usr/bin/runsc" "$LAB/bin/runsc"   # the runsc the wrapper runs
   cat >"$LAB/etc/containerd.toml" <<EOF
-version = 2
+version = 4
 root = "$LAB/containerd/root"
 state = "$CTRD_STATE"
 [grpc]
   address = "$CTRD_SOCK"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$LAB/containerd/opt"    # default /opt/containerd
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "$PAUSE_IMAGE"
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true                  # nothing uses NRI; it would create /var/run/nri on the host
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "$PAUSE_IMAGE"
+[plugins."io.containerd.cri.v1.runtime"]
   # GOTCHA: this VM's root lacks CAP_SYS_RESOURCE, so runc cannot set the negative
   # oom_score_adj CRI asks for (-998): "can't get final child's PID from pipe: EOF".
   restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
+  [plugins."io.containerd.cri.v1.runtime".containerd]
     default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runc.options]
         BinaryName = "/usr/bin/runc"
     # gVisor through the stock runc v2 shim; runsc flags and fixes in runsc-wrapper
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc.options]
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc.options]
         BinaryName = "$LAB/bin/runsc-wrapper"
         Root = "$CTRD_STATE/runsc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc-net]
+    [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc-net]
       runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc-net.options]
+      [plugins."io.containerd.cri.v1.runtime".containerd.runtimes.runsc-net.options]
         BinaryName = "$LAB/bin/runsc-wrapper-net"
         Root = "$CTRD_STATE/runsc-net"
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
+  [plugins."io.containerd.cri.v1.runtime".cni]
+    bin_dirs = ["/usr/lib/cni"]
     conf_dir = "$LAB/cni/net.d"
 EOF
   # bridge CNI: no masquerade and no default route in the pods, so pods reach only 10.88.0.0/24.
@@ -126,6 +131,10 @@ authentication:
   x509: {clientCAFile: $LAB/pki/ca.crt}
 authorization: {mode: Webhook}
 cgroupDriver: cgroupfs
+# the host is cgroup v1 (hybrid), which kubelet 1.35+ refuses unless told otherwise
+failCgroupV1: false
+containerRuntimeEndpoint: unix://$CTRD_SOCK
+runtimeRequestTimeout: 5m
 failSwapOn: false
 tlsCertFile: $LAB/pki/kubelet-server.crt
 tlsPrivateKeyFile: $LAB/pki/kubelet-server.key

@@ -35,7 +35,8 @@ cmd_up() {
   need_root
   local t0=$SECONDS kubelet_started=0
   ensure_packages
-  ensure_k8s_binaries
+  ensure_runsc
+  ensure_binaries
   ensure_images
   record_host
   ensure_pki
@@ -49,13 +50,14 @@ cmd_up() {
   if ! alive containerd && [ -S "$CTRD_SOCK" ] && ctr_ version >/dev/null 2>&1; then
     die "another containerd already serves $CTRD_SOCK; stop it first"
   fi
-  start_daemon containerd --config "$LAB/etc/containerd.toml"
+  # containerd finds containerd-shim-runc-v2 on PATH
+  PATH="$CTRD_BIN:$PATH" start_daemon containerd --config "$LAB/etc/containerd.toml"
   wait_for etcd 30 curl -sf http://127.0.0.1:2379/health
   wait_for containerd 30 ctr_ version
 
   start_daemon kube-apiserver \
     --etcd-servers=http://127.0.0.1:2379 \
-    --bind-address=127.0.0.1 --secure-port=6443 --insecure-port=0 --advertise-address="$NODE_IP" \
+    --bind-address=127.0.0.1 --secure-port=6443 --advertise-address="$NODE_IP" \
     --tls-cert-file="$LAB/pki/apiserver.crt" --tls-private-key-file="$LAB/pki/apiserver.key" \
     --client-ca-file="$LAB/pki/ca.crt" \
     --service-account-key-file="$LAB/pki/sa.pub" --service-account-signing-key-file="$LAB/pki/sa.key" \
@@ -65,7 +67,7 @@ cmd_up() {
     --kubelet-client-key="$LAB/pki/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types=InternalIP,Hostname --v=1
   # pause + python images: needed before kubelet creates pods (imagePullPolicy Never)
-  import_if_missing "$PAUSE_IMAGE" "$IMAGES/pause.tar"
+  import_if_missing "$PAUSE_IMAGE" "$IMAGES/pause-k8s-$K8S_VERSION.tar"
   import_if_missing "$PY_IMAGE" "$IMAGES/python.tar"
   wait_for kube-apiserver 120 kc get --raw /readyz
 
@@ -73,7 +75,7 @@ cmd_up() {
     --kubeconfig="$LAB/etc/controller-manager.kubeconfig" \
     --authentication-kubeconfig="$LAB/etc/controller-manager.kubeconfig" \
     --authorization-kubeconfig="$LAB/etc/controller-manager.kubeconfig" \
-    --bind-address=127.0.0.1 --port=0 --leader-elect=false --use-service-account-credentials=true \
+    --bind-address=127.0.0.1 --leader-elect=false --use-service-account-credentials=true \
     --service-account-private-key-file="$LAB/pki/sa.key" --root-ca-file="$LAB/pki/ca.crt" \
     --cluster-signing-cert-file="$LAB/pki/ca.crt" --cluster-signing-key-file="$LAB/pki/ca.key" \
     --service-cluster-ip-range="$SVC_CIDR" --cluster-name=crucible-local --v=1
@@ -81,13 +83,11 @@ cmd_up() {
     --kubeconfig="$LAB/etc/scheduler.kubeconfig" \
     --authentication-kubeconfig="$LAB/etc/scheduler.kubeconfig" \
     --authorization-kubeconfig="$LAB/etc/scheduler.kubeconfig" \
-    --bind-address=127.0.0.1 --port=0 --leader-elect=false --v=1
+    --bind-address=127.0.0.1 --leader-elect=false --v=1
 
   alive kubelet || kubelet_started=1
   start_daemon kubelet --config="$LAB/etc/kubelet.yaml" --kubeconfig="$LAB/etc/kubelet.kubeconfig" \
-    --container-runtime=remote --container-runtime-endpoint="unix://$CTRD_SOCK" \
-    --runtime-request-timeout=5m --hostname-override="$NODE" --node-ip="$NODE_IP" \
-    --root-dir="$LAB/kubelet" --pod-infra-container-image="$PAUSE_IMAGE" --v=1
+    --hostname-override="$NODE" --node-ip="$NODE_IP" --root-dir="$LAB/kubelet" --v=1
   # GOTCHA: after a restart the Node object still says Ready from before: wait for healthz first
   wait_for "kubelet healthz" 60 curl -sf http://127.0.0.1:10248/healthz
   # GOTCHA: kubelet rewrites kernel.panic, kernel.panic_on_oops, vm.overcommit_memory (and

@@ -10,7 +10,7 @@ KUBELET_SYSCTLS=(vm.overcommit_memory=1 vm.panic_on_oom=0 kernel.panic=10 kernel
                  kernel.keys.root_maxkeys=1000000 kernel.keys.root_maxbytes=25000000)
 CNI_SYSCTLS=(net.ipv4.ip_forward net.ipv6.conf.all.forwarding)
 # host paths kubelet/containerd/CNI create outside $LAB; removed by `down` unless they existed
-# (kubelet 1.20 hard-codes /var/log/pods and /var/lib/kubelet/device-plugins; libcni caches in
+# (kubelet hard-codes /var/log/pods and /var/lib/kubelet/device-plugins; libcni caches in
 # /var/lib/cni; mount(8) keeps /run/mount/utab)
 HOST_PATHS=(/run/containerd /run/netns /run/mount /var/log/pods /var/log/containers /var/lib/cni
             /var/lib/kubelet)

@@ -18,28 +18,35 @@ mkimage() {   # mkimage ROOTFS REF OUT.tar [umoci config args...]
   rm -rf "$t"
 }
 
-ensure_images() {
+ensure_images() { ensure_pause_image; ensure_eval_image; }
+
+ensure_pause_image() {
   mkdir -p "$IMAGES"
-  if [ ! -f "$IMAGES/pause.tar" ]; then
-    # the pause binary from Kubernetes' own build/pause/linux/pause.c, linked statically
-    ensure_k8s_source
+  local pause_tar=$IMAGES/pause-k8s-$K8S_VERSION.tar
+  if [ ! -f "$pause_tar" ]; then
+    # the pause binary from the Kubernetes release's own build/pause/linux/pause.c (in the Go
+    # module cache since the build), linked statically
+    local src
+    ensure_go
+    src=$(cd "$GOMOD/kubernetes" && "$GO" list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c
+    [ -f "$src" ] || die "$src not found"
     rm -rf "$IMAGES/pause-rootfs"; mkdir -p "$IMAGES/pause-rootfs"
-    gcc -Os -Wall -Werror -static -DVERSION=3.4.1-crucible -o "$IMAGES/pause-rootfs/pause" \
-      "$K8S/src/build/pause/linux/pause.c"
+    gcc -Os -Wall -Werror -static -DVERSION="k8s-$K8S_VERSION-crucible" -o "$IMAGES/pause-rootfs/pause" "$src"
     strip "$IMAGES/pause-rootfs/pause"
-    mkimage "$IMAGES/pause-rootfs" "$PAUSE_IMAGE" "$IMAGES/pause.tar" \
+    mkimage "$IMAGES/pause-rootfs" "$PAUSE_IMAGE" "$pause_tar" \
       --config.entrypoint /pause --config.user 65535:65535
     rm -rf "$IMAGES/pause-rootfs"
     log "built $PAUSE_IMAGE"
   fi
+}
+
+# the evaluation image, which `crucible run` needs too: no Kubernetes build for it
+ensure_eval_image() {
+  mkdir -p "$IMAGES"
   if [ ! -f "$IMAGES/python.tar" ]; then
     # debootstrap minbase bookworm + python3 (python3-minimal lacks json and friends)
     local rootfs=$IMAGES/python-rootfs mirror t0=$SECONDS
-    mirror=$(awk '/^URIs:/ && /debian/ && !/security/ {print $2; exit}' \
-               /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-    [ -n "$mirror" ] || mirror=$(awk '$1 == "deb" && $2 ~ /debian/ && $2 !~ /security/ {print $2; exit}' \
-                                  /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
-    [ -n "$mirror" ] || mirror=http://deb.debian.org/debian
+    mirror=$(debian_mirror)
     rm -rf "$rootfs"
     log "debootstrap bookworm + python3 from $mirror (1-3 min)"
     if ! debootstrap --variant=minbase --include=python3 bookworm "$rootfs" "$mirror" \
@@ -62,6 +69,13 @@ import_if_missing() {   # import_if_missing REF TAR
   grep -qxF "$1" <<<"$have" && return 0
   ctr_ -n k8s.io images import "$2" >/dev/null
   log "imported $1"
+}
+
+cmd_image() {
+  need_root
+  ensure_packages
+  ensure_eval_image
+  log "$PY_IMAGE is $IMAGES/python.tar"
 }
 
 cmd_import_image() {

@@ -1,0 +1,6 @@
+//go:build tools
+
+// Package tools names the commands build.sh compiles, so that go.mod keeps their dependencies.
+package tools
+
+import _ "go.etcd.io/etcd/server/v3"
