@@ -6,8 +6,8 @@ use std::time::Duration;
 use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
 use crucible_e2e::{
-    apply_evaluation, apply_typed, parse_evaluation, sleeper, wait_finished, wait_phase,
-    with_temp_ns,
+    apply_evaluation, apply_typed, parse_evaluation, restricted_security_context, sleeper,
+    wait_finished, wait_phase, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::DeleteParams;
@@ -23,6 +23,8 @@ fn bystander(name: &str, labels: serde_json::Value) -> serde_json::Value {
                 "name": "sleep", "image": "localhost/crucible/python:3.11",
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["python3", "-c", "import time; time.sleep(600)"],
+                // The test namespaces enforce Pod Security `restricted`.
+                "securityContext": restricted_security_context(),
             }],
             "terminationGracePeriodSeconds": 0,
         }
