@@ -29,6 +29,7 @@ pub fn evaluation(ev: &mut Evaluation) {
     if let Some(status) = &mut ev.status {
         status.conditions = Vec::new();
         status.log_tail = None;
+        status.scorer_log_tail = None;
         status.history = Vec::new();
     }
 }
