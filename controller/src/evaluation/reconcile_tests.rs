@@ -314,7 +314,11 @@ async fn a_failed_scorer_keeps_its_own_log_tail() {
         let evaluation = api
             .expect(Method::GET, &log, 200, "answer written\n".into())
             .await;
-        assert!(evaluation.uri.contains("container=evaluation"), "{}", evaluation.uri);
+        assert!(
+            evaluation.uri.contains("container=evaluation"),
+            "{}",
+            evaluation.uri
+        );
         let scorer = api
             .expect(
                 Method::GET,
@@ -325,7 +329,11 @@ async fn a_failed_scorer_keeps_its_own_log_tail() {
             .await;
         assert!(scorer.uri.contains("container=scorer"), "{}", scorer.uri);
         let status = api.expect_apply(STATUS).await;
-        assert_eq!(status.body["status"]["reason"], "ScorerFailed", "{}", status.body);
+        assert_eq!(
+            status.body["status"]["reason"], "ScorerFailed",
+            "{}",
+            status.body
+        );
         assert_eq!(status.body["status"]["logTail"], "answer written\n");
         assert_eq!(
             status.body["status"]["scorerLogTail"],
