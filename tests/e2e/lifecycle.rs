@@ -284,6 +284,34 @@ async fn a_result_followed_by_1500_lines_is_found_and_a_missing_one_names_the_wi
     .await;
 }
 
+/// Issue 22: a scorer that fails leaves its own log in status; the evaluated code's stays in
+/// `logTail`, and the pod is gone.
+#[tokio::test]
+async fn a_failed_scorer_leaves_its_log_in_status() {
+    with_temp_ns("scorer-log", |client, ns| async move {
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let ev = parse_evaluation(
+            "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: bad-scorer}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"print('answer written')\"]\n  timeout: 1m\n  scorer:\n    image: localhost/crucible/python:3.11\n    command: [python3, -c, \"import sys; print('scorer: no expected.json', file=sys.stderr); sys.exit(3)\"]\n",
+        );
+        apply_evaluation(&client, &ns, &ev).await;
+        let done = wait_finished(&api, "bad-scorer", Duration::from_secs(120)).await;
+        let status = done.status.clone().expect("status");
+        assert_eq!(status.reason.as_deref(), Some("ScorerFailed"), "{status:#?}");
+        assert_eq!(status.exit_code, Some(3), "{status:#?}");
+        assert_eq!(status.log_tail.as_deref(), Some("answer written\n"));
+        assert_eq!(
+            status.scorer_log_tail.as_deref(),
+            Some("scorer: no expected.json\n")
+        );
+        poll_until(Duration::from_secs(30), "the pod to be deleted", || {
+            let (client, ns, done) = (client.clone(), ns.clone(), done.clone());
+            async move { pods_of(&client, &ns, &done).await.is_empty().then_some(()) }
+        })
+        .await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn invalid_spec_stalls_with_a_reason_and_creates_no_pod() {
     with_temp_ns("invalid", |client, ns| async move {

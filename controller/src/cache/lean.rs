@@ -1,6 +1,6 @@
 //! What the caches keep of each object: only what the controller reads. Server-side apply's
 //! `managedFields` and `kubectl apply`'s last-applied annotation are often larger than the
-//! object itself; an Evaluation's conditions, log tail and history are never read from the
+//! object itself; an Evaluation's conditions, log tails and history are never read from the
 //! cache (the Evaluation reconcile reads a status fresh).
 
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
@@ -29,6 +29,7 @@ pub fn evaluation(ev: &mut Evaluation) {
     if let Some(status) = &mut ev.status {
         status.conditions = Vec::new();
         status.log_tail = None;
+        status.scorer_log_tail = None;
         status.history = Vec::new();
     }
 }
@@ -73,6 +74,7 @@ mod tests {
         );
         ev.status = Some(EvaluationStatus {
             log_tail: Some("x".repeat(10_000)),
+            scorer_log_tail: Some("y".repeat(4_096)),
             message: Some("kept".into()),
             ..Default::default()
         });
@@ -96,6 +98,7 @@ mod tests {
         );
         let status = lean.status.expect("status");
         assert_eq!(status.log_tail, None);
+        assert_eq!(status.scorer_log_tail, None);
         assert!(status.conditions.is_empty());
         assert_eq!(status.message.as_deref(), Some("kept"));
         assert_eq!(lean.spec, ev.spec);

@@ -283,6 +283,11 @@ pub struct EvaluationStatus {
     /// Last 4 KiB of the evaluation's output, captured before the pod was deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_tail: Option<String>,
+    /// Last 4 KiB of the scorer's own output when a run with a scorer did not succeed
+    /// (`ScorerFailed`, an invalid result, a timeout or cancel while scoring), captured before
+    /// the pod was deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scorer_log_tail: Option<String>,
     /// What produced the result: commit, image, spec and result digests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,

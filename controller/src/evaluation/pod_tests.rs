@@ -392,3 +392,33 @@ fn the_workspace_is_mounted_read_only_with_each_file_at_its_path() {
     assert_eq!(volume.default_mode, Some(0o444));
     assert_eq!(volume.items, Some(workspace.items));
 }
+
+/// docs/images.md: a private registry is reached through the namespace's `default`
+/// ServiceAccount, whose `imagePullSecrets` the API server copies into a pod that names
+/// neither; both containers ask for their image only when the node lacks it.
+#[test]
+fn pod_uses_the_namespace_default_service_account() {
+    let spec = Evaluation::test()
+        .with_spec(|s| {
+            s.scorer = Some(Scorer {
+                image: "registry.example.com/team-a/scorer:1".into(),
+                ..Default::default()
+            })
+        })
+        .spec;
+    let pod = build(&spec, Some("gvisor")).spec.expect("spec");
+    assert_eq!(pod.service_account_name, None);
+    assert_eq!(pod.service_account, None);
+    assert_eq!(pod.image_pull_secrets, None);
+    let containers = pod.init_containers.iter().flatten().chain(&pod.containers);
+    let policies: Vec<_> = containers
+        .map(|c| (c.name.as_str(), c.image_pull_policy.as_deref()))
+        .collect();
+    assert_eq!(
+        policies,
+        [
+            (EVALUATION_CONTAINER, Some("IfNotPresent")),
+            (SCORER_CONTAINER, Some("IfNotPresent"))
+        ]
+    );
+}

@@ -10,7 +10,7 @@ use super::reconcile;
 use crate::admission::Decision;
 use crate::config::Config;
 use crate::crd::Evaluation;
-use crate::crd::evaluation::Phase;
+use crate::crd::evaluation::{Phase, Scorer};
 use crate::evaluation::Context;
 use crate::evaluation::plan::{Observed, plan};
 use crate::fixtures::{
@@ -277,6 +277,70 @@ async fn deadline_times_out_and_deletes_the_pod_after_keeping_its_log() {
             .expect(Method::POST, EVENTS, 201, serde_json::json!({}))
             .await;
         assert_eq!(event.body["reason"], "TimedOut");
+        api.expect(Method::DELETE, &pod_path, 200, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
+}
+
+/// Issue 22: a failed scorer leaves its own output in status, not only the evaluated code's
+/// (the pod is deleted right after).
+#[tokio::test]
+async fn a_failed_scorer_keeps_its_own_log_tail() {
+    let (ev, name) = started(Evaluation::test().with_spec(|s| {
+        s.scorer = Some(Scorer {
+            image: "scorer-img".into(),
+            ..Default::default()
+        })
+    }));
+    let mut pod = mk_pod(
+        &name,
+        "Failed",
+        vec![mk_container(
+            "scorer",
+            crate::fixtures::terminated(2, "Error", None),
+        )],
+    );
+    if let Some(status) = pod.status.as_mut() {
+        status.init_container_statuses = Some(vec![mk_container(
+            "evaluation",
+            crate::fixtures::terminated(0, "Completed", None),
+        )]);
+    }
+    let pod_path = format!("{PODS}/{name}");
+    reconcile_with(ev, vec![pod], true, |mut api| async move {
+        let log = format!("{pod_path}/log");
+        let evaluation = api
+            .expect(Method::GET, &log, 200, "answer written\n".into())
+            .await;
+        assert!(
+            evaluation.uri.contains("container=evaluation"),
+            "{}",
+            evaluation.uri
+        );
+        let scorer = api
+            .expect(
+                Method::GET,
+                &log,
+                200,
+                "Traceback (most recent call last):\nKeyError: 'expected'\n".into(),
+            )
+            .await;
+        assert!(scorer.uri.contains("container=scorer"), "{}", scorer.uri);
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(
+            status.body["status"]["reason"], "ScorerFailed",
+            "{}",
+            status.body
+        );
+        assert_eq!(status.body["status"]["logTail"], "answer written\n");
+        assert_eq!(
+            status.body["status"]["scorerLogTail"],
+            "Traceback (most recent call last):\nKeyError: 'expected'\n"
+        );
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
         api.expect(Method::DELETE, &pod_path, 200, serde_json::json!({}))
             .await;
         api.expect_silence().await;

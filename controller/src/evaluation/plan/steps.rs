@@ -17,7 +17,7 @@ use crate::duration;
 use crate::evaluation::identity::{RunKey, child_name, pod_name};
 use crate::evaluation::phase::{self, Outcome, PodState};
 use crate::evaluation::pod::{
-    Attempt, EVALUATION_CONTAINER, Owner, desired_network_policy, desired_pod,
+    Attempt, EVALUATION_CONTAINER, Owner, SCORER_CONTAINER, desired_network_policy, desired_pod,
 };
 use crate::evaluation::validate;
 use crate::evaluation::workspace::{desired_workspace, workspace_name};
@@ -424,6 +424,12 @@ impl Planner<'_> {
         self.status.queue = None;
         if let Some(capture) = self.obs.logs.get(EVALUATION_CONTAINER) {
             self.status.log_tail = Some(capture.tail.clone());
+        }
+        // Why scoring did not succeed is in the scorer's own output; the pod is deleted next.
+        if phase != Some(Phase::Succeeded)
+            && let Some(capture) = self.obs.logs.get(SCORER_CONTAINER)
+        {
+            self.status.scorer_log_tail = Some(capture.tail.clone());
         }
         if let Some(start) = &self.status.start_time {
             self.status.duration = Some(duration::render(elapsed(start, &now)));

@@ -3,8 +3,10 @@
 use super::test_support::*;
 use super::*;
 use crate::crd::conditions::{self};
-use crate::crd::evaluation::Source;
-use crate::fixtures::{at, mk_container, mk_pod, running};
+use crate::crd::evaluation::{Scorer, Source};
+use crate::evaluation::pod::SCORER_CONTAINER;
+use crate::evaluation::results::LogScanner;
+use crate::fixtures::{at, mk_container, mk_pod, running, terminated};
 
 fn kinds(p: &Plan) -> Vec<&'static str> {
     p.create
@@ -417,4 +419,49 @@ fn a_pod_no_node_can_take_says_why_until_it_is_placed() {
     let later = run(&after(&ev, &waiting), &with_pods(vec![placed]));
     assert_eq!(later.status.phase, Some(Phase::Running));
     assert_eq!(later.status.message, None);
+}
+
+/// Issue 22: the scorer's own log is the evidence of a scoring that went wrong, and only then
+/// is it kept (a passing run's status stays small).
+#[test]
+fn the_scorers_log_is_kept_only_when_the_run_did_not_succeed() {
+    let ev = Evaluation::test().with_spec(|s| {
+        s.scorer = Some(Scorer {
+            image: "img".into(),
+            ..Default::default()
+        })
+    });
+    let first = run(&ev, &Observed::empty());
+    let name = first.status.pod_name.clone().expect("pod name");
+    let ev = after(&ev, &first);
+    let scored = |message: Option<&str>| {
+        let mut pod = mk_pod(
+            &name,
+            "Succeeded",
+            vec![mk_container("scorer", terminated(0, "Completed", message))],
+        );
+        if let Some(status) = pod.status.as_mut() {
+            status.init_container_statuses = Some(vec![mk_container(
+                "evaluation",
+                terminated(0, "Completed", None),
+            )]);
+        }
+        pod
+    };
+    let mut logs = log("answer\n");
+    let mut scanner = LogScanner::default();
+    scanner.feed(b"scored 3 of 4\n");
+    logs.insert(SCORER_CONTAINER.to_string(), scanner.finish());
+    let observed = |pod| Observed {
+        logs: logs.clone(),
+        ..with_pods(vec![pod])
+    };
+    let passed = run(&ev, &observed(scored(Some(r#"{"score": 0.75}"#)))).status;
+    assert_eq!(passed.phase, Some(Phase::Succeeded));
+    assert_eq!(passed.scorer_log_tail, None);
+    // No result from the scorer: the run fails, and keeps both logs.
+    let invalid = run(&ev, &observed(scored(None))).status;
+    assert_eq!(invalid.reason.as_deref(), Some("InvalidResult"));
+    assert_eq!(invalid.log_tail.as_deref(), Some("answer\n"));
+    assert_eq!(invalid.scorer_log_tail.as_deref(), Some("scored 3 of 4\n"));
 }
