@@ -148,6 +148,10 @@ serializeImagePulls: false
 # no KUBE-MARK/KUBE-FIREWALL chains in the host's iptables (there is no kube-proxy anyway)
 makeIPTablesUtilChains: false
 evictionHard: {memory.available: "200Mi", nodefs.available: "5%", imagefs.available: "5%"}
+# no image garbage collection: the images are imported from the cache and cannot be pulled
+# again, so removing one at 85% disk (a build or the battery's disk bomb) fails every later pod
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 # the first status after registration is NotReady; post the change sooner than every 10 s
 nodeStatusUpdateFrequency: 4s
 EOF
