@@ -1,14 +1,13 @@
 //! When a reconcile looks at its object again, shared by both controllers.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hash};
 use std::time::Duration;
 
 use kube::ResourceExt;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::runner::Key;
 
 /// Retry delay after a first passing error (API hiccup, conflict); it doubles with every
 /// further failure of the same object ([`Backoff`]).
@@ -19,16 +18,26 @@ pub const MAX_ERROR_REQUEUE: Duration = Duration::from_secs(300);
 /// Retry delays of failing objects, per object: `base` doubling from the first failure in a
 /// row up to [`MAX_ERROR_REQUEUE`], each cut by a random part of up to a half, so that 10,000
 /// objects failing together (an API server outage) neither retry in lockstep nor every 5 s.
-#[derive(Debug, Default)]
-pub struct Backoff {
+/// Generic over the object's key, so that this module needs nothing of the work queue's.
+#[derive(Debug)]
+pub struct Backoff<K> {
     /// Failures in a row, by object.
-    failures: HashMap<Key, u32>,
+    failures: HashMap<K, u32>,
     jitter: std::collections::hash_map::RandomState,
 }
 
-impl Backoff {
+impl<K> Default for Backoff<K> {
+    fn default() -> Self {
+        Backoff {
+            failures: HashMap::new(),
+            jitter: std::collections::hash_map::RandomState::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone> Backoff<K> {
     /// `key`'s reconcile failed and asked to retry after `base`: the delay to use.
-    pub fn failed(&mut self, key: &Key, base: Duration) -> Duration {
+    pub fn failed(&mut self, key: &K, base: Duration) -> Duration {
         let failures = self.failures.entry(key.clone()).or_default();
         *failures = failures.saturating_add(1);
         let random = self
@@ -40,7 +49,7 @@ impl Backoff {
     }
 
     /// `key`'s reconcile succeeded (or its object is gone): the next failure starts over.
-    pub fn succeeded(&mut self, key: &Key) {
+    pub fn succeeded(&mut self, key: &K) {
         self.failures.remove(key);
     }
 }
@@ -115,7 +124,7 @@ mod tests {
         assert_eq!(backoff_delay(ERROR_REQUEUE, 3, 1.0), s(10));
         assert_eq!(backoff_delay(ERROR_REQUEUE, u32::MAX, 0.0), s(300));
         let mut backoff = Backoff::default();
-        let key = Key::new("a", "x");
+        let key = ("a", "x");
         let first = backoff.failed(&key, ERROR_REQUEUE);
         let second = backoff.failed(&key, ERROR_REQUEUE);
         assert!(first <= s(5) && second >= s(5), "{first:?} {second:?}");
