@@ -71,7 +71,7 @@ start_controller() {
   echo $! >"$CONTROLLER_PID"
   local deadline=$((SECONDS + 60))
   until curl -fsS "http://127.0.0.1:$CONTROLLER_PORT/readyz" >/dev/null 2>&1; do
-    controller_running || { tail -20 "$CONTROLLER_LOG" >&2; die "the controller exited"; }
+    controller_alive || { tail -20 "$CONTROLLER_LOG" >&2; die "the controller exited"; }
     [ $SECONDS -lt $deadline ] || { tail -20 "$CONTROLLER_LOG" >&2; die "the controller is not ready after 60s"; }
     sleep 0.5
   done
@@ -79,7 +79,7 @@ start_controller() {
   deadline=$((SECONDS + 120))
   until curl -fsS "http://127.0.0.1:$CONTROLLER_PORT/metrics" 2>/dev/null \
       | grep -q '^crucible_sandbox_verified{runtime_class="gvisor"} 1$'; do
-    controller_running || { tail -20 "$CONTROLLER_LOG" >&2; die "the controller exited"; }
+    controller_alive || { tail -20 "$CONTROLLER_LOG" >&2; die "the controller exited"; }
     if [ $SECONDS -ge $deadline ]; then
       grep -i canary "$CONTROLLER_LOG" | tail -5 >&2
       die "the sandbox canary did not verify gvisor within 120s"
@@ -87,6 +87,12 @@ start_controller() {
     sleep 0.5
   done
   log "sandbox verified"
+}
+
+# The process just started is still there. Not controller_running: until the forked shell has
+# exec'd the binary, its command line does not name crucible (a start reported as an exit).
+controller_alive() {
+  kill -0 "$(cat "$CONTROLLER_PID")" 2>/dev/null
 }
 
 stop_controller() {
