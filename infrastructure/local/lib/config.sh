@@ -151,10 +151,10 @@ evictionHard: {memory.available: "200Mi", nodefs.available: "5%", imagefs.availa
 # no image garbage collection: the images are imported from the cache and cannot be pulled
 # again, so removing one at 85% disk (a build or the battery's disk bomb) fails every later pod
 imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
 # volume usage measured every 10 s, not every minute: a pod over its ephemeral-storage limit
 # (the attack battery's disk bomb, 90 s timeout) is evicted within seconds, not near its deadline
 volumeStatsAggPeriod: 10s
-imageGCLowThresholdPercent: 99
 # the first status after registration is NotReady; post the change sooner than every 10 s
 nodeStatusUpdateFrequency: 4s
 EOF

@@ -217,7 +217,11 @@ impl Planner<'_> {
                 ))
             }
             PodState::Waiting | PodState::Running => {
-                self.status.phase = Some(if state == PodState::Running {
+                // An attempt that ran never goes back to Pending: between two containers (the
+                // evaluation done, the next one starting) its pod reads as waiting, and going
+                // back would announce the same pod as admitted again.
+                let ran = self.status.phase == Some(Phase::Running);
+                self.status.phase = Some(if state == PodState::Running || ran {
                     Phase::Running
                 } else {
                     Phase::Pending

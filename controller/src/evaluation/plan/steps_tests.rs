@@ -210,6 +210,44 @@ fn allow_unsandboxed_runs_without_runtime_class_and_says_so() {
     assert!(p.notes[0].message.contains("WITHOUT gVisor"));
 }
 
+/// Between two containers (the evaluation finished, the next one not started yet) the pod
+/// reads as waiting: a run that was Running stays Running and announces nothing, instead of
+/// going back to Pending with a second `Admitted` Event for the same pod (seen on 1.37 after a
+/// leader failover).
+#[test]
+fn a_running_run_whose_pod_waits_between_containers_stays_running() {
+    let (ev, name) = started();
+    let running_pod = mk_pod(
+        &name,
+        "Running",
+        vec![mk_container("evaluation", running())],
+    );
+    let ran = after(&ev, &run(&ev, &with_pods(vec![running_pod])));
+    assert_eq!(
+        ran.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Running)
+    );
+    let between = mk_pod(
+        &name,
+        "Pending",
+        vec![mk_container(
+            "evaluation",
+            crate::fixtures::waiting("PodInitializing"),
+        )],
+    );
+    let obs = Observed {
+        now: at(31),
+        ..with_pods(vec![between])
+    };
+    let p = run(&ran, &obs);
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    assert!(
+        p.notes.iter().all(|n| n.reason != "Admitted"),
+        "{:?}",
+        p.notes
+    );
+}
+
 #[test]
 fn running_pod_moves_to_running_and_requeues_before_the_deadline() {
     let (ev, name) = started();
