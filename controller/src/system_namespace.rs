@@ -99,6 +99,18 @@ mod tests {
 
     const PATH: &str = "/api/v1/namespaces";
 
+    /// The API server answers the GET: no such namespace.
+    async fn missing(server: &mut ApiServerVerifier) {
+        server
+            .expect(
+                Method::GET,
+                &format!("{PATH}/crucible-system"),
+                404,
+                status_error(404, "namespaces \"crucible-system\" not found"),
+            )
+            .await;
+    }
+
     #[tokio::test]
     async fn an_existing_namespace_is_left_alone() {
         let (client, mut server) = api();
@@ -116,14 +128,7 @@ mod tests {
     async fn a_missing_namespace_is_created() {
         let (client, mut server) = api();
         let check = tokio::spawn(async move { ensure(&client, "crucible-system").await });
-        server
-            .expect(
-                Method::GET,
-                &format!("{PATH}/crucible-system"),
-                404,
-                status_error(404, "namespaces \"crucible-system\" not found"),
-            )
-            .await;
+        missing(&mut server).await;
         let created = server
             .expect(Method::POST, PATH, 201, serde_json::json!({}))
             .await;
@@ -139,14 +144,7 @@ mod tests {
     async fn a_namespace_that_cannot_be_created_is_a_clear_error() {
         let (client, mut server) = api();
         let check = tokio::spawn(async move { ensure(&client, "crucible-system").await });
-        server
-            .expect(
-                Method::GET,
-                &format!("{PATH}/crucible-system"),
-                404,
-                status_error(404, "not found"),
-            )
-            .await;
+        missing(&mut server).await;
         server
             .expect(
                 Method::POST,
@@ -167,14 +165,7 @@ mod tests {
     async fn a_namespace_created_meanwhile_is_fine() {
         let (client, mut server) = api();
         let check = tokio::spawn(async move { ensure(&client, "crucible-system").await });
-        server
-            .expect(
-                Method::GET,
-                &format!("{PATH}/crucible-system"),
-                404,
-                status_error(404, "not found"),
-            )
-            .await;
+        missing(&mut server).await;
         server
             .expect(Method::POST, PATH, 409, status_error(409, "already exists"))
             .await;
