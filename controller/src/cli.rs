@@ -9,11 +9,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::admission::Limits;
+use crate::config::Limits;
+use crate::config::LogFormat;
+use crate::config::cidr::Cidr;
 use crate::config::{Config, Runtime};
-use crate::evaluation::cidr::Cidr;
 use crate::quantity;
-use crate::telemetry::LogFormat;
 
 /// What `crucible --version` prints: the package version and the git commit it was built from
 /// (`unknown` when built without git or `CRUCIBLE_GIT_COMMIT`; see build.rs).
@@ -436,7 +436,7 @@ impl ControllerArgs {
                 allow_file_git_urls,
                 pod_uid,
                 pod_namespace,
-                canary: crate::canary::Settings {
+                canary: crate::config::CanarySettings {
                     enabled: sandbox_canary,
                     allowlist: canary_allowlist,
                     interval: canary_interval,

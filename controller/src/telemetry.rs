@@ -1,16 +1,8 @@
 //! Structured logging with `tracing`: text for people, JSON on request.
 
-use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
-/// Log output format.
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
+use crate::config::LogFormat;
 
 /// Installs the global subscriber.
 pub fn init(format: LogFormat, filter: &str) {

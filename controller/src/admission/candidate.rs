@@ -6,8 +6,9 @@ use std::cmp::Reverse;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
-use crate::admission::{Candidate, Limits, QueueKey, Request};
+use crate::admission::{Candidate, QueueKey, Request};
 use crate::config::Config;
+use crate::config::Limits;
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::labels::PRIORITY_ANNOTATION;

@@ -5,8 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use crate::admission::candidate::{candidate, namespace_limits};
-use crate::admission::{Decision, Ledger, Limits, Usage};
+use crate::admission::{Decision, Ledger, Usage};
 use crate::config::Config;
+use crate::config::Limits;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::metrics::Metrics;
 use crate::runner::{Key, Trigger};

@@ -29,6 +29,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::admission::ranked::Ranked;
+use crate::config::Limits;
 
 /// Most runs woken by one change; each woken run that is admitted wakes the next ones.
 pub const WAKE_BATCH: usize = 32;
@@ -42,23 +43,6 @@ pub struct Request {
     pub memory: f64,
     /// Devices.
     pub gpu: f64,
-}
-
-/// Limits of a namespace or of the whole controller; `None` is unlimited.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Limits {
-    /// Most runs admitted at once.
-    pub max_running: Option<u32>,
-    /// Most cores.
-    pub cpu: Option<f64>,
-    /// Most bytes of memory.
-    pub memory: Option<f64>,
-    /// Most GPUs.
-    pub gpu: Option<f64>,
-    /// Admit nothing new.
-    pub paused: bool,
-    /// Why a figure of the quota could not be understood: admit nothing new (fail closed).
-    pub invalid: Option<String>,
 }
 
 /// What is admitted now.

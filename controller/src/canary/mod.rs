@@ -16,13 +16,11 @@ pub mod status;
 pub mod verdict;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::config::Config;
+use crate::config::{CanarySettings, Config};
 use crate::crd::conditions::{Status, set_condition};
 use crate::crd::evaluation::NetworkMode;
 
@@ -32,26 +30,6 @@ pub use verdict::{Check, Verdict};
 pub const CONDITION: &str = "SandboxVerified";
 /// Prefix of the queue reason of a held run.
 pub const HOLD_REASON: &str = "SandboxUnverified";
-
-/// Settings of the canary (`crucible controller --sandbox-canary …`).
-#[derive(Clone, Debug)]
-pub struct Settings {
-    /// Whether canaries run and hold admission at all.
-    pub enabled: bool,
-    /// Whether the Allowlist RuntimeClass is proven too (it needs a NetworkPolicy engine).
-    pub allowlist: bool,
-    /// Interval between two proofs of a verified class.
-    pub interval: Duration,
-    /// Longest one canary run may take, pod start included.
-    pub timeout: Duration,
-    /// How long an unschedulable canary pod waits for a node (a node pool scaling up from
-    /// zero) before the class fails; added to `timeout`.
-    pub schedule_grace: Duration,
-    /// Image of the probe (python3).
-    pub image: String,
-    /// Address of this controller that canary pods connect to.
-    pub listen: IpAddr,
-}
 
 /// A RuntimeClass the controller uses, and what it is expected to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +43,7 @@ pub struct Target {
 /// Every RuntimeClass the controller uses, with what the canary makes of it: the class of
 /// `network: None` always, the Allowlist class unless `--canary-allowlist=false`, the GPU
 /// class never (a canary pod there would need a GPU).
-pub fn targets(config: &Config, settings: &Settings) -> Vec<(Target, Verdict)> {
+pub fn targets(config: &Config, settings: &CanarySettings) -> Vec<(Target, Verdict)> {
     let disabled = |why: &str| Verdict::Unchecked {
         reason: "Disabled",
         message: why.to_string(),
@@ -283,11 +261,12 @@ fn condition_of(verdict: &Verdict) -> (Status, &'static str, String) {
 mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
 
     use super::*;
 
-    fn settings(enabled: bool, allowlist: bool) -> Settings {
-        Settings {
+    fn settings(enabled: bool, allowlist: bool) -> CanarySettings {
+        CanarySettings {
             enabled,
             allowlist,
             interval: Duration::from_secs(600),
@@ -302,7 +281,7 @@ mod tests {
         Time(jiff::Timestamp::from_second(secs).expect("timestamp"))
     }
 
-    fn sandbox(settings: &Settings, wakes: &Arc<AtomicUsize>) -> Sandbox {
+    fn sandbox(settings: &CanarySettings, wakes: &Arc<AtomicUsize>) -> Sandbox {
         let wakes = wakes.clone();
         let initial = targets(&Config::default(), settings)
             .into_iter()
@@ -319,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_classes_in_use_and_what_is_proven_of_each() {
-        let classes = |s: &Settings| -> Vec<(String, Option<NetworkMode>)> {
+        let classes = |s: &CanarySettings| -> Vec<(String, Option<NetworkMode>)> {
             targets(&Config::default(), s)
                 .into_iter()
                 .map(|(t, _)| (t.class, t.network))

@@ -30,7 +30,8 @@ use super::verdict::{
     Expectation, Outcome, PodProblem, Step, describe, exit_code, judge, pod_finished, pod_problem,
     settle,
 };
-use super::{Sandbox, Settings, Target, Verdict, status};
+use super::{Sandbox, Target, Verdict, status};
+use crate::config::CanarySettings;
 use crate::config::Config;
 use crate::crd::evaluation::NetworkMode;
 use crate::digest::sha256_hex;
@@ -62,7 +63,7 @@ pub struct Runner {
     /// The controller's pod, owner of the canary's objects (when in the same namespace).
     owner: Option<OwnerReference>,
     config: Config,
-    settings: Settings,
+    settings: CanarySettings,
     sandbox: Arc<Sandbox>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
@@ -80,7 +81,7 @@ impl Runner {
         namespace: String,
         owner: Option<OwnerReference>,
         config: Config,
-        settings: Settings,
+        settings: CanarySettings,
         sandbox: Arc<Sandbox>,
         metrics: Arc<Metrics>,
         recorder: Recorder,
@@ -658,7 +659,7 @@ mod tests {
     /// A runner against the mock API server, listening on loopback.
     fn runner() -> (Runner, ApiServerVerifier) {
         let (ctx, api) = Context::test();
-        let settings = Settings {
+        let settings = CanarySettings {
             enabled: true,
             allowlist: true,
             interval: Duration::from_secs(600),

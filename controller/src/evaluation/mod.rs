@@ -2,7 +2,6 @@
 //! reconcile through observe → (admission gate) → plan → apply → report.
 
 pub mod apply;
-pub mod cidr;
 pub mod context;
 pub mod controller;
 pub mod credentials;

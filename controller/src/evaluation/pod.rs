@@ -20,8 +20,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::Config;
+use crate::config::cidr::{self, Cidr};
 use crate::crd::evaluation::EvaluationSpec;
-use crate::evaluation::cidr::{self, Cidr};
 use crate::evaluation::workspace::Workspace;
 use crate::labels::{
     EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_ID_LABEL, RUN_LABEL,

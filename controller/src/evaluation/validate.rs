@@ -6,13 +6,13 @@
 use k8s_openapi::api::core::v1::EnvVar;
 
 use crate::config::Config;
+use crate::config::cidr::{self, Cidr};
 use crate::crd::bounds::{
     MAX_ARG_LEN, MAX_ARGS, MAX_ENV, MAX_ENV_NAME_LEN, MAX_ENV_VALUE_LEN, MAX_IMAGE_LEN,
     MAX_INLINE_BYTES, MAX_POD_SPEC_BYTES, MAX_SOURCE_FILES, MAX_SOURCE_PATH_LEN, capped, json_len,
     shown,
 };
 use crate::crd::evaluation::{EvaluationSpec, NetworkMode, Source};
-use crate::evaluation::cidr::{self, Cidr};
 use crate::{duration, quantity};
 
 /// JSON bytes a source file adds to the pod spec beyond its path twice (key and path of its

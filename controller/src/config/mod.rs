@@ -1,14 +1,17 @@
-//! Plain settings, parsed once from the command line by [`crate::cli`]: [`Config`] for the
-//! pure planning functions, [`Runtime`] for the running process.
+//! Plain settings, parsed once from the command line by `cli.rs`: [`Config`] for the
+//! pure planning functions, [`Runtime`] for the running process. A leaf: it imports nothing
+//! of the crate, so every layer may read it.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::admission::Limits;
-use crate::evaluation::cidr::Cidr;
-use crate::telemetry::LogFormat;
+use clap::ValueEnum;
+
+use cidr::Cidr;
+
+pub mod cidr;
 
 /// Settings the pure planning functions need.
 #[derive(Clone, Debug)]
@@ -75,5 +78,51 @@ pub struct Runtime {
     /// Whether `file://` git URLs are allowed.
     pub allow_file_git_urls: bool,
     /// The sandbox canary.
-    pub canary: crate::canary::Settings,
+    pub canary: CanarySettings,
+}
+
+/// Settings of the canary (`crucible controller --sandbox-canary …`).
+#[derive(Clone, Debug)]
+pub struct CanarySettings {
+    /// Whether canaries run and hold admission at all.
+    pub enabled: bool,
+    /// Whether the Allowlist RuntimeClass is proven too (it needs a NetworkPolicy engine).
+    pub allowlist: bool,
+    /// Interval between two proofs of a verified class.
+    pub interval: Duration,
+    /// Longest one canary run may take, pod start included.
+    pub timeout: Duration,
+    /// How long an unschedulable canary pod waits for a node (a node pool scaling up from
+    /// zero) before the class fails; added to `timeout`.
+    pub schedule_grace: Duration,
+    /// Image of the probe (python3).
+    pub image: String,
+    /// Address of this controller that canary pods connect to.
+    pub listen: IpAddr,
+}
+
+/// Limits of a namespace or of the whole controller; `None` is unlimited.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Limits {
+    /// Most runs admitted at once.
+    pub max_running: Option<u32>,
+    /// Most cores.
+    pub cpu: Option<f64>,
+    /// Most bytes of memory.
+    pub memory: Option<f64>,
+    /// Most GPUs.
+    pub gpu: Option<f64>,
+    /// Admit nothing new.
+    pub paused: bool,
+    /// Why a figure of the quota could not be understood: admit nothing new (fail closed).
+    pub invalid: Option<String>,
+}
+
+/// Log output format.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
