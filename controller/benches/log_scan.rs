@@ -11,7 +11,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use crucible::evaluation::results::{LogScanner, RESULT_PREFIX};
+use crucible::run::results::{LogScanner, RESULT_PREFIX};
 
 /// A log of `size` bytes of chatty output in 8 KiB chunks (as the kubelet streams it), ending
 /// with a result line.

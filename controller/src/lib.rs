@@ -1,8 +1,9 @@
 //! Crucible: a Kubernetes operator that runs AI evaluations declaratively in gVisor sandboxes.
 //!
-//! Modules named for what they do; the pure planning lives in [`evaluation::plan`],
-//! [`evaluation::phase`], [`evaluation::pod`], [`evaluation::results`] and
-//! [`evaluation::validate`]; I/O only in `observe`, `apply`, `report` and the binary.
+//! Modules named for what they do, in layers (docs/development.md): leaves (`config`, `crd`,
+//! `labels`, …); the pure model of one run ([`run`]); admission, git sources and caches; the
+//! controllers ([`evaluation`], [`suite`], [`canary`]) and `crucible run` ([`local`]); and the
+//! composition root ([`operator`], the binary).
 #![deny(rust_2018_idioms)]
 
 pub mod admission;
@@ -20,13 +21,13 @@ pub mod events;
 pub mod http;
 pub mod labels;
 pub mod leader;
-pub mod liveness;
 pub mod local;
 pub mod metrics;
 pub mod operator;
 pub mod ownership;
 pub mod quantity;
 pub mod requeue;
+pub mod run;
 pub mod runner;
 pub mod selftest;
 pub mod source;

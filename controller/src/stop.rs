@@ -16,8 +16,8 @@ use kube::api::{Api, ListParams};
 
 use crate::crd::Evaluation;
 use crate::labels::MANAGED_LABEL;
-use crate::liveness;
 use crate::ownership;
+use crate::run::liveness;
 use crate::ssa;
 
 /// Name of the switch ConfigMap.

@@ -20,9 +20,9 @@ use crate::cache::seen_statuses::SeenStatuses;
 use crate::cache::{Change, Indexed, key_of, lean};
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::labels::{MANAGED_LABEL, SUITE_LABEL};
-use crate::liveness;
 use crate::metrics::Metrics;
 use crate::ownership;
+use crate::run::liveness;
 use crate::runner::{Key, Trigger};
 use crate::ssa;
 
@@ -308,7 +308,7 @@ mod tests {
         let r = routes();
         let victim = Evaluation::test();
         let uid = victim.uid().unwrap_or_default();
-        let run = crate::evaluation::plan::admission_run_id(&victim, None);
+        let run = crate::run::state::admission_run_id(&victim, None);
         let decision = r.admission.decide(
             &victim,
             &run,
@@ -349,7 +349,7 @@ mod tests {
         let r = routes();
         let ev = Evaluation::test();
         let uid = ev.uid().unwrap_or_default();
-        let run = crate::evaluation::plan::admission_run_id(&ev, None);
+        let run = crate::run::state::admission_run_id(&ev, None);
         let config = Config::default();
         let decision = r
             .admission

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crucible::config::Config;
 use crucible::crd::{Evaluation, EvaluationQuota, EvaluationSuite};
-use crucible::evaluation::validate::validate;
+use crucible::run::validate::validate;
 use crucible::suite::fanout::desired_cases;
 
 fn examples() -> Vec<PathBuf> {

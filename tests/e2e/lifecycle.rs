@@ -215,7 +215,7 @@ async fn ttl_removes_children_and_keeps_the_results() {
             .provenance
             .and_then(|p| p.source_digest)
             .expect("provenance.sourceDigest");
-        let workspace = crucible::evaluation::workspace::workspace_name(
+        let workspace = crucible::run::workspace::workspace_name(
             "short-lived",
             &done.uid().expect("uid"),
             &digest,

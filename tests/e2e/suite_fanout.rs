@@ -130,7 +130,7 @@ async fn suite_cases_with_identical_files_share_one_workspace_that_goes_with_the
             .expect("children")
             .items;
         assert_eq!(children.len(), 4);
-        let digest = crucible::evaluation::workspace::content_digest(first);
+        let digest = crucible::run::workspace::content_digest(first);
         for child in &children {
             let ran = child.status.as_ref().and_then(|s| s.provenance.as_ref());
             assert_eq!(ran.and_then(|p| p.source_digest.as_ref()), Some(&digest));

@@ -6,13 +6,14 @@ use std::cmp::Reverse;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::ResourceExt;
 
-use crate::admission::{Candidate, QueueKey, Request};
+use crate::admission::{Candidate, QueueKey};
 use crate::config::Config;
 use crate::config::Limits;
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::labels::PRIORITY_ANNOTATION;
 use crate::quantity;
+use crate::run::request::Request;
 
 /// What a run requests: its resources with the controller's defaults.
 pub fn request(spec: &EvaluationSpec, config: &Config) -> Request {

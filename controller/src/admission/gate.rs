@@ -17,7 +17,7 @@ use crate::runner::{Key, Trigger};
 /// to the Evaluation controller's work queue ([`Gate::connect`]).
 ///
 /// Admissions are held by runs (`crucible.dev/run-id`), not by Evaluations: a run holds its
-/// share while any pod of it is alive ([`crate::liveness`]), even after its Evaluation was
+/// share while any pod of it is alive ([`crate::run::liveness`]), even after its Evaluation was
 /// deleted or replaced by a new run.
 #[derive(Default)]
 pub struct Gate {
@@ -190,7 +190,7 @@ mod tests {
         let ev = Evaluation::test();
         let namespace = ev.metadata.namespace.clone().unwrap_or_default();
         let uid = ev.metadata.uid.clone().unwrap_or_default();
-        let run = crate::evaluation::plan::admission_run_id(&ev, None);
+        let run = crate::run::state::admission_run_id(&ev, None);
         assert_eq!(
             gate.decide(&ev, &run, &[], &config, None, &metrics),
             Decision::Admit

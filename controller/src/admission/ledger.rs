@@ -30,20 +30,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::admission::ranked::Ranked;
 use crate::config::Limits;
+use crate::run::request::Request;
 
 /// Most runs woken by one change; each woken run that is admitted wakes the next ones.
 pub const WAKE_BATCH: usize = 32;
-
-/// Resources one run requests (requests equal limits).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Request {
-    /// Cores.
-    pub cpu: f64,
-    /// Bytes.
-    pub memory: f64,
-    /// Devices.
-    pub gpu: f64,
-}
 
 /// What is admitted now.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

@@ -17,4 +17,4 @@ pub mod ranked;
 pub mod restore;
 
 pub use gate::Gate;
-pub use ledger::{Candidate, Decision, Ledger, QueueKey, Request, Usage};
+pub use ledger::{Candidate, Decision, Ledger, QueueKey, Usage};

@@ -12,9 +12,9 @@ use crate::admission::{Gate, Ledger};
 use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Phase;
-use crate::evaluation::plan::admission_run_id;
-use crate::liveness;
 use crate::ownership;
+use crate::run::liveness;
+use crate::run::state::admission_run_id;
 use crate::watches::Caches;
 
 /// What the controller reads once at start (and each leader takeover), for the ledger and the

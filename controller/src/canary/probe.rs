@@ -11,8 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 
 use crate::config::Config;
 use crate::crd::evaluation::{EgressRule, EvaluationSpec, NetworkMode, Resources, Sandbox};
-use crate::evaluation::pod::{Attempt, Owner, desired_network_policy, desired_pod};
 use crate::labels::CANARY_LABEL;
+use crate::run::owner::Owner;
+use crate::run::pod::{Attempt, desired_network_policy, desired_pod};
 
 use super::verdict::GREETING;
 
@@ -226,7 +227,7 @@ mod tests {
     use super::*;
     use crate::canary::verdict::REPORT_PREFIX;
     use crate::crd::Evaluation;
-    use crate::evaluation::plan::owner;
+    use crate::run::owner::owner;
 
     fn run(network: NetworkMode) -> Run<'static> {
         Run {

@@ -35,9 +35,9 @@ use crate::config::CanarySettings;
 use crate::config::Config;
 use crate::crd::evaluation::NetworkMode;
 use crate::digest::sha256_hex;
-use crate::evaluation::pod::EVALUATION_CONTAINER;
 use crate::events::{self, Note, Severity};
 use crate::metrics::Metrics;
+use crate::run::pod::EVALUATION_CONTAINER;
 use crate::ssa;
 
 /// Interval between two runs while a class is not verified: soon enough that a fixed node is

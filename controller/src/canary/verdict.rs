@@ -16,7 +16,7 @@ pub const GREETING: &str = "crucible-canary";
 /// gVisor's `/proc/version` build stamp (its `_LINUX_VERSION`); no real kernel carries it.
 pub const GVISOR_VERSION: &str = "#1 SMP Sun Jan 10 15:06:54 PST 2016";
 /// The unprivileged user every sandbox runs as.
-const SANDBOX_ID: i64 = crate::evaluation::pod::SANDBOX_UID;
+const SANDBOX_ID: i64 = crate::run::pod::SANDBOX_UID;
 /// Inconclusive runs in a row (a 429, a registry hiccup, an API server restart) that a verified
 /// class stays verified through; after that it is unproven again.
 pub const INCONCLUSIVE_TOLERATED: u32 = 3;

@@ -11,7 +11,7 @@
 use k8s_openapi::api::core::v1::Secret;
 
 use crate::crd::bounds::shown;
-use crate::evaluation::plan::SourceProblem;
+use crate::run::fetched::SourceProblem;
 use crate::source::Credentials;
 use crate::source::url::RemoteUrl;
 

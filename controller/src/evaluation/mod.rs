@@ -5,17 +5,12 @@ pub mod apply;
 pub mod context;
 pub mod controller;
 pub mod credentials;
-pub mod identity;
 pub mod observe;
 pub mod orphans;
-pub mod phase;
 pub mod plan;
-pub mod pod;
 pub mod reconcile;
 pub mod report;
-pub mod results;
 pub mod sandbox_policy;
-pub mod validate;
 pub mod workspace;
 
 pub use context::Context;

@@ -19,11 +19,11 @@ use crate::crd::evaluation::{GitSource, Source};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
-use crate::evaluation::plan::{
-    self, FetchedSource, LogsNeeded, Observed, RuntimeClassCheck, SourceProblem,
-};
-use crate::evaluation::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner, TailSearch};
-use crate::evaluation::validate;
+use crate::evaluation::plan::{self, LogsNeeded, Observed, RuntimeClassCheck};
+use crate::run::fetched::{FetchedSource, SourceProblem};
+use crate::run::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner, TailSearch};
+use crate::run::state;
+use crate::run::validate;
 use crate::runner::Key;
 use crate::source::pool::Answer;
 use crate::source::{Credentials, GitRequest};
@@ -73,13 +73,14 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     let pods = ctx.caches.pods_of(&namespace, &uid);
     let stop = ctx.stop_switch().covers(&namespace);
     let head = match git_of(&ev) {
-        Some(git) if plan::follows(&ev) && plan::run_is_over(&ev) => {
+        Some(git) if state::follows(&ev) && state::run_is_over(&ev) => {
             follow_head(ctx, &namespace, &ev.name_any(), git).await
         }
         _ => None,
     };
     // The sandbox is looked up whenever a pod may be created: a run not over, or a new one.
-    let runtime_class = if plan::run_is_over(&ev) && !plan::awaits_admission(&ev, head.as_deref()) {
+    let runtime_class = if state::run_is_over(&ev) && !state::awaits_admission(&ev, head.as_deref())
+    {
         None
     } else {
         let class = validate::runtime_class(&ev.spec, &ctx.config);
@@ -91,7 +92,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     };
     // A run that has started reads its pinned source only to start another attempt; a new
     // one once admitted.
-    let source = if plan::awaits_admission(&ev, head.as_deref())
+    let source = if state::awaits_admission(&ev, head.as_deref())
         || !plan::started_run_needs_source(&ev, &pods)
     {
         None

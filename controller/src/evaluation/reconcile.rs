@@ -10,8 +10,10 @@ use crate::cache::expectations::EXPECTATION_TTL;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
 use crate::evaluation::plan;
-use crate::evaluation::{Context, apply, observe, report, validate};
+use crate::evaluation::{Context, apply, observe, report};
 use crate::requeue::{self, Requeue};
+use crate::run::state;
+use crate::run::validate;
 
 /// Reconciles one Evaluation.
 ///
@@ -50,8 +52,8 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     let namespace = ev.namespace().unwrap_or_default();
     // The one place a run or a retry is admitted or queued: the gate records the decision as
     // it makes it.
-    let awaits = plan::awaits_admission(&ev, observed.head.as_deref());
-    let decision = if plan::asks_admission(&ev, observed.head.as_deref()) {
+    let awaits = state::awaits_admission(&ev, observed.head.as_deref());
+    let decision = if state::asks_admission(&ev, observed.head.as_deref()) {
         let quotas = ctx.quotas_of(&namespace);
         let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
         // Held by the emergency stop, else by a sandbox the canary has not verified.
@@ -63,7 +65,7 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
                 ctx.sandbox
                     .hold(validate::runtime_class(&ev.spec, &ctx.config))
             });
-        let run = plan::admission_run_id(&ev, observed.head.as_deref());
+        let run = state::admission_run_id(&ev, observed.head.as_deref());
         ctx.admission.decide(
             &ev,
             &run,

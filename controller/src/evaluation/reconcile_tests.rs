@@ -432,7 +432,7 @@ async fn a_freed_slot_admits_the_queued_head_without_a_timer() {
     let (trigger, mut woken) = crate::runner::channel();
     ctx.admission.connect(trigger);
     let decide = |ev: &Evaluation| {
-        let run = crate::evaluation::plan::admission_run_id(ev, None);
+        let run = crate::run::state::admission_run_id(ev, None);
         ctx.admission
             .decide(ev, &run, &[], &ctx.config, None, &ctx.metrics)
     };

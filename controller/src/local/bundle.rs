@@ -1,6 +1,6 @@
 //! From the pod the controller plans to one step of a local run: the process as the kubelet
 //! would start it, its mounts and limits, and the OCI runtime spec (`config.json`) runsc runs.
-//! Pure: the sandbox rules are read from [`desired_pod`](crate::evaluation::pod::desired_pod),
+//! Pure: the sandbox rules are read from [`desired_pod`](crate::run::pod::desired_pod),
 //! never restated here, so a local run is sandboxed exactly as the cluster's pod is.
 
 use std::collections::BTreeMap;
@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
-use crate::evaluation::pod::SANDBOX_UID;
 use crate::local::image::ImageConfig;
 use crate::quantity;
+use crate::run::pod::SANDBOX_UID;
 
 /// CFS period of the cpu limit, as the kubelet sets it.
 const CPU_PERIOD_US: u64 = 100_000;

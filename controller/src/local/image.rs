@@ -17,7 +17,7 @@ use std::time::UNIX_EPOCH;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::sha256_hex;
-use crate::evaluation::pod::{OUTPUTS_DIR, RESULT_PATH, WORKSPACE_DIR};
+use crate::run::pod::{OUTPUTS_DIR, RESULT_PATH, WORKSPACE_DIR};
 
 /// Largest `manifest.json` or image config read from a tarball.
 const MAX_METADATA: u64 = 1024 * 1024;

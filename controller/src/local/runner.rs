@@ -3,7 +3,7 @@
 //! answers `plan`'s questions (admitted; the sandbox exists; the git source at its commit),
 //! runs the pod `plan` asks for, and reports the pod back as a kubelet would (container states,
 //! exit codes, termination messages, `DeadlineExceeded`) with the log captured by the
-//! controller's [`LogScanner`](crate::evaluation::results::LogScanner). So every status field
+//! controller's [`LogScanner`](crate::run::results::LogScanner). So every status field
 //! (phase, reason, result, conditions, provenance, log tail) comes from the code that writes it
 //! on the cluster.
 
@@ -28,14 +28,13 @@ use crate::config::Config;
 use crate::crd::evaluation::{Phase, Source};
 use crate::crd::suite::SuitePhase;
 use crate::crd::{Evaluation, EvaluationSuite};
-use crate::evaluation::plan::{
-    self, Child, FetchedSource, Observed, RuntimeClassCheck, SourceProblem,
-};
-use crate::evaluation::pod::SANDBOX_UID;
-use crate::evaluation::results::{LogCapture, TERMINATION_MESSAGE_MAX};
+use crate::evaluation::plan::{self, Child, Observed, RuntimeClassCheck};
 use crate::local::image::ImageStore;
 use crate::local::sandbox::{self, Runtime};
 use crate::local::{bundle, files};
+use crate::run::fetched::{FetchedSource, SourceProblem};
+use crate::run::pod::SANDBOX_UID;
+use crate::run::results::{LogCapture, TERMINATION_MESSAGE_MAX};
 use crate::source::{GitCache, GitRequest};
 use crate::suite;
 

@@ -9,11 +9,11 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use crate::evaluation::pod::SANDBOX_UID;
-use crate::evaluation::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner};
 use crate::local::bundle::{self, Mount, Step};
 use crate::local::files;
 use crate::local::image::Image;
+use crate::run::pod::SANDBOX_UID;
+use crate::run::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner};
 
 /// How steps are run.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -133,9 +133,9 @@ pub struct Fetched {
     pub skipped: Vec<String>,
 }
 
-impl From<Fetched> for crate::evaluation::plan::FetchedSource {
+impl From<Fetched> for crate::run::fetched::FetchedSource {
     fn from(fetched: Fetched) -> Self {
-        crate::evaluation::plan::FetchedSource {
+        crate::run::fetched::FetchedSource {
             repo: fetched.repo,
             commit: fetched.commit,
             files: fetched.files,
@@ -143,9 +143,9 @@ impl From<Fetched> for crate::evaluation::plan::FetchedSource {
     }
 }
 
-impl From<&SourceError> for crate::evaluation::plan::SourceProblem {
+impl From<&SourceError> for crate::run::fetched::SourceProblem {
     fn from(error: &SourceError) -> Self {
-        crate::evaluation::plan::SourceProblem {
+        crate::run::fetched::SourceProblem {
             reason: error.reason(),
             message: error.to_string(),
             transient: error.is_transient(),

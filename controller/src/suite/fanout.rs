@@ -29,7 +29,7 @@ use crate::crd::bounds::{
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::suite::{EvaluationSuiteSpec, SuiteCase};
 use crate::digest::sha256_hex;
-use crate::evaluation::validate;
+use crate::run::validate;
 
 /// Longest case name: the child `<suite>-<case>` must stay a valid name with room for the
 /// suite's own name.

@@ -11,9 +11,9 @@ use crate::crd::conditions::{self, Status};
 use crate::crd::evaluation::{Evaluation, EvaluationSpec, EvaluationStatus, Phase, Source};
 use crate::crd::shown_number;
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
-use crate::evaluation::workspace::shared_inline_name;
 use crate::events::{Note, Severity};
 use crate::labels::{RERUN_ANNOTATION, SUITE_LABEL};
+use crate::run::workspace::shared_inline_name;
 use crate::suite::fanout::{self, DesiredCase};
 
 /// Default `parallelism`.

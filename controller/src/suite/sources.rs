@@ -1,5 +1,5 @@
 //! Removes the shared workspace ConfigMaps a suite's spec no longer produces (see
-//! [`crate::evaluation::workspace`]): after a spec change, those it owns whose names are not
+//! [`crate::run::workspace`]): after a spec change, those it owns whose names are not
 //! among the ones its cases use now. Failures are logged: what is left goes with the suite.
 
 use std::collections::BTreeSet;

@@ -4,9 +4,9 @@ use super::test_support::*;
 use super::*;
 use crate::crd::conditions::{self};
 use crate::crd::evaluation::HistoryEntry;
-use crate::evaluation::pod::EVALUATION_CONTAINER;
 use crate::fixtures::{at, mk_container, mk_pod, running, terminated, waiting};
 use crate::labels::RERUN_ANNOTATION;
+use crate::run::pod::EVALUATION_CONTAINER;
 
 #[test]
 fn spec_change_stops_the_old_run_and_keeps_its_result_in_history() {
@@ -343,7 +343,7 @@ fn ttl_removes_every_child_after_it_expires_and_keeps_the_status() {
         expired.delete,
         [(
             ChildKind::ConfigMap,
-            crate::evaluation::workspace::workspace_name(
+            crate::run::workspace::workspace_name(
                 "arith",
                 "11111111-2222-3333-4444-555555555555",
                 &digest
@@ -423,7 +423,7 @@ fn a_finished_pod_whose_log_stays_unreadable_ends_the_run_after_the_wait() {
     assert!(!soon.overdue, "its log may still come back");
     let late = logs_needed(&ev, &pods, &at(10 + wait), false, &config).expect("logs");
     assert!(late.overdue);
-    let unread = crate::evaluation::results::LogCapture::unavailable(&"dial tcp: i/o timeout");
+    let unread = crate::run::results::LogCapture::unavailable(&"dial tcp: i/o timeout");
     let p = run(
         &ev,
         &Observed {

@@ -19,13 +19,13 @@ mod predicates;
 mod steps;
 
 use crate::evaluation::plan::predicates::elapsed;
-use crate::liveness;
+use crate::run::liveness;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Resource, ResourceExt};
 
 use crate::admission::Decision;
@@ -33,25 +33,26 @@ use crate::config::Config;
 use crate::crd::evaluation::{
     Evaluation, EvaluationStatus, HistoryEntry, Phase, Provenance, QueueStatus,
 };
-use crate::error::{Error, Result};
-use crate::evaluation::identity::RunKey;
-use crate::evaluation::pod::Owner;
+use crate::error::Result;
 pub use crate::events::{Note, Severity};
-use crate::labels::SUITE_LABEL;
 use crate::requeue::Requeue;
+use crate::run::identity::RunKey;
+use crate::run::owner::Owner;
 
-pub use observed::{FETCHING_SOURCE, FetchedSource, Observed, RuntimeClassCheck, SourceProblem};
+pub use observed::{Observed, RuntimeClassCheck};
 pub use predicates::{
-    LogsNeeded, admission_run_id, asks_admission, awaits_admission, follows, logs_needed,
-    queue_wait, run_is_over, source_reference, started_run_needs_source,
+    LogsNeeded, logs_needed, queue_wait, source_reference, started_run_needs_source,
 };
 
+use crate::run::fetched::SourceProblem;
+use crate::run::owner::owner;
+use crate::run::results::DEFAULT_PASS_THRESHOLD;
+use crate::run::state::{
+    admission_run_id, awaits_admission, follows, head_moved, is_current_run, run_is_over,
+};
 use conditions::{set_conditions, transition_note};
-use predicates::{head_moved, is_current_run};
 use steps::Planner;
 
-/// Default `passThreshold`.
-pub const DEFAULT_PASS_THRESHOLD: f64 = 0.5;
 /// Runs kept in `status.history`.
 pub const HISTORY_LIMIT: usize = 10;
 /// Slack after `activeDeadlineSeconds` before the controller stops a pod itself: the kubelet
@@ -112,7 +113,7 @@ pub struct Plan {
     pub notes: Vec<Note>,
     /// Next look.
     pub requeue: Requeue,
-    /// Runs of this Evaluation whose pods still hold capacity ([`crate::liveness`]).
+    /// Runs of this Evaluation whose pods still hold capacity ([`crate::run::liveness`]).
     pub live_runs: BTreeSet<String>,
     /// Whether the run keeps its place in the admission queue.
     pub in_queue: bool,
@@ -130,43 +131,6 @@ impl Plan {
         }
         runs
     }
-}
-
-/// The owner identity of `ev`'s children.
-///
-/// # Errors
-/// [`Error::MissingObjectKey`] when the object has no namespace or uid (never for objects read
-/// from the API server).
-pub fn owner(ev: &Evaluation) -> Result<Owner> {
-    Ok(Owner {
-        name: ev.name_any(),
-        namespace: ev
-            .namespace()
-            .ok_or(Error::MissingObjectKey("metadata.namespace"))?,
-        uid: ev.uid().ok_or(Error::MissingObjectKey("metadata.uid"))?,
-        reference: ev
-            .controller_owner_ref(&())
-            .ok_or(Error::MissingObjectKey("metadata.uid"))?,
-        suite: ev.labels().get(SUITE_LABEL).cloned(),
-        suite_reference: suite_reference(ev),
-    })
-}
-
-/// The controller reference of `ev` to the suite its `crucible.dev/suite` label names, if the
-/// suite made it.
-fn suite_reference(ev: &Evaluation) -> Option<OwnerReference> {
-    let suite = ev.labels().get(SUITE_LABEL)?;
-    let kind = crate::crd::EvaluationSuite::kind(&());
-    let api_version = crate::crd::EvaluationSuite::api_version(&());
-    ev.owner_references()
-        .iter()
-        .find(|r| {
-            r.controller == Some(true)
-                && r.kind == kind
-                && r.api_version == api_version
-                && &r.name == suite
-        })
-        .cloned()
 }
 
 /// Computes the plan for one reconcile.

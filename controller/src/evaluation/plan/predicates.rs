@@ -10,79 +10,12 @@ use kube::ResourceExt;
 use crate::config::Config;
 use crate::crd::evaluation::{Evaluation, EvaluationStatus, Phase, Source};
 use crate::duration;
-use crate::evaluation::identity::RunKey;
-use crate::evaluation::phase::{self};
-use crate::evaluation::pod::EVALUATION_CONTAINER;
-use crate::liveness;
+use crate::run::identity::RunKey;
+use crate::run::liveness;
+use crate::run::phase::{self};
+use crate::run::pod::EVALUATION_CONTAINER;
 
 use super::*;
-
-/// Whether the status belongs to the run `key` names.
-pub(super) fn is_current_run(status: &EvaluationStatus, key: &RunKey) -> bool {
-    status.phase.is_some()
-        && status
-            .provenance
-            .as_ref()
-            .and_then(|p| p.spec_hash.as_ref())
-            == Some(&key.spec_hash)
-        && status.rerun == key.rerun
-}
-
-/// Whether a followed branch has moved past the run's commit (a new run is due).
-pub(super) fn head_moved(status: &EvaluationStatus, head: Option<&str>) -> bool {
-    let commit = status.provenance.as_ref().and_then(|p| p.commit.as_deref());
-    matches!((head, commit), (Some(h), Some(c)) if h != c)
-}
-
-/// Whether `ev` follows its git ref (`source.git.follow: true`).
-pub fn follows(ev: &Evaluation) -> bool {
-    matches!(&ev.spec.source, Some(Source::Git(g)) if g.follow == Some(true))
-}
-
-/// Whether `ev`'s current run has finished: nothing will start, so no sandbox lookup is needed.
-pub fn run_is_over(ev: &Evaluation) -> bool {
-    ev.status.as_ref().is_some_and(|s| {
-        is_current_run(s, &RunKey::of(ev)) && s.phase.is_some_and(Phase::is_finished)
-    })
-}
-
-/// Whether `ev`'s run still needs an admission decision: a new run (also when a followed
-/// branch moved to `head`), or one still queued.
-pub fn awaits_admission(ev: &Evaluation, head: Option<&str>) -> bool {
-    match &ev.status {
-        Some(s) if is_current_run(s, &RunKey::of(ev)) && !head_moved(s, head) => {
-            matches!(s.phase, None | Some(Phase::Queued))
-        }
-        _ => true,
-    }
-}
-
-/// Whether `reconcile` asks the admission gate for `ev`: while its run awaits admission, and
-/// while it is Pending or Running, since a lost attempt may start another (admitted again at
-/// once while the run holds its admission, queued when it does not).
-pub fn asks_admission(ev: &Evaluation, head: Option<&str>) -> bool {
-    awaits_admission(ev, head) || !run_is_over(ev)
-}
-
-/// The id of the run `ev` asks to start (or runs): what its admission is held by and its pods
-/// are labelled with. The current run keeps the id in its status; a new run's id comes from
-/// the Evaluation's generation (and the new head of a followed branch).
-pub fn admission_run_id(ev: &Evaluation, head: Option<&str>) -> String {
-    let key = RunKey::of(ev);
-    let uid = ev.meta().uid.as_deref().unwrap_or_default();
-    let current = ev
-        .status
-        .as_ref()
-        .filter(|s| is_current_run(s, &key) && !head_moved(s, head));
-    match current {
-        Some(status) => status
-            .run_id
-            .clone()
-            // Statuses written before run ids existed.
-            .unwrap_or_else(|| key.run_id(uid, status.run_generation, None)),
-        None => key.run_id(uid, ev.meta().generation, head),
-    }
-}
 
 /// The git ref to read for `ev` now: the pinned commit of a run that has started, else the
 /// spec's ref (or `head`, when a followed branch moved). `None` without a git source or when

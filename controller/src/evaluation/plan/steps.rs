@@ -14,14 +14,14 @@ use crate::crd::evaluation::{
     Evaluation, EvaluationStatus, Phase, Provenance, QueueStatus, SandboxStatus, Source,
 };
 use crate::duration;
-use crate::evaluation::identity::{RunKey, child_name, pod_name};
-use crate::evaluation::phase::{self, Outcome, PodState};
-use crate::evaluation::pod::{
-    Attempt, EVALUATION_CONTAINER, Owner, SCORER_CONTAINER, desired_network_policy, desired_pod,
-};
-use crate::evaluation::validate;
-use crate::evaluation::workspace::{desired_workspace, workspace_name};
 use crate::requeue::Requeue;
+use crate::run::identity::{RunKey, child_name, pod_name};
+use crate::run::phase::{self, Outcome, PodState};
+use crate::run::pod::{
+    Attempt, EVALUATION_CONTAINER, SCORER_CONTAINER, desired_network_policy, desired_pod,
+};
+use crate::run::validate;
+use crate::run::workspace::{desired_workspace, workspace_name};
 
 use super::predicates::*;
 use super::*;

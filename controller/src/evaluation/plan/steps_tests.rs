@@ -4,9 +4,9 @@ use super::test_support::*;
 use super::*;
 use crate::crd::conditions::{self};
 use crate::crd::evaluation::{Scorer, Source};
-use crate::evaluation::pod::SCORER_CONTAINER;
-use crate::evaluation::results::LogScanner;
 use crate::fixtures::{at, mk_container, mk_pod, running, terminated};
+use crate::run::pod::SCORER_CONTAINER;
+use crate::run::results::LogScanner;
 
 fn kinds(p: &Plan) -> Vec<&'static str> {
     p.create
@@ -87,7 +87,7 @@ fn the_run_records_the_digest_of_its_files_and_mounts_the_configmap_named_by_it(
         .expect("sourceDigest");
     assert_eq!(
         digest,
-        crate::evaluation::workspace::content_digest(&cm),
+        crate::run::workspace::content_digest(&cm),
         "status names the content"
     );
     let mounted = pod_of(&p)
@@ -113,7 +113,7 @@ fn a_new_run_with_other_files_removes_the_previous_runs_configmap() {
         .and_then(|s| s.provenance.clone())
         .and_then(|p| p.source_digest)
         .expect("digest");
-    let old_name = crate::evaluation::workspace::workspace_name(
+    let old_name = crate::run::workspace::workspace_name(
         "arith",
         "11111111-2222-3333-4444-555555555555",
         &old,

@@ -4,10 +4,11 @@ use super::*;
 use crate::admission::Decision;
 use crate::crd::conditions::find;
 use crate::crd::evaluation::Source;
-use crate::evaluation::pod::EVALUATION_CONTAINER;
-use crate::evaluation::results::LogCapture;
-use crate::evaluation::results::LogScanner;
 use crate::fixtures::{mk_container, mk_pod, terminated};
+use crate::run::fetched::FetchedSource;
+use crate::run::pod::EVALUATION_CONTAINER;
+use crate::run::results::LogCapture;
+use crate::run::results::LogScanner;
 use std::collections::BTreeMap;
 
 pub(super) fn run(ev: &Evaluation, obs: &Observed) -> Plan {

@@ -1,8 +1,8 @@
 use super::*;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Scorer;
-use crate::evaluation::results::LogScanner;
 use crate::fixtures::{mk_container, mk_pod, running, terminated, waiting};
+use crate::run::results::LogScanner;
 use k8s_openapi::api::core::v1::PodCondition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 

@@ -11,6 +11,9 @@ use crate::crd::bounds::{MAX_METRICS, MAX_SUMMARY};
 use crate::crd::evaluation::EvaluationResult;
 use crate::digest::sha256_hex;
 
+/// Default `passThreshold`.
+pub const DEFAULT_PASS_THRESHOLD: f64 = 0.5;
+
 /// Prefix of the stdout line that carries a result.
 pub const RESULT_PREFIX: &str = "CRUCIBLE_RESULT ";
 /// Largest result printed on stdout (after the prefix).

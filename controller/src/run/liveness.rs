@@ -12,9 +12,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use crate::admission::Request;
 use crate::labels::{RUN_ID_LABEL, RUN_LABEL};
 use crate::quantity;
+use crate::run::request::Request;
 
 /// How long after its deletion deadline a pod that is still listed counts as gone.
 pub const DELETION_SLACK: Duration = Duration::from_secs(30);

@@ -2,8 +2,9 @@ use super::*;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Source;
 use crate::crd::evaluation::{EgressRule, NetworkMode, Resources, Sandbox, Scorer};
-use crate::evaluation::plan::owner;
-use crate::evaluation::workspace::desired_workspace;
+use crate::labels::{EVALUATION_UID_LABEL, MANAGED_LABEL};
+use crate::run::owner::owner;
+use crate::run::workspace::desired_workspace;
 
 fn build(spec: &EvaluationSpec, runtime_class: Option<&str>) -> Pod {
     let ev = Evaluation::test();

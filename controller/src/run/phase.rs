@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod};
 
-use crate::admission::Request;
 use crate::crd::conditions::NOT_PASSED;
 use crate::crd::evaluation::{EvaluationResult, EvaluationSpec, Phase};
-use crate::evaluation::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
-use crate::evaluation::results::{self, LogCapture};
-use crate::liveness;
+use crate::run::liveness;
+use crate::run::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
+use crate::run::request::Request;
+use crate::run::results::{self, LogCapture};
 
 /// Waiting reasons that mean the image cannot be had: the attempt is over, and a retry may help
 /// (registry hiccup, image imported late). `ErrImagePull` alone is left to the kubelet's retry.

@@ -1,7 +1,7 @@
 //! Builds the children of a run: the sandbox pod and, for `network: Allowlist`, its own
-//! NetworkPolicy (`network: None` pods are isolated by the namespace's deny-all policy,
-//! [`crate::evaluation::sandbox_policy`]; the workspace ConfigMap is
-//! [`crate::evaluation::workspace`]'s). Pure and total: every sandbox rule of docs/sandbox.md
+//! NetworkPolicy (`network: None` pods are isolated by the namespace's deny-all policy, which
+//! the Evaluation controller's `sandbox_policy` keeps; the workspace ConfigMap is
+//! [`super::workspace`]'s). Pure and total: every sandbox rule of docs/sandbox.md
 //! is set here, and the unit tests below assert each one.
 
 use std::collections::BTreeMap;
@@ -16,18 +16,15 @@ use k8s_openapi::api::networking::v1::{
     NetworkPolicySpec,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::Config;
 use crate::config::cidr::{self, Cidr};
 use crate::crd::evaluation::EvaluationSpec;
-use crate::evaluation::workspace::Workspace;
-use crate::labels::{
-    EVALUATION_ANNOTATION, EVALUATION_UID_LABEL, MANAGED_LABEL, RUN_ID_LABEL, RUN_LABEL,
-    SUITE_LABEL,
-};
-use crate::liveness::GPU_RESOURCE;
+use crate::labels::{RUN_ID_LABEL, RUN_LABEL};
+use crate::run::liveness::GPU_RESOURCE;
+use crate::run::owner::Owner;
+use crate::run::workspace::Workspace;
 
 /// The unprivileged user and group every sandbox runs as ("nobody").
 pub const SANDBOX_UID: i64 = 65534;
@@ -48,76 +45,6 @@ const TERMINATION_GRACE_SECONDS: i64 = 5;
 const TMP_VOLUME: &str = "tmp";
 /// The scorer's own writable /tmp, never shared with the evaluated code.
 const SCORER_TMP_VOLUME: &str = "scorer-tmp";
-
-/// Identity of the Evaluation a child belongs to.
-#[derive(Clone, Debug)]
-pub struct Owner {
-    /// Evaluation name.
-    pub name: String,
-    /// Evaluation namespace.
-    pub namespace: String,
-    /// Evaluation uid.
-    pub uid: String,
-    /// Controller owner reference to the Evaluation.
-    pub reference: OwnerReference,
-    /// The suite the Evaluation belongs to, copied onto its children as a label.
-    pub suite: Option<String>,
-    /// For a suite's child: the owner reference to that suite (which owns shared workspaces).
-    pub suite_reference: Option<OwnerReference>,
-}
-
-impl Owner {
-    /// Metadata of a child named `name`: the controller's labels and `extra_labels`, owned by
-    /// the Evaluation.
-    pub(crate) fn meta(&self, name: &str, extra_labels: &[(&str, &str)]) -> ObjectMeta {
-        let mut labels = BTreeMap::from([
-            (
-                "app.kubernetes.io/name".to_string(),
-                "crucible-evaluation".to_string(),
-            ),
-            (
-                "app.kubernetes.io/managed-by".to_string(),
-                "crucible".to_string(),
-            ),
-            (
-                "app.kubernetes.io/part-of".to_string(),
-                "crucible".to_string(),
-            ),
-            (MANAGED_LABEL.to_string(), "true".to_string()),
-            (EVALUATION_UID_LABEL.to_string(), self.uid.clone()),
-        ]);
-        labels.extend(
-            extra_labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-        );
-        if let Some(suite) = &self.suite {
-            labels.insert(SUITE_LABEL.to_string(), suite.clone());
-        }
-        ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: Some(self.namespace.clone()),
-            labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                EVALUATION_ANNOTATION.to_string(),
-                self.name.clone(),
-            )])),
-            owner_references: Some(vec![self.reference.clone()]),
-            ..Default::default()
-        }
-    }
-
-    /// Selects the pods of run `run_id` of this Evaluation.
-    fn run_selector(&self, run_id: &str) -> LabelSelector {
-        LabelSelector {
-            match_labels: Some(BTreeMap::from([
-                (EVALUATION_UID_LABEL.to_string(), self.uid.clone()),
-                (RUN_ID_LABEL.to_string(), run_id.to_string()),
-            ])),
-            ..Default::default()
-        }
-    }
-}
 
 /// One attempt's pod: what it is called and how it is sandboxed.
 #[derive(Clone, Debug)]
