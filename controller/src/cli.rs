@@ -7,6 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::local::RunArgs;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::config::Limits;
@@ -52,29 +54,6 @@ pub enum Command {
     Resume(ScopeArgs),
     /// Run Evaluation / EvaluationSuite manifests on this machine under gVisor, without a cluster.
     Run(RunArgs),
-}
-
-/// Flags of `crucible run`.
-#[derive(Args, Debug)]
-pub struct RunArgs {
-    /// Manifest files or directories (every `*.yaml`/`*.yml` in them); multi-document files too.
-    #[arg(required = true, value_name = "FILE")]
-    pub files: Vec<std::path::PathBuf>,
-    /// `table` (like `kubectl get evaluations`), or the status the operator would write.
-    #[arg(short, long, value_enum, default_value = "table")]
-    pub output: crate::local::output::Format,
-    /// Most sandboxes running at once (suites also keep to their own `parallelism`).
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub parallel: u16,
-    /// Keep each run's directory (OCI bundles, workspace, outputs, log) and print where it is.
-    #[arg(long)]
-    pub keep: bool,
-    /// Run without gVisor, as plain processes with the same limits (status says sandboxed: false).
-    #[arg(long)]
-    pub unsandboxed: bool,
-    /// Namespace written into the objects of manifests that do not name one.
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
 }
 
 /// Flags of `crucible stop` and `crucible resume`.

@@ -215,7 +215,7 @@ impl Context {
     /// `gvisor`.
     pub fn test_with(pods: Vec<Pod>, sandbox: bool) -> (Arc<Context>, ApiServerVerifier) {
         use kube::runtime::watcher::Event;
-        let caches = crate::watches::Caches::new(1);
+        let caches = crate::cache::Caches::new(1);
         for pod in pods {
             caches.pods.apply(None, Event::Apply(pod));
         }

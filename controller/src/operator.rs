@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::admission::restore::Snapshot;
 use crate::admission::{self, Gate};
+use crate::cache::Caches;
 use crate::cache::{Change, Indexed, lean};
 use crate::canary::{self, Sandbox};
 use crate::config::{Config, Runtime};
@@ -28,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::source::{FetchPool, GitCache};
 use crate::stop::STOP_CONFIGMAP;
 use crate::suite;
-use crate::watches::{self, Caches};
+use crate::watches;
 use crate::{events, http, leader, runner, system_namespace};
 
 /// Longest wait for the next bytes of an API response (watches excepted): a slow or silent

@@ -5,11 +5,13 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use crate::admission::candidate::{candidate, namespace_limits};
+use crate::admission::holds::Holds;
 use crate::admission::{Decision, Ledger, Usage};
 use crate::config::Config;
 use crate::config::Limits;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::metrics::Metrics;
+use crate::run::state;
 use crate::runner::{Key, Trigger};
 
 /// The admission ledger of the controller. Queued runs wait for a change: every change of
@@ -25,6 +27,16 @@ pub struct Gate {
     wake: Mutex<Option<Trigger>>,
     /// Signalled when a namespace's usage, queue or limits changed ([`Gate::touched`]).
     touched: tokio::sync::Notify,
+}
+
+/// What [`Gate::ask`] answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    /// Admit, queue or hold.
+    pub decision: Decision,
+    /// Whether this admits a new run (its git source is read now: a queued run costs no
+    /// fetch).
+    pub starts_run: bool,
 }
 
 impl Gate {
@@ -73,6 +85,35 @@ impl Gate {
     /// that may start now.
     pub fn wake_all(&self) {
         self.with_ledger(Ledger::wake_all);
+    }
+
+    /// The one question a reconcile asks: what admission decides for `ev`'s run now, given
+    /// the followed branch's `head`, the holds that may apply and the namespace's quotas.
+    /// A run that is over asks nothing (admitted); a new or queued run, or a started one
+    /// whose next attempt needs room, is decided by the ledger.
+    pub fn ask(
+        &self,
+        ev: &Evaluation,
+        head: Option<&str>,
+        holds: &Holds<'_>,
+        quotas: &[&EvaluationQuota],
+        config: &Config,
+        metrics: &Metrics,
+    ) -> Answer {
+        let awaits = state::awaits_admission(ev, head);
+        if !awaits && state::run_is_over(ev) {
+            return Answer {
+                decision: Decision::Admit,
+                starts_run: false,
+            };
+        }
+        let run = state::admission_run_id(ev, head);
+        let hold = holds.reason();
+        let decision = self.decide(ev, &run, quotas, config, hold.as_deref(), metrics);
+        Answer {
+            starts_run: awaits && decision == Decision::Admit,
+            decision,
+        }
     }
 
     /// Decides whether `ev`'s run `run` may start now.

@@ -9,13 +9,13 @@ use kube::ResourceExt;
 
 use crate::admission::candidate::{candidate, request};
 use crate::admission::{Gate, Ledger};
+use crate::cache::Caches;
 use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Phase;
 use crate::ownership;
 use crate::run::liveness;
 use crate::run::state::admission_run_id;
-use crate::watches::Caches;
 
 /// What the controller reads once at start (and each leader takeover), for the ledger and the
 /// orphan sweep: the managed pods, then the Evaluations (pods first, so that an Evaluation

@@ -8,9 +8,12 @@
 //! - [`expectations`]: pods this controller created that the cache has not shown yet.
 //! - [`seen_statuses`]: when a cached (new) Evaluation can stand in for a fresh read.
 
+pub mod caches;
 pub mod expectations;
 pub mod lean;
 pub mod seen_statuses;
+
+pub use caches::Caches;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};

@@ -9,6 +9,7 @@ use kube::Client;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::admission::Gate;
+use crate::cache::Caches;
 use crate::cache::Indexed;
 use crate::canary::Sandbox;
 use crate::config::Config;
@@ -17,7 +18,6 @@ use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::metrics::Metrics;
 use crate::source::FetchPool;
 use crate::stop::{STOP_CONFIGMAP, Switch};
-use crate::watches::Caches;
 
 /// Everything a reconcile needs.
 #[derive(Clone)]

@@ -11,11 +11,11 @@ use kube::ResourceExt;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
+use crate::cache::Caches;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Phase;
 use crate::evaluation::Context;
 use crate::evaluation::reconcile::reconcile;
-use crate::watches::Caches;
 
 const NS: &str = "/namespaces/team-a/";
 

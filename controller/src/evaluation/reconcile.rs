@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use kube::{Resource, ResourceExt};
 
-use crate::admission::Decision;
+use crate::admission::holds::Holds;
 use crate::cache::expectations::EXPECTATION_TTL;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
 use crate::evaluation::plan;
 use crate::evaluation::{Context, apply, observe, report};
 use crate::requeue::{self, Requeue};
-use crate::run::state;
 use crate::run::validate;
 
 /// Reconciles one Evaluation.
@@ -52,35 +51,26 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     let namespace = ev.namespace().unwrap_or_default();
     // The one place a run or a retry is admitted or queued: the gate records the decision as
     // it makes it.
-    let awaits = state::awaits_admission(&ev, observed.head.as_deref());
-    let decision = if state::asks_admission(&ev, observed.head.as_deref()) {
-        let quotas = ctx.quotas_of(&namespace);
-        let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
-        // Held by the emergency stop, else by a sandbox the canary has not verified.
-        let hold = observed
-            .stop
-            .as_ref()
-            .map(|why| format!("EmergencyStop: {why}"))
-            .or_else(|| {
-                ctx.sandbox
-                    .hold(validate::runtime_class(&ev.spec, &ctx.config))
-            });
-        let run = state::admission_run_id(&ev, observed.head.as_deref());
-        ctx.admission.decide(
-            &ev,
-            &run,
-            &quotas,
-            &ctx.config,
-            hold.as_deref(),
-            &ctx.metrics,
-        )
-    } else {
-        Decision::Admit
+    let quotas = ctx.quotas_of(&namespace);
+    let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
+    let holds = Holds {
+        stop: observed.stop.as_deref(),
+        sandbox: &ctx.sandbox,
+        runtime_class: validate::runtime_class(&ev.spec, &ctx.config),
     };
-    if awaits && decision == Decision::Admit {
+    let answer = ctx.admission.ask(
+        &ev,
+        observed.head.as_deref(),
+        &holds,
+        &quotas,
+        &ctx.config,
+        &ctx.metrics,
+    );
+    if answer.starts_run {
         // Git is read only once the run may start: a queued run costs no fetch.
         observed.source = observe::source(&ev, &ctx, observed.head.as_deref()).await;
     }
+    let decision = answer.decision;
     let mut plan = plan::plan(&ev, &observed, &decision, &ctx.config)?; // no client required
     if let Some(refusal) = apply::create(&ev, &plan, &ctx).await? {
         // client required

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::RunArgs;
+use clap::Args;
+
 use crate::config::Config;
 use crate::crd::evaluation::Phase;
 use crate::crd::suite::SuitePhase;
@@ -29,6 +30,29 @@ use crate::local::image::ImageStore;
 use crate::local::runner::Runner;
 use crate::local::sandbox::Runtime;
 use crate::source::GitCache;
+
+/// Flags of `crucible run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Manifest files or directories (every `*.yaml`/`*.yml` in them); multi-document files too.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<std::path::PathBuf>,
+    /// `table` (like `kubectl get evaluations`), or the status the operator would write.
+    #[arg(short, long, value_enum, default_value = "table")]
+    pub output: output::Format,
+    /// Most sandboxes running at once (suites also keep to their own `parallelism`).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub parallel: u16,
+    /// Keep each run's directory (OCI bundles, workspace, outputs, log) and print where it is.
+    #[arg(long)]
+    pub keep: bool,
+    /// Run without gVisor, as plain processes with the same limits (status says sandboxed: false).
+    #[arg(long)]
+    pub unsandboxed: bool,
+    /// Namespace written into the objects of manifests that do not name one.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+}
 
 /// Largest manifest file read.
 const MAX_MANIFEST_BYTES: u64 = 4 * 1024 * 1024;

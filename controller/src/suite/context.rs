@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use crate::events::Recorder;
 use kube::Client;
 
+use crate::cache::Caches;
 use crate::metrics::Metrics;
-use crate::watches::Caches;
 
 /// A suite's status is written at most this often, however many children change: no write
 /// storm with 1,000 cases.
