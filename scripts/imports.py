@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
 """The controller crate's import graph, from its `use crate::` lines (and `crate::` paths).
 
-    python3 scripts/imports.py            # circles between files and between top-level modules
+    python3 scripts/imports.py            # circles, upward imports, modules without a layer
     python3 scripts/imports.py --edges    # every module -> module edge with its count
+    python3 scripts/imports.py --check    # the same, exit 1 when any is found (scripts/test.sh)
 
 A file's module is its path under controller/src (`evaluation/plan/steps.rs` is
 `evaluation::plan::steps`; `mod.rs` names its folder). An import of `crate::a::b::C` is an edge
 to the longest module prefix that exists (`a::b` if it is a module, else `a`). Test files
-(`*_tests.rs`, `fixtures.rs`) are left out: they may import anything. Exit code 0 always; the
-counts are for reading, not a gate.
+(`*_tests.rs`, `fixtures.rs`) are left out: they may import anything.
+
+Every top-level module has a layer (LAYERS, the table of docs/development.md); a module may
+import its own layer and those below, never one above.
 """
 import re
 import sys
@@ -18,6 +21,21 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "controller" / "src"
 PATH = re.compile(r"crate::((?:[a-z_][a-z0-9_]*::)*[A-Za-z_][A-Za-z0-9_]*)")
 GROUP = re.compile(r"crate::((?:[a-z_][a-z0-9_]*::)*)\{([^}]*)\}", re.S)
+
+
+# Bottom to top; docs/development.md explains each layer.
+LAYERS = [
+    ("foundation", "crd config quantity duration digest labels error metrics events ssa http "
+                   "telemetry ownership requeue runner"),
+    ("run model", "run"),
+    ("services", "cache source stop canary leader system_namespace selftest"),
+    ("admission", "admission"),
+    ("watches", "watches"),
+    ("controllers", "evaluation suite"),
+    ("local runs", "local"),
+    ("composition", "cli apiref operator crate"),
+]
+LAYER = {m: i for i, (_, ms) in enumerate(LAYERS) for m in ms.split()}
 
 
 def module_of(path: Path) -> str:
@@ -67,15 +85,33 @@ def main() -> None:
     if "--edges" in sys.argv:
         for (a, b), n in sorted(edges.items()):
             print(f"{a} -> {b} ({n})")
+    problems = 0
     for level, key in (("files", lambda m: m), ("top-level modules", lambda m: m.split("::")[0])):
         graph = defaultdict(set)
         for a, b in edges:
             if key(a) != key(b):
                 graph[key(a)].add(key(b))
         circles = [c for c in sccs(graph) if len(c) > 1]
+        problems += len(circles)
         print(f"circles between {level}: {len(circles)}")
         for c in circles:
             print("  " + " <-> ".join(sorted(c)))
+    tops = {m.split("::")[0] for m in modules}
+    unlisted = sorted(tops - LAYER.keys())
+    problems += len(unlisted)
+    print(f"modules without a layer: {len(unlisted)}")
+    for m in unlisted:
+        print(f"  {m} (add it to LAYERS in scripts/imports.py and docs/development.md)")
+    upward = sorted(
+        (a, b, n) for (a, b), n in edges.items()
+        if LAYER.get(a.split("::")[0], 0) < LAYER.get(b.split("::")[0], 0)
+    )
+    problems += len(upward)
+    print(f"upward imports: {len(upward)}")
+    for a, b, n in upward:
+        print(f"  {a} -> {b} ({n})")
+    if "--check" in sys.argv and problems:
+        sys.exit(1)
 
 
 def sccs(graph):

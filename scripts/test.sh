@@ -17,6 +17,8 @@ ensure_toolchain
 
 log "cargo fmt --check"
 cargo fmt --all -- --check
+log "import layers (scripts/imports.py)"
+python3 scripts/imports.py --check
 log "cargo clippy"
 cargo clippy --workspace --all-targets --features crucible-e2e/e2e -- -D warnings
 log "cargo test (unit, mock API server, CRD drift, examples)"

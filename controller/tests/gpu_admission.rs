@@ -1,7 +1,7 @@
 //! GPUs count in admission: an Evaluation's `resources.gpu` is its GPU request, an
 //! EvaluationQuota's `hard.gpu` and the controller's `--max-gpu` bound the total, and a run
 //! that does not fit waits with the figure named. Through the public API only, the way the
-//! controller composes it (`admit::candidate` → `Ledger::decide`).
+//! controller composes it (`admission::candidate` → `Ledger::decide`).
 
 use clap::Parser;
 use crucible::admission::candidate::{candidate, namespace_limits};

@@ -81,7 +81,8 @@ pub fn render_all() -> Result<Vec<(String, String)>, serde_saphyr::ser::Error> {
 ///
 /// NB: schemars writes `Option<UnitEnum>` as `enum: [a, b, null]`; a 1.20 API server then rejects
 /// the whole CRD with the misleading "per-version schemas may not all be set to identical values"
-/// (shared/notes/kube-on-1.20.md, row 1.2). `nullable: true` stays, so the meaning is unchanged.
+/// (docs/versions.md lists the releases we support). `nullable: true` stays, so the meaning is
+/// unchanged.
 fn strip_enum_nulls(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {

@@ -82,7 +82,7 @@ pub enum Child {
     SandboxPolicy,
     /// The NetworkPolicy of an `Allowlist` run (server-side apply); always before the pod.
     NetworkPolicy(Box<NetworkPolicy>),
-    /// The workspace ConfigMap ([`crate::evaluation::workspace`]): created once, never
+    /// The workspace ConfigMap ([`crate::run::workspace`]): created once, never
     /// updated, shared when a suite owns it.
     ConfigMap(Box<ConfigMap>),
     /// The sandbox pod.
