@@ -249,7 +249,7 @@ impl Context {
                 ),
                 Config::default().follow_interval,
             )),
-            sandbox: Arc::new(crate::canary::Sandbox::unchecked()),
+            sandbox: Arc::new(crate::canary::SandboxVerdicts::unchecked()),
             caches: Arc::new(caches),
             runtime_classes,
             sandbox_policies: Arc::default(),

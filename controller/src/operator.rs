@@ -20,7 +20,7 @@ use crate::admission::restore::Snapshot;
 use crate::admission::{self, Gate};
 use crate::cache::Caches;
 use crate::cache::{Change, Indexed, lean};
-use crate::canary::{self, Sandbox};
+use crate::canary::{self, SandboxVerdicts};
 use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
 use crate::evaluation::sandbox_policy::SandboxPolicies;
@@ -284,11 +284,11 @@ fn watch_runtime_classes(
     client: &Client,
 ) -> (
     reflector::Store<RuntimeClass>,
-    watch::Receiver<canary::runner::Classes>,
+    watch::Receiver<canary::scheduler::Classes>,
 ) {
     let (runtime_classes, class_writer) = reflector::store();
     let (class_tx, class_rx) = watch::channel(None);
-    let mut fingerprints = canary::runner::ClassFingerprints::new(class_tx);
+    let mut fingerprints = canary::scheduler::ClassFingerprints::new(class_tx);
     let class_api: Api<RuntimeClass> = Api::all(client.clone());
     tokio::spawn(
         reflector(class_writer, watcher(class_api, watcher::Config::default()))
@@ -332,10 +332,10 @@ fn start_canary(
     metrics: &Arc<Metrics>,
     recorder: &events::Recorder,
     wake: watch::Sender<()>,
-    class_changes: watch::Receiver<canary::runner::Classes>,
-) -> Arc<Sandbox> {
+    class_changes: watch::Receiver<canary::scheduler::Classes>,
+) -> Arc<SandboxVerdicts> {
     let targets = canary::targets(config, &runtime.canary);
-    let sandbox = Arc::new(Sandbox::new(
+    let sandbox = Arc::new(SandboxVerdicts::new(
         targets.iter().map(|(t, v)| (t.class.clone(), v.clone())),
         config.allow_unsandboxed,
         move || {
@@ -359,7 +359,7 @@ fn start_canary(
             uid,
             ..Default::default()
         });
-    let runner = Arc::new(canary::runner::Runner::new(
+    let scheduler = Arc::new(canary::scheduler::Scheduler::new(
         client.clone(),
         runtime.system_namespace.clone(),
         pod_owner,
@@ -369,7 +369,7 @@ fn start_canary(
         metrics.clone(),
         recorder.clone(),
     ));
-    tokio::spawn(runner.run(targets.into_iter().map(|(t, _)| t).collect(), class_changes));
+    tokio::spawn(scheduler.run(targets.into_iter().map(|(t, _)| t).collect(), class_changes));
     sandbox
 }
 

@@ -2,14 +2,14 @@
 //! first (it covers every class), then a sandbox the canary has not verified. A paused quota
 //! is a limit ([`crate::config::Limits::paused`]), decided by the ledger like the others.
 
-use crate::canary::Sandbox;
+use crate::canary::SandboxVerdicts;
 
 /// The holds that may apply to one run.
 pub struct Holds<'a> {
     /// Why an emergency stop covers the run's namespace, if one does.
     pub stop: Option<&'a str>,
     /// The canary's verdicts.
-    pub sandbox: &'a Sandbox,
+    pub sandbox: &'a SandboxVerdicts,
     /// The RuntimeClass the run would use.
     pub runtime_class: &'a str,
 }
@@ -35,7 +35,7 @@ mod tests {
     fn the_emergency_stop_comes_before_an_unverified_sandbox() {
         let now = Time(jiff::Timestamp::UNIX_EPOCH);
         let pending = Verdict::Pending("first run".into());
-        let sandbox = Sandbox::new([("gvisor".to_string(), pending)], false, || {}, &now);
+        let sandbox = SandboxVerdicts::new([("gvisor".to_string(), pending)], false, || {}, &now);
         let canary = Holds {
             stop: None,
             sandbox: &sandbox,

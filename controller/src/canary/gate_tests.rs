@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::Method;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Check, Sandbox, Verdict};
+use super::{Check, SandboxVerdicts, Verdict};
 use crate::crd::Evaluation;
 use crate::crd::evaluation::EvaluationStatus;
 use crate::evaluation::Context;
@@ -28,10 +28,10 @@ fn now() -> Time {
 }
 
 /// A context whose sandbox has `gvisor` pending, counting wake-ups.
-fn context(wakes: &Arc<AtomicUsize>) -> (Arc<Context>, ApiServerVerifier, Arc<Sandbox>) {
+fn context(wakes: &Arc<AtomicUsize>) -> (Arc<Context>, ApiServerVerifier, Arc<SandboxVerdicts>) {
     let (mut ctx, verifier) = Context::test();
     let wakes = wakes.clone();
-    let sandbox = Arc::new(Sandbox::new(
+    let sandbox = Arc::new(SandboxVerdicts::new(
         [(
             "gvisor".to_string(),
             Verdict::Pending("the sandbox canary has not reported yet".into()),

@@ -7,11 +7,11 @@
 //! - [`verdict`]: the pure judgement of one canary run.
 //! - [`probe`]: the canary pod and NetworkPolicy (the evaluation pod builders) and the probe.
 //! - [`status`]: the visible record, the ConfigMap `crucible-sandbox`. Pure.
-//! - [`runner`]: runs the canaries (at start, on a schedule, on RuntimeClass changes).
-//! - [`Sandbox`] (here): the verdicts, shared with every reconcile through the admission hold.
+//! - [`scheduler`]: runs the canaries (at start, on a schedule, on RuntimeClass changes).
+//! - [`SandboxVerdicts`] (here): the verdicts, shared with every reconcile through the admission hold.
 
 pub mod probe;
-pub mod runner;
+pub mod scheduler;
 pub mod status;
 pub mod verdict;
 
@@ -102,23 +102,23 @@ struct Entry {
     condition: Vec<Condition>,
 }
 
-/// The verdicts of every RuntimeClass the controller uses, shared by the canary runner (which
-/// records them) and every reconcile (which asks [`Sandbox::hold`]).
-pub struct Sandbox {
+/// The verdicts of every RuntimeClass the controller uses, shared by the canary scheduler (which
+/// records them) and every reconcile (which asks [`SandboxVerdicts::hold`]).
+pub struct SandboxVerdicts {
     classes: Mutex<BTreeMap<String, Entry>>,
     allow_unsandboxed: bool,
     wake: Box<dyn Fn() + Send + Sync>,
 }
 
-impl std::fmt::Debug for Sandbox {
+impl std::fmt::Debug for SandboxVerdicts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox")
+        f.debug_struct("SandboxVerdicts")
             .field("classes", &self.entries())
             .finish_non_exhaustive()
     }
 }
 
-impl Sandbox {
+impl SandboxVerdicts {
     /// The verdicts `initial` (see [`targets`]). `wake` is called whenever a class stops
     /// holding admission, so that the runs it held are looked at again. With
     /// `allow_unsandboxed`, a missing RuntimeClass holds nothing: such runs run unsandboxed,
@@ -146,7 +146,7 @@ impl Sandbox {
                 (class, Entry { verdict, condition })
             })
             .collect();
-        Sandbox {
+        SandboxVerdicts {
             classes: Mutex::new(classes),
             allow_unsandboxed,
             wake: Box::new(wake),
@@ -155,7 +155,7 @@ impl Sandbox {
 
     /// A sandbox that holds nothing (tests, and tools that never admit).
     pub fn unchecked() -> Self {
-        Sandbox::new([], false, || {}, &Time(jiff::Timestamp::UNIX_EPOCH))
+        SandboxVerdicts::new([], false, || {}, &Time(jiff::Timestamp::UNIX_EPOCH))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Entry>> {
@@ -281,12 +281,12 @@ mod tests {
         Time(jiff::Timestamp::from_second(secs).expect("timestamp"))
     }
 
-    fn sandbox(settings: &CanarySettings, wakes: &Arc<AtomicUsize>) -> Sandbox {
+    fn sandbox(settings: &CanarySettings, wakes: &Arc<AtomicUsize>) -> SandboxVerdicts {
         let wakes = wakes.clone();
         let initial = targets(&Config::default(), settings)
             .into_iter()
             .map(|(t, v)| (t.class, v));
-        Sandbox::new(
+        SandboxVerdicts::new(
             initial,
             false,
             move || {
@@ -398,7 +398,7 @@ mod tests {
 
     #[test]
     fn allow_unsandboxed_lets_a_missing_runtime_class_through_but_nothing_else() {
-        let s = Sandbox::new(
+        let s = SandboxVerdicts::new(
             [("gvisor".to_string(), Verdict::Pending("first".into()))],
             true,
             || {},

@@ -51,12 +51,12 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
-    use crate::canary::{Check, Sandbox};
+    use crate::canary::{Check, SandboxVerdicts};
 
     #[test]
     fn every_class_has_its_condition_under_its_name() {
         let now = Time(jiff::Timestamp::from_second(1_700_000_000).expect("timestamp"));
-        let s = Sandbox::new(
+        let s = SandboxVerdicts::new(
             [
                 ("gvisor".to_string(), Verdict::Pending("first run".into())),
                 (

@@ -1,5 +1,5 @@
 //! What one canary run proved about a RuntimeClass: the probe's report (or why the probe could
-//! not run) judged against what the class promises. Pure: the runner gathers the facts, this
+//! not run) judged against what the class promises. Pure: the scheduler gathers the facts, this
 //! module decides, naming the first check that failed.
 
 use std::collections::BTreeMap;
@@ -147,7 +147,7 @@ impl Verdict {
 
 /// Steps before the probe reports anything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub enum Stage {
     /// Reading the RuntimeClass.
     RuntimeClass,
     /// Opening the listener.
@@ -158,7 +158,7 @@ pub enum Step {
 
 /// What the runner saw of one canary run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Observation {
     /// The pod ran to completion.
     Ran {
         /// The (bounded) log of the probe container.
@@ -169,7 +169,7 @@ pub enum Outcome {
     /// A step failed before the probe could report.
     NotRun {
         /// Which step.
-        step: Step,
+        step: Stage,
         /// Why, for people.
         message: String,
     },
@@ -216,17 +216,17 @@ struct Attempt {
 }
 
 /// Judges one canary run: `Verified` only when every check passed, else the first failure.
-pub fn judge(expect: &Expectation<'_>, outcome: &Outcome) -> Verdict {
+pub fn judge(expect: &Expectation<'_>, outcome: &Observation) -> Verdict {
     let (log, exit_code) = match outcome {
-        Outcome::NotRun { step, message } => {
+        Observation::NotRun { step, message } => {
             let check = match step {
-                Step::RuntimeClass => Check::RuntimeClass,
-                Step::Listener => Check::Listener,
-                Step::Pod => Check::Pod,
+                Stage::RuntimeClass => Check::RuntimeClass,
+                Stage::Listener => Check::Listener,
+                Stage::Pod => Check::Pod,
             };
             return Verdict::failed(check, message.clone());
         }
-        Outcome::Ran { log, exit_code } => (log, exit_code),
+        Observation::Ran { log, exit_code } => (log, exit_code),
     };
     let report = match parse(log) {
         Ok(report) => report,

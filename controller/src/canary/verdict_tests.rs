@@ -54,7 +54,7 @@ fn log_of(report: &Value) -> String {
 fn judge_report(network: NetworkMode, report: &Value) -> Verdict {
     judge(
         &expect(network),
-        &Outcome::Ran {
+        &Observation::Ran {
             log: log_of(report),
             exit_code: Some(0),
         },
@@ -161,7 +161,7 @@ fn the_controllers_own_kernel_is_not_gvisor_even_with_the_stamp() {
     e.host_kernel = Some(GVISOR);
     let v = judge(
         &e,
-        &Outcome::Ran {
+        &Observation::Ran {
             log: log_of(&good(NetworkMode::None)),
             exit_code: Some(0),
         },
@@ -191,7 +191,7 @@ fn garbage_output_is_a_failed_output_check() {
     for (log, says) in cases {
         let v = judge(
             &expect(NetworkMode::None),
-            &Outcome::Ran {
+            &Observation::Ran {
                 log,
                 exit_code: Some(1),
             },
@@ -208,7 +208,7 @@ fn a_huge_log_is_quoted_briefly() {
     let log = "é".repeat(10_000);
     let (_, message) = failure(judge(
         &expect(NetworkMode::None),
-        &Outcome::Ran {
+        &Observation::Ran {
             log,
             exit_code: None,
         },
@@ -219,13 +219,13 @@ fn a_huge_log_is_quoted_briefly() {
 #[test]
 fn a_run_that_could_not_start_fails_its_step() {
     for (step, check) in [
-        (Step::RuntimeClass, Check::RuntimeClass),
-        (Step::Listener, Check::Listener),
-        (Step::Pod, Check::Pod),
+        (Stage::RuntimeClass, Check::RuntimeClass),
+        (Stage::Listener, Check::Listener),
+        (Stage::Pod, Check::Pod),
     ] {
         let v = judge(
             &expect(NetworkMode::None),
-            &Outcome::NotRun {
+            &Observation::NotRun {
                 step,
                 message: "the canary pod cannot be scheduled: 0/1 nodes".into(),
             },

@@ -11,7 +11,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::admission::Gate;
 use crate::cache::Caches;
 use crate::cache::Indexed;
-use crate::canary::Sandbox;
+use crate::canary::SandboxVerdicts;
 use crate::config::Config;
 use crate::crd::EvaluationQuota;
 use crate::evaluation::sandbox_policy::SandboxPolicies;
@@ -41,7 +41,7 @@ pub struct Context {
     /// Git fetches, outside the reconciles.
     pub git: Arc<FetchPool>,
     /// The sandbox canary's verdicts: runs of an unverified RuntimeClass are held.
-    pub sandbox: Arc<Sandbox>,
+    pub sandbox: Arc<SandboxVerdicts>,
     /// Caches of Evaluations, suites and sandbox pods.
     pub caches: Arc<Caches>,
     /// Cache of RuntimeClasses.

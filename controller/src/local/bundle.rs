@@ -131,7 +131,7 @@ pub fn process(
 /// directory mounted where the termination message is written.
 ///
 /// # Errors
-/// What the local runner cannot provide (a volume without a host directory, `valueFrom`).
+/// What the local kubelet cannot provide (a volume without a host directory, `valueFrom`).
 pub fn step(
     pod: &Pod,
     container: &Container,

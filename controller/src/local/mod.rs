@@ -3,7 +3,7 @@
 //!
 //! Nothing here decides an outcome. Validation, suite fan-out, the pod and its sandbox rules,
 //! the results protocol and the status all come from the controller's pure code: the
-//! [`runner`] drives [`plan`](crate::evaluation::plan::plan) and
+//! [`kubelet`] drives [`plan`](crate::evaluation::plan::plan) and
 //! [`suite::plan`](crate::suite::plan::plan) and plays kubelet for the pod they ask for;
 //! [`bundle`] turns that pod into an OCI bundle; [`image`] finds and unpacks images;
 //! [`sandbox`] runs a step; [`output`] prints; [`files`] keeps the host's files safe from
@@ -12,8 +12,8 @@
 pub mod bundle;
 pub mod files;
 pub mod image;
+pub mod kubelet;
 pub mod output;
-pub mod runner;
 pub mod sandbox;
 
 use std::path::{Path, PathBuf};
@@ -27,8 +27,8 @@ use crate::crd::evaluation::Phase;
 use crate::crd::suite::SuitePhase;
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::local::image::ImageStore;
-use crate::local::runner::Runner;
-use crate::local::sandbox::Runtime;
+use crate::local::kubelet::Kubelet;
+use crate::local::sandbox::Isolation;
 use crate::source::GitCache;
 
 /// Flags of `crucible run`.
@@ -107,12 +107,12 @@ pub async fn main(args: RunArgs) -> ExitCode {
 
 async fn run(args: RunArgs) -> Result<bool, RunError> {
     let objects = load(&args.files, &args.namespace)?;
-    let runtime = if args.unsandboxed {
+    let isolation = if args.unsandboxed {
         eprintln!("crucible: {}", output::UNSANDBOXED_WARNING);
-        Runtime::Unsandboxed
+        Isolation::Unsandboxed
     } else {
         let binary = sandbox::find_runsc().ok_or(RunError::NoRunsc)?;
-        Runtime::Runsc {
+        Isolation::Runsc {
             binary,
             rootless: !sandbox::is_root(),
         }
@@ -122,22 +122,22 @@ async fn run(args: RunArgs) -> Result<bool, RunError> {
         allow_unsandboxed: args.unsandboxed,
         ..Config::default()
     };
-    let rootless = matches!(runtime, Runtime::Runsc { rootless: true, .. });
-    let runner = Arc::new(Runner::new(
+    let rootless = matches!(isolation, Isolation::Runsc { rootless: true, .. });
+    let kubelet = Arc::new(Kubelet::new(
         config,
         ImageStore::new(&cache, rootless),
-        runtime,
+        isolation,
         GitCache::new(cache.join("run").join("git"), GIT_CACHE_BYTES).allow_file_urls(true),
         args.keep,
         usize::from(args.parallel),
     ));
     let runs = objects.into_iter().map(|object| {
-        let runner = runner.clone();
+        let kubelet = kubelet.clone();
         async move {
             match object {
-                Object::Evaluation(ev) => (vec![runner.evaluation(*ev).await], None),
+                Object::Evaluation(ev) => (vec![kubelet.evaluation(*ev).await], None),
                 Object::Suite(suite) => {
-                    let (suite, children) = runner.suite(*suite).await;
+                    let (suite, children) = kubelet.suite(*suite).await;
                     (children, Some(suite))
                 }
             }
@@ -271,7 +271,7 @@ fn identify_meta(
     namespace: &str,
 ) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
     meta.namespace = meta.namespace.or_else(|| Some(namespace.to_string()));
-    meta.uid = Some(runner::uid(meta.name.as_deref().unwrap_or_default()));
+    meta.uid = Some(kubelet::uid(meta.name.as_deref().unwrap_or_default()));
     meta.generation = Some(1);
     meta.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         jiff::Timestamp::now(),

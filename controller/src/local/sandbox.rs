@@ -17,7 +17,7 @@ use crate::run::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner};
 
 /// How steps are run.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Runtime {
+pub enum Isolation {
     /// gVisor.
     Runsc {
         /// The runsc binary.
@@ -30,7 +30,7 @@ pub enum Runtime {
 }
 
 /// cgroup v1 memory hierarchy. runsc applies the memory limit itself on cgroup v2; on v1 the
-/// runner owns the memory cgroup so that it can read the OOM-kill counter before removing it
+/// kubelet owns the memory cgroup so that it can read the OOM-kill counter before removing it
 /// (runsc deletes the cgroups it creates, counter included, when the sandbox ends).
 const MEMORY_CGROUP_V1: &str = "/sys/fs/cgroup/memory";
 /// Parent of every local run's cgroup.
@@ -77,7 +77,7 @@ pub fn is_root() -> bool {
 /// The step's output in its bundle directory when no log file is asked for.
 const OUTPUT_FILE: &str = "output.log";
 
-impl Runtime {
+impl Isolation {
     /// Runs `step` in `dir` (its bundle directory) as container `id`, until it exits or
     /// `deadline`; the output goes to `log_file` when given (else into `dir`), and is
     /// scanned once the step has ended.
@@ -98,7 +98,7 @@ impl Runtime {
         let mut memory = None;
         let hostname = id.rsplit_once('.').map_or(id, |(pod, _)| pod);
         let (mut command, state) = match self {
-            Runtime::Runsc { binary, rootless } => {
+            Isolation::Runsc { binary, rootless } => {
                 let cgroup = (!rootless).then(|| format!("/{CGROUP_PARENT}/{id}"));
                 let mut config =
                     bundle::oci_config(step, &image.rootfs, hostname, cgroup.as_deref());
@@ -124,7 +124,7 @@ impl Runtime {
                 c.arg("run").arg("--bundle").arg(dir).arg(id);
                 (c, Some((binary.clone(), state, *rootless)))
             }
-            Runtime::Unsandboxed => (unsandboxed_command(step, image, dir)?, None),
+            Isolation::Unsandboxed => (unsandboxed_command(step, image, dir)?, None),
         };
         // Output goes to a file, as the kubelet's does: a pipe that fills while the reader is
         // slow can make gVisor return EAGAIN to the writer, and the program fails.

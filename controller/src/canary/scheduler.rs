@@ -1,7 +1,7 @@
 //! Runs the canaries: one loop per proven RuntimeClass (at start, every `--canary-interval`
 //! while verified, every minute while not, and at once when the RuntimeClass changes), the
 //! listener each run connects to, the pod's lifecycle (bounded by `--canary-timeout`, always
-//! cleaned up), and what follows a verdict: the shared [`Sandbox`], the ConfigMap, metrics,
+//! cleaned up), and what follows a verdict: the shared [`SandboxVerdicts`], the ConfigMap, metrics,
 //! Events and logs. Talks to the API server.
 
 use std::collections::BTreeMap;
@@ -27,10 +27,10 @@ use tokio::task::JoinHandle;
 
 use super::probe::{self, COMPONENT, Run};
 use super::verdict::{
-    Expectation, Outcome, PodProblem, Step, describe, exit_code, judge, pod_finished, pod_problem,
-    settle,
+    Expectation, Observation, PodProblem, Stage, describe, exit_code, judge, pod_finished,
+    pod_problem, settle,
 };
-use super::{Sandbox, Target, Verdict, status};
+use super::{SandboxVerdicts, Target, Verdict, status};
 use crate::config::CanarySettings;
 use crate::config::Config;
 use crate::crd::evaluation::NetworkMode;
@@ -56,15 +56,15 @@ const EVENTS_QUOTED: usize = 3;
 /// when the class is absent, else a fingerprint of what a canary depends on.
 type Seen = Option<Option<String>>;
 
-/// The canary runner of one controller.
-pub struct Runner {
+/// The canary scheduler of one controller.
+pub struct Scheduler {
     client: Client,
     namespace: String,
     /// The controller's pod, owner of the canary's objects (when in the same namespace).
     owner: Option<OwnerReference>,
     config: Config,
     settings: CanarySettings,
-    sandbox: Arc<Sandbox>,
+    sandbox: Arc<SandboxVerdicts>,
     metrics: Arc<Metrics>,
     recorder: Recorder,
     /// The controller's own `/proc/version`: a sandbox showing it is not gVisor.
@@ -73,8 +73,8 @@ pub struct Runner {
     writing: tokio::sync::Mutex<()>,
 }
 
-impl Runner {
-    /// A runner in `namespace` (the system namespace) recording into `sandbox`.
+impl Scheduler {
+    /// A scheduler in `namespace` (the system namespace) recording into `sandbox`.
     #[allow(clippy::too_many_arguments)] // each is one piece of the controller's wiring
     pub fn new(
         client: Client,
@@ -82,11 +82,11 @@ impl Runner {
         owner: Option<OwnerReference>,
         config: Config,
         settings: CanarySettings,
-        sandbox: Arc<Sandbox>,
+        sandbox: Arc<SandboxVerdicts>,
         metrics: Arc<Metrics>,
         recorder: Recorder,
     ) -> Self {
-        Runner {
+        Scheduler {
             client,
             namespace,
             owner,
@@ -165,7 +165,7 @@ impl Runner {
     /// run proved nothing about the sandbox (see [`settle`]).
     async fn run_once(&self, class: &str, network: NetworkMode) -> (Seen, Result<Verdict, String>) {
         let classes: Api<RuntimeClass> = Api::all(self.client.clone());
-        let not_run = |step, message: String| Outcome::NotRun { step, message };
+        let not_run = |step, message: String| Observation::NotRun { step, message };
         let nonce = nonce(class);
         let id = &nonce[..12];
         let read = tokio::time::timeout(API_SLACK, classes.get_opt(class))
@@ -175,7 +175,7 @@ impl Runner {
             Ok(None) => (
                 Some(None),
                 not_run(
-                    Step::RuntimeClass,
+                    Stage::RuntimeClass,
                     format!("the RuntimeClass {class} does not exist"),
                 ),
                 None,
@@ -193,7 +193,7 @@ impl Runner {
                     Err(error) => (
                         seen,
                         not_run(
-                            Step::Listener,
+                            Stage::Listener,
                             format!(
                                 "cannot listen on {}: {error} (--canary-listen-address must be an address of this controller that pods reach)",
                                 self.settings.listen
@@ -246,7 +246,7 @@ impl Runner {
 
     /// Creates the canary's NetworkPolicy and pod, waits for the pod, reads its log, and
     /// deletes both whatever happened; `Err` when the run proved nothing.
-    async fn execute(&self, run: &Run<'_>) -> Result<Outcome, String> {
+    async fn execute(&self, run: &Run<'_>) -> Result<Observation, String> {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let policies: Api<NetworkPolicy> = Api::namespaced(self.client.clone(), &self.namespace);
         // The pod's own wait is bounded by --canary-timeout; this bounds the API calls around
@@ -269,10 +269,10 @@ impl Runner {
         pods: &Api<Pod>,
         policies: &Api<NetworkPolicy>,
         run: &Run<'_>,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Observation, String> {
         let failed = |message: String| {
-            Ok(Outcome::NotRun {
-                step: Step::Pod,
+            Ok(Observation::NotRun {
+                step: Stage::Pod,
                 message,
             })
         };
@@ -327,7 +327,7 @@ impl Runner {
             ..Default::default()
         };
         match pods.logs(run.name, &params).await {
-            Ok(log) => Ok(Outcome::Ran {
+            Ok(log) => Ok(Observation::Ran {
                 log,
                 exit_code: exit_code(&pod),
             }),
@@ -656,8 +656,8 @@ mod tests {
     const PODS: &str = "/api/v1/namespaces/crucible-system/pods";
     const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/crucible-system/networkpolicies";
 
-    /// A runner against the mock API server, listening on loopback.
-    fn runner() -> (Runner, ApiServerVerifier) {
+    /// A scheduler against the mock API server, listening on loopback.
+    fn scheduler() -> (Scheduler, ApiServerVerifier) {
         let (ctx, api) = Context::test();
         let settings = CanarySettings {
             enabled: true,
@@ -668,17 +668,17 @@ mod tests {
             image: "localhost/crucible/python:3.11".into(),
             listen: "127.0.0.1".parse().expect("ip"),
         };
-        let runner = Runner::new(
+        let scheduler = Scheduler::new(
             ctx.client.clone(),
             "crucible-system".into(),
             None,
             Config::default(),
             settings,
-            Arc::new(Sandbox::unchecked()),
+            Arc::new(SandboxVerdicts::unchecked()),
             ctx.metrics.clone(),
             ctx.recorder.clone(),
         );
-        (runner, api)
+        (scheduler, api)
     }
 
     fn runtime_class() -> serde_json::Value {
@@ -714,7 +714,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_runtime_class_fails_without_creating_anything() {
-        let (runner, mut api) = runner();
+        let (scheduler, mut api) = scheduler();
         let server = tokio::spawn(async move {
             api.expect(
                 Method::GET,
@@ -725,7 +725,7 @@ mod tests {
             .await;
             api.expect_silence().await;
         });
-        let (seen, verdict) = runner.run_once("gvisor", NetworkMode::None).await;
+        let (seen, verdict) = scheduler.run_once("gvisor", NetworkMode::None).await;
         server.await.expect("scenario");
         assert_eq!(seen, Some(None), "known to be absent");
         let (check, message) = failure(verdict);
@@ -769,7 +769,7 @@ mod tests {
     /// class fails only after the scheduling grace (virtual time), then is cleaned up.
     #[tokio::test(start_paused = true)]
     async fn an_unschedulable_canary_waits_for_the_scheduling_grace_then_fails() {
-        let (runner, api) = runner();
+        let (scheduler, api) = scheduler();
         let stuck = Pod {
             metadata: kube::api::ObjectMeta {
                 namespace: Some("crucible-system".into()),
@@ -791,7 +791,7 @@ mod tests {
         let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
         let server = fake_server(api, stuck, requests.clone());
         let started = tokio::time::Instant::now();
-        let (seen, verdict) = runner.run_once("gvisor", NetworkMode::None).await;
+        let (seen, verdict) = scheduler.run_once("gvisor", NetworkMode::None).await;
         let took = started.elapsed();
         server.abort();
         assert!(matches!(seen, Some(Some(_))));
@@ -821,7 +821,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn api_errors_prove_nothing_about_the_sandbox() {
         for code in [403, 500] {
-            let (canary, mut api) = runner();
+            let (canary, mut api) = scheduler();
             let server = tokio::spawn(async move {
                 api.answer(Method::GET, RUNTIME_CLASS, code, status_error(code, "no"))
                     .await;
@@ -834,13 +834,13 @@ mod tests {
             assert!(why.contains("cannot read the RuntimeClass gvisor"), "{why}");
             api.expect_silence().await;
         }
-        let (canary, api) = runner();
+        let (canary, api) = scheduler();
         let server = tokio::spawn(api.stall());
         let (seen, verdict) = canary.run_once("gvisor", NetworkMode::None).await;
         server.abort();
         assert_eq!(seen, None);
         assert!(verdict.is_err(), "no answer: {verdict:?}");
-        let (canary, mut api) = runner();
+        let (canary, mut api) = scheduler();
         let server = tokio::spawn(async move {
             api.answer(Method::GET, RUNTIME_CLASS, 200, runtime_class())
                 .await;
@@ -869,7 +869,7 @@ mod tests {
     /// inconclusive, within its bounds (virtual time).
     #[tokio::test(start_paused = true)]
     async fn a_run_against_a_stalled_api_server_ends_inconclusive_instead_of_hanging() {
-        let (runner, mut api) = runner();
+        let (scheduler, mut api) = scheduler();
         let server = tokio::spawn(async move {
             api.answer(Method::GET, RUNTIME_CLASS, 200, runtime_class())
                 .await;
@@ -890,7 +890,7 @@ mod tests {
             api.stall().await;
         });
         let started = tokio::time::Instant::now();
-        let (_, verdict) = runner.run_once("gvisor", NetworkMode::None).await;
+        let (_, verdict) = scheduler.run_once("gvisor", NetworkMode::None).await;
         let took = started.elapsed();
         server.abort();
         // A silent API server proves nothing about the sandbox: the last verdict stands.
@@ -902,7 +902,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_canary_pod_fails_and_its_policy_is_removed() {
-        let (runner, mut api) = runner();
+        let (scheduler, mut api) = scheduler();
         let server = tokio::spawn(async move {
             let name = expect_class_and_policy(&mut api).await;
             let refusal = status_error(403, "pods is forbidden: violates PodSecurity");
@@ -923,7 +923,7 @@ mod tests {
             .await;
             api.expect_silence().await;
         });
-        let (_, verdict) = runner.run_once("gvisor", NetworkMode::Allowlist).await;
+        let (_, verdict) = scheduler.run_once("gvisor", NetworkMode::Allowlist).await;
         server.await.expect("scenario");
         let (check, message) = failure(verdict);
         assert_eq!(check, Check::Pod);

@@ -1,5 +1,5 @@
 //! Drives one Evaluation (or a suite's children) through the controller's own pure
-//! [`plan`](crate::evaluation::plan::plan): the runner plays API server and kubelet. It
+//! [`plan`](crate::evaluation::plan::plan): it plays API server and kubelet. It
 //! answers `plan`'s questions (admitted; the sandbox exists; the git source at its commit),
 //! runs the pod `plan` asks for, and reports the pod back as a kubelet would (container states,
 //! exit codes, termination messages, `DeadlineExceeded`) with the log captured by the
@@ -30,7 +30,7 @@ use crate::crd::suite::SuitePhase;
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::evaluation::plan::{self, Child, Observed, RuntimeClassCheck};
 use crate::local::image::ImageStore;
-use crate::local::sandbox::{self, Runtime};
+use crate::local::sandbox::{self, Isolation};
 use crate::local::{bundle, files};
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::pod::SANDBOX_UID;
@@ -39,13 +39,13 @@ use crate::source::{GitCache, GitRequest};
 use crate::suite;
 
 /// Runs evaluations on this machine; shared by every concurrent run of one `crucible run`.
-pub struct Runner {
+pub struct Kubelet {
     /// Planning settings (the controller's defaults; `allow_unsandboxed` for `--unsandboxed`).
     pub config: Config,
     /// Images.
     pub images: ImageStore,
     /// runsc or unsandboxed.
-    pub runtime: Runtime,
+    pub isolation: Isolation,
     /// Git sources (file:// allowed: the files are this machine's own).
     pub git: GitCache,
     /// Keep run directories.
@@ -67,20 +67,20 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-impl Runner {
-    /// A runner; `parallel` pods at once.
+impl Kubelet {
+    /// A kubelet; `parallel` pods at once.
     pub fn new(
         config: Config,
         images: ImageStore,
-        runtime: Runtime,
+        isolation: Isolation,
         git: GitCache,
         keep: bool,
         parallel: usize,
     ) -> Self {
-        Runner {
+        Kubelet {
             config,
             images,
-            runtime,
+            isolation,
             git,
             keep,
             work_root: std::env::temp_dir(),
@@ -91,7 +91,7 @@ impl Runner {
 
     /// Runs `ev` to a finished status (it must have a namespace and uid).
     pub async fn evaluation(self: &Arc<Self>, mut ev: Evaluation) -> Evaluation {
-        let sandboxed = matches!(self.runtime, Runtime::Runsc { .. });
+        let sandboxed = matches!(self.isolation, Isolation::Runsc { .. });
         let mut obs = Observed {
             now: now(),
             pods: Vec::new(),
@@ -139,9 +139,9 @@ impl Runner {
                 eprintln!("crucible: {}: the plan started no pod", ev.name_any());
                 return ev;
             };
-            let runner = self.clone();
+            let kubelet = self.clone();
             let ran =
-                tokio::task::spawn_blocking(move || runner.run_pod(pod, workspace.as_ref())).await;
+                tokio::task::spawn_blocking(move || kubelet.run_pod(pod, workspace.as_ref())).await;
             drop(permit);
             match ran {
                 Ok(ran) => {
@@ -183,8 +183,8 @@ impl Runner {
                 });
                 children.push(child.clone());
                 child.status = None;
-                let runner = self.clone();
-                running.push(async move { runner.evaluation(child).await });
+                let kubelet = self.clone();
+                running.push(async move { kubelet.evaluation(child).await });
             }
             if running.is_empty() && (done || children.is_empty()) {
                 return (s, children);
@@ -315,7 +315,7 @@ impl Runner {
             let log_file = self
                 .keep
                 .then(|| dir.join(format!("{}.log", container.name)));
-            let exit = self.runtime.run(
+            let exit = self.isolation.run(
                 &step,
                 &image,
                 &dir.join(&container.name),
