@@ -1,3 +1,4 @@
+use super::usage::kube_units;
 use super::*;
 
 fn candidate(ns: &str, name: &str, priority: i64, created: i64, cpu: f64) -> Candidate {
