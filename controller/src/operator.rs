@@ -284,11 +284,11 @@ fn watch_runtime_classes(
     client: &Client,
 ) -> (
     reflector::Store<RuntimeClass>,
-    watch::Receiver<canary::scheduler::Classes>,
+    watch::Receiver<canary::classes::Classes>,
 ) {
     let (runtime_classes, class_writer) = reflector::store();
     let (class_tx, class_rx) = watch::channel(None);
-    let mut fingerprints = canary::scheduler::ClassFingerprints::new(class_tx);
+    let mut fingerprints = canary::classes::ClassFingerprints::new(class_tx);
     let class_api: Api<RuntimeClass> = Api::all(client.clone());
     tokio::spawn(
         reflector(class_writer, watcher(class_api, watcher::Config::default()))
@@ -332,7 +332,7 @@ fn start_canary(
     metrics: &Arc<Metrics>,
     recorder: &events::Recorder,
     wake: watch::Sender<()>,
-    class_changes: watch::Receiver<canary::scheduler::Classes>,
+    class_changes: watch::Receiver<canary::classes::Classes>,
 ) -> Arc<SandboxVerdicts> {
     let targets = canary::targets(config, &runtime.canary);
     let sandbox = Arc::new(SandboxVerdicts::new(

@@ -10,6 +10,8 @@
 //! - [`scheduler`]: runs the canaries (at start, on a schedule, on RuntimeClass changes).
 //! - [`SandboxVerdicts`] (here): the verdicts, shared with every reconcile through the admission hold.
 
+pub mod classes;
+mod listeners;
 pub mod probe;
 pub mod scheduler;
 pub mod status;

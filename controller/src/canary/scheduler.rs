@@ -5,7 +5,6 @@
 //! Events and logs. Talks to the API server.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -18,13 +17,12 @@ use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, ListParams, LogParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, watch_object};
+use kube::runtime::watcher::watch_object;
 use kube::{Client, Resource, ResourceExt};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
+use super::classes::{Classes, Seen, changed_from, fingerprint, follow_runtime_classes, moved};
+use super::listeners::Listeners;
 use super::probe::{self, COMPONENT, Run};
 use super::verdict::{
     Expectation, Observation, PodProblem, Stage, describe, exit_code, judge, pod_finished,
@@ -51,10 +49,6 @@ const LEFTOVERS_LISTED: u32 = 100;
 const API_SLACK: Duration = Duration::from_secs(30);
 /// Most Warning Events of a stuck canary pod quoted in its verdict.
 const EVENTS_QUOTED: usize = 3;
-
-/// What the RuntimeClass watch last saw of a class: `None` before it synced, `Some(None)`
-/// when the class is absent, else a fingerprint of what a canary depends on.
-type Seen = Option<Option<String>>;
 
 /// The canary scheduler of one controller.
 pub struct Scheduler {
@@ -458,74 +452,6 @@ impl Scheduler {
     }
 }
 
-/// Feeds each class's loop with what the controller's RuntimeClass watch knows of it.
-async fn follow_runtime_classes(
-    changes: BTreeMap<String, watch::Sender<Seen>>,
-    mut classes: watch::Receiver<Classes>,
-) {
-    loop {
-        if let Some(known) = classes.borrow_and_update().as_ref() {
-            for (class, tx) in &changes {
-                let seen = known.get(class).cloned();
-                tx.send_if_modified(|current| {
-                    let changed = current.as_ref() != Some(&seen);
-                    *current = Some(seen);
-                    changed
-                });
-            }
-        }
-        if classes.changed().await.is_err() {
-            return; // the watch is gone: the controller is stopping
-        }
-    }
-}
-
-/// What the controller's RuntimeClass watch knows: `None` until it listed, then each class's
-/// [`fingerprint`] by name.
-pub type Classes = Option<BTreeMap<String, String>>;
-
-/// Keeps [`Classes`] up to date from the events of the controller's one RuntimeClass watch
-/// (the cache the reconciles read is fed by the same watch).
-pub struct ClassFingerprints {
-    known: watch::Sender<Classes>,
-    /// What a re-list in progress has returned so far.
-    listing: BTreeMap<String, String>,
-}
-
-impl ClassFingerprints {
-    /// Publishes into `known`.
-    pub fn new(known: watch::Sender<Classes>) -> Self {
-        ClassFingerprints {
-            known,
-            listing: BTreeMap::new(),
-        }
-    }
-
-    /// Takes one watch event.
-    pub fn apply(&mut self, event: &watcher::Event<RuntimeClass>) {
-        match event {
-            watcher::Event::Init => self.listing.clear(),
-            watcher::Event::InitApply(rc) => {
-                self.listing.insert(rc.name_any(), fingerprint(rc));
-            }
-            watcher::Event::InitDone => {
-                let listed = std::mem::take(&mut self.listing);
-                self.known.send_replace(Some(listed));
-            }
-            watcher::Event::Apply(rc) => self.known.send_modify(|known| {
-                known
-                    .get_or_insert_default()
-                    .insert(rc.name_any(), fingerprint(rc));
-            }),
-            watcher::Event::Delete(rc) => self.known.send_modify(|known| {
-                if let Some(known) = known {
-                    known.remove(&rc.name_any());
-                }
-            }),
-        }
-    }
-}
-
 /// Deletes the canary object `name`, within [`API_SLACK`]; one left behind goes at the next
 /// start (and with the controller's pod).
 async fn remove<K: ssa::Object>(api: &Api<K>, name: &str) {
@@ -567,32 +493,6 @@ async fn until_over(pods: &Api<Pod>, name: &str, grace: Duration) -> Option<Pod>
     }
 }
 
-/// What a canary run depends on in a RuntimeClass: its identity, handler, overhead and
-/// scheduling (labels and annotations do not change the sandbox).
-fn fingerprint(rc: &RuntimeClass) -> String {
-    let content = serde_json::json!([rc.uid(), rc.handler, rc.overhead, rc.scheduling]);
-    sha256_hex(content.to_string().as_bytes())
-}
-
-/// Whether the watch now knows a different RuntimeClass than the run saw.
-fn moved(now: &Seen, seen: &Seen) -> bool {
-    matches!((now, seen), (Some(now), Some(seen)) if now != seen)
-}
-
-/// Returns once the watch reports a RuntimeClass other than `seen` (never, once the watch
-/// is gone).
-async fn changed_from(changes: &mut watch::Receiver<Seen>, seen: &Seen) {
-    loop {
-        if changes.changed().await.is_err() {
-            return std::future::pending().await;
-        }
-        let now = changes.borrow_and_update().clone();
-        if now.is_some() && (seen.is_none() || moved(&now, seen)) {
-            return;
-        }
-    }
-}
-
 /// A fresh nonce (hex): names the run's pod and is what the listener greets with.
 fn nonce(class: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -604,48 +504,11 @@ fn nonce(class: &str) -> String {
     sha256_hex(format!("{now}/{}/{n}/{class}", std::process::id()).as_bytes())[..32].to_string()
 }
 
-/// The two ports one canary run connects to; they close when dropped.
-struct Listeners {
-    listed: SocketAddr,
-    unlisted: SocketAddr,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Listeners {
-    async fn open(ip: IpAddr, greeting: String) -> std::io::Result<Self> {
-        let listed = TcpListener::bind((ip, 0)).await?;
-        let unlisted = TcpListener::bind((ip, 0)).await?;
-        let addrs = (listed.local_addr()?, unlisted.local_addr()?);
-        let tasks = [listed, unlisted]
-            .into_iter()
-            .map(|l| tokio::spawn(serve(l, greeting.clone())))
-            .collect();
-        Ok(Listeners {
-            listed: addrs.0,
-            unlisted: addrs.1,
-            tasks,
-        })
-    }
-}
-
-impl Drop for Listeners {
-    fn drop(&mut self) {
-        self.tasks.iter().for_each(JoinHandle::abort);
-    }
-}
-
-/// Greets every connection; a failing accept ends the listener (the canary then fails closed).
-async fn serve(listener: TcpListener, greeting: String) {
-    while let Ok((mut stream, _)) = listener.accept().await {
-        let _ = stream.write_all(greeting.as_bytes()).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use http::Method;
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
-    use tokio::io::AsyncReadExt;
+    use tokio::task::JoinHandle;
 
     use super::*;
     use crate::canary::Check;
@@ -932,101 +795,5 @@ mod tests {
                 && message.contains("PodSecurity"),
             "{message}"
         );
-    }
-
-    #[tokio::test]
-    async fn the_listener_greets_with_the_nonce_and_closes_when_dropped() {
-        let ip: IpAddr = "127.0.0.1".parse().expect("ip");
-        let listeners = Listeners::open(ip, probe::greeting("abc"))
-            .await
-            .expect("listen on loopback");
-        assert_ne!(listeners.listed, listeners.unlisted);
-        for addr in [listeners.listed, listeners.unlisted] {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let mut read = String::new();
-            stream.read_to_string(&mut read).await.expect("read");
-            assert_eq!(read, "crucible-canary abc\n");
-        }
-        let addr = listeners.listed;
-        drop(listeners);
-        // The accept task is aborted: nothing answers any more (refused, or reset).
-        let mut closed = false;
-        for _ in 0..50 {
-            match tokio::net::TcpStream::connect(addr).await {
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
-                Ok(_) => tokio::task::yield_now().await,
-            }
-        }
-        assert!(closed, "the listener still accepts after the run");
-    }
-
-    #[test]
-    fn only_a_different_runtime_class_counts_as_a_change() {
-        let a: Seen = Some(Some("a".into()));
-        assert!(!moved(&None, &a), "the watch has not synced");
-        assert!(!moved(&a, &a));
-        assert!(moved(&Some(None), &a), "deleted");
-        assert!(moved(&a, &Some(None)), "created");
-        assert!(!moved(&a, &None), "the run could not read it");
-        assert_ne!(nonce("gvisor"), nonce("gvisor"));
-    }
-
-    #[tokio::test]
-    async fn each_class_loop_sees_its_class_as_the_one_watch_reports_it() {
-        let class = |name: &str, handler: &str| RuntimeClass {
-            metadata: kube::api::ObjectMeta {
-                name: Some(name.into()),
-                uid: Some(format!("uid-{name}")),
-                ..Default::default()
-            },
-            handler: handler.into(),
-            ..Default::default()
-        };
-        let (tx, classes) = watch::channel(None);
-        let mut fingerprints = ClassFingerprints::new(tx);
-        let (gvisor_tx, mut gvisor) = watch::channel(None);
-        let follow = tokio::spawn(follow_runtime_classes(
-            [("gvisor".to_string(), gvisor_tx)].into(),
-            classes,
-        ));
-        // A re-list in progress says nothing yet.
-        fingerprints.apply(&watcher::Event::Init);
-        fingerprints.apply(&watcher::Event::InitApply(class("gvisor", "runsc")));
-        tokio::task::yield_now().await;
-        assert_eq!(*gvisor.borrow(), None, "not synced");
-        fingerprints.apply(&watcher::Event::InitDone);
-        let listed = gvisor
-            .wait_for(Option::is_some)
-            .await
-            .expect("sent")
-            .clone();
-        let first = fingerprint(&class("gvisor", "runsc"));
-        assert_eq!(listed, Some(Some(first.clone())));
-        // Another class changing is no change of this one.
-        fingerprints.apply(&watcher::Event::Apply(class("other", "runc")));
-        tokio::task::yield_now().await;
-        assert!(!gvisor.has_changed().expect("open"));
-        fingerprints.apply(&watcher::Event::Apply(class("gvisor", "runsc-kvm")));
-        let changed = gvisor
-            .wait_for(|s| s != &Some(Some(first.clone())))
-            .await
-            .expect("sent")
-            .clone();
-        assert_eq!(
-            changed,
-            Some(Some(fingerprint(&class("gvisor", "runsc-kvm"))))
-        );
-        fingerprints.apply(&watcher::Event::Delete(class("gvisor", "runsc-kvm")));
-        let gone = gvisor
-            .wait_for(|s| s == &Some(None))
-            .await
-            .expect("sent")
-            .clone();
-        assert_eq!(gone, Some(None), "deleted");
-        drop(fingerprints);
-        follow.await.expect("the loop ends with the watch");
     }
 }
