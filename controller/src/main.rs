@@ -4,10 +4,35 @@
 
 use clap::Parser;
 use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, ScopeArgs, SelftestArgs, StopArgs};
-use crucible::{apiref, crd, local, operator, stop, telemetry};
+use crucible::{apiref, crd, local, operator, source, stop, telemetry};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    // Before the runtime starts any thread: libgit2's limits are process-wide C globals.
+    #[allow(unsafe_code)]
+    // SAFETY: no other thread exists yet.
+    let limited = unsafe {
+        source::socket_timeouts::install(
+            source::socket_timeouts::CONNECT,
+            source::socket_timeouts::READ,
+        )
+    };
+    if let Err(error) = limited {
+        eprintln!("crucible: cannot limit git's socket waits: {error}");
+        return std::process::ExitCode::FAILURE;
+    }
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run()),
+        Err(error) => {
+            eprintln!("crucible: cannot start the async runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Controller(args) => {

@@ -10,9 +10,10 @@
 //! - An ssh connection proceeds only when the server's host key is in `known_hosts` and not
 //!   revoked. TLS certificates are left to libgit2 and OpenSSL (the system's CAs).
 //! - Once the deadline has passed, the next progress callback aborts the transfer. A server
-//!   that stalls without sending anything is not interrupted here (libgit2's socket timeouts
-//!   are global and need `unsafe`): every callback marks `answered`, and
-//!   [`super::GitCache`] gives up on a fetch whose server has not answered in time.
+//!   that stalls without sending anything is not interrupted here: libgit2's socket limits
+//!   end it ([`super::socket_timeouts`]), and for ssh (whose socket libssh2 reads) every
+//!   callback marks `answered`, and [`super::GitCache`] gives up on a fetch whose server has
+//!   not answered in time.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -186,8 +186,10 @@ impl GitCache {
     /// repository's lock held; `job` returns its value and whether it used the network.
     ///
     /// A server that does not answer within `answer_timeout`, or a job past `timeout`, is
-    /// given up on: libgit2 cannot be interrupted while it waits on a socket, so the thread
-    /// is left to end by itself, but the lock is released at once and the repository is
+    /// given up on: nothing can interrupt libgit2 from outside while it waits on a socket
+    /// (its own socket limits end such waits over https and git, see
+    /// [`super::socket_timeouts`]), so the thread is left to end by itself, but the lock is
+    /// released at once and the repository is
     /// marked stalled until the thread ends (its requests fail at once, no second thread
     /// waits on the same server).
     async fn run<T, F, H>(&self, req: GitRequest, hold: H, job: F) -> Result<T, SourceError>

@@ -39,6 +39,7 @@
 
 pub mod cache;
 pub mod pool;
+pub mod socket_timeouts;
 pub mod url;
 
 mod auth;
