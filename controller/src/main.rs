@@ -57,10 +57,12 @@ async fn run() -> std::process::ExitCode {
     }
 }
 
+/// The commands' client: reads bounded as the controller's are, so a silent API server fails
+/// `crucible stop` with a message instead of hanging it.
 async fn client() -> Result<kube::Client, String> {
-    kube::Client::try_default()
-        .await
-        .map_err(|e| format!("cannot reach the API server: {e}"))
+    let unreachable = |e: &dyn std::fmt::Display| format!("cannot reach the API server: {e}");
+    let config = kube::Config::infer().await.map_err(|e| unreachable(&e))?;
+    kube::Client::try_from(operator::bounded(config)).map_err(|e| unreachable(&e))
 }
 
 async fn selftest(args: SelftestArgs) -> Result<(), String> {

@@ -38,7 +38,7 @@ const REQUEST_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `config` with bounded reads, counted from each request sent (not from when its pooled
 /// connection went idle).
-fn bounded(mut config: kube::Config) -> kube::Config {
+pub fn bounded(mut config: kube::Config) -> kube::Config {
     config.read_timeout = Some(REQUEST_READ_TIMEOUT);
     config.reset_reader_on_write = true;
     config
