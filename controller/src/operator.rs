@@ -409,7 +409,8 @@ async fn restore(client: &Client, admission: &Gate, caches: &Caches, config: &Co
     }
 }
 
-/// A change of the emergency stop or of a canary verdict re-reconciles every Evaluation.
+/// A change of the emergency stop or of a canary verdict re-reconciles every Evaluation,
+/// those with a pod first (a stop's cancellations before the queued runs' new reasons).
 fn rereconcile_on_stop(
     mut changes: watch::Receiver<()>,
     evaluations: runner::Trigger,
@@ -417,7 +418,7 @@ fn rereconcile_on_stop(
 ) {
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
-            for key in caches.evaluations.keys() {
+            for key in caches.evaluation_keys_running_first() {
                 let _ = evaluations.send(key);
             }
         }

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use crate::cache::Indexed;
 use crate::cache::expectations::Expectations;
 use crate::cache::seen_statuses::SeenStatuses;
+use crate::cache::{Indexed, key_of};
+use crate::crd::evaluation::Phase;
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::labels::SUITE_LABEL;
 use crate::ownership;
+use crate::runner::Key;
 
 /// The caches of the watched objects.
 pub struct Caches {
@@ -59,6 +61,21 @@ impl Caches {
             .collect()
     }
 
+    /// Every Evaluation's key, those whose run has a pod (Pending or Running) first: after an
+    /// emergency stop, their cancellations come before the queued runs' new reasons.
+    pub fn evaluation_keys_running_first(&self) -> Vec<Key> {
+        let (running, rest): (Vec<_>, Vec<_>) =
+            self.evaluations.objects().into_iter().partition(|ev| {
+                let phase = ev.status.as_ref().and_then(|s| s.phase);
+                matches!(phase, Some(Phase::Pending | Phase::Running))
+            });
+        running
+            .iter()
+            .chain(&rest)
+            .map(|ev| key_of(ev.as_ref()))
+            .collect()
+    }
+
     /// The children of suite `name` in `namespace` (by label; the caller checks ownership).
     pub fn children_of(&self, namespace: &str, name: &str) -> Vec<Evaluation> {
         self.evaluations
@@ -73,4 +90,48 @@ impl Caches {
 fn suite_of(ev: &Evaluation) -> Option<String> {
     let suite = ev.labels().get(SUITE_LABEL)?;
     Some(format!("{}/{suite}", ev.namespace().unwrap_or_default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::evaluation::EvaluationStatus;
+
+    #[test]
+    fn running_evaluations_come_first() {
+        let caches = Caches::new(1);
+        let with_phase = |name: &str, phase: Option<Phase>| {
+            let mut ev = Evaluation::test();
+            ev.metadata.name = Some(name.into());
+            ev.status = phase.map(|phase| EvaluationStatus {
+                phase: Some(phase),
+                ..Default::default()
+            });
+            ev
+        };
+        let objects = [
+            with_phase("a-queued", Some(Phase::Queued)),
+            with_phase("b-new", None),
+            with_phase("c-running", Some(Phase::Running)),
+            with_phase("d-done", Some(Phase::Succeeded)),
+            with_phase("e-pending", Some(Phase::Pending)),
+        ];
+        caches
+            .evaluations
+            .apply(None, kube::runtime::watcher::Event::Init);
+        for ev in objects {
+            caches
+                .evaluations
+                .apply(None, kube::runtime::watcher::Event::InitApply(ev));
+        }
+        caches
+            .evaluations
+            .apply(None, kube::runtime::watcher::Event::InitDone);
+        let keys = caches.evaluation_keys_running_first();
+        let names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        assert_eq!(names.len(), 5);
+        let mut first: Vec<&str> = names[..2].to_vec();
+        first.sort_unstable();
+        assert_eq!(first, ["c-running", "e-pending"], "{names:?}");
+    }
 }
