@@ -4,6 +4,11 @@
 //! The tests themselves live in `e2e/` behind the `e2e` feature; they need a running cluster
 //! (`infrastructure/local/cluster.sh up`) and a running controller (`scripts/test.sh` starts
 //! both).
+//!
+//! `provider` is the stand-in model provider the gateway tests (`tests/gateway/`, no cluster) and
+//! the benchmark call.
+
+pub mod provider;
 
 use std::collections::BTreeSet;
 use std::fmt::Debug;
