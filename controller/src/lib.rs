@@ -18,6 +18,7 @@ pub mod duration;
 pub mod error;
 pub mod evaluation;
 pub mod events;
+pub mod gateway;
 pub mod http;
 pub mod labels;
 pub mod leader;

@@ -1,0 +1,200 @@
+//! A run's budget and what it has spent. Pure.
+//!
+//! A call reserves before it is forwarded and settles with the provider's reported usage after.
+//! The bound, per gateway process: `calls` is never exceeded, because a call in flight holds its
+//! reservation; `tokens` and `costUSD` are only known afterwards, so a call is admitted while the
+//! settled spend is below the limit, and the spend can exceed the limit by at most the usage of
+//! the calls in flight when it is crossed.
+
+use serde::{Deserialize, Serialize};
+
+/// Limits of one run; an absent limit does not apply.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// Most calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calls: Option<u64>,
+    /// Most tokens, input and output together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// Most cost, in US dollars.
+    #[serde(default, rename = "costUSD", skip_serializing_if = "Option::is_none")]
+    pub cost_usd: Option<f64>,
+}
+
+/// Tokens a provider reported for one call.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+}
+
+/// Price of a model, per million tokens.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Price {
+    /// Dollars per million input tokens.
+    pub input_per_m_tok: f64,
+    /// Dollars per million output tokens.
+    pub output_per_m_tok: f64,
+}
+
+impl Price {
+    /// The cost of `usage` at this price.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        (usage.input_tokens as f64 * self.input_per_m_tok
+            + usage.output_tokens as f64 * self.output_per_m_tok)
+            / 1_000_000.0
+    }
+}
+
+/// The limit a call would cross.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum Exceeded {
+    /// All calls are spent or in flight.
+    #[error("the run's budget of {0} calls is spent")]
+    Calls(u64),
+    /// The tokens are spent.
+    #[error("the run's budget of {0} tokens is spent")]
+    Tokens(u64),
+    /// The money is spent.
+    #[error("the run's budget of {0} USD is spent")]
+    Cost(f64),
+}
+
+/// What one run has spent and has in flight.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    /// Calls settled.
+    pub calls: u64,
+    /// Input tokens settled.
+    pub input_tokens: u64,
+    /// Output tokens settled.
+    pub output_tokens: u64,
+    /// Cost settled, in US dollars.
+    #[serde(rename = "costUSD")]
+    pub cost_usd: f64,
+    /// Calls reserved and not yet settled.
+    pub in_flight: u64,
+}
+
+impl Account {
+    /// Reserves one call under `budget`, or names the limit it would cross.
+    pub fn reserve(&mut self, budget: &Budget) -> Result<(), Exceeded> {
+        if let Some(limit) = budget.calls
+            && self.calls + self.in_flight >= limit
+        {
+            return Err(Exceeded::Calls(limit));
+        }
+        if let Some(limit) = budget.tokens
+            && self.input_tokens + self.output_tokens >= limit
+        {
+            return Err(Exceeded::Tokens(limit));
+        }
+        if let Some(limit) = budget.cost_usd
+            && self.cost_usd >= limit
+        {
+            return Err(Exceeded::Cost(limit));
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Settles a reserved call: it counts as a call whatever its outcome (it was forwarded), with
+    /// the usage the provider reported, if any, at `price`.
+    pub fn settle(&mut self, usage: Option<&Usage>, price: &Price) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.calls += 1;
+        if let Some(usage) = usage {
+            self.input_tokens += usage.input_tokens;
+            self.output_tokens += usage.output_tokens;
+            self.cost_usd += price.cost(usage);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FREE: Price = Price {
+        input_per_m_tok: 0.0,
+        output_per_m_tok: 0.0,
+    };
+
+    #[test]
+    fn a_budget_of_n_calls_allows_exactly_n() {
+        let budget = Budget {
+            calls: Some(3),
+            ..Budget::default()
+        };
+        let mut account = Account::default();
+        let mut allowed = 0;
+        for _ in 0..10 {
+            if account.reserve(&budget).is_ok() {
+                allowed += 1;
+                account.settle(None, &FREE);
+            }
+        }
+        assert_eq!(allowed, 3);
+        assert_eq!(account.reserve(&budget), Err(Exceeded::Calls(3)));
+    }
+
+    #[test]
+    fn calls_in_flight_hold_their_reservation() {
+        // Ten concurrent calls against a budget of four: four are in flight, the rest refused;
+        // settling one does not free a slot (it was spent), so the total stays four.
+        let budget = Budget {
+            calls: Some(4),
+            ..Budget::default()
+        };
+        let mut account = Account::default();
+        let admitted = (0..10).filter(|_| account.reserve(&budget).is_ok()).count();
+        assert_eq!((admitted, account.in_flight), (4, 4));
+        account.settle(None, &FREE);
+        assert!(account.reserve(&budget).is_err());
+        assert_eq!((account.calls, account.in_flight), (1, 3));
+    }
+
+    #[test]
+    fn tokens_and_cost_refuse_once_spent_and_overspend_only_by_calls_in_flight() {
+        let price = Price {
+            input_per_m_tok: 1_000_000.0,
+            output_per_m_tok: 0.0,
+        };
+        let usage = Usage {
+            input_tokens: 6,
+            output_tokens: 4,
+        };
+        let budget = Budget {
+            tokens: Some(15),
+            ..Budget::default()
+        };
+        let mut account = Account::default();
+        // Two calls admitted concurrently while nothing is settled.
+        account.reserve(&budget).expect("first");
+        account.reserve(&budget).expect("second");
+        account.settle(Some(&usage), &price);
+        account.settle(Some(&usage), &price);
+        // 20 tokens spent against 15: over by what the second call in flight used, no more.
+        assert_eq!(account.input_tokens + account.output_tokens, 20);
+        assert_eq!(account.reserve(&budget), Err(Exceeded::Tokens(15)));
+        assert_eq!(account.cost_usd, 12.0);
+        let dollars = Budget {
+            cost_usd: Some(12.0),
+            ..Budget::default()
+        };
+        assert_eq!(account.reserve(&dollars), Err(Exceeded::Cost(12.0)));
+    }
+
+    #[test]
+    fn an_empty_budget_limits_nothing() {
+        let mut account = Account::default();
+        assert!((0..1_000).all(|_| account.reserve(&Budget::default()).is_ok()));
+    }
+}

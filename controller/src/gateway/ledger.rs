@@ -1,0 +1,313 @@
+//! The call ledger: one record per call, each naming the hash of the one before, so that a
+//! record changed, removed or inserted afterwards breaks the chain. The chain is pure; where
+//! the lines go is a [`Sink`] (a directory of JSON Lines files for now; the results store later).
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::sha256_hex;
+
+/// What the ledger keeps of each call (`spec.recordCalls`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RecordCalls {
+    /// Digests of request and response.
+    #[default]
+    Digests,
+    /// The bodies too.
+    Full,
+}
+
+/// The `prev` of a run's first record.
+pub const GENESIS: &str = "";
+
+/// One call.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    /// Position in the run's chain, from 0.
+    pub seq: u64,
+    /// When the call started (RFC 3339).
+    pub time: String,
+    /// Namespace of the run.
+    pub namespace: String,
+    /// Evaluation of the run.
+    pub evaluation: String,
+    /// The run.
+    pub run: String,
+    /// Model id requested.
+    pub model: String,
+    /// Model the provider says answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_model: Option<String>,
+    /// Path called, e.g. `/v1/chat/completions`.
+    pub path: String,
+    /// HTTP status of the provider's answer; 0 when there was none.
+    pub status: u16,
+    /// How the call ended: `ok`, or what went wrong.
+    pub outcome: String,
+    /// Milliseconds from request to the end of the response.
+    pub latency_ms: u64,
+    /// Input tokens reported.
+    pub input_tokens: u64,
+    /// Output tokens reported.
+    pub output_tokens: u64,
+    /// Cost at the endpoint's price, in US dollars.
+    #[serde(rename = "costUSD")]
+    pub cost_usd: f64,
+    /// `sha256:` of the request body as forwarded.
+    pub request_digest: String,
+    /// `sha256:` of the response body as returned.
+    pub response_digest: String,
+    /// The request body (`recordCalls: Full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<String>,
+    /// The response body (`recordCalls: Full`), cut at the recording bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<String>,
+    /// `hash` of the previous record, [`GENESIS`] for the first.
+    pub prev: String,
+    /// `sha256:` over this record with `hash` empty.
+    pub hash: String,
+}
+
+impl Record {
+    fn digest(&self) -> String {
+        let unsealed = Record {
+            hash: String::new(),
+            ..self.clone()
+        };
+        // A struct of strings and numbers always serialises.
+        let bytes = serde_json::to_vec(&unsealed).unwrap_or_default();
+        format!("sha256:{}", sha256_hex(&bytes))
+    }
+}
+
+/// The end of one run's chain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Head {
+    /// `seq` of the next record.
+    pub next: u64,
+    /// `hash` of the last record.
+    pub hash: String,
+}
+
+impl Head {
+    /// Links `record` after this head and seals it.
+    pub fn seal(&mut self, mut record: Record) -> Record {
+        record.seq = self.next;
+        record.prev = self.hash.clone();
+        record.hash = record.digest();
+        self.next += 1;
+        self.hash = record.hash.clone();
+        record
+    }
+}
+
+/// Where a chain breaks.
+#[derive(Debug, PartialEq, thiserror::Error)]
+#[error("the call ledger breaks at record {seq}: {why}")]
+pub struct Broken {
+    /// The first record that does not verify.
+    pub seq: u64,
+    /// What is wrong with it.
+    pub why: &'static str,
+}
+
+/// Checks a run's records in order; returns the head (its hash is the ledger's digest).
+pub fn verify<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<Head, Broken> {
+    let mut head = Head {
+        next: 0,
+        hash: GENESIS.to_string(),
+    };
+    for record in records {
+        let broken = |why| Broken {
+            seq: head.next,
+            why,
+        };
+        if record.seq != head.next {
+            return Err(broken("out of sequence"));
+        }
+        if record.prev != head.hash {
+            return Err(broken("does not follow the record before"));
+        }
+        if record.hash != record.digest() {
+            return Err(broken("its content does not match its hash"));
+        }
+        head.next += 1;
+        head.hash = record.hash.clone();
+    }
+    Ok(head)
+}
+
+/// Where sealed records go, one JSON line each, per run.
+pub trait Sink: Send + Sync {
+    /// Appends one line (ending in `\n`) to the ledger of `namespace`/`run`.
+    fn append(&self, namespace: &str, run: &str, line: &[u8]) -> std::io::Result<()>;
+}
+
+/// A directory of `<namespace>/<run>.jsonl` files.
+pub struct DirSink {
+    root: PathBuf,
+}
+
+impl DirSink {
+    /// Ledgers under `root`.
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    /// The file of one run's ledger. Namespace and run ids are Kubernetes names and UIDs; a
+    /// `/` or `..` in them could not come from the API server, but is refused all the same.
+    pub fn path(&self, namespace: &str, run: &str) -> std::io::Result<PathBuf> {
+        let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\']) && !s.starts_with('.');
+        if !safe(namespace) || !safe(run) {
+            return Err(std::io::Error::other("unsafe namespace or run id"));
+        }
+        Ok(self.root.join(namespace).join(format!("{run}.jsonl")))
+    }
+}
+
+impl Sink for DirSink {
+    fn append(&self, namespace: &str, run: &str, line: &[u8]) -> std::io::Result<()> {
+        let path = self.path(namespace, run)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        // One write per line: concurrent appenders never interleave within a record.
+        file.write_all(line)
+    }
+}
+
+/// The gateway's ledger: per-run heads, and the sink the sealed records go to.
+pub struct Ledger {
+    heads: Mutex<HashMap<String, Head>>,
+    sink: Box<dyn Sink>,
+}
+
+impl Ledger {
+    /// A ledger writing to `sink`.
+    pub fn new(sink: Box<dyn Sink>) -> Self {
+        Self {
+            heads: Mutex::new(HashMap::new()),
+            sink,
+        }
+    }
+
+    /// Seals `record` onto its run's chain and appends it. Sealing and appending happen under
+    /// one lock so the file's order is the chain's order; a failed append leaves the head
+    /// where it was, so the next record still links to the last one written.
+    pub fn append(&self, record: Record) -> std::io::Result<Record> {
+        let mut heads = self
+            .heads
+            .lock()
+            .map_err(|_| std::io::Error::other("ledger lock poisoned"))?;
+        let head = heads.entry(record.run.clone()).or_default();
+        let mut next = head.clone();
+        let sealed = next.seal(record);
+        let mut line = serde_json::to_vec(&sealed).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.sink.append(&sealed.namespace, &sealed.run, &line)?;
+        *head = next;
+        Ok(sealed)
+    }
+
+    /// Forgets the head of a run that has ended (its file stays).
+    pub fn forget(&self, run: &str) {
+        if let Ok(mut heads) = self.heads.lock() {
+            heads.remove(run);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(model: &str) -> Record {
+        Record {
+            seq: 0,
+            time: "2026-12-07T04:00:00Z".into(),
+            namespace: "team-a".into(),
+            evaluation: "agent".into(),
+            run: "run-1".into(),
+            model: model.into(),
+            served_model: None,
+            path: "/v1/chat/completions".into(),
+            status: 200,
+            outcome: "ok".into(),
+            latency_ms: 12,
+            input_tokens: 3,
+            output_tokens: 5,
+            cost_usd: 0.5,
+            request_digest: "sha256:aa".into(),
+            response_digest: "sha256:bb".into(),
+            request_body: None,
+            response_body: None,
+            prev: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    fn chain(n: usize) -> Vec<Record> {
+        let mut head = Head::default();
+        (0..n)
+            .map(|i| head.seal(record(&format!("m{i}"))))
+            .collect()
+    }
+
+    #[test]
+    fn a_sealed_chain_verifies_to_its_last_hash() {
+        let records = chain(3);
+        let head = verify(&records).expect("verifies");
+        assert_eq!(
+            (head.next, head.hash.as_str()),
+            (3, records[2].hash.as_str())
+        );
+        assert!(records[0].hash.starts_with("sha256:"));
+    }
+
+    #[test]
+    fn a_tampered_record_breaks_the_chain() {
+        let mut records = chain(3);
+        records[1].output_tokens = 1;
+        assert_eq!(verify(&records).map_err(|e| e.seq), Err(1));
+    }
+
+    #[test]
+    fn a_removed_or_resealed_record_breaks_the_chain() {
+        let mut records = chain(3);
+        records.remove(1);
+        assert_eq!(verify(&records).map_err(|e| e.seq), Err(1));
+        // Rewriting a record and resealing it alone still breaks the link to the next one.
+        let mut records = chain(3);
+        records[1].model = "other".into();
+        records[1].hash = records[1].digest();
+        assert_eq!(verify(&records).map_err(|e| e.seq), Err(2));
+    }
+
+    #[test]
+    fn the_dir_sink_writes_lines_that_verify_and_refuses_unsafe_ids() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
+        for model in ["a", "b"] {
+            ledger.append(record(model)).expect("append");
+        }
+        let text = std::fs::read_to_string(dir.path().join("team-a/run-1.jsonl")).expect("file");
+        let records: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        assert_eq!(verify(&records).map(|h| h.next), Ok(2));
+        let mut escape = record("a");
+        escape.run = "../x".into();
+        assert!(ledger.append(escape).is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! Per-run capability tokens. Pure.
+//!
+//! The controller mints one token per run: the run's identity, the model ids it may call, its
+//! budget, how its calls are recorded and an expiry, signed with HMAC-SHA256 under a key only the
+//! controller and the gateway hold. The gateway trusts what a token says because nobody else can
+//! sign, so it needs no API call per request. A token is worth nothing after its expiry, after
+//! its run is revoked, from another namespace, or for a model it does not list.
+//!
+//! Wire form: `crt1.<base64url(claims JSON)>.<base64url(HMAC over "crt1.<claims>")>`.
+
+use std::collections::{BTreeSet, HashMap};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+use super::budget::Budget;
+use super::ledger::RecordCalls;
+
+const PREFIX: &str = "crt1.";
+/// Longest token accepted, checked before decoding: claims of a run with dozens of models fit.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Shortest signing key accepted: the HMAC's own block of security.
+pub const MIN_KEY_BYTES: usize = 32;
+
+/// What a token grants.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Claims {
+    /// Namespace of the run.
+    pub namespace: String,
+    /// Evaluation the run belongs to.
+    pub evaluation: String,
+    /// Unique id of the run (one attempt); what revocation names.
+    pub run: String,
+    /// Model ids the run may call.
+    pub models: Vec<String>,
+    /// The run's budget.
+    #[serde(default)]
+    pub budget: Budget,
+    /// What the ledger keeps of each call.
+    #[serde(default)]
+    pub record_calls: RecordCalls,
+    /// Unix seconds after which the token is refused.
+    pub expires: i64,
+}
+
+/// Why a token was refused. The messages go back to the caller; none repeats the token.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum TokenError {
+    /// Not a token of ours, or too long.
+    #[error("the capability token is malformed")]
+    Malformed,
+    /// Signed with another key, or altered.
+    #[error("the capability token's signature does not verify")]
+    BadSignature,
+    /// Past its expiry.
+    #[error("the capability token of run {0} has expired")]
+    Expired(String),
+    /// Its run has ended.
+    #[error("the capability token of run {0} has been revoked (the run has ended)")]
+    Revoked(String),
+    /// Presented for another namespace than the one it was minted for.
+    #[error("the capability token is not valid in namespace {0}")]
+    OtherNamespace(String),
+    /// The model is not one the run lists.
+    #[error("model {0:?} is not one this run may call")]
+    ModelNotAllowed(String),
+}
+
+/// The HMAC key tokens are signed with.
+pub struct SigningKey(hmac::Key);
+
+impl SigningKey {
+    /// A key from secret bytes (at least [`MIN_KEY_BYTES`]).
+    pub fn new(secret: &[u8]) -> Option<Self> {
+        (secret.len() >= MIN_KEY_BYTES).then(|| Self(hmac::Key::new(hmac::HMAC_SHA256, secret)))
+    }
+
+    /// The token granting `claims`.
+    pub fn mint(&self, claims: &Claims) -> String {
+        // Serialising a struct of strings, numbers and sequences cannot fail.
+        let json = serde_json::to_vec(claims).unwrap_or_default();
+        let signed = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(json));
+        let tag = hmac::sign(&self.0, signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    /// The claims of an authentic, unexpired token (`now` in Unix seconds). The signature is
+    /// checked (in constant time) before the claims are parsed.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed);
+        }
+        let (body, tag) = token
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split_once('.'))
+            .filter(|(body, tag)| !body.is_empty() && !tag.is_empty())
+            .ok_or(TokenError::Malformed)?;
+        let tag = URL_SAFE_NO_PAD
+            .decode(tag)
+            .map_err(|_| TokenError::Malformed)?;
+        let signed = &token[..PREFIX.len() + body.len()];
+        hmac::verify(&self.0, signed.as_bytes(), &tag).map_err(|_| TokenError::BadSignature)?;
+        let json = URL_SAFE_NO_PAD
+            .decode(body)
+            .map_err(|_| TokenError::Malformed)?;
+        let claims: Claims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
+        if now >= claims.expires {
+            return Err(TokenError::Expired(claims.run));
+        }
+        Ok(claims)
+    }
+}
+
+impl Claims {
+    /// Whether these claims allow calling `model` from `namespace`, `revocations` considered.
+    pub fn authorize(
+        &self,
+        namespace: &str,
+        model: &str,
+        revocations: &Revocations,
+    ) -> Result<(), TokenError> {
+        if revocations.is_revoked(&self.run) {
+            return Err(TokenError::Revoked(self.run.clone()));
+        }
+        if namespace != self.namespace {
+            return Err(TokenError::OtherNamespace(namespace.to_string()));
+        }
+        if !self.models.iter().any(|m| m == model) {
+            return Err(TokenError::ModelNotAllowed(model.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// Runs whose tokens are revoked, each kept until its tokens expire anyway (so the set holds
+/// only runs that could still present a valid token); pruning pops expired entries in expiry
+/// order, so a revocation costs O(log n), not a scan.
+#[derive(Default, Debug)]
+pub struct Revocations {
+    runs: HashMap<String, i64>,
+    by_expiry: BTreeSet<(i64, String)>,
+}
+
+impl Revocations {
+    /// Revokes `run`, whose tokens expire at `expires`; forgets runs whose tokens expired by
+    /// `now`.
+    pub fn revoke(&mut self, run: &str, expires: i64, now: i64) {
+        while let Some((until, _)) = self.by_expiry.first()
+            && *until <= now
+        {
+            if let Some((_, gone)) = self.by_expiry.pop_first() {
+                self.runs.remove(&gone);
+            }
+        }
+        if let Some(previous) = self.runs.insert(run.to_string(), expires) {
+            self.by_expiry.remove(&(previous, run.to_string()));
+        }
+        self.by_expiry.insert((expires, run.to_string()));
+    }
+
+    /// Whether `run` is revoked.
+    pub fn is_revoked(&self, run: &str) -> bool {
+        self.runs.contains_key(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(byte: u8) -> SigningKey {
+        SigningKey::new(&[byte; 32]).expect("32 bytes")
+    }
+
+    fn claims() -> Claims {
+        Claims {
+            namespace: "team-a".into(),
+            evaluation: "agent".into(),
+            run: "run-1".into(),
+            models: vec!["gpt-4.1-mini".into()],
+            budget: Budget::default(),
+            record_calls: RecordCalls::Digests,
+            expires: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_minted_token_verifies_and_grants_its_model() {
+        let token = key(1).mint(&claims());
+        let verified = key(1).verify(&token, 999).expect("valid");
+        assert_eq!(verified, claims());
+        assert_eq!(
+            verified.authorize("team-a", "gpt-4.1-mini", &Revocations::default()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_token_signed_with_another_key_is_refused() {
+        let token = key(2).mint(&claims());
+        assert_eq!(key(1).verify(&token, 0), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn altered_claims_are_refused() {
+        // Same signature, claims widened to another model: the tag no longer matches.
+        let token = key(1).mint(&claims());
+        let tag = token.rsplit_once('.').expect("dot").1;
+        let mut wider = claims();
+        wider.models.push("gpt-4.1".into());
+        let forged_body = key(9).mint(&wider);
+        let forged = format!("{}.{tag}", forged_body.rsplit_once('.').expect("dot").0);
+        assert_eq!(key(1).verify(&forged, 0), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn garbage_and_oversized_tokens_are_malformed() {
+        for token in [
+            "",
+            "Bearer x",
+            "crt1.",
+            "crt1.!!.??",
+            &"crt1.a".repeat(2_000),
+        ] {
+            assert_eq!(
+                key(1).verify(token, 0),
+                Err(TokenError::Malformed),
+                "{token:.20}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let token = key(1).mint(&claims());
+        assert_eq!(
+            key(1).verify(&token, 1_000),
+            Err(TokenError::Expired("run-1".into()))
+        );
+    }
+
+    #[test]
+    fn another_model_or_namespace_is_refused() {
+        let none = Revocations::default();
+        assert_eq!(
+            claims().authorize("team-a", "gpt-4.1", &none),
+            Err(TokenError::ModelNotAllowed("gpt-4.1".into()))
+        );
+        assert_eq!(
+            claims().authorize("team-b", "gpt-4.1-mini", &none),
+            Err(TokenError::OtherNamespace("team-b".into()))
+        );
+    }
+
+    #[test]
+    fn a_revoked_run_is_refused_until_its_tokens_expire() {
+        let mut revocations = Revocations::default();
+        revocations.revoke("run-1", 1_000, 10);
+        assert_eq!(
+            claims().authorize("team-a", "gpt-4.1-mini", &revocations),
+            Err(TokenError::Revoked("run-1".into()))
+        );
+        // Revoking another run after run-1's expiry forgets run-1: expiry refuses it now.
+        revocations.revoke("run-2", 2_000, 1_000);
+        assert!(!revocations.is_revoked("run-1"));
+        assert!(revocations.is_revoked("run-2"));
+    }
+
+    #[test]
+    fn short_keys_are_rejected() {
+        assert!(SigningKey::new(&[0; 31]).is_none());
+    }
+}
