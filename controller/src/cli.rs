@@ -54,6 +54,8 @@ pub enum Command {
     Resume(ScopeArgs),
     /// Run Evaluation / EvaluationSuite manifests on this machine under gVisor, without a cluster.
     Run(RunArgs),
+    /// Serve the model gateway: sandboxes call models through it with their run's token.
+    Gateway(crate::gateway::GatewayArgs),
 }
 
 /// Flags of `crucible stop` and `crucible resume`.

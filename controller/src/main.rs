@@ -1,6 +1,6 @@
 //! The `crucible` binary: `controller` runs the operator, `crds` renders the CRDs, `stop` /
 //! `resume` flip the emergency stop, `selftest` checks an installation, `run` runs manifests
-//! locally under gVisor. Wiring only.
+//! locally under gVisor, `gateway` serves the model gateway. Wiring only.
 
 use clap::Parser;
 use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, ScopeArgs, SelftestArgs, StopArgs};
@@ -45,6 +45,7 @@ async fn run() -> std::process::ExitCode {
         Command::Selftest(args) => selftest(args).await,
         Command::Stop(args) => stop_all(args).await,
         Command::Resume(args) => resume(args).await,
+        Command::Gateway(args) => crucible::gateway::main(args).await,
         // Its own exit codes: 1 = an evaluation did not pass, 2 = nothing could run.
         Command::Run(args) => return local::main(args).await,
     };

@@ -8,14 +8,13 @@
 //!
 //! Wire form: `crt1.<base64url(claims JSON)>.<base64url(HMAC over "crt1.<claims>")>`.
 
-use std::collections::{BTreeSet, HashMap};
-
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 use super::budget::Budget;
+use super::expiring::ExpiringMap;
 use super::ledger::RecordCalls;
 
 const PREFIX: &str = "crt1.";
@@ -135,35 +134,20 @@ impl Claims {
     }
 }
 
-/// Runs whose tokens are revoked, each kept until its tokens expire anyway (so the set holds
-/// only runs that could still present a valid token); pruning pops expired entries in expiry
-/// order, so a revocation costs O(log n), not a scan.
+/// Runs whose tokens are revoked, each kept until its tokens expire anyway (then expiry refuses
+/// them), so the set holds only runs that could still present a valid token.
 #[derive(Default, Debug)]
-pub struct Revocations {
-    runs: HashMap<String, i64>,
-    by_expiry: BTreeSet<(i64, String)>,
-}
+pub struct Revocations(ExpiringMap<()>);
 
 impl Revocations {
-    /// Revokes `run`, whose tokens expire at `expires`; forgets runs whose tokens expired by
-    /// `now`.
+    /// Revokes `run`, whose tokens expire at `expires`.
     pub fn revoke(&mut self, run: &str, expires: i64, now: i64) {
-        while let Some((until, _)) = self.by_expiry.first()
-            && *until <= now
-        {
-            if let Some((_, gone)) = self.by_expiry.pop_first() {
-                self.runs.remove(&gone);
-            }
-        }
-        if let Some(previous) = self.runs.insert(run.to_string(), expires) {
-            self.by_expiry.remove(&(previous, run.to_string()));
-        }
-        self.by_expiry.insert((expires, run.to_string()));
+        self.0.entry(run, expires, now, || ());
     }
 
     /// Whether `run` is revoked.
     pub fn is_revoked(&self, run: &str) -> bool {
-        self.runs.contains_key(run)
+        self.0.contains(run)
     }
 }
 

@@ -1,0 +1,160 @@
+//! One call in flight: what it has reserved, what passed through, and, once it ends however it
+//! ends (answered, failed, or the caller gone), its settlement and ledger record.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+
+use super::catalog::Endpoint;
+use super::ledger::{Record, RecordCalls};
+use super::proxy::Gateway;
+use super::token::Claims;
+use super::usage::{Meter, Route};
+use crate::digest::{hex, sha256_hex};
+
+/// Most bytes of a response kept in the ledger with `recordCalls: Full`.
+pub const MAX_RECORDED_BYTES: usize = 4 * 1024 * 1024;
+
+/// A call between its reservation and its settlement.
+pub struct Call {
+    gateway: Arc<Gateway>,
+    claims: Claims,
+    model: String,
+    endpoint: Arc<Endpoint>,
+    route: Route,
+    started: Instant,
+    time: String,
+    status: u16,
+    request_digest: String,
+    request_body: Option<String>,
+    response_hash: Sha256,
+    meter: Option<Meter>,
+    /// The response so far (`recordCalls: Full` only), up to [`MAX_RECORDED_BYTES`].
+    recorded: Option<Vec<u8>>,
+    settled: bool,
+}
+
+impl Call {
+    /// A call of `claims`' run, reserved, about to be forwarded with `body`.
+    pub fn start(
+        gateway: Arc<Gateway>,
+        claims: Claims,
+        model: String,
+        endpoint: Arc<Endpoint>,
+        route: Route,
+        streaming: bool,
+        body: &[u8],
+    ) -> Self {
+        let full = claims.record_calls == RecordCalls::Full;
+        Self {
+            gateway,
+            model,
+            endpoint,
+            route,
+            started: Instant::now(),
+            time: jiff::Timestamp::now().to_string(),
+            status: 0,
+            request_digest: format!("sha256:{}", sha256_hex(body)),
+            request_body: full.then(|| String::from_utf8_lossy(body).into_owned()),
+            response_hash: Sha256::new(),
+            meter: Some(Meter::new(route, streaming)),
+            recorded: full.then(Vec::new),
+            settled: false,
+            claims,
+        }
+    }
+
+    /// The provider answered with `status`; its body follows.
+    pub fn answered(&mut self, status: u16) {
+        self.status = status;
+    }
+
+    /// Bytes of the response on their way to the caller.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.response_hash.update(bytes);
+        if let Some(meter) = &mut self.meter {
+            meter.feed(bytes);
+        }
+        if let Some(recorded) = &mut self.recorded {
+            let room = MAX_RECORDED_BYTES.saturating_sub(recorded.len());
+            recorded.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        }
+    }
+
+    /// The response ended normally.
+    pub fn finish_answered(&mut self) {
+        let outcome = if (200..300).contains(&self.status) {
+            "ok".to_string()
+        } else {
+            format!("the provider answered {}", self.status)
+        };
+        self.finish(self.status, &outcome);
+    }
+
+    /// The response broke off.
+    pub fn fail(&mut self, outcome: &str) {
+        self.finish(self.status, outcome);
+    }
+
+    /// Settles the reservation with the usage seen and appends the ledger record. Once.
+    pub fn finish(&mut self, status: u16, outcome: &str) {
+        if std::mem::replace(&mut self.settled, true) {
+            return;
+        }
+        let reported = self.meter.take().map(Meter::finish).unwrap_or_default();
+        let price = self.endpoint.price(&self.model);
+        let usage = reported.usage.unwrap_or_default();
+        if let Ok(mut accounts) = self.gateway.accounts.lock()
+            && let Some(account) = accounts.get_mut(&self.claims.run)
+        {
+            account.settle(reported.usage.as_ref(), &price);
+        }
+        let response_hash = std::mem::take(&mut self.response_hash).finalize();
+        let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let record = Record {
+            seq: 0,
+            time: std::mem::take(&mut self.time),
+            namespace: self.claims.namespace.clone(),
+            evaluation: self.claims.evaluation.clone(),
+            run: self.claims.run.clone(),
+            model: self.model.clone(),
+            served_model: reported.served_model,
+            path: format!("/v1{}", self.route.suffix()),
+            status,
+            outcome: outcome.to_string(),
+            latency_ms,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
+            cost_usd: price.cost(&usage),
+            request_digest: std::mem::take(&mut self.request_digest),
+            response_digest: format!("sha256:{}", hex(&response_hash)),
+            request_body: self.request_body.take(),
+            response_body: self
+                .recorded
+                .take()
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            prev: String::new(),
+            hash: String::new(),
+        };
+        tracing::info!(
+            namespace = %record.namespace, run = %record.run, model = %record.model,
+            status, outcome, input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens, latency_ms, "model call"
+        );
+        if let Err(e) = self.gateway.ledger.append(record) {
+            tracing::error!(run = %self.claims.run, error = %e, "cannot append to the call ledger");
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.finish(
+                self.status,
+                "the caller went away before the response ended",
+            );
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The gateway's HTTP side: checks a call, forwards it with the provider's key, streams the
+//! answer back frame by frame while metering it, then settles the budget and appends the call
+//! to the ledger.
+//!
+//! Routes are `/ns/{namespace}/v1/{chat/completions,responses,messages}`: the controller gives
+//! each sandbox the URL of its own namespace, and a token only works under its namespace's URL.
+
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::Response;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+use super::budget::Account;
+use super::call::Call;
+use super::catalog::Catalog;
+use super::expiring::ExpiringMap;
+use super::ledger::Ledger;
+use super::refusal::Refusal;
+use super::token::{Claims, Revocations, SigningKey};
+use super::usage::Route;
+
+/// Request headers passed on to the provider; everything else (the caller's token above all)
+/// stays behind.
+const FORWARDED: [&str; 4] = [
+    "accept",
+    "anthropic-version",
+    "anthropic-beta",
+    "openai-beta",
+];
+
+/// Bounds of one call.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connecting to the provider.
+    pub connect: Duration,
+    /// From sending the request to the response's headers.
+    pub first_byte: Duration,
+    /// Between two frames of the response.
+    pub idle: Duration,
+    /// The whole call, streaming included.
+    pub call: Duration,
+    /// Largest request body accepted.
+    pub max_request_bytes: usize,
+}
+
+/// The HTTP client towards providers.
+pub type Upstream = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Everything the handlers share.
+pub struct Gateway {
+    pub(super) key: SigningKey,
+    pub(super) revocations: RwLock<Revocations>,
+    pub(super) catalog: Catalog,
+    pub(super) accounts: Mutex<ExpiringMap<Account>>,
+    pub(super) ledger: Ledger,
+    pub(super) upstream: Upstream,
+    pub(super) limits: Limits,
+}
+
+impl Gateway {
+    /// A gateway verifying tokens with `key`, forwarding to `catalog`, recording to `ledger`.
+    pub fn new(
+        key: SigningKey,
+        catalog: Catalog,
+        ledger: Ledger,
+        limits: Limits,
+    ) -> std::io::Result<Self> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(limits.connect));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Self {
+            key,
+            revocations: RwLock::new(Revocations::default()),
+            catalog,
+            accounts: Mutex::new(ExpiringMap::default()),
+            ledger,
+            upstream: Client::builder(TokioExecutor::new()).build(https),
+            limits,
+        })
+    }
+
+    /// Ends a run: its tokens are refused from now on and its state is dropped.
+    pub fn revoke(&self, run: &str, expires: i64) {
+        let now = now();
+        if let Ok(mut revocations) = self.revocations.write() {
+            revocations.revoke(run, expires, now);
+        }
+        if let Ok(mut accounts) = self.accounts.lock() {
+            accounts.remove(run);
+        }
+        self.ledger.forget(run);
+    }
+
+    /// What `run` has spent so far, if it has called.
+    pub fn account(&self, run: &str) -> Option<Account> {
+        self.accounts.lock().ok()?.get_mut(run).copied()
+    }
+}
+
+/// Unix seconds now.
+pub(super) fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// The gateway's routes.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(
+            "/ns/{namespace}/v1/chat/completions",
+            post(|s, p, h, b| forward(s, p, h, b, Route::ChatCompletions)),
+        )
+        .route(
+            "/ns/{namespace}/v1/responses",
+            post(|s, p, h, b| forward(s, p, h, b, Route::Responses)),
+        )
+        .route(
+            "/ns/{namespace}/v1/messages",
+            post(|s, p, h, b| forward(s, p, h, b, Route::Messages)),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(gateway)
+}
+
+async fn forward(
+    State(gateway): State<Arc<Gateway>>,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+    route: Route,
+) -> Response {
+    match call(gateway, namespace, headers, body, route).await {
+        Ok(response) => response,
+        Err(refusal) => refusal.response(route.api()),
+    }
+}
+
+async fn call(
+    gateway: Arc<Gateway>,
+    namespace: String,
+    headers: HeaderMap,
+    body: Body,
+    route: Route,
+) -> Result<Response, Refusal> {
+    let claims = gateway.key.verify(presented_token(&headers)?, now())?;
+    let limit = gateway.limits.max_request_bytes;
+    let body = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| Refusal::TooLarge(limit))?;
+    let (request, model, streaming) = parse(&body, route)?;
+    {
+        let revocations = gateway.revocations.read().map_err(|_| Refusal::Upstream)?;
+        claims.authorize(&namespace, &model, &revocations)?;
+    }
+    let endpoint = gateway
+        .catalog
+        .get(&model)
+        .ok_or_else(|| Refusal::NoEndpoint(model.clone()))?
+        .clone();
+    if endpoint.api != route.api() {
+        return Err(Refusal::WrongApi(model));
+    }
+    let body = request.unwrap_or(body);
+    let upstream = upstream_request(&endpoint, route, &headers, body.clone())?;
+    reserve(&gateway, &claims)?;
+    let mut call = Call::start(
+        gateway.clone(),
+        claims,
+        model,
+        endpoint,
+        route,
+        streaming,
+        &body,
+    );
+    let deadline = tokio::time::Instant::now() + gateway.limits.call;
+    let first_byte = tokio::time::Instant::now() + gateway.limits.first_byte;
+    let response =
+        match tokio::time::timeout_at(first_byte.min(deadline), gateway.upstream.request(upstream))
+            .await
+        {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "provider unreachable");
+                call.finish(0, "provider unreachable");
+                return Err(Refusal::Upstream);
+            }
+            Err(_) => {
+                call.finish(0, "provider timed out before answering");
+                return Err(Refusal::UpstreamTimeout);
+            }
+        };
+    let (parts, incoming) = response.into_parts();
+    call.answered(parts.status.as_u16());
+    let mut answer = Response::new(relay(incoming, call, gateway.limits.idle, deadline));
+    *answer.status_mut() = parts.status;
+    for name in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+        if let Some(value) = parts.headers.get(&name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    Ok(answer)
+}
+
+/// The run's token, as the SDKs send an API key.
+fn presented_token(headers: &HeaderMap) -> Result<&str, Refusal> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    bearer.or(api_key).ok_or(Refusal::NoToken)
+}
+
+/// The model, whether the call streams, and the body to forward when it differs from the
+/// caller's: an OpenAI chat stream reports usage only when asked, so the gateway asks.
+fn parse(body: &[u8], route: Route) -> Result<(Option<Bytes>, String, bool), Refusal> {
+    let mut request: Value = serde_json::from_slice(body)
+        .map_err(|e| Refusal::BadRequest(format!("the body is not JSON: {e}")))?;
+    let model = request["model"]
+        .as_str()
+        .ok_or_else(|| Refusal::BadRequest("no \"model\"".into()))?
+        .to_string();
+    let streaming = request["stream"].as_bool() == Some(true);
+    if !(streaming && route == Route::ChatCompletions) {
+        return Ok((None, model, streaming));
+    }
+    let object = request
+        .as_object_mut()
+        .ok_or_else(|| Refusal::BadRequest("the body is not a JSON object".into()))?;
+    let options = object
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let Some(options) = options.as_object_mut() else {
+        return Err(Refusal::BadRequest(
+            "\"stream_options\" is not an object".into(),
+        ));
+    };
+    options.insert("include_usage".into(), Value::Bool(true));
+    let body = serde_json::to_vec(&request).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+    Ok((Some(Bytes::from(body)), model, streaming))
+}
+
+fn upstream_request(
+    endpoint: &super::catalog::Endpoint,
+    route: Route,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<http::Request<Full<Bytes>>, Refusal> {
+    let mut request = http::Request::post(format!("{}{}", endpoint.base_url, route.suffix()))
+        .header(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    for name in FORWARDED {
+        if let Some(value) = headers.get(name) {
+            request = request.header(name, value);
+        }
+    }
+    let (name, key) = endpoint.key_header();
+    request
+        .header(name, key)
+        .body(Full::new(body))
+        .map_err(|_| Refusal::Upstream)
+}
+
+/// Reserves one call of `claims`' run under its budget.
+fn reserve(gateway: &Gateway, claims: &Claims) -> Result<(), Refusal> {
+    let mut accounts = gateway.accounts.lock().map_err(|_| Refusal::Upstream)?;
+    accounts
+        .entry(&claims.run, claims.expires, now(), Account::default)
+        .reserve(&claims.budget)?;
+    Ok(())
+}
+
+/// The provider's body, passed on frame by frame: each frame is metered and sent on at once;
+/// a provider silent for `idle`, or a call past `deadline`, ends the stream with an error (the
+/// caller sees a cut response). The call is settled when the stream ends or is dropped.
+fn relay(incoming: Incoming, call: Call, idle: Duration, deadline: tokio::time::Instant) -> Body {
+    let stream = futures::stream::unfold(Some((incoming, call)), move |state| async move {
+        let (mut incoming, mut call) = state?;
+        let wait = (tokio::time::Instant::now() + idle).min(deadline);
+        match tokio::time::timeout_at(wait, incoming.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                let data = frame.into_data().unwrap_or_default();
+                call.feed(&data);
+                Some((Ok(data), Some((incoming, call))))
+            }
+            Ok(None) => {
+                call.finish_answered();
+                None
+            }
+            Ok(Some(Err(e))) => {
+                call.fail("the provider's response broke off");
+                Some((Err(std::io::Error::other(e)), None))
+            }
+            Err(_) => {
+                call.fail("the provider's response stalled or ran past the call's deadline");
+                Some((Err(std::io::Error::other("provider timed out")), None))
+            }
+        }
+    });
+    Body::from_stream(stream)
+}

@@ -1,0 +1,380 @@
+//! The model gateway, served on 127.0.0.1 in front of the stand-in provider: the provider's key
+//! reaches the provider only through the gateway, streams pass through as they come, usage is
+//! taken from the provider and recorded, and tokens are refused when revoked, expired, for
+//! another model or another namespace, or past their budget. No cluster needed:
+//! `cargo test -p crucible-e2e --test gateway`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crucible::gateway::budget::Budget;
+use crucible::gateway::catalog::Catalog;
+use crucible::gateway::ledger::{self, DirSink, Ledger, Record, RecordCalls};
+use crucible::gateway::proxy::{self, Gateway, Limits};
+use crucible::gateway::token::{Claims, SigningKey};
+use crucible_e2e::provider::{self, Behaviour, Seen};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+const PROVIDER_KEY: &str = "sk-provider-only-the-gateway-knows";
+const TOKEN_KEY: [u8; 32] = [7; 32];
+const NS: &str = "team-a";
+
+struct Harness {
+    gateway: Arc<Gateway>,
+    url: String,
+    provider_url: String,
+    seen: Arc<Seen>,
+    ledgers: tempfile::TempDir,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// The stand-in behaving as `behaviour`, the gateway in front of it with `first_byte` as its
+/// header timeout.
+async fn harness(behaviour: Behaviour, first_byte: Duration) -> Harness {
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let (provider_addr, seen) = provider::spawn(any, behaviour).await.expect("provider");
+    let files = tempfile::tempdir().expect("tempdir");
+    let key_file = files.path().join("apiKey");
+    std::fs::write(&key_file, PROVIDER_KEY).expect("key file");
+    let endpoints = files.path().join("endpoints.yaml");
+    let base = format!("http://{provider_addr}/v1");
+    let file = json!({"endpoints": [
+        {"name": "openai", "api": "openai", "baseURL": base, "keyFile": key_file,
+         "models": ["gpt-standin", "gpt-other"],
+         "pricing": {"gpt-standin": {"inputPerMTok": 1_000_000.0, "outputPerMTok": 0.0}}},
+        {"name": "anthropic", "api": "anthropic", "baseURL": base, "keyFile": key_file,
+         "models": ["claude-standin"]},
+    ]});
+    std::fs::write(&endpoints, file.to_string()).expect("endpoints file");
+    let ledgers = tempfile::tempdir().expect("tempdir");
+    let gateway = Arc::new(
+        Gateway::new(
+            SigningKey::new(&TOKEN_KEY).expect("key"),
+            Catalog::load(&endpoints).expect("catalog"),
+            Ledger::new(Box::new(DirSink::new(ledgers.path().to_path_buf()))),
+            Limits {
+                connect: Duration::from_secs(5),
+                first_byte,
+                idle: Duration::from_secs(10),
+                call: Duration::from_secs(30),
+                max_request_bytes: 1 << 20,
+            },
+        )
+        .expect("gateway"),
+    );
+    let listener = tokio::net::TcpListener::bind(any).await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = proxy::router(gateway.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Harness {
+        gateway,
+        url: format!("http://{addr}/ns/{NS}"),
+        provider_url: format!("http://{provider_addr}"),
+        seen,
+        ledgers,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+fn claims(run: &str, budget: Budget) -> Claims {
+    Claims {
+        namespace: NS.into(),
+        evaluation: "agent".into(),
+        run: run.into(),
+        models: vec!["gpt-standin".into(), "claude-standin".into()],
+        budget,
+        record_calls: RecordCalls::Digests,
+        expires: now() + 600,
+    }
+}
+
+fn now() -> i64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    i64::try_from(since.expect("clock after 1970").as_secs()).expect("seconds fit")
+}
+
+fn token(claims: &Claims) -> String {
+    SigningKey::new(&TOKEN_KEY).expect("key").mint(claims)
+}
+
+fn chat(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream,
+           "messages": [{"role": "user", "content": "one two three"}]})
+}
+
+/// The response's status, headers and data frames with the instant each arrived.
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    frames: Vec<(Instant, Bytes)>,
+}
+
+impl Answer {
+    fn text(&self) -> String {
+        self.frames
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b))
+            .collect()
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text()).expect("JSON body")
+    }
+}
+
+impl Harness {
+    /// POSTs `body` to `url` + `path` with `header: value` as the key.
+    async fn post(&self, url: &str, path: &str, key: (&str, &str), body: &Value) -> Answer {
+        let request = http::Request::post(format!("{url}{path}"))
+            .header("content-type", "application/json")
+            .header(key.0, key.1)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .expect("request");
+        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
+            .await
+            .expect("answer within 30 s")
+            .expect("response");
+        let (parts, mut body) = response.into_parts();
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.expect("frame").into_data() {
+                frames.push((Instant::now(), data));
+            }
+        }
+        Answer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            frames,
+        }
+    }
+
+    async fn openai(&self, token: &str, path: &str, body: &Value) -> Answer {
+        self.post(
+            &self.url,
+            path,
+            ("authorization", &format!("Bearer {token}")),
+            body,
+        )
+        .await
+    }
+
+    fn ledger(&self, run: &str) -> Vec<Record> {
+        let path: PathBuf = self.ledgers.path().join(NS).join(format!("{run}.jsonl"));
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("ledger line"))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn the_key_reaches_the_provider_only_through_the_gateway_and_usage_is_recorded() {
+    let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
+    let run = claims("run-key", Budget::default());
+    let token = token(&run);
+    // The sandbox's token is worth nothing at the provider itself.
+    let direct = h
+        .post(
+            &h.provider_url,
+            "/v1/chat/completions",
+            ("authorization", &format!("Bearer {token}")),
+            &chat("gpt-standin", false),
+        )
+        .await;
+    assert_eq!(direct.status, 401);
+    assert_eq!(h.seen.unauthorized.load(Ordering::Relaxed), 1);
+    // Through the gateway it is answered: the gateway presented the provider's key.
+    let answer = h
+        .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["usage"]["prompt_tokens"], 3);
+    assert_eq!(h.seen.calls.load(Ordering::Relaxed), 1);
+    let records = h.ledger("run-key");
+    assert_eq!(ledger::verify(&records).map(|head| head.next), Ok(1));
+    let record = &records[0];
+    assert_eq!((record.input_tokens, record.output_tokens), (3, 6));
+    assert_eq!(record.served_model.as_deref(), Some("gpt-standin-standin"));
+    assert_eq!(record.cost_usd, 3.0);
+    let account = h.gateway.account("run-key").expect("account");
+    assert_eq!(
+        (account.calls, account.input_tokens, account.in_flight),
+        (1, 3, 0)
+    );
+    let ledger_text =
+        std::fs::read_to_string(h.ledgers.path().join(NS).join("run-key.jsonl")).expect("ledger");
+    assert!(!ledger_text.contains(PROVIDER_KEY) && !ledger_text.contains(&token));
+}
+
+#[tokio::test]
+async fn streams_pass_through_as_they_come_and_their_usage_is_recorded() {
+    let behaviour = Behaviour {
+        chunk_delay: Duration::from_millis(150),
+        ..Behaviour::new(PROVIDER_KEY)
+    };
+    let h = harness(behaviour, Duration::from_secs(10)).await;
+    let token = token(&claims("run-stream", Budget::default()));
+    // The caller does not ask for usage; the gateway does, so the provider reports it.
+    let answer = h
+        .openai(&token, "/v1/chat/completions", &chat("gpt-standin", true))
+        .await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.text().contains("\"completion_tokens\":6"),
+        "{}",
+        answer.text()
+    );
+    // Ten events 150 ms apart: the first reaches the caller long before the last.
+    let first = answer.frames.first().expect("frames").0;
+    let last = answer.frames.last().expect("frames").0;
+    assert!(answer.frames.len() > 5 && last - first > Duration::from_millis(900));
+    // Anthropic's and the Responses API's streams are metered too.
+    let messages = json!({"model": "claude-standin", "stream": true, "max_tokens": 4,
+                          "messages": [{"role": "user", "content": "one two"}]});
+    let anthropic = h
+        .post(&h.url, "/v1/messages", ("x-api-key", &token), &messages)
+        .await;
+    assert_eq!(anthropic.status, 200, "{}", anthropic.text());
+    let responses = json!({"model": "gpt-standin", "stream": true, "input": "a b c d"});
+    assert_eq!(
+        h.openai(&token, "/v1/responses", &responses).await.status,
+        200
+    );
+    let usage: Vec<_> = h
+        .ledger("run-stream")
+        .iter()
+        .map(|r| (r.path.clone(), r.input_tokens, r.output_tokens))
+        .collect();
+    assert_eq!(
+        usage,
+        [
+            ("/v1/chat/completions".to_string(), 3, 6),
+            ("/v1/messages".to_string(), 2, 4),
+            ("/v1/responses".to_string(), 4, 7),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn revoked_expired_other_model_and_other_namespace_tokens_are_refused() {
+    let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
+    let run = claims("run-refused", Budget::default());
+    let token = token(&run);
+    let ok = h
+        .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
+        .await;
+    assert_eq!(ok.status, 200);
+    // A model the endpoint serves but the run does not list.
+    let other = h
+        .openai(&token, "/v1/chat/completions", &chat("gpt-other", false))
+        .await;
+    assert_eq!(other.status, 403);
+    assert!(other.text().contains("gpt-other"), "{}", other.text());
+    // The same token under another namespace's URL.
+    let elsewhere = h
+        .post(
+            &h.url.replace(NS, "team-b"),
+            "/v1/chat/completions",
+            ("authorization", &format!("Bearer {token}")),
+            &chat("gpt-standin", false),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 403);
+    // The run ends: its token, replayed, is refused.
+    h.gateway.revoke(&run.run, run.expires);
+    let replayed = h
+        .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
+        .await;
+    assert_eq!(replayed.status, 401);
+    assert!(replayed.text().contains("revoked"), "{}", replayed.text());
+    let expired = expired_token();
+    let late = h
+        .openai(
+            &expired,
+            "/v1/chat/completions",
+            &chat("gpt-standin", false),
+        )
+        .await;
+    assert_eq!(late.status, 401);
+    assert!(late.text().contains("expired"), "{}", late.text());
+    // Only the first call reached the provider.
+    assert_eq!(h.seen.calls.load(Ordering::Relaxed), 1);
+}
+
+fn expired_token() -> String {
+    let mut run = claims("run-expired", Budget::default());
+    run.expires = now() - 1;
+    token(&run)
+}
+
+#[tokio::test]
+async fn a_budget_of_n_calls_allows_exactly_n_concurrent_calls() {
+    let behaviour = Behaviour {
+        delay: Duration::from_millis(300),
+        ..Behaviour::new(PROVIDER_KEY)
+    };
+    let h = Arc::new(harness(behaviour, Duration::from_secs(10)).await);
+    let budget = Budget {
+        calls: Some(3),
+        ..Budget::default()
+    };
+    let token = token(&claims("run-budget", budget));
+    let calls = (0..10).map(|_| {
+        let (h, token) = (h.clone(), token.clone());
+        tokio::spawn(async move {
+            let answer = h
+                .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
+                .await;
+            (answer.status, answer.headers.get("x-should-retry").cloned())
+        })
+    });
+    let mut outcomes = Vec::new();
+    for call in calls {
+        outcomes.push(call.await.expect("task"));
+    }
+    let ok = outcomes.iter().filter(|(s, _)| *s == 200).count();
+    let refused: Vec<_> = outcomes.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!((ok, refused.len()), (3, 7), "{outcomes:?}");
+    assert!(
+        refused
+            .iter()
+            .all(|(_, retry)| retry.as_ref().is_some_and(|v| v == "false"))
+    );
+    assert_eq!(h.seen.calls.load(Ordering::Relaxed), 3);
+    assert_eq!(h.ledger("run-budget").len(), 3);
+}
+
+#[tokio::test]
+async fn a_slow_provider_times_out_and_the_call_is_still_settled_and_recorded() {
+    let behaviour = Behaviour {
+        delay: Duration::from_secs(5),
+        ..Behaviour::new(PROVIDER_KEY)
+    };
+    let h = harness(behaviour, Duration::from_millis(300)).await;
+    let mut run = claims("run-slow", Budget::default());
+    run.record_calls = RecordCalls::Full;
+    let answer = h
+        .openai(
+            &token(&run),
+            "/v1/chat/completions",
+            &chat("gpt-standin", false),
+        )
+        .await;
+    assert_eq!(answer.status, 504);
+    let account = h.gateway.account("run-slow").expect("account");
+    assert_eq!((account.calls, account.in_flight), (1, 0));
+    let records = h.ledger("run-slow");
+    assert_eq!(records.len(), 1);
+    assert!(records[0].outcome.contains("timed out"), "{:?}", records[0]);
+    // recordCalls: Full keeps the request as forwarded.
+    let body = records[0].request_body.as_deref().unwrap_or_default();
+    assert!(body.contains("one two three"), "{body}");
+}
