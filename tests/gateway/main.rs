@@ -5,7 +5,7 @@
 //! `cargo test -p crucible-e2e --test gateway`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -32,6 +32,8 @@ struct Harness {
     url: String,
     provider_url: String,
     seen: Arc<Seen>,
+    /// Endpoints file and provider key file.
+    files: tempfile::TempDir,
     ledgers: tempfile::TempDir,
     client: Client<HttpConnector, Full<Bytes>>,
 }
@@ -55,11 +57,25 @@ async fn harness(behaviour: Behaviour, first_byte: Duration) -> Harness {
     ]});
     std::fs::write(&endpoints, file.to_string()).expect("endpoints file");
     let ledgers = tempfile::tempdir().expect("tempdir");
+    let (gateway, url) = serve(&endpoints, ledgers.path(), first_byte).await;
+    Harness {
+        gateway,
+        url,
+        provider_url: format!("http://{provider_addr}"),
+        seen,
+        files,
+        ledgers,
+        client: Client::builder(TokioExecutor::new()).build_http(),
+    }
+}
+
+/// A gateway on a free port of 127.0.0.1; its URL for namespace [`NS`].
+async fn serve(endpoints: &Path, ledgers: &Path, first_byte: Duration) -> (Arc<Gateway>, String) {
     let gateway = Arc::new(
         Gateway::new(
             SigningKey::new(&TOKEN_KEY).expect("key"),
-            Catalog::load(&endpoints).expect("catalog"),
-            Ledger::new(Box::new(DirSink::new(ledgers.path().to_path_buf()))),
+            Catalog::load(endpoints).expect("catalog"),
+            Ledger::new(Box::new(DirSink::new(ledgers.to_path_buf()))),
             Limits {
                 connect: Duration::from_secs(5),
                 first_byte,
@@ -70,18 +86,13 @@ async fn harness(behaviour: Behaviour, first_byte: Duration) -> Harness {
         )
         .expect("gateway"),
     );
-    let listener = tokio::net::TcpListener::bind(any).await.expect("bind");
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = proxy::router(gateway.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
-    Harness {
-        gateway,
-        url: format!("http://{addr}/ns/{NS}"),
-        provider_url: format!("http://{provider_addr}"),
-        seen,
-        ledgers,
-        client: Client::builder(TokioExecutor::new()).build_http(),
-    }
+    (gateway, format!("http://{addr}/ns/{NS}"))
 }
 
 fn claims(run: &str, budget: Budget) -> Claims {
@@ -206,7 +217,11 @@ async fn the_key_reaches_the_provider_only_through_the_gateway_and_usage_is_reco
     assert_eq!(record.cost_usd, 3.0);
     let account = h.gateway.account("run-key").expect("account");
     assert_eq!(
-        (account.calls, account.input_tokens, account.in_flight),
+        (
+            account.spent.calls,
+            account.spent.input_tokens,
+            account.in_flight
+        ),
         (1, 3, 0)
     );
     let ledger_text =
@@ -370,11 +385,46 @@ async fn a_slow_provider_times_out_and_the_call_is_still_settled_and_recorded() 
         .await;
     assert_eq!(answer.status, 504);
     let account = h.gateway.account("run-slow").expect("account");
-    assert_eq!((account.calls, account.in_flight), (1, 0));
+    assert_eq!((account.spent.calls, account.in_flight), (1, 0));
     let records = h.ledger("run-slow");
     assert_eq!(records.len(), 1);
     assert!(records[0].outcome.contains("timed out"), "{:?}", records[0]);
     // recordCalls: Full keeps the request as forwarded.
     let body = records[0].request_body.as_deref().unwrap_or_default();
     assert!(body.contains("one two three"), "{body}");
+}
+
+#[tokio::test]
+async fn a_restarted_gateway_resumes_the_runs_spend_and_chain_from_its_ledger() {
+    let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
+    let budget = Budget {
+        calls: Some(2),
+        ..Budget::default()
+    };
+    let token = token(&claims("run-restart", budget));
+    let first = h
+        .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
+        .await;
+    assert_eq!(first.status, 200);
+    // Another process on the same ledger: the run has one call left, not two.
+    let endpoints = h.files.path().join("endpoints.yaml");
+    let (restarted, url) = serve(&endpoints, h.ledgers.path(), Duration::from_secs(10)).await;
+    let key = ("authorization", format!("Bearer {token}"));
+    let body = chat("gpt-standin", false);
+    let second = h
+        .post(&url, "/v1/chat/completions", (key.0, &key.1), &body)
+        .await;
+    let third = h
+        .post(&url, "/v1/chat/completions", (key.0, &key.1), &body)
+        .await;
+    assert_eq!(
+        (second.status, third.status),
+        (200, 429),
+        "{}",
+        third.text()
+    );
+    let account = restarted.account("run-restart").expect("account");
+    assert_eq!((account.spent.calls, account.spent.input_tokens), (2, 6));
+    let records = h.ledger("run-restart");
+    assert_eq!(ledger::verify(&records).map(|head| head.next), Ok(2));
 }

@@ -66,38 +66,65 @@ pub enum Exceeded {
     Cost(f64),
 }
 
-/// What one run has spent and has in flight.
+/// What one run has spent, settled calls only; the ledger carries it on every record, so a
+/// restarted gateway takes it up from the run's last record.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct Account {
-    /// Calls settled.
+pub struct Spent {
+    /// Calls.
     pub calls: u64,
-    /// Input tokens settled.
+    /// Input tokens.
     pub input_tokens: u64,
-    /// Output tokens settled.
+    /// Output tokens.
     pub output_tokens: u64,
-    /// Cost settled, in US dollars.
+    /// Cost, in US dollars.
     #[serde(rename = "costUSD")]
     pub cost_usd: f64,
+}
+
+impl Spent {
+    /// Adds one call with `usage` costing `cost`.
+    pub fn add(&mut self, usage: &Usage, cost: f64) {
+        self.calls += 1;
+        self.input_tokens += usage.input_tokens;
+        self.output_tokens += usage.output_tokens;
+        self.cost_usd += cost;
+    }
+}
+
+/// What one run has spent and has in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Account {
+    /// Settled.
+    pub spent: Spent,
     /// Calls reserved and not yet settled.
     pub in_flight: u64,
 }
 
 impl Account {
+    /// An account that has already spent `spent` (taken up from the ledger).
+    pub fn resume(spent: Spent) -> Self {
+        Self {
+            spent,
+            in_flight: 0,
+        }
+    }
+
     /// Reserves one call under `budget`, or names the limit it would cross.
     pub fn reserve(&mut self, budget: &Budget) -> Result<(), Exceeded> {
+        let spent = &self.spent;
         if let Some(limit) = budget.calls
-            && self.calls + self.in_flight >= limit
+            && spent.calls + self.in_flight >= limit
         {
             return Err(Exceeded::Calls(limit));
         }
         if let Some(limit) = budget.tokens
-            && self.input_tokens + self.output_tokens >= limit
+            && spent.input_tokens + spent.output_tokens >= limit
         {
             return Err(Exceeded::Tokens(limit));
         }
         if let Some(limit) = budget.cost_usd
-            && self.cost_usd >= limit
+            && spent.cost_usd >= limit
         {
             return Err(Exceeded::Cost(limit));
         }
@@ -106,15 +133,10 @@ impl Account {
     }
 
     /// Settles a reserved call: it counts as a call whatever its outcome (it was forwarded), with
-    /// the usage the provider reported, if any, at `price`.
-    pub fn settle(&mut self, usage: Option<&Usage>, price: &Price) {
+    /// the usage the provider reported (none: no tokens) at `price`.
+    pub fn settle(&mut self, usage: &Usage, price: &Price) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        self.calls += 1;
-        if let Some(usage) = usage {
-            self.input_tokens += usage.input_tokens;
-            self.output_tokens += usage.output_tokens;
-            self.cost_usd += price.cost(usage);
-        }
+        self.spent.add(usage, price.cost(usage));
     }
 }
 
@@ -138,7 +160,7 @@ mod tests {
         for _ in 0..10 {
             if account.reserve(&budget).is_ok() {
                 allowed += 1;
-                account.settle(None, &FREE);
+                account.settle(&Usage::default(), &FREE);
             }
         }
         assert_eq!(allowed, 3);
@@ -156,9 +178,9 @@ mod tests {
         let mut account = Account::default();
         let admitted = (0..10).filter(|_| account.reserve(&budget).is_ok()).count();
         assert_eq!((admitted, account.in_flight), (4, 4));
-        account.settle(None, &FREE);
+        account.settle(&Usage::default(), &FREE);
         assert!(account.reserve(&budget).is_err());
-        assert_eq!((account.calls, account.in_flight), (1, 3));
+        assert_eq!((account.spent.calls, account.in_flight), (1, 3));
     }
 
     #[test]
@@ -179,12 +201,12 @@ mod tests {
         // Two calls admitted concurrently while nothing is settled.
         account.reserve(&budget).expect("first");
         account.reserve(&budget).expect("second");
-        account.settle(Some(&usage), &price);
-        account.settle(Some(&usage), &price);
+        account.settle(&usage, &price);
+        account.settle(&usage, &price);
         // 20 tokens spent against 15: over by what the second call in flight used, no more.
-        assert_eq!(account.input_tokens + account.output_tokens, 20);
+        assert_eq!(account.spent.input_tokens + account.spent.output_tokens, 20);
         assert_eq!(account.reserve(&budget), Err(Exceeded::Tokens(15)));
-        assert_eq!(account.cost_usd, 12.0);
+        assert_eq!(account.spent.cost_usd, 12.0);
         let dollars = Budget {
             cost_usd: Some(12.0),
             ..Budget::default()

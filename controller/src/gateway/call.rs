@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
+use super::budget::Spent;
 use super::catalog::Endpoint;
 use super::ledger::{Record, RecordCalls};
 use super::proxy::Gateway;
@@ -108,7 +109,7 @@ impl Call {
         if let Ok(mut accounts) = self.gateway.accounts.lock()
             && let Some(account) = accounts.get_mut(&self.claims.run)
         {
-            account.settle(reported.usage.as_ref(), &price);
+            account.settle(&usage, &price);
         }
         let response_hash = std::mem::take(&mut self.response_hash).finalize();
         let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -134,6 +135,7 @@ impl Call {
                 .recorded
                 .take()
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+            spent: Spent::default(),
             prev: String::new(),
             hash: String::new(),
         };

@@ -3,12 +3,13 @@
 //! the lines go is a [`Sink`] (a directory of JSON Lines files for now; the results store later).
 
 use std::collections::HashMap;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::budget::{Spent, Usage};
 use crate::digest::sha256_hex;
 
 /// What the ledger keeps of each call (`spec.recordCalls`).
@@ -68,6 +69,8 @@ pub struct Record {
     /// The response body (`recordCalls: Full`), cut at the recording bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_body: Option<String>,
+    /// What the run has spent with this call included: a restarted gateway resumes from it.
+    pub spent: Spent,
     /// `hash` of the previous record, [`GENESIS`] for the first.
     pub prev: String,
     /// `sha256:` over this record with `hash` empty.
@@ -93,6 +96,8 @@ pub struct Head {
     pub next: u64,
     /// `hash` of the last record.
     pub hash: String,
+    /// `spent` of the last record.
+    pub spent: Spent,
 }
 
 impl Head {
@@ -100,6 +105,12 @@ impl Head {
     pub fn seal(&mut self, mut record: Record) -> Record {
         record.seq = self.next;
         record.prev = self.hash.clone();
+        let usage = Usage {
+            input_tokens: record.input_tokens,
+            output_tokens: record.output_tokens,
+        };
+        self.spent.add(&usage, record.cost_usd);
+        record.spent = self.spent;
         record.hash = record.digest();
         self.next += 1;
         self.hash = record.hash.clone();
@@ -119,10 +130,7 @@ pub struct Broken {
 
 /// Checks a run's records in order; returns the head (its hash is the ledger's digest).
 pub fn verify<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<Head, Broken> {
-    let mut head = Head {
-        next: 0,
-        hash: GENESIS.to_string(),
-    };
+    let mut head = Head::default();
     for record in records {
         let broken = |why| Broken {
             seq: head.next,
@@ -137,8 +145,11 @@ pub fn verify<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<Head,
         if record.hash != record.digest() {
             return Err(broken("its content does not match its hash"));
         }
-        head.next += 1;
-        head.hash = record.hash.clone();
+        let mut expected = head.clone();
+        if expected.seal(record.clone()).spent != record.spent {
+            return Err(broken("its running totals do not add up"));
+        }
+        head = expected;
     }
     Ok(head)
 }
@@ -147,7 +158,12 @@ pub fn verify<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<Head,
 pub trait Sink: Send + Sync {
     /// Appends one line (ending in `\n`) to the ledger of `namespace`/`run`.
     fn append(&self, namespace: &str, run: &str, line: &[u8]) -> std::io::Result<()>;
+    /// The last line of that ledger (without its `\n`), `None` when it has none.
+    fn last_line(&self, namespace: &str, run: &str) -> std::io::Result<Option<Vec<u8>>>;
 }
+
+/// Longest ledger line read back: a record with both bodies at their recording bound, escaped.
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A directory of `<namespace>/<run>.jsonl` files.
 pub struct DirSink {
@@ -184,6 +200,36 @@ impl Sink for DirSink {
         // One write per line: concurrent appenders never interleave within a record.
         file.write_all(line)
     }
+
+    fn last_line(&self, namespace: &str, run: &str) -> std::io::Result<Option<Vec<u8>>> {
+        let mut file = match std::fs::File::open(self.path(namespace, run)?) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            opened => opened?,
+        };
+        // Read backwards in blocks until the line before the last ends: one record, not the
+        // whole ledger.
+        const BLOCK: u64 = 64 * 1024;
+        let mut pos = file.seek(SeekFrom::End(0))?;
+        let mut tail = Vec::new();
+        while pos > 0 {
+            let step = BLOCK.min(pos);
+            pos -= step;
+            file.seek(SeekFrom::Start(pos))?;
+            let mut block = vec![0; usize::try_from(step).unwrap_or(0)];
+            file.read_exact(&mut block)?;
+            block.extend_from_slice(&tail);
+            tail = block;
+            let line = tail.strip_suffix(b"\n").unwrap_or(&tail);
+            if let Some(start) = line.iter().rposition(|b| *b == b'\n') {
+                return Ok(Some(line[start + 1..].to_vec()));
+            }
+            if tail.len() > MAX_LINE_BYTES {
+                return Err(std::io::Error::other("the ledger's last line is too long"));
+            }
+        }
+        let line = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        Ok((!line.is_empty()).then(|| line.to_vec()))
+    }
 }
 
 /// The gateway's ledger: per-run heads, and the sink the sealed records go to.
@@ -209,14 +255,50 @@ impl Ledger {
             .heads
             .lock()
             .map_err(|_| std::io::Error::other("ledger lock poisoned"))?;
-        let head = heads.entry(record.run.clone()).or_default();
-        let mut next = head.clone();
+        let mut next = match heads.get(&record.run) {
+            Some(head) => head.clone(),
+            None => self.load(&record.namespace, &record.run)?,
+        };
         let sealed = next.seal(record);
         let mut line = serde_json::to_vec(&sealed).map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.sink.append(&sealed.namespace, &sealed.run, &line)?;
-        *head = next;
+        heads.insert(sealed.run.clone(), next);
         Ok(sealed)
+    }
+
+    /// What `run` has spent by its ledger (after a restart, by its last record).
+    pub fn spent(&self, namespace: &str, run: &str) -> std::io::Result<Spent> {
+        let mut heads = self
+            .heads
+            .lock()
+            .map_err(|_| std::io::Error::other("ledger lock poisoned"))?;
+        if let Some(head) = heads.get(run) {
+            return Ok(head.spent);
+        }
+        let head = self.load(namespace, run)?;
+        let spent = head.spent;
+        heads.insert(run.to_string(), head);
+        Ok(spent)
+    }
+
+    /// The head after a run's last written record; a last record that does not match its own
+    /// hash is an error, not a fresh start.
+    fn load(&self, namespace: &str, run: &str) -> std::io::Result<Head> {
+        let Some(line) = self.sink.last_line(namespace, run)? else {
+            return Ok(Head::default());
+        };
+        let last: Record = serde_json::from_slice(&line).map_err(std::io::Error::other)?;
+        if last.hash != last.digest() {
+            return Err(std::io::Error::other(format!(
+                "the last record of the ledger of run {run} does not match its hash"
+            )));
+        }
+        Ok(Head {
+            next: last.seq + 1,
+            hash: last.hash,
+            spent: last.spent,
+        })
     }
 
     /// Forgets the head of a run that has ended (its file stays).
@@ -251,6 +333,7 @@ mod tests {
             response_digest: "sha256:bb".into(),
             request_body: None,
             response_body: None,
+            spent: Spent::default(),
             prev: String::new(),
             hash: String::new(),
         }
@@ -282,6 +365,14 @@ mod tests {
     }
 
     #[test]
+    fn totals_that_do_not_add_up_break_the_chain() {
+        let mut records = chain(2);
+        records[1].spent.calls = 1;
+        records[1].hash = records[1].digest();
+        assert_eq!(verify(&records).map_err(|e| e.seq), Err(1));
+    }
+
+    #[test]
     fn a_removed_or_resealed_record_breaks_the_chain() {
         let mut records = chain(3);
         records.remove(1);
@@ -306,6 +397,22 @@ mod tests {
             .map(|l| serde_json::from_str(l).expect("json"))
             .collect();
         assert_eq!(verify(&records).map(|h| h.next), Ok(2));
+        // A new ledger on the same directory (a restarted gateway) continues the chain and the
+        // totals.
+        let restarted = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
+        let spent = restarted.spent("team-a", "run-1").expect("spent");
+        assert_eq!((spent.calls, spent.output_tokens), (2, 10));
+        restarted.append(record("c")).expect("append");
+        let text = std::fs::read_to_string(dir.path().join("team-a/run-1.jsonl")).expect("file");
+        let records: Vec<Record> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect();
+        let head = verify(&records).expect("one chain across the restart");
+        assert_eq!(
+            (head.next, head.spent.calls, head.spent.cost_usd),
+            (3, 3, 1.5)
+        );
         let mut escape = record("a");
         escape.run = "../x".into();
         assert!(ledger.append(escape).is_err());

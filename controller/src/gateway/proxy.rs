@@ -23,7 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
-use super::budget::Account;
+use super::budget::{Account, Spent};
 use super::call::Call;
 use super::catalog::Catalog;
 use super::expiring::ExpiringMap;
@@ -162,8 +162,10 @@ async fn call(
 ) -> Result<Response, Refusal> {
     let claims = gateway.key.verify(presented_token(&headers)?, now())?;
     let limit = gateway.limits.max_request_bytes;
-    let body = axum::body::to_bytes(body, limit)
+    // A caller trickling its body holds only its own task, and only for so long.
+    let body = tokio::time::timeout(gateway.limits.first_byte, axum::body::to_bytes(body, limit))
         .await
+        .map_err(|_| Refusal::BadRequest("the request body did not arrive in time".into()))?
         .map_err(|_| Refusal::TooLarge(limit))?;
     let (request, model, streaming) = parse(&body, route)?;
     {
@@ -281,11 +283,30 @@ fn upstream_request(
         .map_err(|_| Refusal::Upstream)
 }
 
-/// Reserves one call of `claims`' run under its budget.
+/// Reserves one call of `claims`' run under its budget. A run this process has not seen yet
+/// starts from what its ledger says it spent, so a restart neither forgets nor double-counts.
 fn reserve(gateway: &Gateway, claims: &Claims) -> Result<(), Refusal> {
+    let known = gateway
+        .accounts
+        .lock()
+        .map_err(|_| Refusal::Upstream)?
+        .contains(&claims.run);
+    let spent = if known {
+        Spent::default()
+    } else {
+        gateway
+            .ledger
+            .spent(&claims.namespace, &claims.run)
+            .map_err(|e| {
+                tracing::error!(run = %claims.run, error = %e, "cannot read the call ledger");
+                Refusal::Ledger
+            })?
+    };
     let mut accounts = gateway.accounts.lock().map_err(|_| Refusal::Upstream)?;
     accounts
-        .entry(&claims.run, claims.expires, now(), Account::default)
+        .entry(&claims.run, claims.expires, now(), || {
+            Account::resume(spent)
+        })
         .reserve(&claims.budget)?;
     Ok(())
 }

@@ -37,6 +37,9 @@ pub enum Refusal {
     /// The provider could not be reached or failed before answering.
     #[error("the provider could not be reached")]
     Upstream,
+    /// The run's ledger cannot be read, so its spend is unknown.
+    #[error("the call ledger is unavailable; try again later")]
+    Ledger,
     /// The provider did not answer in time.
     #[error("the provider did not answer in time")]
     UpstreamTimeout,
@@ -45,12 +48,13 @@ pub enum Refusal {
 impl Refusal {
     fn status(&self) -> StatusCode {
         match self {
-            Self::NoToken | Self::Token(TokenError::Malformed | TokenError::BadSignature) => {
-                StatusCode::UNAUTHORIZED
-            }
-            Self::Token(TokenError::Expired(_) | TokenError::Revoked(_)) => {
-                StatusCode::UNAUTHORIZED
-            }
+            Self::NoToken
+            | Self::Token(
+                TokenError::Malformed
+                | TokenError::BadSignature
+                | TokenError::Expired(_)
+                | TokenError::Revoked(_),
+            ) => StatusCode::UNAUTHORIZED,
             Self::Token(TokenError::OtherNamespace(_) | TokenError::ModelNotAllowed(_)) => {
                 StatusCode::FORBIDDEN
             }
@@ -59,6 +63,7 @@ impl Refusal {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoEndpoint(_) => StatusCode::NOT_FOUND,
             Self::Upstream => StatusCode::BAD_GATEWAY,
+            Self::Ledger => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -68,7 +73,7 @@ impl Refusal {
         match (self, api) {
             (Self::Budget(_), Api::Openai) => "insufficient_quota",
             (Self::Budget(_), Api::Anthropic) => "rate_limit_error",
-            (Self::Upstream | Self::UpstreamTimeout, _) => "api_error",
+            (Self::Upstream | Self::UpstreamTimeout | Self::Ledger, _) => "api_error",
             (_, Api::Anthropic) => match self.status() {
                 StatusCode::UNAUTHORIZED => "authentication_error",
                 StatusCode::FORBIDDEN => "permission_error",
@@ -110,6 +115,7 @@ impl Refusal {
             Self::NoEndpoint(_) | Self::WrongApi(_) => "model_not_found",
             Self::TooLarge(_) | Self::BadRequest(_) => "invalid_request",
             Self::Upstream | Self::UpstreamTimeout => "upstream_error",
+            Self::Ledger => "ledger_unavailable",
         }
     }
 }
