@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::telemetry::LogFormat;
+use crate::config::LogFormat;
 
 /// Flags of `crucible gateway`.
 #[derive(Args, Debug)]
