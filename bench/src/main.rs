@@ -5,8 +5,11 @@
 //!   in one invocation so the figures share the machine's state.
 //! - `cluster`: the controller on the local cluster against the built-in Job controller:
 //!   fan-out, queue memory, writes per run, slot refill and apply → result latency.
+//! - `gateway`: calls through the model gateway vs the same calls straight to the stand-in
+//!   provider: overhead p50/p99, throughput, the gateway's memory.
 
 mod cluster;
+mod gateway;
 mod local;
 mod stats;
 
@@ -28,12 +31,15 @@ enum Command {
     Local(local::Args),
     /// The controller vs the Job controller on the local cluster (B1, B3, B4, B5, B6).
     Cluster(cluster::Args),
+    /// The model gateway vs direct calls to the stand-in provider.
+    Gateway(gateway::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let outcome = match Cli::parse().command {
         Command::Local(args) => sibling_crucible().and_then(|bin| local::run(&args, bin)),
         Command::Cluster(args) => sibling_crucible().and_then(|bin| cluster::run(&args, bin)),
+        Command::Gateway(args) => sibling_crucible().and_then(|bin| gateway::run(&args, bin)),
     };
     match outcome {
         Ok(report) => {
@@ -48,7 +54,7 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The `crucible` binary next to this one (e.g. target/release/crucible), the default of
-/// both benchmarks.
+/// every benchmark.
 fn sibling_crucible() -> Result<PathBuf, String> {
     std::env::current_exe()
         .map(|exe| exe.with_file_name("crucible"))

@@ -56,6 +56,8 @@ pub enum Command {
     Run(RunArgs),
     /// Serve the model gateway: sandboxes call models through it with their run's token.
     Gateway(crate::gateway::GatewayArgs),
+    /// Mint a capability token for the model gateway by hand (as the controller does per run).
+    GatewayToken(crate::gateway::TokenArgs),
 }
 
 /// Flags of `crucible stop` and `crucible resume`.

@@ -46,6 +46,9 @@ async fn run() -> std::process::ExitCode {
         Command::Stop(args) => stop_all(args).await,
         Command::Resume(args) => resume(args).await,
         Command::Gateway(args) => crucible::gateway::main(args).await,
+        Command::GatewayToken(args) => {
+            crucible::gateway::mint(&args).map(|token| println!("{token}"))
+        }
         // Its own exit codes: 1 = an evaluation did not pass, 2 = nothing could run.
         Command::Run(args) => return local::main(args).await,
     };

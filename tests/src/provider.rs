@@ -127,7 +127,9 @@ async fn answer(p: Provider, api: Api, headers: &HeaderMap, body: &[u8]) -> Resp
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return error(api, StatusCode::BAD_REQUEST, "body is not JSON");
     };
-    tokio::time::sleep(p.behaviour.delay).await;
+    if !p.behaviour.delay.is_zero() {
+        tokio::time::sleep(p.behaviour.delay).await;
+    }
     if let Some(status) = p.behaviour.fail_status {
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         return error(api, status, "the stand-in was told to fail");
@@ -139,7 +141,10 @@ async fn answer(p: Provider, api: Api, headers: &HeaderMap, body: &[u8]) -> Resp
         let events = reply.events(api, include_usage);
         let delay = p.behaviour.chunk_delay;
         let stream = futures::stream::iter(events).then(move |event| async move {
-            tokio::time::sleep(delay).await;
+            // Even a zero sleep waits for the timer's next millisecond tick.
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             Ok::<_, Infallible>(Bytes::from(event))
         });
         respond(

@@ -384,6 +384,13 @@ mod tests {
         assert_eq!(verify(&records).map_err(|e| e.seq), Err(2));
     }
 
+    fn written(root: &std::path::Path) -> Vec<Record> {
+        let text = std::fs::read_to_string(root.join("team-a/run-1.jsonl")).expect("file");
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
+    }
+
     #[test]
     fn the_dir_sink_writes_lines_that_verify_and_refuses_unsafe_ids() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -391,11 +398,7 @@ mod tests {
         for model in ["a", "b"] {
             ledger.append(record(model)).expect("append");
         }
-        let text = std::fs::read_to_string(dir.path().join("team-a/run-1.jsonl")).expect("file");
-        let records: Vec<Record> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect();
+        let records = written(dir.path());
         assert_eq!(verify(&records).map(|h| h.next), Ok(2));
         // A new ledger on the same directory (a restarted gateway) continues the chain and the
         // totals.
@@ -403,11 +406,7 @@ mod tests {
         let spent = restarted.spent("team-a", "run-1").expect("spent");
         assert_eq!((spent.calls, spent.output_tokens), (2, 10));
         restarted.append(record("c")).expect("append");
-        let text = std::fs::read_to_string(dir.path().join("team-a/run-1.jsonl")).expect("file");
-        let records: Vec<Record> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json"))
-            .collect();
+        let records = written(dir.path());
         let head = verify(&records).expect("one chain across the restart");
         assert_eq!(
             (head.next, head.spent.calls, head.spent.cost_usd),

@@ -79,17 +79,79 @@ impl GatewayArgs {
     }
 }
 
-/// Builds the gateway from its flags' files; errors name the file, never a key.
-pub fn build(args: &GatewayArgs) -> Result<proxy::Gateway, String> {
-    let secret = std::fs::read(&args.token_key_file)
-        .map_err(|e| format!("cannot read {}: {e}", args.token_key_file.display()))?;
-    let key = token::SigningKey::new(secret.trim_ascii()).ok_or_else(|| {
+/// Flags of `crucible gateway-token`: mints a capability token by hand, as the controller
+/// does for each run (for trying the gateway out and for its benchmark).
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// File holding the tokens' signing key (the gateway's `--token-key-file`).
+    #[arg(long, env = "CRUCIBLE_GATEWAY_TOKEN_KEY_FILE")]
+    pub token_key_file: PathBuf,
+    /// Namespace of the run.
+    #[arg(long)]
+    pub namespace: String,
+    /// Evaluation of the run.
+    #[arg(long, default_value = "manual")]
+    pub evaluation: String,
+    /// Run id (what revocation and the ledger name).
+    #[arg(long)]
+    pub run: String,
+    /// A model id the run may call (repeat for several).
+    #[arg(long = "model", required = true)]
+    pub models: Vec<String>,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h", value_parser = crate::duration::parse)]
+    pub ttl: Duration,
+    /// Most calls.
+    #[arg(long)]
+    pub calls: Option<u64>,
+    /// Most tokens.
+    #[arg(long)]
+    pub tokens: Option<u64>,
+    /// Most cost, in US dollars.
+    #[arg(long)]
+    pub cost_usd: Option<f64>,
+    /// Keep request and response bodies in the ledger.
+    #[arg(long)]
+    pub record_full: bool,
+}
+
+/// `crucible gateway-token`: the token, to print.
+pub fn mint(args: &TokenArgs) -> Result<String, String> {
+    let ttl = i64::try_from(args.ttl.as_secs()).map_err(|_| "--ttl is too long".to_string())?;
+    let claims = token::Claims {
+        namespace: args.namespace.clone(),
+        evaluation: args.evaluation.clone(),
+        run: args.run.clone(),
+        models: args.models.clone(),
+        budget: budget::Budget {
+            calls: args.calls,
+            tokens: args.tokens,
+            cost_usd: args.cost_usd,
+        },
+        record_calls: if args.record_full {
+            ledger::RecordCalls::Full
+        } else {
+            ledger::RecordCalls::Digests
+        },
+        expires: proxy::now().saturating_add(ttl),
+    };
+    Ok(signing_key(&args.token_key_file)?.mint(&claims))
+}
+
+fn signing_key(path: &std::path::Path) -> Result<token::SigningKey, String> {
+    let secret = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    token::SigningKey::new(secret.trim_ascii()).ok_or_else(|| {
         format!(
             "{} holds fewer than {} bytes",
-            args.token_key_file.display(),
+            path.display(),
             token::MIN_KEY_BYTES
         )
-    })?;
+    })
+}
+
+/// Builds the gateway from its flags' files; errors name the file, never a key.
+pub fn build(args: &GatewayArgs) -> Result<proxy::Gateway, String> {
+    let key = signing_key(&args.token_key_file)?;
     let catalog = catalog::Catalog::load(&args.endpoints).map_err(|e| e.to_string())?;
     let ledger = ledger::Ledger::new(Box::new(ledger::DirSink::new(args.ledger_dir.clone())));
     proxy::Gateway::new(key, catalog, ledger, args.limits())
@@ -103,7 +165,8 @@ pub async fn main(args: GatewayArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, "model gateway serving");
+    let bound = listener.local_addr().unwrap_or(args.listen);
+    tracing::info!(listen = %bound, "model gateway serving");
     axum::serve(listener, proxy::router(gateway))
         .with_graceful_shutdown(async {
             // Without a signal handler the process just ends on the signal: same outcome.

@@ -117,7 +117,7 @@ impl Gateway {
 }
 
 /// Unix seconds now.
-pub(super) fn now() -> i64 {
+pub fn now() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
