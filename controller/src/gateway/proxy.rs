@@ -33,7 +33,8 @@ use super::token::{Claims, Revocations, SigningKey};
 use super::usage::Route;
 
 /// Request headers passed on to the provider; everything else (the caller's token above all)
-/// stays behind.
+/// stays behind. Not `accept-encoding`: the answer must come uncompressed for the meter to read
+/// its usage as it passes.
 const FORWARDED: [&str; 4] = [
     "accept",
     "anthropic-version",
@@ -339,4 +340,43 @@ fn relay(incoming: Incoming, call: Call, idle: Duration, deadline: tokio::time::
         }
     });
     Body::from_stream(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(body: Value, route: Route) -> Result<(Option<Value>, String, bool), Refusal> {
+        let (forwarded, model, streaming) = parse(body.to_string().as_bytes(), route)?;
+        let forwarded = forwarded.map(|b| serde_json::from_slice(&b).expect("JSON"));
+        Ok((forwarded, model, streaming))
+    }
+
+    #[test]
+    fn an_openai_chat_stream_is_asked_for_its_usage_and_nothing_else_is_rewritten() {
+        let stream = serde_json::json!({"model": "m", "stream": true,
+                                        "stream_options": {"other": 1}});
+        let (forwarded, model, streaming) =
+            parsed(stream.clone(), Route::ChatCompletions).expect("valid");
+        let forwarded = forwarded.expect("rewritten");
+        assert_eq!((model.as_str(), streaming), ("m", true));
+        assert_eq!(
+            forwarded["stream_options"],
+            serde_json::json!({"other": 1, "include_usage": true})
+        );
+        // Anthropic and Responses streams report usage anyway; JSON answers always do.
+        assert_eq!(parsed(stream, Route::Messages).expect("valid").0, None);
+        let json = serde_json::json!({"model": "m"});
+        assert_eq!(parsed(json, Route::ChatCompletions).expect("valid").0, None);
+    }
+
+    #[test]
+    fn a_body_without_a_model_or_with_odd_stream_options_is_refused() {
+        assert!(parsed(serde_json::json!({"stream": true}), Route::ChatCompletions).is_err());
+        let odd = serde_json::json!({"model": "m", "stream": true, "stream_options": 3});
+        assert!(matches!(
+            parsed(odd, Route::ChatCompletions),
+            Err(Refusal::BadRequest(_))
+        ));
+    }
 }
