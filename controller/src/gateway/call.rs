@@ -144,7 +144,7 @@ impl Call {
             status, outcome, input_tokens = usage.input_tokens,
             output_tokens = usage.output_tokens, latency_ms, "model call"
         );
-        if let Err(e) = self.gateway.ledger.append(record) {
+        if let Err(e) = self.gateway.ledger.append(record, self.claims.expires) {
             tracing::error!(run = %self.claims.run, error = %e, "cannot append to the call ledger");
         }
     }

@@ -62,7 +62,8 @@ impl<V> ExpiringMap<V> {
         self.entries.is_empty()
     }
 
-    fn prune(&mut self, now: i64) {
+    /// Drops every entry expired by `now`.
+    pub fn prune(&mut self, now: i64) {
         while let Some((until, _)) = self.by_expiry.first()
             && *until <= now
         {

@@ -2,7 +2,6 @@
 //! record changed, removed or inserted afterwards breaks the chain. The chain is pure; where
 //! the lines go is a [`Sink`] (a directory of JSON Lines files for now; the results store later).
 
-use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -10,6 +9,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::budget::{Spent, Usage};
+use super::expiring::ExpiringMap;
 use crate::digest::sha256_hex;
 
 /// What the ledger keeps of each call (`spec.recordCalls`).
@@ -232,9 +232,10 @@ impl Sink for DirSink {
     }
 }
 
-/// The gateway's ledger: per-run heads, and the sink the sealed records go to.
+/// The gateway's ledger: per-run heads (each kept while its run's tokens are valid), and the
+/// sink the sealed records go to.
 pub struct Ledger {
-    heads: Mutex<HashMap<String, Head>>,
+    heads: Mutex<ExpiringMap<Head>>,
     sink: Box<dyn Sink>,
 }
 
@@ -242,44 +243,68 @@ impl Ledger {
     /// A ledger writing to `sink`.
     pub fn new(sink: Box<dyn Sink>) -> Self {
         Self {
-            heads: Mutex::new(HashMap::new()),
+            heads: Mutex::new(ExpiringMap::default()),
             sink,
         }
     }
 
-    /// Seals `record` onto its run's chain and appends it. Sealing and appending happen under
-    /// one lock so the file's order is the chain's order; a failed append leaves the head
-    /// where it was, so the next record still links to the last one written.
-    pub fn append(&self, record: Record) -> std::io::Result<Record> {
-        let mut heads = self
-            .heads
-            .lock()
-            .map_err(|_| std::io::Error::other("ledger lock poisoned"))?;
-        let mut next = match heads.get(&record.run) {
-            Some(head) => head.clone(),
-            None => self.load(&record.namespace, &record.run)?,
-        };
+    /// Seals `record` onto its run's chain (the run's tokens expire at `expires`) and appends
+    /// it. Sealing and appending happen under one lock so the file's order is the chain's
+    /// order; a failed append leaves the head where it was, so the next record still links to
+    /// the last one written.
+    pub fn append(&self, record: Record, expires: i64) -> std::io::Result<Record> {
+        let mut heads = self.lock()?;
+        let head = self.head(&mut heads, &record.namespace, &record.run, expires)?;
+        let mut next = head.clone();
         let sealed = next.seal(record);
         let mut line = serde_json::to_vec(&sealed).map_err(std::io::Error::other)?;
         line.push(b'\n');
         self.sink.append(&sealed.namespace, &sealed.run, &line)?;
-        heads.insert(sealed.run.clone(), next);
+        *head = next;
         Ok(sealed)
     }
 
     /// What `run` has spent by its ledger (after a restart, by its last record).
-    pub fn spent(&self, namespace: &str, run: &str) -> std::io::Result<Spent> {
-        let mut heads = self
-            .heads
-            .lock()
-            .map_err(|_| std::io::Error::other("ledger lock poisoned"))?;
-        if let Some(head) = heads.get(run) {
-            return Ok(head.spent);
+    pub fn spent(&self, namespace: &str, run: &str, expires: i64) -> std::io::Result<Spent> {
+        let mut heads = self.lock()?;
+        Ok(self.head(&mut heads, namespace, run, expires)?.spent)
+    }
+
+    /// Forgets the head of a run that has ended (its file stays).
+    pub fn forget(&self, run: &str) {
+        if let Ok(mut heads) = self.heads.lock() {
+            heads.remove(run);
         }
-        let head = self.load(namespace, run)?;
-        let spent = head.spent;
-        heads.insert(run.to_string(), head);
-        Ok(spent)
+    }
+
+    fn lock(&self) -> std::io::Result<std::sync::MutexGuard<'_, ExpiringMap<Head>>> {
+        self.heads
+            .lock()
+            .map_err(|_| std::io::Error::other("ledger lock poisoned"))
+    }
+
+    /// The head of `run`, read from its ledger the first time.
+    fn head<'a>(
+        &self,
+        heads: &'a mut ExpiringMap<Head>,
+        namespace: &str,
+        run: &str,
+        expires: i64,
+    ) -> std::io::Result<&'a mut Head> {
+        // Pruned first: a call ending after its run's expiry must not find its head pruned
+        // by `entry` and start a second chain; it reads the head back from the file instead.
+        let now = super::now();
+        heads.prune(now);
+        let loaded = if heads.contains(run) {
+            None
+        } else {
+            Some(self.load(namespace, run)?)
+        };
+        let head = heads.entry(run, expires, now, Head::default);
+        if let Some(loaded) = loaded {
+            *head = loaded;
+        }
+        Ok(head)
     }
 
     /// The head after a run's last written record; a last record that does not match its own
@@ -299,13 +324,6 @@ impl Ledger {
             hash: last.hash,
             spent: last.spent,
         })
-    }
-
-    /// Forgets the head of a run that has ended (its file stays).
-    pub fn forget(&self, run: &str) {
-        if let Ok(mut heads) = self.heads.lock() {
-            heads.remove(run);
-        }
     }
 }
 
@@ -392,20 +410,31 @@ mod tests {
     }
 
     #[test]
+    fn a_record_appended_after_its_runs_expiry_continues_the_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
+        // Expired already: each append finds the head pruned and must read it back.
+        for model in ["a", "b", "c"] {
+            ledger.append(record(model), 0).expect("append");
+        }
+        assert_eq!(verify(&written(dir.path())).map(|h| h.next), Ok(3));
+    }
+
+    #[test]
     fn the_dir_sink_writes_lines_that_verify_and_refuses_unsafe_ids() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
         for model in ["a", "b"] {
-            ledger.append(record(model)).expect("append");
+            ledger.append(record(model), i64::MAX).expect("append");
         }
         let records = written(dir.path());
         assert_eq!(verify(&records).map(|h| h.next), Ok(2));
         // A new ledger on the same directory (a restarted gateway) continues the chain and the
         // totals.
         let restarted = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
-        let spent = restarted.spent("team-a", "run-1").expect("spent");
+        let spent = restarted.spent("team-a", "run-1", i64::MAX).expect("spent");
         assert_eq!((spent.calls, spent.output_tokens), (2, 10));
-        restarted.append(record("c")).expect("append");
+        restarted.append(record("c"), i64::MAX).expect("append");
         let records = written(dir.path());
         let head = verify(&records).expect("one chain across the restart");
         assert_eq!(
@@ -414,6 +443,6 @@ mod tests {
         );
         let mut escape = record("a");
         escape.run = "../x".into();
-        assert!(ledger.append(escape).is_err());
+        assert!(ledger.append(escape, i64::MAX).is_err());
     }
 }

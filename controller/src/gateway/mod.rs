@@ -26,6 +26,11 @@ use clap::Args;
 
 use crate::config::LogFormat;
 
+/// Unix seconds now: the clock of token expiry.
+pub fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
 /// Flags of `crucible gateway`.
 #[derive(Args, Debug)]
 pub struct GatewayArgs {
@@ -133,7 +138,7 @@ pub fn mint(args: &TokenArgs) -> Result<String, String> {
         } else {
             ledger::RecordCalls::Digests
         },
-        expires: proxy::now().saturating_add(ttl),
+        expires: now().saturating_add(ttl),
     };
     Ok(signing_key(&args.token_key_file)?.mint(&claims))
 }

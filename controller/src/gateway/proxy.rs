@@ -28,6 +28,7 @@ use super::call::Call;
 use super::catalog::Catalog;
 use super::expiring::ExpiringMap;
 use super::ledger::Ledger;
+use super::now;
 use super::refusal::Refusal;
 use super::token::{Claims, Revocations, SigningKey};
 use super::usage::Route;
@@ -115,11 +116,6 @@ impl Gateway {
     pub fn account(&self, run: &str) -> Option<Account> {
         self.accounts.lock().ok()?.get_mut(run).copied()
     }
-}
-
-/// Unix seconds now.
-pub fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
 }
 
 /// The gateway's routes.
@@ -297,7 +293,7 @@ fn reserve(gateway: &Gateway, claims: &Claims) -> Result<(), Refusal> {
     } else {
         gateway
             .ledger
-            .spent(&claims.namespace, &claims.run)
+            .spent(&claims.namespace, &claims.run, claims.expires)
             .map_err(|e| {
                 tracing::error!(run = %claims.run, error = %e, "cannot read the call ledger");
                 Refusal::Ledger
