@@ -65,6 +65,7 @@ pub fn run(args: &Args, default_crucible: PathBuf) -> Result<String, String> {
     let files = Files::write(dir.path())?;
     let provider_addr = free_port()?;
     let gateway_addr = free_port()?;
+    let metrics_addr = free_port()?;
     let _provider = spawn(
         Command::new(&provider_bin)
             .arg("--listen")
@@ -92,7 +93,9 @@ pub fn run(args: &Args, default_crucible: PathBuf) -> Result<String, String> {
             .arg("--token-key-file")
             .arg(&files.token_key)
             .arg("--ledger-dir")
-            .arg(dir.path().join("ledger")),
+            .arg(dir.path().join("ledger"))
+            .arg("--metrics-listen")
+            .arg(metrics_addr.to_string()),
     )?;
     let token = mint(&crucible, &files.token_key)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

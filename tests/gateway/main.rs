@@ -224,6 +224,16 @@ async fn the_key_reaches_the_provider_only_through_the_gateway_and_usage_is_reco
         ),
         (1, 3, 0)
     );
+    let mut registry = prometheus_client::registry::Registry::with_prefix("crucible");
+    h.gateway.register_metrics(&mut registry);
+    let mut metrics = String::new();
+    prometheus_client::encoding::text::encode(&mut metrics, &registry).expect("metrics");
+    for series in [
+        r#"crucible_gateway_calls_total{namespace="team-a",model="gpt-standin",outcome="ok"} 1"#,
+        r#"crucible_gateway_input_tokens_total{namespace="team-a",model="gpt-standin"} 3"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing from\n{metrics}");
+    }
     let ledger_text =
         std::fs::read_to_string(h.ledgers.path().join(NS).join("run-key.jsonl")).expect("ledger");
     assert!(!ledger_text.contains(PROVIDER_KEY) && !ledger_text.contains(&token));

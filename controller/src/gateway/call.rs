@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::budget::Spent;
 use super::catalog::Endpoint;
 use super::ledger::{Record, RecordCalls};
+use super::metrics::CallLabels;
 use super::proxy::Gateway;
 use super::token::Claims;
 use super::usage::{Meter, Route};
@@ -85,21 +86,27 @@ impl Call {
 
     /// The response ended normally.
     pub fn finish_answered(&mut self) {
-        let outcome = if (200..300).contains(&self.status) {
-            "ok".to_string()
+        if (200..300).contains(&self.status) {
+            self.settle(self.status, "ok", "ok");
         } else {
-            format!("the provider answered {}", self.status)
-        };
-        self.finish(self.status, &outcome);
+            let outcome = format!("the provider answered {}", self.status);
+            self.settle(self.status, &outcome, "provider_error");
+        }
     }
 
     /// The response broke off.
     pub fn fail(&mut self, outcome: &str) {
-        self.finish(self.status, outcome);
+        self.settle(self.status, outcome, "incomplete");
     }
 
-    /// Settles the reservation with the usage seen and appends the ledger record. Once.
+    /// The call ended without an answer (`status` 0), for `outcome`.
     pub fn finish(&mut self, status: u16, outcome: &str) {
+        self.settle(status, outcome, "incomplete");
+    }
+
+    /// Settles the reservation with the usage seen, counts the call (`kind` is the metric's
+    /// outcome) and appends the ledger record. Once.
+    fn settle(&mut self, status: u16, outcome: &str, kind: &'static str) {
         if std::mem::replace(&mut self.settled, true) {
             return;
         }
@@ -144,6 +151,16 @@ impl Call {
             status, outcome, input_tokens = usage.input_tokens,
             output_tokens = usage.output_tokens, latency_ms, "model call"
         );
+        let labels = CallLabels {
+            namespace: record.namespace.clone(),
+            model: record.model.clone(),
+            outcome: kind,
+        };
+        let seconds = self.started.elapsed().as_secs_f64();
+        let (input, output) = (usage.input_tokens, usage.output_tokens);
+        self.gateway
+            .metrics
+            .call(labels, input, output, record.cost_usd, seconds);
         if let Err(e) = self.gateway.ledger.append(record, self.claims.expires) {
             tracing::error!(run = %self.claims.run, error = %e, "cannot append to the call ledger");
         }

@@ -12,6 +12,7 @@ pub mod call;
 pub mod catalog;
 pub mod expiring;
 pub mod ledger;
+pub mod metrics;
 pub mod proxy;
 pub mod refusal;
 pub mod token;
@@ -47,6 +48,14 @@ pub struct GatewayArgs {
     /// Directory the call ledgers are appended to (`<namespace>/<run>.jsonl`).
     #[arg(long, env = "CRUCIBLE_GATEWAY_LEDGER_DIR")]
     pub ledger_dir: PathBuf,
+    /// Address of `/metrics`, `/healthz` and `/readyz`: apart from the sandboxes' port, so a
+    /// sandbox cannot read other namespaces' usage.
+    #[arg(
+        long,
+        env = "CRUCIBLE_GATEWAY_METRICS_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub metrics_listen: SocketAddr,
     /// Connecting to a provider.
     #[arg(long, env = "CRUCIBLE_GATEWAY_CONNECT_TIMEOUT", default_value = "10s", value_parser = crate::duration::parse)]
     pub connect_timeout: Duration,
@@ -167,16 +176,29 @@ pub fn build(args: &GatewayArgs) -> Result<proxy::Gateway, String> {
 pub async fn main(args: GatewayArgs) -> Result<(), String> {
     crate::telemetry::init(args.log_format, &args.log_filter);
     let gateway = Arc::new(build(&args)?);
+    let mut registry = prometheus_client::registry::Registry::with_prefix("crucible");
+    gateway.register_metrics(&mut registry);
+    let endpoints = crate::http::Endpoints {
+        registry: Arc::new(registry),
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    let metrics = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.metrics_listen))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let bound = listener.local_addr().unwrap_or(args.listen);
     tracing::info!(listen = %bound, "model gateway serving");
-    axum::serve(listener, proxy::router(gateway))
-        .with_graceful_shutdown(async {
-            // Without a signal handler the process just ends on the signal: same outcome.
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
+    // Without a signal handler the process just ends on the signal: same outcome.
+    let stop = || async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let calls = axum::serve(listener, proxy::router(gateway)).with_graceful_shutdown(stop());
+    let metrics =
+        axum::serve(metrics, crate::http::router(endpoints)).with_graceful_shutdown(stop());
+    let (calls, metrics) = tokio::join!(calls, metrics);
+    calls
+        .and(metrics)
         .map_err(|e| format!("the gateway stopped: {e}"))
 }

@@ -28,6 +28,7 @@ use super::call::Call;
 use super::catalog::Catalog;
 use super::expiring::ExpiringMap;
 use super::ledger::Ledger;
+use super::metrics::Metrics;
 use super::now;
 use super::refusal::Refusal;
 use super::token::{Claims, Revocations, SigningKey};
@@ -70,6 +71,7 @@ pub struct Gateway {
     pub(super) ledger: Ledger,
     pub(super) upstream: Upstream,
     pub(super) limits: Limits,
+    pub(super) metrics: Metrics,
 }
 
 impl Gateway {
@@ -97,6 +99,7 @@ impl Gateway {
             ledger,
             upstream: Client::builder(TokioExecutor::new()).build(https),
             limits,
+            metrics: Metrics::default(),
         })
     }
 
@@ -110,6 +113,11 @@ impl Gateway {
             accounts.remove(run);
         }
         self.ledger.forget(run);
+    }
+
+    /// Registers the gateway's metrics under `registry`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.metrics.register(registry);
     }
 
     /// What `run` has spent so far, if it has called.
@@ -144,9 +152,12 @@ async fn forward(
     body: Body,
     route: Route,
 ) -> Response {
-    match call(gateway, namespace, headers, body, route).await {
+    match call(gateway.clone(), namespace, headers, body, route).await {
         Ok(response) => response,
-        Err(refusal) => refusal.response(route.api()),
+        Err(refusal) => {
+            gateway.metrics.refusal(refusal.code());
+            refusal.response(route.api())
+        }
     }
 }
 

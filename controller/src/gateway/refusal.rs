@@ -108,7 +108,8 @@ impl Refusal {
         response
     }
 
-    fn code(&self) -> &'static str {
+    /// The error code: in the body and as the refusal metric's `reason`.
+    pub fn code(&self) -> &'static str {
         match self {
             Self::NoToken | Self::Token(_) => "invalid_api_key",
             Self::Budget(_) => "budget_exceeded",
