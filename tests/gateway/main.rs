@@ -90,8 +90,11 @@ async fn serve(endpoints: &Path, ledgers: &Path, first_byte: Duration) -> (Arc<G
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let app = proxy::router(gateway.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(proxy::serve(
+        listener,
+        gateway.clone(),
+        std::future::pending(),
+    ));
     (gateway, format!("http://{addr}/ns/{NS}"))
 }
 
@@ -177,12 +180,20 @@ impl Harness {
         .await
     }
 
-    fn ledger(&self, run: &str) -> Vec<Record> {
+    /// The run's ledger once it holds `n` records (they are written just after each answer).
+    async fn ledger(&self, run: &str, n: usize) -> Vec<Record> {
         let path: PathBuf = self.ledgers.path().join(NS).join(format!("{run}.jsonl"));
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        text.lines()
-            .map(|l| serde_json::from_str(l).expect("ledger line"))
-            .collect()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.lines().count() >= n || Instant::now() > deadline {
+                return text
+                    .lines()
+                    .map(|l| serde_json::from_str(l).expect("ledger line"))
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -209,7 +220,7 @@ async fn the_key_reaches_the_provider_only_through_the_gateway_and_usage_is_reco
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(answer.json()["usage"]["prompt_tokens"], 3);
     assert_eq!(h.seen.calls.load(Ordering::Relaxed), 1);
-    let records = h.ledger("run-key");
+    let records = h.ledger("run-key", 1).await;
     assert_eq!(ledger::verify(&records).map(|head| head.next), Ok(1));
     let record = &records[0];
     assert_eq!((record.input_tokens, record.output_tokens), (3, 6));
@@ -274,7 +285,8 @@ async fn streams_pass_through_as_they_come_and_their_usage_is_recorded() {
         200
     );
     let usage: Vec<_> = h
-        .ledger("run-stream")
+        .ledger("run-stream", 3)
+        .await
         .iter()
         .map(|r| (r.path.clone(), r.input_tokens, r.output_tokens))
         .collect();
@@ -374,7 +386,7 @@ async fn a_budget_of_n_calls_allows_exactly_n_concurrent_calls() {
             .all(|(_, retry)| retry.as_ref().is_some_and(|v| v == "false"))
     );
     assert_eq!(h.seen.calls.load(Ordering::Relaxed), 3);
-    assert_eq!(h.ledger("run-budget").len(), 3);
+    assert_eq!(h.ledger("run-budget", 3).await.len(), 3);
 }
 
 #[tokio::test]
@@ -396,7 +408,7 @@ async fn a_slow_provider_times_out_and_the_call_is_still_settled_and_recorded() 
     assert_eq!(answer.status, 504);
     let account = h.gateway.account("run-slow").expect("account");
     assert_eq!((account.spent.calls, account.in_flight), (1, 0));
-    let records = h.ledger("run-slow");
+    let records = h.ledger("run-slow", 1).await;
     assert_eq!(records.len(), 1);
     assert!(records[0].outcome.contains("timed out"), "{:?}", records[0]);
     // recordCalls: Full keeps the request as forwarded.
@@ -416,6 +428,7 @@ async fn a_restarted_gateway_resumes_the_runs_spend_and_chain_from_its_ledger() 
         .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
         .await;
     assert_eq!(first.status, 200);
+    h.ledger("run-restart", 1).await;
     // Another process on the same ledger: the run has one call left, not two.
     let endpoints = h.files.path().join("endpoints.yaml");
     let (restarted, url) = serve(&endpoints, h.ledgers.path(), Duration::from_secs(10)).await;
@@ -435,6 +448,6 @@ async fn a_restarted_gateway_resumes_the_runs_spend_and_chain_from_its_ledger() 
     );
     let account = restarted.account("run-restart").expect("account");
     assert_eq!((account.spent.calls, account.spent.input_tokens), (2, 6));
-    let records = h.ledger("run-restart");
+    let records = h.ledger("run-restart", 2).await;
     assert_eq!(ledger::verify(&records).map(|head| head.next), Ok(2));
 }

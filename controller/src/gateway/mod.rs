@@ -194,7 +194,7 @@ pub async fn main(args: GatewayArgs) -> Result<(), String> {
     let stop = || async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let calls = axum::serve(listener, proxy::router(gateway)).with_graceful_shutdown(stop());
+    let calls = proxy::serve(listener, gateway, stop());
     let metrics =
         axum::serve(metrics, crate::http::router(endpoints)).with_graceful_shutdown(stop());
     let (calls, metrics) = tokio::join!(calls, metrics);
