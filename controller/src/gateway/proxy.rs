@@ -36,8 +36,8 @@ use super::token::{Claims, Revocations, SigningKey};
 use super::usage::Route;
 
 /// Request headers passed on to the provider; everything else (the caller's token above all)
-/// stays behind. Not `accept-encoding`: the answer must come uncompressed for the meter to read
-/// its usage as it passes.
+/// stays behind. Not `accept-encoding`: the gateway asks for `identity`, so the meter can read
+/// the usage as it passes.
 const FORWARDED: [&str; 4] = [
     "accept",
     "anthropic-version",
@@ -303,6 +303,11 @@ fn upstream_request(
         .header(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
+        )
+        // Uncompressed, so the meter can read the usage (and the caller gets what it can read).
+        .header(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("identity"),
         );
     for name in FORWARDED {
         if let Some(value) = headers.get(name) {
