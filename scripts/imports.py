@@ -28,7 +28,7 @@ LAYERS = [
     ("foundation", "crd config quantity duration digest labels error metrics events ssa http "
                    "telemetry ownership requeue runner"),
     ("run model", "run"),
-    ("services", "cache source stop canary leader system_namespace selftest"),
+    ("services", "cache source stop canary leader system_namespace selftest gateway"),
     ("admission", "admission"),
     ("watches", "watches"),
     ("controllers", "evaluation suite"),
