@@ -10,15 +10,14 @@
 //! Starts its own controller (`CRUCIBLE_BIN`), scoped with `--namespace` to its own namespace
 //! and with its own system namespace: `scripts/test.sh` runs it while no other controller runs.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crucible::canary::status::CONFIGMAP;
 use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
 use crucible_e2e::{
-    apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_for, watch_peak,
-    with_temp_ns,
+    OwnController, apply_evaluation, parse_evaluation, poll_until, wait_finished, wait_for,
+    watch_peak, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
 use k8s_openapi::api::node::v1::RuntimeClass;
@@ -29,49 +28,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const FAKE: &str = "crucible-fake-gvisor";
 const METRICS: &str = "127.0.0.1:18093";
 const LOG: &str = "crucible-canary-e2e.log";
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set (run scripts/test.sh)"))
-}
-
-/// The controller under test; killed when the test ends, its log tail printed on failure.
-struct Controller(Child);
-
-impl Controller {
-    fn start(bin: &str, ns: &str, system: &str) -> Self {
-        let path = std::env::temp_dir().join(LOG);
-        let log = std::fs::File::create(&path).expect("log file");
-        let child = Command::new(bin)
-            .args([
-                "controller",
-                "--namespace",
-                ns,
-                "--system-namespace",
-                system,
-            ])
-            .args(["--runtime-class", FAKE, "--metrics-addr", METRICS])
-            .args(["--canary-listen-address", "10.88.0.1"])
-            .args(["--log-filter", "info,crucible=debug,kube=warn"])
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start the controller");
-        Controller(child)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(std::env::temp_dir().join(LOG)).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            eprintln!("--- canary controller log tail:");
-            tail.iter().rev().for_each(|l| eprintln!("{l}"));
-        }
-    }
-}
 
 /// The cluster-scoped RuntimeClass `crucible-fake-gvisor`; deleted when the test ends.
 struct FakeClass(Api<RuntimeClass>);
@@ -188,23 +144,34 @@ fn evaluation(name: &str, sandbox: &str) -> Evaluation {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_runtime_class_that_is_not_gvisor_holds_admission_until_it_is() {
-    let bin = env("CRUCIBLE_BIN");
     with_temp_ns("canary", |client, ns| async move {
         with_temp_ns("canary-system", |_, system| async move {
-            run(client, bin, ns, system).await;
+            run(client, ns, system).await;
         })
         .await;
     })
     .await;
 }
 
-async fn run(client: Client, bin: String, ns: String, system: String) {
+async fn run(client: Client, ns: String, system: String) {
     let classes: Api<RuntimeClass> = Api::all(client.clone());
     FakeClass::delete(&classes).await;
     FakeClass::create(&classes, "runc").await;
     let _class = FakeClass(classes.clone());
     let (peak, done) = watch_peak(client.clone(), &ns, "crucible.dev/managed=true");
-    let _controller = Controller::start(&bin, &ns, &system);
+    let _controller = OwnController::start(
+        LOG,
+        &ns,
+        &system,
+        &[
+            "--runtime-class",
+            FAKE,
+            "--metrics-addr",
+            METRICS,
+            "--log-filter",
+            "info,crucible=debug,kube=warn",
+        ],
+    );
     let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
     apply_evaluation(&client, &ns, &evaluation("held", "")).await;
     let allowlist = "  sandbox: {network: Allowlist, egress: [{cidr: 10.88.0.1/32, ports: [9]}]}\n";
