@@ -83,17 +83,21 @@ async fn a_deleted_runs_pod_on_a_lost_node_frees_its_slot_at_its_release_time() 
             .await
             .expect("delete a");
         // The garbage collector marks a's pod; no kubelet confirms, so it stays.
-        poll_until(Duration::from_secs(60), "a's pod marked for deletion", || {
-            let pods = pods.clone();
-            let pod = pod.clone();
-            async move {
-                pods.get_opt(&pod)
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|p| p.metadata.deletion_timestamp)
-            }
-        })
+        poll_until(
+            Duration::from_secs(60),
+            "a's pod marked for deletion",
+            || {
+                let pods = pods.clone();
+                let pod = pod.clone();
+                async move {
+                    pods.get_opt(&pod)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|p| p.metadata.deletion_timestamp)
+                }
+            },
+        )
         .await;
         // Freed at deletionTimestamp + 30 s by the controller's timer: b starts its run.
         let admitted = wait_phase(&api, "b", Phase::Pending, Duration::from_secs(120)).await;
