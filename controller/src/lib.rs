@@ -29,6 +29,7 @@ pub mod quantity;
 pub mod requeue;
 pub mod run;
 pub mod runner;
+pub mod samples;
 pub mod selftest;
 pub mod source;
 pub mod ssa;

@@ -44,6 +44,7 @@ fn spec_change_stops_the_old_run_and_keeps_its_result_in_history() {
             score: Some(0.7),
             passed: Some(true),
             completion_time: Some(at(10)),
+            samples: None,
         }]
     );
     assert!(

@@ -244,6 +244,7 @@ fn fresh_status(old: &EvaluationStatus, now: &Time) -> EvaluationStatus {
                 score: old.result.as_ref().map(|r| r.score),
                 passed: old.result.as_ref().map(|r| r.passed),
                 completion_time: old.completion_time.clone().or_else(|| Some(now.clone())),
+                samples: old.samples.as_ref().map(Into::into),
             },
         );
         history.truncate(HISTORY_LIMIT);
