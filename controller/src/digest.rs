@@ -18,7 +18,8 @@ pub fn framed_sha256_hex<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Stri
     hex(&hasher.finalize())
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of bytes (a digest computed while streaming).
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -4,3 +4,4 @@
 pub mod protocol;
 pub mod spec;
 pub mod stats;
+pub mod store;
