@@ -5,6 +5,8 @@ use crate::crd::bounds::MAX_NAME_LEN;
 use crate::crd::samples::{MAX_EPOCHS, MAX_SEED};
 use crate::digest::sha256_hex;
 
+/// The directory of [`SAMPLES_PATH`]: a volume only the reporting step mounts.
+pub const SAMPLES_DIR: &str = "/crucible-samples";
 /// Where the step that reports (the evaluation, or the scorer when there is one) writes its
 /// samples in the sandbox: `$CRUCIBLE_SAMPLES_PATH`.
 pub const SAMPLES_PATH: &str = "/crucible-samples/samples.jsonl";
@@ -28,11 +30,10 @@ fn derived_seed(run_id: &str) -> i64 {
         .unwrap_or(0)
 }
 
-/// The variables the reporting step gets (`CRUCIBLE_SAMPLES_PATH`, `CRUCIBLE_EPOCHS`,
-/// `CRUCIBLE_SEED`), as name/value pairs.
-pub fn env(spec: &EvaluationSpec, run_id: &str) -> [(&'static str, String); 3] {
+/// `CRUCIBLE_EPOCHS` and `CRUCIBLE_SEED`, which every step of a run gets (the reporting step
+/// also gets `CRUCIBLE_SAMPLES_PATH`), as name/value pairs.
+pub fn env(spec: &EvaluationSpec, run_id: &str) -> [(&'static str, String); 2] {
     [
-        ("CRUCIBLE_SAMPLES_PATH", SAMPLES_PATH.to_string()),
         ("CRUCIBLE_EPOCHS", epochs(spec).to_string()),
         ("CRUCIBLE_SEED", seed(spec, run_id).to_string()),
     ]
@@ -148,7 +149,7 @@ mod tests {
     }
 
     #[test]
-    fn the_reporting_step_is_told_path_epochs_and_seed() {
+    fn every_step_is_told_epochs_and_seed() {
         let s = EvaluationSpec {
             epochs: Some(3),
             seed: Some(7),
@@ -157,7 +158,6 @@ mod tests {
         assert_eq!(
             env(&s, "r"),
             [
-                ("CRUCIBLE_SAMPLES_PATH", SAMPLES_PATH.to_string()),
                 ("CRUCIBLE_EPOCHS", "3".to_string()),
                 ("CRUCIBLE_SEED", "7".to_string()),
             ]
