@@ -14,6 +14,7 @@ pub mod files;
 pub mod image;
 pub mod kubelet;
 pub mod output;
+pub mod samples;
 pub mod sandbox;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,7 @@ use crate::crd::{Evaluation, EvaluationSuite};
 use crate::local::image::ImageStore;
 use crate::local::kubelet::Kubelet;
 use crate::local::sandbox::Isolation;
+use crate::samples::store::{Store, StoreError};
 use crate::source::GitCache;
 
 /// Flags of `crucible run`.
@@ -52,6 +54,10 @@ pub struct RunArgs {
     /// Namespace written into the objects of manifests that do not name one.
     #[arg(long, default_value = "default")]
     pub namespace: String,
+    /// Directory the samples bundles go to (created when missing), as
+    /// `<namespace>/<evaluation>/<runId>/samples.jsonl.zst`.
+    #[arg(long, value_name = "DIR", default_value = "crucible-results")]
+    pub results: std::path::PathBuf,
 }
 
 /// Largest manifest file read.
@@ -81,6 +87,23 @@ pub enum RunError {
     /// Printing failed.
     #[error("cannot render the output: {0}")]
     Output(String),
+    /// The samples directory cannot be used.
+    #[error(transparent)]
+    Results(#[from] crate::samples::store::StoreError),
+}
+
+/// The local directory store of `--results` (a relative path is taken from the current
+/// directory).
+fn results_store(dir: &Path) -> Result<Store, RunError> {
+    let absolute = std::path::absolute(dir).map_err(|e| StoreError::Url {
+        url: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let url = url::Url::from_directory_path(&absolute).map_err(|()| StoreError::Url {
+        url: absolute.display().to_string(),
+        reason: "not a directory path".into(),
+    })?;
+    Ok(Store::open(url.as_str())?)
 }
 
 /// A manifest object to run.
@@ -123,14 +146,16 @@ async fn run(args: RunArgs) -> Result<bool, RunError> {
         ..Config::default()
     };
     let rootless = matches!(isolation, Isolation::Runsc { rootless: true, .. });
-    let kubelet = Arc::new(Kubelet::new(
+    let mut kubelet = Kubelet::new(
         config,
         ImageStore::new(&cache, rootless),
         isolation,
         GitCache::new(cache.join("run").join("git"), GIT_CACHE_BYTES).allow_file_urls(true),
         args.keep,
         usize::from(args.parallel),
-    ));
+    );
+    kubelet.results = Some(results_store(&args.results)?);
+    let kubelet = Arc::new(kubelet);
     let runs = objects.into_iter().map(|object| {
         let kubelet = kubelet.clone();
         async move {

@@ -47,7 +47,7 @@ const TMP_VOLUME: &str = "tmp";
 /// The scorer's own writable /tmp, never shared with the evaluated code.
 const SCORER_TMP_VOLUME: &str = "scorer-tmp";
 /// Where the reporting step (the scorer when there is one) writes its samples.
-const SAMPLES_VOLUME: &str = "samples";
+pub const SAMPLES_VOLUME: &str = "samples";
 
 /// One attempt's pod: what it is called and how it is sandboxed.
 #[derive(Clone, Debug)]

@@ -185,3 +185,83 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// Against the S3-compatible server of infrastructure/local/s3.sh:
+/// `eval "$(infrastructure/local/s3.sh env)"; cargo test -p crucible --lib samples::store -- --ignored`.
+#[tokio::test]
+#[ignore = "needs the S3 server of infrastructure/local/s3.sh (its `env` sets CRUCIBLE_TEST_S3_URL)"]
+async fn bundles_go_through_a_real_s3_server_in_one_put_or_in_parts() {
+    let url = std::env::var("CRUCIBLE_TEST_S3_URL").expect("CRUCIBLE_TEST_S3_URL (s3.sh env)");
+    let store = Store::open(&url).expect("s3 store");
+    // A fresh run id per test run: the store keeps what earlier runs stored.
+    let run = format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default()
+    );
+    for (name, text) in [("small", samples(1000)), ("large", noisy(200_000))] {
+        let key = BundleKey {
+            namespace: "e2e",
+            evaluation: name,
+            run_id: &run,
+        };
+        let stored = store
+            .put_samples(&key, text.as_bytes(), validator())
+            .await
+            .expect("stored");
+        assert!(stored.written, "{name}");
+        assert_eq!(
+            stored.uri,
+            format!(
+                "{}/e2e/{name}/{run}/{BUNDLE_NAME}",
+                url.trim_end_matches('/')
+            )
+        );
+        let bytes = store
+            .inner
+            .get(&Store::path(&key))
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("body");
+        assert_eq!(
+            stored.digest,
+            format!("sha256:{}", crate::digest::sha256_hex(&bytes)),
+            "{name}"
+        );
+        assert_eq!(
+            zstd::stream::decode_all(&bytes[..]).expect("zstd"),
+            text.as_bytes(),
+            "{name}"
+        );
+        let again = store
+            .put_samples(&key, &b""[..], validator())
+            .await
+            .expect("read back");
+        assert!(!again.written, "{name}: stored once");
+        assert_eq!(
+            (again.digest, again.aggregates),
+            (stored.digest, stored.aggregates),
+            "{name}"
+        );
+    }
+    // A protocol error in the middle of a multipart upload leaves no object.
+    let mut bad = noisy(200_000);
+    bad.push_str("not json\n");
+    let key = BundleKey {
+        namespace: "e2e",
+        evaluation: "broken",
+        run_id: &run,
+    };
+    store
+        .put_samples(&key, bad.as_bytes(), validator())
+        .await
+        .expect_err("refused");
+    assert!(matches!(
+        store.inner.head(&Store::path(&key)).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+}

@@ -50,7 +50,8 @@ use crate::run::results::DEFAULT_PASS_THRESHOLD;
 use crate::run::state::{
     admission_run_id, awaits_admission, follows, head_moved, is_current_run, run_is_over,
 };
-use conditions::{set_conditions, transition_note};
+pub(crate) use conditions::set_conditions;
+use conditions::transition_note;
 use steps::Planner;
 
 /// Runs kept in `status.history`.
