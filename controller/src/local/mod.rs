@@ -55,9 +55,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "default")]
     pub namespace: String,
     /// Directory the samples bundles go to (created when missing), as
-    /// `<namespace>/<evaluation>/<runId>/samples.jsonl.zst`.
-    #[arg(long, value_name = "DIR", default_value = "crucible-results")]
-    pub results: std::path::PathBuf,
+    /// `<namespace>/<evaluation>/<runId>/samples.jsonl.zst`; default
+    /// `${XDG_DATA_HOME:-$HOME/.local/share}/crucible/results`.
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<std::path::PathBuf>,
 }
 
 /// Largest manifest file read.
@@ -90,6 +91,17 @@ pub enum RunError {
     /// The samples directory cannot be used.
     #[error(transparent)]
     Results(#[from] crate::samples::store::StoreError),
+}
+
+/// `${XDG_DATA_HOME:-$HOME/.local/share}/crucible/results`: bundles are results, kept like
+/// data, not a cache.
+fn default_results_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("crucible")
+        .join("results")
 }
 
 /// The local directory store of `--results` (a relative path is taken from the current
@@ -154,7 +166,8 @@ async fn run(args: RunArgs) -> Result<bool, RunError> {
         args.keep,
         usize::from(args.parallel),
     );
-    kubelet.results = Some(results_store(&args.results)?);
+    let results = args.results.clone().unwrap_or_else(default_results_dir);
+    kubelet.results = Some(results_store(&results)?);
     let kubelet = Arc::new(kubelet);
     let runs = objects.into_iter().map(|object| {
         let kubelet = kubelet.clone();
