@@ -219,8 +219,9 @@ impl Store {
                     upload.wait_for_capacity(1).await?;
                     hasher.update(&part);
                     size += part.len() as u64;
-                    upload.write(&part);
-                    part.clear();
+                    // Handed over, not copied: memory stays at this part and the one in flight.
+                    let full = std::mem::replace(&mut part, Vec::with_capacity(PART_SIZE));
+                    upload.put(full.into());
                 }
             }
             let aggregates = validator.finish()?;
@@ -243,7 +244,7 @@ impl Store {
                 aggregates
             }
             (Ok(aggregates), Some(mut upload)) => {
-                upload.write(&part);
+                upload.put(part.into());
                 upload.finish().await?;
                 aggregates
             }
