@@ -34,6 +34,7 @@ pub mod selftest;
 pub mod source;
 pub mod ssa;
 pub mod stop;
+pub mod store;
 pub mod suite;
 pub mod system_namespace;
 pub mod telemetry;

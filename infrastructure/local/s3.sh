@@ -9,7 +9,7 @@
 #   s3.sh down   stop it (the data stays in $S3_DIR/data until removed)
 #
 # Then: eval "$(infrastructure/local/s3.sh env)"
-#       cargo test -p crucible --lib samples::store -- --ignored
+#       cargo test -p crucible --lib store:: -- --ignored
 set -euo pipefail
 INFRA_DIR=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib/common.sh

@@ -40,8 +40,8 @@ use crate::run::pod::SAMPLES_VOLUME;
 use crate::run::pod::SANDBOX_UID;
 use crate::run::results::{LogCapture, TERMINATION_MESSAGE_MAX};
 use crate::samples::spec::SAMPLES_PATH;
-use crate::samples::store::{BundleKey, Store};
 use crate::source::{GitCache, GitRequest};
+use crate::store::{BundleKey, Store};
 use crate::suite;
 
 /// Runs evaluations on this machine; shared by every concurrent run of one `crucible run`.

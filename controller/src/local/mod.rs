@@ -30,8 +30,8 @@ use crate::crd::{Evaluation, EvaluationSuite};
 use crate::local::image::ImageStore;
 use crate::local::kubelet::Kubelet;
 use crate::local::sandbox::Isolation;
-use crate::samples::store::{Store, StoreError};
 use crate::source::GitCache;
+use crate::store::{Store, StoreError};
 
 /// Flags of `crucible run`.
 #[derive(Args, Debug)]
@@ -90,7 +90,7 @@ pub enum RunError {
     Output(String),
     /// The samples directory cannot be used.
     #[error(transparent)]
-    Results(#[from] crate::samples::store::StoreError),
+    Results(#[from] crate::store::StoreError),
 }
 
 /// `${XDG_DATA_HOME:-$HOME/.local/share}/crucible/results`: bundles are results, kept like

@@ -11,8 +11,8 @@ use crate::crd::evaluation::{EvaluationSpec, Phase};
 use crate::crd::samples::SamplesStatus;
 use crate::local::files;
 use crate::samples::protocol::{Limits, Validator};
-use crate::samples::store::{BundleKey, Store};
 use crate::samples::{spec, stats};
+use crate::store::{BundleKey, Store};
 
 /// The `pass_threshold` default of the results protocol.
 const DEFAULT_PASS_THRESHOLD: f64 = 0.5;

@@ -187,7 +187,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Against the S3-compatible server of infrastructure/local/s3.sh:
-/// `eval "$(infrastructure/local/s3.sh env)"; cargo test -p crucible --lib samples::store -- --ignored`.
+/// `eval "$(infrastructure/local/s3.sh env)"; cargo test -p crucible --lib store:: -- --ignored`.
 #[tokio::test]
 #[ignore = "needs the S3 server of infrastructure/local/s3.sh (its `env` sets CRUCIBLE_TEST_S3_URL)"]
 async fn bundles_go_through_a_real_s3_server_in_one_put_or_in_parts() {
