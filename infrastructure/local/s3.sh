@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # s3.sh - a local S3-compatible server for the samples store's s3:// tests (docs/samples.md):
 # SeaweedFS's `weed` (the release: gomod/seaweedfs/go.mod), built from the Go module proxy into
 # $CACHE (never the repository), listening on 127.0.0.1 only, with one fixed test credential.
@@ -52,7 +53,7 @@ EOF
     log "starting weed (S3 on 127.0.0.1:$S3_PORT)"
     setsid "$SW_BIN/weed" server -dir="$S3_DIR/data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -master.port="$MASTER_PORT" -volume.port=$((MASTER_PORT + 1)) -filer.port=$((MASTER_PORT + 2)) \
-      -volume.max=0 -s3 -s3.port="$S3_PORT" -s3.config="$S3_DIR/s3.json" \
+      -master.volumeSizeLimitMB=64 -volume.max=32 -s3 -s3.port="$S3_PORT" -s3.config="$S3_DIR/s3.json" \
       >"$S3_DIR/weed.log" 2>&1 </dev/null &
     echo $! >"$S3_DIR/weed.pid"
   fi

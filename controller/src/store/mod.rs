@@ -11,14 +11,13 @@
 //! when completed and is aborted when the samples break the protocol.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use zstd::stream::raw::{Decoder, Encoder, InBuffer, Operation, OutBuffer};
@@ -35,9 +34,10 @@ pub const PART_SIZE: usize = 5 * 1024 * 1024;
 const ZSTD_LEVEL: i32 = 3;
 /// Bytes read from the source, and produced by zstd, per step.
 const CHUNK: usize = 64 * 1024;
-/// Limit of one request to an object store, and of opening its connection.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Limit of one request to an object store, and of opening its connection (humantime, as
+/// object_store's config keys take them).
+const REQUEST_TIMEOUT: &str = "60s";
+const CONNECT_TIMEOUT: &str = "10s";
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -115,13 +115,16 @@ impl Store {
                 Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?)
             }
             "s3" => {
+                // reqwest's rustls has no provider of its own and panics without a process
+                // default; an Err means one is already installed, which serves as well.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                // Timeouts as config keys: replacing the client options would drop what the
+                // environment set (AWS_ALLOW_HTTP, proxies).
+                let client = |key| AmazonS3ConfigKey::Client(key);
                 let s3 = AmazonS3Builder::from_env()
                     .with_url(url)
-                    .with_client_options(
-                        ClientOptions::new()
-                            .with_timeout(REQUEST_TIMEOUT)
-                            .with_connect_timeout(CONNECT_TIMEOUT),
-                    )
+                    .with_config(client(ClientConfigKey::Timeout), REQUEST_TIMEOUT)
+                    .with_config(client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
                     .build()
                     .map_err(|e| bad(e.to_string()))?;
                 let prefix = parsed.path().trim_matches('/');
