@@ -9,6 +9,10 @@ CONTROLLER_PID=$LAB/run/crucible-controller.pid
 CONTROLLER_LOG=$LAB/logs/crucible-controller.log
 # Port of the controller's /metrics, /healthz and /readyz when run from these scripts.
 CONTROLLER_PORT=${CRUCIBLE_CONTROLLER_PORT:-18080}
+# Prometheus (built by `cluster.sh tool prometheus`) scraping that port in the e2e tier.
+PROMETHEUS_PORT=${CRUCIBLE_PROMETHEUS_PORT:-19090}
+PROMETHEUS_PID=$LAB/run/prometheus.pid
+PROMETHEUS_DIR=$LAB/prometheus
 # kube 5 needs Rust 1.89 or newer.
 MIN_RUST_MINOR=89
 
@@ -103,4 +107,42 @@ stop_controller() {
     controller_running && kill -9 "$(cat "$CONTROLLER_PID")" 2>/dev/null || true
   fi
   rm -f "$CONTROLLER_PID"
+}
+
+# Starts Prometheus scraping the controller's /metrics every second (TSDB in $PROMETHEUS_DIR,
+# fresh each time, removed with the cluster's state), and waits until it is ready.
+start_prometheus() {
+  local bin deadline
+  bin=$("$CLUSTER" tool prometheus)
+  stop_prometheus
+  rm -rf "$PROMETHEUS_DIR"; mkdir -p "$PROMETHEUS_DIR" "$(dirname "$PROMETHEUS_PID")"
+  cat >"$PROMETHEUS_DIR/prometheus.yml" <<EOF
+global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: crucible
+    static_configs: [{targets: ["127.0.0.1:$CONTROLLER_PORT"]}]
+EOF
+  log "starting Prometheus on 127.0.0.1:$PROMETHEUS_PORT (log: $PROMETHEUS_DIR/prometheus.log)"
+  setsid "$bin" --config.file="$PROMETHEUS_DIR/prometheus.yml" --storage.tsdb.path="$PROMETHEUS_DIR/data" \
+    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >"$PROMETHEUS_DIR/prometheus.log" 2>&1 </dev/null &
+  echo $! >"$PROMETHEUS_PID"
+  deadline=$((SECONDS + 60))
+  until curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" >/dev/null 2>&1; do
+    kill -0 "$(cat "$PROMETHEUS_PID")" 2>/dev/null || { tail -20 "$PROMETHEUS_DIR/prometheus.log" >&2; die "Prometheus exited"; }
+    [ $SECONDS -lt $deadline ] || die "Prometheus is not ready after 60s"
+    sleep 0.5
+  done
+}
+
+stop_prometheus() {
+  local pid deadline
+  [ -f "$PROMETHEUS_PID" ] || return 0
+  pid=$(cat "$PROMETHEUS_PID")
+  if grep -q prometheus "/proc/$pid/cmdline" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 15))
+    while [ -d "/proc/$pid" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PROMETHEUS_PID"
 }

@@ -32,6 +32,7 @@ started_cluster=0
 cleanup() {
   local rc=$?
   stop_controller
+  stop_prometheus
   if [ "$started_cluster" = 1 ] && [ -z "${CRUCIBLE_KEEP_CLUSTER:-}" ]; then
     log "stopping the local cluster"
     "$CLUSTER" down || rc=1
@@ -56,8 +57,10 @@ log "a restart while a retry is pending, with controllers of its own (no other c
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   cargo test -p crucible-e2e --features e2e --test restart
 start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
-log "end-to-end tests"
+start_prometheus
+log "end-to-end tests (Prometheus scrapes the controller for the dashboard test)"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
+export CRUCIBLE_E2E_PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT
 CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID")
 export CRUCIBLE_E2E_CONTROLLER_PID
 cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3 --skip battery::every_attack

@@ -5,6 +5,8 @@
 //! (`infrastructure/local/cluster.sh up`) and a running controller (`scripts/test.sh` starts
 //! both).
 
+pub mod dashboard;
+
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::future::Future;

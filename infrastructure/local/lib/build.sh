@@ -130,3 +130,30 @@ ensure_binaries() {
       $c/cmd/containerd $c/cmd/containerd-shim-runc-v2 $c/cmd/ctr
   fi
 }
+
+# The tools around the cluster, same way (each cached; `up` builds them once):
+# prometheus (cmd/prometheus without the web UI's assets, which only the `builtinassets` build
+# tag embeds, and with static scrape targets only: `remove_all_sd` leaves out the cloud service
+# discoveries, most of its build; the tests use the HTTP API), helm 4 and kube-router (the NetworkPolicy
+# engine; only its firewall runs, see daemons.sh).
+ensure_tool() {   # ensure_tool NAME: builds NAME into its cache directory unless it is there
+  local name=$1
+  case "$name" in
+    prometheus) missing_in "$PROM_BIN" prometheus || return 0; ensure_go
+      go_build prometheus "$PROM_BIN" "-X github.com/prometheus/common/version.Version=$PROM_VERSION" \
+        -tags=remove_all_sd github.com/prometheus/prometheus/cmd/prometheus ;;
+    helm) missing_in "$HELM_BIN" helm || return 0; ensure_go
+      go_build helm "$HELM_BIN" "-X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION" helm.sh/helm/v4/cmd/helm ;;
+    kube-router) missing_in "$KROUTER_BIN" kube-router || return 0; ensure_go
+      go_build kube-router "$KROUTER_BIN" "" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router ;;
+    *) die "unknown tool '$name' (prometheus, helm, kube-router)" ;;
+  esac
+}
+tool_path() {   # tool_path NAME: ensure_tool, then print the binary's path
+  ensure_tool "$1" >&2
+  case "$1" in
+    prometheus) echo "$PROM_BIN/prometheus" ;;
+    helm) echo "$HELM_BIN/helm" ;;
+    kube-router) echo "$KROUTER_BIN/kube-router" ;;
+  esac
+}
