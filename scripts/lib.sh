@@ -110,7 +110,7 @@ stop_controller() {
 }
 
 # Starts Prometheus scraping the controller's /metrics every second (TSDB in $PROMETHEUS_DIR,
-# fresh each time, removed with the cluster's state), and waits until it is ready.
+# fresh each time, removed with the cluster's state), and waits for its first scrape.
 start_prometheus() {
   local bin deadline
   bin=$("$CLUSTER" tool prometheus)
@@ -127,9 +127,10 @@ EOF
     --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >"$PROMETHEUS_DIR/prometheus.log" 2>&1 </dev/null &
   echo $! >"$PROMETHEUS_PID"
   deadline=$((SECONDS + 60))
-  until curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" >/dev/null 2>&1; do
+  # ready, and the first scrape of the controller stored (target discovery takes up to 5 s)
+  until curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/api/v1/query?query=up%3D%3D1" 2>/dev/null | grep -q '"value"'; do
     kill -0 "$(cat "$PROMETHEUS_PID")" 2>/dev/null || { tail -20 "$PROMETHEUS_DIR/prometheus.log" >&2; die "Prometheus exited"; }
-    [ $SECONDS -lt $deadline ] || die "Prometheus is not ready after 60s"
+    [ $SECONDS -lt $deadline ] || die "Prometheus has not scraped the controller after 60s"
     sleep 0.5
   done
 }
