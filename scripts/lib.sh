@@ -70,7 +70,7 @@ start_controller() {
   KUBECONFIG=$("$CLUSTER" kubeconfig) setsid "$ROOT/target/debug/crucible" controller \
     --metrics-addr "127.0.0.1:$CONTROLLER_PORT" --log-filter "info,crucible=debug,kube=warn" \
     --allow-file-git-urls --git-cache-dir "$LAB/git-cache" \
-    --canary-listen-address 10.88.0.1 --canary-allowlist=false "$@" \
+    --canary-listen-address 10.88.0.1 "$@" \
     >"$CONTROLLER_LOG" 2>&1 </dev/null &
   echo $! >"$CONTROLLER_PID"
   local deadline=$((SECONDS + 60))

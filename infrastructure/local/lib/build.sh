@@ -4,7 +4,7 @@
 # proxy (each pinned by a small module of ours in ../gomod/, binaries cached in $CACHE).
 
 PACKAGES=(gcc libc6-dev openssl curl jq iproute2 iptables util-linux runc containernetworking-plugins
-          skopeo umoci debootstrap)
+          skopeo umoci debootstrap ipset)
 
 # up, step 1: packages
 ensure_packages() {

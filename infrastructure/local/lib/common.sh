@@ -40,7 +40,7 @@ CTRD_SOCK=$CTRD_STATE/containerd.sock
 PAUSE_IMAGE=localhost/crucible/pause:k8s-$K8S_VERSION   # build/pause/linux/pause.c of that release
 PY_IMAGE=localhost/crucible/python:3.11
 
-COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-router)
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -67,6 +67,7 @@ bin_of() {
   case "$1" in
     etcd) echo "$ETCD_BIN/etcd" ;;
     containerd) echo "$CTRD_BIN/containerd" ;;
+    kube-router) echo "$KROUTER_BIN/kube-router" ;;
     *) echo "$BIN/$1" ;;
   esac
 }
