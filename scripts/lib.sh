@@ -60,8 +60,7 @@ controller_running() {
 # extra flags given; waits for /readyz (caches synced), then for the sandbox canary to verify
 # the gvisor RuntimeClass (runs wait for it). file:// git URLs are allowed: the examples'
 # repository is published on this machine (examples/git-repo/publish.sh). The canary listens on
-# the bridge address; it does not prove the Allowlist class, because the local CNI does not
-# enforce NetworkPolicy (that canary would fail, and hold every Allowlist run).
+# the bridge address and proves the Allowlist class too (kube-router enforces NetworkPolicy).
 start_controller() {
   (cd "$ROOT" && cargo build -q -p crucible --bin crucible)
   stop_controller

@@ -29,7 +29,11 @@ pub struct Query {
 pub fn queries(dashboard: &Value) -> Result<Vec<Query>, String> {
     let mut out = Vec::new();
     collect_panels(dashboard, &mut out);
-    for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
+    for var in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         if var["type"] != "query" {
             continue;
         }
@@ -40,8 +44,9 @@ pub fn queries(dashboard: &Value) -> Result<Vec<Query>, String> {
             .ok_or_else(|| format!("variable {name} has no query"))?;
         out.push(Query {
             origin: format!("variable {name}"),
-            expr: label_values_as_promql(text)
-                .ok_or_else(|| format!("variable {name}: not label_values(SELECTOR, LABEL): {text}"))?,
+            expr: label_values_as_promql(text).ok_or_else(|| {
+                format!("variable {name}: not label_values(SELECTOR, LABEL): {text}")
+            })?,
         });
     }
     if out.is_empty() {
@@ -67,7 +72,10 @@ fn collect_panels(node: &Value, out: &mut Vec<Query>) {
 
 /// `label_values(SELECTOR, LABEL)` as `count by (LABEL) (SELECTOR)`.
 fn label_values_as_promql(text: &str) -> Option<String> {
-    let inner = text.trim().strip_prefix("label_values(")?.strip_suffix(')')?;
+    let inner = text
+        .trim()
+        .strip_prefix("label_values(")?
+        .strip_suffix(')')?;
     let (selector, label) = inner.rsplit_once(',')?;
     Some(format!("count by ({}) ({})", label.trim(), selector.trim()))
 }
@@ -140,7 +148,15 @@ const MAX_ANSWER: u64 = 4 << 20;
 /// One instant query against Prometheus at `addr` (`host:port`, plain HTTP, as the test
 /// infrastructure starts it), with a deadline for the whole exchange.
 pub async fn instant_query(addr: &str, promql: &str, timeout: Duration) -> Answer {
-    match tokio::time::timeout(timeout, get(addr, &format!("/api/v1/query?query={}", percent_encode(promql)))).await {
+    match tokio::time::timeout(
+        timeout,
+        get(
+            addr,
+            &format!("/api/v1/query?query={}", percent_encode(promql)),
+        ),
+    )
+    .await
+    {
         Ok(Ok(body)) => parse_answer(&body),
         Ok(Err(e)) => Answer::Error(format!("GET from {addr}: {e}")),
         Err(_) => Answer::Error(format!("no answer from {addr} within {timeout:?}")),
@@ -180,7 +196,10 @@ mod tests {
             ]}
         });
         let got = queries(&dashboard).expect("queries");
-        let exprs: Vec<(&str, &str)> = got.iter().map(|q| (q.origin.as_str(), q.expr.as_str())).collect();
+        let exprs: Vec<(&str, &str)> = got
+            .iter()
+            .map(|q| (q.origin.as_str(), q.expr.as_str()))
+            .collect();
         assert_eq!(
             exprs,
             [
@@ -206,10 +225,18 @@ mod tests {
             ("__rate_interval", "1m".to_string()),
         ]);
         assert_eq!(
-            substitute("rate(m{n=~\"$ns\",o=\"${nsx}\"}[$__rate_interval]) + $nsx", &vars).as_deref(),
+            substitute(
+                "rate(m{n=~\"$ns\",o=\"${nsx}\"}[$__rate_interval]) + $nsx",
+                &vars
+            )
+            .as_deref(),
             Ok("rate(m{n=~\"team-a\",o=\"other\"}[1m]) + other")
         );
-        assert!(substitute("m{a=\"$suite\"}", &vars).unwrap_err().contains("$suite"));
+        assert!(
+            substitute("m{a=\"$suite\"}", &vars)
+                .unwrap_err()
+                .contains("$suite")
+        );
     }
 
     #[test]
@@ -228,7 +255,8 @@ mod tests {
         assert_eq!(parse_answer(empty), Answer::Series(0));
         let scalar = r#"{"status":"success","data":{"resultType":"scalar","result":[1,"0"]}}"#;
         assert_eq!(parse_answer(scalar), Answer::Series(1));
-        let error = r#"{"status":"error","errorType":"bad_data","error":"parse error: unexpected"}"#;
+        let error =
+            r#"{"status":"error","errorType":"bad_data","error":"parse error: unexpected"}"#;
         assert_eq!(
             parse_answer(error),
             Answer::Error("bad_data: parse error: unexpected".into())
