@@ -103,8 +103,8 @@ report(interfaces=len(interfaces))
 /// the unlisted port stays reachable (bounded; `unprotectedMs`, 0 when the first try is refused)
 /// and sends `allowlist-early` meanwhile, so the verdict reports that window instead of hiding it.
 const ALLOWLIST: &str = r#"
-def connect(port, payload):
-    s = socket.create_connection((os.environ["HOST"], int(os.environ[port])), timeout=3)
+def connect(port, payload, timeout=3):
+    s = socket.create_connection((os.environ["HOST"], int(os.environ[port])), timeout=timeout)
     s.sendall(payload)
     s.recv(16)
     s.close()
@@ -118,8 +118,9 @@ while time.monotonic() - start < 30:
     unprotected = time.monotonic() - start
     time.sleep(0.2)
 print("unlisted port reachable for the first %.1f s" % unprotected, flush=True)
-attempt("allowed", lambda: connect("ALLOWED_PORT", b"allowlist"))
-attempt("unlisted", lambda: connect("UNLISTED_PORT", b"allowlist"))
+# a ptrace sandbox on a busy node can take seconds to connect: a timeout here is no proof
+attempt("allowed", lambda: connect("ALLOWED_PORT", b"allowlist", 15))
+attempt("unlisted", lambda: connect("UNLISTED_PORT", b"allowlist", 15))
 report(unprotectedMs=int(unprotected * 1000))
 "#;
 
@@ -801,11 +802,6 @@ async fn sample_throttling(client: Client, ns: String, name: &str) -> Verdict {
             .parse::<f64>()
             .map_err(|e| format!("{path}: {e}"))
     };
-    // The run reads Running once its pod is bound; the kubelet creates the pod's cgroup after.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::path::Path::new(&acct).exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
     let quota =
         number(&format!("{cpu}/cpu.cfs_quota_us"))? / number(&format!("{cpu}/cpu.cfs_period_us"))?;
     let (periods0, throttled0) = (stat("nr_periods ")?, stat("nr_throttled ")?);
@@ -892,7 +888,12 @@ async fn control_row(client: &Client, ns: &str, l: &Listeners) -> Row {
             "a listener received something not from the control pod: {leak}"
         ))
     } else {
-        Ok(format!("listeners received only: {}", seen.join(" ")))
+        let own: Vec<&str> = seen
+            .iter()
+            .filter(|s| !s.contains(":allowlist"))
+            .map(String::as_str)
+            .collect();
+        Ok(format!("listeners received only: {}", own.join(" ")))
     };
     Row {
         scenario: "egress control (runc pod)".into(),
