@@ -207,8 +207,6 @@ async fn run(client: Client, bin: String, ns: String, system: String) {
     let _controller = Controller::start(&bin, &ns, &system);
     let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
     apply_evaluation(&client, &ns, &evaluation("held", "")).await;
-    let allowlist = "  sandbox: {network: Allowlist, egress: [{cidr: 10.88.0.1/32, ports: [9]}]}\n";
-    apply_evaluation(&client, &ns, &evaluation("allowlisted", allowlist)).await;
 
     let prefix = format!("SandboxUnverified: {FAKE}: kernel: the sandbox runs kernel ");
     let held = wait_held(&api, "held", &prefix).await;
@@ -222,16 +220,9 @@ async fn run(client: Client, bin: String, ns: String, system: String) {
     assert_eq!(fake["type"], "SandboxVerified");
     assert_eq!(fake["reason"], "Kernel", "{fake}");
     // NetworkPolicy is enforced (kube-router): the Allowlist canary reached the port its policy
-    // allows and not the other one, so its class is proven and its run is not held.
+    // allows and not the other one, so its class is proven (its run, below, is not held).
     let net = wait_condition(&configmaps, "gvisor-net", "True").await;
     assert_eq!(net["reason"], "Verified", "{net}");
-    let allowlisted = wait_finished(&api, "allowlisted", Duration::from_secs(120)).await;
-    let status = allowlisted.status.expect("status");
-    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
-    assert_eq!(
-        status.sandbox.and_then(|s| s.runtime_class_name).as_deref(),
-        Some("gvisor-net")
-    );
     let gpu = condition(&configmaps, "gvisor-nvproxy")
         .await
         .expect("GPU class listed");
@@ -276,6 +267,15 @@ async fn run(client: Client, bin: String, ns: String, system: String) {
         peak.load(std::sync::atomic::Ordering::SeqCst),
         0,
         "no Evaluation pod while held"
+    );
+    let allowlist = "  sandbox: {network: Allowlist, egress: [{cidr: 10.88.0.1/32, ports: [9]}]}\n";
+    apply_evaluation(&client, &ns, &evaluation("allowlisted", allowlist)).await;
+    let allowlisted = wait_finished(&api, "allowlisted", Duration::from_secs(120)).await;
+    let status = allowlisted.status.expect("status");
+    assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
+    assert_eq!(
+        status.sandbox.and_then(|s| s.runtime_class_name).as_deref(),
+        Some("gvisor-net")
     );
 
     // The same class with the gVisor handler: the watch notices, the canary proves it, and the
