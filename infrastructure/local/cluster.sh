@@ -19,6 +19,7 @@
 #                      cache (what `crucible run` needs; no Kubernetes build, no cluster)
 #   import-image TAR   import an OCI/docker archive into containerd's k8s.io namespace
 #   env                print `export KUBECONFIG=...; export PATH=...` for eval "$(cluster.sh env)"
+#   tool NAME          build (once, cached) and print the path of prometheus, helm or kube-router
 #
 # Environment (all optional):
 #   CRUCIBLE_CACHE   kept across `down`: ${XDG_CACHE_HOME:-$HOME/.cache}/crucible
@@ -58,7 +59,7 @@ INFRA_DIR=$(dirname "$SCRIPT_DIR")
 # shellcheck source=lib/daemons.sh
 . "$SCRIPT_DIR/lib/daemons.sh"
 
-usage() { sed -n '8,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '8,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
   local sub=${1:-}; [ $# -gt 0 ] && shift
@@ -72,6 +73,7 @@ main() {
     image) cmd_image ;;
     import-image) cmd_import_image "$@" ;;
     env) print_env ;;
+    tool) [ $# = 1 ] || die "usage: $0 tool prometheus|helm|kube-router"; tool_path "$1" ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

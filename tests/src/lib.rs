@@ -10,6 +10,8 @@
 
 pub mod provider;
 
+pub mod dashboard;
+
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::future::Future;
