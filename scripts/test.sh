@@ -27,7 +27,7 @@ log "cargo test (unit, mock API server, CRD drift, examples)"
 cargo test --workspace
 log "cluster script checks"
 bash infrastructure/local/selftest.sh
-log "Argo CD health check cases (Lua 5.1)"
+log "Argo CD health check cases (gopher-lua, as Argo CD runs them)"
 bash infrastructure/gitops/test.sh
 
 started_cluster=0
@@ -60,6 +60,9 @@ KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \
 log "a restart while a retry is pending, with controllers of its own (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   cargo test -p crucible-e2e --features e2e --test restart
+log "a node lost under a deleted run's pod: the kubelet stops, the slot is freed at the pod's release time"
+KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
+  CRUCIBLE_CLUSTER=$CLUSTER cargo test -p crucible-e2e --features e2e --test lostnode
 start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
 start_prometheus
 log "end-to-end tests (Prometheus scrapes the controller for the dashboard test)"

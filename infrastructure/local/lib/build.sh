@@ -135,7 +135,8 @@ ensure_binaries() {
 # prometheus (cmd/prometheus without the web UI's assets, which only the `builtinassets` build
 # tag embeds, and with static scrape targets only: `remove_all_sd` leaves out the cloud service
 # discoveries, most of its build; the tests use the HTTP API), helm 4 and kube-router (the NetworkPolicy
-# engine; only its firewall runs, see daemons.sh).
+# engine; only its firewall runs, see daemons.sh), and gitops-health (ours: what Flux's kstatus and
+# Argo CD's gopher-lua say of our objects, infrastructure/gitops/).
 # Their Go build cache is thrown away after the build (about 4.6 GB for the three, of little use
 # once the binary is cached; the shared one keeps Kubernetes').
 ensure_tool() {   # ensure_tool NAME: builds NAME into its cache directory unless it is there
@@ -149,7 +150,9 @@ ensure_tool() {   # ensure_tool NAME: builds NAME into its cache directory unles
       go_build helm "$HELM_BIN" "-X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION" helm.sh/helm/v4/cmd/helm ;;
     kube-router) missing_in "$KROUTER_BIN" kube-router || return 0; ensure_go
       go_build kube-router "$KROUTER_BIN" "" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router ;;
-    *) die "unknown tool '$name' (prometheus, helm, kube-router)" ;;
+    gitops-health) missing_in "$GITOPS_HEALTH_BIN" gitops-health || return 0; ensure_go
+      go_build gitops-health "$GITOPS_HEALTH_BIN" "" . ;;
+    *) die "unknown tool '$name' (prometheus, helm, kube-router, gitops-health)" ;;
   esac
   rm -rf "$GO_BUILD_CACHE"
 }
@@ -159,5 +162,6 @@ tool_path() {   # tool_path NAME: ensure_tool, then print the binary's path
     prometheus) echo "$PROM_BIN/prometheus" ;;
     helm) echo "$HELM_BIN/helm" ;;
     kube-router) echo "$KROUTER_BIN/kube-router" ;;
+    gitops-health) echo "$GITOPS_HEALTH_BIN/gitops-health" ;;
   esac
 }

@@ -24,6 +24,8 @@ CTRD_BIN=$CACHE/containerd-$CTRD_VERSION/bin
 PROM_BIN=$CACHE/prometheus-$PROM_VERSION/bin
 HELM_BIN=$CACHE/helm-$HELM_VERSION/bin
 KROUTER_BIN=$CACHE/kube-router-$KROUTER_VERSION/bin
+# Our own program (gomod/gitops-health): cached by a digest of its source, so an edit rebuilds it.
+GITOPS_HEALTH_BIN=$CACHE/gitops-health-$(cat "$GOMOD"/gitops-health/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)/bin
 RUNSC_DIR=$CACHE/runsc     # runsc's Debian package, unpacked (see package in it)
 IMAGES=$CACHE/images
 KUBECTL=$BIN/kubectl
