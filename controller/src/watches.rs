@@ -175,6 +175,10 @@ impl Routes {
             tokio::time::sleep(wait).await;
             // At least the release time, whatever the wall clock says.
             let now = Time(jiff::Timestamp::now().max(at.0));
+            tracing::info!(
+                %namespace, evaluation_uid = %uid,
+                "a deleted run's pod is past its release time: its admission is looked at again"
+            );
             routes.free_gone_at(&namespace, &uid, now);
         });
     }

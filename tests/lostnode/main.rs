@@ -110,6 +110,14 @@ async fn a_deleted_runs_pod_on_a_lost_node_frees_its_slot_at_its_release_time() 
             admitted.status.and_then(|s| s.pod_name).is_some(),
             "b has a pod"
         );
+        // The release came from the controller's timer, not from a pod event (the node
+        // controller updates the lost node's pods once it marks the node NotReady, which would
+        // free the slot too, later).
+        let log = std::fs::read_to_string(std::env::temp_dir().join(LOG)).expect("controller log");
+        assert!(
+            log.contains("past its release time"),
+            "b was admitted, but not by the release-time timer"
+        );
         drop(lost);
         let b = wait_finished(&api, "b", Duration::from_secs(180)).await;
         assert_eq!(b.status.and_then(|s| s.phase), Some(Phase::Succeeded));
