@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::bounds::{
     self, MAX_CIDR_LEN, MAX_DURATION_LEN, MAX_EGRESS, MAX_GIT_PATH_LEN, MAX_IMAGE_LEN, MAX_METRICS,
-    MAX_NAME_LEN, MAX_REF_LEN, MAX_SUMMARY, MAX_URL_LEN,
+    MAX_NAME_LEN, MAX_REF_LEN, MAX_RUN_MODELS, MAX_SUMMARY, MAX_URL_LEN,
 };
+use crate::crd::model::{ModelBudget, ModelRef, ModelUsage, RecordCalls};
 
 /// Go-style duration such as `90s`, `10m` or `1h30m`.
 const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
@@ -100,6 +101,18 @@ pub struct EvaluationSpec {
     /// True stops the run now; phase becomes Cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel: Option<bool>,
+    /// Models the run may call through the model gateway, each served by a ModelEndpoint of
+    /// this namespace; the provider key never enters the sandbox (docs/models.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_RUN_MODELS))]
+    pub models: Option<Vec<ModelRef>>,
+    /// Limits on the run's model calls (`calls`, `tokens`, `costUSD`); needs `models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<ModelBudget>,
+    /// What the call ledger keeps of each model call: `Digests` (default) or `Full` (the
+    /// bodies too); needs `models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_calls: Option<RecordCalls>,
 }
 
 /// Source of the evaluation code: exactly one of `inline` or `git`.
@@ -315,6 +328,9 @@ pub struct EvaluationStatus {
     /// The last 10 finished runs, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// What the current run's model calls used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ModelUsage>,
 }
 
 /// Lifecycle phase of a run.

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod call;
 pub mod catalog;
 pub mod expiring;
+pub mod grant;
 pub mod ledger;
 pub mod metrics;
 pub mod proxy;
