@@ -10,6 +10,7 @@
 pub mod budget;
 pub mod call;
 pub mod catalog;
+pub mod endpoint;
 pub mod expiring;
 pub mod grant;
 pub mod ledger;
