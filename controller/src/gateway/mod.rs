@@ -4,8 +4,10 @@
 //! settles the budget with the provider's reported usage and appends the call to the run's
 //! ledger.
 //!
-//! Pure parts: `token` (capability tokens), `budget` (accounting), `usage` (reading reported
-//! usage from responses), `ledger` (the hash chain; its file sink is the one I/O there).
+//! Pure parts: `token` (capability tokens), `grant` (a run's token from its Evaluation),
+//! `endpoint` (whether a ModelEndpoint and its Secret may be used), `budget` (accounting),
+//! `usage` (reading reported usage from responses), `ledger` (the hash chain; its file sink is
+//! the one I/O there).
 
 pub mod budget;
 pub mod call;
