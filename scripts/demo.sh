@@ -49,6 +49,18 @@ check_expectations() {
   log "every example reached the outcome its '# expect:' line states"
 }
 
+# What Flux (kstatus) and Argo CD (health.lua under gopher-lua) say of the finished examples,
+# computed by the code they run (infrastructure/gitops/README.md): it must agree with each
+# example's `# expect:` line, and nothing finished may read as still in progress.
+check_gitops_health() {
+  local checker
+  checker=$("$CLUSTER" tool gitops-health)
+  "${KUBECTL[@]}" -n "$NS" get evaluations,evaluationsuites -o json \
+    | "$checker" live infrastructure/gitops/argocd/health.lua examples/evaluations \
+    || die "Flux's or Argo CD's health of an example disagrees with its '# expect:' line"
+  log "kstatus and Argo CD's health.lua agree with every example's '# expect:' line"
+}
+
 if [ "${1:-}" = down ]; then
   stop_controller
   "$CLUSTER" down
@@ -78,6 +90,7 @@ echo
 "${KUBECTL[@]}" -n "$NS" get evaluationsuites,evaluationquotas
 echo
 check_expectations
+check_gitops_health
 cat <<MSG
 
 Explore:  eval "\$($CLUSTER env)"; kubectl -n $NS get evaluation arithmetic -o yaml

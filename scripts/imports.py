@@ -27,8 +27,8 @@ GROUP = re.compile(r"crate::((?:[a-z_][a-z0-9_]*::)*)\{([^}]*)\}", re.S)
 LAYERS = [
     ("foundation", "crd config quantity duration digest labels error metrics events ssa http "
                    "telemetry ownership requeue runner"),
-    ("run model", "run"),
-    ("services", "cache source stop canary leader system_namespace selftest gateway"),
+    ("run model", "run samples"),
+    ("services", "cache source store stop canary leader system_namespace selftest gateway"),
     ("admission", "admission"),
     ("watches", "watches"),
     ("controllers", "evaluation suite"),

@@ -9,6 +9,10 @@ CONTROLLER_PID=$LAB/run/crucible-controller.pid
 CONTROLLER_LOG=$LAB/logs/crucible-controller.log
 # Port of the controller's /metrics, /healthz and /readyz when run from these scripts.
 CONTROLLER_PORT=${CRUCIBLE_CONTROLLER_PORT:-18080}
+# Prometheus (built by `cluster.sh tool prometheus`) scraping that port in the e2e tier.
+PROMETHEUS_PORT=${CRUCIBLE_PROMETHEUS_PORT:-19090}
+PROMETHEUS_PID=$LAB/run/prometheus.pid
+PROMETHEUS_DIR=$LAB/prometheus
 # kube 5 needs Rust 1.89 or newer.
 MIN_RUST_MINOR=89
 
@@ -56,8 +60,7 @@ controller_running() {
 # extra flags given; waits for /readyz (caches synced), then for the sandbox canary to verify
 # the gvisor RuntimeClass (runs wait for it). file:// git URLs are allowed: the examples'
 # repository is published on this machine (examples/git-repo/publish.sh). The canary listens on
-# the bridge address; it does not prove the Allowlist class, because the local CNI does not
-# enforce NetworkPolicy (that canary would fail, and hold every Allowlist run).
+# the bridge address and proves the Allowlist class too (kube-router enforces NetworkPolicy).
 start_controller() {
   (cd "$ROOT" && cargo build -q -p crucible --bin crucible)
   stop_controller
@@ -66,7 +69,7 @@ start_controller() {
   KUBECONFIG=$("$CLUSTER" kubeconfig) setsid "$ROOT/target/debug/crucible" controller \
     --metrics-addr "127.0.0.1:$CONTROLLER_PORT" --log-filter "info,crucible=debug,kube=warn" \
     --allow-file-git-urls --git-cache-dir "$LAB/git-cache" \
-    --canary-listen-address 10.88.0.1 --canary-allowlist=false "$@" \
+    --canary-listen-address 10.88.0.1 "$@" \
     >"$CONTROLLER_LOG" 2>&1 </dev/null &
   echo $! >"$CONTROLLER_PID"
   local deadline=$((SECONDS + 60))
@@ -103,4 +106,43 @@ stop_controller() {
     controller_running && kill -9 "$(cat "$CONTROLLER_PID")" 2>/dev/null || true
   fi
   rm -f "$CONTROLLER_PID"
+}
+
+# Starts Prometheus scraping the controller's /metrics every second (TSDB in $PROMETHEUS_DIR,
+# fresh each time, removed with the cluster's state), and waits for its first scrape.
+start_prometheus() {
+  local bin deadline
+  bin=$("$CLUSTER" tool prometheus)
+  stop_prometheus
+  rm -rf "$PROMETHEUS_DIR"; mkdir -p "$PROMETHEUS_DIR" "$(dirname "$PROMETHEUS_PID")"
+  cat >"$PROMETHEUS_DIR/prometheus.yml" <<EOF
+global: {scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}
+scrape_configs:
+  - job_name: crucible
+    static_configs: [{targets: ["127.0.0.1:$CONTROLLER_PORT"]}]
+EOF
+  log "starting Prometheus on 127.0.0.1:$PROMETHEUS_PORT (log: $PROMETHEUS_DIR/prometheus.log)"
+  setsid "$bin" --config.file="$PROMETHEUS_DIR/prometheus.yml" --storage.tsdb.path="$PROMETHEUS_DIR/data" \
+    --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >"$PROMETHEUS_DIR/prometheus.log" 2>&1 </dev/null &
+  echo $! >"$PROMETHEUS_PID"
+  deadline=$((SECONDS + 60))
+  # ready, and the first scrape of the controller stored (target discovery takes up to 5 s)
+  until curl -fsS "http://127.0.0.1:$PROMETHEUS_PORT/api/v1/query?query=up%3D%3D1" 2>/dev/null | grep -q '"value"'; do
+    kill -0 "$(cat "$PROMETHEUS_PID")" 2>/dev/null || { tail -20 "$PROMETHEUS_DIR/prometheus.log" >&2; die "Prometheus exited"; }
+    [ $SECONDS -lt $deadline ] || die "Prometheus has not scraped the controller after 60s"
+    sleep 0.5
+  done
+}
+
+stop_prometheus() {
+  local pid deadline
+  [ -f "$PROMETHEUS_PID" ] || return 0
+  pid=$(cat "$PROMETHEUS_PID")
+  if grep -q prometheus "/proc/$pid/cmdline" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    deadline=$((SECONDS + 15))
+    while [ -d "/proc/$pid" ] && [ $SECONDS -lt $deadline ]; do sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$PROMETHEUS_PID"
 }

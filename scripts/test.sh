@@ -3,8 +3,10 @@
 # tests, checks of the cluster scripts and the Argo CD health check, then the end-to-end tier
 # against a real local Kubernetes + gVisor cluster (started here, stopped at the end even on
 # failure): the README's demo (scripts/demo.sh, every example's `# expect:` checked), the
-# sandbox canary, every example, sandbox, network, the attack battery, lifecycle, quota, suites,
-# git, emergency stop, leader failover, and the Helm chart installed and tested.
+# kubectl's strict field validation of every example and explain of every field, the sandbox
+# canary, every example, sandbox, network, the attack battery, lifecycle, quota, suites, the
+# Grafana dashboard against Prometheus, git, emergency stop, leader failover, and the Helm chart
+# installed and tested (Helm 4).
 #
 #   sudo bash scripts/test.sh
 #
@@ -25,13 +27,14 @@ log "cargo test (unit, mock API server, CRD drift, examples)"
 cargo test --workspace
 log "cluster script checks"
 bash infrastructure/local/selftest.sh
-log "Argo CD health check cases (Lua 5.1)"
+log "Argo CD health check cases (gopher-lua, as Argo CD runs them)"
 bash infrastructure/gitops/test.sh
 
 started_cluster=0
 cleanup() {
   local rc=$?
   stop_controller
+  stop_prometheus
   if [ "$started_cluster" = 1 ] && [ -z "${CRUCIBLE_KEEP_CLUSTER:-}" ]; then
     log "stopping the local cluster"
     "$CLUSTER" down || rc=1
@@ -48,6 +51,8 @@ log "the README's demo, as a new user runs it (checks every example's '# expect:
 bash scripts/demo.sh
 stop_controller
 "$CLUSTER" kubectl delete namespace crucible-demo --wait=false >/dev/null
+log "kubectl of the cluster's release: every example applied with --validate=strict, explain shows every field"
+python3 scripts/clients.py
 cargo build -q -p crucible --bin crucible; CRUCIBLE_BIN=$ROOT/target/debug/crucible cargo test -p crucible-e2e --features e2e --test local  # crucible run: examples, hostile results, forgery, sandbox (runsc, no cluster)
 log "sandbox canary with its own controller (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \
@@ -55,9 +60,14 @@ KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \
 log "a restart while a retry is pending, with controllers of its own (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   cargo test -p crucible-e2e --features e2e --test restart
+log "a node lost under a deleted run's pod: the kubelet stops, the slot is freed at the pod's release time"
+KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
+  CRUCIBLE_CLUSTER=$CLUSTER cargo test -p crucible-e2e --features e2e --test lostnode
 start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
-log "end-to-end tests"
+start_prometheus
+log "end-to-end tests (Prometheus scrapes the controller for the dashboard test)"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
+export CRUCIBLE_E2E_PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT
 CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID")
 export CRUCIBLE_E2E_CONTROLLER_PID
 cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3 --skip battery::every_attack
@@ -70,6 +80,6 @@ CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-syst
 log "leader election failover (kills the controller started above)"
 CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID") \
   CRUCIBLE_SYSTEM_NAMESPACE=crucible-system cargo test -p crucible-e2e --features e2e --test failover
-log "Helm chart: lint, render + validate for 1.20, install + helm test + uninstall"
+log "Helm chart (Helm 4): lint, render + validate for 1.20, install + helm test + uninstall"
 bash charts/test.sh --cluster
 log "all tests passed"

@@ -18,7 +18,7 @@ pub fn framed_sha256_hex<'a>(fields: impl IntoIterator<Item = &'a [u8]>) -> Stri
     hex(&hasher.finalize())
 }
 
-/// Lower-case hex of bytes (a finished digest).
+/// Lower-case hex of bytes (a finished digest, or one computed while streaming).
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -19,6 +19,9 @@
 #                      cache (what `crucible run` needs; no Kubernetes build, no cluster)
 #   import-image TAR   import an OCI/docker archive into containerd's k8s.io namespace
 #   env                print `export KUBECONFIG=...; export PATH=...` for eval "$(cluster.sh env)"
+#   tool NAME          build (once, cached) and print the path of prometheus, helm, kube-router
+#                      or gitops-health
+#   stop-kubelet       stop only the kubelet (a lost node, for tests); `up` starts it again
 #
 # Environment (all optional):
 #   CRUCIBLE_CACHE   kept across `down`: ${XDG_CACHE_HOME:-$HOME/.cache}/crucible
@@ -58,7 +61,7 @@ INFRA_DIR=$(dirname "$SCRIPT_DIR")
 # shellcheck source=lib/daemons.sh
 . "$SCRIPT_DIR/lib/daemons.sh"
 
-usage() { sed -n '8,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '8,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
   local sub=${1:-}; [ $# -gt 0 ] && shift
@@ -72,6 +75,8 @@ main() {
     image) cmd_image ;;
     import-image) cmd_import_image "$@" ;;
     env) print_env ;;
+    tool) [ $# = 1 ] || die "usage: $0 tool prometheus|helm|kube-router|gitops-health"; tool_path "$1" ;;
+    stop-kubelet) need_root; stop_daemon kubelet ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
   esac

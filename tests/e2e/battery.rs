@@ -5,7 +5,9 @@
 //!
 //! Network attacks target only listeners this test opens itself on the node's bridge address
 //! 10.88.0.1; a runc pod of the test's own proves those listeners are reachable from the pod
-//! network, so a failed attempt from the sandbox is the sandbox's doing.
+//! network, so a failed attempt from the sandbox is the sandbox's doing. An `Allowlist` run
+//! (NetworkPolicy, enforced by the cluster's policy engine) reaches its allowed port and not a
+//! second one, which the control reaches.
 //!
 //! A summary table (scenario | expected | observed | proved) is printed at the end and written
 //! to `target/tmp/attack-battery.txt` (scripts/test.sh prints it after the e2e tier).
@@ -81,12 +83,45 @@ def dns():
     reply = s.recvfrom(512)[0]
     if reply[:2] != query[:2]:
         raise OSError(errno.EPROTO, "not an answer to the query")
+def unlisted():
+    s = socket.create_connection((host, int(os.environ["UNLISTED_PORT"])), timeout=3)
+    s.sendall((token + "-unlisted").encode())
+    s.recv(16)
+    s.close()
 attempt("tcp", tcp)
 attempt("udp", udp)
 attempt("dns", dns)
+attempt("unlisted", unlisted)
 interfaces = sorted(name for _, name in socket.if_nameindex())
 print("interfaces:", interfaces)
 report(interfaces=len(interfaces))
+"#;
+
+/// From an `Allowlist` sandbox whose only egress rule is the allowed port: that port, then the
+/// unlisted one (same host). A policy engine may program a new pod's rules after it starts
+/// (kube-router 2.1 does, cloudnativelabs/kube-router#873): the script first measures how long
+/// the unlisted port stays reachable (bounded; `unprotectedMs`, 0 when the first try is refused)
+/// and sends `allowlist-early` meanwhile, so the verdict reports that window instead of hiding it.
+const ALLOWLIST: &str = r#"
+def connect(port, payload, timeout=3):
+    s = socket.create_connection((os.environ["HOST"], int(os.environ[port])), timeout=timeout)
+    s.sendall(payload)
+    s.recv(16)
+    s.close()
+start = time.monotonic()
+unprotected = 0.0
+while time.monotonic() - start < 30:
+    try:
+        connect("UNLISTED_PORT", b"allowlist-early")
+    except OSError:
+        break
+    unprotected = time.monotonic() - start
+    time.sleep(0.2)
+print("unlisted port reachable for the first %.1f s" % unprotected, flush=True)
+# a ptrace sandbox on a busy node can take seconds to connect: a timeout here is no proof
+attempt("allowed", lambda: connect("ALLOWED_PORT", b"allowlist", 15))
+attempt("unlisted", lambda: connect("UNLISTED_PORT", b"allowlist", 15))
+report(unprotectedMs=int(unprotected * 1000))
 "#;
 
 const WRITES: &str = r#"
@@ -285,9 +320,12 @@ result = {"score": 0.25 + 0.75 * right, "passed": bool(right),
 open(os.environ["CRUCIBLE_RESULT_PATH"], "w").write(json.dumps(result))
 "#;
 
-/// Listeners of the network attacks on the bridge address; every payload they receive is kept.
+/// Listeners of the network attacks on the bridge address; every payload they receive is kept,
+/// as `PROTO:payload` (`allowed` and `unlisted` are the two TCP ports of the Allowlist case).
 struct Listeners {
     tcp: u16,
+    allowed: u16,
+    unlisted: u16,
     udp: u16,
     dns: u16,
     seen: Arc<Mutex<Vec<String>>>,
@@ -298,33 +336,18 @@ impl Listeners {
     fn open() -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let tcp = TcpListener::bind((BRIDGE, 0)).expect("bind TCP on the bridge address");
-        tcp.set_nonblocking(true).expect("nonblocking");
         let udp = UdpSocket::bind((BRIDGE, 0)).expect("bind UDP on the bridge address");
         let dns = UdpSocket::bind((BRIDGE, 0)).expect("bind DNS on the bridge address");
         let port = |a: std::io::Result<std::net::SocketAddr>| a.expect("local address").port();
         let listeners = Listeners {
-            tcp: port(tcp.local_addr()),
+            tcp: serve_tcp("tcp", &seen, &stop),
+            allowed: serve_tcp("allowed", &seen, &stop),
+            unlisted: serve_tcp("unlisted", &seen, &stop),
             udp: port(udp.local_addr()),
             dns: port(dns.local_addr()),
             seen: seen.clone(),
             stop: stop.clone(),
         };
-        let (seen2, stop2) = (seen.clone(), stop.clone());
-        std::thread::spawn(move || {
-            while !stop2.load(Ordering::SeqCst) {
-                let Ok((mut conn, _)) = tcp.accept() else {
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                };
-                let mut buf = [0u8; 64];
-                let _ = conn.set_nonblocking(false);
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
-                let n = conn.read(&mut buf).unwrap_or(0);
-                record(&seen2, "tcp", &buf[..n]);
-                let _ = conn.write_all(b"ok");
-            }
-        });
         for (proto, socket) in [("udp", udp), ("dns", dns)] {
             let (seen, stop) = (seen.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -356,6 +379,30 @@ impl Drop for Listeners {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// A TCP listener on the bridge address that records what each connection sends and answers
+/// "ok"; returns its port.
+fn serve_tcp(proto: &'static str, seen: &Arc<Mutex<Vec<String>>>, stop: &Arc<AtomicBool>) -> u16 {
+    let tcp = TcpListener::bind((BRIDGE, 0)).expect("bind TCP on the bridge address");
+    tcp.set_nonblocking(true).expect("nonblocking");
+    let port = tcp.local_addr().expect("local address").port();
+    let (seen, stop) = (seen.clone(), stop.clone());
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            let Ok((mut conn, _)) = tcp.accept() else {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            let mut buf = [0u8; 64];
+            let _ = conn.set_nonblocking(false);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(3)));
+            let n = conn.read(&mut buf).unwrap_or(0);
+            record(&seen, proto, &buf[..n]);
+            let _ = conn.write_all(b"ok");
+        }
+    });
+    port
 }
 
 fn record(seen: &Mutex<Vec<String>>, proto: &str, payload: &[u8]) {
@@ -394,6 +441,8 @@ fn egress_env(l: &Listeners, token: &str) -> serde_json::Value {
         {"name": "TCP_PORT", "value": l.tcp.to_string()},
         {"name": "UDP_PORT", "value": l.udp.to_string()},
         {"name": "DNS_PORT", "value": l.dns.to_string()},
+        {"name": "ALLOWED_PORT", "value": l.allowed.to_string()},
+        {"name": "UNLISTED_PORT", "value": l.unlisted.to_string()},
     ])
 }
 
@@ -465,6 +514,7 @@ type Sample = Arc<Mutex<Option<Verdict>>>;
 
 fn scenarios(l: &Listeners, cpu_sample: Sample) -> Vec<Scenario> {
     let succeeded = |status: &EvaluationStatus| phase_reason(status, Phase::Succeeded, "Passed");
+    let seen = l.seen.clone();
     vec![
         Scenario {
             evaluation: attack(
@@ -475,11 +525,48 @@ fn scenarios(l: &Listeners, cpu_sample: Sample) -> Vec<Scenario> {
             expected: "Succeeded; TCP, UDP, DNS to 10.88.0.1 fail; only lo",
             verify: Box::new(move |s| {
                 succeeded(s)?;
-                let proof = all_failed(s, &["tcp", "udp", "dns"])?;
+                let proof = all_failed(s, &["tcp", "udp", "dns", "unlisted"])?;
                 match metric(s, "interfaces")? {
                     1.0 => Ok(format!("{proof}; interfaces: lo only")),
                     n => Err(format!("{n} interfaces: {}", tail(s))),
                 }
+            }),
+        },
+        Scenario {
+            evaluation: attack(
+                "allowlist",
+                ALLOWLIST,
+                serde_json::json!({
+                    "env": egress_env(l, "allowlist"),
+                    "sandbox": {"network": "Allowlist",
+                                "egress": [{"cidr": format!("{BRIDGE}/32"), "ports": [l.allowed]}]},
+                }),
+            ),
+            expected: "Succeeded; the allowlisted port answers, a second port of the same host does not",
+            verify: Box::new(move |s| {
+                succeeded(s)?;
+                let allowed = metric(s, "allowed")?;
+                if allowed != 0.0 {
+                    return Err(format!("the allowed port did not answer (errno {allowed})"));
+                }
+                let received = seen.lock().map(|v| v.clone()).unwrap_or_default();
+                if !received.iter().any(|r| r == "allowed:allowlist") {
+                    return Err(format!(
+                        "the allowed listener saw no connection: {received:?}"
+                    ));
+                }
+                if received.iter().any(|r| r == "unlisted:allowlist") {
+                    return Err(
+                        "the unlisted port was reached after the policy was in force".into(),
+                    );
+                }
+                let proof = all_failed(s, &["unlisted"])?;
+                Ok(match metric(s, "unprotectedMs")? {
+                    0.0 => format!("allowed port answered; {proof}; isolated from the first try"),
+                    ms => format!(
+                        "allowed port answered; {proof}; but the unlisted port was reachable for the first {ms} ms (the engine programs new pods asynchronously)"
+                    ),
+                })
             }),
         },
         Scenario {
@@ -785,23 +872,32 @@ async fn control_row(client: &Client, ns: &str, l: &Listeners) -> Row {
         .find_map(|l| l.strip_prefix("CRUCIBLE_RESULT "))
         .and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok());
     let seen = l.seen();
-    let reached = ["tcp", "udp", "dns"]
+    let reached = ["tcp", "udp", "dns", "unlisted"]
         .into_iter()
         .all(|p| result.as_ref().is_some_and(|r| r["metrics"][p] == 0));
     let proved = if !reached {
         Err(format!(
             "the control pod did not reach every listener: {log}"
         ))
-    } else if let Some(leak) = seen.iter().find(|s| !s.contains("control")) {
+    } else if let Some(leak) = seen
+        .iter()
+        // the Allowlist scenario's own connections are judged by its row
+        .find(|s| !s.contains("control") && !s.contains(":allowlist"))
+    {
         Err(format!(
             "a listener received something not from the control pod: {leak}"
         ))
     } else {
-        Ok(format!("listeners received only: {}", seen.join(" ")))
+        let own: Vec<&str> = seen
+            .iter()
+            .filter(|s| !s.contains(":allowlist"))
+            .map(String::as_str)
+            .collect();
+        Ok(format!("listeners received only: {}", own.join(" ")))
     };
     Row {
         scenario: "egress control (runc pod)".into(),
-        expected: "reaches all 3 listeners; they see nothing else",
+        expected: "reaches the TCP, UDP, DNS and unlisted listeners; they see nothing else",
         observed: format!("pod {phase}"),
         proved,
     }

@@ -4,6 +4,7 @@
 //! `KUBECONFIG=... cargo test -p crucible-e2e --features e2e` with a controller running.
 
 mod battery;
+mod dashboard;
 mod examples;
 mod fairness;
 mod git;

@@ -7,15 +7,14 @@
 //! namespace, with `CRUCIBLE_SYSTEM_NAMESPACE`: `scripts/test.sh` runs it while no other
 //! controller runs.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crucible::crd::evaluation::Phase;
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible_e2e::{
-    apply_evaluation, apply_typed, parse_evaluation, poll_until, wait_finished, wait_phase,
-    watch_peak, with_temp_ns,
+    OwnController, apply_evaluation, apply_typed, parse_evaluation, poll_until, wait_finished,
+    wait_phase, watch_peak, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -23,38 +22,10 @@ use kube::api::DeleteParams;
 
 const LOG: &str = "crucible-restart-e2e.log";
 
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| panic!("{name} must be set (run scripts/test.sh)"))
-}
-
-/// A controller of the test's own; killed (SIGKILL, as a crash) when dropped.
-struct Controller(Child);
-
-impl Controller {
-    fn start(ns: &str) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(std::env::temp_dir().join(LOG))
-            .expect("log file");
-        let child = Command::new(env("CRUCIBLE_BIN"))
-            .args(["controller", "--namespace", ns])
-            .args(["--system-namespace", &env("CRUCIBLE_SYSTEM_NAMESPACE")])
-            .args(["--metrics-addr", "127.0.0.1:18094"])
-            .args(["--canary-listen-address", "10.88.0.1"])
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("start the controller");
-        Controller(child)
-    }
-}
-
-impl Drop for Controller {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+fn controller(ns: &str) -> OwnController {
+    let system = std::env::var("CRUCIBLE_SYSTEM_NAMESPACE")
+        .unwrap_or_else(|_| panic!("CRUCIBLE_SYSTEM_NAMESPACE must be set (run scripts/test.sh)"));
+    OwnController::start(LOG, ns, &system, &["--metrics-addr", "127.0.0.1:18094"])
 }
 
 fn sleeper(name: &str, retries: u32) -> Evaluation {
@@ -72,7 +43,7 @@ async fn a_restart_while_a_retry_is_pending_never_runs_more_pods_than_max_runnin
         });
         let _: EvaluationQuota = apply_typed(&client, &ns, &quota).await;
         let (peak, done) = watch_peak(client.clone(), &ns, "crucible.dev/managed=true");
-        let first = Controller::start(&ns);
+        let first = controller(&ns);
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
         apply_evaluation(&client, &ns, &sleeper("a", 1)).await;
         let running = wait_phase(&api, "a", Phase::Running, Duration::from_secs(120)).await;
@@ -98,7 +69,7 @@ async fn a_restart_while_a_retry_is_pending_never_runs_more_pods_than_max_runnin
             }
         })
         .await;
-        let _second = Controller::start(&ns);
+        let _second = controller(&ns);
         let a = wait_finished(&api, "a", Duration::from_secs(180)).await;
         let status = a.status.expect("a's status");
         assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");

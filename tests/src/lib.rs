@@ -10,6 +10,8 @@
 
 pub mod provider;
 
+pub mod dashboard;
+
 use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::future::Future;
@@ -454,4 +456,51 @@ pub fn sleeper(name: &str, seconds: u32, cpu: &str) -> Evaluation {
     parse_evaluation(&format!(
         "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"import time; time.sleep({seconds}); print('CRUCIBLE_RESULT {{\\\"score\\\": 1}}')\"]\n  timeout: 2m\n  resources: {{cpu: {cpu}, memory: 64Mi}}\n"
     ))
+}
+
+/// A controller of a test's own (`$CRUCIBLE_BIN controller`), for the binaries that
+/// `scripts/test.sh` runs while no other controller runs: scoped with `--namespace` to the
+/// test's namespace, with the given system namespace, `args` added. Its output is appended to
+/// `log` in the temp directory. Killed (SIGKILL, as a crash) when dropped; when the test is
+/// failing, the tail of its log is printed.
+pub struct OwnController {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl OwnController {
+    /// Starts it.
+    pub fn start(log: &str, namespace: &str, system_namespace: &str, args: &[&str]) -> Self {
+        let bin = std::env::var("CRUCIBLE_BIN")
+            .unwrap_or_else(|_| panic!("CRUCIBLE_BIN must be set (run scripts/test.sh)"));
+        let path = std::env::temp_dir().join(log);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("log file");
+        let child = std::process::Command::new(bin)
+            .args(["controller", "--namespace", namespace])
+            .args(["--system-namespace", system_namespace])
+            .args(["--canary-listen-address", "10.88.0.1"])
+            .args(args)
+            .stdout(std::process::Stdio::from(file.try_clone().expect("log")))
+            .stderr(std::process::Stdio::from(file))
+            .spawn()
+            .expect("start the controller");
+        OwnController { child, log: path }
+    }
+}
+
+impl Drop for OwnController {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- controller log tail ({}):", self.log.display());
+            tail.iter().rev().for_each(|l| eprintln!("{l}"));
+        }
+    }
 }

@@ -3,7 +3,9 @@
 //! schedule, so the node's cores do not decide it: Evaluations ask for more CPU than the node
 //! has, the Jobs' pods (the controller's own pod spec) get a node selector no node matches.
 //! The Job controller runs at the controller-manager's defaults (client QPS 20, burst 30) and
-//! restarted with `--kube-api-qps=200 --kube-api-burst=400`, restored afterwards.
+//! restarted with `--kube-api-qps=200 --kube-api-burst=400`, restored afterwards. The API
+//! server's own limit is the last subject: the same N pod specs created directly by the
+//! benchmark at the same concurrency, so each figure is also a ratio to what the cluster allows.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -81,6 +83,7 @@ pub async fn run(s: &mut Session, n: usize) -> Result<String, Error> {
     };
     let fast = fast?;
     restored?;
+    let direct = pods(s, &template, n, within).await?;
 
     let mut out = format!(
         "B1 fan-out: {n} objects created at concurrency {}, pods unschedulable; time from the \
@@ -96,6 +99,10 @@ pub async fn run(s: &mut Session, n: usize) -> Result<String, Error> {
         (
             format!("Job controller, {n} Jobs, --kube-api-qps={QPS} --kube-api-burst={BURST}"),
             &fast,
+        ),
+        (
+            format!("{n} bare pods created directly (the API server's limit)"),
+            &direct,
         ),
     ];
     let rows: Vec<Vec<String>> = subjects
@@ -125,6 +132,11 @@ pub async fn run(s: &mut Session, n: usize) -> Result<String, Error> {
          defaults, {} vs QPS {QPS}",
         vs(&defaults),
         vs(&fast)
+    );
+    let _ = writeln!(
+        out,
+        "Crucible / direct creates (goal: at most 1.5): {}",
+        vs(&direct)
     );
     let _ = writeln!(out, "Crucible controller CPU during its run: {}", secs(cpu));
     Ok(out)
@@ -164,6 +176,33 @@ async fn jobs(
     let t0 = Instant::now();
     let creates = create_many(&jobs, n, s.concurrency, |i| {
         objects::job(&format!("job-{i:05}"), &spec, &label)
+    })
+    .await?;
+    let result = fanout(&watch, t0, n, within, creates).await;
+    drop(watch);
+    s.drop_namespaces(&[ns]).await?;
+    Ok(result)
+}
+
+/// N bare pods of `template` (made unschedulable), created by the benchmark itself at the same
+/// concurrency in a fresh namespace, timed like the Evaluations: no controller in between.
+async fn pods(
+    s: &mut Session,
+    template: &Value,
+    n: usize,
+    within: Duration,
+) -> Result<Fanout, Error> {
+    let ns = s.namespace("b1-pods").await?;
+    let label = format!("{}-b1-pods", s.run);
+    let spec = objects::unschedulable(template.clone());
+    let pods = api::api(&s.client, &ns, &objects::pods());
+    let selector = format!("{POD_LABEL}={label}");
+    let watch = Watch::start(&s.client, &ns, &objects::pods(), Some(&selector), &[]).await?;
+    s.settle().await?;
+    say(format!("B1: creating {n} bare pods"));
+    let t0 = Instant::now();
+    let creates = create_many(&pods, n, s.concurrency, |i| {
+        objects::pod(&format!("pod-{i:05}"), &spec, &label)
     })
     .await?;
     let result = fanout(&watch, t0, n, within, creates).await;

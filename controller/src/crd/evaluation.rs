@@ -18,6 +18,9 @@ use crate::crd::bounds::{
     MAX_NAME_LEN, MAX_REF_LEN, MAX_RUN_MODELS, MAX_SUMMARY, MAX_URL_LEN,
 };
 use crate::crd::model::{ModelBudget, ModelRef, ModelUsage, RecordCalls};
+use crate::crd::samples::{
+    CompareTo, ComparisonStatus, HistorySamples, MAX_EPOCHS, MAX_SEED, SamplesStatus,
+};
 
 /// Go-style duration such as `90s`, `10m` or `1h30m`.
 const DURATION_PATTERN: &str = r"^([0-9]+(ms|s|m|h))+$";
@@ -101,6 +104,18 @@ pub struct EvaluationSpec {
     /// True stops the run now; phase becomes Cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel: Option<bool>,
+    /// Times each sample is run (`CRUCIBLE_EPOCHS`); samples then carry an `epoch`. 1 when
+    /// empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_EPOCHS))]
+    pub epochs: Option<i32>,
+    /// Pins `CRUCIBLE_SEED` (0 to 2^32-1); otherwise it is derived from the run id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_SEED))]
+    pub seed: Option<i64>,
+    /// A paired comparison of this run's samples with a baseline run's, sample id by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare_to: Option<CompareTo>,
     /// Models the run may call through the model gateway, each served by a ModelEndpoint of
     /// this namespace; the provider key never enters the sandbox (docs/models.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -328,6 +343,15 @@ pub struct EvaluationStatus {
     /// The last 10 finished runs, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// `CRUCIBLE_SEED` of the current run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// Statistics of the current run's samples, and where they are stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<SamplesStatus>,
+    /// The paired comparison asked for by `spec.compareTo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonStatus>,
     /// What the current run's model calls used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<ModelUsage>,
@@ -475,4 +499,7 @@ pub struct HistoryEntry {
     /// When the run finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
+    /// The run's samples statistics and bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples: Option<HistorySamples>,
 }

@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod evaluation;
 pub mod model;
 pub mod quota;
+pub mod samples;
 pub mod suite;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -33,7 +33,7 @@ fn image() -> ImageConfig {
 }
 
 fn volumes() -> BTreeMap<String, PathBuf> {
-    ["workspace", "outputs"]
+    ["workspace", "outputs", "samples"]
         .into_iter()
         .map(|v| (v.to_string(), PathBuf::from(format!("/run/x/{v}"))))
         .collect()

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::sha256_hex;
 use crate::run::pod::{OUTPUTS_DIR, RESULT_PATH, WORKSPACE_DIR};
+use crate::samples::spec::SAMPLES_DIR;
 
 /// Largest `manifest.json` or image config read from a tarball.
 const MAX_METADATA: u64 = 1024 * 1024;
@@ -160,7 +161,9 @@ impl ImageStore {
         let dir = self
             .unpacked
             .join(index.digest.trim_start_matches("sha256:"));
-        if !dir.join("image.json").exists() {
+        if dir.join("image.json").exists() {
+            mount_points(&dir.join("rootfs")).map_err(broken)?;
+        } else {
             self.unpack(&tarball, &wanted, &dir).map_err(broken)?;
         }
         let config = std::fs::read(dir.join("image.json"))
@@ -285,25 +288,32 @@ impl ImageStore {
         std::fs::create_dir_all(&image).map_err(|e| e.to_string())?;
         let rootfs = image.join("rootfs");
         std::fs::rename(bundle.join("rootfs"), &rootfs).map_err(|e| e.to_string())?;
-        // Mount points exist in the image, so runs never write to the shared rootfs.
-        let result_dir = RESULT_PATH.rsplit_once('/').map_or("/crucible", |(d, _)| d);
-        for point in [
-            WORKSPACE_DIR,
-            OUTPUTS_DIR,
-            result_dir,
-            "/tmp",
-            "/proc",
-            "/dev",
-            "/sys",
-        ] {
-            let path = rootfs.join(point.trim_start_matches('/'));
-            if !path.exists() {
-                std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-        }
+        mount_points(&rootfs)?;
         let bytes = serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())?;
         std::fs::write(image.join("image.json"), bytes).map_err(|e| e.to_string())
     }
+}
+
+/// Creates the mount points the sandbox mounts on that the image lacks, so runs never write to
+/// the shared rootfs; also for images unpacked before a mount point was added.
+fn mount_points(rootfs: &Path) -> Result<(), String> {
+    let result_dir = RESULT_PATH.rsplit_once('/').map_or("/crucible", |(d, _)| d);
+    for point in [
+        WORKSPACE_DIR,
+        OUTPUTS_DIR,
+        result_dir,
+        SAMPLES_DIR,
+        "/tmp",
+        "/proc",
+        "/dev",
+        "/sys",
+    ] {
+        let path = rootfs.join(point.trim_start_matches('/'));
+        if !path.exists() {
+            std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn run_tool(command: &mut Command) -> Result<(), String> {

@@ -26,16 +26,22 @@ use kube::ResourceExt;
 use crate::admission::Decision;
 use crate::config::Config;
 use crate::crd::evaluation::{Phase, Source};
+use crate::crd::samples::SamplesStatus;
 use crate::crd::suite::SuitePhase;
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::evaluation::plan::{self, Child, Observed, RuntimeClassCheck};
+use crate::labels::RUN_ID_LABEL;
 use crate::local::image::ImageStore;
+use crate::local::samples as local_samples;
 use crate::local::sandbox::{self, Isolation};
 use crate::local::{bundle, files};
 use crate::run::fetched::{FetchedSource, SourceProblem};
+use crate::run::pod::SAMPLES_VOLUME;
 use crate::run::pod::SANDBOX_UID;
 use crate::run::results::{LogCapture, TERMINATION_MESSAGE_MAX};
+use crate::samples::spec::SAMPLES_PATH;
 use crate::source::{GitCache, GitRequest};
+use crate::store::{BundleKey, Store};
 use crate::suite;
 
 /// Runs evaluations on this machine; shared by every concurrent run of one `crucible run`.
@@ -54,6 +60,8 @@ pub struct Kubelet {
     pub work_root: PathBuf,
     /// At most `--parallel` pods at once.
     pub slots: tokio::sync::Semaphore,
+    /// Where samples bundles go (`--results`).
+    pub results: Option<Store>,
     counter: AtomicU64,
 }
 
@@ -61,6 +69,8 @@ pub struct Kubelet {
 struct Ran {
     pod: Pod,
     logs: BTreeMap<String, LogCapture>,
+    /// What became of the samples of a pod that succeeded.
+    samples: Option<Result<Option<SamplesStatus>, String>>,
 }
 
 fn now() -> Time {
@@ -85,6 +95,7 @@ impl Kubelet {
             keep,
             work_root: std::env::temp_dir(),
             slots: tokio::sync::Semaphore::new(parallel.max(1)),
+            results: None,
             counter: AtomicU64::new(0),
         }
     }
@@ -108,6 +119,7 @@ impl Kubelet {
         if let Some(Source::Git(git)) = &ev.spec.source {
             obs.source = Some(self.fetch(git).await);
         }
+        let mut samples = None;
         loop {
             // A slot first, so that `startTime` (set by the plan that starts a pod) and the
             // duration do not count the wait for other runs.
@@ -123,6 +135,9 @@ impl Kubelet {
             let finished = planned.status.phase.is_some_and(Phase::is_finished);
             ev.status = Some(planned.status);
             if finished {
+                if let (Some(outcome), Some(status)) = (samples, ev.status.as_mut()) {
+                    local_samples::record(status, outcome, ev.metadata.generation, &obs.now);
+                }
                 return ev;
             }
             let mut pod = None;
@@ -140,13 +155,16 @@ impl Kubelet {
                 return ev;
             };
             let kubelet = self.clone();
+            let of = ev.clone();
             let ran =
-                tokio::task::spawn_blocking(move || kubelet.run_pod(pod, workspace.as_ref())).await;
+                tokio::task::spawn_blocking(move || kubelet.run_pod(pod, workspace.as_ref(), &of))
+                    .await;
             drop(permit);
             match ran {
                 Ok(ran) => {
                     obs.pods = vec![ran.pod];
                     obs.logs = ran.logs;
+                    samples = ran.samples;
                 }
                 Err(e) => {
                     eprintln!("crucible: {}: {e}", ev.name_any());
@@ -231,7 +249,7 @@ impl Kubelet {
 
     /// Runs the planned pod: its init containers, then its containers, as the kubelet does
     /// (a failing step ends the pod), within the pod's `activeDeadlineSeconds`.
-    fn run_pod(&self, mut pod: Pod, workspace: Option<&ConfigMap>) -> Ran {
+    fn run_pod(&self, mut pod: Pod, workspace: Option<&ConfigMap>, ev: &Evaluation) -> Ran {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let name = pod.name_any();
         let dir = work_dir(&self.work_root, n, &name);
@@ -382,13 +400,43 @@ impl Kubelet {
         let (init, main): (Vec<_>, Vec<_>) = statuses.into_iter().partition(|(init, _)| *init);
         status.init_container_statuses = Some(init.into_iter().map(|(_, c)| c).collect());
         status.container_statuses = Some(main.into_iter().map(|(_, c)| c).collect());
+        let samples = match (&self.results, &prepared) {
+            (Some(store), Ok(volumes)) if all_ran && !failed && !timed_out => {
+                self.samples(store, volumes, &pod, ev)
+            }
+            _ => None,
+        };
         pod.status = Some(status);
         if self.keep {
             eprintln!("crucible: kept {}", dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&dir);
         }
-        Ran { pod, logs }
+        Ran { pod, logs, samples }
+    }
+
+    /// Validates and stores what the pod's reporting step wrote to its samples volume.
+    fn samples(
+        &self,
+        store: &Store,
+        volumes: &BTreeMap<String, PathBuf>,
+        pod: &Pod,
+        ev: &Evaluation,
+    ) -> Option<Result<Option<SamplesStatus>, String>> {
+        let file = volumes
+            .get(SAMPLES_VOLUME)?
+            .join(Path::new(SAMPLES_PATH).file_name()?);
+        let run_id = pod.labels().get(RUN_ID_LABEL)?;
+        let namespace = ev.namespace().unwrap_or_default();
+        let key = BundleKey {
+            namespace: &namespace,
+            evaluation: &ev.name_any(),
+            run_id,
+        };
+        // On a blocking thread of the runtime (spawn_blocking), so waiting here is allowed.
+        let outcome = tokio::runtime::Handle::current()
+            .block_on(local_samples::collect(&file, &ev.spec, store, &key));
+        Some(outcome)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod files;
 pub mod image;
 pub mod kubelet;
 pub mod output;
+pub mod samples;
 pub mod sandbox;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ use crate::local::image::ImageStore;
 use crate::local::kubelet::Kubelet;
 use crate::local::sandbox::Isolation;
 use crate::source::GitCache;
+use crate::store::{Store, StoreError};
 
 /// Flags of `crucible run`.
 #[derive(Args, Debug)]
@@ -52,6 +54,11 @@ pub struct RunArgs {
     /// Namespace written into the objects of manifests that do not name one.
     #[arg(long, default_value = "default")]
     pub namespace: String,
+    /// Directory the samples bundles go to (created when missing), as
+    /// `<namespace>/<evaluation>/<runId>/samples.jsonl.zst`; default
+    /// `${XDG_DATA_HOME:-$HOME/.local/share}/crucible/results`.
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<std::path::PathBuf>,
 }
 
 /// Largest manifest file read.
@@ -81,6 +88,34 @@ pub enum RunError {
     /// Printing failed.
     #[error("cannot render the output: {0}")]
     Output(String),
+    /// The samples directory cannot be used.
+    #[error(transparent)]
+    Results(#[from] crate::store::StoreError),
+}
+
+/// `${XDG_DATA_HOME:-$HOME/.local/share}/crucible/results`: bundles are results, kept like
+/// data, not a cache.
+fn default_results_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("crucible")
+        .join("results")
+}
+
+/// The local directory store of `--results` (a relative path is taken from the current
+/// directory).
+fn results_store(dir: &Path) -> Result<Store, RunError> {
+    let absolute = std::path::absolute(dir).map_err(|e| StoreError::Url {
+        url: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let url = url::Url::from_directory_path(&absolute).map_err(|()| StoreError::Url {
+        url: absolute.display().to_string(),
+        reason: "not a directory path".into(),
+    })?;
+    Ok(Store::open(url.as_str())?)
 }
 
 /// A manifest object to run.
@@ -123,14 +158,17 @@ async fn run(args: RunArgs) -> Result<bool, RunError> {
         ..Config::default()
     };
     let rootless = matches!(isolation, Isolation::Runsc { rootless: true, .. });
-    let kubelet = Arc::new(Kubelet::new(
+    let mut kubelet = Kubelet::new(
         config,
         ImageStore::new(&cache, rootless),
         isolation,
         GitCache::new(cache.join("run").join("git"), GIT_CACHE_BYTES).allow_file_urls(true),
         args.keep,
         usize::from(args.parallel),
-    ));
+    );
+    let results = args.results.clone().unwrap_or_else(default_results_dir);
+    kubelet.results = Some(results_store(&results)?);
+    let kubelet = Arc::new(kubelet);
     let runs = objects.into_iter().map(|object| {
         let kubelet = kubelet.clone();
         async move {

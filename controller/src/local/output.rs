@@ -4,7 +4,8 @@
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
-use crate::crd::{Evaluation, EvaluationSuite};
+use crate::crd::samples::SamplesStatus;
+use crate::crd::{Evaluation, EvaluationSuite, shown_number};
 
 /// Output format of `crucible run`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,11 +56,17 @@ pub fn table(evaluations: &[Evaluation], suites: &[EvaluationSuite]) -> String {
         out.push('\n');
     }
     if !evaluations.is_empty() {
-        let mut rows = vec![
-            ["NAME", "PHASE", "SCORE", "PASSED", "DURATION", "REASON"]
-                .map(String::from)
-                .to_vec(),
-        ];
+        // A SAMPLES column only when a run wrote samples, so other tables stay as they were.
+        let with_samples = evaluations
+            .iter()
+            .any(|e| e.status.as_ref().is_some_and(|s| s.samples.is_some()));
+        let mut header = ["NAME", "PHASE", "SCORE", "PASSED", "DURATION", "REASON"]
+            .map(String::from)
+            .to_vec();
+        if with_samples {
+            header.push("SAMPLES".into());
+        }
+        let mut rows = vec![header];
         for ev in evaluations {
             let s = ev.status.clone().unwrap_or_default();
             let mut reason = s.reason.unwrap_or_default();
@@ -80,6 +87,9 @@ pub fn table(evaluations: &[Evaluation], suites: &[EvaluationSuite]) -> String {
                 s.duration.unwrap_or_default(),
                 reason,
             ]);
+            if with_samples && let Some(row) = rows.last_mut() {
+                row.push(s.samples.as_ref().map(samples_cell).unwrap_or_default());
+            }
         }
         out.push_str(&pad(&rows));
     }
@@ -116,6 +126,15 @@ pub fn table(evaluations: &[Evaluation], suites: &[EvaluationSuite]) -> String {
         out.push_str(&pad(&rows));
     }
     out
+}
+
+/// `0.81 ±0.02 (400 ids)`: the mean over ids and the half-width of its 95% interval.
+fn samples_cell(s: &SamplesStatus) -> String {
+    let half = s
+        .ci95
+        .map(|ci| format!(" ±{}", shown_number((ci.high - ci.low) / 2.0)))
+        .unwrap_or_default();
+    format!("{}{half} ({} ids)", shown_number(s.mean), s.ids)
 }
 
 /// `object` as JSON, with its apiVersion and kind from its type.

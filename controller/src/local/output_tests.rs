@@ -108,3 +108,37 @@ fn yaml_and_json_hold_exactly_the_status() {
     let from_yaml: serde_json::Value = serde_saphyr::from_str(&yaml).expect("parses");
     assert_eq!(from_yaml, json);
 }
+
+#[test]
+fn runs_with_samples_show_their_mean_and_interval() {
+    let mut with = finished("arith", Phase::Succeeded, Some(0.81), "Passed", true);
+    if let Some(s) = with.status.as_mut() {
+        s.samples = Some(SamplesStatus {
+            count: 1200,
+            ids: 400,
+            mean: 0.8126,
+            ci95: Some(crate::crd::samples::Interval {
+                low: 0.79,
+                high: 0.83,
+            }),
+            ..Default::default()
+        });
+    }
+    let without = finished("plain", Phase::Succeeded, Some(1.0), "Passed", true);
+    let text = table(&[with, without], &[]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].ends_with("SAMPLES"), "{text}");
+    assert!(lines[1].ends_with("0.813 ±0.02 (400 ids)"), "{text}");
+    assert!(lines[2].trim_end().ends_with("Passed"), "{text}");
+    let plain = table(
+        &[finished(
+            "plain",
+            Phase::Succeeded,
+            Some(1.0),
+            "Passed",
+            true,
+        )],
+        &[],
+    );
+    assert!(!plain.contains("SAMPLES"), "{plain}");
+}

@@ -14,13 +14,14 @@ const NAME_PREFIX_MAX: usize = 52;
 
 /// sha256 of the part of the spec that decides what runs.
 ///
-/// `cancel`, `ttlSecondsAfterFinished` and `keepPodOnFailure` are left out: they change what
-/// happens around a run, not the run, so editing them must not start a new one.
+/// `cancel`, `ttlSecondsAfterFinished`, `keepPodOnFailure` and `compareTo` are left out: they
+/// change what happens around a run, not the run, so editing them must not start a new one.
 pub fn spec_hash(spec: &EvaluationSpec) -> String {
     let run_spec = EvaluationSpec {
         cancel: None,
         ttl_seconds_after_finished: None,
         keep_pod_on_failure: None,
+        compare_to: None,
         ..spec.clone()
     };
     let bytes = serde_json::to_vec(&run_spec).expect("EvaluationSpec always serializes to JSON");
@@ -121,7 +122,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn spec_hash_ignores_cancel_ttl_and_keep_pod() {
+    fn spec_hash_ignores_cancel_ttl_keep_pod_and_compare_to() {
         let spec = EvaluationSpec {
             image: "img".into(),
             ..Default::default()
@@ -130,6 +131,10 @@ mod tests {
             cancel: Some(true),
             ttl_seconds_after_finished: Some(5),
             keep_pod_on_failure: Some(true),
+            compare_to: Some(crate::crd::samples::CompareTo {
+                previous: Some(true),
+                ..Default::default()
+            }),
             ..spec.clone()
         };
         assert_eq!(spec_hash(&spec), spec_hash(&edited));

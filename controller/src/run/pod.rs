@@ -25,6 +25,7 @@ use crate::labels::{RUN_ID_LABEL, RUN_LABEL};
 use crate::run::liveness::GPU_RESOURCE;
 use crate::run::owner::Owner;
 use crate::run::workspace::Workspace;
+use crate::samples;
 
 /// The unprivileged user and group every sandbox runs as ("nobody").
 pub const SANDBOX_UID: i64 = 65534;
@@ -45,6 +46,8 @@ const TERMINATION_GRACE_SECONDS: i64 = 5;
 const TMP_VOLUME: &str = "tmp";
 /// The scorer's own writable /tmp, never shared with the evaluated code.
 const SCORER_TMP_VOLUME: &str = "scorer-tmp";
+/// Where the reporting step (the scorer when there is one) writes its samples.
+pub const SAMPLES_VOLUME: &str = "samples";
 
 /// One attempt's pod: what it is called and how it is sandboxed.
 #[derive(Clone, Debug)]
@@ -77,7 +80,24 @@ pub fn desired_pod(
     ];
     // Each container gets its own /tmp first, then these.
     let mut shared_mounts = Vec::new();
-    let mut volumes = vec![scratch_volume(TMP_VOLUME, config)];
+    let mut volumes = vec![
+        scratch_volume(TMP_VOLUME, config),
+        scratch_volume(SAMPLES_VOLUME, config),
+    ];
+    // Epochs and seed steer the evaluated code; only the reporting step may write samples.
+    let run_env: Vec<EnvVar> = samples::spec::env(spec, attempt.run_id)
+        .iter()
+        .map(|(name, value)| env(name, value))
+        .collect();
+    let reporting_env = [
+        env("CRUCIBLE_RESULT_PATH", RESULT_PATH),
+        env("CRUCIBLE_SAMPLES_PATH", samples::spec::SAMPLES_PATH),
+    ];
+    let samples_mount = VolumeMount {
+        name: SAMPLES_VOLUME.into(),
+        mount_path: samples::spec::SAMPLES_DIR.into(),
+        ..Default::default()
+    };
     if let Some(workspace) = attempt.workspace {
         shared_mounts.push(read_only("workspace", WORKSPACE_DIR));
         volumes.push(Volume {
@@ -115,10 +135,11 @@ pub fn desired_pod(
         None => {
             evaluation.env = Some(chain_env(
                 &base_env,
-                &[env("CRUCIBLE_RESULT_PATH", RESULT_PATH)],
+                &[&run_env[..], &reporting_env[..]].concat(),
                 spec.env.as_deref(),
             ));
             evaluation.termination_message_path = Some(RESULT_PATH.into());
+            eval_mounts.push(samples_mount);
             evaluation.volume_mounts = Some(eval_mounts);
             (None, vec![evaluation])
         }
@@ -129,7 +150,7 @@ pub fn desired_pod(
             let outputs_env = env("CRUCIBLE_OUTPUTS", OUTPUTS_DIR);
             evaluation.env = Some(chain_env(
                 &base_env,
-                std::slice::from_ref(&outputs_env),
+                &[&run_env[..], std::slice::from_ref(&outputs_env)].concat(),
                 spec.env.as_deref(),
             ));
             eval_mounts.push(VolumeMount {
@@ -141,6 +162,7 @@ pub fn desired_pod(
             let mut scorer_mounts = vec![tmp_mount(SCORER_TMP_VOLUME)];
             scorer_mounts.extend(shared_mounts);
             scorer_mounts.push(read_only("outputs", OUTPUTS_DIR));
+            scorer_mounts.push(samples_mount);
             let scorer = Container {
                 name: SCORER_CONTAINER.into(),
                 image: Some(scorer.image.clone()),
@@ -150,7 +172,7 @@ pub fn desired_pod(
                 working_dir,
                 env: Some(chain_env(
                     &base_env,
-                    &[outputs_env, env("CRUCIBLE_RESULT_PATH", RESULT_PATH)],
+                    &[&run_env[..], &[outputs_env], &reporting_env[..]].concat(),
                     scorer.env.as_deref(),
                 )),
                 resources: Some(resources),

@@ -423,3 +423,63 @@ fn pod_uses_the_namespace_default_service_account() {
         ]
     );
 }
+
+#[test]
+fn only_the_reporting_step_can_write_samples_and_every_step_knows_epochs_and_seed() {
+    let mounts_samples = |c: &Container| {
+        c.volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == crate::samples::spec::SAMPLES_DIR && m.read_only.is_none())
+    };
+    let alone = Evaluation::test().with_spec(|s| s.epochs = Some(3)).spec;
+    let pod = build(&alone, Some("gvisor"));
+    let spec = pod.spec.expect("spec");
+    let evaluation = &spec.containers[0];
+    let env = env_of(evaluation);
+    assert_eq!(
+        env["CRUCIBLE_SAMPLES_PATH"],
+        crate::samples::spec::SAMPLES_PATH
+    );
+    assert_eq!(env["CRUCIBLE_EPOCHS"], "3");
+    let seed = crate::samples::spec::seed(&alone, "run-0123456789").to_string();
+    assert_eq!(env["CRUCIBLE_SEED"], seed, "derived from the run id");
+    assert!(mounts_samples(evaluation));
+    let samples = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == "samples")
+        .expect("samples volume");
+    assert!(
+        samples
+            .empty_dir
+            .as_ref()
+            .is_some_and(|e| e.size_limit.is_some())
+    );
+
+    let scored = Evaluation::test()
+        .with_spec(|s| {
+            s.seed = Some(42);
+            s.scorer = Some(Scorer {
+                image: "localhost/crucible/python:3.11".into(),
+                ..Default::default()
+            });
+        })
+        .spec;
+    let pod = build(&scored, Some("gvisor"));
+    let spec = pod.spec.expect("spec");
+    let evaluated = &spec.init_containers.as_ref().expect("init")[0];
+    let scorer = &spec.containers[0];
+    // A forged samples file by the evaluated code has nowhere to go.
+    assert!(!mounts_samples(evaluated));
+    assert!(!env_of(evaluated).contains_key("CRUCIBLE_SAMPLES_PATH"));
+    assert_eq!(env_of(evaluated)["CRUCIBLE_SEED"], "42");
+    assert_eq!(env_of(evaluated)["CRUCIBLE_EPOCHS"], "1");
+    assert!(mounts_samples(scorer));
+    assert_eq!(
+        env_of(scorer)["CRUCIBLE_SAMPLES_PATH"],
+        crate::samples::spec::SAMPLES_PATH
+    );
+    assert_eq!(env_of(scorer)["CRUCIBLE_SEED"], "42");
+}

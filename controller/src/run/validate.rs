@@ -48,6 +48,7 @@ pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String
     if spec.pass_threshold.is_some_and(|t| !t.is_finite()) {
         problems.push("spec.passThreshold must be a finite number".into());
     }
+    problems.extend(crate::samples::spec::problems(spec));
     match &spec.source {
         Some(Source::Inline(inline)) => check_inline(&inline.files, &mut problems),
         Some(Source::Git(git)) => {
@@ -381,6 +382,18 @@ mod tests {
     #[test]
     fn a_minimal_spec_is_valid() {
         assert_eq!(validate(&spec(), &Config::default()), Ok(()));
+    }
+
+    #[test]
+    fn samples_fields_out_of_range_make_the_spec_invalid() {
+        let s = EvaluationSpec {
+            epochs: Some(0),
+            compare_to: Some(Default::default()),
+            ..spec()
+        };
+        let p = problems(&s);
+        assert!(p.iter().any(|p| p.starts_with("spec.epochs")), "{p:?}");
+        assert!(p.iter().any(|p| p.starts_with("spec.compareTo")), "{p:?}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 # proxy (each pinned by a small module of ours in ../gomod/, binaries cached in $CACHE).
 
 PACKAGES=(gcc libc6-dev openssl curl jq iproute2 iptables util-linux runc containernetworking-plugins
-          skopeo umoci debootstrap)
+          skopeo umoci debootstrap ipset)
 
 # up, step 1: packages
 ensure_packages() {
@@ -91,7 +91,7 @@ go_build() {
   local mod=$1 out=$2 ld=$3 t0=$SECONDS tmp; shift 3
   tmp=$(mktemp -d "$CACHE/.build.XXXXXX")
   log "go build $mod: $* (first build: minutes)"
-  if ! (cd "$GOMOD/$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly GOCACHE=$CACHE/gocache \
+  if ! (cd "$GOMOD/$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly GOCACHE=${GO_BUILD_CACHE:-$CACHE/gocache} \
           "$GO" build -trimpath -ldflags "-s -w $ld" -o "$tmp/" "$@") >"$tmp.log" 2>&1; then
     rm -rf "$tmp"; die "go build in $GOMOD/$mod failed, see $tmp.log"
   fi
@@ -129,4 +129,39 @@ ensure_binaries() {
     go_build containerd "$CTRD_BIN" "-X $c/version.Version=v$CTRD_VERSION" \
       $c/cmd/containerd $c/cmd/containerd-shim-runc-v2 $c/cmd/ctr
   fi
+}
+
+# The tools around the cluster, same way (each cached; `up` builds them once):
+# prometheus (cmd/prometheus without the web UI's assets, which only the `builtinassets` build
+# tag embeds, and with static scrape targets only: `remove_all_sd` leaves out the cloud service
+# discoveries, most of its build; the tests use the HTTP API), helm 4 and kube-router (the NetworkPolicy
+# engine; only its firewall runs, see daemons.sh), and gitops-health (ours: what Flux's kstatus and
+# Argo CD's gopher-lua say of our objects, infrastructure/gitops/).
+# Their Go build cache is thrown away after the build (about 4.6 GB for the three, of little use
+# once the binary is cached; the shared one keeps Kubernetes').
+ensure_tool() {   # ensure_tool NAME: builds NAME into its cache directory unless it is there
+  local name=$1 GO_BUILD_CACHE
+  GO_BUILD_CACHE=$CACHE/.gocache-$name
+  case "$name" in
+    prometheus) missing_in "$PROM_BIN" prometheus || return 0; ensure_go
+      go_build prometheus "$PROM_BIN" "-X github.com/prometheus/common/version.Version=$PROM_VERSION" \
+        -tags=remove_all_sd github.com/prometheus/prometheus/cmd/prometheus ;;
+    helm) missing_in "$HELM_BIN" helm || return 0; ensure_go
+      go_build helm "$HELM_BIN" "-X helm.sh/helm/v4/internal/version.version=v$HELM_VERSION" helm.sh/helm/v4/cmd/helm ;;
+    kube-router) missing_in "$KROUTER_BIN" kube-router || return 0; ensure_go
+      go_build kube-router "$KROUTER_BIN" "" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router ;;
+    gitops-health) missing_in "$GITOPS_HEALTH_BIN" gitops-health || return 0; ensure_go
+      go_build gitops-health "$GITOPS_HEALTH_BIN" "" . ;;
+    *) die "unknown tool '$name' (prometheus, helm, kube-router, gitops-health)" ;;
+  esac
+  rm -rf "$GO_BUILD_CACHE"
+}
+tool_path() {   # tool_path NAME: ensure_tool, then print the binary's path
+  ensure_tool "$1" >&2
+  case "$1" in
+    prometheus) echo "$PROM_BIN/prometheus" ;;
+    helm) echo "$HELM_BIN/helm" ;;
+    kube-router) echo "$KROUTER_BIN/kube-router" ;;
+    gitops-health) echo "$GITOPS_HEALTH_BIN/gitops-health" ;;
+  esac
 }

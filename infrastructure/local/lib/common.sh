@@ -13,10 +13,19 @@ gomod_version() { awk -v m="$2" '$1 == "require" && $2 == m {sub(/^v/, "", $3); 
 K8S_VERSION=$(gomod_version kubernetes k8s.io/kubernetes)
 ETCD_VERSION=$(gomod_version etcd go.etcd.io/etcd/server/v3)
 CTRD_VERSION=$(gomod_version containerd github.com/containerd/containerd/v2)
+# Clients and test tools, built like the cluster (`cluster.sh tool NAME` prints the path).
+PROM_VERSION=$(gomod_version prometheus github.com/prometheus/prometheus)
+HELM_VERSION=$(gomod_version helm helm.sh/helm/v4)
+KROUTER_VERSION=$(gomod_version kube-router github.com/cloudnativelabs/kube-router/v2)
 K8S=$CACHE/k8s-$K8S_VERSION
 BIN=$K8S/bin
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
 CTRD_BIN=$CACHE/containerd-$CTRD_VERSION/bin
+PROM_BIN=$CACHE/prometheus-$PROM_VERSION/bin
+HELM_BIN=$CACHE/helm-$HELM_VERSION/bin
+KROUTER_BIN=$CACHE/kube-router-$KROUTER_VERSION/bin
+# Our own program (gomod/gitops-health): cached by a digest of its source, so an edit rebuilds it.
+GITOPS_HEALTH_BIN=$CACHE/gitops-health-$(cat "$GOMOD"/gitops-health/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)/bin
 RUNSC_DIR=$CACHE/runsc     # runsc's Debian package, unpacked (see package in it)
 IMAGES=$CACHE/images
 KUBECTL=$BIN/kubectl
@@ -33,7 +42,7 @@ CTRD_SOCK=$CTRD_STATE/containerd.sock
 PAUSE_IMAGE=localhost/crucible/pause:k8s-$K8S_VERSION   # build/pause/linux/pause.c of that release
 PY_IMAGE=localhost/crucible/python:3.11
 
-COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet)
+COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-router)
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -60,6 +69,7 @@ bin_of() {
   case "$1" in
     etcd) echo "$ETCD_BIN/etcd" ;;
     containerd) echo "$CTRD_BIN/containerd" ;;
+    kube-router) echo "$KROUTER_BIN/kube-router" ;;
     *) echo "$BIN/$1" ;;
   esac
 }

@@ -105,7 +105,7 @@ state = "$CTRD_STATE"
     conf_dir = "$LAB/cni/net.d"
 EOF
   # bridge CNI: no masquerade and no default route in the pods, so pods reach only 10.88.0.0/24.
-  # It does not enforce NetworkPolicy.
+  # NetworkPolicy is kube-router's firewall (daemons.sh), not the CNI's.
   cat >"$LAB/cni/net.d/10-crucible.conflist" <<EOF
 {
   "cniVersion": "1.0.0",

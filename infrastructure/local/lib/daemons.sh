@@ -37,6 +37,7 @@ cmd_up() {
   ensure_packages
   ensure_runsc
   ensure_binaries
+  ensure_tool kube-router
   ensure_images
   record_host
   ensure_pki
@@ -99,6 +100,11 @@ cmd_up() {
   fi
   restore_sysctls
   wait_for "node $NODE Ready" 120 node_ready
+  # NetworkPolicy: kube-router's firewall only (the bridge CNI does the pod network, there is no
+  # service proxy), as a host process with the admin kubeconfig; iptables + ipset, br_netfilter
+  start_daemon kube-router --run-firewall=true --run-router=false --run-service-proxy=false \
+    --kubeconfig="$KUBECONFIG_PATH" --hostname-override="$NODE" --health-port=0 --v=1
+  wait_for "kube-router's firewall chains" 60 iptables -w 5 -n -L KUBE-ROUTER-FORWARD
   kc apply -f "$INFRA_DIR/runtimeclasses.yaml" >/dev/null
   wait_for "service account default/default" 60 kc -n default get serviceaccount default
   log "cluster up in $((SECONDS - t0))s. Use: eval \"\$($0 env)\"; kubectl get nodes"
@@ -144,6 +150,7 @@ cmd_down() {
     log "nothing to stop ($LAB has no recorded cluster)"
     return 0
   fi
+  stop_daemon kube-router   # its iptables chains and ipsets go with restore_host
   stop_daemon kubelet
   stop_pods
   stop_daemon kube-scheduler

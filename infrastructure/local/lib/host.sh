@@ -12,6 +12,9 @@ CNI_SYSCTLS=(net.ipv4.ip_forward net.ipv6.conf.all.forwarding)
 # host paths kubelet/containerd/CNI create outside $LAB; removed by `down` unless they existed
 # (kubelet hard-codes /var/log/pods and /var/lib/kubelet/device-plugins; libcni caches in
 # /var/lib/cni; mount(8) keeps /run/mount/utab)
+# Pod-to-pod traffic crosses the bridge without reaching iptables unless br_netfilter passes
+# it there: kube-router's NetworkPolicy firewall needs it on.
+BRIDGE_NF=net.bridge.bridge-nf-call-iptables
 HOST_PATHS=(/run/containerd /run/netns /run/mount /var/log/pods /var/log/containers /var/lib/cni
             /var/lib/kubelet)
 
@@ -32,6 +35,9 @@ record_host() {
   if command -v iptables-save >/dev/null; then
     iptables-save 2>/dev/null | awk '/^\*/{t=substr($1,2)} /^:/{print t, substr($1,2)}' >"$RUN/iptables.chains" || true
   fi
+  ipset list -n >"$RUN/ipsets" 2>/dev/null || true
+  # kept apart from sysctl.orig: `up` puts those back while the cluster runs, this one must stay on
+  echo "$BRIDGE_NF=$(sysctl -n "$BRIDGE_NF")" >"$RUN/bridge-nf.orig"
   touch "$RUN/host.recorded"
   log "recorded host settings in $RUN ($(tr '\n' ' ' <"$RUN/sysctl.orig"))"
 }
@@ -43,6 +49,8 @@ prepare_host() {
   fi
   ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
+  [ -e /proc/sys/net/bridge ] || die "no /proc/sys/net/bridge: the kernel lacks br_netfilter (CONFIG_BRIDGE_NETFILTER), which kube-router's firewall needs"
+  sysctl -qw "$BRIDGE_NF=1"
   # GOTCHA: `ip netns add` (also run by `runsc do`) turns /run/netns into a shared self-bind
   # mount the first time it runs; if CNI netns files are mounted by then, containerd cannot
   # unmount them any more and pods hang in Terminating. Make the self-bind now, while empty.
@@ -82,6 +90,17 @@ umount_under() {   # unmount everything mounted at or below $1, innermost first
     m=$(printf '%b' "$m")   # /proc/mounts escapes blanks as \040
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "WARNING: cannot unmount $m"
   done
+}
+
+cleanup_ipsets() {   # destroy the ipsets kube-router created (after the iptables rules using them)
+  command -v ipset >/dev/null || return 0
+  local s new=""
+  for s in $(ipset list -n 2>/dev/null); do
+    grep -qxF "$s" "$RUN/ipsets" 2>/dev/null || new+=" $s"
+  done
+  [ -n "$new" ] || return 0
+  for s in $new; do ipset destroy "$s" 2>/dev/null || log "WARNING: ipset $s not destroyed"; done
+  log "destroyed ipsets:$new"
 }
 
 ever_started() { [ -f "$RUN/host.recorded" ]; }
@@ -126,7 +145,9 @@ restore_host() {
     ip link delete "$BRIDGE"; log "deleted bridge $BRIDGE"
   fi
   cleanup_iptables
+  cleanup_ipsets
   restore_sysctls
+  if [ -f "$RUN/bridge-nf.orig" ]; then sysctl -qw "$(cat "$RUN/bridge-nf.orig")"; fi
   # cgroups kubelet created (cgroupfs driver): /sys/fs/cgroup/*/kubepods
   local cg
   for cg in /sys/fs/cgroup/*/kubepods; do

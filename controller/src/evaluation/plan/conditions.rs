@@ -12,7 +12,7 @@ use super::*;
 ///
 /// NB: every message is non-empty: a 1.20 API server turns `""` into `null` under server-side
 /// apply, and `message` is a required string of `metav1.Condition`.
-pub(super) fn set_conditions(status: &mut EvaluationStatus, generation: Option<i64>, now: &Time) {
+pub(crate) fn set_conditions(status: &mut EvaluationStatus, generation: Option<i64>, now: &Time) {
     use conditions::{ADMITTED, PASSED, READY, RECONCILING, RUNNING, STALLED};
     let phase = status.phase.unwrap_or(Phase::Queued);
     let reason = status

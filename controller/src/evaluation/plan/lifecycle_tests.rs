@@ -9,6 +9,54 @@ use crate::labels::RERUN_ANNOTATION;
 use crate::run::pod::EVALUATION_CONTAINER;
 
 #[test]
+fn history_keeps_a_runs_samples_mean_interval_and_bundle() {
+    let (ev, name) = started();
+    let mut done = after(
+        &ev,
+        &run(
+            &ev,
+            &Observed {
+                now: at(10),
+                ..with_pods(vec![succeeded_pod(&name, r#"{"score": 0.7}"#)])
+            },
+        ),
+    );
+    let samples = crate::crd::samples::SamplesStatus {
+        mean: 0.7,
+        ci95: Some(crate::crd::samples::Interval {
+            low: 0.6,
+            high: 0.8,
+        }),
+        digest: Some("sha256:ab".into()),
+        uri: Some("file:///r/ns/ev/run/samples.jsonl.zst".into()),
+        ..Default::default()
+    };
+    if let Some(status) = done.status.as_mut() {
+        status.samples = Some(samples.clone());
+    }
+    let changed = done.with_spec(|s| s.epochs = Some(3)).at_generation(2);
+    let p = run(
+        &changed,
+        &Observed {
+            now: at(20),
+            ..with_pods(vec![succeeded_pod(&name, "")])
+        },
+    );
+    assert!(
+        p.status.samples.is_none(),
+        "a new run starts without samples"
+    );
+    let kept = p.status.history[0]
+        .samples
+        .clone()
+        .expect("history samples");
+    assert_eq!(
+        (kept.mean, kept.ci95, kept.digest, kept.uri),
+        (samples.mean, samples.ci95, samples.digest, samples.uri)
+    );
+}
+
+#[test]
 fn spec_change_stops_the_old_run_and_keeps_its_result_in_history() {
     let (ev, name) = started();
     let done = after(
@@ -44,6 +92,7 @@ fn spec_change_stops_the_old_run_and_keeps_its_result_in_history() {
             score: Some(0.7),
             passed: Some(true),
             completion_time: Some(at(10)),
+            samples: None,
         }]
     );
     assert!(

@@ -50,7 +50,8 @@ use crate::run::results::DEFAULT_PASS_THRESHOLD;
 use crate::run::state::{
     admission_run_id, awaits_admission, follows, head_moved, is_current_run, run_is_over,
 };
-use conditions::{set_conditions, transition_note};
+pub(crate) use conditions::set_conditions;
+use conditions::transition_note;
 use steps::Planner;
 
 /// Runs kept in `status.history`.
@@ -244,6 +245,7 @@ fn fresh_status(old: &EvaluationStatus, now: &Time) -> EvaluationStatus {
                 score: old.result.as_ref().map(|r| r.score),
                 passed: old.result.as_ref().map(|r| r.passed),
                 completion_time: old.completion_time.clone().or_else(|| Some(now.clone())),
+                samples: old.samples.as_ref().map(Into::into),
             },
         );
         history.truncate(HISTORY_LIMIT);

@@ -1,0 +1,311 @@
+//! The results store (DESIGN.md "Samples", docs/samples.md "Store"): where a run's samples
+//! bundle is kept, through `object_store` (a local directory or S3-compatible storage).
+//!
+//! A bundle is the run's samples file, validated and zstd-compressed while it streams through
+//! (memory: one part of [`PART_SIZE`] plus the validator's bound), stored at
+//! `<namespace>/<evaluation>/<runId>/samples.jsonl.zst` under the store URL's path, and
+//! identified by the sha256 of the stored bytes. Writing is idempotent per run id: a bundle that
+//! is already there (a controller restarted after storing it) is read back instead of stored
+//! again, so the digest and statistics always describe the stored bytes. A bundle appears only
+//! complete: a small one is one atomic put, a large one a multipart upload that becomes visible
+//! when completed and is aborted when the samples break the protocol.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientConfigKey, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use zstd::stream::raw::{Decoder, Encoder, InBuffer, Operation, OutBuffer};
+
+use crate::digest::hex;
+use crate::samples::protocol::{Aggregates, ProtocolError, Validator};
+
+/// Name of a run's bundle under its run id.
+pub const BUNDLE_NAME: &str = "samples.jsonl.zst";
+/// Size of one part of a multipart upload (S3's smallest allowed part); a bundle that
+/// compresses to less is stored with a single put.
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
+/// zstd level: the default, fast enough to keep up with an upload at a fraction of a core.
+const ZSTD_LEVEL: i32 = 3;
+/// Bytes read from the source, and produced by zstd, per step.
+const CHUNK: usize = 64 * 1024;
+/// Limit of one request to an object store, and of opening its connection (humantime, as
+/// object_store's config keys take them).
+const REQUEST_TIMEOUT: &str = "60s";
+const CONNECT_TIMEOUT: &str = "10s";
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store URL cannot be used.
+    #[error("results store {url}: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why not.
+        reason: String,
+    },
+    /// The samples broke the protocol: nothing was stored.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// Reading the samples failed.
+    #[error("reading samples: {0}")]
+    Read(#[from] std::io::Error),
+    /// The store refused or failed a request.
+    #[error("results store: {0}")]
+    Object(#[from] object_store::Error),
+}
+
+/// Which run a bundle belongs to.
+#[derive(Clone, Copy, Debug)]
+pub struct BundleKey<'a> {
+    /// Namespace of the Evaluation.
+    pub namespace: &'a str,
+    /// Name of the Evaluation.
+    pub evaluation: &'a str,
+    /// Run id.
+    pub run_id: &'a str,
+}
+
+/// A stored bundle.
+#[derive(Debug)]
+pub struct Stored {
+    /// `<store URL>/<namespace>/<evaluation>/<runId>/samples.jsonl.zst`.
+    pub uri: String,
+    /// `sha256:<hex>` of the stored (compressed) bytes.
+    pub digest: String,
+    /// Compressed size in bytes.
+    pub size: u64,
+    /// False when the bundle was already stored and was read back instead.
+    pub written: bool,
+    /// The validated samples, reduced for the statistics.
+    pub aggregates: Aggregates,
+}
+
+/// A results store opened from its URL.
+#[derive(Clone, Debug)]
+pub struct Store {
+    url: String,
+    inner: Arc<dyn ObjectStore>,
+}
+
+impl Store {
+    /// Opens `file:///dir` (the directory is created) or `s3://bucket[/prefix]` (credentials,
+    /// region and endpoint from the usual `AWS_*` variables of the controller's environment).
+    ///
+    /// # Errors
+    /// Another scheme, or a URL or directory that cannot be used.
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let bad = |reason: String| StoreError::Url {
+            url: url.to_string(),
+            reason,
+        };
+        let parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+        let inner: Arc<dyn ObjectStore> = match parsed.scheme() {
+            "file" => {
+                let dir = parsed
+                    .to_file_path()
+                    .map_err(|()| bad("not a local directory".into()))?;
+                std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+                Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?)
+            }
+            "s3" => {
+                // reqwest's rustls has no provider of its own and panics without a process
+                // default; an Err means one is already installed, which serves as well.
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                // Timeouts as config keys: replacing the client options would drop what the
+                // environment set (AWS_ALLOW_HTTP, proxies).
+                let client = |key| AmazonS3ConfigKey::Client(key);
+                let s3 = AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_config(client(ClientConfigKey::Timeout), REQUEST_TIMEOUT)
+                    .with_config(client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                let prefix = parsed.path().trim_matches('/');
+                if prefix.is_empty() {
+                    Arc::new(s3)
+                } else {
+                    Arc::new(PrefixStore::new(s3, prefix))
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "scheme {other}:// is not supported (file, s3)"
+                )));
+            }
+        };
+        Ok(Store {
+            url: url.trim_end_matches('/').to_string(),
+            inner,
+        })
+    }
+
+    fn path(key: &BundleKey<'_>) -> Path {
+        Path::from_iter([key.namespace, key.evaluation, key.run_id, BUNDLE_NAME])
+    }
+
+    /// Stores the samples read from `source` as run `key`'s bundle, validating them with
+    /// `validator` on the way; when the run's bundle is already stored, validates that instead
+    /// and stores nothing.
+    ///
+    /// # Errors
+    /// The samples break the protocol (nothing is stored), or reading or the store failed.
+    pub async fn put_samples(
+        &self,
+        key: &BundleKey<'_>,
+        source: impl AsyncRead + Unpin,
+        validator: Validator,
+    ) -> Result<Stored, StoreError> {
+        let path = Self::path(key);
+        match self.inner.head(&path).await {
+            Ok(_) => return self.read_back(key, &path, validator).await,
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let (digest, size, aggregates) = self.upload(&path, source, validator).await?;
+        Ok(Stored {
+            uri: self.uri(key),
+            digest,
+            size,
+            written: true,
+            aggregates,
+        })
+    }
+
+    fn uri(&self, key: &BundleKey<'_>) -> String {
+        format!("{}/{}", self.url, Self::path(key))
+    }
+
+    /// Compresses, validates and uploads; aborts the upload on any error.
+    async fn upload(
+        &self,
+        path: &Path,
+        mut source: impl AsyncRead + Unpin,
+        validator: Validator,
+    ) -> Result<(String, u64, Aggregates), StoreError> {
+        let mut validator = validator;
+        let mut encoder = Encoder::new(ZSTD_LEVEL)?;
+        let mut hasher = Sha256::new();
+        let mut part: Vec<u8> = Vec::with_capacity(PART_SIZE);
+        let mut multipart: Option<WriteMultipart> = None;
+        let mut size = 0u64;
+        let mut input = vec![0u8; CHUNK];
+        let mut out = vec![0u8; CHUNK];
+        let result = async {
+            loop {
+                let n = source.read(&mut input).await?;
+                if n == 0 {
+                    break;
+                }
+                validator.push(&input[..n])?;
+                let mut src = InBuffer::around(&input[..n]);
+                while src.pos() < n {
+                    let mut dst = OutBuffer::around(&mut out[..]);
+                    encoder.run(&mut src, &mut dst)?;
+                    part.extend_from_slice(dst.as_slice());
+                }
+                if part.len() >= PART_SIZE {
+                    let upload = match multipart.as_mut() {
+                        Some(upload) => upload,
+                        None => multipart.insert(WriteMultipart::new_with_chunk_size(
+                            self.inner.put_multipart(path).await?,
+                            PART_SIZE,
+                        )),
+                    };
+                    // One part in flight at a time keeps memory at about two parts.
+                    upload.wait_for_capacity(1).await?;
+                    hasher.update(&part);
+                    size += part.len() as u64;
+                    // Handed over, not copied: memory stays at this part and the one in flight.
+                    let full = std::mem::replace(&mut part, Vec::with_capacity(PART_SIZE));
+                    upload.put(full.into());
+                }
+            }
+            let aggregates = validator.finish()?;
+            loop {
+                let mut dst = OutBuffer::around(&mut out[..]);
+                let remaining = encoder.finish(&mut dst, true)?;
+                part.extend_from_slice(dst.as_slice());
+                if remaining == 0 {
+                    break;
+                }
+            }
+            hasher.update(&part);
+            size += part.len() as u64;
+            Ok::<_, StoreError>(aggregates)
+        }
+        .await;
+        let aggregates = match (result, multipart) {
+            (Ok(aggregates), None) => {
+                self.inner.put(path, PutPayload::from(part)).await?;
+                aggregates
+            }
+            (Ok(aggregates), Some(mut upload)) => {
+                upload.put(part.into());
+                upload.finish().await?;
+                aggregates
+            }
+            (Err(e), Some(upload)) => {
+                // The error is what the user needs; a failed abort leaves only an incomplete
+                // upload, invisible to readers (docs/samples.md: expire them with a lifecycle rule).
+                if let Err(abort) = upload.abort().await {
+                    tracing::warn!(error = %abort, "aborting a samples upload failed");
+                }
+                return Err(e);
+            }
+            (Err(e), None) => return Err(e),
+        };
+        Ok((
+            format!("sha256:{}", hex(&hasher.finalize())),
+            size,
+            aggregates,
+        ))
+    }
+
+    /// Digest and validation of the stored bundle at `path`.
+    async fn read_back(
+        &self,
+        key: &BundleKey<'_>,
+        path: &Path,
+        mut validator: Validator,
+    ) -> Result<Stored, StoreError> {
+        let mut decoder = Decoder::new()?;
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut out = vec![0u8; CHUNK];
+        let mut stream = self.inner.get(path).await?.into_stream();
+        while let Some(bytes) = stream.next().await {
+            let bytes = bytes?;
+            hasher.update(&bytes);
+            size += bytes.len() as u64;
+            let mut src = InBuffer::around(&bytes[..]);
+            // Bounded output per step, however well the bytes compress.
+            loop {
+                let mut dst = OutBuffer::around(&mut out[..]);
+                decoder.run(&mut src, &mut dst)?;
+                let produced = dst.pos();
+                validator.push(dst.as_slice())?;
+                if src.pos() == bytes.len() && produced < CHUNK {
+                    break;
+                }
+            }
+        }
+        Ok(Stored {
+            uri: self.uri(key),
+            digest: format!("sha256:{}", hex(&hasher.finalize())),
+            size,
+            written: false,
+            aggregates: validator.finish()?,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;
