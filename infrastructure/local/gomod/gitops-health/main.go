@@ -18,6 +18,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -26,6 +27,7 @@ import (
 
 	lua "github.com/yuin/gopher-lua"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/yaml"
 )
@@ -274,7 +276,13 @@ func live(healthLua, examples string) (bool, error) {
 	var list struct {
 		Items []map[string]interface{} `json:"items"`
 	}
-	if err := json.NewDecoder(os.Stdin).Decode(&list); err != nil {
+	// apimachinery's JSON: whole numbers become int64, as in the objects Flux and Argo CD read
+	// (kstatus refuses a float64 generation).
+	raw, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return false, fmt.Errorf("stdin: %w", err)
+	}
+	if err := utiljson.Unmarshal(raw, &list); err != nil {
 		return false, fmt.Errorf("stdin: %w", err)
 	}
 	sort.Slice(list.Items, func(i, j int) bool {
