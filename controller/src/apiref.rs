@@ -739,7 +739,8 @@ mod tests {
                 "README.md",
                 "evaluationquotas.md",
                 "evaluations.md",
-                "evaluationsuites.md"
+                "evaluationsuites.md",
+                "modelendpoints.md"
             ]
         );
         let evaluations = &files[2].1;

@@ -26,3 +26,9 @@ pub const SANDBOX_POLICY_LABEL: &str = "crucible.dev/sandbox-policy";
 pub const SOURCE_DIGEST_LABEL: &str = "crucible.dev/source-digest";
 /// Annotation on every workspace ConfigMap: its full content digest (`sha256:…`), for people.
 pub const SOURCE_DIGEST_ANNOTATION: &str = "crucible.dev/source-digest";
+/// Label a Secret must carry (value `true`) before a ModelEndpoint may use it as a provider key:
+/// the platform team marks which Secrets are model credentials.
+pub const MODEL_CREDENTIALS_LABEL: &str = "crucible.dev/model-credentials";
+/// Annotation on a model-credentials Secret naming the host(s) its key may be sent to
+/// (comma-separated): a ModelEndpoint pointing the key at another host is not Ready.
+pub const MODEL_HOST_ANNOTATION: &str = "crucible.dev/model-host";

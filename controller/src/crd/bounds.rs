@@ -67,6 +67,18 @@ pub const MAX_SUITE_NAME_LEN: usize = 63;
 pub const MAX_METRICS: usize = 64;
 /// Longest result summary (status), in bytes.
 pub const MAX_SUMMARY: usize = 2048;
+/// Longest capability token the gateway accepts (checked before decoding): the claims of a run
+/// with [`MAX_RUN_MODELS`] models of [`MAX_MODEL_ID_LEN`] fit.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Most models a run lists: every model id goes into the run's capability token, which the
+/// gateway takes only up to 8 KiB.
+pub const MAX_RUN_MODELS: usize = 16;
+/// Longest model name in a run (part of an environment variable name).
+pub const MAX_MODEL_NAME_LEN: usize = 32;
+/// Longest provider model id (`gpt-4.1-mini`, `claude-sonnet-4-5-20250929`, …).
+pub const MAX_MODEL_ID_LEN: usize = 256;
+/// Most model ids (and prices) one ModelEndpoint lists.
+pub const MAX_ENDPOINT_MODELS: usize = 256;
 
 /// Bytes of `value` serialized as JSON, counted without building the JSON.
 ///
@@ -155,6 +167,11 @@ pub fn files_schema(schema: &mut Schema) {
         "maxLength",
         MAX_INLINE_BYTES,
     );
+}
+
+/// A ModelEndpoint's model ids: each at most [`MAX_MODEL_ID_LEN`] (the count is on the field).
+pub fn model_ids_schema(schema: &mut Schema) {
+    bound(schema, "/items", "maxLength", MAX_MODEL_ID_LEN);
 }
 
 /// The matrix: at most [`MAX_MATRIX_KEYS`] keys, each with at most [`MAX_CASES`] values of

@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::crd::bounds::{
     self, MAX_CIDR_LEN, MAX_DURATION_LEN, MAX_EGRESS, MAX_GIT_PATH_LEN, MAX_IMAGE_LEN, MAX_METRICS,
-    MAX_NAME_LEN, MAX_REF_LEN, MAX_SUMMARY, MAX_URL_LEN,
+    MAX_NAME_LEN, MAX_REF_LEN, MAX_RUN_MODELS, MAX_SUMMARY, MAX_URL_LEN,
 };
+use crate::crd::model::{ModelBudget, ModelRef, ModelUsage, RecordCalls};
 use crate::crd::samples::{
     CompareTo, ComparisonStatus, HistorySamples, MAX_EPOCHS, MAX_SEED, SamplesStatus,
 };
@@ -115,6 +116,18 @@ pub struct EvaluationSpec {
     /// A paired comparison of this run's samples with a baseline run's, sample id by id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compare_to: Option<CompareTo>,
+    /// Models the run may call through the model gateway, each served by a ModelEndpoint of
+    /// this namespace; the provider key never enters the sandbox (docs/models.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = MAX_RUN_MODELS))]
+    pub models: Option<Vec<ModelRef>>,
+    /// Limits on the run's model calls (`calls`, `tokens`, `costUSD`); needs `models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<ModelBudget>,
+    /// What the call ledger keeps of each model call: `Digests` (default) or `Full` (the
+    /// bodies too); needs `models`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub record_calls: Option<RecordCalls>,
 }
 
 /// Source of the evaluation code: exactly one of `inline` or `git`.
@@ -339,6 +352,9 @@ pub struct EvaluationStatus {
     /// The paired comparison asked for by `spec.compareTo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comparison: Option<ComparisonStatus>,
+    /// What the current run's model calls used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<ModelUsage>,
 }
 
 /// Lifecycle phase of a run.

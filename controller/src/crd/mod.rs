@@ -6,6 +6,7 @@
 pub mod bounds;
 pub mod conditions;
 pub mod evaluation;
+pub mod model;
 pub mod quota;
 pub mod samples;
 pub mod suite;
@@ -14,6 +15,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use evaluation::{Evaluation, EvaluationSpec, EvaluationStatus};
+pub use model::ModelEndpoint;
 pub use quota::EvaluationQuota;
 pub use suite::EvaluationSuite;
 
@@ -47,6 +49,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
         Evaluation::crd(),
         EvaluationSuite::crd(),
         EvaluationQuota::crd(),
+        ModelEndpoint::crd(),
     ]
 }
 

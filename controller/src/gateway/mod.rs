@@ -4,13 +4,17 @@
 //! settles the budget with the provider's reported usage and appends the call to the run's
 //! ledger.
 //!
-//! Pure parts: `token` (capability tokens), `budget` (accounting), `usage` (reading reported
-//! usage from responses), `ledger` (the hash chain; its file sink is the one I/O there).
+//! Pure parts: `token` (capability tokens), `grant` (a run's token from its Evaluation),
+//! `endpoint` (whether a ModelEndpoint and its Secret may be used), `budget` (accounting),
+//! `usage` (reading reported usage from responses), `ledger` (the hash chain; its file sink is
+//! the one I/O there).
 
 pub mod budget;
 pub mod call;
 pub mod catalog;
+pub mod endpoint;
 pub mod expiring;
+pub mod grant;
 pub mod ledger;
 pub mod metrics;
 pub mod proxy;

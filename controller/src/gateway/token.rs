@@ -18,8 +18,7 @@ use super::expiring::ExpiringMap;
 use super::ledger::RecordCalls;
 
 const PREFIX: &str = "crt1.";
-/// Longest token accepted, checked before decoding: claims of a run with dozens of models fit.
-pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+pub use crate::crd::bounds::MAX_TOKEN_BYTES;
 /// Shortest signing key accepted: the HMAC's own block of security.
 pub const MIN_KEY_BYTES: usize = 32;
 

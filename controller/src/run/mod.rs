@@ -1,6 +1,6 @@
 //! The pure model of one run, below every controller that uses it: which run is current and
 //! its ids ([`identity`], [`state`]), the spec's validation, the children it needs ([`owner`],
-//! [`pod`], [`workspace`]), the resources it holds ([`request`], [`liveness`]), what its pod's
+//! [`pod`], [`workspace`], [`models`]), the resources it holds ([`request`], [`liveness`]), what its pod's
 //! state means ([`phase`]) and its result ([`results`]).
 //!
 //! No API client, no API handle, no awaiting here (`pure_run_model` in this module's tests keeps it
@@ -10,6 +10,7 @@
 pub mod fetched;
 pub mod identity;
 pub mod liveness;
+pub mod models;
 pub mod owner;
 pub mod phase;
 pub mod pod;

@@ -13,6 +13,7 @@ use crate::crd::bounds::{
     shown,
 };
 use crate::crd::evaluation::{EvaluationSpec, NetworkMode, Source};
+use crate::run::models;
 use crate::{duration, quantity};
 
 /// JSON bytes a source file adds to the pod spec beyond its path twice (key and path of its
@@ -86,6 +87,7 @@ pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String
         check_env("spec.scorer.env", scorer.env.as_deref(), &mut problems);
     }
     check_sandbox(spec, config, &mut problems);
+    models::problems(spec, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -134,6 +136,7 @@ pub fn size_problems(spec: &EvaluationSpec) -> Vec<String> {
             ));
         }
     }
+    models::size_problems(spec, &mut problems);
     let pod_bytes = pod_spec_estimate(spec);
     if pod_bytes > MAX_POD_SPEC_BYTES {
         problems.push(format!(
@@ -145,7 +148,7 @@ pub fn size_problems(spec: &EvaluationSpec) -> Vec<String> {
 }
 
 /// Bytes `spec` puts into its pod spec: what it copies there (command, args and env of both
-/// containers; every inline file's path twice). Git files are bounded by count at fetch time.
+/// containers; every inline file's path twice; its models' variables). Git files are bounded by count at fetch time.
 fn pod_spec_estimate(spec: &EvaluationSpec) -> usize {
     let scorer = spec.scorer.as_ref().map_or(0, |s| {
         json_len(&s.command) + json_len(&s.args) + json_len(&s.env)
@@ -162,6 +165,7 @@ fn pod_spec_estimate(spec: &EvaluationSpec) -> usize {
         json_len(&spec.env),
         scorer,
         files,
+        models::pod_bytes(spec),
     ]
     .into_iter()
     .fold(0, usize::saturating_add)
@@ -313,6 +317,15 @@ fn check_sandbox(spec: &EvaluationSpec, config: &Config, problems: &mut Vec<Stri
             "spec.sandbox.network: Allowlist is not available with spec.resources.gpu (GPU evaluations run in {:?}, without network)",
             config.gpu_runtime_class
         ));
+    }
+    // The gateway must be a run's only egress with models: an allowlist beside it would be a
+    // second way out for what the models answer.
+    if mode == NetworkMode::Allowlist && !models::models(spec).is_empty() {
+        problems.push(
+            "spec.sandbox.network: Allowlist cannot be combined with spec.models (a run with \
+             models reaches the model gateway and nothing else)"
+                .into(),
+        );
     }
     let rules = sandbox.egress.as_deref().unwrap_or_default();
     match mode {

@@ -166,6 +166,23 @@ fn invalid_spec_creates_nothing_and_stalls() {
     assert_eq!(p.notes[0].severity, Severity::Warning);
 }
 
+/// Until the gateway is wired, a run with models must not start without them.
+#[test]
+fn a_run_with_models_creates_nothing_and_says_why() {
+    let ev = Evaluation::test().with_spec(|s| {
+        s.models = Some(vec![crate::crd::model::ModelRef {
+            name: "target".into(),
+            endpoint: "openai".into(),
+            model: "gpt-4.1-mini".into(),
+        }])
+    });
+    let p = run(&ev, &Observed::empty());
+    assert!(p.create.is_empty(), "{:?}", kinds(&p));
+    assert_eq!(p.status.reason.as_deref(), Some("InvalidSpec"));
+    let message = p.status.message.as_deref().unwrap_or_default();
+    assert!(message.contains("spec.models"), "{message}");
+}
+
 #[test]
 fn missing_runtime_class_fails_closed() {
     let obs = Observed {
