@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
+    NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyPeer, NetworkPolicyPort,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -19,7 +19,7 @@ use crate::crd::bounds::{
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::model::{ModelApi, ModelRef};
 use crate::run::owner::Owner;
-use crate::run::pod::EVALUATION_CONTAINER;
+use crate::run::pod::{EVALUATION_CONTAINER, run_policy};
 
 /// The label every namespace carries with its own name (Kubernetes ≥ 1.21).
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -267,15 +267,7 @@ pub fn gateway_network_policy(
             }]),
         }]
     };
-    NetworkPolicy {
-        metadata: owner.meta(name, &[]),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(owner.run_selector(run_id)),
-            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(vec![]),
-            egress: Some(egress),
-        }),
-    }
+    run_policy(owner, name, run_id, egress)
 }
 
 #[cfg(test)]

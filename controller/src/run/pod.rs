@@ -264,6 +264,17 @@ pub fn desired_network_policy(
             }),
         })
         .collect();
+    run_policy(owner, name, run_id, egress)
+}
+
+/// The NetworkPolicy `name` of run `run_id`: its pods only, no ingress, egress only by `egress`
+/// (an Allowlist run's entries, or a run with models' route to the gateway).
+pub(crate) fn run_policy(
+    owner: &Owner,
+    name: &str,
+    run_id: &str,
+    egress: Vec<NetworkPolicyEgressRule>,
+) -> NetworkPolicy {
     NetworkPolicy {
         metadata: owner.meta(name, &[]),
         spec: Some(NetworkPolicySpec {
