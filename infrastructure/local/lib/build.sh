@@ -89,6 +89,7 @@ ensure_go() {
 # go_build MODULE OUTDIR LDFLAGS PACKAGE...: one `go build` of several commands into OUTDIR
 go_build() {
   local mod=$1 out=$2 ld=$3 t0=$SECONDS tmp; shift 3
+  mkdir -p "$CACHE"   # the first tool built on a fresh machine comes before anything else made it
   tmp=$(mktemp -d "$CACHE/.build.XXXXXX")
   log "go build $mod: $* (first build: minutes)"
   if ! (cd "$GOMOD/$mod" && CGO_ENABLED=0 GOFLAGS=-mod=readonly GOCACHE=${GO_BUILD_CACHE:-$CACHE/gocache} \
