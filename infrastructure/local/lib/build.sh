@@ -114,7 +114,8 @@ ensure_binaries() {
     || return 0
   ensure_go
   if missing_in "$BIN" kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; then
-    local minor=${K8S_VERSION#*.}; minor=${minor%%.*} v ld=""
+    local minor v ld=""
+    minor=${K8S_VERSION#*.}; minor=${minor%%.*}
     for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ld+=" -X $v.gitVersion=v$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=archive"
     done
