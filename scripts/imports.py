@@ -5,8 +5,8 @@
     python3 scripts/imports.py --edges    # every module -> module edge with its count
     python3 scripts/imports.py --check    # the same, exit 1 when any is found (scripts/test.sh)
 
-A file's module is its path under controller/src (`evaluation/plan/steps.rs` is
-`evaluation::plan::steps`; `mod.rs` names its folder). An import of `crate::a::b::C` is an edge
+A file's module is its path under controller/src (`lifecycle/steps.rs` is
+`lifecycle::steps`; `mod.rs` names its folder). An import of `crate::a::b::C` is an edge
 to the longest module prefix that exists (`a::b` if it is a module, else `a`). Test files
 (`*_tests.rs`, `fixtures.rs`) are left out: they may import anything.
 
@@ -30,12 +30,15 @@ LAYERS = [
     ("run model", "run samples"),
     ("services", "cache source store stop canary leader system_namespace selftest gateway"),
     ("admission", "admission"),
+    ("lifecycle", "lifecycle"),
     ("watches", "watches"),
-    ("controllers", "evaluation suite"),
-    ("local runs", "local"),
+    ("drivers", "evaluation suite local"),
     ("composition", "cli apiref operator crate"),
 ]
 LAYER = {m: i for i, (_, ms) in enumerate(LAYERS) for m in ms.split()}
+# Layers whose modules stand side by side and never use each other: each driver of a run (the
+# two controllers, `crucible run`) builds only on the layers below.
+SIDE_BY_SIDE = {LAYER["evaluation"]}
 
 
 def module_of(path: Path) -> str:
@@ -109,6 +112,16 @@ def main() -> None:
     problems += len(upward)
     print(f"upward imports: {len(upward)}")
     for a, b, n in upward:
+        print(f"  {a} -> {b} ({n})")
+    sideways = sorted(
+        (a, b, n) for (a, b), n in edges.items()
+        if a.split("::")[0] != b.split("::")[0]
+        and LAYER.get(a.split("::")[0]) == LAYER.get(b.split("::")[0])
+        and LAYER.get(a.split("::")[0]) in SIDE_BY_SIDE
+    )
+    problems += len(sideways)
+    print(f"imports between drivers: {len(sideways)}")
+    for a, b, n in sideways:
         print(f"  {a} -> {b} ({n})")
     if "--check" in sys.argv and problems:
         sys.exit(1)

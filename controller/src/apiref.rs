@@ -13,8 +13,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use clap::CommandFactory;
 
 use crate::cli::Cli;
+use crate::lifecycle::suite::{DEFAULT_PARALLELISM, DEFAULT_SUITE_PASS_THRESHOLD};
 use crate::run::results::DEFAULT_PASS_THRESHOLD;
-use crate::suite::plan::{DEFAULT_PARALLELISM, DEFAULT_SUITE_PASS_THRESHOLD};
 
 /// Directory (relative to the repository root) holding the generated reference; every `.md`
 /// file in it is generated.

@@ -175,11 +175,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_event_queue_drops_events_instead_of_holding_the_reconcile() {
-        let (ctx, _api) = crate::evaluation::Context::test();
+        let (client, _api) = crate::fixtures::ApiServerVerifier::client();
         let (queue, _pending) = mpsc::channel(1);
         let recorder = Recorder {
             queue: Some(queue),
-            ..recorder(&ctx.client, None)
+            ..recorder(&client, None)
         };
         let note = Note {
             severity: Severity::Normal,

@@ -1,7 +1,6 @@
 //! Test fixtures: builders for Evaluations and pods, and a mock API server (tower-test) that
 //! checks each request of a reconcile in order. Compiled for tests only.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response};
@@ -13,12 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::client::Body;
 use kube::{Client, Resource};
 
-use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::{EvaluationSpec, EvaluationStatus, InlineSource, Source};
-use crate::evaluation::Context;
-use crate::evaluation::plan::{Observed, RuntimeClassCheck};
-use crate::metrics::Metrics;
+use crate::lifecycle::{Observed, RuntimeClassCheck};
 
 /// A fixed "now" (2026-01-01T00:00:00Z) plus `secs`.
 pub fn at(secs: i64) -> Time {
@@ -202,60 +198,6 @@ pub struct Received {
     pub uri: String,
     /// JSON body (Null when empty).
     pub body: serde_json::Value,
-}
-
-impl Context {
-    /// A context whose client talks to an [`ApiServerVerifier`], with the RuntimeClass
-    /// `gvisor` in its cache and no pods.
-    pub fn test() -> (Arc<Context>, ApiServerVerifier) {
-        Context::test_with(Vec::new(), true)
-    }
-
-    /// [`Context::test`] with `pods` in the pod cache and, when `sandbox`, the RuntimeClass
-    /// `gvisor`.
-    pub fn test_with(pods: Vec<Pod>, sandbox: bool) -> (Arc<Context>, ApiServerVerifier) {
-        use kube::runtime::watcher::Event;
-        let caches = crate::cache::Caches::new(1);
-        for pod in pods {
-            caches.pods.apply(None, Event::Apply(pod));
-        }
-        let (runtime_classes, mut classes) = kube::runtime::reflector::store();
-        if sandbox {
-            let gvisor = k8s_openapi::api::node::v1::RuntimeClass {
-                metadata: kube::api::ObjectMeta {
-                    name: Some("gvisor".into()),
-                    ..Default::default()
-                },
-                handler: "runsc".into(),
-                ..Default::default()
-            };
-            classes.apply_watcher_event(&Event::Apply(gvisor));
-        }
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
-        let ctx = Context {
-            recorder: crate::events::recorder(&client, None),
-            client,
-            config: Config::default(),
-            metrics: Arc::new(Metrics::default()),
-            admission: Arc::default(),
-            quotas: Arc::new(crate::cache::Indexed::new(1, kube::ResourceExt::namespace)),
-            stop_switch: kube::runtime::reflector::store().0,
-            system_namespace: "crucible-system".into(),
-            git: Arc::new(crate::source::FetchPool::new(
-                crate::source::GitCache::new(
-                    std::env::temp_dir().join("crucible-test-git"),
-                    1 << 20,
-                ),
-                Config::default().follow_interval,
-            )),
-            sandbox: Arc::new(crate::canary::SandboxVerdicts::unchecked()),
-            caches: Arc::new(caches),
-            runtime_classes,
-            sandbox_policies: Arc::default(),
-        };
-        (Arc::new(ctx), ApiServerVerifier(handle))
-    }
 }
 
 impl ApiServerVerifier {

@@ -22,6 +22,7 @@ pub mod gateway;
 pub mod http;
 pub mod labels;
 pub mod leader;
+pub mod lifecycle;
 pub mod local;
 pub mod metrics;
 pub mod operator;

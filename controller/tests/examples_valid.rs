@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crucible::config::Config;
 use crucible::crd::{Evaluation, EvaluationQuota, EvaluationSuite};
+use crucible::lifecycle::suite::fanout::desired_cases;
 use crucible::run::validate::validate;
-use crucible::suite::fanout::desired_cases;
 
 fn examples() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/evaluations");

@@ -420,7 +420,3 @@ mod tests {
         assert!(s.hold("gvisor").is_some());
     }
 }
-
-#[cfg(test)]
-#[path = "gate_tests.rs"]
-mod gate_tests;

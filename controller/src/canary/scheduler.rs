@@ -512,7 +512,6 @@ mod tests {
 
     use super::*;
     use crate::canary::Check;
-    use crate::evaluation::Context;
     use crate::fixtures::{ApiServerVerifier, pod_list, status_error};
 
     const RUNTIME_CLASS: &str = "/apis/node.k8s.io/v1/runtimeclasses/gvisor";
@@ -521,7 +520,7 @@ mod tests {
 
     /// A scheduler against the mock API server, listening on loopback.
     fn scheduler() -> (Scheduler, ApiServerVerifier) {
-        let (ctx, api) = Context::test();
+        let (client, api) = ApiServerVerifier::client();
         let settings = CanarySettings {
             enabled: true,
             allowlist: true,
@@ -532,14 +531,14 @@ mod tests {
             listen: "127.0.0.1".parse().expect("ip"),
         };
         let scheduler = Scheduler::new(
-            ctx.client.clone(),
+            client.clone(),
             "crucible-system".into(),
             None,
             Config::default(),
             settings,
             Arc::new(SandboxVerdicts::unchecked()),
-            ctx.metrics.clone(),
-            ctx.recorder.clone(),
+            Arc::default(),
+            crate::events::recorder(&client, None),
         );
         (scheduler, api)
     }

@@ -3,7 +3,7 @@
 //! Bounds on single fields go into the CRD schema (the `#[schemars]` attributes and the
 //! `*_schema` transforms below), so the API server refuses an oversized object before it is
 //! stored. Bounds on combinations (the matrix product, a suite's expanded size, a run's pod
-//! spec) are checked by `run::validate` and `suite::fanout` before anything is
+//! spec) are checked by `run::validate` and `lifecycle::suite::fanout` before anything is
 //! allocated from them, and end the object as `Stalled=True, reason=InvalidSpec`. README
 //! "Bounds" lists them all.
 

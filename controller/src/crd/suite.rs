@@ -1,5 +1,5 @@
 //! The `EvaluationSuite` kind: many Evaluations from one template, cases and a matrix. Pure
-//! types; the expansion rules are in `suite::fanout`.
+//! types; the expansion rules are in `lifecycle::suite::fanout`.
 
 use std::collections::BTreeMap;
 

@@ -12,10 +12,10 @@ use kube::{Resource, ResourceExt};
 use crate::crd::Evaluation;
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
-use crate::evaluation::plan::{Child, ChildKind, Plan, Refusal};
 use crate::evaluation::sandbox_policy::{self, POLICY_NAME, PolicyError};
 use crate::evaluation::workspace;
 use crate::labels::MANAGED_LABEL;
+use crate::lifecycle::{Child, ChildKind, Plan, Refusal};
 use crate::ownership;
 use crate::ssa;
 
@@ -91,7 +91,7 @@ const POLICIES_CHECKED: u32 = 500;
 /// An `Allowlist` run waits (its reason in status, an Event) while another NetworkPolicy of
 /// its namespace selects its pod and allows egress: policies add up, so the run could reach
 /// more than its allowlist. Read at each start, from the API server (the controller watches
-/// only its own policies); looked at again after [`crate::evaluation::plan::SANDBOX_RETRY`].
+/// only its own policies); looked at again after [`crate::lifecycle::SANDBOX_RETRY`].
 async fn widened(
     ctx: &Context,
     namespace: &str,

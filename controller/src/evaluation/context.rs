@@ -67,3 +67,60 @@ impl Context {
         self.quotas.indexed(namespace)
     }
 }
+
+#[cfg(test)]
+impl Context {
+    /// A context whose client talks to an [`ApiServerVerifier`], with the RuntimeClass
+    /// `gvisor` in its cache and no pods.
+    pub fn test() -> (Arc<Context>, crate::fixtures::ApiServerVerifier) {
+        Context::test_with(Vec::new(), true)
+    }
+
+    /// [`Context::test`] with `pods` in the pod cache and, when `sandbox`, the RuntimeClass
+    /// `gvisor`.
+    pub fn test_with(
+        pods: Vec<k8s_openapi::api::core::v1::Pod>,
+        sandbox: bool,
+    ) -> (Arc<Context>, crate::fixtures::ApiServerVerifier) {
+        use kube::runtime::watcher::Event;
+        let caches = crate::cache::Caches::new(1);
+        for pod in pods {
+            caches.pods.apply(None, Event::Apply(pod));
+        }
+        let (runtime_classes, mut classes) = kube::runtime::reflector::store();
+        if sandbox {
+            let gvisor = k8s_openapi::api::node::v1::RuntimeClass {
+                metadata: kube::api::ObjectMeta {
+                    name: Some("gvisor".into()),
+                    ..Default::default()
+                },
+                handler: "runsc".into(),
+                ..Default::default()
+            };
+            classes.apply_watcher_event(&Event::Apply(gvisor));
+        }
+        let (client, verifier) = crate::fixtures::ApiServerVerifier::client();
+        let ctx = Context {
+            recorder: crate::events::recorder(&client, None),
+            client,
+            config: Config::default(),
+            metrics: Arc::default(),
+            admission: Arc::default(),
+            quotas: Arc::new(crate::cache::Indexed::new(1, kube::ResourceExt::namespace)),
+            stop_switch: kube::runtime::reflector::store().0,
+            system_namespace: "crucible-system".into(),
+            git: Arc::new(crate::source::FetchPool::new(
+                crate::source::GitCache::new(
+                    std::env::temp_dir().join("crucible-test-git"),
+                    1 << 20,
+                ),
+                Config::default().follow_interval,
+            )),
+            sandbox: Arc::new(crate::canary::SandboxVerdicts::unchecked()),
+            caches: Arc::new(caches),
+            runtime_classes,
+            sandbox_policies: Arc::default(),
+        };
+        (Arc::new(ctx), verifier)
+    }
+}

@@ -7,7 +7,6 @@ pub mod controller;
 pub mod credentials;
 pub mod observe;
 pub mod orphans;
-pub mod plan;
 pub mod reconcile;
 pub mod report;
 pub mod sandbox_policy;
@@ -15,3 +14,7 @@ pub mod workspace;
 
 pub use context::Context;
 pub use controller::run;
+
+#[cfg(test)]
+#[path = "canary_hold_tests.rs"]
+mod canary_hold_tests;

@@ -19,7 +19,7 @@ use crate::crd::evaluation::{GitSource, Source};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
-use crate::evaluation::plan::{self, LogsNeeded, Observed, RuntimeClassCheck};
+use crate::lifecycle::{self, LogsNeeded, Observed, RuntimeClassCheck};
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::run::state;
@@ -93,7 +93,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     // A run that has started reads its pinned source only to start another attempt; a new
     // one once admitted.
     let source = if state::awaits_admission(&ev, head.as_deref())
-        || !plan::started_run_needs_source(&ev, &pods)
+        || !lifecycle::started_run_needs_source(&ev, &pods)
     {
         None
     } else {
@@ -105,10 +105,10 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         containers,
         stopping,
         overdue,
-    }) = plan::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
+    }) = lifecycle::logs_needed(&ev, &pods, &now, stop.is_some(), &ctx.config)
     {
         // A pod being stopped (cancel, timeout, emergency stop) may sit on a lost node:
-        // stopping must not depend on its log; nor, past plan::LOG_WAIT, finishing.
+        // stopping must not depend on its log; nor, past lifecycle::LOG_WAIT, finishing.
         for container in containers {
             match read_log_retrying(&pod_api, &pod, container).await {
                 Ok(Some(capture)) => {
@@ -142,7 +142,7 @@ fn git_of(ev: &Evaluation) -> Option<&GitSource> {
     }
 }
 
-/// The files of `ev`'s git source at the ref its run reads ([`plan::source_reference`]);
+/// The files of `ev`'s git source at the ref its run reads ([`lifecycle::source_reference`]);
 /// `None` without a git source or when no run needs it.
 pub async fn source(
     ev: &Evaluation,
@@ -150,7 +150,7 @@ pub async fn source(
     head: Option<&str>,
 ) -> Option<Result<FetchedSource, SourceProblem>> {
     let git = git_of(ev)?;
-    let reference = plan::source_reference(ev, head)?;
+    let reference = lifecycle::source_reference(ev, head)?;
     let namespace = ev.namespace()?;
     Some(fetch(ctx, &namespace, &ev.name_any(), git, reference).await)
 }

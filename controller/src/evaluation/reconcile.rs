@@ -9,8 +9,8 @@ use crate::admission::holds::Holds;
 use crate::cache::expectations::EXPECTATION_TTL;
 use crate::crd::{Evaluation, EvaluationQuota};
 use crate::error::{Error, Result};
-use crate::evaluation::plan;
 use crate::evaluation::{Context, apply, observe, report};
+use crate::lifecycle;
 use crate::requeue::{self, Requeue};
 use crate::run::validate;
 
@@ -71,11 +71,11 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
         observed.source = observe::source(&ev, &ctx, observed.head.as_deref()).await;
     }
     let decision = answer.decision;
-    let mut plan = plan::plan(&ev, &observed, &decision, &ctx.config)?; // no client required
+    let mut plan = lifecycle::plan(&ev, &observed, &decision, &ctx.config)?; // no client required
     if let Some(refusal) = apply::create(&ev, &plan, &ctx).await? {
         // client required
         tracing::warn!(reason = refusal.reason, message = %refusal.message, "child refused");
-        plan = plan::refused(&ev, plan, refusal, &observed.now); // no client required
+        plan = lifecycle::refused(&ev, plan, refusal, &observed.now); // no client required
     }
     // The ledger learns what the run holds now, before the status write: a finished run's
     // slot goes to the next queued run at once (its pod holds no capacity any more).
@@ -83,7 +83,7 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     ctx.admission
         .settle(&namespace, &uid, &plan.holds(), plan.in_queue); // no client required
     report::report(&ev, &plan, &ctx).await?; // client required
-    if let Some(waited) = plan::queue_wait(&ev, &plan, &observed.now) {
+    if let Some(waited) = lifecycle::queue_wait(&ev, &plan, &observed.now) {
         ctx.metrics.admitted_after(waited.as_secs_f64());
     }
     apply::delete(&ev, &plan, &ctx).await?; // client required, after the status holds the logs

@@ -12,10 +12,10 @@ use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::{Phase, Scorer};
 use crate::evaluation::Context;
-use crate::evaluation::plan::{Observed, plan};
 use crate::fixtures::{
     ApiServerVerifier, at, mk_container, mk_pod, owned_by, running, status_error,
 };
+use crate::lifecycle::{Observed, plan};
 use crate::requeue::Requeue;
 
 const PODS: &str = "/api/v1/namespaces/team-a/pods";
@@ -505,10 +505,7 @@ async fn a_namespace_policy_that_fails_to_apply_keeps_the_run_waiting() {
         api.expect_silence().await;
     })
     .await;
-    assert_eq!(
-        requeue,
-        Requeue::After(crate::evaluation::plan::SANDBOX_RETRY)
-    );
+    assert_eq!(requeue, Requeue::After(crate::lifecycle::SANDBOX_RETRY));
 }
 
 /// Pods that are not the run's (another namespace's pod naming its uid, a pod in its namespace
@@ -629,8 +626,5 @@ async fn a_pod_refused_by_an_unreachable_webhook_waits_with_the_reason_in_its_st
         api.expect_silence().await;
     })
     .await;
-    assert_eq!(
-        requeue,
-        Requeue::After(crate::evaluation::plan::SANDBOX_RETRY)
-    );
+    assert_eq!(requeue, Requeue::After(crate::lifecycle::SANDBOX_RETRY));
 }

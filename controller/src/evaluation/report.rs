@@ -9,8 +9,8 @@ use kube::{Resource, ResourceExt};
 use crate::crd::Evaluation;
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
-use crate::evaluation::plan::Plan;
 use crate::events;
+use crate::lifecycle::Plan;
 use crate::ssa;
 
 /// Longest a status write may take before the reconcile gives up and retries.

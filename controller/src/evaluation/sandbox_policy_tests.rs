@@ -4,8 +4,8 @@ use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Scorer;
 use crate::evaluation::Context;
-use crate::evaluation::plan::Child;
-use crate::evaluation::plan::{Observed, plan};
+use crate::lifecycle::Child;
+use crate::lifecycle::{Observed, plan};
 use http::Method;
 use k8s_openapi::api::networking::v1::{NetworkPolicyEgressRule, NetworkPolicyIngressRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
@@ -313,11 +313,7 @@ async fn a_delete_seen_while_applying_is_not_overwritten() {
 }
 
 /// An Allowlist run's plan and the labels of its pod.
-fn allowlist_plan() -> (
-    Evaluation,
-    crate::evaluation::plan::Plan,
-    BTreeMap<String, String>,
-) {
+fn allowlist_plan() -> (Evaluation, crate::lifecycle::Plan, BTreeMap<String, String>) {
     use crate::crd::evaluation::{EgressRule, NetworkMode, Sandbox};
     let ev = Evaluation::test().with_spec(|s| {
         s.sandbox = Some(Sandbox {

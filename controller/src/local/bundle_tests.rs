@@ -2,12 +2,12 @@ use super::*;
 use crate::config::Config;
 use crate::crd::Evaluation;
 use crate::crd::evaluation::Scorer;
-use crate::evaluation::plan::{self, Child, Observed};
+use crate::lifecycle::{self, Child, Observed};
 
 /// The pod the controller plans for `ev` (Admitted, sandbox present).
 fn planned(ev: &Evaluation) -> Pod {
     let obs = Observed::empty();
-    let p = plan::plan(
+    let p = lifecycle::plan(
         ev,
         &obs,
         &crate::admission::Decision::Admit,

@@ -1,5 +1,5 @@
 //! Drives one Evaluation (or a suite's children) through the controller's own pure
-//! [`plan`](crate::evaluation::plan::plan): it plays API server and kubelet. It
+//! [`plan`](crate::lifecycle::plan): it plays API server and kubelet. It
 //! answers `plan`'s questions (admitted; the sandbox exists; the git source at its commit),
 //! runs the pod `plan` asks for, and reports the pod back as a kubelet would (container states,
 //! exit codes, termination messages, `DeadlineExceeded`) with the log captured by the
@@ -8,7 +8,6 @@
 //! on the cluster.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,10 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use k8s_openapi::api::core::v1::{
-    ConfigMap, ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    Pod, PodStatus,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
@@ -29,20 +25,19 @@ use crate::crd::evaluation::{Phase, Source};
 use crate::crd::samples::SamplesStatus;
 use crate::crd::suite::SuitePhase;
 use crate::crd::{Evaluation, EvaluationSuite};
-use crate::evaluation::plan::{self, Child, Observed, RuntimeClassCheck};
 use crate::labels::RUN_ID_LABEL;
+use crate::lifecycle::{self, Child, Observed, RuntimeClassCheck};
 use crate::local::image::ImageStore;
+use crate::local::pod_status::{self, Containers, Ended};
 use crate::local::samples as local_samples;
 use crate::local::sandbox::{self, Isolation};
-use crate::local::{bundle, files};
+use crate::local::{bundle, files, rundir};
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::pod::SAMPLES_VOLUME;
-use crate::run::pod::SANDBOX_UID;
-use crate::run::results::{LogCapture, TERMINATION_MESSAGE_MAX};
+use crate::run::results::LogCapture;
 use crate::samples::spec::SAMPLES_PATH;
 use crate::source::{GitCache, GitRequest};
 use crate::store::{BundleKey, Store};
-use crate::suite;
 
 /// Runs evaluations on this machine; shared by every concurrent run of one `crucible run`.
 pub struct Kubelet {
@@ -63,6 +58,15 @@ pub struct Kubelet {
     /// Where samples bundles go (`--results`).
     pub results: Option<Store>,
     counter: AtomicU64,
+}
+
+/// Where one pod's containers run: its run directory and volumes, its number, its deadline.
+struct Place<'a> {
+    pod: &'a Pod,
+    volumes: &'a BTreeMap<String, PathBuf>,
+    dir: &'a Path,
+    n: u64,
+    deadline: Instant,
 }
 
 /// A kubelet-like report of one pod, for the next `plan`.
@@ -125,7 +129,7 @@ impl Kubelet {
             // duration do not count the wait for other runs.
             let permit = self.slots.acquire().await;
             obs.now = now();
-            let planned = match plan::plan(&ev, &obs, &Decision::Admit, &self.config) {
+            let planned = match lifecycle::plan(&ev, &obs, &Decision::Admit, &self.config) {
                 Ok(p) => p,
                 Err(e) => {
                     eprintln!("crucible: {}: {e}", ev.name_any());
@@ -184,7 +188,7 @@ impl Kubelet {
         let mut children: Vec<Evaluation> = Vec::new();
         let mut running = FuturesUnordered::new();
         loop {
-            let planned = suite::plan::plan(&s, &children, &now());
+            let planned = lifecycle::suite::plan(&s, &children, &now());
             let done = planned.status.phase != Some(SuitePhase::Running);
             s.status = Some(planned.status);
             for mut child in planned.apply {
@@ -251,168 +255,142 @@ impl Kubelet {
     /// (a failing step ends the pod), within the pod's `activeDeadlineSeconds`.
     fn run_pod(&self, mut pod: Pod, workspace: Option<&ConfigMap>, ev: &Evaluation) -> Ran {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let name = pod.name_any();
-        let dir = work_dir(&self.work_root, n, &name);
+        let dir = rundir::work_dir(&self.work_root, n, &pod.name_any());
         let spec = pod.spec.clone().unwrap_or_default();
         let deadline = Instant::now()
             + Duration::from_secs(
                 u64::try_from(spec.active_deadline_seconds.unwrap_or(600)).unwrap_or(600),
             );
-        let mut status = PodStatus {
-            phase: Some("Pending".into()),
-            start_time: Some(now()),
-            ..Default::default()
-        };
+        let start_time = now();
         let mut logs = BTreeMap::new();
-        let mut statuses: Vec<(bool, ContainerStatus)> = Vec::new();
-        let prepared = prepare_volumes(&dir, &pod, workspace);
+        let mut containers = Containers::default();
+        let prepared = rundir::prepare_volumes(&dir, &pod, workspace);
         let steps = spec
             .init_containers
             .iter()
             .flatten()
             .map(|c| (true, c))
             .chain(spec.containers.iter().map(|c| (false, c)));
-        let mut failed = false;
-        let mut timed_out = false;
         for (init, container) in steps {
-            let mut container_status = ContainerStatus {
+            let mut status = ContainerStatus {
                 name: container.name.clone(),
                 image: container.image.clone().unwrap_or_default(),
                 ..Default::default()
             };
-            let waiting = |reason: &str, message: String| ContainerState {
-                waiting: Some(ContainerStateWaiting {
-                    reason: Some(reason.into()),
-                    message: Some(message),
-                }),
-                ..Default::default()
-            };
-            let volumes = match &prepared {
-                Ok(v) => v,
-                Err(message) => {
-                    container_status.state = Some(waiting("CreateContainerError", message.clone()));
-                    statuses.push((init, container_status));
-                    break;
+            let ran = match &prepared {
+                Ok(volumes) => {
+                    let place = Place {
+                        pod: &pod,
+                        volumes,
+                        dir: &dir,
+                        n,
+                        deadline,
+                    };
+                    self.run_container(&place, container, &mut status)
                 }
+                Err(message) => Err(("CreateContainerError", message.clone())),
             };
-            let image = match self.images.get(container_status.image.as_str()) {
-                Ok(image) => image,
-                Err(e) => {
-                    eprintln!("crucible: {e}");
-                    container_status.state = Some(waiting("ErrImageNeverPull", e.to_string()));
-                    statuses.push((init, container_status));
-                    break;
-                }
-            };
-            container_status.image_id = image.digest.clone();
-            let termination_dir = dir.join("termination").join(&container.name);
-            let step = mkdir_owned(&termination_dir)
-                .and_then(|()| {
-                    bundle::step(&pod, container, &image.config, volumes, &termination_dir)
-                })
-                .and_then(|step| {
-                    // The kubelet mounts an existing, empty file; so does this (rootless runsc
-                    // could not create one owned by the sandbox user).
-                    if let Some(file) = &step.termination_file {
-                        files::create_file(file, 0o666, b"")?;
-                    }
-                    Ok(step)
-                });
-            let step = match step {
-                Ok(step) => step,
-                Err(message) => {
-                    container_status.state = Some(waiting("CreateContainerConfigError", message));
-                    statuses.push((init, container_status));
-                    break;
-                }
-            };
-            let started = now();
-            status.phase = Some("Running".into());
-            // Unique across concurrent `crucible run`s too: it names the cgroup.
-            let id = format!("{name}.{}-{}-{n}", container.name, std::process::id());
-            let log_file = self
-                .keep
-                .then(|| dir.join(format!("{}.log", container.name)));
-            let exit = self.isolation.run(
-                &step,
-                &image,
-                &dir.join(&container.name),
-                &id,
-                deadline,
-                log_file.as_deref(),
-            );
-            let exit = match exit {
+            let exit = match ran {
                 Ok(exit) => exit,
-                Err(e) => {
-                    container_status.state = Some(waiting("CreateContainerError", e.to_string()));
-                    statuses.push((init, container_status));
+                Err((reason, message)) => {
+                    status.state = Some(pod_status::waiting(reason, message));
+                    containers.statuses.push((init, status));
                     break;
                 }
             };
-            let message = step
-                .termination_file
-                .as_deref()
-                .and_then(read_termination_message);
-            container_status.state = Some(ContainerState {
-                terminated: Some(ContainerStateTerminated {
-                    exit_code: exit.code,
-                    reason: Some(
-                        match (exit.code, exit.oom_killed) {
-                            (0, _) => "Completed",
-                            (_, true) => "OOMKilled",
-                            _ => "Error",
-                        }
-                        .into(),
-                    ),
-                    message,
-                    started_at: Some(started),
-                    finished_at: Some(now()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            });
+            containers.started = true;
             logs.insert(container.name.clone(), exit.log);
-            statuses.push((init, container_status));
-            if exit.timed_out {
-                timed_out = true;
-                break;
-            }
-            if exit.code != 0 {
-                failed = true;
+            containers.statuses.push((init, status));
+            containers.timed_out = exit.timed_out;
+            containers.failed = !exit.timed_out && exit.code != 0;
+            if exit.timed_out || exit.code != 0 {
                 break;
             }
         }
-        let all_ran = statuses.len()
-            == spec.init_containers.iter().flatten().count() + spec.containers.len()
-            && statuses
-                .iter()
-                .all(|(_, c)| c.state.as_ref().is_some_and(|s| s.terminated.is_some()));
-        if timed_out {
-            status.phase = Some("Failed".into());
-            status.reason = Some("DeadlineExceeded".into());
-            status.message =
-                Some("Pod was active on the node longer than the specified deadline".into());
-        } else if failed {
-            status.phase = Some("Failed".into());
-        } else if all_ran {
-            status.phase = Some("Succeeded".into());
-        }
-        let (init, main): (Vec<_>, Vec<_>) = statuses.into_iter().partition(|(init, _)| *init);
-        status.init_container_statuses = Some(init.into_iter().map(|(_, c)| c).collect());
-        status.container_statuses = Some(main.into_iter().map(|(_, c)| c).collect());
         let samples = match (&self.results, &prepared) {
-            (Some(store), Ok(volumes)) if all_ran && !failed && !timed_out => {
+            (Some(store), Ok(volumes)) if containers.succeeded(&spec) => {
                 self.samples(store, volumes, &pod, ev)
             }
             _ => None,
         };
-        pod.status = Some(status);
+        pod.status = Some(containers.pod_status(&spec, start_time));
         if self.keep {
             eprintln!("crucible: kept {}", dir.display());
         } else {
             let _ = std::fs::remove_dir_all(&dir);
         }
         Ran { pod, logs, samples }
+    }
+
+    /// Runs one container of the pod at `place` in its sandbox, filling in `status` (its image
+    /// and end state). A container that cannot be started gives the kubelet's `waiting` reason
+    /// and message.
+    fn run_container(
+        &self,
+        place: &Place<'_>,
+        container: &Container,
+        status: &mut ContainerStatus,
+    ) -> Result<sandbox::Exit, (&'static str, String)> {
+        let image = self.images.get(status.image.as_str()).map_err(|e| {
+            eprintln!("crucible: {e}");
+            ("ErrImageNeverPull", e.to_string())
+        })?;
+        status.image_id = image.digest.clone();
+        let termination_dir = place.dir.join("termination").join(&container.name);
+        let step = rundir::mkdir_owned(&termination_dir)
+            .and_then(|()| {
+                bundle::step(
+                    place.pod,
+                    container,
+                    &image.config,
+                    place.volumes,
+                    &termination_dir,
+                )
+            })
+            .and_then(|step| {
+                // The kubelet mounts an existing, empty file; so does this (rootless runsc
+                // could not create one owned by the sandbox user).
+                if let Some(file) = &step.termination_file {
+                    files::create_file(file, 0o666, b"")?;
+                }
+                Ok(step)
+            })
+            .map_err(|message| ("CreateContainerConfigError", message))?;
+        let started = now();
+        // Unique across concurrent `crucible run`s too: it names the cgroup.
+        let id = format!(
+            "{}.{}-{}-{}",
+            place.pod.name_any(),
+            container.name,
+            std::process::id(),
+            place.n
+        );
+        let log_file = self
+            .keep
+            .then(|| place.dir.join(format!("{}.log", container.name)));
+        let exit = self
+            .isolation
+            .run(
+                &step,
+                &image,
+                &place.dir.join(&container.name),
+                &id,
+                place.deadline,
+                log_file.as_deref(),
+            )
+            .map_err(|e| ("CreateContainerError", e.to_string()))?;
+        let message = step
+            .termination_file
+            .as_deref()
+            .and_then(rundir::read_termination_message);
+        status.state = Some(pod_status::terminated(Ended {
+            code: exit.code,
+            oom_killed: exit.oom_killed,
+            message,
+            started,
+            finished: now(),
+        }));
+        Ok(exit)
     }
 
     /// Validates and stores what the pod's reporting step wrote to its samples volume.
@@ -456,188 +434,4 @@ pub fn uid(name: &str) -> String {
         &hex[16..20],
         &hex[20..32]
     )
-}
-
-/// The run directory of the `n`th pod: under `root` (shared: `/tmp`), named unpredictably, and
-/// created fresh (0700) by the caller, so no other user can plant it or look inside.
-fn work_dir(root: &Path, n: u64, name: &str) -> PathBuf {
-    use std::hash::BuildHasher;
-    let random = std::hash::RandomState::new().hash_one(n);
-    root.join(format!(
-        "crucible-run.{}.{n}.{random:016x}.{name}",
-        std::process::id()
-    ))
-}
-
-/// The termination message as the kubelet reads it: at most 4 KiB from the start. The sandbox
-/// owns the directory the file is in: a symlink or a FIFO put in its place is not read (and
-/// said so), or it would read a host file as root, or hang.
-fn read_termination_message(path: &Path) -> Option<String> {
-    match files::read_bounded(path, TERMINATION_MESSAGE_MAX as u64) {
-        Ok(bytes) => (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            eprintln!(
-                "crucible: the result file {} is not read: {e}",
-                path.display()
-            );
-            None
-        }
-    }
-}
-
-/// A fresh directory the sandbox user can write: owned by 65534 as root; world-writable
-/// otherwise (rootless runsc maps the caller to the sandbox's root, so host ownership does not
-/// carry). Its parents are in the private run directory.
-fn mkdir_owned(dir: &Path) -> Result<(), String> {
-    if let Some(parent) = dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
-    }
-    files::fresh_dir(dir, 0o755)?;
-    let uid = u32::try_from(SANDBOX_UID).unwrap_or(65534);
-    if !sandbox::is_root() || std::os::unix::fs::chown(dir, Some(uid), Some(uid)).is_err() {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    Ok(())
-}
-
-/// Creates the run directory `dir` (fresh, 0700) and in it the host directories of the pod's
-/// volumes: the workspace ConfigMap written out read-only (its items say which key goes to
-/// which path), every other emptyDir an empty directory the sandbox user owns (`/tmp` is a
-/// tmpfs inside the sandbox instead).
-fn prepare_volumes(
-    dir: &Path,
-    pod: &Pod,
-    workspace: Option<&ConfigMap>,
-) -> Result<BTreeMap<String, PathBuf>, String> {
-    files::fresh_dir(dir, 0o700)?;
-    let mut out = BTreeMap::new();
-    for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        let path = dir.join("volumes").join(&volume.name);
-        if let Some(source) = &volume.config_map {
-            let cm = workspace.ok_or("the workspace ConfigMap was not planned")?;
-            for item in source.items.iter().flatten() {
-                let bytes = cm
-                    .data
-                    .as_ref()
-                    .and_then(|d| d.get(&item.key))
-                    .map(|s| s.as_bytes().to_vec())
-                    .or_else(|| {
-                        cm.binary_data
-                            .as_ref()
-                            .and_then(|d| d.get(&item.key))
-                            .map(|b| b.0.clone())
-                    })
-                    .ok_or_else(|| format!("the workspace has no key {}", item.key))?;
-                // The kubelet refuses paths that leave the volume; so does this.
-                let relative = Path::new(&item.path);
-                if !relative
-                    .components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_)))
-                {
-                    return Err(format!("workspace path {:?} leaves the volume", item.path));
-                }
-                let file = path.join(relative);
-                if let Some(parent) = file.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|e| format!("{}: {e}", parent.display()))?;
-                }
-                files::create_file(&file, 0o444, &bytes)?;
-            }
-            std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        } else if volume.empty_dir.is_some() {
-            mkdir_owned(&path)?;
-        }
-        out.insert(volume.name.clone(), path);
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, KeyToPath, PodSpec, Volume};
-
-    fn pod(path: &str) -> (Pod, ConfigMap) {
-        let pod = Pod {
-            spec: Some(PodSpec {
-                volumes: Some(vec![Volume {
-                    name: "workspace".into(),
-                    config_map: Some(ConfigMapVolumeSource {
-                        items: Some(vec![KeyToPath {
-                            key: "k".into(),
-                            path: path.into(),
-                            mode: None,
-                        }]),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }]),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let cm = ConfigMap {
-            data: Some([("k".to_string(), "print(1)".to_string())].into()),
-            ..Default::default()
-        };
-        (pod, cm)
-    }
-
-    #[test]
-    fn workspace_files_are_written_read_only_and_cannot_leave_the_volume() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (p, cm) = pod("lib/eval.py");
-        let volumes = prepare_volumes(&dir.path().join("run"), &p, Some(&cm)).expect("prepared");
-        let file = volumes["workspace"].join("lib/eval.py");
-        assert_eq!(std::fs::read_to_string(&file).expect("written"), "print(1)");
-        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
-        assert_eq!(mode & 0o777, 0o444);
-        for (i, bad) in ["../escape.py", "/abs.py"].into_iter().enumerate() {
-            let (p, cm) = pod(bad);
-            let run = dir.path().join(format!("bad{i}"));
-            let err = prepare_volumes(&run, &p, Some(&cm)).expect_err(bad);
-            assert!(err.contains("leaves the volume"), "{err}");
-            assert!(!run.join("volumes/escape.py").exists());
-        }
-    }
-
-    #[test]
-    fn run_directories_are_unpredictable_and_never_reused() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let first = work_dir(root.path(), 1, "pod");
-        assert_ne!(first, work_dir(root.path(), 1, "pod"));
-        // One planted where a run directory goes is refused, not used.
-        std::fs::create_dir(&first).expect("planted");
-        let (p, cm) = pod("eval.py");
-        let err =
-            prepare_volumes(&first, &p, Some(&cm)).expect_err("an existing one is not reused");
-        assert!(err.contains("exists"), "{err}");
-        assert!(!first.join("volumes").exists());
-    }
-
-    #[test]
-    fn a_symlinked_result_file_is_not_read() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let secret = dir.path().join("shadow");
-        std::fs::write(&secret, r#"{"score": 1, "summary": "host secret"}"#).expect("write");
-        let result = dir.path().join("result.json");
-        std::os::unix::fs::symlink(&secret, &result).expect("symlink");
-        assert_eq!(read_termination_message(&result), None);
-    }
-
-    #[test]
-    fn termination_messages_are_read_as_the_kubelet_does() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("result.json");
-        assert_eq!(read_termination_message(&path), None);
-        std::fs::write(&path, "").expect("write");
-        assert_eq!(read_termination_message(&path), None);
-        std::fs::write(&path, "x".repeat(10_000)).expect("write");
-        assert_eq!(
-            read_termination_message(&path).map(|m| m.len()),
-            Some(TERMINATION_MESSAGE_MAX)
-        );
-    }
 }

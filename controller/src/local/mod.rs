@@ -3,8 +3,8 @@
 //!
 //! Nothing here decides an outcome. Validation, suite fan-out, the pod and its sandbox rules,
 //! the results protocol and the status all come from the controller's pure code: the
-//! [`kubelet`] drives [`plan`](crate::evaluation::plan::plan) and
-//! [`suite::plan`](crate::suite::plan::plan) and plays kubelet for the pod they ask for;
+//! [`kubelet`] drives [`plan`](crate::lifecycle::plan) and
+//! [`lifecycle::suite::plan`](crate::lifecycle::suite::plan) and plays kubelet for the pod they ask for;
 //! [`bundle`] turns that pod into an OCI bundle; [`image`] finds and unpacks images;
 //! [`sandbox`] runs a step; [`output`] prints; [`files`] keeps the host's files safe from
 //! other users and from the sandbox.
@@ -14,6 +14,8 @@ pub mod files;
 pub mod image;
 pub mod kubelet;
 pub mod output;
+pub mod pod_status;
+pub mod rundir;
 pub mod samples;
 pub mod sandbox;
 

@@ -67,7 +67,7 @@ pub fn record(
             status.result = None;
             status.shown_score = None;
             status.samples = None;
-            crate::evaluation::plan::set_conditions(status, generation, now);
+            crate::lifecycle::set_conditions(status, generation, now);
         }
     }
 }

@@ -7,9 +7,9 @@ use kube::api::Api;
 
 use crate::crd::Evaluation;
 use crate::error::{Error, Result};
+use crate::lifecycle::suite::SuitePlan;
 use crate::ssa;
 use crate::suite::observe::{Observed, is_child};
-use crate::suite::plan::SuitePlan;
 use crate::suite::{Context, sources};
 
 /// Applies or creates the planned children; returns the names taken by Evaluations that are

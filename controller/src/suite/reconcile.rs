@@ -9,8 +9,9 @@ use kube::ResourceExt;
 
 use crate::crd::EvaluationSuite;
 use crate::error::{Error, Result};
+use crate::lifecycle::suite as plan;
 use crate::requeue::{self, Requeue};
-use crate::suite::{Context, apply, observe, plan, report};
+use crate::suite::{Context, apply, observe, report};
 
 /// Reconciles one suite.
 ///

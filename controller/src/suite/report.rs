@@ -9,11 +9,11 @@ use kube::{Resource, ResourceExt};
 use crate::crd::EvaluationSuite;
 use crate::error::{Error, Result};
 use crate::events;
+use crate::lifecycle::suite::SuitePlan;
 use crate::requeue::Requeue;
 use crate::ssa;
 use crate::suite::Context;
 use crate::suite::observe::Observed;
-use crate::suite::plan::SuitePlan;
 
 /// Publishes the plan's metrics and Events and writes its status when it changed; every
 /// change of a child comes back through the watch.

@@ -1,4 +1,4 @@
-//! The canary's hold, end to end through one reconcile against the mock API server: a run of
+//! The canary's hold, end to end through one Evaluation reconcile against the mock API server: a run of
 //! an unverified RuntimeClass stays Queued with the canary's reason and nothing is created;
 //! once the class is verified (which wakes the held runs) the next reconcile starts it.
 
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::Method;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{Check, SandboxVerdicts, Verdict};
+use crate::canary::{Check, SandboxVerdicts, Verdict};
 use crate::crd::Evaluation;
 use crate::crd::evaluation::EvaluationStatus;
 use crate::evaluation::Context;

@@ -14,7 +14,9 @@ use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, Suit
 use crate::events::{Note, Severity};
 use crate::labels::{RERUN_ANNOTATION, SUITE_LABEL};
 use crate::run::workspace::shared_inline_name;
-use crate::suite::fanout::{self, DesiredCase};
+pub mod fanout;
+
+use fanout::DesiredCase;
 
 /// Default `parallelism`.
 pub const DEFAULT_PARALLELISM: i32 = 4;
@@ -35,7 +37,7 @@ pub struct SuitePlan {
     /// Events to publish (on a change of the problem the status reports).
     pub notes: Vec<Note>,
     /// After a spec change: the names of the shared workspace ConfigMaps the suite's children
-    /// use now; the suite's others are of no use any more ([`crate::suite::sources`]).
+    /// use now; the suite's others are of no use any more (the suite controller prunes them).
     pub keep_sources: Option<BTreeSet<String>>,
 }
 

@@ -322,7 +322,7 @@ fn an_existing_evaluation_of_a_childs_name_is_reported_not_taken_over() {
 fn after_a_spec_change_the_suite_keeps_exactly_the_workspaces_its_cases_use() {
     use crate::admission::Decision;
     use crate::config::Config;
-    use crate::evaluation::plan::{Child, Observed};
+    use crate::lifecycle::{Child, Observed};
     let mut s = suite(3, 3);
     s.spec.cases[2].overrides = serde_json::json!({
         "source": {"inline": {"files": {"eval.py": "print(2)"}}}
@@ -348,7 +348,7 @@ fn after_a_spec_change_the_suite_keeps_exactly_the_workspaces_its_cases_use() {
         .filter_map(|child| {
             let mut child = child.clone();
             child.metadata.uid = Some(format!("uid-{}", child.name_any()));
-            let p = crate::evaluation::plan::plan(
+            let p = crate::lifecycle::plan(
                 &child,
                 &Observed::empty(),
                 &Decision::Admit,

@@ -1,5 +1,8 @@
-//! The pure heart of the Evaluation controller: from the Evaluation and what `observe` found,
-//! compute the next status, the children to create and delete, the Events and the requeue.
+//! The pure lifecycle of one Evaluation, the heart of its controller: from the Evaluation and
+//! what was observed, compute the next status, the children to create and delete, the Events
+//! and the requeue. It sits above admission (it consumes its `Decision`) and below the two
+//! drivers of a run: the Evaluation controller (`evaluation/`) and `crucible run` (`local/`),
+//! which plays API server and kubelet around the same function.
 //!
 //! # Guarantees
 //! - A run is identified by [`RunKey`] (spec hash + rerun annotation): a finished run is never
@@ -16,9 +19,11 @@
 mod conditions;
 mod observed;
 mod predicates;
+mod start;
 mod steps;
+pub mod suite;
 
-use crate::evaluation::plan::predicates::elapsed;
+use crate::lifecycle::predicates::elapsed;
 use crate::run::liveness;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -78,7 +83,7 @@ pub const SANDBOX_RETRY: Duration = Duration::from_secs(10);
 /// A child object to put in place before the pod, and the pod.
 #[derive(Clone, Debug)]
 pub enum Child {
-    /// The namespace's deny-all NetworkPolicy ([`crate::evaluation::sandbox_policy`]) of a
+    /// The namespace's deny-all NetworkPolicy (kept by the Evaluation controller's `sandbox_policy`) of a
     /// `network: None` run: applied unless known to be in place; always before the pod.
     SandboxPolicy,
     /// The NetworkPolicy of an `Allowlist` run (server-side apply); always before the pod.
