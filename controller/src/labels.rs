@@ -17,7 +17,7 @@ pub const EVALUATION_ANNOTATION: &str = "crucible.dev/evaluation";
 pub const RERUN_ANNOTATION: &str = "crucible.dev/rerun";
 /// Annotation on a suite's child: the `crucible.dev/rerun` value its suite let start. A child
 /// whose `crucible.dev/rerun` differs (re-run by hand) waits for a free slot of the suite's
-/// `parallelism` ([`crate::run::state::awaits_suite`]).
+/// `parallelism` (see `run::state::awaits_suite`).
 pub const GO_AHEAD_ANNOTATION: &str = "crucible.dev/go-ahead";
 /// Annotation on a suite's child: the suite's own `crucible.dev/rerun` value the child has
 /// answered (a later re-run of the child by hand does not undo it).

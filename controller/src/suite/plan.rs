@@ -201,13 +201,13 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
                 apply.push(child_object(suite, case, child, true));
             }
             Some(_) if cancel => {}
-            Some(c) if awaits_go_ahead(c) => {
-                // Re-run by hand: started (with what the suite wants now) when a slot is free.
-                if !stop_new && busy < parallelism {
-                    busy += 1;
-                    apply.push(child_object(suite, case, child, false));
-                }
+            // Re-run by hand: started (with what the suite wants now) when a slot is free.
+            Some(c) if awaits_go_ahead(c) && !stop_new && busy < parallelism => {
+                busy += 1;
+                apply.push(child_object(suite, case, child, false));
             }
+            // Re-run by hand, no slot: it waits (its controller holds it).
+            Some(c) if awaits_go_ahead(c) => {}
             // Up to date: nothing to do.
             Some(c) if is_current(suite, c, case) => {}
             // Outdated and still running: update now (it keeps its slot; the old run stops).
