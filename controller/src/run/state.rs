@@ -10,13 +10,20 @@ use crate::ownership;
 use crate::run::identity::RunKey;
 
 /// The name of the suite whose go-ahead `ev`'s requested run waits for: `ev` is controlled by
-/// an EvaluationSuite (its controller ownerReference; a label proves nothing) and its
+/// an EvaluationSuite (its controller ownerReference; a label proves nothing), its
 /// `crucible.dev/rerun` is not the value that suite let start (`crucible.dev/go-ahead`), so it
-/// was re-run by hand and starts only when the suite's `parallelism` has room.
+/// was re-run by hand and starts only when the suite's `parallelism` has room, and that run has
+/// not started (a child written before go-ahead existed goes on).
 pub fn awaits_suite(ev: &Evaluation) -> Option<&str> {
     let suite = ownership::controller::<EvaluationSuite>(ev.meta())?;
     let annotation = |key: &str| ev.meta().annotations.as_ref()?.get(key);
-    (annotation(RERUN_ANNOTATION) != annotation(GO_AHEAD_ANNOTATION)).then_some(suite.name.as_str())
+    if annotation(RERUN_ANNOTATION) == annotation(GO_AHEAD_ANNOTATION) {
+        return None;
+    }
+    let started = ev.status.as_ref().is_some_and(|s| {
+        is_current_run(s, &RunKey::of(ev)) && !matches!(s.phase, None | Some(Phase::Queued))
+    });
+    (!started).then_some(suite.name.as_str())
 }
 
 /// Whether the status belongs to the run `key` names.
@@ -110,6 +117,18 @@ mod tests {
             block_owner_deletion: None,
         }]);
         assert_eq!(awaits_suite(&ev), Some("wide"));
+        // Its run started already (written before go-ahead existed): it goes on.
+        ev.status = Some(EvaluationStatus {
+            phase: Some(Phase::Running),
+            rerun: Some("x".into()),
+            provenance: Some(crate::crd::evaluation::Provenance {
+                spec_hash: Some(RunKey::of(&ev).spec_hash),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(awaits_suite(&ev), None);
+        ev.status = None;
         ev.metadata
             .annotations
             .get_or_insert_with(Default::default)

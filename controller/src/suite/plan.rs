@@ -122,13 +122,9 @@ fn finished(ev: &Evaluation) -> bool {
 }
 
 /// Whether the child was re-run by hand and waits for a free slot: its controller holds the
-/// run until the suite's go-ahead names it ([`state::awaits_suite`]), unless it started already
-/// (a child written before go-ahead existed).
+/// run until the suite's go-ahead names it ([`state::awaits_suite`]).
 fn awaits_go_ahead(ev: &Evaluation) -> bool {
-    let started = ev.status.as_ref().is_some_and(|s| {
-        s.rerun.as_ref() == rerun_of(ev) && !matches!(s.phase, None | Some(Phase::Queued))
-    });
-    state::awaits_suite(ev).is_some() && !started
+    state::awaits_suite(ev).is_some()
 }
 
 fn passed(ev: &Evaluation) -> bool {
