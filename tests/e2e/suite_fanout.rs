@@ -7,37 +7,42 @@ use std::time::Duration;
 
 use crucible::crd::suite::SuitePhase;
 use crucible::crd::{Evaluation, EvaluationSuite};
-use crucible_e2e::{apply_typed, poll_until, wait_for, watch_peak, with_temp_ns};
+use crucible_e2e::{
+    apply_typed, poll_until, wait_for, wait_suite_finished, watch_peak, with_temp_ns,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
+
+/// A suite `name` of eight cases (matrix `n` = 1..8, each sleeping 2 s and scoring `n`) under
+/// `parallelism: 3`.
+fn eight_cases(name: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationSuite",
+        "metadata": {"name": name},
+        "spec": {
+            "parallelism": 3,
+            "passThreshold": 1.0,
+            "matrix": {"n": ["1", "2", "3", "4", "5", "6", "7", "8"]},
+            "template": {
+                "image": "localhost/crucible/python:3.11",
+                "command": ["python3", "-c",
+                    "import os, time; time.sleep(2); n = int(os.environ['MATRIX_N']); print('CRUCIBLE_RESULT {\"score\": %d}' % n)"],
+                "timeout": "2m",
+                "resources": {"cpu": "100m", "memory": "64Mi"},
+            }
+        }
+    })
+}
 
 #[tokio::test]
 async fn a_suite_with_parallelism_three_never_runs_more_than_three_children() {
     with_temp_ns("suite", |client, ns| async move {
         let (peak, done) = watch_peak(client.clone(), &ns, "crucible.dev/suite=wide");
-        let suite = serde_json::json!({
-            "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationSuite",
-            "metadata": {"name": "wide"},
-            "spec": {
-                "parallelism": 3,
-                "passThreshold": 1.0,
-                "matrix": {"n": ["1", "2", "3", "4", "5", "6", "7", "8"]},
-                "template": {
-                    "image": "localhost/crucible/python:3.11",
-                    "command": ["python3", "-c",
-                        "import os, time; time.sleep(2); n = int(os.environ['MATRIX_N']); print('CRUCIBLE_RESULT {\"score\": %d}' % n)"],
-                    "timeout": "2m",
-                    "resources": {"cpu": "100m", "memory": "64Mi"},
-                }
-            }
-        });
+        let suite = eight_cases("wide");
         apply_typed::<EvaluationSuite>(&client, &ns, &suite).await;
         let api: Api<EvaluationSuite> = Api::namespaced(client.clone(), &ns);
-        let finished = wait_for(&api, "wide", Duration::from_secs(300), "finished", |s: &EvaluationSuite| {
-            s.status.as_ref().and_then(|st| st.phase).is_some_and(|p| p != SuitePhase::Running)
-        })
-        .await;
+        let finished = wait_suite_finished(&api, "wide", Duration::from_secs(300)).await;
         done.store(true, Ordering::SeqCst);
         let status = finished.status.expect("status");
         assert_eq!(status.phase, Some(SuitePhase::Succeeded), "{status:#?}");
@@ -45,9 +50,17 @@ async fn a_suite_with_parallelism_three_never_runs_more_than_three_children() {
         assert_eq!(status.mean_score, Some(4.5));
         assert_eq!(status.pass_rate, Some(1.0));
         assert_eq!(status.cases.len(), 8);
-        assert!(status.cases.iter().all(|c| c.evaluation.starts_with("wide-")));
+        assert!(
+            status
+                .cases
+                .iter()
+                .all(|c| c.evaluation.starts_with("wide-"))
+        );
         let peak = peak.load(Ordering::SeqCst);
-        assert!((1..=3).contains(&peak), "the watcher saw {peak} suite pods alive at once");
+        assert!(
+            (1..=3).contains(&peak),
+            "the watcher saw {peak} suite pods alive at once"
+        );
     })
     .await;
 }
@@ -178,21 +191,7 @@ async fn suite_cases_with_identical_files_share_one_workspace_that_goes_with_the
 #[tokio::test]
 async fn children_rerun_by_hand_run_at_most_parallelism_at_once() {
     with_temp_ns("suite-hand", |client, ns| async move {
-        let suite = serde_json::json!({
-            "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationSuite",
-            "metadata": {"name": "hand"},
-            "spec": {
-                "parallelism": 3,
-                "matrix": {"n": ["1", "2", "3", "4", "5", "6", "7", "8"]},
-                "template": {
-                    "image": "localhost/crucible/python:3.11",
-                    "command": ["python3", "-c",
-                        "import time; time.sleep(3); print('CRUCIBLE_RESULT {\"score\": 1}')"],
-                    "timeout": "2m",
-                    "resources": {"cpu": "100m", "memory": "64Mi"},
-                }
-            }
-        });
+        let suite = eight_cases("hand");
         apply_typed::<EvaluationSuite>(&client, &ns, &suite).await;
         let suites: Api<EvaluationSuite> = Api::namespaced(client.clone(), &ns);
         wait_done(&suites, "hand", 1).await;
@@ -221,7 +220,7 @@ async fn children_rerun_by_hand_run_at_most_parallelism_at_once() {
             }
         });
         futures::future::join_all(annotate).await;
-        // Five of the eight wait at least one 3-second run for a slot: the hold is seen.
+        // Five of the eight wait at least one 2-second run for a slot: the hold is seen.
         poll_until(
             Duration::from_secs(60),
             "a child waiting for its suite",

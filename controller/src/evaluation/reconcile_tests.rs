@@ -641,17 +641,7 @@ async fn a_pod_refused_by_an_unreachable_webhook_waits_with_the_reason_in_its_st
 #[tokio::test]
 async fn a_suite_child_rerun_by_hand_waits_for_the_suites_go_ahead() {
     use crate::labels::{GO_AHEAD_ANNOTATION, RERUN_ANNOTATION};
-    let mut ev = Evaluation::test();
-    ev.metadata.owner_references = Some(vec![
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
-            api_version: "crucible.dev/v1alpha1".into(),
-            kind: "EvaluationSuite".into(),
-            name: "wide".into(),
-            uid: "suite-uid".into(),
-            controller: Some(true),
-            block_owner_deletion: None,
-        },
-    ]);
+    let mut ev = crate::fixtures::suite_child(Evaluation::test(), "wide");
     ev.metadata.annotations = Some([(RERUN_ANNOTATION.into(), "x".into())].into());
     let requeue = reconcile_with(ev.clone(), vec![], true, |mut api| async move {
         let status = api.expect_apply(STATUS).await;
@@ -674,12 +664,7 @@ async fn a_suite_child_rerun_by_hand_waits_for_the_suites_go_ahead() {
         .get_or_insert_with(Default::default)
         .insert(GO_AHEAD_ANNOTATION.into(), "x".into());
     reconcile_with(granted, vec![], true, |mut api| async move {
-        api.expect_apply(POLICY).await;
-        api.expect(Method::POST, CONFIGMAPS, 201, serde_json::json!({}))
-            .await;
-        let pod = api
-            .expect(Method::POST, PODS, 201, serde_json::json!({}))
-            .await;
+        let pod = api.expect_run_start().await;
         assert_eq!(pod.body["kind"], "Pod");
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["phase"], "Pending");

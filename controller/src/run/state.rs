@@ -95,8 +95,6 @@ pub fn admission_run_id(ev: &Evaluation, head: Option<&str>) -> String {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-
     use super::*;
     use crate::labels::SUITE_LABEL;
 
@@ -108,14 +106,7 @@ mod tests {
         ev.metadata.annotations = Some([(RERUN_ANNOTATION.into(), "x".into())].into());
         ev.metadata.labels = Some([(SUITE_LABEL.into(), "wide".into())].into());
         assert_eq!(awaits_suite(&ev), None, "a label proves nothing");
-        ev.metadata.owner_references = Some(vec![OwnerReference {
-            api_version: "crucible.dev/v1alpha1".into(),
-            kind: "EvaluationSuite".into(),
-            name: "wide".into(),
-            uid: "suite-uid".into(),
-            controller: Some(true),
-            block_owner_deletion: None,
-        }]);
+        let mut ev = crate::fixtures::suite_child(ev, "wide");
         assert_eq!(awaits_suite(&ev), Some("wide"));
         // Its run started already (written before go-ahead existed): it goes on.
         ev.status = Some(EvaluationStatus {
