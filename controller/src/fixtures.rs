@@ -129,6 +129,21 @@ pub fn mk_pod(name: &str, phase: &str, containers: Vec<ContainerStatus>) -> Pod 
     }
 }
 
+/// `ev` controlled by the EvaluationSuite `suite` (uid `suite-uid`), as a suite's child.
+pub fn suite_child(mut ev: Evaluation, suite: &str) -> Evaluation {
+    ev.metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "crucible.dev/v1alpha1".into(),
+            kind: "EvaluationSuite".into(),
+            name: suite.into(),
+            uid: "suite-uid".into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        },
+    ]);
+    ev
+}
+
 /// `pod` controlled by the Evaluation with uid `uid` (as the controller creates its pods).
 pub fn owned_by(mut pod: Pod, uid: &str) -> Pod {
     pod.metadata.owner_references = Some(vec![
@@ -240,6 +255,30 @@ impl ApiServerVerifier {
         )
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    /// Expects a run of an Evaluation in `team-a` to start: the namespace's deny-all policy
+    /// applied, the workspace ConfigMap and the pod created; returns the pod's request.
+    pub async fn expect_run_start(&mut self) -> Received {
+        self.expect_apply(
+            "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/crucible-sandbox-deny-all",
+        )
+        .await;
+        let created = || serde_json::json!({});
+        self.expect(
+            Method::POST,
+            "/api/v1/namespaces/team-a/configmaps",
+            201,
+            created(),
+        )
+        .await;
+        self.expect(
+            Method::POST,
+            "/api/v1/namespaces/team-a/pods",
+            201,
+            created(),
+        )
+        .await
     }
 
     /// [`Self::expect`] without a deadline (for tests on paused time).

@@ -15,6 +15,13 @@ pub const SUITE_LABEL: &str = "crucible.dev/suite";
 pub const EVALUATION_ANNOTATION: &str = "crucible.dev/evaluation";
 /// Annotation whose new value re-runs an Evaluation without a spec change.
 pub const RERUN_ANNOTATION: &str = "crucible.dev/rerun";
+/// Annotation on a suite's child: the `crucible.dev/rerun` value its suite let start. A child
+/// whose `crucible.dev/rerun` differs (re-run by hand) waits for a free slot of the suite's
+/// `parallelism` (see `run::state::awaits_suite`).
+pub const GO_AHEAD_ANNOTATION: &str = "crucible.dev/go-ahead";
+/// Annotation on a suite's child: the suite's own `crucible.dev/rerun` value the child has
+/// answered (a later re-run of the child by hand does not undo it).
+pub const SUITE_RERUN_ANNOTATION: &str = "crucible.dev/suite-rerun";
 /// Annotation ordering the queue: higher first (integer, default 0).
 pub const PRIORITY_ANNOTATION: &str = "crucible.dev/priority";
 /// Label with the id of a sandbox canary run, on its pod (selected by its NetworkPolicy).

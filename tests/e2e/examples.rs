@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use crucible::crd::{Evaluation, EvaluationQuota, EvaluationSuite};
 use crucible_e2e::{
-    apply_typed, example_files, expectations, has_event, poll_until, wait_finished, wait_for,
-    with_temp_ns,
+    apply_typed, example_files, expectations, has_event, poll_until, wait_finished,
+    wait_suite_finished, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::Event;
 use kube::Api;
@@ -128,19 +128,7 @@ async fn check(client: &kube::Client, ns: &str, example: &Example) {
         }
         "EvaluationSuite" => {
             let api: Api<EvaluationSuite> = Api::namespaced(client.clone(), ns);
-            let done = wait_for(
-                &api,
-                &example.name,
-                Duration::from_secs(300),
-                "finished",
-                |s: &EvaluationSuite| {
-                    s.status
-                        .as_ref()
-                        .and_then(|st| st.phase)
-                        .is_some_and(|p| p != crucible::crd::suite::SuitePhase::Running)
-                },
-            )
-            .await;
+            let done = wait_suite_finished(&api, &example.name, Duration::from_secs(300)).await;
             let status = done.status.expect("status");
             vec![
                 got("phase", status.phase.map(|p| p.as_str().to_string())),

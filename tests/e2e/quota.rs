@@ -1,17 +1,20 @@
 //! Admission on a real cluster: a namespace quota is never exceeded, as seen by an independent
-//! watcher of pods; the emergency stop clears running pods within 10 s and holds admission.
+//! watcher of pods; the emergency stop clears running pods within 10 s and holds admission;
+//! queue reasons follow a quota's changes through a queue longer than one wake-up batch.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crucible::crd::Evaluation;
 use crucible::crd::evaluation::Phase;
+use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible::stop::{self, Scope};
 use crucible_e2e::{
     apply_evaluation, poll_until, sleeper, wait_finished, wait_for, wait_phase, watch_peak,
     with_temp_ns,
 };
+use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams};
 
 fn quick(name: &str, seconds: u32) -> Evaluation {
     sleeper(name, seconds, "100m")
@@ -137,6 +140,101 @@ async fn emergency_stop_clears_running_pods_within_ten_seconds_and_holds_admissi
             .expect("resume");
         let done = wait_finished(&api, "held", Duration::from_secs(60)).await;
         assert_eq!(done.status.and_then(|s| s.phase), Some(Phase::Succeeded));
+    })
+    .await;
+}
+
+/// The queue reason of every one of `count` queued runs of `ns` starts with `prefix` (polled;
+/// panics after two minutes naming a run that does not).
+async fn every_reason_reaches(api: &Api<Evaluation>, count: usize, prefix: &str) {
+    let what = format!("every queued run's reason to start with {prefix:?}");
+    poll_until(Duration::from_secs(120), &what, || {
+        let api = api.clone();
+        async move {
+            let list = api.list(&ListParams::default()).await.ok()?;
+            let reasons: Vec<String> = list
+                .items
+                .iter()
+                .filter_map(|e| e.status.as_ref()?.queue.as_ref()?.reason.clone())
+                .collect();
+            (reasons.len() == count && reasons.iter().all(|r| r.starts_with(prefix))).then_some(())
+        }
+    })
+    .await;
+}
+
+/// Reasons follow a change of the namespace's quotas through a queue longer than one wake-up
+/// batch (40 runs, the batch is 32; none ever starts): a pause, an invalid figure, then the
+/// deletion of the quota that blocked them each reach every queued run's reason.
+#[tokio::test]
+async fn every_queued_runs_reason_follows_a_pause_an_invalid_quota_and_a_deleted_quota() {
+    with_temp_ns("reasons", |client, ns| async move {
+        let quotas: Api<EvaluationQuota> = Api::namespaced(client.clone(), &ns);
+        let apply = |name: &str, spec: serde_json::Value| {
+            let quotas = quotas.clone();
+            let body = serde_json::json!({
+                "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
+                "metadata": {"name": name}, "spec": spec
+            });
+            let name = name.to_string();
+            async move {
+                quotas
+                    .patch(
+                        &name,
+                        &PatchParams::apply("crucible-e2e").force(),
+                        &Patch::Apply(&body),
+                    )
+                    .await
+                    .expect("apply quota");
+            }
+        };
+        // "block" admits nothing; "cap" leaves 100m of CPU, less than any run asks.
+        apply("block", serde_json::json!({"maxRunning": 0})).await;
+        apply("cap", serde_json::json!({"hard": {"cpu": "100m"}})).await;
+        for name in ["block", "cap"] {
+            poll_until(Duration::from_secs(30), "quota status", || {
+                let quotas = quotas.clone();
+                async move { quotas.get(name).await.ok().and_then(|q| q.status) }
+            })
+            .await;
+        }
+        let count = 40;
+        let applies = (0..count).map(|i| {
+            let (client, ns) = (client.clone(), ns.clone());
+            async move {
+                apply_evaluation(&client, &ns, &sleeper(&format!("q{i:02}"), 1, "200m")).await
+            }
+        });
+        futures::future::join_all(applies).await;
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        every_reason_reaches(
+            &api,
+            count,
+            "QuotaExceeded: cannot fit under the current quota, even with nothing else running (maxRunning 0",
+        )
+        .await;
+        apply("block", serde_json::json!({"maxRunning": 0, "paused": true})).await;
+        every_reason_reaches(&api, count, "Paused: ").await;
+        apply(
+            "block",
+            serde_json::json!({"maxRunning": 0, "hard": {"cpu": "lots"}}),
+        )
+        .await;
+        every_reason_reaches(&api, count, "QuotaInvalid: EvaluationQuota block").await;
+        quotas
+            .delete("block", &Default::default())
+            .await
+            .expect("delete quota");
+        every_reason_reaches(
+            &api,
+            count,
+            "QuotaExceeded: cannot fit under the current quota, even with nothing else running \
+             (cpu: requests 200m, 0 of 100m in use)",
+        )
+        .await;
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let started = pods.list(&ListParams::default()).await.expect("pods");
+        assert!(started.items.is_empty(), "no run could start");
     })
     .await;
 }

@@ -210,6 +210,27 @@ pub async fn wait_finished(api: &Api<Evaluation>, name: &str, timeout: Duration)
     .await
 }
 
+/// Waits until suite `name` is no longer Running (Succeeded, Failed or Cancelled).
+pub async fn wait_suite_finished(
+    api: &Api<crucible::crd::EvaluationSuite>,
+    name: &str,
+    timeout: Duration,
+) -> crucible::crd::EvaluationSuite {
+    wait_for(
+        api,
+        name,
+        timeout,
+        "finished",
+        |s: &crucible::crd::EvaluationSuite| {
+            s.status
+                .as_ref()
+                .and_then(|st| st.phase)
+                .is_some_and(|p| p != crucible::crd::suite::SuitePhase::Running)
+        },
+    )
+    .await
+}
+
 /// Server-side applies an Evaluation into `ns`.
 pub async fn apply_evaluation(client: &Client, ns: &str, ev: &Evaluation) -> Evaluation {
     let api: Api<Evaluation> = Api::namespaced(client.clone(), ns);

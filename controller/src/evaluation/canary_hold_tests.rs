@@ -15,10 +15,6 @@ use crate::evaluation::Context;
 use crate::evaluation::reconcile::reconcile;
 use crate::fixtures::ApiServerVerifier;
 
-const PODS: &str = "/api/v1/namespaces/team-a/pods";
-const POLICY: &str =
-    "/apis/networking.k8s.io/v1/namespaces/team-a/networkpolicies/crucible-sandbox-deny-all";
-const CONFIGMAPS: &str = "/api/v1/namespaces/team-a/configmaps";
 const STATUS: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/evaluations/arith/status";
 const EVALUATION: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/evaluations/arith";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/team-a/events";
@@ -96,12 +92,7 @@ async fn an_unverified_sandbox_holds_the_run_and_a_verified_one_releases_it() {
     let latest = queued.clone();
     let server = tokio::spawn(async move {
         observe(&mut api, &latest).await;
-        api.expect_apply(POLICY).await;
-        api.expect(Method::POST, CONFIGMAPS, 201, serde_json::json!({}))
-            .await;
-        let pod = api
-            .expect(Method::POST, PODS, 201, serde_json::json!({}))
-            .await;
+        let pod = api.expect_run_start().await;
         assert_eq!(pod.body["spec"]["runtimeClassName"], "gvisor");
         let status = api.expect_apply(STATUS).await;
         assert_eq!(status.body["status"]["phase"], "Pending");

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::evaluation::{Context, apply, observe, report};
 use crate::lifecycle;
 use crate::requeue::{self, Requeue};
-use crate::run::validate;
+use crate::run::{state, validate};
 
 /// Reconciles one Evaluation.
 ///
@@ -55,6 +55,7 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
     let holds = Holds {
         stop: observed.stop.as_deref(),
+        suite: state::awaits_suite(&ev),
         sandbox: &ctx.sandbox,
         runtime_class: validate::runtime_class(&ev.spec, &ctx.config),
     };

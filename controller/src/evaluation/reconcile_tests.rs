@@ -628,3 +628,43 @@ async fn a_pod_refused_by_an_unreachable_webhook_waits_with_the_reason_in_its_st
     .await;
     assert_eq!(requeue, Requeue::After(crate::lifecycle::SANDBOX_RETRY));
 }
+
+/// A suite's child (by its controller ownerReference) re-run by hand waits for its suite's
+/// go-ahead: no policy, no pod, phase Queued with the SuiteParallelism reason; once the suite's
+/// go-ahead names the value, the same reconcile starts it.
+#[tokio::test]
+async fn a_suite_child_rerun_by_hand_waits_for_the_suites_go_ahead() {
+    use crate::labels::{GO_AHEAD_ANNOTATION, RERUN_ANNOTATION};
+    let mut ev = crate::fixtures::suite_child(Evaluation::test(), "wide");
+    ev.metadata.annotations = Some([(RERUN_ANNOTATION.into(), "x".into())].into());
+    let requeue = reconcile_with(ev.clone(), vec![], true, |mut api| async move {
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "Queued");
+        assert_eq!(status.body["status"]["reason"], "SuiteParallelism");
+        let reason = status.body["status"]["queue"]["reason"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(reason.contains("suite wide"), "{reason}");
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
+    assert_eq!(requeue, Requeue::AwaitChange, "the go-ahead is an event");
+    let mut granted = ev;
+    granted
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(GO_AHEAD_ANNOTATION.into(), "x".into());
+    reconcile_with(granted, vec![], true, |mut api| async move {
+        let pod = api.expect_run_start().await;
+        assert_eq!(pod.body["kind"], "Pod");
+        let status = api.expect_apply(STATUS).await;
+        assert_eq!(status.body["status"]["phase"], "Pending");
+        api.expect(Method::POST, EVENTS, 201, serde_json::json!({}))
+            .await;
+        api.expect_silence().await;
+    })
+    .await;
+}

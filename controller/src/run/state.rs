@@ -3,8 +3,28 @@
 
 use kube::Resource;
 
+use crate::crd::EvaluationSuite;
 use crate::crd::evaluation::{Evaluation, EvaluationStatus, Phase, Source};
+use crate::labels::{GO_AHEAD_ANNOTATION, RERUN_ANNOTATION};
+use crate::ownership;
 use crate::run::identity::RunKey;
+
+/// The name of the suite whose go-ahead `ev`'s requested run waits for: `ev` is controlled by
+/// an EvaluationSuite (its controller ownerReference; a label proves nothing), its
+/// `crucible.dev/rerun` is not the value that suite let start (`crucible.dev/go-ahead`), so it
+/// was re-run by hand and starts only when the suite's `parallelism` has room, and that run has
+/// not started (a child written before go-ahead existed goes on).
+pub fn awaits_suite(ev: &Evaluation) -> Option<&str> {
+    let suite = ownership::controller::<EvaluationSuite>(ev.meta())?;
+    let annotation = |key: &str| ev.meta().annotations.as_ref()?.get(key);
+    if annotation(RERUN_ANNOTATION) == annotation(GO_AHEAD_ANNOTATION) {
+        return None;
+    }
+    let started = ev.status.as_ref().is_some_and(|s| {
+        is_current_run(s, &RunKey::of(ev)) && !matches!(s.phase, None | Some(Phase::Queued))
+    });
+    (!started).then_some(suite.name.as_str())
+}
 
 /// Whether the status belongs to the run `key` names.
 pub fn is_current_run(status: &EvaluationStatus, key: &RunKey) -> bool {
@@ -70,5 +90,40 @@ pub fn admission_run_id(ev: &Evaluation, head: Option<&str>) -> String {
             // Statuses written before run ids existed.
             .unwrap_or_else(|| key.run_id(uid, status.run_generation, None)),
         None => key.run_id(uid, ev.meta().generation, head),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::SUITE_LABEL;
+
+    /// Only a suite that controls the child (its controller ownerReference) holds a re-run by
+    /// hand; a label naming a suite holds nothing.
+    #[test]
+    fn a_child_rerun_by_hand_awaits_only_the_suite_that_controls_it() {
+        let mut ev = Evaluation::test();
+        ev.metadata.annotations = Some([(RERUN_ANNOTATION.into(), "x".into())].into());
+        ev.metadata.labels = Some([(SUITE_LABEL.into(), "wide".into())].into());
+        assert_eq!(awaits_suite(&ev), None, "a label proves nothing");
+        let mut ev = crate::fixtures::suite_child(ev, "wide");
+        assert_eq!(awaits_suite(&ev), Some("wide"));
+        // Its run started already (written before go-ahead existed): it goes on.
+        ev.status = Some(EvaluationStatus {
+            phase: Some(Phase::Running),
+            rerun: Some("x".into()),
+            provenance: Some(crate::crd::evaluation::Provenance {
+                spec_hash: Some(RunKey::of(&ev).spec_hash),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(awaits_suite(&ev), None);
+        ev.status = None;
+        ev.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(GO_AHEAD_ANNOTATION.into(), "x".into());
+        assert_eq!(awaits_suite(&ev), None, "the suite let it start");
     }
 }

@@ -47,6 +47,8 @@ impl Ledger {
         if &self.global != global_limits {
             self.global = global_limits.clone();
         }
+        // A refresh of reasons whose batch ends with this run goes on.
+        self.refresh_reached(&candidate.namespace, &candidate.key);
         let uid = candidate.key.uid.clone();
         // The same run of the same Evaluation, decided again (a reconcile retried after an
         // error): admitted without counting it twice.

@@ -113,6 +113,9 @@ pub struct Ledger {
     global: Limits,
     /// Queued runs to look at again (namespace, name), collected until taken.
     wakes: Vec<(String, String)>,
+    /// Namespaces whose queued runs are being looked at again batch after batch since their
+    /// limits changed: the last run of the batch woken, whose decision wakes the next.
+    refreshing: HashMap<String, QueueKey>,
     /// Namespaces whose usage, queue or limits changed, collected until taken (their
     /// EvaluationQuota status is written from them).
     touched: BTreeSet<String>,
@@ -145,13 +148,14 @@ impl Ledger {
     }
 
     /// The limits of `namespace` changed (a quota edit or deletion): wakes what they may admit
-    /// now and, when they differ, the front of its queue, whose reasons name them.
+    /// now and, when they differ, its whole queue batch by batch, since every reason may name
+    /// them ([`Ledger::refresh_reasons`]).
     pub fn set_limits(&mut self, namespace: &str, limits: Limits) {
         let changed = self.limits.get(namespace) != Some(&limits);
         self.limits.insert(namespace.to_string(), limits);
         self.touch(namespace);
         if changed {
-            self.wake_front(namespace);
+            self.refresh_reasons(namespace);
         }
         self.wake_admissible();
     }
@@ -262,20 +266,25 @@ impl Ledger {
         let (ns, key, _) = self.queued.remove(uid)?;
         self.held.remove(uid);
         self.touch(&ns);
-        if let Some(queue) = self.queues.get_mut(&ns) {
-            let at = queue.rank(&key) + 1;
-            queue.remove(&key);
-            if queue.is_empty() {
-                self.queues.remove(&ns);
-            } else {
-                // Everyone behind moved up by one.
-                self.wake_moved(&ns, at, |p| {
-                    reported_position(p + 1) != reported_position(p)
-                });
-            }
-            if at == 1 {
-                self.head_changed();
-            }
+        let Some(queue) = self.queues.get_mut(&ns) else {
+            return Some(ns);
+        };
+        let at = queue.rank(&key) + 1;
+        queue.remove(&key);
+        let left = queue.len();
+        if left == 0 {
+            self.queues.remove(&ns);
+        }
+        // A refresh whose batch ended with this run goes on without it.
+        self.refresh_reached(&ns, &key);
+        if left > 0 {
+            // Everyone behind moved up by one.
+            self.wake_moved(&ns, at, |p| {
+                reported_position(p + 1) != reported_position(p)
+            });
+        }
+        if at == 1 {
+            self.head_changed();
         }
         Some(ns)
     }

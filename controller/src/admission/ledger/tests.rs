@@ -651,36 +651,156 @@ fn a_quota_raise_wakes_as_many_as_now_fit() {
     assert_eq!(woken, ["e0", "e1", "e2"]);
 }
 
+/// Plays the Evaluation controller over the ledger: a work queue of woken runs (each once
+/// while pending), each decided with `limits` in namespace "a"; the last reason of every
+/// queued run is kept in `reasons`. Returns the most runs any one decision (or the change
+/// before) woke, and how many decisions were made.
+fn drive(
+    l: &mut Ledger,
+    runs: &HashMap<String, Candidate>,
+    limits: &Limits,
+    global: &Limits,
+    reasons: &mut HashMap<String, String>,
+) -> (usize, usize) {
+    let mut pending = std::collections::VecDeque::new();
+    let mut waiting: HashSet<String> = HashSet::new();
+    let (mut most, mut decisions) = (0, 0);
+    loop {
+        let woken = l.take_wakes();
+        most = most.max(woken.len());
+        for (ns, name) in woken {
+            if ns == "a" && waiting.insert(name.clone()) {
+                pending.push_back(name);
+            }
+        }
+        let Some(name) = pending.pop_front() else {
+            break;
+        };
+        waiting.remove(&name);
+        decisions += 1;
+        assert!(decisions <= 10 * runs.len(), "the wake-ups never end");
+        match l.decide(&runs[&name], limits, global, None) {
+            Decision::Wait { reason, .. } => {
+                reasons.insert(name, reason);
+            }
+            _ => {
+                reasons.remove(&name);
+            }
+        }
+    }
+    (most, decisions)
+}
+
+/// A pause, an invalid quota and the quota's deletion each reach the reason of every one of
+/// 200 queued runs, not only the first WAKE_BATCH: the queue is looked at again batch after
+/// batch, each batch woken by the decision of the last run of the one before, so no change
+/// and no decision wakes more than a batch (and the positions that moved).
 #[test]
-fn changed_limits_wake_the_front_of_the_queue_so_reasons_follow() {
+fn changed_limits_reach_the_reason_of_every_queued_run_batch_by_batch() {
+    let mut l = Ledger::default();
+    let (none, global) = (Limits::default(), max_running(2));
+    // One run of another namespace and one of "a" hold the controller-wide limit's two slots.
+    assert_eq!(
+        l.decide(&candidate("b", "x", 0, 0, 1.0), &none, &global, None),
+        Decision::Admit
+    );
+    let quota = max_running(1);
+    l.set_limits("a", quota.clone());
+    assert_eq!(
+        l.decide(&candidate("a", "running", 0, 0, 1.0), &quota, &global, None),
+        Decision::Admit
+    );
+    let count = 200;
+    let runs: HashMap<String, Candidate> = (0..count)
+        .map(|i| {
+            let name = format!("e{i:03}");
+            let c = candidate("a", &name, 0, 1 + i as i64, 1.0);
+            (name, c)
+        })
+        .collect();
+    let mut reasons = HashMap::new();
+    let mut names: Vec<&String> = runs.keys().collect();
+    names.sort();
+    for name in names {
+        if let Decision::Wait { reason, .. } = l.decide(&runs[name], &quota, &global, None) {
+            reasons.insert(name.clone(), reason);
+        }
+    }
+    assert_eq!(reasons.len(), count);
+    l.take_wakes();
+    let paused = Limits {
+        paused: true,
+        ..quota.clone()
+    };
+    let invalid = Limits {
+        invalid: Some("spec.cpu: quantity \"lots\" is not a number".into()),
+        ..quota.clone()
+    };
+    // The quota deleted: no namespace limit; the controller-wide one still keeps all waiting.
+    let steps = [
+        (paused, "Paused: "),
+        (invalid, "QuotaInvalid: spec.cpu"),
+        (none.clone(), "ControllerLimit: maxRunning 2 reached"),
+    ];
+    for (limits, expected) in steps {
+        l.set_limits("a", limits.clone());
+        let (most, decisions) = drive(&mut l, &runs, &limits, &global, &mut reasons);
+        assert!(
+            most <= WAKE_BATCH + 50,
+            "{most} runs woken at once from a queue of {count}"
+        );
+        assert!(decisions >= count, "{decisions} decisions for {count} runs");
+        assert_eq!(reasons.len(), count, "all still queued");
+        let stale: Vec<_> = reasons
+            .iter()
+            .filter(|(_, r)| !r.starts_with(expected))
+            .collect();
+        assert!(stale.is_empty(), "{} stale: {stale:?}", stale.len());
+    }
+}
+
+/// A refresh goes on when the run that ends its batch leaves the queue (deleted) instead of
+/// being decided; and the same limits again (the quota's own status write coming back as a
+/// watch event) start no refresh.
+#[test]
+fn a_refresh_goes_on_past_a_run_that_left_and_unchanged_limits_start_none() {
     let mut l = Ledger::default();
     let none = Limits::default();
     let full = max_running(0);
     l.set_limits("a", full.clone());
-    let count = WAKE_BATCH + 8;
-    for i in 0..count {
+    for i in 0..3 * WAKE_BATCH {
         let c = candidate("a", &format!("e{i:03}"), 0, i as i64, 1.0);
         l.decide(&c, &full, &none, None);
     }
     l.take_wakes();
-    // Paused: nothing can start, but the queued runs' reason is now `Paused`.
+    l.set_limits("a", full.clone());
+    assert!(
+        l.take_wakes().is_empty(),
+        "the same limits: nothing to refresh"
+    );
     let paused = Limits {
         paused: true,
-        ..full.clone()
+        ..full
     };
-    l.set_limits("a", paused.clone());
+    l.set_limits("a", paused);
     let woken: Vec<String> = l.take_wakes().into_iter().map(|(_, n)| n).collect();
     let front: Vec<String> = (0..WAKE_BATCH).map(|i| format!("e{i:03}")).collect();
     assert_eq!(woken, front, "the first WAKE_BATCH, not the whole queue");
-    let Decision::Wait { reason, .. } =
-        l.decide(&candidate("a", "e000", 0, 0, 1.0), &paused, &none, None)
-    else {
-        panic!("a paused namespace admits nothing")
-    };
-    assert!(reason.starts_with("Paused:"), "{reason}");
-    // The quota deleted: the namespace's defaults; the front is woken again.
-    l.set_limits("a", Limits::default());
-    assert_eq!(l.take_wakes().len(), WAKE_BATCH);
+    // The batch's last run is deleted before it is decided.
+    l.dequeue(&format!("a/e{:03}", WAKE_BATCH - 1));
+    let woken: Vec<String> = l
+        .take_wakes()
+        .into_iter()
+        .map(|(_, n)| n)
+        .filter(|n| n.as_str() >= format!("e{WAKE_BATCH:03}").as_str())
+        .collect();
+    let next: Vec<String> = (WAKE_BATCH..2 * WAKE_BATCH)
+        .map(|i| format!("e{i:03}"))
+        .collect();
+    assert!(
+        next.iter().all(|n| woken.contains(n)),
+        "the next batch: {woken:?}"
+    );
 }
 
 #[test]

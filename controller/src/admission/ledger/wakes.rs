@@ -1,5 +1,6 @@
-//! Who looks again after a change: queued runs woken in batches of [`WAKE_BATCH`], and the
-//! positions reported to users (exact near the head, in steps further back).
+//! Who looks again after a change: queued runs woken in batches of [`WAKE_BATCH`] (the
+//! runs a change may admit; after a change of limits, the whole queue batch after batch), and
+//! the positions reported to users (exact near the head, in steps further back).
 
 use super::*;
 
@@ -50,21 +51,50 @@ impl Ledger {
         wakes
     }
 
-    /// Wakes the first [`WAKE_BATCH`] queued runs of `namespace` to be decided again, so their
-    /// reasons follow a pause, an invalid quota or a removed limit. Coarsely, as positions: the
-    /// runs further back keep their reason until they move up, so a change never rewrites a
-    /// long queue.
-    pub(super) fn wake_front(&mut self, namespace: &str) {
-        let front = self
-            .queues
-            .get(namespace)
-            .into_iter()
-            .flat_map(Ranked::iter);
-        let wakes: Vec<_> = front
-            .take(WAKE_BATCH)
-            .map(|k| (namespace.to_string(), k.name.clone()))
+    /// Looks again at every queued run of `namespace`, whose reasons may name limits that
+    /// just changed (a pause, an invalid quota, a quota deleted): the first [`WAKE_BATCH`]
+    /// now, and each next batch once the last run of the one before was decided or left the
+    /// queue ([`Ledger::refresh_reached`]). So reasons follow the change through the whole
+    /// queue at the pace the controller decides, never the whole queue at once; a newer
+    /// change starts again from the front.
+    pub(super) fn refresh_reasons(&mut self, namespace: &str) {
+        self.wake_batch_from(namespace, 0);
+    }
+
+    /// Run `key` of `namespace` was decided or left the queue: when it ends the batch of a
+    /// refresh, the next batch (the runs now after it) is woken.
+    pub(super) fn refresh_reached(&mut self, namespace: &str, key: &QueueKey) {
+        if self.refreshing.get(namespace) != Some(key) {
+            return;
+        }
+        let next = self.queues.get(namespace).map_or(0, |queue| {
+            queue.rank(key) + usize::from(queue.contains(key))
+        });
+        self.wake_batch_from(namespace, next);
+    }
+
+    /// Wakes the [`WAKE_BATCH`] queued runs of `namespace` from 0-based position `start` (each
+    /// found in O(log n)), and remembers the last of them while more follow.
+    fn wake_batch_from(&mut self, namespace: &str, start: usize) {
+        let queue = self.queues.get(namespace);
+        let batch: Vec<&QueueKey> = (start..start.saturating_add(WAKE_BATCH))
+            .map_while(|i| queue?.select(i))
             .collect();
-        self.wakes.extend(wakes);
+        let more = queue.is_some_and(|q| start + batch.len() < q.len());
+        self.wakes.extend(
+            batch
+                .iter()
+                .map(|k| (namespace.to_string(), k.name.clone())),
+        );
+        match batch.last() {
+            Some(last) if more => {
+                let last = (*last).clone();
+                self.refreshing.insert(namespace.to_string(), last);
+            }
+            _ => {
+                self.refreshing.remove(namespace);
+            }
+        }
     }
 
     /// Wakes the queued runs of every namespace that would be admitted now, as far as

@@ -12,7 +12,8 @@ use crate::crd::evaluation::{Evaluation, EvaluationSpec, EvaluationStatus, Phase
 use crate::crd::shown_number;
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
 use crate::events::{Note, Severity};
-use crate::labels::{RERUN_ANNOTATION, SUITE_LABEL};
+use crate::labels::{GO_AHEAD_ANNOTATION, RERUN_ANNOTATION, SUITE_LABEL, SUITE_RERUN_ANNOTATION};
+use crate::run::state;
 use crate::run::workspace::shared_inline_name;
 pub mod fanout;
 
@@ -92,25 +93,40 @@ fn run_spec(spec: &EvaluationSpec) -> EvaluationSpec {
     }
 }
 
-/// The suite's `crucible.dev/rerun` value, which every child it starts carries.
+/// The `crucible.dev/rerun` value of a suite (which every child it re-runs carries) or a child.
 fn rerun_of(object: &impl Resource) -> Option<&String> {
-    object.meta().annotations.as_ref()?.get(RERUN_ANNOTATION)
+    annotation(object, RERUN_ANNOTATION)
+}
+
+fn annotation<'a>(object: &'a impl Resource, key: &str) -> Option<&'a String> {
+    object.meta().annotations.as_ref()?.get(key)
+}
+
+/// The suite's rerun value `child` has answered: its record, or for a child written before the
+/// record existed, its own rerun value.
+fn suite_rerun_of(child: &Evaluation) -> Option<&String> {
+    annotation(child, SUITE_RERUN_ANNOTATION).or_else(|| rerun_of(child))
 }
 
 /// Whether `child` runs what the suite wants now: its spec, and, once the suite was re-run, the
 /// suite's rerun value (a suite without one leaves the children's own reruns alone).
 fn is_current(suite: &EvaluationSuite, child: &Evaluation, case: &DesiredCase) -> bool {
     let rerun = rerun_of(suite);
-    run_spec(&child.spec) == case.spec && (rerun.is_none() || rerun_of(child) == rerun)
+    run_spec(&child.spec) == case.spec && (rerun.is_none() || suite_rerun_of(child) == rerun)
 }
 
 /// Whether the child's run is over. A finished status that answers another rerun value than
-/// the child's annotation is the old run's: the new one has not been started yet, and counts
-/// against `parallelism` already.
+/// the child's annotation is the old run's: the new one has not been started yet.
 fn finished(ev: &Evaluation) -> bool {
     ev.status.as_ref().is_some_and(|s| {
         s.phase.is_some_and(Phase::is_finished) && s.rerun.as_ref() == rerun_of(ev)
     })
+}
+
+/// Whether the child was re-run by hand and waits for a free slot: its controller holds the
+/// run until the suite's go-ahead names it ([`state::awaits_suite`]).
+fn awaits_go_ahead(ev: &Evaluation) -> bool {
+    state::awaits_suite(ev).is_some()
 }
 
 fn passed(ev: &Evaluation) -> bool {
@@ -168,25 +184,36 @@ pub fn plan(suite: &EvaluationSuite, children: &[Evaluation], now: &Time) -> Sui
         .and_then(|m| usize::try_from(m).ok());
     let stop_new = cancel || max_failures.is_some_and(|m| failures >= m);
     let mut apply = Vec::new();
-    // Unfinished children hold a slot whether or not they are up to date.
-    let mut busy = children.iter().filter(|c| !finished(c)).count();
+    // Unfinished children hold a slot whether or not they are up to date; one re-run by hand
+    // holds none until the suite lets it start.
+    let mut busy = children
+        .iter()
+        .filter(|c| !finished(c) && !awaits_go_ahead(c))
+        .count();
     for case in &desired {
         let child = existing
             .get(&case_evaluation_name(&name, &case.name))
             .copied();
         match child {
             Some(c) if cancel && !finished(c) && c.spec.cancel != Some(true) => {
-                apply.push(child_object(suite, case, true));
+                apply.push(child_object(suite, case, child, true));
             }
             Some(_) if cancel => {}
+            // Re-run by hand: started (with what the suite wants now) when a slot is free.
+            Some(c) if awaits_go_ahead(c) && !stop_new && busy < parallelism => {
+                busy += 1;
+                apply.push(child_object(suite, case, child, false));
+            }
+            // Re-run by hand, no slot: it waits (its controller holds it).
+            Some(c) if awaits_go_ahead(c) => {}
             // Up to date: nothing to do.
             Some(c) if is_current(suite, c, case) => {}
             // Outdated and still running: update now (it keeps its slot; the old run stops).
-            Some(c) if !finished(c) => apply.push(child_object(suite, case, false)),
+            Some(c) if !finished(c) => apply.push(child_object(suite, case, child, false)),
             // Missing, or outdated and finished: needs a free slot.
             _ if !stop_new && busy < parallelism => {
                 busy += 1;
-                apply.push(child_object(suite, case, false));
+                apply.push(child_object(suite, case, child, false));
             }
             _ => {}
         }
@@ -261,7 +288,10 @@ fn aggregate(
             .copied()
             .filter(|c| is_current(suite, c, case));
         let child_status = child.and_then(|c| c.status.clone()).unwrap_or_default();
-        let phase = child_status.phase;
+        // A finished phase of an older run (a re-run not started yet) is not this case's end.
+        let phase = child_status
+            .phase
+            .filter(|p| !p.is_finished() || child.is_some_and(finished));
         match phase {
             Some(p) if p.is_finished() && child_status.passed() => status.succeeded += 1,
             Some(p) if p.is_finished() => status.failed += 1,
@@ -387,13 +417,44 @@ fn set_conditions(
     );
 }
 
-/// The child Evaluation of `case`, owned by the suite.
-fn child_object(suite: &EvaluationSuite, case: &DesiredCase, cancel: bool) -> Evaluation {
+/// The child Evaluation of `case`, owned by the suite; `existing` is the child as it is now.
+/// Its annotations: `crucible.dev/rerun`, the suite's rerun value until the child answered it,
+/// then the child's own (a re-run by hand is kept, not undone); `crucible.dev/go-ahead`, that
+/// same value (the suite applies a child only to let it run), except when it cancels;
+/// `crucible.dev/suite-rerun`, the suite's rerun value it answers.
+fn child_object(
+    suite: &EvaluationSuite,
+    case: &DesiredCase,
+    existing: Option<&Evaluation>,
+    cancel: bool,
+) -> Evaluation {
     let name = suite.name_any();
     let mut spec = case.spec.clone();
-    if cancel {
+    let wanted = rerun_of(suite);
+    let (rerun, go_ahead, answers) = if cancel {
         spec.cancel = Some(true);
-    }
+        let kept = |key| existing.and_then(|c| annotation(c, key));
+        (
+            kept(RERUN_ANNOTATION),
+            kept(GO_AHEAD_ANNOTATION),
+            kept(SUITE_RERUN_ANNOTATION),
+        )
+    } else {
+        let answered = existing.is_some_and(|c| suite_rerun_of(c) == wanted);
+        let rerun = match existing {
+            Some(c) if wanted.is_none() || answered => rerun_of(c),
+            _ => wanted,
+        };
+        (rerun, rerun, wanted)
+    };
+    let annotations: BTreeMap<String, String> = [
+        (RERUN_ANNOTATION, rerun),
+        (GO_AHEAD_ANNOTATION, go_ahead),
+        (SUITE_RERUN_ANNOTATION, answers),
+    ]
+    .into_iter()
+    .filter_map(|(key, value)| Some((key.to_string(), value?.clone())))
+    .collect();
     let mut child = Evaluation::new(&case_evaluation_name(&name, &case.name), spec);
     child.metadata = ObjectMeta {
         name: Some(case_evaluation_name(&name, &case.name)),
@@ -409,10 +470,7 @@ fn child_object(suite: &EvaluationSuite, case: &DesiredCase, cancel: bool) -> Ev
                 "crucible".to_string(),
             ),
         ])),
-        // The suite's rerun value: a child that does not carry it yet is re-run (its
-        // Evaluation starts a new run when the annotation changes) when a slot is free.
-        annotations: rerun_of(suite)
-            .map(|v| BTreeMap::from([(RERUN_ANNOTATION.to_string(), v.clone())])),
+        annotations: (!annotations.is_empty()).then_some(annotations),
         owner_references: suite.controller_owner_ref(&()).map(|r| vec![r]),
         ..Default::default()
     };

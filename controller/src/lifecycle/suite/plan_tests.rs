@@ -2,7 +2,7 @@ use super::*;
 use crate::crd::evaluation::{EvaluationResult, EvaluationStatus};
 use crate::crd::suite::{EvaluationSuiteSpec, SuiteCase};
 use crate::fixtures::at;
-use crate::labels::RERUN_ANNOTATION;
+use crate::labels::{GO_AHEAD_ANNOTATION, RERUN_ANNOTATION};
 
 fn suite(cases: usize, parallelism: i32) -> EvaluationSuite {
     let mut s = EvaluationSuite::new(
@@ -175,6 +175,114 @@ fn a_rerun_suite_reruns_its_cases_under_its_parallelism() {
     let next = plan(&s, &rerun_done, &at(4));
     assert_eq!(names(&next), ["s-c2", "s-c3"]);
     assert_eq!(next.status.succeeded, 2);
+}
+
+/// `child` as the API server returns it after the user's `kubectl annotate ... rerun=<value>`.
+fn rerun_by_hand(child: &Evaluation, value: &str) -> Evaluation {
+    let mut asked = child.clone();
+    asked
+        .metadata
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(RERUN_ANNOTATION.into(), value.into());
+    asked
+}
+
+/// Plays the suite's children after a plan: an applied child takes the plan's annotations and
+/// spec; one the suite let start runs (its controller answers the rerun value it carries).
+fn take(kids: &mut [Evaluation], planned: &SuitePlan) {
+    for applied in &planned.apply {
+        let kid = kids
+            .iter_mut()
+            .find(|k| k.name_any() == applied.name_any())
+            .expect("an existing child");
+        kid.metadata.annotations = applied.metadata.annotations.clone();
+        kid.spec = applied.spec.clone();
+        assert_eq!(state::awaits_suite(kid), None, "applied to let it run");
+        kid.status = Some(EvaluationStatus {
+            rerun: rerun_of(kid).cloned(),
+            phase: Some(Phase::Running),
+            ..Default::default()
+        });
+    }
+}
+
+/// Eight children re-run by hand under `parallelism: 3`: each waits for the suite's go-ahead
+/// (its controller holds it), the suite lets three start, and one more each time one ends;
+/// never more than three run, and every one runs once.
+#[test]
+fn children_rerun_by_hand_start_only_as_the_suites_parallelism_allows() {
+    let s = suite(8, 3);
+    let done = children(
+        &plan(&suite(8, 8), &[], &at(0)),
+        Some((Phase::Succeeded, true)),
+    );
+    let mut kids: Vec<Evaluation> = done.iter().map(|c| rerun_by_hand(c, "x")).collect();
+    assert!(
+        kids.iter().all(|k| state::awaits_suite(k) == Some("s")),
+        "a child re-run by hand waits for its suite"
+    );
+    let first = plan(&s, &kids, &at(1));
+    assert_eq!(names(&first), ["s-c0", "s-c1", "s-c2"]);
+    assert!(first.apply.iter().all(|c| {
+        annotation(c, GO_AHEAD_ANNOTATION) == Some(&"x".to_string())
+            && rerun_of(c) == Some(&"x".to_string())
+    }));
+    assert_eq!(
+        (first.status.succeeded, first.status.queued),
+        (0, 8),
+        "the old results are not the re-runs'"
+    );
+    let mut planned = first;
+    for step in 2..20 {
+        take(&mut kids, &planned);
+        let running = kids
+            .iter()
+            .filter(|k| k.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running))
+            .count();
+        assert!(running <= 3, "{running} running at step {step}");
+        // The first running child ends.
+        if let Some(kid) = kids
+            .iter_mut()
+            .find(|k| k.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running))
+        {
+            let status = kid.status.as_mut().expect("status");
+            status.phase = Some(Phase::Succeeded);
+            status.result = Some(EvaluationResult {
+                score: 1.0,
+                passed: true,
+                ..Default::default()
+            });
+        }
+        planned = plan(&s, &kids, &at(step));
+        assert!(planned.apply.len() <= 1, "one ended, one starts");
+    }
+    assert!(
+        kids.iter()
+            .all(|k| finished(k) && rerun_of(k) == Some(&"x".to_string())),
+        "every child ran its re-run"
+    );
+    assert_eq!(planned.status.succeeded, 8);
+}
+
+/// After the suite's own re-run, a child re-run by hand keeps the user's value: the suite lets
+/// it start and does not re-run it again for its own value afterwards.
+#[test]
+fn a_rerun_by_hand_after_the_suites_rerun_is_not_undone() {
+    let mut s = suite(2, 2);
+    s.metadata.annotations = Some([(RERUN_ANNOTATION.to_string(), "1".to_string())].into());
+    let mut kids = children(&plan(&s, &[], &at(0)), Some((Phase::Succeeded, true)));
+    assert!(plan(&s, &kids, &at(1)).apply.is_empty(), "both answered 1");
+    kids[0] = rerun_by_hand(&kids[0], "x");
+    let granted = plan(&s, &kids, &at(2));
+    assert_eq!(names(&granted), ["s-c0"]);
+    assert_eq!(rerun_of(&granted.apply[0]), Some(&"x".to_string()));
+    take(&mut kids, &granted);
+    kids[0].status.as_mut().expect("status").phase = Some(Phase::Succeeded);
+    assert!(
+        plan(&s, &kids, &at(3)).apply.is_empty(),
+        "the suite's 1 was answered already"
+    );
 }
 
 #[test]
