@@ -211,7 +211,7 @@ offline_checks() {
        --set controller.canary.image=mirror.example/crucible/controller:0.1.0 --set controller.canary.listenAddress=10.0.0.7 \
        --set controller.canary.allowlist=false --set controller.canary.interval=1h \
      && render canary-digest --set image.repository=registry.example/crucible/controller \
-       --set image.digest=sha256:$(printf 'ab%.0s' $(seq 32)); then
+       --set "image.digest=sha256:$(printf 'ab%.0s' {1..32})"; then
     check "canary off: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/canary-off.yaml"
     check "canary elsewhere: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/canary-elsewhere.yaml"
     check "canary off: CRUCIBLE_SANDBOX_CANARY=false, no canary ingress" chart_test Canary.test_disabled
