@@ -1,7 +1,8 @@
 //! The canary's probe: `crucible canary-probe`, run inside the canary pod from the controller's
 //! own image (so an install needs no other image), prints one line `CRUCIBLE_CANARY {json}`
-//! that [`super::verdict`] judges. Standard library only (no async runtime, no API client): it
-//! must start in 128Mi as uid 65534 with a read-only root and, usually, no network.
+//! that [`super::verdict`] judges. Blocking standard-library I/O only (no async runtime, no API
+//! client; serde_json writes the line): it must start in 128Mi as uid 65534 with a read-only root
+//! and, usually, no network.
 //!
 //! The parsing of what it reads is pure and tested here; [`main`] does the reading.
 
