@@ -153,7 +153,7 @@ offline_checks() {
     check "defaults: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/defaults.yaml"
     check "defaults: ClusterRole has exactly the documented rules" chart_test Defaults.test_cluster_role
     check "defaults: namespaced Roles for the stop ConfigMap, the Lease and the self-test" chart_test Defaults.test_namespaced_roles
-    check "defaults: Deployment (2 replicas, leader election, hardened, probes, downward API)" chart_test Defaults.test_deployment
+    check "defaults: Deployment (2 replicas, leader election, hardened, probes, downward API, canary in its image)" chart_test Defaults.test_deployment
     check "defaults: the controller's NetworkPolicy admits sandbox canaries" chart_test Defaults.test_network_policy_admits_canaries
     check "defaults: PodDisruptionBudget is policy/v1beta1 on Kubernetes 1.20" chart_test Defaults.test_pdb_v1beta1
     check "defaults: no ServiceMonitor, RuntimeClass or dashboard ConfigMap" chart_test Defaults.test_no_optional_objects
@@ -204,15 +204,19 @@ offline_checks() {
     fail "helm template (controller.namespaces)"
   fi
 
-  # the sandbox canary off; and configured, with the system namespace elsewhere
+  # the sandbox canary off; configured, with the system namespace elsewhere; and (by default) in
+  # the controller's image, digest included
   if render canary-off --set controller.canary.enabled=false \
      && render canary-elsewhere --set controller.systemNamespace=crucible-system \
-       --set controller.canary.image=registry.example/python:3.12 --set controller.canary.listenAddress=10.0.0.7 \
-       --set controller.canary.allowlist=false --set controller.canary.interval=1h; then
+       --set controller.canary.image=mirror.example/crucible/controller:0.1.0 --set controller.canary.listenAddress=10.0.0.7 \
+       --set controller.canary.allowlist=false --set controller.canary.interval=1h \
+     && render canary-digest --set image.repository=registry.example/crucible/controller \
+       --set "image.digest=sha256:$(printf 'ab%.0s' {1..32})"; then
     check "canary off: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/canary-off.yaml"
     check "canary elsewhere: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/canary-elsewhere.yaml"
     check "canary off: CRUCIBLE_SANDBOX_CANARY=false, no canary ingress" chart_test Canary.test_disabled
-    check "canary elsewhere: image, address, Role and ingress in the system namespace" chart_test Canary.test_elsewhere
+    check "canary elsewhere: image override, address, Role and ingress in the system namespace" chart_test Canary.test_elsewhere
+    check "canary digest: the canary runs the controller's image by digest" chart_test Canary.test_follows_the_controller_digest
   else
     fail "helm template (controller.canary)"
   fi
@@ -230,7 +234,7 @@ offline_checks() {
   # the local cluster's values
   if render local -f "$CHART/values-local.yaml"; then
     check "values-local.yaml: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/local.yaml"
-    check "values-local.yaml: hostNetwork, API server env, image Never, no Allowlist canary" chart_test Local.test_local_cluster
+    check "values-local.yaml: hostNetwork, API server env, image Never, canary in it, no Allowlist canary" chart_test Local.test_local_cluster
   else
     fail "helm template (values-local.yaml)"
   fi

@@ -61,8 +61,12 @@ controller_running() {
 # the gvisor RuntimeClass (runs wait for it). file:// git URLs are allowed: the examples'
 # repository is published on this machine (examples/git-repo/publish.sh). The canary listens on
 # the bridge address and proves the Allowlist class too (kube-router enforces NetworkPolicy).
+# The canary pods run `crucible canary-probe` from the controller's image (--canary-image,
+# default localhost/crucible/controller:dev): the debug binary just built is packaged as that
+# image and imported into the node's containerd, so the probe is always this build's.
 start_controller() {
   (cd "$ROOT" && cargo build -q -p crucible --bin crucible)
+  import_controller_image
   stop_controller
   mkdir -p "$(dirname "$CONTROLLER_PID")" "$(dirname "$CONTROLLER_LOG")"
   log "starting the controller (log: $CONTROLLER_LOG)"
@@ -90,6 +94,14 @@ start_controller() {
     sleep 0.5
   done
   log "sandbox verified"
+}
+
+# The debug binary as the controller image, imported into the local cluster (build.sh keeps
+# the tarball while the binary is unchanged; the import of an unchanged image is quick).
+import_controller_image() {
+  log "packaging target/debug/crucible as the controller image for the sandbox canary"
+  bash "$ROOT/infrastructure/image/build.sh" --binary "$ROOT/target/debug/crucible" --import >/dev/null \
+    || die "cannot build or import the controller image (infrastructure/image/build.sh)"
 }
 
 # The process just started is still there. Not controller_running: until the forked shell has

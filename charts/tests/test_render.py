@@ -53,6 +53,11 @@ class Rendered(unittest.TestCase):
         with open(os.path.join(out, cls.rendered + ".yaml")) as f:
             cls.docs = [d for d in yaml.safe_load_all(f) if d]
 
+    @staticmethod
+    def app_version():
+        with open(os.path.join(CHART, "Chart.yaml")) as f:
+            return yaml.safe_load(f)["appVersion"]
+
     def objs(self, kind):
         return [d for d in self.docs if d["kind"] == kind]
 
@@ -114,7 +119,9 @@ class Defaults(Rendered):
                             'POD_IP': 'status.podIP'}, downward
         assert (e['CRUCIBLE_SANDBOX_CANARY'], e['CRUCIBLE_CANARY_ALLOWLIST']) == ('true', 'true'), e
         assert (e['CRUCIBLE_CANARY_INTERVAL'], e['CRUCIBLE_CANARY_TIMEOUT']) == ('10m', '2m'), e
-        assert not {'CRUCIBLE_CANARY_IMAGE', 'CRUCIBLE_CANARY_LISTEN_ADDRESS'} & set(e), 'binary default image, pod IP'
+        assert 'CRUCIBLE_CANARY_LISTEN_ADDRESS' not in e, 'the pod IP'
+        assert c['image'] == 'localhost/crucible/controller:' + self.app_version(), c['image']
+        assert e['CRUCIBLE_CANARY_IMAGE'] == c['image'], 'the canary runs the controller image'
         sc, psc = c['securityContext'], spec['securityContext']
         assert sc['readOnlyRootFilesystem'] and sc['allowPrivilegeEscalation'] is False and sc['capabilities']['drop'] == ['ALL']
         assert psc['runAsNonRoot'] and psc['runAsUser'] == 65532 and psc['seccompProfile']['type'] == 'RuntimeDefault'
@@ -214,7 +221,8 @@ class NamespacedSecrets(Rendered):
 
 
 class Canary(Rendered):
-    """The canary disabled; and, separately, elsewhere: another system namespace, an image, an address."""
+    """The canary disabled; elsewhere: another system namespace, an image, an address; and its
+    image following the controller's digest."""
 
     rendered = "canary-off"
 
@@ -227,12 +235,21 @@ class Canary(Rendered):
             docs = [d for d in yaml.safe_load_all(f) if d]
         dep = [d for d in docs if d['kind'] == 'Deployment'][0]
         e = env(dep)
-        assert (e['CRUCIBLE_CANARY_IMAGE'], e['CRUCIBLE_CANARY_LISTEN_ADDRESS']) == ('registry.example/python:3.12', '10.0.0.7'), e
+        assert (e['CRUCIBLE_CANARY_IMAGE'], e['CRUCIBLE_CANARY_LISTEN_ADDRESS']) == ('mirror.example/crucible/controller:0.1.0', '10.0.0.7'), e
+        assert dep['spec']['template']['spec']['containers'][0]['image'] == 'localhost/crucible/controller:' + self.app_version()
         assert (e['CRUCIBLE_CANARY_ALLOWLIST'], e['CRUCIBLE_CANARY_INTERVAL']) == ('false', '1h'), e
         ingress = [d for d in docs if d['kind'] == 'NetworkPolicy'][0]['spec']['ingress']
         assert ingress[1]['from'][0]['namespaceSelector'] == {}, ingress
         system = [d for d in docs if d['kind'] == 'Role' and d['metadata']['name'].endswith('-system')][0]
         assert system['metadata']['namespace'] == 'crucible-system', system
+
+    def test_follows_the_controller_digest(self):
+        with open(os.path.join(os.environ["CHART_RENDERED"], "canary-digest.yaml")) as f:
+            docs = [d for d in yaml.safe_load_all(f) if d]
+        dep = [d for d in docs if d['kind'] == 'Deployment'][0]
+        image = 'registry.example/crucible/controller@sha256:' + 'ab' * 32
+        assert dep['spec']['template']['spec']['containers'][0]['image'] == image
+        assert env(dep)['CRUCIBLE_CANARY_IMAGE'] == image, env(dep)
 
 
 class Local(Rendered):
@@ -249,6 +266,7 @@ class Local(Rendered):
         assert (e['CRUCIBLE_SANDBOX_CANARY'], e['CRUCIBLE_CANARY_ALLOWLIST']) == ('true', 'false'), 'the local CNI does not enforce NetworkPolicy'
         c = spec['containers'][0]
         assert c['image'] == 'localhost/crucible/controller:dev' and c['imagePullPolicy'] == 'Never'
+        assert e['CRUCIBLE_CANARY_IMAGE'] == 'localhost/crucible/controller:dev', 'the image build.sh --import puts on the node'
         pod = self.one('Pod', '-selftest')
         assert pod['metadata']['annotations']['helm.sh/hook'] == 'test'
         assert pod['spec']['hostNetwork'] is True

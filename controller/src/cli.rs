@@ -58,6 +58,10 @@ pub enum Command {
     Gateway(crate::gateway::GatewayArgs),
     /// Mint a capability token for the model gateway by hand (as the controller does per run).
     GatewayToken(crate::gateway::TokenArgs),
+    /// Inside a sandbox canary pod: print what the sandbox looks like from inside, one line
+    /// (the controller runs it; see docs/sandbox.md).
+    #[command(hide = true)]
+    CanaryProbe,
 }
 
 /// Flags of `crucible stop` and `crucible resume`.
@@ -284,11 +288,13 @@ pub struct ControllerArgs {
     /// zero) before the sandbox counts as failed; on top of `--canary-timeout`.
     #[arg(long, env = "CRUCIBLE_CANARY_SCHEDULE_GRACE", default_value = "5m", value_parser = parse_duration)]
     pub canary_schedule_grace: Duration,
-    /// Image of the canary's probe (needs python3).
+    /// Image the canary pods run `crucible canary-probe` from: the controller's own image (its
+    /// entrypoint is this version's `crucible` binary; the chart passes the controller's image).
+    /// The default is what `infrastructure/image/build.sh` tags.
     #[arg(
         long,
         env = "CRUCIBLE_CANARY_IMAGE",
-        default_value = "localhost/crucible/python:3.11"
+        default_value = "localhost/crucible/controller:dev"
     )]
     pub canary_image: String,
     /// Address of this controller the canary connects to (its own listener, never another
@@ -527,6 +533,26 @@ mod tests {
                 "example.com"
             ])
             .is_err()
+        );
+    }
+
+    /// The canary pod runs `crucible canary-probe` (hidden from `--help`: people do not run it)
+    /// from, by default, the image `infrastructure/image/build.sh` builds and tags.
+    #[test]
+    fn the_canary_runs_a_hidden_subcommand_of_the_controllers_own_image() {
+        let cli = Cli::try_parse_from(["crucible", crate::canary::probe::SUBCOMMAND])
+            .expect("the canary's subcommand parses");
+        assert!(matches!(cli.command, Command::CanaryProbe));
+        let help = Cli::command().render_long_help().to_string();
+        assert!(!help.contains(crate::canary::probe::SUBCOMMAND), "{help}");
+        let Command::Controller(args) = Cli::parse_from(["crucible", "controller"]).command else {
+            panic!("controller subcommand expected")
+        };
+        let image = args.into_parts().1.canary.image;
+        let build = include_str!("../../infrastructure/image/build.sh");
+        assert!(
+            build.contains(&format!("REF=${{CRUCIBLE_CONTROLLER_IMAGE:-{image}}}")),
+            "--canary-image defaults to {image}, which build.sh does not tag"
         );
     }
 

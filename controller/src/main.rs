@@ -1,12 +1,18 @@
 //! The `crucible` binary: `controller` runs the operator, `crds` renders the CRDs, `stop` /
 //! `resume` flip the emergency stop, `selftest` checks an installation, `run` runs manifests
-//! locally under gVisor, `gateway` serves the model gateway. Wiring only.
+//! locally under gVisor, `gateway` serves the model gateway, `canary-probe` runs inside a sandbox
+//! canary pod. Wiring only.
 
 use clap::Parser;
 use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, ScopeArgs, SelftestArgs, StopArgs};
-use crucible::{apiref, crd, local, operator, source, stop, telemetry};
+use crucible::{apiref, canary, crd, local, operator, source, stop, telemetry};
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The canary's probe needs neither git nor an async runtime: it runs in 128Mi in a sandbox.
+    if let Command::CanaryProbe = cli.command {
+        return canary::report::main();
+    }
     // Before the runtime starts any thread: libgit2's limits are process-wide C globals.
     #[allow(unsafe_code)]
     // SAFETY: no other thread exists yet.
@@ -24,7 +30,7 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(run()),
+        Ok(runtime) => runtime.block_on(run(cli)),
         Err(error) => {
             eprintln!("crucible: cannot start the async runtime: {error}");
             std::process::ExitCode::FAILURE
@@ -32,8 +38,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> std::process::ExitCode {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> std::process::ExitCode {
     let outcome = match cli.command {
         Command::Controller(args) => {
             let (config, runtime) = args.into_parts();
@@ -51,6 +56,7 @@ async fn run() -> std::process::ExitCode {
         }
         // Its own exit codes: 1 = an evaluation did not pass, 2 = nothing could run.
         Command::Run(args) => return local::main(args).await,
+        Command::CanaryProbe => return canary::report::main(),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -4,16 +4,21 @@
 # dynamic loader), /etc/passwd and /etc/group entries for uid/gid 65532, and the CA bundle;
 # umoci makes it a one-layer OCI image and skopeo writes it as a docker-archive.
 #
-# Usage: infrastructure/image/build.sh [--import] [--no-build]
-#   --import     also import the image into the local cluster (infrastructure/local/cluster.sh
-#                import-image); pods use it with imagePullPolicy Never/IfNotPresent
-#   --no-build   skip cargo and use the binary already in the target directory
+# Usage: infrastructure/image/build.sh [--import] [--no-build | --binary PATH]
+#   --import       also import the image into the local cluster (infrastructure/local/cluster.sh
+#                  import-image); pods use it with imagePullPolicy Never/IfNotPresent
+#   --no-build     skip cargo and use the release binary already in the target directory
+#   --binary PATH  skip cargo and package this binary, e.g. target/debug/crucible: scripts/demo.sh
+#                  and scripts/test.sh package the debug build they run the controller from, so
+#                  the sandbox canary (`crucible canary-probe` in this image) needs no second,
+#                  release, build
 #
 # Output: $CRUCIBLE_CACHE/images/controller.tar (default cache ~/.cache/crucible), tagged
-# localhost/crucible/controller:dev (override with CRUCIBLE_CONTROLLER_IMAGE).
-# Binary: $CARGO_TARGET_DIR/release/crucible (default ./target). Idempotent: when the binary and
-# this script are unchanged, the existing tarball is kept (its inputs' hash is stored next to
-# it). Needs root (chroot check, file ownership in the layer), umoci, skopeo, ldd.
+# localhost/crucible/controller:dev (override with CRUCIBLE_CONTROLLER_IMAGE; the controller's
+# --canary-image defaults to that tag). Binary: $CARGO_TARGET_DIR/release/crucible (default
+# ./target). Idempotent: when the binary and this script are unchanged, the existing tarball is
+# kept (its inputs' hash is stored next to it). Needs root (chroot check, file ownership in the
+# layer), umoci, skopeo, ldd.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -29,13 +34,17 @@ log() { printf '[%s] image: %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 import=0 build=1
-for arg in "$@"; do
-  case "$arg" in
+while [ $# -gt 0 ]; do
+  case "$1" in
     --import) import=1 ;;
     --no-build) build=0 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument $arg (see --help)" ;;
+    --binary)
+      [ $# -ge 2 ] || die "--binary needs a path"
+      build=0 BINARY=$2; shift ;;
+    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (see --help)" ;;
   esac
+  shift
 done
 [ "$(id -u)" = 0 ] || die "must run as root (chroot check, root-owned files in the layer)"
 for tool in umoci skopeo ldd sha256sum; do
@@ -46,7 +55,7 @@ if [ "$build" = 1 ]; then
   log "cargo build --release -p crucible (target dir $TARGET)"
   (cd "$ROOT" && CARGO_TARGET_DIR=$TARGET cargo build --release -p crucible)
 fi
-[ -x "$BINARY" ] || die "$BINARY not found; build it or drop --no-build"
+[ -x "$BINARY" ] || die "$BINARY not found; build it, or drop --no-build / --binary"
 
 # Inputs: the binary, this script, the reference and the libraries it links (a distro upgrade
 # changes them). Unchanged inputs and an existing tarball: nothing to do.

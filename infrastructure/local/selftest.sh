@@ -3,7 +3,6 @@
 #  - bash -n and shellcheck on every script and on cluster.sh's lib/*.sh (installs shellcheck with
 #    apt if missing); the lib files are checked as cluster.sh sources them (shellcheck -a), so
 #    each one must be sourced by cluster.sh, and no function may be defined twice among them
-#  - both RuntimeClass manifests are identical
 #  - `cluster.sh down` exits 0 twice in a row when nothing is running. If the real cluster is
 #    running (or its state dir exists), that check runs against an empty scratch CRUCIBLE_LAB
 #    instead, which leaves the real cluster alone.
@@ -11,7 +10,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 INFRA=$(dirname "$HERE")
-SCRIPTS=("$HERE/cluster.sh" "$HERE/runsc-wrapper" "$HERE/selftest.sh" "$INFRA/kind/node-setup.sh")
+SCRIPTS=("$HERE/cluster.sh" "$HERE/runsc-wrapper" "$HERE/selftest.sh")
 LIBS=("$HERE"/lib/*.sh)   # sourced by cluster.sh, not run on their own
 fail=0
 ok() { echo "ok   $*"; }
@@ -47,12 +46,6 @@ if command -v shellcheck >/dev/null; then
   if bash -n "$HERE/s3.sh" && shellcheck -x "$HERE/s3.sh"; then ok "s3.sh"; else bad "s3.sh"; fi
 else
   bad "shellcheck not available"
-fi
-
-if cmp -s "$INFRA/runtimeclasses.yaml" "$INFRA/kind/runtimeclasses.yaml"; then
-  ok "runtimeclasses.yaml == kind/runtimeclasses.yaml"
-else
-  bad "runtimeclasses.yaml and kind/runtimeclasses.yaml differ"
 fi
 
 scratch=$(mktemp -d); trap 'rm -rf "$scratch"' EXIT

@@ -9,6 +9,10 @@
 //!
 //! Starts its own controller (`CRUCIBLE_BIN`), scoped with `--namespace` to its own namespace
 //! and with its own system namespace: `scripts/test.sh` runs it while no other controller runs.
+//! Its canary pods run `crucible canary-probe` from `localhost/crucible/controller:dev`, which
+//! `scripts/test.sh` has imported by then (the demo's controller start packages the debug build);
+//! run alone, import it first: `sudo bash infrastructure/image/build.sh --binary
+//! target/debug/crucible --import`.
 
 use std::time::Duration;
 

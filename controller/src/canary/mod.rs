@@ -5,7 +5,8 @@
 //! `SandboxUnverified: <class>: <check>: …`.
 //!
 //! - [`verdict`]: the pure judgement of one canary run.
-//! - [`probe`]: the canary pod and NetworkPolicy (the evaluation pod builders) and the probe.
+//! - [`probe`]: the canary pod and NetworkPolicy (the evaluation pod builders).
+//! - [`report`]: the probe the pod runs (`crucible canary-probe`) and its report.
 //! - [`status`]: the visible record, the ConfigMap `crucible-sandbox`. Pure.
 //! - [`scheduler`]: runs the canaries (at start, on a schedule, on RuntimeClass changes).
 //! - [`SandboxVerdicts`] (here): the verdicts, shared with every reconcile through the admission hold.
@@ -13,6 +14,7 @@
 pub mod classes;
 mod listeners;
 pub mod probe;
+pub mod report;
 pub mod scheduler;
 pub mod status;
 pub mod verdict;
@@ -274,7 +276,7 @@ mod tests {
             interval: Duration::from_secs(600),
             timeout: Duration::from_secs(120),
             schedule_grace: Duration::from_secs(300),
-            image: "localhost/crucible/python:3.11".into(),
+            image: "localhost/crucible/controller:dev".into(),
             listen: "10.88.0.1".parse().expect("ip"),
         }
     }

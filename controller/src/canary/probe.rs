@@ -1,5 +1,6 @@
 //! The canary pod and its NetworkPolicy, built by the same pure builders as every evaluation's
-//! children (so the canary has exactly the sandbox of a real run), and the probe it runs.
+//! children (so the canary has exactly the sandbox of a real run). The pod runs the probe
+//! ([`super::report`]) from the controller's own image: `crucible canary-probe`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,70 +16,15 @@ use crate::labels::CANARY_LABEL;
 use crate::run::owner::Owner;
 use crate::run::pod::{Attempt, desired_network_policy, desired_pod};
 
+use super::report::CONNECT_ENV;
 use super::verdict::GREETING;
 
 /// `app.kubernetes.io/component` of canary pods and policies: what start-up cleanup selects.
 pub const COMPONENT: &str = "sandbox-canary";
 /// Annotation naming the RuntimeClass a canary proves (a class name can exceed a label value).
 pub const RUNTIME_CLASS_ANNOTATION: &str = "crucible.dev/canary-runtime-class";
-/// Environment variable with the `host:port` targets the probe connects to, comma-separated.
-const CONNECT_ENV: &str = "CRUCIBLE_CANARY_CONNECT";
-
-/// The probe: Python 3 standard library only, one report line at the end. Connects time out
-/// after 3 s (a dropped SYN must not stall it). The root filesystem's mount flags are read from
-/// mountinfo: writing to `/` as uid 65534 fails with EACCES whether or not it is read-only.
-pub const SCRIPT: &str = r#"
-import json, os, socket
-
-def connect(target):
-    host, port = target.rsplit(":", 1)
-    host = host.strip("[]")
-    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    s.settimeout(3)
-    try:
-        s.connect((host, int(port)))
-        return {"connected": True, "error": None, "read": s.recv(128).decode("utf-8", "replace")}
-    except OSError as e:
-        return {"connected": False, "error": "%s: %s" % (type(e).__name__, e), "read": ""}
-    finally:
-        s.close()
-
-def interfaces():
-    try:
-        return [name for _, name in socket.if_nameindex()]
-    except OSError:
-        return sorted(os.listdir("/sys/class/net"))
-
-def root_read_only():
-    flags = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 5 and fields[4] == "/":
-                flags = fields[5].split(",")
-    return "ro" in flags
-
-def cap_eff():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return line.split()[1]
-    return "unknown"
-
-token = "kubernetes.io/serviceaccount/token"
-targets = [t for t in os.environ.get("CRUCIBLE_CANARY_CONNECT", "").split(",") if t]
-report = {
-    "kernel": open("/proc/version").read().strip(),
-    "interfaces": interfaces(),
-    "uid": os.getuid(),
-    "gid": os.getgid(),
-    "token": any(os.path.exists(d + token) for d in ("/var/run/secrets/", "/run/secrets/")),
-    "rootReadOnly": root_read_only(),
-    "capEff": cap_eff(),
-    "connect": {t: connect(t) for t in targets},
-}
-print("CRUCIBLE_CANARY " + json.dumps(report), flush=True)
-"#;
+/// The subcommand of the `crucible` binary that the canary pod runs ([`super::report::main`]).
+pub const SUBCOMMAND: &str = "canary-probe";
 
 /// One canary run's identity and targets.
 #[derive(Clone, Debug)]
@@ -100,7 +46,8 @@ pub struct Run<'a> {
     pub listener: SocketAddr,
     /// A listener port no rule allows (`Allowlist` only).
     pub unlisted: SocketAddr,
-    /// Probe image (python3).
+    /// Probe image: one whose entrypoint is this version's `crucible` binary (the controller's
+    /// own image).
     pub image: &'a str,
     /// `activeDeadlineSeconds`.
     pub timeout_seconds: i64,
@@ -131,7 +78,9 @@ impl Run<'_> {
         });
         EvaluationSpec {
             image: self.image.to_string(),
-            command: Some(vec!["python3".into(), "-c".into(), SCRIPT.into()]),
+            // The image's entrypoint is the binary, as for the controller's own pod.
+            command: None,
+            args: Some(vec![SUBCOMMAND.into()]),
             env: Some(vec![EnvVar {
                 name: CONNECT_ENV.into(),
                 value: Some(connect),
@@ -225,7 +174,6 @@ pub fn greeting(nonce: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::canary::verdict::REPORT_PREFIX;
     use crate::crd::Evaluation;
     use crate::run::owner::owner;
 
@@ -239,7 +187,7 @@ mod tests {
             network,
             listener: "10.88.0.1:40001".parse().expect("addr"),
             unlisted: "10.88.0.1:40002".parse().expect("addr"),
-            image: "localhost/crucible/python:3.11",
+            image: "localhost/crucible/controller:dev",
             timeout_seconds: 120,
         }
     }
@@ -271,6 +219,7 @@ mod tests {
         for spec in [&mut c, &mut r] {
             let container = &mut spec.containers[0];
             container.command = None;
+            container.args = None;
             container.env = None;
             container.resources = None;
             container.image = None;
@@ -308,7 +257,13 @@ mod tests {
             env_of(&run(NetworkMode::Allowlist).pod(&config)).as_deref(),
             Some("10.88.0.1:40001,10.88.0.1:40002")
         );
-        assert!(SCRIPT.contains(CONNECT_ENV) && SCRIPT.contains(REPORT_PREFIX));
+        let container = &run(NetworkMode::None)
+            .pod(&config)
+            .spec
+            .expect("spec")
+            .containers[0];
+        assert_eq!(container.command, None, "the image's entrypoint runs");
+        assert_eq!(container.args, Some(vec![SUBCOMMAND.to_string()]));
     }
 
     #[test]

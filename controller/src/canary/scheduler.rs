@@ -527,7 +527,7 @@ mod tests {
             interval: Duration::from_secs(600),
             timeout: Duration::from_secs(60),
             schedule_grace: Duration::from_secs(300),
-            image: "localhost/crucible/python:3.11".into(),
+            image: "localhost/crucible/controller:dev".into(),
             listen: "127.0.0.1".parse().expect("ip"),
         };
         let scheduler = Scheduler::new(

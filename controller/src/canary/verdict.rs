@@ -2,15 +2,12 @@
 //! not run) judged against what the class promises. Pure: the scheduler gathers the facts, this
 //! module decides, naming the first check that failed.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize;
 
 use crate::crd::evaluation::NetworkMode;
 
-/// Prefix of the probe's one report line in its log.
-pub const REPORT_PREFIX: &str = "CRUCIBLE_CANARY ";
+use super::report::{Attempt, REPORT_PREFIX, Report};
+
 /// What the controller's listener writes to every connection, followed by the run's nonce.
 pub const GREETING: &str = "crucible-canary";
 /// gVisor's `/proc/version` build stamp (its `_LINUX_VERSION`); no real kernel carries it.
@@ -189,30 +186,6 @@ pub struct Expectation<'a> {
     pub nonce: &'a str,
     /// The controller's own `/proc/version`, if readable: a sandbox must not show it.
     pub host_kernel: Option<&'a str>,
-}
-
-/// The probe's report (see `probe::SCRIPT`).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Report {
-    kernel: String,
-    interfaces: Vec<String>,
-    uid: i64,
-    gid: i64,
-    token: bool,
-    root_read_only: bool,
-    cap_eff: String,
-    connect: BTreeMap<String, Attempt>,
-}
-
-/// One TCP connect the probe tried.
-#[derive(Clone, Debug, Deserialize)]
-struct Attempt {
-    connected: bool,
-    #[serde(default)]
-    error: Option<String>,
-    #[serde(default)]
-    read: String,
 }
 
 /// Judges one canary run: `Verified` only when every check passed, else the first failure.

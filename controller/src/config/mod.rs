@@ -95,7 +95,7 @@ pub struct CanarySettings {
     /// How long an unschedulable canary pod waits for a node (a node pool scaling up from
     /// zero) before the class fails; added to `timeout`.
     pub schedule_grace: Duration,
-    /// Image of the probe (python3).
+    /// Image of the probe: its entrypoint is this version's `crucible` binary.
     pub image: String,
     /// Address of this controller that canary pods connect to.
     pub listen: IpAddr,
