@@ -138,7 +138,7 @@ ensure_binaries() {
 # discoveries, most of its build; the tests use the HTTP API), helm 4 and kube-router (the NetworkPolicy
 # engine; only its firewall runs, see daemons.sh), and gitops-health (ours: what Flux's kstatus and
 # Argo CD's gopher-lua say of our objects, infrastructure/gitops/), and kueue (`cmd/kueue`, the
-# benchmark's second queueing baseline, bench/src/cluster/kueue.rs).
+# benchmark's second queueing baseline, bench/src/cluster/kueue/).
 # Their Go build cache is thrown away after the build (about 4.6 GB for the three, of little use
 # once the binary is cached; the shared one keeps Kubernetes').
 ensure_tool() {   # ensure_tool NAME: builds NAME into its cache directory unless it is there

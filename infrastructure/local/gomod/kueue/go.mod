@@ -1,4 +1,4 @@
-// Builds Kueue (the benchmark's second queueing baseline, bench/src/cluster/kueue.rs) from the
+// Builds Kueue (the benchmark's second queueing baseline, bench/src/cluster/kueue/) from the
 // Go module proxy (infrastructure/local/lib/build.sh). The release is the require line below;
 // 'go mod tidy' after changing it.
 module crucible.local/kueue-build
