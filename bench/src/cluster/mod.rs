@@ -307,7 +307,7 @@ async fn connect(args: &Args, default_controller: PathBuf) -> Result<Session, Er
     let kueue_tool = if args.selected(Bench::Kueue) {
         if let Some(big) = args.b3_counts.iter().find(|c| **c > kueue::MAX_COUNT) {
             return Err(Error::Setup(format!(
-                "--b3-counts {big}: the Kueue baseline queues at most {} (leave it out with                  --only)",
+                "--b3-counts {big}: the Kueue baseline queues at most {} (leave it out with --only)",
                 kueue::MAX_COUNT
             )));
         }

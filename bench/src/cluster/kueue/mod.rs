@@ -193,3 +193,20 @@ async fn step(
     row.extend(burst.cells(cpu));
     Ok(row)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_crds_are_found_beside_the_binarys_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let binary = root.path().join("bin").join("kueue");
+        std::fs::create_dir_all(binary.parent().unwrap()).unwrap();
+        std::fs::write(&binary, "").unwrap();
+        let missing = Tool::at(binary.clone()).err().unwrap().to_string();
+        assert!(missing.contains("cluster.sh tool kueue"), "{missing}");
+        std::fs::create_dir(root.path().join("crds")).unwrap();
+        assert_eq!(Tool::at(binary).unwrap().crds, root.path().join("crds"));
+    }
+}
