@@ -3,8 +3,9 @@
 //! - `local`: a trivial evaluation end to end under `crucible run`, side by side with
 //!   `runsc do python3 -c 'print(42)'` (gVisor's floor) and plain `python3 -c 'print(42)'`,
 //!   in one invocation so the figures share the machine's state.
-//! - `cluster`: the controller on the local cluster against the built-in Job controller:
-//!   fan-out, queue memory, writes per run, slot refill and apply → result latency.
+//! - `cluster`: the controller on the local cluster against the built-in Job controller (and
+//!   Kueue for queue memory): fan-out, queue memory, writes per run, slot refill and apply →
+//!   result latency.
 //! - `gateway`: calls through the model gateway vs the same calls straight to the stand-in
 //!   provider: overhead p50/p99, throughput, the gateway's memory.
 
@@ -29,7 +30,8 @@ struct Cli {
 enum Command {
     /// `crucible run` of a trivial evaluation vs `runsc do` vs plain python.
     Local(local::Args),
-    /// The controller vs the Job controller on the local cluster (B1, B3, B4, B5, B6).
+    /// The controller vs the Job controller and Kueue on the local cluster (B1, B3, Kueue, B4,
+    /// B5, B6).
     Cluster(cluster::Args),
     /// The model gateway vs direct calls to the stand-in provider.
     Gateway(gateway::Args),

@@ -46,7 +46,7 @@ pub async fn run(s: &mut Session, n: usize) -> Result<String, Error> {
     let controller = s.controller(std::slice::from_ref(&ns), n).await?;
     let watch = Watch::start(&s.client, &ns, &objects::pods(), Some(MANAGED_LABEL), &[]).await?;
     s.settle().await?;
-    let cpu_before = controller.cpu()?;
+    let cpu_before = controller.daemon().cpu()?;
     let evaluations = api::api(&s.client, &ns, &objects::evaluations());
     let shape = Shape::Unschedulable {
         cpus: s.node_cpus + 1,
@@ -58,7 +58,7 @@ pub async fn run(s: &mut Session, n: usize) -> Result<String, Error> {
     })
     .await?;
     let crucible = fanout(&watch, t0, n, within, creates).await;
-    let cpu = controller.cpu()?.saturating_sub(cpu_before);
+    let cpu = controller.daemon().cpu()?.saturating_sub(cpu_before);
     let template = watch
         .seen()
         .first

@@ -1,15 +1,16 @@
 //! The controller under test: the `crucible` binary, started by the benchmark for its own
-//! namespaces and killed when dropped (also on error or Ctrl-C).
+//! namespaces and killed when dropped (also on error or Ctrl-C); [`Daemon`], what it shares
+//! with the other programs the benchmark starts (Kueue).
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{Error, io_err, lab, say};
 
-/// How long the controller may take to report ready.
+/// How long a started program may take to report ready (and the canary to verify).
 const READY_WITHIN: Duration = Duration::from_secs(60);
 /// Timeout of one request to its HTTP endpoints.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,9 +30,7 @@ pub struct Options<'a> {
 
 /// A running controller; killed on drop.
 pub struct Controller {
-    child: Child,
-    port: u16,
-    log: PathBuf,
+    daemon: Daemon,
 }
 
 impl Controller {
@@ -39,11 +38,10 @@ impl Controller {
     pub async fn start(opts: &Options<'_>) -> Result<Controller, Error> {
         let port = free_port()?;
         let log = opts.dir.join(format!("controller-{port}.log"));
-        let file = std::fs::File::create(&log).map_err(io_err(&log))?;
-        let file2 = file.try_clone().map_err(io_err(&log))?;
         // Through bash, which closes inherited descriptors and execs (same PID): the
         // controller must not hold this process's lock or pipes.
-        let child = lab::bash(r#"exec "$@""#)
+        let mut command = lab::bash(r#"exec "$@""#);
+        command
             .arg(opts.binary)
             .arg("controller")
             .arg("--namespace")
@@ -53,30 +51,13 @@ impl Controller {
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .arg("--git-cache-dir")
             .arg(opts.dir.join("git-cache"))
-            .env("KUBECONFIG", opts.kubeconfig)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(file2)
-            .spawn()
-            .map_err(io_err(opts.binary))?;
-        let mut controller = Controller { child, port, log };
+            .env("KUBECONFIG", opts.kubeconfig);
+        let daemon = Daemon::start("the controller", command, port, log).await?;
         let deadline = Instant::now() + READY_WITHIN;
-        loop {
-            if let Ok(Some(status)) = controller.child.try_wait() {
-                return Err(controller.failed(&format!("exited with {status}")));
-            }
-            if matches!(controller.get("/readyz").await, Ok((200, _))) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(controller.failed("not ready after 60 s"));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
         say(format!(
             "controller ready (PID {}, log {}), scope {}",
-            controller.pid(),
-            controller.log.display(),
+            daemon.pid(),
+            daemon.log.display(),
             opts.namespaces.join(",")
         ));
         // The sandbox canary holds admission until it has proven the RuntimeClass: a one-off
@@ -84,24 +65,94 @@ impl Controller {
         // off) exports no gvisor sample: a few seconds without one means there is none.
         let started = Instant::now();
         loop {
-            let metrics = controller.get("/metrics").await.map(|(_, b)| b);
+            let metrics = daemon.get("/metrics").await.map(|(_, b)| b);
             let verdict = metrics.as_deref().ok().and_then(canary_verified);
             if verdict == Some(true)
                 || (verdict.is_none() && started.elapsed() > Duration::from_secs(5))
             {
                 break;
             }
-            if Instant::now() >= deadline + READY_WITHIN {
-                return Err(controller.failed("the sandbox canary did not verify gvisor"));
+            if Instant::now() >= deadline {
+                return Err(daemon.failed("the sandbox canary did not verify gvisor"));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         say("sandbox canary verified");
-        Ok(controller)
+        Ok(Controller { daemon })
+    }
+
+    /// The process.
+    pub fn daemon(&self) -> &Daemon {
+        &self.daemon
+    }
+
+    /// Reconciles started so far (`crucible_reconcile_runs_total`, every kind), if the
+    /// controller exports that counter.
+    pub async fn reconciles(&self) -> Option<f64> {
+        let (code, body) = self.daemon.get("/metrics").await.ok()?;
+        (code == 200).then_some(())?;
+        let samples: Vec<f64> = body
+            .lines()
+            .filter(|l| l.starts_with("crucible_reconcile_runs_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+            .collect();
+        (!samples.is_empty()).then(|| samples.iter().sum())
+    }
+}
+
+/// A program the benchmark started (the controller, Kueue), with a plain-HTTP `/readyz` on
+/// 127.0.0.1; killed on drop (also on error or Ctrl-C).
+pub struct Daemon {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Spawns `command` with its output to `log` and waits until `/readyz` on `port` answers
+    /// 200 (at most a minute).
+    pub async fn start(
+        name: &'static str,
+        mut command: Command,
+        port: u16,
+        log: PathBuf,
+    ) -> Result<Daemon, Error> {
+        let file = std::fs::File::create(&log).map_err(io_err(&log))?;
+        let file2 = file.try_clone().map_err(io_err(&log))?;
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(file2)
+            .spawn()
+            .map_err(io_err(command.get_program()))?;
+        let mut daemon = Daemon {
+            name,
+            child,
+            port,
+            log,
+        };
+        let deadline = Instant::now() + READY_WITHIN;
+        loop {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                return Err(daemon.failed(&format!("exited with {status}")));
+            }
+            if matches!(daemon.get("/readyz").await, Ok((200, _))) {
+                return Ok(daemon);
+            }
+            if Instant::now() >= deadline {
+                return Err(daemon.failed("not ready after 60 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    pub fn log(&self) -> &Path {
+        &self.log
     }
 
     /// VmRSS in KiB.
@@ -114,25 +165,14 @@ impl Controller {
         lab::cpu_time(self.pid())
     }
 
-    /// Reconciles started so far (`crucible_reconcile_runs_total`, every kind), if the
-    /// controller exports that counter.
-    pub async fn reconciles(&self) -> Option<f64> {
-        let (code, body) = self.get("/metrics").await.ok()?;
-        (code == 200).then_some(())?;
-        let samples: Vec<f64> = body
-            .lines()
-            .filter(|l| l.starts_with("crucible_reconcile_runs_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
-            .collect();
-        (!samples.is_empty()).then(|| samples.iter().sum())
-    }
-
-    fn failed(&self, what: &str) -> Error {
+    /// What went wrong, with the last lines of its log.
+    pub fn failed(&self, what: &str) -> Error {
         let tail = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = tail.lines().collect();
         let tail = lines[lines.len().saturating_sub(20)..].join("\n");
         Error::Setup(format!(
-            "the controller {what} (log {}):\n{tail}",
+            "{} {what} (log {}):\n{tail}",
+            self.name,
             self.log.display()
         ))
     }
@@ -145,16 +185,16 @@ impl Controller {
     }
 }
 
-impl Drop for Controller {
+impl Drop for Daemon {
     fn drop(&mut self) {
-        // SIGKILL: the benchmark has what it needs; nothing of the controller's must outlive it.
+        // SIGKILL: the benchmark has what it needs; nothing of it must outlive the benchmark.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
-/// A port nothing listens on now (the controller binds it right after).
-fn free_port() -> Result<u16, Error> {
+/// A port nothing listens on now (the program started next binds it).
+pub fn free_port() -> Result<u16, Error> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err("127.0.0.1:0"))?;
     let port = listener.local_addr().map_err(io_err("127.0.0.1:0"))?.port();
     Ok(port)

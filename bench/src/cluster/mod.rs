@@ -5,7 +5,7 @@
 //!   (unschedulable) pod; Evaluations vs Jobs at the controller-manager's defaults and at
 //!   `--kube-api-qps=200 --kube-api-burst=400`;
 //! - B3 queue memory: controller RSS idle and with queued Evaluations, and the time until every
-//!   queued one has a status;
+//!   queued one has a status; and its baseline Kueue (`kueue`): the same under Kueue v0.17;
 //! - B4 writes: API writes per Evaluation and per Job, by resource and verb;
 //! - B5 slot refill: a run ends → the next queued run's pod, with one slot;
 //! - B6 latency: apply → result on status, vs a bare pod of the controller's pod spec.
@@ -20,6 +20,7 @@ mod b4;
 mod b5;
 mod b6;
 mod controller;
+mod kueue;
 mod lab;
 mod metrics;
 pub mod objects;
@@ -43,6 +44,8 @@ use crate::stats;
 pub enum Bench {
     B1,
     B3,
+    /// B3's baseline: the same queued workloads held by Kueue.
+    Kueue,
     B4,
     B5,
     B6,
@@ -60,7 +63,8 @@ pub struct Args {
     /// Requests in flight while creating many objects (B1, B3, B4).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
     concurrency: u32,
-    /// B3: queued Evaluations of each step (comma-separated), each in a fresh namespace.
+    /// B3 (and kueue, at most 10,000): queued Evaluations (Jobs) of each step
+    /// (comma-separated), each in a fresh namespace.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     b3_counts: Vec<u32>,
     /// B3: seconds from the first create within which every queued Evaluation should have a
@@ -79,6 +83,10 @@ pub struct Args {
     /// The controller binary (default: `crucible` next to this one, e.g. target/release).
     #[arg(long)]
     controller_bin: Option<PathBuf>,
+    /// kueue: Kueue's binary, its CRDs in `../crds` (default: what `cluster.sh tool kueue`
+    /// prints, run from the current directory, the repository's root; it builds Kueue once).
+    #[arg(long, env = "CRUCIBLE_KUEUE_BIN")]
+    kueue_bin: Option<PathBuf>,
     /// The local cluster's state directory (`$LAB` of infrastructure/local).
     #[arg(long, env = "CRUCIBLE_LAB", default_value = "/var/lib/crucible-local")]
     lab: PathBuf,
@@ -148,6 +156,10 @@ pub struct Session {
     /// Namespaces created and not yet deleted.
     namespaces: Vec<String>,
     kcm: Option<ControllerManager>,
+    /// Kueue's binary and CRDs, when the Kueue baseline runs.
+    kueue_tool: Option<kueue::Tool>,
+    /// Kueue's CRDs while they are applied (removed by the cleanup if the baseline did not).
+    kueue: Option<kueue::Crds>,
 }
 
 impl Session {
@@ -292,6 +304,21 @@ async fn connect(args: &Args, default_controller: PathBuf) -> Result<Session, Er
     } else {
         None
     };
+    let kueue_tool = if args.selected(Bench::Kueue) {
+        if let Some(big) = args.b3_counts.iter().find(|c| **c > kueue::MAX_COUNT) {
+            return Err(Error::Setup(format!(
+                "--b3-counts {big}: the Kueue baseline queues at most {} (leave it out with --only)",
+                kueue::MAX_COUNT
+            )));
+        }
+        let binary = match &args.kueue_bin {
+            Some(path) => lab::existing(path, "Kueue binary")?,
+            None => kueue_from_cluster_sh()?,
+        };
+        Some(kueue::Tool::at(binary)?)
+    } else {
+        None
+    };
     let run = run_id();
     let dir = std::env::temp_dir().join(format!("crucible-bench-{run}"));
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -306,9 +333,37 @@ async fn connect(args: &Args, default_controller: PathBuf) -> Result<Session, Er
         node_cpus,
         namespaces: Vec::new(),
         kcm,
+        kueue_tool,
+        kueue: None,
     };
     session.system_namespace = session.namespace("system").await?;
     Ok(session)
+}
+
+/// Kueue's binary as `infrastructure/local/cluster.sh tool kueue` prints it (built on first use).
+fn kueue_from_cluster_sh() -> Result<PathBuf, Error> {
+    let script = Path::new("infrastructure/local/cluster.sh");
+    lab::existing(
+        script,
+        "cluster.sh (run from the repository's root, or give --kueue-bin)",
+    )?;
+    say("Kueue: cluster.sh tool kueue (the first time, a Go build of minutes)");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .args(["tool", "kueue"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(io_err(script))?;
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !out.status.success() || path.is_empty() {
+        return Err(Error::Setup(format!(
+            "{} tool kueue failed ({}); leave the baseline out with --only b1,b3,b4,b5,b6",
+            script.display(),
+            out.status
+        )));
+    }
+    lab::existing(Path::new(&path), "Kueue binary")
 }
 
 /// Six hex digits that differ between runs.
@@ -321,9 +376,10 @@ fn run_id() -> String {
 }
 
 async fn run_benches(session: &mut Session, args: &Args) -> Result<(), Error> {
-    let benches: [(Bench, &str); 5] = [
+    let benches: [(Bench, &str); 6] = [
         (Bench::B1, "B1 fan-out"),
         (Bench::B3, "B3 queue memory"),
+        (Bench::Kueue, "B3 Kueue baseline"),
         (Bench::B4, "B4 writes"),
         (Bench::B5, "B5 slot refill"),
         (Bench::B6, "B6 latency"),
@@ -334,6 +390,13 @@ async fn run_benches(session: &mut Session, args: &Args) -> Result<(), Error> {
         let section = match bench {
             Bench::B1 => b1::run(session, args.n as usize).await?,
             Bench::B3 => b3::run(session, &args.b3_counts, args.b3_within).await?,
+            Bench::Kueue => {
+                let tool = session
+                    .kueue_tool
+                    .take()
+                    .ok_or_else(|| Error::Setup("Kueue's binary was not resolved".into()))?;
+                kueue::run(session, &tool, &args.b3_counts, args.b3_within).await?
+            }
             Bench::B4 => b4::run(session, args.m as usize).await?,
             Bench::B5 => b5::run(session, args.k as usize).await?,
             Bench::B6 => b6::run(session, args.b6_rounds as usize).await?,
@@ -386,6 +449,14 @@ async fn cleanup(session: &mut Session) -> Result<String, String> {
             Err(e) => problems.push(format!("restoring kube-controller-manager: {e}")),
         }
     }
+    // Kueue was stopped with the benchmark futures: its finalizers would keep the namespaces.
+    let kueue = session.kueue.take();
+    if let Some(crds) = &kueue {
+        match kueue::release(session, crds).await {
+            Ok(n) => done.push(format!("Kueue's finalizers released from {n} object(s)")),
+            Err(e) => problems.push(format!("releasing Kueue's finalizers: {e}")),
+        }
+    }
     let mut names = session.namespaces.clone();
     match api::run_namespaces(&session.client, &session.run).await {
         Ok(labelled) => names.extend(labelled),
@@ -400,6 +471,12 @@ async fn cleanup(session: &mut Session) -> Result<String, String> {
         }
         Ok(left) => problems.push(format!("namespaces still there: {}", left.join(", "))),
         Err(e) => problems.push(e.to_string()),
+    }
+    if let Some(crds) = &kueue {
+        match kueue::uninstall(session, crds).await {
+            Ok(()) => done.push("Kueue's CRDs deleted".into()),
+            Err(e) => problems.push(e.to_string()),
+        }
     }
     if problems.is_empty() {
         Ok(format!("cleanup: {}\n", done.join("; ")))

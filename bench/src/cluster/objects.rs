@@ -46,7 +46,7 @@ pub fn pods() -> ApiResource {
     resource("", "v1", "Pod", "pods")
 }
 
-fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
+pub fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource {
         group: group.into(),
         version: version.into(),

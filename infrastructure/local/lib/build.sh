@@ -138,7 +138,8 @@ ensure_binaries() {
 # tag embeds, and with static scrape targets only: `remove_all_sd` leaves out the cloud service
 # discoveries, most of its build; the tests use the HTTP API), helm 4 and kube-router (the NetworkPolicy
 # engine; only its firewall runs, see daemons.sh), and gitops-health (ours: what Flux's kstatus and
-# Argo CD's gopher-lua say of our objects, infrastructure/gitops/).
+# Argo CD's gopher-lua say of our objects, infrastructure/gitops/), and kueue (`cmd/kueue`, the
+# benchmark's second queueing baseline, bench/src/cluster/kueue/).
 # Their Go build cache is thrown away after the build (about 4.6 GB for the three, of little use
 # once the binary is cached; the shared one keeps Kubernetes').
 ensure_tool() {   # ensure_tool NAME: builds NAME into its cache directory unless it is there
@@ -154,9 +155,23 @@ ensure_tool() {   # ensure_tool NAME: builds NAME into its cache directory unles
       go_build kube-router "$KROUTER_BIN" "" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router ;;
     gitops-health) missing_in "$GITOPS_HEALTH_BIN" gitops-health || return 0; ensure_go
       go_build gitops-health "$GITOPS_HEALTH_BIN" "" . ;;
-    *) die "unknown tool '$name' (prometheus, helm, kube-router, gitops-health)" ;;
+    kueue) { missing_in "$KUEUE_BIN" kueue || [ ! -d "$KUEUE_CRDS" ]; } || return 0; ensure_go
+      missing_in "$KUEUE_BIN" kueue && go_build kueue "$KUEUE_BIN" \
+        "-X sigs.k8s.io/kueue/pkg/version.GitVersion=v$KUEUE_VERSION" sigs.k8s.io/kueue/cmd/kueue
+      kueue_crds ;;
+    *) die "unknown tool '$name' (prometheus, helm, kube-router, gitops-health, kueue)" ;;
   esac
   rm -rf "$GO_BUILD_CACHE"
+}
+# Kueue's CRDs, copied from the module cache next to its binary: the benchmark applies them
+# (and removes them) without needing Go.
+kueue_crds() {
+  local src
+  src=$(cd "$GOMOD/kueue" && GOFLAGS=-mod=readonly "$GO" list -m -f '{{.Dir}}' sigs.k8s.io/kueue) \
+    || die "sigs.k8s.io/kueue is not in the module cache"
+  rm -rf "$KUEUE_CRDS.tmp"; mkdir -p "$KUEUE_CRDS.tmp"
+  install -m 0644 "$src"/config/components/crd/bases/*.yaml "$KUEUE_CRDS.tmp/"
+  mv "$KUEUE_CRDS.tmp" "$KUEUE_CRDS"
 }
 tool_path() {   # tool_path NAME: ensure_tool, then print the binary's path
   ensure_tool "$1" >&2
@@ -165,5 +180,6 @@ tool_path() {   # tool_path NAME: ensure_tool, then print the binary's path
     helm) echo "$HELM_BIN/helm" ;;
     kube-router) echo "$KROUTER_BIN/kube-router" ;;
     gitops-health) echo "$GITOPS_HEALTH_BIN/gitops-health" ;;
+    kueue) echo "$KUEUE_BIN/kueue" ;;
   esac
 }

@@ -17,6 +17,7 @@ CTRD_VERSION=$(gomod_version containerd github.com/containerd/containerd/v2)
 PROM_VERSION=$(gomod_version prometheus github.com/prometheus/prometheus)
 HELM_VERSION=$(gomod_version helm helm.sh/helm/v4)
 KROUTER_VERSION=$(gomod_version kube-router github.com/cloudnativelabs/kube-router/v2)
+KUEUE_VERSION=$(gomod_version kueue sigs.k8s.io/kueue)
 K8S=$CACHE/k8s-$K8S_VERSION
 BIN=$K8S/bin
 ETCD_BIN=$CACHE/etcd-$ETCD_VERSION/bin
@@ -24,6 +25,8 @@ CTRD_BIN=$CACHE/containerd-$CTRD_VERSION/bin
 PROM_BIN=$CACHE/prometheus-$PROM_VERSION/bin
 HELM_BIN=$CACHE/helm-$HELM_VERSION/bin
 KROUTER_BIN=$CACHE/kube-router-$KROUTER_VERSION/bin
+KUEUE_BIN=$CACHE/kueue-$KUEUE_VERSION/bin
+KUEUE_CRDS=$CACHE/kueue-$KUEUE_VERSION/crds   # its CRDs, from the module cache
 # Our own program (gomod/gitops-health): cached by a digest of its source, so an edit rebuilds it.
 GITOPS_HEALTH_BIN=$CACHE/gitops-health-$(cat "$GOMOD"/gitops-health/{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)/bin
 RUNSC_DIR=$CACHE/runsc     # runsc's Debian package, unpacked (see package in it)
