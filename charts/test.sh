@@ -1,7 +1,7 @@
 #!/bin/bash
 # charts/test.sh - checks of the Helm chart in charts/crucible.
 #
-# Usage: bash charts/test.sh [--cluster [--no-build]]
+# Usage: bash charts/test.sh [--cluster [--no-build | --binary PATH]]
 #   (always)    build helm 4 (cluster.sh tool helm) and install kubernetes-validate into
 #               $CRUCIBLE_CACHE (both cached);
 #               helm lint (default values, values-local.yaml); helm template with several value
@@ -13,7 +13,8 @@
 #               (infrastructure/image/build.sh --import), `helm install` into a fresh namespace
 #               chart-e2e with values-local.yaml, wait for the Deployment, `helm test`,
 #               `helm uninstall`, check that nothing of the release is left, delete the namespace.
-#               Needs root (image import). --no-build: use the release binary already built.
+#               Needs root (image import). --no-build: use the release binary already built;
+#               --binary PATH: package that binary instead (scripts/test.sh: its debug build).
 # Prints `N passed, M failed` last and exits non-zero when anything failed.
 #
 # Tools (pinned; a second run reuses them):
@@ -46,14 +47,18 @@ CLUSTER="$ROOT/infrastructure/local/cluster.sh"
 E2E_NS=chart-e2e
 E2E_RELEASE=crucible-e2e
 
-cluster=0 image_args=(--import)
-for arg in "$@"; do
-  case "$arg" in
+cluster=0 image_args=(--import) binary=${CARGO_TARGET_DIR:-$ROOT/target}/release/crucible
+while [ $# -gt 0 ]; do
+  case "$1" in
     --cluster) cluster=1 ;;
     --no-build) image_args+=(--no-build) ;;
+    --binary)
+      [ $# -ge 2 ] || { echo "--binary needs a path" >&2; exit 2; }
+      binary=$2; image_args+=(--binary "$2"); shift ;;
     -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown argument $arg (see --help)" >&2; exit 2 ;;
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
+  shift
 done
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/crucible-chart-test.XXXXXX")
@@ -323,7 +328,6 @@ cluster_checks() {
   fi
   if [ "$(id -u)" != 0 ]; then fail "cluster: must run as root (image import)"; return; fi
   check "cluster: build and import the controller image" bash "$ROOT/infrastructure/image/build.sh" "${image_args[@]}"
-  local binary=${CARGO_TARGET_DIR:-$ROOT/target}/release/crucible
   if ! "$binary" selftest --help >/dev/null 2>&1; then
     fail "cluster: the binary has no 'crucible selftest' (helm test cannot run)"
   fi

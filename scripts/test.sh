@@ -81,5 +81,5 @@ log "leader election failover (kills the controller started above)"
 CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID") \
   CRUCIBLE_SYSTEM_NAMESPACE=crucible-system cargo test -p crucible-e2e --features e2e --test failover
 log "Helm chart (Helm 4): lint, render + validate for 1.20, install + helm test + uninstall"
-bash charts/test.sh --cluster
+bash charts/test.sh --cluster --binary "$ROOT/target/debug/crucible"  # the debug build the e2e tier ran: no release build in CI
 log "all tests passed"
