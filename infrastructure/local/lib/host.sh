@@ -47,7 +47,12 @@ prepare_host() {
     ip link add "$BRIDGE" type bridge
     touch "$RUN/bridge.created"
   fi
-  ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+  # Read first, then match: under pipefail, `ip … | grep -q` fails when grep exits before ip has
+  # written, and the address would be added twice ("Address already assigned").
+  case "$(ip addr show dev "$BRIDGE")" in
+    *"inet $NODE_IP/"*) ;;
+    *) ip addr add "$NODE_IP/24" dev "$BRIDGE" ;;
+  esac
   ip link set "$BRIDGE" up
   [ -e /proc/sys/net/bridge ] || die "no /proc/sys/net/bridge: the kernel lacks br_netfilter (CONFIG_BRIDGE_NETFILTER), which kube-router's firewall needs"
   sysctl -qw "$BRIDGE_NF=1"
