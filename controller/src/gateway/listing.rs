@@ -519,7 +519,7 @@ mod tests {
     #[test]
     fn a_tampered_record_is_named_by_its_number_and_nothing_is_listed() {
         let dir = written();
-        tamper(dir.path(), 1, |r| r["inputTokens"] = 1.into());
+        tamper(dir.path(), 1, |r| r["model"] = "gpt-4.1-mini".into());
         let mut out = Vec::new();
         let error = list(dir.path(), &run(), Output::Table, &mut out).expect_err("broken");
         assert!(
