@@ -337,10 +337,11 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(model: &str) -> Record {
+    /// A call of `team-a/agent` run `run-1`, unsealed (also the listing's tests' record).
+    pub(crate) fn record(model: &str) -> Record {
         Record {
             seq: 0,
             time: "2026-12-07T04:00:00Z".into(),

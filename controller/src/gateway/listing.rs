@@ -307,7 +307,7 @@ const HEADER: [&str; 7] = [
 ];
 
 /// Column widths: fixed, since rows are printed as they are read. The last one is not padded.
-const WIDTHS: [usize; 6] = [20, 24, 9, 9, 11, 14];
+const WIDTHS: [usize; 6] = [20, 24, 9, 9, 11, 19];
 
 fn table_row(cells: [String; 7]) -> String {
     let mut line = String::new();
@@ -378,7 +378,6 @@ fn printable(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::budget::Spent;
     use crate::gateway::ledger::{DirSink, Ledger};
 
     fn run() -> RunRef {
@@ -391,27 +390,13 @@ mod tests {
 
     fn record(model: &str, input: u64, output: u64, cost: f64) -> Record {
         Record {
-            seq: 0,
             time: "2026-12-07T04:00:00.123456Z".into(),
-            namespace: "team-a".into(),
-            evaluation: "agent".into(),
-            run: "run-1".into(),
-            model: model.into(),
-            served_model: None,
-            path: "/v1/chat/completions".into(),
-            status: 200,
-            outcome: "ok".into(),
-            latency_ms: 12,
             input_tokens: input,
             output_tokens: output,
             cost_usd: cost,
-            request_digest: "sha256:aa".into(),
-            response_digest: "sha256:bb".into(),
             request_body: Some("{\"messages\":\"the request\"}".into()),
             response_body: Some("the answer".into()),
-            spent: Spent::default(),
-            prev: String::new(),
-            hash: String::new(),
+            ..crate::gateway::ledger::tests::record(model)
         }
     }
 
