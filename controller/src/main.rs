@@ -1,7 +1,7 @@
 //! The `crucible` binary: `controller` runs the operator, `crds` renders the CRDs, `stop` /
 //! `resume` flip the emergency stop, `selftest` checks an installation, `run` runs manifests
-//! locally under gVisor, `gateway` serves the model gateway, `calls` lists a run's model calls, `canary-probe` runs inside a sandbox
-//! canary pod. Wiring only.
+//! locally under gVisor, `gateway` serves the model gateway, `calls` lists a run's model calls,
+//! `canary-probe` runs inside a sandbox canary pod. Wiring only.
 
 use clap::Parser;
 use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, ScopeArgs, SelftestArgs, StopArgs};
