@@ -58,6 +58,8 @@ pub enum Command {
     Gateway(crate::gateway::GatewayArgs),
     /// Mint a capability token for the model gateway by hand (as the controller does per run).
     GatewayToken(crate::gateway::TokenArgs),
+    /// List one run's model calls from the gateway's ledger, verifying its hash chain.
+    Calls(crate::gateway::listing::CallsArgs),
     /// Inside a sandbox canary pod: print what the sandbox looks like from inside, one line
     /// (the controller runs it; see docs/sandbox.md).
     #[command(hide = true)]

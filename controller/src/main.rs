@@ -1,7 +1,7 @@
 //! The `crucible` binary: `controller` runs the operator, `crds` renders the CRDs, `stop` /
 //! `resume` flip the emergency stop, `selftest` checks an installation, `run` runs manifests
-//! locally under gVisor, `gateway` serves the model gateway, `canary-probe` runs inside a sandbox
-//! canary pod. Wiring only.
+//! locally under gVisor, `gateway` serves the model gateway, `calls` lists a run's model calls,
+//! `canary-probe` runs inside a sandbox canary pod. Wiring only.
 
 use clap::Parser;
 use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, ScopeArgs, SelftestArgs, StopArgs};
@@ -54,6 +54,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::GatewayToken(args) => {
             crucible::gateway::mint(&args).map(|token| println!("{token}"))
         }
+        Command::Calls(args) => calls(args).await,
         // Its own exit codes: 1 = an evaluation did not pass, 2 = nothing could run.
         Command::Run(args) => return local::main(args).await,
         Command::CanaryProbe => return canary::report::main(),
@@ -80,6 +81,31 @@ async fn selftest(args: SelftestArgs) -> Result<(), String> {
         .await?;
     println!("{line}");
     Ok(())
+}
+
+async fn calls(args: crucible::gateway::listing::CallsArgs) -> Result<(), String> {
+    use crucible::gateway::listing;
+    let (namespace, run) = match args.run {
+        // Named: no cluster needed (a copied ledger directory, a cluster gone).
+        Some(run) => (args.namespace.unwrap_or_else(|| "default".into()), run),
+        None => {
+            let client = client().await?;
+            let namespace = args
+                .namespace
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let run = listing::run_id(&client, &namespace, &args.name).await?;
+            (namespace, run)
+        }
+    };
+    let run = listing::RunRef {
+        namespace,
+        evaluation: args.name,
+        run,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    listing::list(&args.ledger, &run, args.output, &mut out)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 async fn stop_all(args: StopArgs) -> Result<(), String> {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crucible::gateway::budget::Budget;
 use crucible::gateway::catalog::Catalog;
 use crucible::gateway::ledger::{self, DirSink, Ledger, Record, RecordCalls};
+use crucible::gateway::listing;
 use crucible::gateway::proxy::{self, Gateway, Limits};
 use crucible::gateway::token::{Claims, SigningKey};
 use crucible_e2e::provider::{self, Behaviour, Seen};
@@ -248,6 +249,28 @@ async fn the_key_reaches_the_provider_only_through_the_gateway_and_usage_is_reco
     let ledger_text =
         std::fs::read_to_string(h.ledgers.path().join(NS).join("run-key.jsonl")).expect("ledger");
     assert!(!ledger_text.contains(PROVIDER_KEY) && !ledger_text.contains(&token));
+    // `crucible calls agent -n team-a --run run-key -o json` on what the gateway wrote.
+    let run_ref = listing::RunRef {
+        namespace: NS.into(),
+        evaluation: "agent".into(),
+        run: "run-key".into(),
+    };
+    let mut listed = Vec::new();
+    let head = listing::list(
+        h.ledgers.path(),
+        &run_ref,
+        listing::Output::Json,
+        &mut listed,
+    )
+    .expect("the gateway's ledger lists");
+    let listed: Value = serde_json::from_slice(&listed).expect("one JSON object");
+    assert_eq!(listed["ledgerDigest"], records[0].hash.as_str());
+    assert_eq!(
+        (listed["totals"]["calls"].as_u64(), head.next),
+        (Some(1), 1)
+    );
+    let listed = listed.to_string();
+    assert!(!listed.contains(PROVIDER_KEY) && !listed.contains(&token));
 }
 
 #[tokio::test]

@@ -132,26 +132,35 @@ pub struct Broken {
 pub fn verify<'a>(records: impl IntoIterator<Item = &'a Record>) -> Result<Head, Broken> {
     let mut head = Head::default();
     for record in records {
+        head.follow(record)?;
+    }
+    Ok(head)
+}
+
+impl Head {
+    /// Checks that `record` is the next one after this head and moves past it: one step of
+    /// [`verify`], for a ledger read line by line.
+    pub fn follow(&mut self, record: &Record) -> Result<(), Broken> {
         let broken = |why| Broken {
-            seq: head.next,
+            seq: self.next,
             why,
         };
-        if record.seq != head.next {
+        if record.seq != self.next {
             return Err(broken("out of sequence"));
         }
-        if record.prev != head.hash {
+        if record.prev != self.hash {
             return Err(broken("does not follow the record before"));
         }
         if record.hash != record.digest() {
             return Err(broken("its content does not match its hash"));
         }
-        let mut expected = head.clone();
+        let mut expected = self.clone();
         if expected.seal(record.clone()).spent != record.spent {
             return Err(broken("its running totals do not add up"));
         }
-        head = expected;
+        *self = expected;
+        Ok(())
     }
-    Ok(head)
 }
 
 /// Where sealed records go, one JSON line each, per run.
@@ -328,10 +337,11 @@ impl Ledger {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(model: &str) -> Record {
+    /// A call of `team-a/agent` run `run-1`, unsealed (also the listing's tests' record).
+    pub(crate) fn record(model: &str) -> Record {
         Record {
             seq: 0,
             time: "2026-12-07T04:00:00Z".into(),

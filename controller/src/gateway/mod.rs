@@ -7,7 +7,7 @@
 //! Pure parts: `token` (capability tokens), `grant` (a run's token from its Evaluation),
 //! `endpoint` (whether a ModelEndpoint and its Secret may be used), `budget` (accounting),
 //! `usage` (reading reported usage from responses), `ledger` (the hash chain; its file sink is
-//! the one I/O there).
+//! the one I/O there). `listing` is `crucible calls`: a run's ledger, verified as it is read.
 
 pub mod budget;
 pub mod call;
@@ -16,6 +16,7 @@ pub mod endpoint;
 pub mod expiring;
 pub mod grant;
 pub mod ledger;
+pub mod listing;
 pub mod metrics;
 pub mod proxy;
 pub mod refusal;
