@@ -88,9 +88,10 @@ async fn samples(args: reading::SamplesArgs) -> Result<(), String> {
 }
 
 async fn compare(args: reading::CompareArgs) -> Result<(), String> {
-    let client = match args.bundles {
-        true => None,
-        false => Some(client().await?),
+    let client = if args.bundles {
+        None
+    } else {
+        Some(client().await?)
     };
     print!("{}", reading::compare(&args, client.as_ref()).await?);
     Ok(())

@@ -5,7 +5,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::crd::samples::SamplesStatus;
-use crate::crd::{Evaluation, EvaluationSuite, shown_number};
+use crate::crd::{Evaluation, EvaluationSuite};
 use crate::table::pad;
 
 /// Output format of `crucible run`.

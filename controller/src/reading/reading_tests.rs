@@ -58,7 +58,7 @@ fn failed_keeps_only_samples_that_did_not_pass() {
 fn a_limit_whose_lines_exceed_the_budget_is_refused() {
     let big = "x".repeat(400 * 1024);
     let text: String = (0..200)
-        .map(|i| format!("{{\"id\":\"s{i}\",\"score\":0,\"output\":\"{big}\"}}\n"))
+        .map(|i| format!("{{\"id\":\"s{i}\",\"score\":0,\"notes\":\"{big}\"}}\n"))
         .collect();
     let mut worst = Worst::new(1000, false);
     let mut v = Validator::reading(Limits::default(), 0.5);
