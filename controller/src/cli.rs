@@ -54,6 +54,10 @@ pub enum Command {
     Resume(ScopeArgs),
     /// Run Evaluation / EvaluationSuite manifests on this machine under gVisor, without a cluster.
     Run(RunArgs),
+    /// Print a run's samples from the results store, worst first (or a bundle's, `--bundle`).
+    Samples(crate::reading::SamplesArgs),
+    /// Compare two runs' samples paired by id: A − B with its 95% interval.
+    Compare(crate::reading::CompareArgs),
     /// Serve the model gateway: sandboxes call models through it with their run's token.
     Gateway(crate::gateway::GatewayArgs),
     /// Mint a capability token for the model gateway by hand (as the controller does per run).

@@ -28,6 +28,7 @@ pub mod metrics;
 pub mod operator;
 pub mod ownership;
 pub mod quantity;
+pub mod reading;
 pub mod requeue;
 pub mod run;
 pub mod runner;
@@ -39,6 +40,7 @@ pub mod stop;
 pub mod store;
 pub mod suite;
 pub mod system_namespace;
+pub mod table;
 pub mod telemetry;
 pub mod watches;
 

@@ -1,11 +1,12 @@
 //! The `crucible` binary: `controller` runs the operator, `crds` renders the CRDs, `stop` /
 //! `resume` flip the emergency stop, `selftest` checks an installation, `run` runs manifests
-//! locally under gVisor, `gateway` serves the model gateway, `calls` lists a run's model calls,
-//! `canary-probe` runs inside a sandbox canary pod. Wiring only.
+//! locally under gVisor, `samples` / `compare` read runs' samples, `gateway` serves the model
+//! gateway, `calls` lists a run's model calls, `canary-probe` runs inside a sandbox canary pod.
+//! Wiring only.
 
 use clap::Parser;
 use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, ScopeArgs, SelftestArgs, StopArgs};
-use crucible::{apiref, canary, crd, local, operator, source, stop, telemetry};
+use crucible::{apiref, canary, crd, local, operator, reading, source, stop, telemetry};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -50,6 +51,8 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Selftest(args) => selftest(args).await,
         Command::Stop(args) => stop_all(args).await,
         Command::Resume(args) => resume(args).await,
+        Command::Samples(args) => samples(args).await,
+        Command::Compare(args) => compare(args).await,
         Command::Gateway(args) => crucible::gateway::main(args).await,
         Command::GatewayToken(args) => {
             crucible::gateway::mint(&args).map(|token| println!("{token}"))
@@ -74,6 +77,26 @@ async fn client() -> Result<kube::Client, String> {
     let unreachable = |e: &dyn std::fmt::Display| format!("cannot reach the API server: {e}");
     let config = kube::Config::infer().await.map_err(|e| unreachable(&e))?;
     kube::Client::try_from(operator::bounded(config)).map_err(|e| unreachable(&e))
+}
+
+async fn samples(args: reading::SamplesArgs) -> Result<(), String> {
+    // A bundle is read without a cluster: no kubeconfig needed.
+    let client = match args.bundle {
+        Some(_) => None,
+        None => Some(client().await?),
+    };
+    print!("{}", reading::samples(&args, client.as_ref()).await?);
+    Ok(())
+}
+
+async fn compare(args: reading::CompareArgs) -> Result<(), String> {
+    let client = if args.bundles {
+        None
+    } else {
+        Some(client().await?)
+    };
+    print!("{}", reading::compare(&args, client.as_ref()).await?);
+    Ok(())
 }
 
 async fn selftest(args: SelftestArgs) -> Result<(), String> {

@@ -5,6 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::crd::bounds::MAX_NAME_LEN;
+use crate::crd::shown_number;
 
 /// Most epochs (`spec.epochs`): each sample runs this many times.
 pub const MAX_EPOCHS: i32 = 100;
@@ -58,6 +59,18 @@ pub struct SamplesStatus {
     /// Where the bundle is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
+}
+
+impl SamplesStatus {
+    /// `0.81 ±0.02 (400 ids)`: the mean over ids and the half-width of its 95% interval, as
+    /// tables show them.
+    pub fn shown(&self) -> String {
+        let half = self
+            .ci95
+            .map(|ci| format!(" ±{}", shown_number((ci.high - ci.low) / 2.0)))
+            .unwrap_or_default();
+        format!("{}{half} ({} ids)", shown_number(self.mean), self.ids)
+    }
 }
 
 /// The run a comparison is against.

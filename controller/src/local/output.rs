@@ -5,7 +5,8 @@ use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::crd::samples::SamplesStatus;
-use crate::crd::{Evaluation, EvaluationSuite, shown_number};
+use crate::crd::{Evaluation, EvaluationSuite};
+use crate::table::pad;
 
 /// Output format of `crucible run`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,23 +21,6 @@ pub enum Format {
 
 /// Banner of runs without gVisor.
 pub const UNSANDBOXED_WARNING: &str = "WARNING: NOT SANDBOXED: --unsandboxed ran the evaluations WITHOUT gVisor, as plain processes on this kernel (status.sandbox.sandboxed: false)";
-
-fn pad(rows: &[Vec<String>]) -> String {
-    let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("   ").trim_end());
-        out.push('\n');
-    }
-    out
-}
 
 /// Whether any of `evaluations` ran without gVisor.
 pub fn any_unsandboxed(evaluations: &[Evaluation]) -> bool {
@@ -88,7 +72,12 @@ pub fn table(evaluations: &[Evaluation], suites: &[EvaluationSuite]) -> String {
                 reason,
             ]);
             if with_samples && let Some(row) = rows.last_mut() {
-                row.push(s.samples.as_ref().map(samples_cell).unwrap_or_default());
+                row.push(
+                    s.samples
+                        .as_ref()
+                        .map(SamplesStatus::shown)
+                        .unwrap_or_default(),
+                );
             }
         }
         out.push_str(&pad(&rows));
@@ -126,15 +115,6 @@ pub fn table(evaluations: &[Evaluation], suites: &[EvaluationSuite]) -> String {
         out.push_str(&pad(&rows));
     }
     out
-}
-
-/// `0.81 ±0.02 (400 ids)`: the mean over ids and the half-width of its 95% interval.
-fn samples_cell(s: &SamplesStatus) -> String {
-    let half = s
-        .ci95
-        .map(|ci| format!(" ±{}", shown_number((ci.high - ci.low) / 2.0)))
-        .unwrap_or_default();
-    format!("{}{half} ({} ids)", shown_number(s.mean), s.ids)
 }
 
 /// `object` as JSON, with its apiVersion and kind from its type.

@@ -10,12 +10,10 @@ use crate::crd::EvaluationStatus;
 use crate::crd::evaluation::{EvaluationSpec, Phase};
 use crate::crd::samples::SamplesStatus;
 use crate::local::files;
+use crate::run::results::DEFAULT_PASS_THRESHOLD;
 use crate::samples::protocol::{Limits, Validator};
 use crate::samples::{spec, stats};
 use crate::store::{BundleKey, Store};
-
-/// The `pass_threshold` default of the results protocol.
-const DEFAULT_PASS_THRESHOLD: f64 = 0.5;
 
 /// Validates and stores the samples file at `file` (the host side of the samples volume) as run
 /// `key`'s bundle; `None` when the step wrote no samples.

@@ -129,11 +129,29 @@ struct Record<'a> {
     metadata: Option<serde_json::Value>,
 }
 
+/// One valid sample line, as [`Validator::push_with`] hands it on.
+#[derive(Clone, Copy, Debug)]
+pub struct Line<'a> {
+    /// Its sample id.
+    pub id: &'a str,
+    /// Its epoch (0 when the line has none).
+    pub epoch: u32,
+    /// Its score.
+    pub score: f64,
+    /// Whether it passed (`passed`, else `score >= pass_threshold`).
+    pub passed: bool,
+    /// The line as stored, without its newline.
+    pub raw: &'a [u8],
+}
+
 /// Validates a samples file pushed in chunks of any size.
 #[derive(Debug)]
 pub struct Validator {
     limits: Limits,
     epochs: u32,
+    /// A stored bundle read back without its run's spec: any epoch below the most, and a line
+    /// without one is epoch 0.
+    epochs_unknown: bool,
     pass_threshold: f64,
     /// The current line's bytes so far, when it spans chunks.
     pending: Vec<u8>,
@@ -149,6 +167,7 @@ impl Validator {
         Validator {
             limits,
             epochs: epochs.clamp(1, MAX_EPOCHS.unsigned_abs()),
+            epochs_unknown: false,
             pass_threshold,
             pending: Vec::new(),
             lines: 0,
@@ -157,11 +176,32 @@ impl Validator {
         }
     }
 
+    /// A validator for a stored bundle whose run's epochs are not known (`crucible samples
+    /// --bundle`): epochs up to the most allowed, a line without one counting as epoch 0.
+    pub fn reading(limits: Limits, pass_threshold: f64) -> Self {
+        Validator {
+            epochs_unknown: true,
+            ..Validator::new(limits, MAX_EPOCHS.unsigned_abs(), pass_threshold)
+        }
+    }
+
     /// Takes the next bytes of the file.
     ///
     /// # Errors
     /// The first line that breaks the protocol or a bound; the validator must not be used after.
-    pub fn push(&mut self, mut chunk: &[u8]) -> Result<(), ProtocolError> {
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+        self.push_with(chunk, &mut |_| {})
+    }
+
+    /// As [`Validator::push`], handing each valid sample line to `on_line`.
+    ///
+    /// # Errors
+    /// As [`Validator::push`].
+    pub fn push_with(
+        &mut self,
+        mut chunk: &[u8],
+        on_line: &mut impl FnMut(Line<'_>),
+    ) -> Result<(), ProtocolError> {
         self.bytes = self.bytes.saturating_add(chunk.len() as u64);
         if self.bytes > self.limits.max_bytes {
             return Err(self.error(
@@ -172,11 +212,11 @@ impl Validator {
         while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
             self.check_line_len(end)?;
             if self.pending.is_empty() {
-                self.line(&chunk[..end])?;
+                self.line(&chunk[..end], on_line)?;
             } else {
                 self.pending.extend_from_slice(&chunk[..end]);
                 let line = std::mem::take(&mut self.pending);
-                self.line(&line)?;
+                self.line(&line, on_line)?;
                 // Keep the buffer's allocation for the next long line.
                 self.pending = line;
                 self.pending.clear();
@@ -192,10 +232,21 @@ impl Validator {
     ///
     /// # Errors
     /// As [`Validator::push`], for the last line.
-    pub fn finish(mut self) -> Result<Aggregates, ProtocolError> {
+    pub fn finish(self) -> Result<Aggregates, ProtocolError> {
+        self.finish_with(&mut |_| {})
+    }
+
+    /// As [`Validator::finish`], handing the last line to `on_line`.
+    ///
+    /// # Errors
+    /// As [`Validator::push`], for the last line.
+    pub fn finish_with(
+        mut self,
+        on_line: &mut impl FnMut(Line<'_>),
+    ) -> Result<Aggregates, ProtocolError> {
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
-            self.line(&line)?;
+            self.line(&line, on_line)?;
         }
         Ok(self.aggregates)
     }
@@ -216,7 +267,11 @@ impl Validator {
     }
 
     /// Validates and aggregates one complete line.
-    fn line(&mut self, bytes: &[u8]) -> Result<(), ProtocolError> {
+    fn line(
+        &mut self,
+        bytes: &[u8],
+        on_line: &mut impl FnMut(Line<'_>),
+    ) -> Result<(), ProtocolError> {
         self.lines += 1;
         let n = self.lines;
         if n > self.limits.max_lines {
@@ -254,6 +309,13 @@ impl Validator {
         entry.passed += u32::from(passed);
         self.aggregates.records += 1;
         self.aggregates.passed += u64::from(passed);
+        on_line(Line {
+            id: record.id.as_deref().unwrap_or_default(),
+            epoch,
+            score,
+            passed,
+            raw: bytes,
+        });
         Ok(())
     }
 
@@ -269,7 +331,7 @@ impl Validator {
         };
         let score = record.score.ok_or("score is missing")?;
         let epoch = match record.epoch {
-            None if self.epochs > 1 => {
+            None if self.epochs > 1 && !self.epochs_unknown => {
                 return Err(format!(
                     "epoch is missing (the run has {} epochs)",
                     self.epochs

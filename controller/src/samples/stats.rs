@@ -149,6 +149,36 @@ pub fn paired(this: &HashMap<IdKey, f64>, baseline: &HashMap<IdKey, f64>) -> Opt
     )
 }
 
+/// The unpaired difference of two runs' estimates (`this` minus `baseline`), for contrast with
+/// [`paired`]: the difference of the means, stderr √(se₁² + se₂²), and Welch's t interval
+/// (Welch–Satterthwaite degrees of freedom, rounded down). It ignores that the runs share
+/// items, so it is wider than the paired interval whenever items differ in difficulty. `None`
+/// when either estimate has no stderr (fewer than two ids).
+pub fn unpaired(this: &Estimate, baseline: &Estimate) -> Option<Estimate> {
+    let (va, vb) = (this.stderr?.powi(2), baseline.stderr?.powi(2));
+    let (na, nb) = (this.n as f64 - 1.0, baseline.n as f64 - 1.0);
+    let spread = va * va / na + vb * vb / nb;
+    let df = if spread > 0.0 {
+        (va + vb).powi(2) / spread
+    } else {
+        // Both runs constant: no spread to weigh; the pooled degrees of freedom.
+        na + nb
+    };
+    let stderr = (va + vb).sqrt();
+    let delta = this.mean - baseline.mean;
+    // Truncation is the rounding down wanted; df is at least 1 (each run has two ids).
+    let half = t975((df as usize).max(1)) * stderr;
+    Some(Estimate {
+        n: this.n + baseline.n,
+        mean: delta,
+        stderr: Some(stderr),
+        ci95: Some(Interval {
+            low: delta - half,
+            high: delta + half,
+        }),
+    })
+}
+
 /// A suite's mean over its cases' scores, with its t interval (cases as the units).
 pub fn over_cases(scores: &[f64]) -> Option<Estimate> {
     estimate(scores.to_vec())

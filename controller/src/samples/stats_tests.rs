@@ -124,3 +124,26 @@ fn only_ids_in_both_runs_are_paired() {
     assert_eq!((p.n, p.mean), (2, 0.5));
     assert_eq!(paired(&means(&[1.0]), &HashMap::new()), None);
 }
+
+#[test]
+fn the_unpaired_interval_is_welchs() {
+    // python3: import statistics as s, math; a=[0.9,0.7,0.8,1.0,0.6]; b=[0.5,0.6,0.4,0.7,0.3,0.55]
+    // va=s.variance(a)/5; vb=s.variance(b)/6; d=s.mean(a)-s.mean(b); se=math.sqrt(va+vb)
+    // df=(va+vb)**2/(va**2/4+vb**2/5) -> 8.24, so t(0.975, 8) = 2.306004135 (tables)
+    // -> d 0.29166666666666674, se 0.09166666666666667, d ± t·se 0.08028295429166674 0.5030503790416667
+    let a = estimate(vec![0.9, 0.7, 0.8, 1.0, 0.6]).expect("a");
+    let b = estimate(vec![0.5, 0.6, 0.4, 0.7, 0.3, 0.55]).expect("b");
+    let u = unpaired(&a, &b).expect("both have a stderr");
+    assert!(close(u.mean, 0.29166666666666674), "{u:?}");
+    assert!(
+        close(u.stderr.expect("stderr"), 0.09166666666666667),
+        "{u:?}"
+    );
+    let ci = u.ci95.expect("interval");
+    assert!(
+        (ci.low - 0.08028295429166674).abs() < 1e-9 && (ci.high - 0.5030503790416667).abs() < 1e-9,
+        "{ci:?}"
+    );
+    let one = estimate(vec![0.5]).expect("one");
+    assert_eq!(unpaired(&a, &one), None, "no stderr, no interval");
+}

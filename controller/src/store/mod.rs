@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use zstd::stream::raw::{Decoder, Encoder, InBuffer, Operation, OutBuffer};
 
 use crate::digest::hex;
-use crate::samples::protocol::{Aggregates, ProtocolError, Validator};
+use crate::samples::protocol::{Aggregates, Line, ProtocolError, Validator};
 
 /// Name of a run's bundle under its run id.
 pub const BUNDLE_NAME: &str = "samples.jsonl.zst";
@@ -87,6 +87,17 @@ pub struct Stored {
     pub aggregates: Aggregates,
 }
 
+/// A stored bundle as read.
+#[derive(Debug)]
+pub struct Read {
+    /// `sha256:<hex>` of the stored (compressed) bytes.
+    pub digest: String,
+    /// Compressed size in bytes.
+    pub size: u64,
+    /// The validated samples, reduced for the statistics.
+    pub aggregates: Aggregates,
+}
+
 /// A results store opened from its URL.
 #[derive(Clone, Debug)]
 pub struct Store {
@@ -101,6 +112,19 @@ impl Store {
     /// # Errors
     /// Another scheme, or a URL or directory that cannot be used.
     pub fn open(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(url, true)
+    }
+
+    /// As [`Store::open`] for a reader: a `file://` directory must exist already (a mistyped
+    /// path is an error, not a new empty store).
+    ///
+    /// # Errors
+    /// As [`Store::open`], and a missing directory.
+    pub fn open_existing(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(url, false)
+    }
+
+    fn open_with(url: &str, create: bool) -> Result<Store, StoreError> {
         let bad = |reason: String| StoreError::Url {
             url: url.to_string(),
             reason,
@@ -111,7 +135,11 @@ impl Store {
                 let dir = parsed
                     .to_file_path()
                     .map_err(|()| bad("not a local directory".into()))?;
-                std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+                if create {
+                    std::fs::create_dir_all(&dir).map_err(|e| bad(e.to_string()))?;
+                } else if !dir.is_dir() {
+                    return Err(bad(format!("{} is not a directory", dir.display())));
+                }
                 Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(|e| bad(e.to_string()))?)
             }
             "s3" => {
@@ -273,8 +301,43 @@ impl Store {
         &self,
         key: &BundleKey<'_>,
         path: &Path,
-        mut validator: Validator,
+        validator: Validator,
     ) -> Result<Stored, StoreError> {
+        let read = self.stream(path, validator, &mut |_| {}).await?;
+        Ok(Stored {
+            uri: self.uri(key),
+            digest: read.digest,
+            size: read.size,
+            written: false,
+            aggregates: read.aggregates,
+        })
+    }
+
+    /// Reads the bundle at `object` (a path under the store's root, such as
+    /// `ns/eval/run/samples.jsonl.zst`), validating it with `validator` and handing each sample
+    /// line to `on_line` as it streams (memory: one chunk and the validator's bound).
+    ///
+    /// # Errors
+    /// A bad object path, a missing object, a store failure, or samples that break the protocol.
+    pub async fn read(
+        &self,
+        object: &str,
+        validator: Validator,
+        on_line: &mut impl FnMut(Line<'_>),
+    ) -> Result<Read, StoreError> {
+        let path = Path::parse(object).map_err(|e| StoreError::Url {
+            url: format!("{}/{object}", self.url),
+            reason: e.to_string(),
+        })?;
+        self.stream(&path, validator, on_line).await
+    }
+
+    async fn stream(
+        &self,
+        path: &Path,
+        mut validator: Validator,
+        on_line: &mut impl FnMut(Line<'_>),
+    ) -> Result<Read, StoreError> {
         let mut decoder = Decoder::new()?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -290,18 +353,16 @@ impl Store {
                 let mut dst = OutBuffer::around(&mut out[..]);
                 decoder.run(&mut src, &mut dst)?;
                 let produced = dst.pos();
-                validator.push(dst.as_slice())?;
+                validator.push_with(dst.as_slice(), on_line)?;
                 if src.pos() == bytes.len() && produced < CHUNK {
                     break;
                 }
             }
         }
-        Ok(Stored {
-            uri: self.uri(key),
+        Ok(Read {
             digest: format!("sha256:{}", hex(&hasher.finalize())),
             size,
-            written: false,
-            aggregates: validator.finish()?,
+            aggregates: validator.finish_with(on_line)?,
         })
     }
 }
