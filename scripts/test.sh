@@ -53,7 +53,10 @@ stop_controller
 "$CLUSTER" kubectl delete namespace crucible-demo --wait=false >/dev/null
 log "kubectl of the cluster's release: every example applied with --validate=strict, explain shows every field"
 python3 scripts/clients.py
-cargo build -q -p crucible --bin crucible; CRUCIBLE_BIN=$ROOT/target/debug/crucible cargo test -p crucible-e2e --features e2e --test local  # crucible run: examples, hostile results, forgery, sandbox (runsc, no cluster)
+# crucible run: examples, hostile results, forgery, sandbox (runsc, no cluster); the cluster's runsc
+# when none is installed (a fresh machine has only the one `up` unpacked)
+command -v runsc >/dev/null || PATH=$(dirname "$("$CLUSTER" tool runsc)"):$PATH
+cargo build -q -p crucible --bin crucible; CRUCIBLE_BIN=$ROOT/target/debug/crucible cargo test -p crucible-e2e --features e2e --test local
 log "sandbox canary with its own controller (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \
   cargo test -p crucible-e2e --features e2e --test canary

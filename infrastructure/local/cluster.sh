@@ -20,7 +20,7 @@
 #   import-image TAR   import an OCI/docker archive into containerd's k8s.io namespace
 #   env                print `export KUBECONFIG=...; export PATH=...` for eval "$(cluster.sh env)"
 #   tool NAME          build (once, cached) and print the path of prometheus, helm, kube-router,
-#                      gitops-health or kueue
+#                      gitops-health, kueue, or runsc (the cluster's, unpacked from Debian)
 #   stop-kubelet       stop only the kubelet (a lost node, for tests); `up` starts it again
 #
 # Environment (all optional):
@@ -75,7 +75,7 @@ main() {
     image) cmd_image ;;
     import-image) cmd_import_image "$@" ;;
     env) print_env ;;
-    tool) [ $# = 1 ] || die "usage: $0 tool prometheus|helm|kube-router|gitops-health|kueue"; tool_path "$1" ;;
+    tool) [ $# = 1 ] || die "usage: $0 tool prometheus|helm|kube-router|gitops-health|kueue|runsc"; tool_path "$1" ;;
     stop-kubelet) need_root; stop_daemon kubelet ;;
     -h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;

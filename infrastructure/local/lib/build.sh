@@ -159,7 +159,8 @@ ensure_tool() {   # ensure_tool NAME: builds NAME into its cache directory unles
       missing_in "$KUEUE_BIN" kueue && go_build kueue "$KUEUE_BIN" \
         "-X sigs.k8s.io/kueue/pkg/version.GitVersion=v$KUEUE_VERSION" sigs.k8s.io/kueue/cmd/kueue
       kueue_crds ;;
-    *) die "unknown tool '$name' (prometheus, helm, kube-router, gitops-health, kueue)" ;;
+    runsc) ensure_runsc ;;   # the cluster's runsc, for `crucible run` where none is installed
+    *) die "unknown tool '$name' (prometheus, helm, kube-router, gitops-health, kueue, runsc)" ;;
   esac
   rm -rf "$GO_BUILD_CACHE"
 }
@@ -180,6 +181,7 @@ tool_path() {   # tool_path NAME: ensure_tool, then print the binary's path
     helm) echo "$HELM_BIN/helm" ;;
     kube-router) echo "$KROUTER_BIN/kube-router" ;;
     gitops-health) echo "$GITOPS_HEALTH_BIN/gitops-health" ;;
+    runsc) echo "$RUNSC_DIR/usr/bin/runsc" ;;
     kueue) echo "$KUEUE_BIN/kueue" ;;
   esac
 }
