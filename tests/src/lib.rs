@@ -283,6 +283,8 @@ pub fn watch_peak(client: Client, ns: &str, selector: &str) -> (Arc<AtomicUsize>
                 Ok(watcher::Event::Delete(p)) => {
                     alive.remove(&p.name_any());
                 }
+                // A re-list follows: pods deleted meanwhile send no Delete.
+                Ok(watcher::Event::Init) => alive.clear(),
                 _ => {}
             }
             peak2.fetch_max(alive.len(), Ordering::SeqCst);

@@ -7,7 +7,7 @@ use kube::api::Api;
 
 use crate::crd::Evaluation;
 use crate::error::{Error, Result};
-use crate::lifecycle::suite::SuitePlan;
+use crate::lifecycle::suite::{SuitePlan, given};
 use crate::ssa;
 use crate::suite::observe::{Observed, is_child};
 use crate::suite::{Context, sources};
@@ -35,6 +35,10 @@ pub async fn children(
             ssa::apply(&evaluations, ssa::SUITE_MANAGER, child)
                 .await
                 .map_err(apply_error)?;
+            // Until the cache shows it, the next plans must count this child as started.
+            if let Some((name, value)) = given::go_ahead_of(child) {
+                ctx.gave(&observed.uid, name, value);
+            }
             continue;
         }
         match ssa::create(&evaluations, ssa::SUITE_MANAGER, child).await {

@@ -1,4 +1,5 @@
-//! What every suite reconcile shares: the client, metrics, and the status-write throttle.
+//! What every suite reconcile shares: the client, metrics, the status-write throttle and the
+//! go-aheads written that the cache may not show yet.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,6 +9,7 @@ use crate::events::Recorder;
 use kube::Client;
 
 use crate::cache::Caches;
+use crate::lifecycle::suite::given::GoAheads;
 use crate::metrics::Metrics;
 
 /// A suite's status is written at most this often, however many children change: no write
@@ -26,6 +28,8 @@ pub struct Context {
     pub caches: Arc<Caches>,
     /// When suites' statuses were last written.
     last_write: Mutex<Writes>,
+    /// Per suite uid: the go-aheads written that its children's cache has not shown yet.
+    given: Mutex<HashMap<String, GoAheads>>,
 }
 
 /// When each suite's status was last written (by uid). Only writes within the last
@@ -72,7 +76,34 @@ impl Context {
             recorder,
             caches,
             last_write: Mutex::default(),
+            given: Mutex::default(),
         }
+    }
+
+    /// The go-aheads written for suite `uid` that the cache may not show yet.
+    pub fn given(&self, uid: &str) -> GoAheads {
+        let given = self.given.lock().unwrap_or_else(|e| e.into_inner());
+        given.get(uid).cloned().unwrap_or_default()
+    }
+
+    /// Records what is still unseen of suite `uid`'s go-aheads (an empty map forgets the suite:
+    /// the map holds only suites with go-aheads in flight).
+    pub fn set_given(&self, uid: &str, unseen: GoAheads) {
+        let mut given = self.given.lock().unwrap_or_else(|e| e.into_inner());
+        if unseen.is_empty() {
+            given.remove(uid);
+        } else {
+            given.insert(uid.to_string(), unseen);
+        }
+    }
+
+    /// Records that suite `uid`'s child `name` was applied with go-ahead `value`.
+    pub fn gave(&self, uid: &str, name: String, value: String) {
+        let mut given = self.given.lock().unwrap_or_else(|e| e.into_inner());
+        given
+            .entry(uid.to_string())
+            .or_default()
+            .insert(name, value);
     }
 
     /// Time to wait before this suite's status may be written again.

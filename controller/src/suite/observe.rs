@@ -1,6 +1,6 @@
 //! What a suite reconcile reads: the suite itself, fresh (its status decides whether to write
 //! again), and its children from the cache (indexed by suite), kept only when the suite is
-//! their controller.
+//! their controller, with the go-aheads this controller gave that the cache does not show yet.
 
 use std::sync::Arc;
 
@@ -9,6 +9,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::error::{Error, Result};
+use crate::lifecycle::suite::given;
 use crate::ownership;
 use crate::suite::Context;
 
@@ -40,24 +41,36 @@ pub async fn observe(cached: &Arc<EvaluationSuite>, ctx: &Context) -> Result<Opt
         .await
         .map_err(Error::GetSuite)?
     else {
+        forget(cached, ctx);
         return Ok(None);
     };
     if suite.meta().deletion_timestamp.is_some() {
+        forget(cached, ctx);
         return Ok(None);
     }
     let uid = suite.uid().ok_or(Error::MissingObjectKey("metadata.uid"))?;
-    let children: Vec<Evaluation> = ctx
+    let cached_children: Vec<Evaluation> = ctx
         .caches
         .children_of(&namespace, &suite.name_any())
         .into_iter()
         .filter(|c| is_child(c, &uid))
         .collect();
+    // The cache may be behind this controller's own last writes: see `given`.
+    let (children, unseen) = given::with_given(cached_children, &ctx.given(&uid));
+    ctx.set_given(&uid, unseen);
     Ok(Some(Observed {
         suite,
         namespace,
         uid,
         children,
     }))
+}
+
+/// Forgets the go-aheads of a suite gone or being deleted.
+fn forget(cached: &EvaluationSuite, ctx: &Context) {
+    if let Some(uid) = cached.uid() {
+        ctx.set_given(&uid, given::GoAheads::new());
+    }
 }
 
 /// Whether `child` is a child of the suite with uid `suite_uid`: the suite is its controller

@@ -16,6 +16,7 @@ use crate::labels::{GO_AHEAD_ANNOTATION, RERUN_ANNOTATION, SUITE_LABEL, SUITE_RE
 use crate::run::state;
 use crate::run::workspace::shared_inline_name;
 pub mod fanout;
+pub mod given;
 
 use fanout::DesiredCase;
 
