@@ -64,6 +64,10 @@ pub enum Command {
     GatewayToken(crate::gateway::TokenArgs),
     /// List one run's model calls from the gateway's ledger, verifying its hash chain.
     Calls(crate::gateway::listing::CallsArgs),
+    /// Inside a sandbox pod, its samples container: on SIGTERM, print the samples file on the log
+    /// for the controller (see docs/samples.md).
+    #[command(hide = true)]
+    SamplesEmit(crate::transfer::emit::EmitArgs),
     /// Inside a sandbox canary pod: print what the sandbox looks like from inside, one line
     /// (the controller runs it; see docs/sandbox.md).
     #[command(hide = true)]
@@ -294,8 +298,9 @@ pub struct ControllerArgs {
     /// zero) before the sandbox counts as failed; on top of `--canary-timeout`.
     #[arg(long, env = "CRUCIBLE_CANARY_SCHEDULE_GRACE", default_value = "5m", value_parser = parse_duration)]
     pub canary_schedule_grace: Duration,
-    /// Image the canary pods run `crucible canary-probe` from: the controller's own image (its
-    /// entrypoint is this version's `crucible` binary; the chart passes the controller's image).
+    /// Image the canary pods run `crucible canary-probe` from, and sandbox pods' samples container
+    /// `crucible samples-emit`: the controller's own image (its entrypoint is this version's
+    /// `crucible` binary; the chart passes the controller's image).
     /// The default is what `infrastructure/image/build.sh` tags.
     #[arg(
         long,
@@ -303,6 +308,15 @@ pub struct ControllerArgs {
         default_value = "localhost/crucible/controller:dev"
     )]
     pub canary_image: String,
+    /// Results store of the samples of runs on the cluster (docs/samples.md): `file:///DIR` (a
+    /// volume; the chart's default) or `s3://BUCKET/PREFIX` (credentials from the controller's
+    /// environment). Unset: sandbox pods get no samples container and samples stay in the pod.
+    #[arg(long, env = "CRUCIBLE_RESULTS_STORE")]
+    pub results_store: Option<String>,
+    /// Most bytes the samples container prints on its log: keep it under the kubelet's
+    /// `containerLogMaxSize` (default 10Mi), past which the start of the log is rotated away.
+    #[arg(long, env = "CRUCIBLE_SAMPLES_LOG_MAX_BYTES", default_value_t = crate::transfer::emit::DEFAULT_MAX_OUTPUT)]
+    pub samples_log_max_bytes: u64,
     /// Address of this controller the canary connects to (its own listener, never another
     /// host); default `--pod-ip`, else the local cluster's bridge address 10.88.0.1.
     #[arg(long, env = "CRUCIBLE_CANARY_LISTEN_ADDRESS")]
@@ -377,11 +391,19 @@ impl ControllerArgs {
             canary_timeout,
             canary_schedule_grace,
             canary_image,
+            results_store,
+            samples_log_max_bytes,
             canary_listen_address,
             pod_ip,
             log_format,
             log_filter,
         } = self;
+        let samples = results_store
+            .is_some()
+            .then(|| crate::config::SamplesContainer {
+                image: canary_image.clone(),
+                max_output: samples_log_max_bytes,
+            });
         (
             Config {
                 runtime_class,
@@ -408,6 +430,7 @@ impl ControllerArgs {
                     .into_iter()
                     .chain(cluster_cidrs)
                     .collect(),
+                samples,
             },
             Runtime {
                 // One watcher per namespace: the caches are ready when every distinct
@@ -431,6 +454,7 @@ impl ControllerArgs {
                 allow_file_git_urls,
                 pod_uid,
                 pod_namespace,
+                results_store,
                 canary: crate::config::CanarySettings {
                     enabled: sandbox_canary,
                     allowlist: canary_allowlist,

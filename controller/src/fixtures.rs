@@ -107,6 +107,7 @@ impl Observed {
             stop: None,
             source: None,
             head: None,
+            samples: None,
         }
     }
 }

@@ -44,6 +44,18 @@ pub struct Config {
     pub follow_interval: Duration,
     /// Ranges no `Allowlist` run may reach (cloud metadata, link-local, the cluster's own).
     pub forbidden_egress: Vec<Cidr>,
+    /// The samples container every sandbox pod gets when a results store is configured.
+    pub samples: Option<SamplesContainer>,
+}
+
+/// The pod's trusted `samples` container (`crucible samples-emit`), which carries the samples
+/// file out on its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SamplesContainer {
+    /// Its image: the controller's own.
+    pub image: String,
+    /// Most bytes it prints (under the kubelet's `containerLogMaxSize`).
+    pub max_output: u64,
 }
 
 /// Settings of the running process (not needed by pure planning).
@@ -71,6 +83,8 @@ pub struct Runtime {
     pub pod_uid: Option<String>,
     /// Namespace of this replica's pod, when it runs in one.
     pub pod_namespace: Option<String>,
+    /// The results store of samples (`--results-store`), when one is configured.
+    pub results_store: Option<String>,
     /// Git cache directory.
     pub git_cache_dir: std::path::PathBuf,
     /// Git cache budget in bytes.

@@ -19,6 +19,7 @@ use crate::crd::evaluation::{GitSource, Source};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
+use crate::lifecycle::samples::Samples;
 use crate::lifecycle::{self, LogsNeeded, Observed, RuntimeClassCheck};
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner, TailSearch};
@@ -27,7 +28,11 @@ use crate::run::validate;
 use crate::runner::Key;
 use crate::source::pool::Answer;
 use crate::source::{Credentials, GitRequest};
+use crate::transfer;
+use crate::transfer::carry::carry;
 
+/// Bytes of a samples log beyond the frame's data lines: its header, trailer or error line.
+const FRAME_SLACK: u64 = 8 * 1024;
 /// Tries at reading one container's log before a stopping run goes on without it.
 const LOG_READ_ATTEMPTS: u32 = 2;
 /// Longest the reads of one log may take (the API server proxies them to the pod's kubelet).
@@ -123,6 +128,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
             }
         }
     }
+    let samples = samples(&ev, &pods, &pod_api, ctx);
     let observed = Observed {
         now,
         pods,
@@ -131,8 +137,45 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         stop,
         source,
         head,
+        samples,
     };
     Ok(Some((ev, observed)))
+}
+
+/// The samples of a pod whose steps succeeded: waiting for its samples container to stop,
+/// then carried to the store outside the reconcile ([`Transfers`]), whose end reconciles the
+/// Evaluation again.
+fn samples(ev: &Evaluation, pods: &[Pod], pod_api: &Api<Pod>, ctx: &Context) -> Option<Samples> {
+    let needed = lifecycle::samples_needed(ev, pods)?;
+    if !needed.ready {
+        return Some(Samples::Pending);
+    }
+    let Some(transfers) = &ctx.transfers else {
+        return Some(Samples::Done(Err(
+            "the pod has a samples container but this controller has no results store (--results-store): its samples cannot be stored".into(),
+        )));
+    };
+    let namespace = ev.namespace().unwrap_or_default();
+    let max_log = ctx
+        .config
+        .samples
+        .as_ref()
+        .map_or(crate::transfer::emit::DEFAULT_MAX_OUTPUT, |s| s.max_output)
+        .saturating_add(FRAME_SLACK);
+    let job = carry(
+        pod_api.clone(),
+        needed.pod,
+        transfers.store.clone(),
+        (namespace.clone(), ev.name_any(), needed.run_id.clone()),
+        lifecycle::samples::validator(&ev.spec),
+        max_log,
+    );
+    Some(
+        match transfers.poll(Key::new(namespace, ev.name_any()), &needed.run_id, job) {
+            transfer::Answer::Ready(outcome) => Samples::Done(outcome),
+            transfer::Answer::Pending => Samples::Pending,
+        },
+    )
 }
 
 fn git_of(ev: &Evaluation) -> Option<&GitSource> {

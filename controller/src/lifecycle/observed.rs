@@ -36,4 +36,6 @@ pub struct Observed {
     pub source: Option<Result<FetchedSource, SourceProblem>>,
     /// For a finished run with `follow: true`: the commit the followed ref points to now.
     pub head: Option<String>,
+    /// For a pod whose steps succeeded: its samples ([`samples_needed`](super::samples_needed)).
+    pub samples: Option<super::samples::Samples>,
 }

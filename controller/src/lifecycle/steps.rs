@@ -19,8 +19,11 @@ use crate::run::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
 use crate::run::validate;
 
 use super::predicates::*;
+use super::samples::{self, Samples};
 use super::*;
 
+/// The status message of a run whose samples are being stored.
+const STORING_SAMPLES: &str = "the evaluation finished; storing its samples";
 /// Prefix of the status message of a run whose pod the scheduler cannot place.
 const WAITING_FOR_NODE: &str = "waiting for a node: ";
 
@@ -198,7 +201,16 @@ impl Planner<'_> {
                         capture.tail
                     ));
                 }
-                self.finish(outcome)
+                match self.obs.samples.clone() {
+                    Some(Samples::Pending) => self.await_samples(),
+                    Some(Samples::Done(samples)) => {
+                        let (outcome, samples) =
+                            samples::with_samples(outcome, samples, self.threshold());
+                        self.finish(outcome);
+                        self.status.samples = samples;
+                    }
+                    None => self.finish(outcome),
+                }
             }
             PodState::InfraFailure { reason, message } => self.infra_failure(&reason, message),
             PodState::Waiting | PodState::Running if left == Some(Duration::ZERO) => {
@@ -237,6 +249,15 @@ impl Planner<'_> {
                 self.requeue = Requeue::After(wait.max(Duration::from_secs(1)));
             }
         }
+    }
+
+    /// The pod's steps succeeded and its samples are on their way to the store: the run stays
+    /// `Running` (its pod kept, so a transfer cut off can be done again from the log) until
+    /// the transfer's end reconciles it.
+    fn await_samples(&mut self) {
+        self.status.phase = Some(Phase::Running);
+        self.status.message = Some(STORING_SAMPLES.into());
+        self.requeue = Requeue::AwaitChange;
     }
 
     /// An attempt lost to the infrastructure: retry while `retries` allow, else fail. The new

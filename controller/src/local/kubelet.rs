@@ -26,6 +26,7 @@ use crate::crd::samples::SamplesStatus;
 use crate::crd::suite::SuitePhase;
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::labels::RUN_ID_LABEL;
+use crate::lifecycle::samples::Samples;
 use crate::lifecycle::{self, Child, Observed, RuntimeClassCheck};
 use crate::local::image::ImageStore;
 use crate::local::pod_status::{self, Containers, Ended};
@@ -119,11 +120,11 @@ impl Kubelet {
             stop: None,
             source: None,
             head: None,
+            samples: None,
         };
         if let Some(Source::Git(git)) = &ev.spec.source {
             obs.source = Some(self.fetch(git).await);
         }
-        let mut samples = None;
         loop {
             // A slot first, so that `startTime` (set by the plan that starts a pod) and the
             // duration do not count the wait for other runs.
@@ -139,9 +140,6 @@ impl Kubelet {
             let finished = planned.status.phase.is_some_and(Phase::is_finished);
             ev.status = Some(planned.status);
             if finished {
-                if let (Some(outcome), Some(status)) = (samples, ev.status.as_mut()) {
-                    local_samples::record(status, outcome, ev.metadata.generation, &obs.now);
-                }
                 return ev;
             }
             let mut pod = None;
@@ -168,7 +166,7 @@ impl Kubelet {
                 Ok(ran) => {
                     obs.pods = vec![ran.pod];
                     obs.logs = ran.logs;
-                    samples = ran.samples;
+                    obs.samples = ran.samples.map(Samples::Done);
                 }
                 Err(e) => {
                     eprintln!("crucible: {}: {e}", ev.name_any());
