@@ -66,11 +66,12 @@ KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRU
 log "a node lost under a deleted run's pod: the kubelet stops, the slot is freed at the pod's release time"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   CRUCIBLE_CLUSTER=$CLUSTER cargo test -p crucible-e2e --features e2e --test lostnode
-start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
+start_controller --leader-election --system-namespace crucible-system --follow-interval 3s \
+  --results-store "file://$LAB/results"
 start_prometheus
 log "end-to-end tests (Prometheus scrapes the controller for the dashboard test)"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
-export CRUCIBLE_E2E_PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT
+export CRUCIBLE_E2E_PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT CRUCIBLE_E2E_RESULTS_STORE=file://$LAB/results
 CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID")
 export CRUCIBLE_E2E_CONTROLLER_PID
 cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3 --skip battery::every_attack

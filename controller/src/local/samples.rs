@@ -7,8 +7,8 @@ use std::path::Path;
 
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::samples::SamplesStatus;
-use crate::local::files;
 use crate::lifecycle;
+use crate::local::files;
 use crate::samples::stats;
 use crate::store::{BundleKey, Store};
 
