@@ -11,6 +11,8 @@ use crate::admission::ledger::reported_position;
 use crate::config::Config;
 use crate::crd::evaluation::NetworkMode;
 use crate::crd::evaluation::{Evaluation, EvaluationStatus, Phase, Provenance, QueueStatus};
+use crate::crd::samples::SamplesStatus;
+use crate::crd::shown_estimate;
 use crate::duration;
 use crate::requeue::Requeue;
 use crate::run::identity::{RunKey, child_name};
@@ -207,6 +209,7 @@ impl Planner<'_> {
                         let (outcome, samples) =
                             samples::with_samples(outcome, samples, self.threshold());
                         self.finish(outcome);
+                        self.show_interval(samples.as_ref());
                         self.status.samples = samples;
                     }
                     None => self.finish(outcome),
@@ -258,6 +261,17 @@ impl Planner<'_> {
         self.status.phase = Some(Phase::Running);
         self.status.message = Some(STORING_SAMPLES.into());
         self.requeue = Requeue::AwaitChange;
+    }
+
+    /// The Score column with the samples' interval when the score is their mean (derived, or
+    /// reported as the same number).
+    fn show_interval(&mut self, samples: Option<&SamplesStatus>) {
+        let (Some(result), Some(samples)) = (&self.status.result, samples) else {
+            return;
+        };
+        if (result.score - samples.mean).abs() <= 1e-9 * samples.mean.abs().max(1.0) {
+            self.status.shown_score = Some(shown_estimate(result.score, samples.ci95.as_ref()));
+        }
     }
 
     /// An attempt lost to the infrastructure: retry while `retries` allow, else fail. The new

@@ -589,7 +589,11 @@ fn a_run_waits_for_its_samples_keeping_its_pod_then_finishes_with_them() {
     let stats = crate::crd::samples::SamplesStatus {
         count: 3,
         ids: 3,
-        mean: 0.5,
+        mean: 1.0,
+        ci95: Some(crate::crd::samples::Interval {
+            low: 0.9,
+            high: 1.1,
+        }),
         ..Default::default()
     };
     let done = Observed {
@@ -598,7 +602,23 @@ fn a_run_waits_for_its_samples_keeping_its_pod_then_finishes_with_them() {
     };
     let p = run(&after(&ev, &run(&ev, &waiting)), &done);
     assert_eq!(p.status.phase, Some(Phase::Succeeded));
-    assert_eq!(p.status.samples, Some(stats));
+    assert_eq!(p.status.samples, Some(stats.clone()));
+    assert_eq!(
+        p.status.shown_score.as_deref(),
+        Some("1 ±0.1"),
+        "the score is the samples' mean: the column shows its interval"
+    );
+    let other_mean = Observed {
+        samples: Some(samples::Samples::Done(Ok(Some(
+            crate::crd::samples::SamplesStatus { mean: 0.5, ..stats },
+        )))),
+        ..with_pods(stopped.clone())
+    };
+    assert_eq!(
+        run(&ev, &other_mean).status.shown_score.as_deref(),
+        Some("1"),
+        "a reported score that is not the samples' mean has no interval"
+    );
     assert_eq!(p.delete, [(ChildKind::Pod, name.clone())]);
 
     let refused = Observed {
