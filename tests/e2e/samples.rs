@@ -130,3 +130,57 @@ with open(os.environ["CRUCIBLE_RESULT_PATH"], "w") as f:
     })
     .await;
 }
+
+/// `compareTo` on the cluster: paired by sample id with another Evaluation's latest run, then,
+/// after a spec change started a new run, with this Evaluation's previous run (from its
+/// history); the baseline named by evaluation, run id and digest.
+#[tokio::test]
+async fn compare_to_pairs_with_another_evaluation_and_after_a_spec_change_with_the_previous_run() {
+    with_temp_ns("samples-compare", |client, ns| async move {
+        // Sample qI scores 1 when I < K (env K), else 0; `base` scores I % 2.
+        let eval = r#"import json, os
+k = int(os.environ.get("K", "-1"))
+with open(os.environ["CRUCIBLE_SAMPLES_PATH"], "w") as f:
+    for i in range(20):
+        score = float(i % 2) if k < 0 else float(i < k)
+        f.write(json.dumps({"id": f"q{i}", "score": score}) + "\n")"#;
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        apply_evaluation(&client, &ns, &evaluation("base", eval, "")).await;
+        let base = wait_finished(&api, "base", Duration::from_secs(180)).await;
+        let base_digest = base.status.and_then(|s| s.samples?.digest);
+        assert!(base_digest.is_some(), "the baseline stored its samples");
+
+        let versus_base = "  env: [{name: K, value: \"20\"}]\n  compareTo: {evaluation: base}\n";
+        apply_evaluation(&client, &ns, &evaluation("cand", eval, versus_base)).await;
+        let first = wait_finished(&api, "cand", Duration::from_secs(180)).await;
+        let first_status = first.status.expect("status");
+        let comparison = first_status.comparison.expect("status.comparison");
+        assert_eq!(comparison.baseline.evaluation.as_deref(), Some("base"));
+        assert_eq!(comparison.baseline.digest, base_digest);
+        assert_eq!((comparison.pairs, comparison.delta), (20, 0.5));
+        assert!(comparison.ci95.is_some());
+
+        let versus_previous = "  env: [{name: K, value: \"10\"}]\n  compareTo: {previous: true}\n";
+        apply_evaluation(&client, &ns, &evaluation("cand", eval, versus_previous)).await;
+        let second = crucible_e2e::wait_for(
+            &api,
+            "cand",
+            Duration::from_secs(180),
+            "the new run finished",
+            |e: &Evaluation| {
+                e.status.as_ref().is_some_and(|s| {
+                    s.run_id != first_status.run_id && s.phase.is_some_and(|p| p.is_finished())
+                })
+            },
+        )
+        .await;
+        let comparison = second
+            .status
+            .and_then(|s| s.comparison)
+            .expect("status.comparison against the previous run");
+        assert_eq!(comparison.baseline.evaluation.as_deref(), Some("cand"));
+        assert_eq!(comparison.baseline.run_id, first_status.run_id);
+        assert_eq!((comparison.pairs, comparison.delta), (20, -0.5));
+    })
+    .await;
+}

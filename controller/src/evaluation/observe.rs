@@ -16,11 +16,13 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::Evaluation;
 use crate::crd::evaluation::{GitSource, Source};
+use crate::crd::samples::BaselineRef;
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
 use crate::lifecycle::samples::Samples;
 use crate::lifecycle::{self, LogsNeeded, Observed, RuntimeClassCheck};
+use crate::reading;
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::run::state;
@@ -28,8 +30,8 @@ use crate::run::validate;
 use crate::runner::Key;
 use crate::source::pool::Answer;
 use crate::source::{Credentials, GitRequest};
-use crate::transfer;
 use crate::transfer::carry::carry;
+use crate::transfer::{self, Baseline};
 
 /// Bytes of a samples log beyond the frame's data lines: its header, trailer or error line.
 const FRAME_SLACK: u64 = 8 * 1024;
@@ -128,7 +130,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
             }
         }
     }
-    let samples = samples(&ev, &pods, &pod_api, ctx);
+    let samples = samples(&ev, &pods, &pod_api, ctx).await;
     let observed = Observed {
         now,
         pods,
@@ -145,7 +147,12 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
 /// The samples of a pod whose steps succeeded: waiting for its samples container to stop,
 /// then carried to the store outside the reconcile ([`Transfers`]), whose end reconciles the
 /// Evaluation again.
-fn samples(ev: &Evaluation, pods: &[Pod], pod_api: &Api<Pod>, ctx: &Context) -> Option<Samples> {
+async fn samples(
+    ev: &Evaluation,
+    pods: &[Pod],
+    pod_api: &Api<Pod>,
+    ctx: &Context,
+) -> Option<Samples> {
     let needed = lifecycle::samples_needed(ev, pods)?;
     if !needed.ready {
         return Some(Samples::Pending);
@@ -169,6 +176,7 @@ fn samples(ev: &Evaluation, pods: &[Pod], pod_api: &Api<Pod>, ctx: &Context) -> 
         (namespace.clone(), ev.name_any(), needed.run_id.clone()),
         lifecycle::samples::validator(&ev.spec),
         max_log,
+        baseline(ev, ctx, transfers.store.url()).await,
     );
     Some(
         match transfers.poll(Key::new(namespace, ev.name_any()), &needed.run_id, job) {
@@ -176,6 +184,49 @@ fn samples(ev: &Evaluation, pods: &[Pod], pod_api: &Api<Pod>, ctx: &Context) -> 
             transfer::Answer::Pending => Samples::Pending,
         },
     )
+}
+
+/// The baseline run of `spec.compareTo`: the newest history entry with samples (`previous`),
+/// or the named Evaluation's latest samples, as bundles of this namespace in `store`. `None`
+/// (logged) when there is none yet or it cannot be used: the run is not failed for it.
+async fn baseline(ev: &Evaluation, ctx: &Context, store: &str) -> Option<Baseline> {
+    let compare = ev.spec.compare_to.as_ref()?;
+    let namespace = ev.namespace()?;
+    let (name, samples) = if compare.previous == Some(true) {
+        let samples = ev
+            .status
+            .as_ref()?
+            .history
+            .iter()
+            .find_map(|h| h.samples.clone())?;
+        (ev.name_any(), (samples.uri?, samples.digest?))
+    } else {
+        let name = compare.evaluation.clone()?;
+        let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
+        let other = api.get_opt(&name).await.ok().flatten()?;
+        let samples = other.status?.samples?;
+        (name, (samples.uri?, samples.digest?))
+    };
+    let (uri, digest) = samples;
+    let threshold = ev
+        .spec
+        .pass_threshold
+        .unwrap_or(crate::run::results::DEFAULT_PASS_THRESHOLD);
+    let label = format!("the baseline {namespace}/{name}");
+    match reading::bundle_in(store, &namespace, label, &uri, &digest, threshold) {
+        Ok(bundle) => Some(Baseline {
+            reference: BaselineRef {
+                evaluation: Some(name),
+                run_id: reading::run_id_of(&bundle).map(str::to_string),
+                digest: Some(digest),
+            },
+            bundle,
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "no comparison with the baseline");
+            None
+        }
+    }
 }
 
 fn git_of(ev: &Evaluation) -> Option<&GitSource> {

@@ -5,9 +5,9 @@
 //! drivers (the Evaluation controller, `crucible run`) finish runs through it.
 
 use crate::crd::evaluation::{EvaluationResult, EvaluationSpec, Phase};
-use crate::crd::samples::SamplesStatus;
 use crate::run::phase::{self, Outcome};
 use crate::run::results::{DEFAULT_PASS_THRESHOLD, NO_RESULT};
+use crate::samples::Collected;
 use crate::samples::protocol::{Limits, Validator};
 use crate::samples::spec as samples_spec;
 
@@ -17,7 +17,7 @@ pub enum Samples {
     /// Being carried to the results store: the run waits (the transfer's end reconciles it).
     Pending,
     /// Stored (`None`: the reporting step wrote none), or why not.
-    Done(Result<Option<SamplesStatus>, String>),
+    Done(Result<Option<Box<Collected>>, String>),
 }
 
 /// The validator of a run's samples file: the default bounds, its epochs and pass threshold.
@@ -29,12 +29,12 @@ pub fn validator(spec: &EvaluationSpec) -> Validator {
     )
 }
 
-/// `outcome` with the run's `samples` taken into account, and the samples for the status.
+/// `outcome` with the run's `samples` taken into account, and what goes on the status.
 pub fn with_samples(
     outcome: Outcome,
-    samples: Result<Option<SamplesStatus>, String>,
+    samples: Result<Option<Box<Collected>>, String>,
     threshold: f64,
-) -> (Outcome, Option<SamplesStatus>) {
+) -> (Outcome, Option<Box<Collected>>) {
     match samples {
         Err(message) => (
             Outcome {
@@ -43,14 +43,21 @@ pub fn with_samples(
             },
             None,
         ),
-        Ok(Some(samples)) if wrote_no_result(&outcome) => {
+        Ok(Some(collected)) if wrote_no_result(&outcome) => {
+            let mean = collected.samples.mean;
             let result = EvaluationResult {
-                score: samples.mean,
-                passed: samples.mean >= threshold,
+                score: mean,
+                passed: mean >= threshold,
                 ..Default::default()
             };
-            let how = format!(" (the mean of {} samples; no result object)", samples.ids);
-            (phase::scored(result, None, threshold, &how), Some(samples))
+            let how = format!(
+                " (the mean of {} samples; no result object)",
+                collected.samples.ids
+            );
+            (
+                phase::scored(result, None, threshold, &how),
+                Some(collected),
+            )
         }
         Ok(samples) => (outcome, samples),
     }
@@ -70,14 +77,17 @@ fn wrote_no_result(outcome: &Outcome) -> bool {
 mod tests {
     use super::*;
 
-    fn stats(mean: f64) -> SamplesStatus {
-        SamplesStatus {
-            count: 4,
-            ids: 2,
-            passed: 2,
-            mean,
-            ..Default::default()
-        }
+    fn stats(mean: f64) -> Box<Collected> {
+        Box::new(Collected {
+            samples: crate::crd::samples::SamplesStatus {
+                count: 4,
+                ids: 2,
+                passed: 2,
+                mean,
+                ..Default::default()
+            },
+            comparison: None,
+        })
     }
 
     fn no_result() -> Outcome {
@@ -115,7 +125,7 @@ mod tests {
                 .message
                 .is_some_and(|m| m.contains("mean of 2 samples"))
         );
-        assert_eq!(samples.map(|s| s.mean), Some(0.75));
+        assert_eq!(samples.map(|s| s.samples.mean), Some(0.75));
         let (below, _) = with_samples(no_result(), Ok(Some(stats(0.25))), 0.5);
         assert_eq!(below.result.map(|r| r.passed), Some(false));
     }
@@ -124,7 +134,7 @@ mod tests {
     fn a_result_object_wins_and_no_samples_change_nothing() {
         let (outcome, samples) = with_samples(passed(), Ok(Some(stats(0.25))), 0.5);
         assert_eq!(outcome, passed(), "the reported result stands");
-        assert_eq!(samples.map(|s| s.mean), Some(0.25));
+        assert_eq!(samples.map(|s| s.samples.mean), Some(0.25));
         let (outcome, samples) = with_samples(no_result(), Ok(None), 0.5);
         assert_eq!(outcome, no_result(), "no samples: still no result");
         assert_eq!(samples, None);

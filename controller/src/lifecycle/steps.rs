@@ -19,6 +19,7 @@ use crate::run::identity::{RunKey, child_name};
 use crate::run::phase::{self, Outcome, PodState};
 use crate::run::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
 use crate::run::validate;
+use crate::samples::Collected;
 
 use super::predicates::*;
 use super::samples::{self, Samples};
@@ -209,8 +210,15 @@ impl Planner<'_> {
                         let (outcome, samples) =
                             samples::with_samples(outcome, samples, self.threshold());
                         self.finish(outcome);
-                        self.show_interval(samples.as_ref());
-                        self.status.samples = samples;
+                        if let Some(collected) = samples {
+                            let Collected {
+                                samples,
+                                comparison,
+                            } = *collected;
+                            self.show_interval(&samples);
+                            self.status.samples = Some(samples);
+                            self.status.comparison = comparison;
+                        }
                     }
                     None => self.finish(outcome),
                 }
@@ -265,8 +273,8 @@ impl Planner<'_> {
 
     /// The Score column with the samples' interval when the score is their mean (derived, or
     /// reported as the same number).
-    fn show_interval(&mut self, samples: Option<&SamplesStatus>) {
-        let (Some(result), Some(samples)) = (&self.status.result, samples) else {
+    fn show_interval(&mut self, samples: &SamplesStatus) {
+        let Some(result) = &self.status.result else {
             return;
         };
         if (result.score - samples.mean).abs() <= 1e-9 * samples.mean.abs().max(1.0) {

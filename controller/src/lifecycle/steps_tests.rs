@@ -597,21 +597,37 @@ fn a_run_waits_for_its_samples_keeping_its_pod_then_finishes_with_them() {
         ..Default::default()
     };
     let done = Observed {
-        samples: Some(samples::Samples::Done(Ok(Some(stats.clone())))),
+        samples: Some(samples::Samples::Done(Ok(Some(Box::new(
+            crate::samples::Collected {
+                samples: stats.clone(),
+                comparison: Some(crate::crd::samples::ComparisonStatus {
+                    pairs: 3,
+                    delta: 0.25,
+                    ..Default::default()
+                }),
+            },
+        ))))),
         ..with_pods(stopped.clone())
     };
     let p = run(&after(&ev, &run(&ev, &waiting)), &done);
     assert_eq!(p.status.phase, Some(Phase::Succeeded));
     assert_eq!(p.status.samples, Some(stats.clone()));
     assert_eq!(
+        p.status.comparison.map(|c| (c.pairs, c.delta)),
+        Some((3, 0.25))
+    );
+    assert_eq!(
         p.status.shown_score.as_deref(),
         Some("1 ±0.1"),
         "the score is the samples' mean: the column shows its interval"
     );
     let other_mean = Observed {
-        samples: Some(samples::Samples::Done(Ok(Some(
-            crate::crd::samples::SamplesStatus { mean: 0.5, ..stats },
-        )))),
+        samples: Some(samples::Samples::Done(Ok(Some(Box::new(
+            crate::samples::Collected {
+                samples: crate::crd::samples::SamplesStatus { mean: 0.5, ..stats },
+                comparison: None,
+            },
+        ))))),
         ..with_pods(stopped.clone())
     };
     assert_eq!(

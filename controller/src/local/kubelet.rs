@@ -36,6 +36,7 @@ use crate::local::{bundle, files, rundir};
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::pod::SAMPLES_VOLUME;
 use crate::run::results::LogCapture;
+use crate::samples::Collected;
 use crate::samples::spec::SAMPLES_PATH;
 use crate::source::{GitCache, GitRequest};
 use crate::store::{BundleKey, Store};
@@ -166,7 +167,16 @@ impl Kubelet {
                 Ok(ran) => {
                     obs.pods = vec![ran.pod];
                     obs.logs = ran.logs;
-                    obs.samples = ran.samples.map(Samples::Done);
+                    obs.samples = ran.samples.map(|outcome| {
+                        Samples::Done(outcome.map(|samples| {
+                            samples.map(|samples| {
+                                Box::new(Collected {
+                                    samples,
+                                    comparison: None,
+                                })
+                            })
+                        }))
+                    });
                 }
                 Err(e) => {
                     eprintln!("crucible: {}: {e}", ev.name_any());

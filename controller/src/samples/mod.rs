@@ -6,3 +6,15 @@ pub mod protocol;
 pub mod spec;
 pub mod stats;
 pub mod transport;
+
+use crate::crd::samples::{ComparisonStatus, SamplesStatus};
+
+/// What the trusted side learnt from a run's samples: their statistics and, for
+/// `spec.compareTo`, the paired comparison with the baseline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Collected {
+    /// `status.samples`.
+    pub samples: SamplesStatus,
+    /// `status.comparison`.
+    pub comparison: Option<ComparisonStatus>,
+}

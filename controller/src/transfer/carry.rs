@@ -10,12 +10,16 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use zstd::stream::raw::{Decoder as Zstd, InBuffer, Operation, OutBuffer};
 
-use crate::crd::samples::SamplesStatus;
+use crate::crd::samples::{ComparisonStatus, SamplesStatus};
+use crate::reading;
 use crate::run::pod::SAMPLES_CONTAINER;
+use crate::samples::Collected;
+use crate::samples::protocol::Aggregates;
 use crate::samples::protocol::Validator;
 use crate::samples::stats;
 use crate::samples::transport::{Decoder, FrameError, Framed, MAX_LINE};
 use crate::store::{BundleKey, Store};
+use crate::transfer::{Baseline, Outcome};
 
 /// Longest wait for the next bytes of the log.
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -35,7 +39,8 @@ pub async fn carry(
     key: (String, String, String),
     validator: Validator,
     max_log: u64,
-) -> Result<Option<SamplesStatus>, String> {
+    baseline: Option<Baseline>,
+) -> Outcome {
     let params = LogParams {
         container: Some(SAMPLES_CONTAINER.into()),
         limit_bytes: Some(i64::try_from(max_log).unwrap_or(i64::MAX)),
@@ -63,11 +68,50 @@ pub async fn carry(
         .put_samples(&bundle, reader, validator)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(stats::summarize(&stored.aggregates).map(|s| SamplesStatus {
-        digest: Some(stored.digest),
-        uri: Some(stored.uri),
-        ..s
-    }))
+    let Some(samples) = stats::summarize(&stored.aggregates) else {
+        return Ok(None);
+    };
+    // A baseline that cannot be read is not this run's failure: no comparison, and why logged.
+    let comparison = match baseline {
+        Some(baseline) => compare(&stored.aggregates, baseline)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "no comparison with the baseline");
+                None
+            }),
+        None => None,
+    };
+    Ok(Some(Box::new(Collected {
+        samples: SamplesStatus {
+            digest: Some(stored.digest),
+            uri: Some(stored.uri),
+            ..samples
+        },
+        comparison,
+    })))
+}
+
+/// The paired comparison of `this` run's samples with the baseline's bundle (its digest
+/// checked), sample id by id after averaging epochs; `None` with no id in common.
+///
+/// # Errors
+/// The baseline's bundle cannot be read or is not the one its status names.
+async fn compare(
+    this: &Aggregates,
+    baseline: Baseline,
+) -> Result<Option<ComparisonStatus>, String> {
+    let (base, _) = reading::read(&baseline.bundle, &mut |_| {})
+        .await
+        .map_err(|e| format!("spec.compareTo: {e}"))?;
+    Ok(
+        stats::paired(&stats::id_means(this), &stats::id_means(&base)).map(|e| ComparisonStatus {
+            baseline: baseline.reference,
+            pairs: i64::try_from(e.n).unwrap_or(i64::MAX),
+            delta: e.mean,
+            stderr: e.stderr,
+            ci95: e.ci95,
+        }),
+    )
 }
 
 /// The samples log, unframed and decompressed chunk by chunk.

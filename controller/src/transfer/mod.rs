@@ -20,8 +20,10 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::crd::samples::SamplesStatus;
+use crate::crd::samples::BaselineRef;
+use crate::reading::Bundle;
 use crate::runner::{Key, Trigger};
+use crate::samples::Collected;
 use crate::store::Store;
 
 /// Transfers running at once; more wait for a slot (each holds one log stream and one upload).
@@ -32,9 +34,18 @@ pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(600);
 /// takes it).
 const KEEP: Duration = Duration::from_secs(600);
 
-/// A transfer's outcome: the samples' statistics (`None`: the step wrote none), or why they
+/// A transfer's outcome: what the samples gave (`None`: the step wrote none), or why they
 /// could not be had, for the run's status.
-pub type Outcome = Result<Option<SamplesStatus>, String>;
+pub type Outcome = Result<Option<Box<Collected>>, String>;
+
+/// The baseline run of `spec.compareTo`, resolved from the cluster before the transfer.
+#[derive(Clone, Debug)]
+pub struct Baseline {
+    /// What `status.comparison.baseline` says.
+    pub reference: BaselineRef,
+    /// Its bundle in this controller's store.
+    pub bundle: Bundle,
+}
 
 /// What a reconcile gets when it asks for a run's samples.
 #[derive(Clone, Debug, PartialEq)]
