@@ -60,9 +60,9 @@ cargo build -q -p crucible --bin crucible; CRUCIBLE_BIN=$ROOT/target/debug/cruci
 log "sandbox canary with its own controller (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \
   cargo test -p crucible-e2e --features e2e --test canary
-log "a restart while a retry is pending, with controllers of its own (no other controller may run meanwhile)"
+log "restarts while a retry is pending and while samples wait, with controllers of its own (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
-  cargo test -p crucible-e2e --features e2e --test restart
+  cargo test -p crucible-e2e --features e2e --test restart -- --test-threads=1
 log "a node lost under a deleted run's pod: the kubelet stops, the slot is freed at the pod's release time"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   CRUCIBLE_CLUSTER=$CLUSTER cargo test -p crucible-e2e --features e2e --test lostnode
