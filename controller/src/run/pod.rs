@@ -49,6 +49,10 @@ const SCORER_TMP_VOLUME: &str = "scorer-tmp";
 /// Where the reporting step (the scorer when there is one) writes its samples.
 pub const SAMPLES_VOLUME: &str = "samples";
 pub use crate::samples::spec::SAMPLES_CONTAINER;
+/// CPU of the samples container (request and limit).
+const SAMPLES_CPU: &str = "20m";
+/// Memory of the samples container (request and limit): our binary and a zstd stream.
+const SAMPLES_MEMORY: &str = "64Mi";
 
 /// One attempt's pod: what it is called and how it is sandboxed.
 #[derive(Clone, Debug)]
@@ -344,9 +348,12 @@ fn samples_container(sidecar: &SamplesContainer) -> Container {
             format!("--max-output={}", sidecar.max_output),
         ]),
         restart_policy: Some("Always".into()),
+        // Requests = limits, as every container of the pod: the pod stays Guaranteed (its
+        // cgroup where the steps' is). gVisor runs the pod in one sandbox cgroup, so once the
+        // steps have ended the sidecar has the pod's CPU for its work.
         resources: Some(ResourceRequirements {
-            requests: Some(amounts("10m", "32Mi")),
-            limits: Some(amounts("1", "128Mi")),
+            requests: Some(amounts(SAMPLES_CPU, SAMPLES_MEMORY)),
+            limits: Some(amounts(SAMPLES_CPU, SAMPLES_MEMORY)),
             ..Default::default()
         }),
         security_context: Some(container_security()),

@@ -530,6 +530,11 @@ fn with_a_results_store_the_pod_carries_a_hardened_samples_sidecar() {
             Some(vec!["samples-emit".into(), "--max-output=1234".into()])
         );
         assert_eq!(sidecar.env, None, "nothing of the run, no secret");
+        let resources = sidecar.resources.clone().expect("resources");
+        assert_eq!(
+            resources.requests, resources.limits,
+            "requests = limits: the pod stays Guaranteed"
+        );
         assert_eq!(sidecar.security_context, Some(container_security()));
         let mounts = sidecar.volume_mounts.clone().expect("mounts");
         assert_eq!(mounts.len(), 1);
