@@ -17,8 +17,8 @@ use std::time::Duration;
 use crucible::crd::evaluation::Phase;
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible_e2e::{
-    OwnController, apply_evaluation, apply_typed, parse_evaluation, poll_until, wait_finished,
-    wait_phase, watch_peak, with_temp_ns,
+    OwnController, apply_evaluation, apply_typed, parse_evaluation, poll_until, quota_manifest,
+    wait_finished, wait_phase, watch_peak, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -49,10 +49,7 @@ fn sleeper(name: &str, retries: u32) -> Evaluation {
 #[tokio::test]
 async fn a_restart_while_a_retry_is_pending_never_runs_more_pods_than_max_running() {
     with_temp_ns("restart", |client, ns| async move {
-        let quota = serde_json::json!({
-            "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
-            "metadata": {"name": "one"}, "spec": {"maxRunning": 1}
-        });
+        let quota = quota_manifest("one", serde_json::json!({"maxRunning": 1}));
         let _: EvaluationQuota = apply_typed(&client, &ns, &quota).await;
         let (peak, done) = watch_peak(client.clone(), &ns, "crucible.dev/managed=true");
         let first = controller(&ns);
