@@ -12,10 +12,10 @@ use crate::local::RunArgs;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::config::Limits;
-use crate::config::LogFormat;
 use crate::config::cidr::Cidr;
 use crate::config::{Config, Runtime};
 use crate::quantity;
+use crate::telemetry::LogArgs;
 
 /// What `crucible --version` prints: the package version and the git commit it was built from
 /// (`unknown` when built without git or `CRUCIBLE_GIT_COMMIT`; see build.rs).
@@ -324,12 +324,9 @@ pub struct ControllerArgs {
     /// IP of this controller's pod (downward API `status.podIP`).
     #[arg(long, env = "POD_IP")]
     pub pod_ip: Option<IpAddr>,
-    /// Log format.
-    #[arg(long, env = "CRUCIBLE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    /// Log filter in `tracing` syntax.
-    #[arg(long, env = "CRUCIBLE_LOG", default_value = "info,kube=warn")]
-    pub log_filter: String,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// The local cluster's bridge (and node) address: where a controller run from the checkout
@@ -395,8 +392,7 @@ impl ControllerArgs {
             samples_log_max_bytes,
             canary_listen_address,
             pod_ip,
-            log_format,
-            log_filter,
+            log,
         } = self;
         let samples = results_store
             .is_some()
@@ -442,8 +438,8 @@ impl ControllerArgs {
                     .collect(),
                 metrics_addr,
                 concurrency,
-                log_format,
-                log_filter,
+                log_format: log.format,
+                log_filter: log.filter,
                 system_namespace,
                 score_series_limit,
                 leader_lease: leader_election.then_some(lease_name),
@@ -483,6 +479,7 @@ impl Default for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LogFormat;
     use clap::CommandFactory;
 
     #[test]
@@ -498,6 +495,37 @@ mod tests {
         assert_eq!(config.gpu_runtime_class, "gvisor-nvproxy");
         assert!(!config.allow_unsandboxed);
         assert_eq!(config.default_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn the_gateway_takes_the_controllers_log_flags_and_defaults() {
+        let log_of = |args: &[&str]| match Cli::parse_from(args).command {
+            Command::Controller(args) => args.log,
+            Command::Gateway(args) => args.log,
+            _ => panic!("controller or gateway subcommand expected"),
+        };
+        let gateway: &[&str] = &[
+            "crucible",
+            "gateway",
+            "--endpoints",
+            "e.yaml",
+            "--token-key-file",
+            "key",
+            "--ledger-dir",
+            "ledger",
+        ];
+        let controller: &[&str] = &["crucible", "controller"];
+        assert_eq!(log_of(gateway), log_of(controller));
+        let flags = ["--log-format", "json", "--log-filter", "debug"];
+        for base in [gateway, controller] {
+            assert_eq!(
+                log_of(&[base, &flags].concat()),
+                LogArgs {
+                    format: LogFormat::Json,
+                    filter: "debug".into()
+                }
+            );
+        }
     }
 
     #[test]
