@@ -271,3 +271,15 @@ fn the_default_column_shows_what_the_controller_applies() {
     assert_eq!(default_of(3, "spec.cases[].passThreshold"), "");
     assert_eq!(default_of(1, "spec.paused"), "`false`");
 }
+
+#[test]
+fn exclusive_bounds_are_strict_and_the_others_inclusive() {
+    let node = |exclusive_min: bool, exclusive_max: bool| {
+        schema(serde_json::json!({
+            "type": "number", "minimum": 0.0, "exclusiveMinimum": exclusive_min,
+            "maximum": 1.0, "exclusiveMaximum": exclusive_max
+        }))
+    };
+    assert_eq!(validation(&node(true, false)), ["> 0", "≤ 1"]);
+    assert_eq!(validation(&node(false, true)), ["≥ 0", "< 1"]);
+}

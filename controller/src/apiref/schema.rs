@@ -121,21 +121,19 @@ pub(super) fn validation(schema: &JSONSchemaProps) -> Vec<String> {
     if !values.is_empty() {
         out.push(format!("one of {}", values.join(", ")));
     }
-    if let Some(min) = schema.minimum {
-        let op = if schema.exclusive_minimum == Some(true) {
-            ">"
-        } else {
-            "≥"
-        };
-        out.push(format!("{op} {min}"));
-    }
-    if let Some(max) = schema.maximum {
-        let op = if schema.exclusive_maximum == Some(true) {
-            "<"
-        } else {
-            "≤"
-        };
-        out.push(format!("{op} {max}"));
+    let bounds = [
+        (schema.minimum, schema.exclusive_minimum, ">", "≥"),
+        (schema.maximum, schema.exclusive_maximum, "<", "≤"),
+    ];
+    for (bound, exclusive, strict, inclusive) in bounds {
+        if let Some(bound) = bound {
+            let op = if exclusive == Some(true) {
+                strict
+            } else {
+                inclusive
+            };
+            out.push(format!("{op} {bound}"));
+        }
     }
     if let Some(m) = schema.multiple_of {
         out.push(format!("multipleOf {m}"));
