@@ -1,30 +1,9 @@
 use super::*;
 use crate::crd::evaluation::{EvaluationStatus, Phase};
-use crate::crd::suite::{EvaluationSuite, EvaluationSuiteSpec, SuiteCase};
 use crate::fixtures::at;
 use crate::lifecycle::suite::plan;
+use crate::lifecycle::suite::tests::suite;
 use crate::run::state;
-
-fn suite(cases: usize, parallelism: i32) -> EvaluationSuite {
-    let mut s = EvaluationSuite::new(
-        "s",
-        EvaluationSuiteSpec {
-            template: Evaluation::test().spec,
-            cases: (0..cases)
-                .map(|i| SuiteCase {
-                    name: format!("c{i}"),
-                    ..Default::default()
-                })
-                .collect(),
-            parallelism: Some(parallelism),
-            ..Default::default()
-        },
-    );
-    s.metadata.namespace = Some("team-a".into());
-    s.metadata.uid = Some("suite-uid".into());
-    s.metadata.generation = Some(1);
-    s
-}
 
 /// The suite's eight children, every first run finished.
 fn finished_children() -> Vec<Evaluation> {

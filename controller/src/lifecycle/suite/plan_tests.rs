@@ -4,7 +4,8 @@ use crate::crd::suite::{EvaluationSuiteSpec, SuiteCase};
 use crate::fixtures::at;
 use crate::labels::{GO_AHEAD_ANNOTATION, RERUN_ANNOTATION};
 
-fn suite(cases: usize, parallelism: i32) -> EvaluationSuite {
+/// A suite `s` in `team-a` of `cases` cases under `parallelism` (also for `given`'s tests).
+pub(super) fn suite(cases: usize, parallelism: i32) -> EvaluationSuite {
     let mut s = EvaluationSuite::new(
         "s",
         EvaluationSuiteSpec {
