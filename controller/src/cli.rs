@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::config::Limits;
 use crate::config::cidr::Cidr;
-use crate::config::{Config, Runtime};
+use crate::config::{Config, Runtime, SampleLimits};
 use crate::quantity;
 use crate::telemetry::LogArgs;
 
@@ -317,6 +317,19 @@ pub struct ControllerArgs {
     /// `containerLogMaxSize` (default 10Mi), past which the start of the log is rotated away.
     #[arg(long, env = "CRUCIBLE_SAMPLES_LOG_MAX_BYTES", default_value_t = crate::transfer::emit::DEFAULT_MAX_OUTPUT)]
     pub samples_log_max_bytes: u64,
+    /// Most lines of one run's samples file.
+    #[arg(long, env = "CRUCIBLE_SAMPLES_MAX_LINES", default_value_t = SampleLimits::LINES)]
+    pub samples_max_lines: u64,
+    /// Most bytes of one run's samples file.
+    #[arg(long, env = "CRUCIBLE_SAMPLES_MAX_BYTES", default_value_t = SampleLimits::BYTES)]
+    pub samples_max_bytes: u64,
+    /// Longest line of a samples file, in bytes (checked before the line is buffered).
+    #[arg(long, env = "CRUCIBLE_SAMPLES_MAX_LINE_LENGTH", default_value_t = SampleLimits::LINE_LEN)]
+    pub samples_max_line_length: usize,
+    /// Most distinct sample ids of one run (each costs the controller about 64 bytes while the
+    /// file is read).
+    #[arg(long, env = "CRUCIBLE_SAMPLES_MAX_IDS", default_value_t = SampleLimits::IDS)]
+    pub samples_max_ids: usize,
     /// Address of this controller the canary connects to (its own listener, never another
     /// host); default `--pod-ip`, else the local cluster's bridge address 10.88.0.1.
     #[arg(long, env = "CRUCIBLE_CANARY_LISTEN_ADDRESS")]
@@ -390,6 +403,10 @@ impl ControllerArgs {
             canary_image,
             results_store,
             samples_log_max_bytes,
+            samples_max_lines,
+            samples_max_bytes,
+            samples_max_line_length,
+            samples_max_ids,
             canary_listen_address,
             pod_ip,
             log,
@@ -427,6 +444,12 @@ impl ControllerArgs {
                     .chain(cluster_cidrs)
                     .collect(),
                 samples,
+                sample_limits: SampleLimits {
+                    max_lines: samples_max_lines,
+                    max_bytes: samples_max_bytes,
+                    max_line_len: samples_max_line_length,
+                    max_ids: samples_max_ids,
+                },
             },
             Runtime {
                 // One watcher per namespace: the caches are ready when every distinct
@@ -662,6 +685,47 @@ mod tests {
             Cli::try_parse_from(["crucible", "controller", "--cluster-cidrs", "10.96.0.0"])
                 .is_err(),
             "not a CIDR"
+        );
+    }
+
+    /// The samples flags: the bounds reach the planning config; a results store switches the
+    /// sidecar on, from the canary image, with the log budget; none by default.
+    #[test]
+    fn samples_flags_reach_the_config() {
+        let config = |args: &[&str]| -> Config {
+            let cli = Cli::parse_from(["crucible", "controller"].iter().chain(args));
+            let Command::Controller(args) = cli.command else {
+                panic!("controller subcommand expected")
+            };
+            args.into_parts().0
+        };
+        let defaults = config(&[]);
+        assert_eq!(defaults.sample_limits, SampleLimits::default());
+        assert_eq!(defaults.samples, None, "no store, no sidecar");
+        let set = config(&[
+            "--samples-max-lines=10",
+            "--samples-max-bytes=2048",
+            "--samples-max-line-length=512",
+            "--samples-max-ids=5",
+            "--results-store=file:///r",
+            "--samples-log-max-bytes=4096",
+            "--canary-image=registry.example/crucible:1",
+        ]);
+        assert_eq!(
+            set.sample_limits,
+            SampleLimits {
+                max_lines: 10,
+                max_bytes: 2048,
+                max_line_len: 512,
+                max_ids: 5,
+            }
+        );
+        assert_eq!(
+            set.samples,
+            Some(crate::config::SamplesContainer {
+                image: "registry.example/crucible:1".into(),
+                max_output: 4096,
+            })
         );
     }
 

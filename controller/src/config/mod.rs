@@ -46,6 +46,45 @@ pub struct Config {
     pub forbidden_egress: Vec<Cidr>,
     /// The samples container every sandbox pod gets when a results store is configured.
     pub samples: Option<SamplesContainer>,
+    /// Bounds of one run's samples file.
+    pub sample_limits: SampleLimits,
+}
+
+/// Bounds of one run's samples file (`--samples-max-*`; docs/samples.md lists the defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleLimits {
+    /// Most lines.
+    pub max_lines: u64,
+    /// Most bytes in the file.
+    pub max_bytes: u64,
+    /// Longest line, in bytes, without its newline.
+    pub max_line_len: usize,
+    /// Most distinct sample ids: each costs about 64 bytes of the controller's memory while the
+    /// file is read.
+    pub max_ids: usize,
+}
+
+impl SampleLimits {
+    /// Default `max_lines`.
+    pub const LINES: u64 = 1_000_000;
+    /// Default `max_bytes`: 512 MiB.
+    pub const BYTES: u64 = 512 * 1024 * 1024;
+    /// Default `max_line_len`: room for the three text fields, metadata and metrics at their
+    /// bounds, escaped.
+    pub const LINE_LEN: usize = 512 * 1024;
+    /// Default `max_ids`.
+    pub const IDS: usize = 250_000;
+}
+
+impl Default for SampleLimits {
+    fn default() -> Self {
+        SampleLimits {
+            max_lines: Self::LINES,
+            max_bytes: Self::BYTES,
+            max_line_len: Self::LINE_LEN,
+            max_ids: Self::IDS,
+        }
+    }
 }
 
 /// The pod's trusted `samples` container (`crucible samples-emit`), which carries the samples

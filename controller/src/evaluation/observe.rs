@@ -174,7 +174,7 @@ async fn samples(
         needed.pod,
         transfers.store.clone(),
         (namespace.clone(), ev.name_any(), needed.run_id.clone()),
-        lifecycle::samples::validator(&ev.spec),
+        lifecycle::samples::validator(&ev.spec, ctx.config.sample_limits),
         max_log,
         baseline(ev, ctx, transfers.store.url()).await,
     );

@@ -20,10 +20,11 @@ pub enum Samples {
     Done(Result<Option<Box<Collected>>, String>),
 }
 
-/// The validator of a run's samples file: the default bounds, its epochs and pass threshold.
-pub fn validator(spec: &EvaluationSpec) -> Validator {
+/// The validator of a run's samples file: the controller's bounds, the run's epochs and pass
+/// threshold.
+pub fn validator(spec: &EvaluationSpec, limits: Limits) -> Validator {
     Validator::new(
-        Limits::default(),
+        limits,
         samples_spec::epochs(spec),
         spec.pass_threshold.unwrap_or(DEFAULT_PASS_THRESHOLD),
     )

@@ -9,6 +9,7 @@ use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::samples::SamplesStatus;
 use crate::lifecycle;
 use crate::local::files;
+use crate::samples::protocol::Limits;
 use crate::samples::stats;
 use crate::store::{BundleKey, Store};
 
@@ -30,7 +31,11 @@ pub async fn collect(
         Err(e) => return Err(format!("the samples file is not read: {e}")),
     };
     let stored = store
-        .put_samples(key, source, lifecycle::samples::validator(run))
+        .put_samples(
+            key,
+            source,
+            lifecycle::samples::validator(run, Limits::default()),
+        )
         .await
         .map_err(|e| e.to_string())?;
     Ok(stats::summarize(&stored.aggregates).map(|s| SamplesStatus {

@@ -193,7 +193,7 @@ pub fn desired_pod(
     // First, as a native sidecar: it runs beside the steps and is stopped after them.
     let init_containers = match &config.samples {
         Some(sidecar) => Some(
-            std::iter::once(samples_container(sidecar))
+            std::iter::once(samples_container(sidecar, config.sample_limits.max_bytes))
                 .chain(init_containers.into_iter().flatten())
                 .collect(),
         ),
@@ -332,7 +332,7 @@ fn resources(spec: &EvaluationSpec, config: &Config) -> ResourceRequirements {
 /// read-only, no token, no network (the pod has none), small fixed resources that no quota
 /// counts (the run's admission counts its own steps). The kubelet stops it once the steps have
 /// ended; it then prints the samples file on its log (`transfer::emit`).
-fn samples_container(sidecar: &SamplesContainer) -> Container {
+fn samples_container(sidecar: &SamplesContainer, max_bytes: u64) -> Container {
     let amounts = |cpu: &str, memory: &str| {
         BTreeMap::from([
             ("cpu".to_string(), Quantity(cpu.into())),
@@ -346,6 +346,7 @@ fn samples_container(sidecar: &SamplesContainer) -> Container {
         args: Some(vec![
             "samples-emit".into(),
             format!("--max-output={}", sidecar.max_output),
+            format!("--max-bytes={max_bytes}"),
         ]),
         restart_policy: Some("Always".into()),
         // Requests = limits, as every container of the pod: the pod stays Guaranteed (its

@@ -527,7 +527,11 @@ fn with_a_results_store_the_pod_carries_a_hardened_samples_sidecar() {
         );
         assert_eq!(
             sidecar.args,
-            Some(vec!["samples-emit".into(), "--max-output=1234".into()])
+            Some(vec![
+                "samples-emit".into(),
+                "--max-output=1234".into(),
+                format!("--max-bytes={}", crate::config::SampleLimits::BYTES),
+            ])
         );
         assert_eq!(sidecar.env, None, "nothing of the run, no secret");
         let resources = sidecar.resources.clone().expect("resources");

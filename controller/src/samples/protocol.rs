@@ -26,31 +26,8 @@ pub const MAX_TEXT_LEN: usize = 64 * 1024;
 /// Longest `metadata`, serialized, in bytes.
 pub const MAX_METADATA_LEN: usize = 16 * 1024;
 
-/// Bounds of one run's samples file (controller flags; docs/samples.md lists the defaults).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Limits {
-    /// Most lines.
-    pub max_lines: u64,
-    /// Most bytes in the file.
-    pub max_bytes: u64,
-    /// Longest line, in bytes, without its newline.
-    pub max_line_len: usize,
-    /// Most distinct sample ids: each costs about 64 bytes of the controller's memory while the
-    /// file is read.
-    pub max_ids: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_lines: 1_000_000,
-            max_bytes: 512 * 1024 * 1024,
-            // Room for the three text fields, metadata and metrics at their bounds, escaped.
-            max_line_len: 512 * 1024,
-            max_ids: 250_000,
-        }
-    }
-}
+/// Bounds of one run's samples file: controller flags (`--samples-max-*`), in the config.
+pub use crate::config::SampleLimits as Limits;
 
 /// Why a samples file is refused: the 1-based line and what was wrong with it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
