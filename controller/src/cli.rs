@@ -310,6 +310,14 @@ pub struct ControllerArgs {
     /// IP of this controller's pod (downward API `status.podIP`).
     #[arg(long, env = "POD_IP")]
     pub pod_ip: Option<IpAddr>,
+    /// The model gateway's Service in the system namespace: runs with `spec.models` get its
+    /// cluster IP and are allowed to reach its pods only. Unset: such runs are refused.
+    #[arg(long, env = "CRUCIBLE_GATEWAY_SERVICE", requires = "gateway_token_key_file")]
+    pub gateway_service: Option<String>,
+    /// File holding the key the gateway's capability tokens are signed with (the gateway's
+    /// `--token-key-file`, at least 32 bytes).
+    #[arg(long, env = "CRUCIBLE_GATEWAY_TOKEN_KEY_FILE", requires = "gateway_service")]
+    pub gateway_token_key_file: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, env = "CRUCIBLE_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -379,6 +387,8 @@ impl ControllerArgs {
             canary_image,
             canary_listen_address,
             pod_ip,
+            gateway_service,
+            gateway_token_key_file,
             log_format,
             log_filter,
         } = self;
@@ -408,6 +418,8 @@ impl ControllerArgs {
                     .into_iter()
                     .chain(cluster_cidrs)
                     .collect(),
+                // Filled by the operator once it has read the Service and the key.
+                gateway: None,
             },
             Runtime {
                 // One watcher per namespace: the caches are ready when every distinct
@@ -440,6 +452,12 @@ impl ControllerArgs {
                     image: canary_image,
                     listen: canary_listen_address.or(pod_ip).unwrap_or(LOCAL_BRIDGE),
                 },
+                gateway: gateway_service.zip(gateway_token_key_file).map(|(service, key)| {
+                    crate::config::GatewayFlags {
+                        service,
+                        token_key_file: key,
+                    }
+                }),
             },
         )
     }

@@ -119,6 +119,8 @@ impl Kubelet {
             stop: None,
             source: None,
             head: None,
+            // Local runs have no gateway yet: validation refuses runs with models.
+            model_endpoints: BTreeMap::new(),
         };
         if let Some(Source::Git(git)) = &ev.spec.source {
             obs.source = Some(self.fetch(git).await);
