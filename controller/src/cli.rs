@@ -310,8 +310,9 @@ pub struct ControllerArgs {
     /// IP of this controller's pod (downward API `status.podIP`).
     #[arg(long, env = "POD_IP")]
     pub pod_ip: Option<IpAddr>,
-    /// The model gateway's Service in the system namespace: runs with `spec.models` get its
-    /// cluster IP and are allowed to reach its pods only. Unset: such runs are refused.
+    /// The model gateway's Service, `NAMESPACE/NAME` (or `NAME` in the system namespace): runs
+    /// with `spec.models` get its cluster IP and may reach its pods only. Unset: such runs are
+    /// refused.
     #[arg(long, env = "CRUCIBLE_GATEWAY_SERVICE", requires = "gateway_token_key_file")]
     pub gateway_service: Option<String>,
     /// File holding the key the gateway's capability tokens are signed with (the gateway's

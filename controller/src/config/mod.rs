@@ -78,7 +78,7 @@ impl std::fmt::Debug for TokenKey {
 /// Flags naming the model gateway, resolved by the operator at its start.
 #[derive(Clone, Debug)]
 pub struct GatewayFlags {
-    /// The gateway's Service in the system namespace.
+    /// The gateway's Service: `NAMESPACE/NAME`, or `NAME` in the system namespace.
     pub service: String,
     /// File holding the tokens' signing key.
     pub token_key_file: std::path::PathBuf,

@@ -13,29 +13,31 @@ use crate::config::{GatewayFlags, GatewaySettings, TokenKey};
 /// Longest the Service's lookup may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// The gateway's settings from `flags`: its Service in `namespace` and the signing key.
+/// The gateway's settings from `flags`: its Service (`NAMESPACE/NAME`, or `NAME` in
+/// `system_namespace`) and the signing key.
 ///
 /// # Errors
 /// A sentence for the operator's log naming the Service or the file (never the key).
 pub async fn resolve(
     client: &Client,
-    namespace: &str,
+    system_namespace: &str,
     flags: &GatewayFlags,
 ) -> Result<GatewaySettings, String> {
     let key = super::key_bytes(&flags.token_key_file)?;
+    let (namespace, name) = flags
+        .service
+        .split_once('/')
+        .unwrap_or((system_namespace, &flags.service));
     let api: Api<Service> = Api::namespaced(client.clone(), namespace);
-    let service = tokio::time::timeout(CALL_TIMEOUT, api.get_opt(&flags.service))
+    let service = tokio::time::timeout(CALL_TIMEOUT, api.get_opt(name))
         .await
-        .map_err(|_| format!("reading Service {namespace}/{} timed out", flags.service))?
-        .map_err(|e| format!("cannot read Service {namespace}/{}: {e}", flags.service))?
+        .map_err(|_| format!("reading Service {namespace}/{name} timed out"))?
+        .map_err(|e| format!("cannot read Service {namespace}/{name}: {e}"))?
         .ok_or_else(|| {
-            format!(
-                "the model gateway's Service {namespace}/{} does not exist (--gateway-service)",
-                flags.service
-            )
+            format!("the model gateway's Service {namespace}/{name} does not exist (--gateway-service)")
         })?;
     settings(&service, namespace, TokenKey(key.into()))
-        .map_err(|why| format!("Service {namespace}/{}: {why}", flags.service))
+        .map_err(|why| format!("Service {namespace}/{name}: {why}"))
 }
 
 /// The settings `service` gives: its cluster IP and first port for sandboxes, its selector and
