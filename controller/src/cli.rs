@@ -313,11 +313,19 @@ pub struct ControllerArgs {
     /// The model gateway's Service, `NAMESPACE/NAME` (or `NAME` in the system namespace): runs
     /// with `spec.models` get its cluster IP and may reach its pods only. Unset: such runs are
     /// refused.
-    #[arg(long, env = "CRUCIBLE_GATEWAY_SERVICE", requires = "gateway_token_key_file")]
+    #[arg(
+        long,
+        env = "CRUCIBLE_GATEWAY_SERVICE",
+        requires = "gateway_token_key_file"
+    )]
     pub gateway_service: Option<String>,
     /// File holding the key the gateway's capability tokens are signed with (the gateway's
     /// `--token-key-file`, at least 32 bytes).
-    #[arg(long, env = "CRUCIBLE_GATEWAY_TOKEN_KEY_FILE", requires = "gateway_service")]
+    #[arg(
+        long,
+        env = "CRUCIBLE_GATEWAY_TOKEN_KEY_FILE",
+        requires = "gateway_service"
+    )]
     pub gateway_token_key_file: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, env = "CRUCIBLE_LOG_FORMAT", value_enum, default_value = "text")]
@@ -453,12 +461,12 @@ impl ControllerArgs {
                     image: canary_image,
                     listen: canary_listen_address.or(pod_ip).unwrap_or(LOCAL_BRIDGE),
                 },
-                gateway: gateway_service.zip(gateway_token_key_file).map(|(service, key)| {
-                    crate::config::GatewayFlags {
+                gateway: gateway_service
+                    .zip(gateway_token_key_file)
+                    .map(|(service, key)| crate::config::GatewayFlags {
                         service,
                         token_key_file: key,
-                    }
-                }),
+                    }),
             },
         )
     }

@@ -53,12 +53,9 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
     let clients = connect().await?;
     ensure_system_namespace(&clients.requests, &runtime.system_namespace).await?;
     if let Some(flags) = &runtime.gateway {
-        let gateway = crate::gateway::discovery::resolve(
-            &clients.requests,
-            &runtime.system_namespace,
-            flags,
-        )
-        .await?;
+        let gateway =
+            crate::gateway::discovery::resolve(&clients.requests, &runtime.system_namespace, flags)
+                .await?;
         tracing::info!(url = %gateway.base_url, "runs with models call the model gateway");
         config.gateway = Some(gateway);
     }

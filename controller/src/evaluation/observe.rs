@@ -14,9 +14,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, LogParams};
 use kube::{Resource, ResourceExt};
 
+use crate::crd::evaluation::{GitSource, Source};
 use crate::crd::model::ModelEndpointSpec;
 use crate::crd::{Evaluation, ModelEndpoint};
-use crate::crd::evaluation::{GitSource, Source};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
@@ -161,13 +161,13 @@ pub async fn model_endpoints(
         if found.contains_key(&m.endpoint) {
             continue;
         }
-        let endpoint = api
-            .get_opt(&m.endpoint)
-            .await
-            .map_err(|source| Error::GetModelEndpoint {
-                name: m.endpoint.clone(),
-                source,
-            })?;
+        let endpoint =
+            api.get_opt(&m.endpoint)
+                .await
+                .map_err(|source| Error::GetModelEndpoint {
+                    name: m.endpoint.clone(),
+                    source,
+                })?;
         found.insert(m.endpoint.clone(), endpoint.map(|e| e.spec));
     }
     Ok(found)

@@ -34,7 +34,9 @@ pub async fn resolve(
         .map_err(|_| format!("reading Service {namespace}/{name} timed out"))?
         .map_err(|e| format!("cannot read Service {namespace}/{name}: {e}"))?
         .ok_or_else(|| {
-            format!("the model gateway's Service {namespace}/{name} does not exist (--gateway-service)")
+            format!(
+                "the model gateway's Service {namespace}/{name} does not exist (--gateway-service)"
+            )
         })?;
     settings(&service, namespace, TokenKey(key.into()))
         .map_err(|why| format!("Service {namespace}/{name}: {why}"))
@@ -59,7 +61,10 @@ pub fn settings(
     let pod_labels = spec.selector.clone().unwrap_or_default();
     if pod_labels.is_empty() {
         // An empty selector would let sandboxes reach every pod of the namespace.
-        return Err("it has no selector; the sandboxes' NetworkPolicy needs the gateway's pod labels".into());
+        return Err(
+            "it has no selector; the sandboxes' NetworkPolicy needs the gateway's pod labels"
+                .into(),
+        );
     }
     let port = spec
         .ports
@@ -151,7 +156,11 @@ mod tests {
             (service("None", &[("app", "g")], None), "cluster IP"),
             (service("10.0.0.1", &[], None), "selector"),
             (
-                service("10.0.0.1", &[("app", "g")], Some(IntOrString::String("calls".into()))),
+                service(
+                    "10.0.0.1",
+                    &[("app", "g")],
+                    Some(IntOrString::String("calls".into())),
+                ),
                 "targetPort",
             ),
         ] {

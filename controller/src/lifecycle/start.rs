@@ -96,7 +96,9 @@ impl Planner<'_> {
         let run_id = self.status.run_id.as_deref().unwrap_or_default();
         let models = match self.connect_models(run_id, timeout_seconds) {
             Ok(models) => models,
-            Err(outcome) => return self.finish(outcome),
+            Err(why) => {
+                return self.finish(Outcome::new(Phase::Failed, "ModelEndpointUnavailable", why));
+            }
         };
         let mut pod = desired_pod(
             &self.ev.spec,
@@ -153,41 +155,41 @@ impl Planner<'_> {
     }
 
     /// For a run with models: the sandbox's variables (the gateway's URLs and the run's token,
-    /// valid until the run's deadline). `None` without models; the failed outcome when a
-    /// model's endpoint cannot serve it.
+    /// valid until the run's deadline). `None` without models; why not when a model's endpoint
+    /// cannot serve it.
     fn connect_models(
         &self,
         run_id: &str,
         timeout_seconds: i64,
-    ) -> Result<Option<Vec<EnvVar>>, Outcome> {
+    ) -> Result<Option<Vec<EnvVar>>, String> {
         let listed = models(&self.ev.spec);
         if listed.is_empty() {
             return Ok(None);
         }
-        let unavailable =
-            |message: String| Outcome::new(Phase::Failed, "ModelEndpointUnavailable", message);
         // Validation refuses models without a gateway; this is the same refusal, kept closed.
-        let gateway = self.config.gateway.as_ref().ok_or_else(|| {
-            unavailable("this controller is not connected to a model gateway".into())
-        })?;
+        let gateway = self
+            .config
+            .gateway
+            .as_ref()
+            .ok_or("this controller is not connected to a model gateway")?;
         let mut run_models = Vec::with_capacity(listed.len());
         for m in listed {
             let Some(Some(endpoint)) = self.obs.model_endpoints.get(&m.endpoint) else {
-                return Err(unavailable(format!(
+                return Err(format!(
                     "spec.models {}: ModelEndpoint {} does not exist in this namespace",
                     shown(&m.name),
                     shown(&m.endpoint)
-                )));
+                ));
             };
             // The namespace's endpoint must list the model: the gateway serves every namespace,
             // so this keeps a namespace to the models its platform team gave it.
             if !endpoint.models.contains(&m.model) {
-                return Err(unavailable(format!(
+                return Err(format!(
                     "spec.models {}: ModelEndpoint {} does not list model {}",
                     shown(&m.name),
                     shown(&m.endpoint),
                     shown(&m.model)
-                )));
+                ));
             }
             run_models.push(RunModel {
                 model: m,
@@ -195,7 +197,7 @@ impl Planner<'_> {
             });
         }
         let key = SigningKey::new(&gateway.token_key.0)
-            .ok_or_else(|| unavailable("the controller's token key is too short".into()))?;
+            .ok_or("the controller's token key is too short")?;
         // Valid while the controller may still let the pod run (its deadline and grace).
         let expires = self
             .obs

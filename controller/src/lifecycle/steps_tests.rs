@@ -575,8 +575,13 @@ mod models {
     fn a_run_with_models_gets_the_gateway_its_token_and_a_policy_to_the_gateway_only() {
         let config = Config::with_gateway();
         let ev = with_models();
-        let p = plan(&ev, &endpoint(&["stand-in-small"]), &Decision::Admit, &config)
-            .expect("plan");
+        let p = plan(
+            &ev,
+            &endpoint(&["stand-in-small"]),
+            &Decision::Admit,
+            &config,
+        )
+        .expect("plan");
         assert_eq!(
             kinds(&p),
             ["SandboxPolicy", "NetworkPolicy", "ConfigMap", "Pod"]
@@ -589,7 +594,9 @@ mod models {
         let token = env.get("OPENAI_API_KEY").expect("the token");
         assert_eq!(env.get("CRUCIBLE_MODEL_TARGET_TOKEN"), Some(token));
         let key = SigningKey::new(&[7; 32]).expect("key");
-        let claims = key.verify(token, at(0).0.as_second()).expect("a valid token");
+        let claims = key
+            .verify(token, at(0).0.as_second())
+            .expect("a valid token");
         assert_eq!(claims.namespace, "team-a");
         assert_eq!(claims.evaluation, "arith");
         assert_eq!(Some(claims.run.as_str()), p.status.run_id.as_deref());
@@ -616,7 +623,10 @@ mod models {
         let to = egress[0].to.as_ref().expect("to");
         let gateway = config.gateway.as_ref().expect("gateway");
         assert_eq!(
-            to[0].pod_selector.as_ref().and_then(|s| s.match_labels.as_ref()),
+            to[0]
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref()),
             Some(&gateway.pod_labels)
         );
         assert_eq!(
@@ -626,7 +636,10 @@ mod models {
         assert_eq!(spec.ingress.as_deref(), Some(&[][..]));
         // And it runs in the sandbox with a network.
         assert_eq!(
-            pod_of(&p).spec.as_ref().and_then(|s| s.runtime_class_name.as_deref()),
+            pod_of(&p)
+                .spec
+                .as_ref()
+                .and_then(|s| s.runtime_class_name.as_deref()),
             Some(config.allowlist_runtime_class.as_str())
         );
     }
@@ -635,8 +648,14 @@ mod models {
     fn a_model_its_namespace_has_no_endpoint_for_fails_without_children() {
         let config = Config::with_gateway();
         for (obs, says) in [
-            (Observed::empty(), "ModelEndpoint \"stand-in\" does not exist"),
-            (endpoint(&["other"]), "does not list model \"stand-in-small\""),
+            (
+                Observed::empty(),
+                "ModelEndpoint \"stand-in\" does not exist",
+            ),
+            (
+                endpoint(&["other"]),
+                "does not list model \"stand-in-small\"",
+            ),
         ] {
             let p = plan(&with_models(), &obs, &Decision::Admit, &config).expect("plan");
             assert!(p.create.is_empty(), "{:?}", kinds(&p));

@@ -339,7 +339,9 @@ fn a_run_with_models_needs_a_gateway_and_the_networked_sandbox() {
     });
     let problems = validate(&gpu, &config).expect_err("models with a GPU");
     assert!(
-        problems.iter().any(|p| p.starts_with("spec.models is not available with spec.resources.gpu")),
+        problems
+            .iter()
+            .any(|p| p.starts_with("spec.models is not available with spec.resources.gpu")),
         "{problems:?}"
     );
 }
