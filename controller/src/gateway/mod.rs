@@ -19,6 +19,7 @@ pub mod grant;
 pub mod ledger;
 pub mod listing;
 pub mod metrics;
+pub mod notice;
 pub mod proxy;
 pub mod refusal;
 pub mod token;

@@ -685,3 +685,82 @@ mod models {
         );
     }
 }
+
+mod revocation {
+    use super::*;
+    use crate::crd::model::{KeySecretRef, ModelApi, ModelEndpointSpec, ModelRef};
+
+    /// A run with models whose first attempt started under a gateway, and its pod's name.
+    fn started_with_models(config: &Config) -> (Evaluation, String) {
+        let ev = Evaluation::test().with_spec(|s| {
+            s.models = Some(vec![ModelRef {
+                name: "target".into(),
+                endpoint: "stand-in".into(),
+                model: "m".into(),
+            }]);
+        });
+        let endpoint = ModelEndpointSpec {
+            api: ModelApi::Openai,
+            base_url: "http://10.88.0.1:8090/v1".into(),
+            secret_ref: KeySecretRef {
+                name: "k".into(),
+                key: "apiKey".into(),
+            },
+            models: vec!["m".into()],
+            pricing: Default::default(),
+        };
+        let obs = Observed {
+            model_endpoints: [("stand-in".to_string(), Some(endpoint))].into(),
+            ..Observed::empty()
+        };
+        let p = plan(&ev, &obs, &Decision::Admit, config).expect("plan");
+        let pod = p.status.pod_name.clone().expect("started");
+        (after(&ev, &p), pod)
+    }
+
+    #[test]
+    fn a_run_with_models_that_ends_is_named_for_revocation_once() {
+        let config = Config::with_gateway();
+        let (ev, pod) = started_with_models(&config);
+        let status = ev.status.clone().expect("status");
+        let finishing = Observed {
+            now: at(10),
+            ..with_pods(vec![succeeded_pod(&pod, r#"{"score": 1}"#)])
+        };
+        let done = plan(&ev, &finishing, &Decision::Admit, &config).expect("plan");
+        assert_eq!(done.status.phase, Some(Phase::Succeeded));
+        let timeout = i64::try_from(config.default_timeout.as_secs()).expect("secs");
+        let grace = i64::try_from(DEADLINE_GRACE.as_secs()).expect("secs");
+        assert_eq!(
+            ended_model_run(&ev, &done, &config),
+            Some((
+                status.run_id.clone().expect("run"),
+                at(0).0.as_second() + timeout + grace
+            ))
+        );
+        // Once: the finished run's next reconcile names nothing.
+        let finished = after(&ev, &done);
+        let again = plan(&finished, &finishing, &Decision::Admit, &config).expect("plan");
+        assert_eq!(ended_model_run(&finished, &again, &config), None);
+        // A run still running names nothing.
+        let running = with_pods(vec![mk_pod(
+            &pod,
+            "Running",
+            vec![mk_container("evaluation", running())],
+        )]);
+        let still = plan(&ev, &running, &Decision::Admit, &config).expect("plan");
+        assert_eq!(still.status.phase, Some(Phase::Running));
+        assert_eq!(ended_model_run(&ev, &still, &config), None);
+        // Nor does a run without models.
+        let (plain, plain_pod) = started();
+        let plain_done = plan(
+            &plain,
+            &with_pods(vec![succeeded_pod(&plain_pod, r#"{"score": 1}"#)]),
+            &Decision::Admit,
+            &config,
+        )
+        .expect("plan");
+        assert_eq!(plain_done.status.phase, Some(Phase::Succeeded));
+        assert_eq!(ended_model_run(&plain, &plain_done, &config), None);
+    }
+}
