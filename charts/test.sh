@@ -201,6 +201,18 @@ offline_checks() {
     fail "helm template (replicaCount 1)"
   fi
 
+  # a results store on a claim, with a Secret for the environment
+  if render results --set controller.resultsStore.url=file:///var/lib/crucible/results \
+       --set controller.resultsStore.existingClaim=crucible-results \
+       --set controller.resultsStore.envFromSecret=crucible-s3 --set controller.samplesLogMaxBytes=8388608; then
+    check "resultsStore: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/results.yaml"
+    check "resultsStore: URL, log budget, claim mounted, Secret as environment; none by default" chart_test ResultsStore.test_results_store
+  else
+    fail "helm template (resultsStore)"
+  fi
+  check_fails "schema rejects controller.resultsStore.url: http://x" 'url' \
+    "$HELM" template crucible "$CHART" --set controller.resultsStore.url=http://x
+
   # watched namespaces listed: Secrets readable only there
   if render namespaced-secrets --set 'controller.namespaces={team-a,team-b}'; then
     check "controller.namespaces: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/namespaced-secrets.yaml"

@@ -71,7 +71,8 @@ ensure_toolchain
 "$CLUSTER" up
 apply_crds
 bash examples/git-repo/publish.sh >/dev/null
-start_controller
+# Runs' samples go to a results store on this machine (docs/samples.md)
+start_controller --results-store "file://$LAB/results"
 "${KUBECTL[@]}" create namespace "$NS" --dry-run=client -o yaml | "${KUBECTL[@]}" apply -f - >/dev/null
 # Pod Security admission enforces `restricted`: the examples' pods are admitted under it
 "${KUBECTL[@]}" label namespace "$NS" pod-security.kubernetes.io/enforce=restricted --overwrite >/dev/null
@@ -95,5 +96,6 @@ cat <<MSG
 
 Explore:  eval "\$($CLUSTER env)"; kubectl -n $NS get evaluation arithmetic -o yaml
           kubectl -n $NS describe evaluation timeout
+          target/debug/crucible samples samples-arithmetic -n $NS --failed
 Stop:     sudo bash scripts/demo.sh down
 MSG

@@ -26,9 +26,9 @@ GROUP = re.compile(r"crate::((?:[a-z_][a-z0-9_]*::)*)\{([^}]*)\}", re.S)
 # Bottom to top; docs/development.md explains each layer.
 LAYERS = [
     ("foundation", "crd config quantity duration digest labels error metrics events ssa http "
-                   "telemetry ownership requeue runner table"),
+                   "telemetry ownership requeue runner table files"),
     ("run model", "run samples"),
-    ("services", "cache source store stop canary leader system_namespace selftest gateway reading"),
+    ("services", "cache source store stop canary leader system_namespace selftest gateway reading transfer"),
     ("admission", "admission"),
     ("lifecycle", "lifecycle"),
     ("watches", "watches"),

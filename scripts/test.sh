@@ -63,17 +63,18 @@ KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \
 log "models through the gateway, with a controller, a gateway and a stand-in provider of its own"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   cargo test -p crucible-e2e --features e2e --test models
-log "a restart while a retry is pending, with controllers of its own (no other controller may run meanwhile)"
+log "restarts while a retry is pending and while samples wait, with controllers of its own (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
-  cargo test -p crucible-e2e --features e2e --test restart
+  cargo test -p crucible-e2e --features e2e --test restart -- --test-threads=1
 log "a node lost under a deleted run's pod: the kubelet stops, the slot is freed at the pod's release time"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   CRUCIBLE_CLUSTER=$CLUSTER cargo test -p crucible-e2e --features e2e --test lostnode
-start_controller --leader-election --system-namespace crucible-system --follow-interval 3s
+start_controller --leader-election --system-namespace crucible-system --follow-interval 3s \
+  --results-store "file://$LAB/results"
 start_prometheus
 log "end-to-end tests (Prometheus scrapes the controller for the dashboard test)"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
-export CRUCIBLE_E2E_PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT
+export CRUCIBLE_E2E_PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT CRUCIBLE_E2E_RESULTS_STORE=file://$LAB/results
 CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID")
 export CRUCIBLE_E2E_CONTROLLER_PID
 cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3 --skip battery::every_attack

@@ -40,6 +40,12 @@ def env(dep):
     return {e["name"]: e.get("value") for e in c["env"]}
 
 
+def load(name):
+    """The objects of $CHART_RENDERED/<name>.yaml."""
+    with open(os.path.join(os.environ["CHART_RENDERED"], name + ".yaml")) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
 class Rendered(unittest.TestCase):
     """Base class: the objects of $CHART_RENDERED/<rendered>.yaml in self.docs."""
 
@@ -47,11 +53,9 @@ class Rendered(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        out = os.environ.get("CHART_RENDERED")
-        if not out:
+        if not os.environ.get("CHART_RENDERED"):
             raise RuntimeError("CHART_RENDERED is not set: run `bash charts/test.sh`, which renders the chart there")
-        with open(os.path.join(out, cls.rendered + ".yaml")) as f:
-            cls.docs = [d for d in yaml.safe_load_all(f) if d]
+        cls.docs = load(cls.rendered)
 
     @staticmethod
     def app_version():
@@ -201,6 +205,29 @@ class Single(Rendered):
         assert not [r for r in self.objs('Role') if r['metadata']['name'].endswith('-leader-election')]
         assert not [r for r in self.one('ClusterRole')['rules'] if 'secrets' in r['resources']]
         assert not [r for r in self.objs('Role') if any('secrets' in x['resources'] for x in r['rules'])]
+
+
+class ResultsStore(Rendered):
+    """A results store: its URL and the log budget in the environment, its claim mounted where
+    the URL points, its Secret as environment; by default none of it."""
+
+    rendered = "results"
+
+    def test_results_store(self):
+        dep = self.one('Deployment')
+        e = env(dep)
+        assert e['CRUCIBLE_RESULTS_STORE'] == 'file:///var/lib/crucible/results', e
+        assert e['CRUCIBLE_SAMPLES_LOG_MAX_BYTES'] == '8388608', e
+        pod = dep['spec']['template']['spec']
+        c = pod['containers'][0]
+        assert {'name': 'results', 'mountPath': '/var/lib/crucible/results'} in c['volumeMounts'], c
+        assert {'name': 'results', 'persistentVolumeClaim': {'claimName': 'crucible-results'}} in pod['volumes']
+        assert c['envFrom'] == [{'secretRef': {'name': 'crucible-s3'}}], c
+        defaults = load('defaults')
+        dep = [d for d in defaults if d['kind'] == 'Deployment'][0]
+        assert 'CRUCIBLE_RESULTS_STORE' not in env(dep)
+        assert 'envFrom' not in dep['spec']['template']['spec']['containers'][0]
+        assert not [v for v in dep['spec']['template']['spec']['volumes'] if v['name'] == 'results']
 
 
 class NamespacedSecrets(Rendered):

@@ -12,10 +12,10 @@ use crate::local::RunArgs;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::config::Limits;
-use crate::config::LogFormat;
 use crate::config::cidr::Cidr;
 use crate::config::{Config, Runtime};
 use crate::quantity;
+use crate::telemetry::LogArgs;
 
 /// What `crucible --version` prints: the package version and the git commit it was built from
 /// (`unknown` when built without git or `CRUCIBLE_GIT_COMMIT`; see build.rs).
@@ -64,6 +64,10 @@ pub enum Command {
     GatewayToken(crate::gateway::TokenArgs),
     /// List one run's model calls from the gateway's ledger, verifying its hash chain.
     Calls(crate::gateway::listing::CallsArgs),
+    /// Inside a sandbox pod, its samples container: on SIGTERM, print the samples file on the log
+    /// for the controller (see docs/samples.md).
+    #[command(hide = true)]
+    SamplesEmit(crate::transfer::emit::EmitArgs),
     /// Inside a sandbox canary pod: print what the sandbox looks like from inside, one line
     /// (the controller runs it; see docs/sandbox.md).
     #[command(hide = true)]
@@ -294,8 +298,9 @@ pub struct ControllerArgs {
     /// zero) before the sandbox counts as failed; on top of `--canary-timeout`.
     #[arg(long, env = "CRUCIBLE_CANARY_SCHEDULE_GRACE", default_value = "5m", value_parser = parse_duration)]
     pub canary_schedule_grace: Duration,
-    /// Image the canary pods run `crucible canary-probe` from: the controller's own image (its
-    /// entrypoint is this version's `crucible` binary; the chart passes the controller's image).
+    /// Image the canary pods run `crucible canary-probe` from, and sandbox pods' samples container
+    /// `crucible samples-emit`: the controller's own image (its entrypoint is this version's
+    /// `crucible` binary; the chart passes the controller's image).
     /// The default is what `infrastructure/image/build.sh` tags.
     #[arg(
         long,
@@ -303,6 +308,15 @@ pub struct ControllerArgs {
         default_value = "localhost/crucible/controller:dev"
     )]
     pub canary_image: String,
+    /// Results store of the samples of runs on the cluster (docs/samples.md): `file:///DIR` (a
+    /// volume; the chart's default) or `s3://BUCKET/PREFIX` (credentials from the controller's
+    /// environment). Unset: sandbox pods get no samples container and samples stay in the pod.
+    #[arg(long, env = "CRUCIBLE_RESULTS_STORE")]
+    pub results_store: Option<String>,
+    /// Most bytes the samples container prints on its log: keep it under the kubelet's
+    /// `containerLogMaxSize` (default 10Mi), past which the start of the log is rotated away.
+    #[arg(long, env = "CRUCIBLE_SAMPLES_LOG_MAX_BYTES", default_value_t = crate::transfer::emit::DEFAULT_MAX_OUTPUT)]
+    pub samples_log_max_bytes: u64,
     /// Address of this controller the canary connects to (its own listener, never another
     /// host); default `--pod-ip`, else the local cluster's bridge address 10.88.0.1.
     #[arg(long, env = "CRUCIBLE_CANARY_LISTEN_ADDRESS")]
@@ -327,12 +341,9 @@ pub struct ControllerArgs {
         requires = "gateway_service"
     )]
     pub gateway_token_key_file: Option<std::path::PathBuf>,
-    /// Log format.
-    #[arg(long, env = "CRUCIBLE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    /// Log filter in `tracing` syntax.
-    #[arg(long, env = "CRUCIBLE_LOG", default_value = "info,kube=warn")]
-    pub log_filter: String,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// The local cluster's bridge (and node) address: where a controller run from the checkout
@@ -394,13 +405,20 @@ impl ControllerArgs {
             canary_timeout,
             canary_schedule_grace,
             canary_image,
+            results_store,
+            samples_log_max_bytes,
             canary_listen_address,
             pod_ip,
             gateway_service,
             gateway_token_key_file,
-            log_format,
-            log_filter,
+            log,
         } = self;
+        let samples = results_store
+            .is_some()
+            .then(|| crate::config::SamplesContainer {
+                image: canary_image.clone(),
+                max_output: samples_log_max_bytes,
+            });
         (
             Config {
                 runtime_class,
@@ -429,6 +447,7 @@ impl ControllerArgs {
                     .collect(),
                 // Filled by the operator once it has read the Service and the key.
                 gateway: None,
+                samples,
             },
             Runtime {
                 // One watcher per namespace: the caches are ready when every distinct
@@ -440,8 +459,8 @@ impl ControllerArgs {
                     .collect(),
                 metrics_addr,
                 concurrency,
-                log_format,
-                log_filter,
+                log_format: log.format,
+                log_filter: log.filter,
                 system_namespace,
                 score_series_limit,
                 leader_lease: leader_election.then_some(lease_name),
@@ -452,6 +471,7 @@ impl ControllerArgs {
                 allow_file_git_urls,
                 pod_uid,
                 pod_namespace,
+                results_store,
                 canary: crate::config::CanarySettings {
                     enabled: sandbox_canary,
                     allowlist: canary_allowlist,
@@ -486,6 +506,7 @@ impl Default for Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::LogFormat;
     use clap::CommandFactory;
 
     #[test]
@@ -501,6 +522,37 @@ mod tests {
         assert_eq!(config.gpu_runtime_class, "gvisor-nvproxy");
         assert!(!config.allow_unsandboxed);
         assert_eq!(config.default_timeout, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn the_gateway_takes_the_controllers_log_flags_and_defaults() {
+        let log_of = |args: &[&str]| match Cli::parse_from(args).command {
+            Command::Controller(args) => args.log,
+            Command::Gateway(args) => args.log,
+            _ => panic!("controller or gateway subcommand expected"),
+        };
+        let gateway: &[&str] = &[
+            "crucible",
+            "gateway",
+            "--endpoints",
+            "e.yaml",
+            "--token-key-file",
+            "key",
+            "--ledger-dir",
+            "ledger",
+        ];
+        let controller: &[&str] = &["crucible", "controller"];
+        assert_eq!(log_of(gateway), log_of(controller));
+        let flags = ["--log-format", "json", "--log-filter", "debug"];
+        for base in [gateway, controller] {
+            assert_eq!(
+                log_of(&[base, &flags].concat()),
+                LogArgs {
+                    format: LogFormat::Json,
+                    filter: "debug".into()
+                }
+            );
+        }
     }
 
     #[test]

@@ -129,6 +129,7 @@ impl Observed {
             source: None,
             head: None,
             model_endpoints: Default::default(),
+            samples: None,
         }
     }
 }

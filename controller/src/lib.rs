@@ -18,6 +18,7 @@ pub mod duration;
 pub mod error;
 pub mod evaluation;
 pub mod events;
+pub mod files;
 pub mod gateway;
 pub mod http;
 pub mod labels;
@@ -42,6 +43,7 @@ pub mod suite;
 pub mod system_namespace;
 pub mod table;
 pub mod telemetry;
+pub mod transfer;
 pub mod watches;
 
 #[cfg(test)]

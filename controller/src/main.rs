@@ -1,7 +1,8 @@
 //! The `crucible` binary: `controller` runs the operator, `crds` renders the CRDs, `stop` /
 //! `resume` flip the emergency stop, `selftest` checks an installation, `run` runs manifests
 //! locally under gVisor, `samples` / `compare` read runs' samples, `gateway` serves the model
-//! gateway, `calls` lists a run's model calls, `canary-probe` runs inside a sandbox canary pod.
+//! gateway, `calls` lists a run's model calls, `canary-probe` runs inside a sandbox canary pod, `samples-emit` in a sandbox pod's samples
+//! container.
 //! Wiring only.
 
 use clap::Parser;
@@ -13,6 +14,10 @@ fn main() -> std::process::ExitCode {
     // The canary's probe needs neither git nor an async runtime: it runs in 128Mi in a sandbox.
     if let Command::CanaryProbe = cli.command {
         return canary::report::main();
+    }
+    // The samples container waits in a sandbox for its SIGTERM: one thread is plenty.
+    if let Command::SamplesEmit(args) = cli.command {
+        return samples_emit(args);
     }
     // Before the runtime starts any thread: libgit2's limits are process-wide C globals.
     #[allow(unsafe_code)]
@@ -34,6 +39,21 @@ fn main() -> std::process::ExitCode {
         Ok(runtime) => runtime.block_on(run(cli)),
         Err(error) => {
             eprintln!("crucible: cannot start the async runtime: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `crucible samples-emit` on a single-threaded runtime (its SIGTERM handler needs one).
+fn samples_emit(args: crucible::transfer::emit::EmitArgs) -> std::process::ExitCode {
+    let emitted = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|runtime| runtime.block_on(crucible::transfer::emit::run(args)));
+    match emitted {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("crucible: samples-emit: {error}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -61,6 +81,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         // Its own exit codes: 1 = an evaluation did not pass, 2 = nothing could run.
         Command::Run(args) => return local::main(args).await,
         Command::CanaryProbe => return canary::report::main(),
+        Command::SamplesEmit(args) => return samples_emit(args),
     };
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -28,7 +28,9 @@ use crate::evaluation::{self, Context};
 use crate::metrics::Metrics;
 use crate::source::{FetchPool, GitCache};
 use crate::stop::STOP_CONFIGMAP;
+use crate::store::Store;
 use crate::suite;
+use crate::transfer::Transfers;
 use crate::watches;
 use crate::{events, http, leader, runner, system_namespace};
 
@@ -50,6 +52,11 @@ pub fn bounded(mut config: kube::Config) -> kube::Config {
 /// # Errors
 /// A sentence for the operator: API server unreachable, address in use, ledger not restorable.
 pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
+    // A results store that cannot be used stops the start with its reason, before any run.
+    let store = match runtime.results_store.as_deref() {
+        Some(url) => Some(Arc::new(Store::open(url).map_err(|e| e.to_string())?)),
+        None => None,
+    };
     let clients = connect().await?;
     ensure_system_namespace(&clients.requests, &runtime.system_namespace).await?;
     if let Some(flags) = &runtime.gateway {
@@ -105,6 +112,7 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
     let (suite_trigger, suite_triggers) = runner::channel();
     admission.connect(evaluation_trigger.clone());
     let git = start_git(&runtime, &config, &evaluation_trigger);
+    let transfers = store.map(|store| Transfers::new(store, evaluation_trigger.clone()));
     watches::spawn(
         &clients.watches,
         &scopes,
@@ -153,6 +161,7 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
         caches,
         runtime_classes,
         sandbox_policies,
+        transfers,
     });
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
     ready.store(true, Ordering::SeqCst);

@@ -22,8 +22,8 @@ use crucible::crd::evaluation::{EvaluationStatus, Phase};
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible::labels::MANAGED_LABEL;
 use crucible_e2e::{
-    apply_evaluation, apply_typed, pods_of, restricted_security_context, try_wait_for,
-    wait_finished, watch_peak, with_temp_ns,
+    apply_evaluation, apply_typed, pods_of, quota_manifest, restricted_security_context,
+    try_wait_for, wait_finished, watch_peak, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, LogParams, PostParams};
@@ -985,10 +985,7 @@ async fn every_attack_ends_as_expected_and_the_controller_stays_healthy() {
         apply_typed::<EvaluationQuota>(
             &client,
             &ns,
-            &serde_json::json!({
-                "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
-                "metadata": {"name": "battery"}, "spec": {"maxRunning": 20}
-            }),
+            &quota_manifest("battery", serde_json::json!({"maxRunning": 20})),
         )
         .await;
         let listeners = Listeners::open();

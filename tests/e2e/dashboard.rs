@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use crucible::crd::EvaluationSuite;
 use crucible::crd::suite::SuitePhase;
 use crucible_e2e::dashboard::{Answer, Query, dashboard_path, instant_query, queries, substitute};
-use crucible_e2e::{apply_typed, poll_until, wait_for, with_temp_ns};
+use crucible_e2e::{apply_typed, poll_until, quota_manifest, wait_for, with_temp_ns};
 use kube::Api;
 
 /// The one family a healthy run does not produce: it counts failed reconciles. Its name is
@@ -46,10 +46,7 @@ async fn every_dashboard_query_evaluates_and_the_runs_panels_have_series() {
     with_temp_ns("dashboard", |client, ns| async move {
         // A quota and a suite of one case: the namespace then has every kind of series the
         // dashboard shows (queue, quota, evaluation, score, suite).
-        let quota = serde_json::json!({
-            "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
-            "metadata": {"name": "team"}, "spec": {"maxRunning": 2}
-        });
+        let quota = quota_manifest("team", serde_json::json!({"maxRunning": 2}));
         apply_typed::<crucible::crd::EvaluationQuota>(&client, &ns, &quota).await;
         let suite = serde_json::json!({
             "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationSuite",

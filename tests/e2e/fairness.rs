@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crucible::crd::{Evaluation, EvaluationQuota};
-use crucible_e2e::{apply_evaluation, poll_until, sleeper, with_temp_ns};
+use crucible_e2e::{apply_evaluation, poll_until, quota_manifest, sleeper, with_temp_ns};
 use futures::StreamExt;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -14,10 +14,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 const BACKLOG: usize = 600;
 
 async fn paused_quota(api: &Api<EvaluationQuota>) {
-    let quota = serde_json::json!({
-        "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
-        "metadata": {"name": "hold"}, "spec": {"paused": true}
-    });
+    let quota = quota_manifest("hold", serde_json::json!({"paused": true}));
     api.patch(
         "hold",
         &PatchParams::apply("crucible-e2e"),

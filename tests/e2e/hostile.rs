@@ -9,8 +9,8 @@ use crucible::crd::evaluation::Phase;
 use crucible::crd::suite::SuitePhase;
 use crucible::crd::{Evaluation, EvaluationQuota, EvaluationSuite};
 use crucible_e2e::{
-    apply_evaluation, apply_typed, poll_until, sleeper, wait_for, wait_phase, watch_peak,
-    with_temp_ns,
+    apply_evaluation, apply_typed, poll_until, quota_manifest, sleeper, wait_for, wait_phase,
+    watch_peak, with_temp_ns,
 };
 use kube::Api;
 use kube::api::ListParams;
@@ -35,10 +35,10 @@ fn controller_rss() -> u64 {
 #[tokio::test]
 async fn a_spec_change_of_a_running_evaluation_cannot_skip_the_quota() {
     with_temp_ns("bypass", |client, ns| async move {
-        let quota = serde_json::json!({
-            "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
-            "metadata": {"name": "team"}, "spec": {"maxRunning": 1, "hard": {"cpu": "1"}}
-        });
+        let quota = quota_manifest(
+            "team",
+            serde_json::json!({"maxRunning": 1, "hard": {"cpu": "1"}}),
+        );
         let _: EvaluationQuota = apply_typed(&client, &ns, &quota).await;
         let quotas: Api<EvaluationQuota> = Api::namespaced(client.clone(), &ns);
         poll_until(Duration::from_secs(30), "quota status", || {

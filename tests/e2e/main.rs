@@ -12,5 +12,6 @@ mod hostile;
 mod lifecycle;
 mod ownership;
 mod quota;
+mod samples;
 mod sandbox;
 mod suite_fanout;

@@ -9,8 +9,8 @@ use crucible::crd::evaluation::Phase;
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible::stop::{self, Scope};
 use crucible_e2e::{
-    apply_evaluation, poll_until, sleeper, wait_finished, wait_for, wait_phase, watch_peak,
-    with_temp_ns,
+    apply_evaluation, poll_until, quota_manifest, sleeper, wait_finished, wait_for, wait_phase,
+    watch_peak, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -23,10 +23,7 @@ fn quick(name: &str, seconds: u32) -> Evaluation {
 #[tokio::test]
 async fn a_namespace_quota_of_two_is_never_exceeded_by_twenty_applies() {
     with_temp_ns("quota", |client, ns| async move {
-        let quota = serde_json::json!({
-            "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
-            "metadata": {"name": "team"}, "spec": {"maxRunning": 2}
-        });
+        let quota = quota_manifest("team", serde_json::json!({"maxRunning": 2}));
         let quotas: Api<crucible::crd::EvaluationQuota> = Api::namespaced(client.clone(), &ns);
         quotas
             .patch(
@@ -172,10 +169,7 @@ async fn every_queued_runs_reason_follows_a_pause_an_invalid_quota_and_a_deleted
         let quotas: Api<EvaluationQuota> = Api::namespaced(client.clone(), &ns);
         let apply = |name: &str, spec: serde_json::Value| {
             let quotas = quotas.clone();
-            let body = serde_json::json!({
-                "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
-                "metadata": {"name": name}, "spec": spec
-            });
+            let body = quota_manifest(name, spec);
             let name = name.to_string();
             async move {
                 quotas

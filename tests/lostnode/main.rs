@@ -16,8 +16,8 @@ use std::time::Duration;
 use crucible::crd::evaluation::Phase;
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible_e2e::{
-    OwnController, apply_evaluation, apply_typed, poll_until, sleeper, wait_finished, wait_phase,
-    with_temp_ns,
+    OwnController, apply_evaluation, apply_typed, poll_until, quota_manifest, sleeper,
+    wait_finished, wait_phase, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -57,10 +57,7 @@ impl Drop for LostNode {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_runs_pod_on_a_lost_node_frees_its_slot_at_its_release_time() {
     with_temp_ns("lostnode", |client, ns| async move {
-        let quota = serde_json::json!({
-            "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
-            "metadata": {"name": "one"}, "spec": {"maxRunning": 1}
-        });
+        let quota = quota_manifest("one", serde_json::json!({"maxRunning": 1}));
         let _: EvaluationQuota = apply_typed(&client, &ns, &quota).await;
         let _controller = OwnController::start(
             LOG,

@@ -3,6 +3,10 @@
 //! controller started again. `a`'s retry is admitted like any run: never more live pods than
 //! `maxRunning`, `a` finishes on its second attempt and `b` after it.
 //!
+//! And a restart while a run's samples wait to be carried out (issue 19, item 2): the controller
+//! is killed while the run's pod runs; the pod finishes with no controller; the next controller
+//! carries the samples from the pod's log to the store, once.
+//!
 //! Starts its own controllers (`CRUCIBLE_BIN`), scoped with `--namespace` to the test's
 //! namespace, with `CRUCIBLE_SYSTEM_NAMESPACE`: `scripts/test.sh` runs it while no other
 //! controller runs.
@@ -13,8 +17,8 @@ use std::time::Duration;
 use crucible::crd::evaluation::Phase;
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible_e2e::{
-    OwnController, apply_evaluation, apply_typed, parse_evaluation, poll_until, wait_finished,
-    wait_phase, watch_peak, with_temp_ns,
+    OwnController, apply_evaluation, apply_typed, parse_evaluation, poll_until, quota_manifest,
+    wait_finished, wait_phase, watch_peak, with_temp_ns,
 };
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -23,9 +27,17 @@ use kube::api::DeleteParams;
 const LOG: &str = "crucible-restart-e2e.log";
 
 fn controller(ns: &str) -> OwnController {
+    controller_with(ns, &[])
+}
+
+/// A controller of the test's with `args` added. The binary's tests run one at a time
+/// (`--test-threads=1` in scripts/test.sh): one metrics port, one canary.
+fn controller_with(ns: &str, args: &[&str]) -> OwnController {
     let system = std::env::var("CRUCIBLE_SYSTEM_NAMESPACE")
         .unwrap_or_else(|_| panic!("CRUCIBLE_SYSTEM_NAMESPACE must be set (run scripts/test.sh)"));
-    OwnController::start(LOG, ns, &system, &["--metrics-addr", "127.0.0.1:18094"])
+    let mut all = vec!["--metrics-addr", "127.0.0.1:18094"];
+    all.extend_from_slice(args);
+    OwnController::start(LOG, ns, &system, &all)
 }
 
 fn sleeper(name: &str, retries: u32) -> Evaluation {
@@ -37,10 +49,7 @@ fn sleeper(name: &str, retries: u32) -> Evaluation {
 #[tokio::test]
 async fn a_restart_while_a_retry_is_pending_never_runs_more_pods_than_max_running() {
     with_temp_ns("restart", |client, ns| async move {
-        let quota = serde_json::json!({
-            "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
-            "metadata": {"name": "one"}, "spec": {"maxRunning": 1}
-        });
+        let quota = quota_manifest("one", serde_json::json!({"maxRunning": 1}));
         let _: EvaluationQuota = apply_typed(&client, &ns, &quota).await;
         let (peak, done) = watch_peak(client.clone(), &ns, "crucible.dev/managed=true");
         let first = controller(&ns);
@@ -79,6 +88,68 @@ async fn a_restart_while_a_retry_is_pending_never_runs_more_pods_than_max_runnin
         done.store(true, Ordering::SeqCst);
         let peak = peak.load(Ordering::SeqCst);
         assert_eq!(peak, 1, "live evaluation pods at once under maxRunning: 1");
+    })
+    .await;
+}
+
+/// The controller is killed while the run's pod runs; the pod finishes (its samples container
+/// prints the samples on its log) while no controller runs; the next controller carries them
+/// to the store from the log: the run ends with its samples, and the store holds one bundle,
+/// the one its status names.
+#[tokio::test]
+async fn samples_of_a_pod_that_finished_without_a_controller_are_stored_once() {
+    with_temp_ns("restart-samples", |client, ns| async move {
+        let store_dir = tempfile::tempdir().expect("temp dir");
+        let store = format!("file://{}", store_dir.path().display());
+        let args = ["--results-store", store.as_str()];
+        let first = controller_with(&ns, &args);
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let ev = parse_evaluation(
+            "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: s}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"import json, os, time; time.sleep(10); f = open(os.environ['CRUCIBLE_SAMPLES_PATH'], 'w'); [f.write(json.dumps({'id': str(i), 'score': i % 2}) + '\\\\n') for i in range(30)]\"]\n  timeout: 2m\n  resources: {cpu: 100m, memory: 64Mi}\n",
+        );
+        apply_evaluation(&client, &ns, &ev).await;
+        let running = wait_phase(&api, "s", Phase::Running, Duration::from_secs(120)).await;
+        drop(first);
+        let pod = running.status.and_then(|s| s.pod_name).expect("pod name");
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        poll_until(
+            Duration::from_secs(120),
+            "the pod finished, its samples container stopped",
+            || {
+                let (pods, pod) = (pods.clone(), pod.clone());
+                async move {
+                    let p = pods.get_opt(&pod).await.ok()??;
+                    let status = p.status?;
+                    let stopped = status.init_container_statuses?.iter().any(|c| {
+                        c.name == "samples"
+                            && c.state.as_ref().is_some_and(|s| s.terminated.is_some())
+                    });
+                    (status.phase.as_deref() == Some("Succeeded") && stopped).then_some(())
+                }
+            },
+        )
+        .await;
+        assert!(
+            std::fs::read_dir(store_dir.path()).expect("store").next().is_none(),
+            "nothing stored while no controller ran"
+        );
+        let _second = controller_with(&ns, &args);
+        let done = wait_finished(&api, "s", Duration::from_secs(180)).await;
+        let status = done.status.expect("status");
+        let samples = status.samples.expect("the samples, carried by the second controller");
+        assert_eq!((samples.count, samples.mean), (30, 0.5));
+        let run_dirs: Vec<_> = std::fs::read_dir(store_dir.path().join(&ns).join("s"))
+            .expect("the run's directory")
+            .collect();
+        assert_eq!(run_dirs.len(), 1, "one bundle for the run");
+        let uri = samples.uri.expect("uri");
+        let path = uri.strip_prefix("file://").expect("a file URI");
+        let bytes = std::fs::read(path).expect("the bundle");
+        assert_eq!(
+            samples.digest,
+            Some(format!("sha256:{}", crucible::digest::sha256_hex(&bytes))),
+            "the stored bundle is the one the status names"
+        );
     })
     .await;
 }

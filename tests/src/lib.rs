@@ -474,6 +474,14 @@ pub fn assert_gvisor_kernel(summary: &serde_json::Value) {
     assert!(kernel.contains("4.4.0"), "not gVisor: {kernel}");
 }
 
+/// An `EvaluationQuota` manifest (as `apply_typed` takes it) named `name` with `spec`.
+pub fn quota_manifest(name: &str, spec: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
+        "metadata": {"name": name}, "spec": spec
+    })
+}
+
 /// An Evaluation that sleeps `seconds`, then reports score 1; requests `cpu` and 64Mi.
 pub fn sleeper(name: &str, seconds: u32, cpu: &str) -> Evaluation {
     parse_evaluation(&format!(

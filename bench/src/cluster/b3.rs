@@ -14,20 +14,21 @@ use serde_json::Value;
 use super::api::{Watch, apply, create_many};
 use super::controller::Daemon;
 use super::objects::{self, Shape};
+use super::steps::Steps;
 use super::{Error, Session, api, say};
-use crate::stats::{mib, ratio, secs, table};
+use crate::stats::{mib, ratio, secs};
 
 /// How long the API server gets to go quiet before the RSS is read after a burst.
 pub const SETTLE_AFTER_BURST: Duration = Duration::from_secs(30);
 
 pub async fn run(s: &mut Session, counts: &[u32], within_secs: u64) -> Result<String, Error> {
     let within = Duration::from_secs(within_secs);
-    let mut rows = Vec::new();
+    let mut steps = Steps::new("B3");
     for count in counts.iter().map(|c| *c as usize) {
-        let row = step(s, count, within).await?;
-        // Logged at once: the next steps take minutes and may yet fail.
-        say(format!("B3: {}", row.join(" | ")));
-        rows.push(row);
+        step(s, count, within, &mut steps).await?;
+        if steps.failed() {
+            break;
+        }
     }
     let mut out = format!(
         "B3 queue memory: quota paused, a fresh controller and namespace per step, Evaluations \
@@ -39,12 +40,17 @@ pub async fn run(s: &mut Session, counts: &[u32], within_secs: u64) -> Result<St
     );
     let mut header = COLUMNS.to_vec();
     header.extend(["controller CPU", "reconciles"]);
-    out.push_str(&table(&header, &rows));
+    out.push_str(&steps.section(&header, counts));
     Ok(out)
 }
 
-/// One step: `count` queued Evaluations; the table row.
-async fn step(s: &mut Session, count: usize, within: Duration) -> Result<Vec<String>, Error> {
+/// One step: `count` queued Evaluations; its row goes to `steps` before the cleanup.
+async fn step(
+    s: &mut Session,
+    count: usize,
+    within: Duration,
+    steps: &mut Steps,
+) -> Result<(), Error> {
     let ns = s.namespace(&format!("b3-{count}")).await?;
     apply(
         &api::api(&s.client, &ns, &objects::quotas()),
@@ -80,11 +86,13 @@ async fn step(s: &mut Session, count: usize, within: Duration) -> Result<Vec<Str
         None => "n/a".into(),
     };
     drop(controller);
-    s.drop_namespaces(&[ns]).await?;
     let mut row = vec![count.to_string(), mib(idle)];
     row.extend(burst.cells(cpu));
     row.push(reconciles);
-    Ok(row)
+    steps.measured(row);
+    let cleanup = s.drop_namespaces(&[ns]).await;
+    steps.cleaned(&format!("deleting the {count} step's objects"), cleanup);
+    Ok(())
 }
 
 /// The columns of a row that starts with the count and the idle RSS and goes on with

@@ -24,6 +24,7 @@ mod kueue;
 mod lab;
 mod metrics;
 pub mod objects;
+mod steps;
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};

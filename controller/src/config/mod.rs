@@ -44,6 +44,8 @@ pub struct Config {
     pub follow_interval: Duration,
     /// Ranges no `Allowlist` run may reach (cloud metadata, link-local, the cluster's own).
     pub forbidden_egress: Vec<Cidr>,
+    /// The samples container every sandbox pod gets when a results store is configured.
+    pub samples: Option<SamplesContainer>,
     /// The model gateway runs with `spec.models` are connected to; `None`: such runs are
     /// refused.
     pub gateway: Option<GatewaySettings>,
@@ -84,6 +86,16 @@ pub struct GatewayFlags {
     pub token_key_file: std::path::PathBuf,
 }
 
+/// The pod's trusted `samples` container (`crucible samples-emit`), which carries the samples
+/// file out on its log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SamplesContainer {
+    /// Its image: the controller's own.
+    pub image: String,
+    /// Most bytes it prints (under the kubelet's `containerLogMaxSize`).
+    pub max_output: u64,
+}
+
 /// Settings of the running process (not needed by pure planning).
 #[derive(Clone, Debug)]
 pub struct Runtime {
@@ -109,6 +121,8 @@ pub struct Runtime {
     pub pod_uid: Option<String>,
     /// Namespace of this replica's pod, when it runs in one.
     pub pod_namespace: Option<String>,
+    /// The results store of samples (`--results-store`), when one is configured.
+    pub results_store: Option<String>,
     /// Git cache directory.
     pub git_cache_dir: std::path::PathBuf,
     /// Git cache budget in bytes.

@@ -43,6 +43,19 @@ pub fn shown_number(x: f64) -> String {
     }
 }
 
+/// `mean` with the half-width of its 95% interval, for the printer columns: `0.837 ±0.032`;
+/// just the number without an interval.
+pub fn shown_estimate(mean: f64, ci95: Option<&samples::Interval>) -> String {
+    match ci95 {
+        Some(i) => format!(
+            "{} ±{}",
+            shown_number(mean),
+            shown_number((i.high - i.low) / 2.0)
+        ),
+        None => shown_number(mean),
+    }
+}
+
 /// Every CRD Crucible serves.
 pub fn all_crds() -> Vec<CustomResourceDefinition> {
     vec![
@@ -134,6 +147,16 @@ mod tests {
         ] {
             assert_eq!(shown_number(x), shown, "{x}");
         }
+    }
+
+    #[test]
+    fn shown_estimates_carry_the_half_width_of_their_interval() {
+        let ci95 = samples::Interval {
+            low: 0.805,
+            high: 0.869,
+        };
+        assert_eq!(shown_estimate(0.837, Some(&ci95)), "0.837 ±0.032");
+        assert_eq!(shown_estimate(2.0 / 3.0, None), "0.667");
     }
 
     #[test]

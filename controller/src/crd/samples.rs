@@ -35,6 +35,16 @@ pub struct Interval {
     pub high: f64,
 }
 
+impl Interval {
+    /// `mean ± half`: the symmetric interval every t interval is.
+    pub fn around(mean: f64, half: f64) -> Self {
+        Interval {
+            low: mean - half,
+            high: mean + half,
+        }
+    }
+}
+
 /// Statistics of a run's samples, computed by the trusted side from the validated file.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

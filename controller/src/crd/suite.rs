@@ -180,10 +180,15 @@ pub struct EvaluationSuiteStatus {
     /// Mean score of the cases with a result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_score: Option<f64>,
+    /// The 95% interval of `meanScore`, the cases as the units (Student's t; from two cases with
+    /// a result).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ci95: Option<super::samples::Interval>,
     /// `passRate` rounded to three decimals, for the PassRate column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shown_pass_rate: Option<String>,
-    /// `meanScore` rounded to three decimals, for the MeanScore column.
+    /// `meanScore` rounded to three decimals with the half-width of `ci95` (`0.81 ±0.02`), for
+    /// the MeanScore column.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shown_mean_score: Option<String>,
     /// Why the suite is in its phase.

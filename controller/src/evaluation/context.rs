@@ -18,6 +18,7 @@ use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::metrics::Metrics;
 use crate::source::FetchPool;
 use crate::stop::{STOP_CONFIGMAP, Switch};
+use crate::transfer::Transfers;
 
 /// Everything a reconcile needs.
 #[derive(Clone)]
@@ -48,6 +49,8 @@ pub struct Context {
     pub runtime_classes: Store<RuntimeClass>,
     /// Which namespaces have their deny-all sandbox NetworkPolicy in place.
     pub sandbox_policies: Arc<SandboxPolicies>,
+    /// Samples transfers from finished pods to the results store (`None`: no store).
+    pub transfers: Option<Arc<Transfers>>,
 }
 
 impl Context {
@@ -120,6 +123,7 @@ impl Context {
             caches: Arc::new(caches),
             runtime_classes,
             sandbox_policies: Arc::default(),
+            transfers: None,
         };
         (Arc::new(ctx), verifier)
     }

@@ -16,11 +16,14 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::evaluation::{GitSource, Source};
 use crate::crd::model::ModelEndpointSpec;
+use crate::crd::samples::BaselineRef;
 use crate::crd::{Evaluation, ModelEndpoint};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
+use crate::lifecycle::samples::Samples;
 use crate::lifecycle::{self, LogsNeeded, Observed, RuntimeClassCheck};
+use crate::reading;
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::results::{LOG_WINDOW_BYTES, LogCapture, LogScanner, TailSearch};
 use crate::run::state;
@@ -28,7 +31,11 @@ use crate::run::validate;
 use crate::runner::Key;
 use crate::source::pool::Answer;
 use crate::source::{Credentials, GitRequest};
+use crate::transfer::carry::carry;
+use crate::transfer::{self, Baseline};
 
+/// Bytes of a samples log beyond the frame's data lines: its header, trailer or error line.
+const FRAME_SLACK: u64 = 8 * 1024;
 /// Tries at reading one container's log before a stopping run goes on without it.
 const LOG_READ_ATTEMPTS: u32 = 2;
 /// Longest the reads of one log may take (the API server proxies them to the pod's kubelet).
@@ -127,6 +134,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
             }
         }
     }
+    let samples = samples(&ev, &pods, &pod_api, ctx).await;
     let observed = Observed {
         now,
         pods,
@@ -136,6 +144,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         source,
         head,
         model_endpoints,
+        samples,
     };
     Ok(Some((ev, observed)))
 }
@@ -171,6 +180,91 @@ pub async fn model_endpoints(
         found.insert(m.endpoint.clone(), endpoint.map(|e| e.spec));
     }
     Ok(found)
+}
+
+/// The samples of a pod whose steps succeeded: waiting for its samples container to stop,
+/// then carried to the store outside the reconcile ([`Transfers`]), whose end reconciles the
+/// Evaluation again.
+async fn samples(
+    ev: &Evaluation,
+    pods: &[Pod],
+    pod_api: &Api<Pod>,
+    ctx: &Context,
+) -> Option<Samples> {
+    let needed = lifecycle::samples_needed(ev, pods)?;
+    if !needed.ready {
+        return Some(Samples::Pending);
+    }
+    let Some(transfers) = &ctx.transfers else {
+        return Some(Samples::Done(Err(
+            "the pod has a samples container but this controller has no results store (--results-store): its samples cannot be stored".into(),
+        )));
+    };
+    let namespace = ev.namespace().unwrap_or_default();
+    let max_log = ctx
+        .config
+        .samples
+        .as_ref()
+        .map_or(crate::transfer::emit::DEFAULT_MAX_OUTPUT, |s| s.max_output)
+        .saturating_add(FRAME_SLACK);
+    let job = carry(
+        pod_api.clone(),
+        needed.pod,
+        transfers.store.clone(),
+        (namespace.clone(), ev.name_any(), needed.run_id.clone()),
+        lifecycle::samples::validator(&ev.spec),
+        max_log,
+        baseline(ev, ctx, transfers.store.url()).await,
+    );
+    Some(
+        match transfers.poll(Key::new(namespace, ev.name_any()), &needed.run_id, job) {
+            transfer::Answer::Ready(outcome) => Samples::Done(outcome),
+            transfer::Answer::Pending => Samples::Pending,
+        },
+    )
+}
+
+/// The baseline run of `spec.compareTo`: the newest history entry with samples (`previous`),
+/// or the named Evaluation's latest samples, as bundles of this namespace in `store`. `None`
+/// (logged) when there is none yet or it cannot be used: the run is not failed for it.
+async fn baseline(ev: &Evaluation, ctx: &Context, store: &str) -> Option<Baseline> {
+    let compare = ev.spec.compare_to.as_ref()?;
+    let namespace = ev.namespace()?;
+    let (name, samples) = if compare.previous == Some(true) {
+        let samples = ev
+            .status
+            .as_ref()?
+            .history
+            .iter()
+            .find_map(|h| h.samples.clone())?;
+        (ev.name_any(), (samples.uri?, samples.digest?))
+    } else {
+        let name = compare.evaluation.clone()?;
+        let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
+        let other = api.get_opt(&name).await.ok().flatten()?;
+        let samples = other.status?.samples?;
+        (name, (samples.uri?, samples.digest?))
+    };
+    let (uri, digest) = samples;
+    let threshold = ev
+        .spec
+        .pass_threshold
+        .unwrap_or(crate::run::results::DEFAULT_PASS_THRESHOLD);
+    let label = format!("the baseline {namespace}/{name}");
+    match reading::bundle_in(store, &namespace, label, &uri, &digest, threshold) {
+        Ok(bundle) => Some(Baseline {
+            reference: BaselineRef {
+                evaluation: Some(name),
+                run_id: reading::run_id_of(&bundle).map(str::to_string),
+                digest: Some(digest),
+            },
+            bundle,
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "no comparison with the baseline");
+            None
+        }
+    }
 }
 
 fn git_of(ev: &Evaluation) -> Option<&GitSource> {

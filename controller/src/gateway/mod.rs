@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::config::LogFormat;
+use crate::telemetry::LogArgs;
 
 /// Unix seconds now: the clock of token expiry.
 pub fn now() -> i64 {
@@ -79,12 +79,10 @@ pub struct GatewayArgs {
     /// Largest request body accepted, in MiB.
     #[arg(long, env = "CRUCIBLE_GATEWAY_MAX_REQUEST_MIB", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub max_request_mib: u16,
-    /// Log format.
-    #[arg(long, env = "CRUCIBLE_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
-    /// Log filter in `tracing` syntax.
-    #[arg(long, env = "CRUCIBLE_LOG", default_value = "info")]
-    pub log_filter: String,
+    /// Logging (the controller's flags; the gateway has no `kube` target, so the shared
+    /// default filter means `info` here).
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl GatewayArgs {
@@ -190,7 +188,7 @@ pub fn build(args: &GatewayArgs) -> Result<proxy::Gateway, String> {
 
 /// `crucible gateway`: serves until interrupted.
 pub async fn main(args: GatewayArgs) -> Result<(), String> {
-    crate::telemetry::init(args.log_format, &args.log_filter);
+    crate::telemetry::init(args.log.format, &args.log.filter);
     let gateway = Arc::new(build(&args)?);
     let mut registry = prometheus_client::registry::Registry::with_prefix("crucible");
     gateway.register_metrics(&mut registry);

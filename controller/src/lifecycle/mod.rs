@@ -19,6 +19,7 @@
 mod conditions;
 mod observed;
 mod predicates;
+pub mod samples;
 mod start;
 mod steps;
 pub mod suite;
@@ -46,7 +47,8 @@ use crate::run::owner::Owner;
 
 pub use observed::{Observed, RuntimeClassCheck};
 pub use predicates::{
-    LogsNeeded, logs_needed, queue_wait, source_reference, started_run_needs_source,
+    LogsNeeded, SamplesNeeded, logs_needed, queue_wait, samples_needed, source_reference,
+    started_run_needs_source,
 };
 
 use crate::run::fetched::SourceProblem;

@@ -40,4 +40,6 @@ pub struct Observed {
     /// The ModelEndpoints `spec.models` names, by name (`None`: it does not exist in the
     /// namespace). Read only when an attempt of a run with models may start.
     pub model_endpoints: BTreeMap<String, Option<ModelEndpointSpec>>,
+    /// For a pod whose steps succeeded: its samples ([`samples_needed`](super::samples_needed)).
+    pub samples: Option<super::samples::Samples>,
 }

@@ -13,7 +13,7 @@ use crate::duration;
 use crate::run::identity::RunKey;
 use crate::run::liveness;
 use crate::run::phase::{self};
-use crate::run::pod::EVALUATION_CONTAINER;
+use crate::run::pod::{EVALUATION_CONTAINER, SAMPLES_CONTAINER};
 
 use super::*;
 
@@ -104,6 +104,45 @@ pub fn logs_needed(
         containers,
         stopping: !finished,
         overdue,
+    })
+}
+
+/// The pod of an unfinished run whose steps all succeeded and that has a samples container:
+/// its samples must be carried out before the run finishes (docs/samples.md, "Transport").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SamplesNeeded {
+    /// The pod.
+    pub pod: String,
+    /// The run id (one transfer per run).
+    pub run_id: String,
+    /// Whether the samples container has stopped, so that its log is complete.
+    pub ready: bool,
+}
+
+/// See [`SamplesNeeded`]. A pod that failed publishes no samples.
+pub fn samples_needed(ev: &Evaluation, pods: &[Pod]) -> Option<SamplesNeeded> {
+    let status = ev.status.as_ref()?;
+    if !is_current_run(status, &RunKey::of(ev)) || status.phase.is_some_and(Phase::is_finished) {
+        return None;
+    }
+    let pod = pods
+        .iter()
+        .find(|p| Some(p.name_any()) == status.pod_name)?;
+    let has_container = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.name == SAMPLES_CONTAINER));
+    if !has_container || liveness::phase(pod) != Some("Succeeded") {
+        return None;
+    }
+    let ready = phase::container_status(pod, SAMPLES_CONTAINER)
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|s| s.terminated.is_some());
+    Some(SamplesNeeded {
+        pod: pod.name_any(),
+        run_id: status.run_id.clone()?,
+        ready,
     })
 }
 

@@ -11,16 +11,22 @@ use crate::admission::ledger::reported_position;
 use crate::config::Config;
 use crate::crd::evaluation::NetworkMode;
 use crate::crd::evaluation::{Evaluation, EvaluationStatus, Phase, Provenance, QueueStatus};
+use crate::crd::samples::SamplesStatus;
+use crate::crd::shown_estimate;
 use crate::duration;
 use crate::requeue::Requeue;
 use crate::run::identity::{RunKey, child_name};
 use crate::run::phase::{self, Outcome, PodState};
 use crate::run::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
 use crate::run::validate;
+use crate::samples::Collected;
 
 use super::predicates::*;
+use super::samples::{self, Samples};
 use super::*;
 
+/// The status message of a run whose samples are being stored.
+const STORING_SAMPLES: &str = "the evaluation finished; storing its samples";
 /// Prefix of the status message of a run whose pod the scheduler cannot place.
 const WAITING_FOR_NODE: &str = "waiting for a node: ";
 
@@ -198,7 +204,24 @@ impl Planner<'_> {
                         capture.tail
                     ));
                 }
-                self.finish(outcome)
+                match self.obs.samples.clone() {
+                    Some(Samples::Pending) => self.await_samples(),
+                    Some(Samples::Done(samples)) => {
+                        let (outcome, samples) =
+                            samples::with_samples(outcome, samples, self.threshold());
+                        self.finish(outcome);
+                        if let Some(collected) = samples {
+                            let Collected {
+                                samples,
+                                comparison,
+                            } = *collected;
+                            self.show_interval(&samples);
+                            self.status.samples = Some(samples);
+                            self.status.comparison = comparison;
+                        }
+                    }
+                    None => self.finish(outcome),
+                }
             }
             PodState::InfraFailure { reason, message } => self.infra_failure(&reason, message),
             PodState::Waiting | PodState::Running if left == Some(Duration::ZERO) => {
@@ -236,6 +259,26 @@ impl Planner<'_> {
                 let wait = left.unwrap_or(MAX_RESYNC).min(MAX_RESYNC);
                 self.requeue = Requeue::After(wait.max(Duration::from_secs(1)));
             }
+        }
+    }
+
+    /// The pod's steps succeeded and its samples are on their way to the store: the run stays
+    /// `Running` (its pod kept, so a transfer cut off can be done again from the log) until
+    /// the transfer's end reconciles it.
+    fn await_samples(&mut self) {
+        self.status.phase = Some(Phase::Running);
+        self.status.message = Some(STORING_SAMPLES.into());
+        self.requeue = Requeue::AwaitChange;
+    }
+
+    /// The Score column with the samples' interval when the score is their mean (derived, or
+    /// reported as the same number).
+    fn show_interval(&mut self, samples: &SamplesStatus) {
+        let Some(result) = &self.status.result else {
+            return;
+        };
+        if (result.score - samples.mean).abs() <= 1e-9 * samples.mean.abs().max(1.0) {
+            self.status.shown_score = Some(shown_estimate(result.score, samples.ci95.as_ref()));
         }
     }
 

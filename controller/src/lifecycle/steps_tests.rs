@@ -5,7 +5,7 @@ use super::*;
 use crate::crd::conditions::{self};
 use crate::crd::evaluation::{Scorer, Source};
 use crate::fixtures::{at, mk_container, mk_pod, running, terminated};
-use crate::run::pod::SCORER_CONTAINER;
+use crate::run::pod::{SAMPLES_CONTAINER, SCORER_CONTAINER};
 use crate::run::results::LogScanner;
 
 fn kinds(p: &Plan) -> Vec<&'static str> {
@@ -519,6 +519,134 @@ fn the_scorers_log_is_kept_only_when_the_run_did_not_succeed() {
     assert_eq!(invalid.reason.as_deref(), Some("InvalidResult"));
     assert_eq!(invalid.log_tail.as_deref(), Some("answer\n"));
     assert_eq!(invalid.scorer_log_tail.as_deref(), Some("scored 3 of 4\n"));
+}
+
+/// A pod whose steps succeeded, with a samples container (stopped or not).
+fn succeeded_with_samples(name: &str, message: &str, sidecar_stopped: bool) -> Pod {
+    let mut pod = succeeded_pod(name, message);
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.init_containers = Some(vec![k8s_openapi::api::core::v1::Container {
+        name: SAMPLES_CONTAINER.into(),
+        ..Default::default()
+    }]);
+    let state = if sidecar_stopped {
+        terminated(0, "Completed", None)
+    } else {
+        running()
+    };
+    pod.status
+        .get_or_insert_with(Default::default)
+        .init_container_statuses = Some(vec![mk_container(SAMPLES_CONTAINER, state)]);
+    pod
+}
+
+/// The pod's steps succeeded: its samples are needed once its samples container stopped; the
+/// run waits, Running, with its pod kept, until they are stored; then it finishes with them.
+#[test]
+fn a_run_waits_for_its_samples_keeping_its_pod_then_finishes_with_them() {
+    let (ev, name) = started();
+    let result = r#"{"score": 1}"#;
+    let sidecar_running = vec![succeeded_with_samples(&name, result, false)];
+    let needed = samples_needed(&ev, &sidecar_running).expect("samples needed");
+    assert_eq!((needed.pod.as_str(), needed.ready), (name.as_str(), false));
+    let stopped = vec![succeeded_with_samples(&name, result, true)];
+    assert!(samples_needed(&ev, &stopped).is_some_and(|n| n.ready));
+    assert_eq!(
+        samples_needed(&ev, &[succeeded_pod(&name, result)]),
+        None,
+        "a pod without a samples container"
+    );
+    let mut failed = succeeded_with_samples(&name, result, true);
+    failed.status.as_mut().expect("status").phase = Some("Failed".into());
+    assert_eq!(
+        samples_needed(&ev, &[failed]),
+        None,
+        "a failed pod has none"
+    );
+
+    let waiting = Observed {
+        samples: Some(samples::Samples::Pending),
+        ..with_pods(stopped.clone())
+    };
+    let p = run(&ev, &waiting);
+    assert_eq!(p.status.phase, Some(Phase::Running));
+    assert!(
+        p.status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("samples"))
+    );
+    assert!(
+        p.delete.is_empty(),
+        "the pod is kept until the samples are stored"
+    );
+    assert_eq!(
+        p.requeue,
+        Requeue::AwaitChange,
+        "the transfer's end reconciles"
+    );
+
+    let stats = crate::crd::samples::SamplesStatus {
+        count: 3,
+        ids: 3,
+        mean: 1.0,
+        ci95: Some(crate::crd::samples::Interval {
+            low: 0.9,
+            high: 1.1,
+        }),
+        ..Default::default()
+    };
+    let done = Observed {
+        samples: Some(samples::Samples::Done(Ok(Some(Box::new(
+            crate::samples::Collected {
+                samples: stats.clone(),
+                comparison: Some(crate::crd::samples::ComparisonStatus {
+                    pairs: 3,
+                    delta: 0.25,
+                    ..Default::default()
+                }),
+            },
+        ))))),
+        ..with_pods(stopped.clone())
+    };
+    let p = run(&after(&ev, &run(&ev, &waiting)), &done);
+    assert_eq!(p.status.phase, Some(Phase::Succeeded));
+    assert_eq!(p.status.samples, Some(stats.clone()));
+    assert_eq!(
+        p.status.comparison.map(|c| (c.pairs, c.delta)),
+        Some((3, 0.25))
+    );
+    assert_eq!(
+        p.status.shown_score.as_deref(),
+        Some("1 ±0.1"),
+        "the score is the samples' mean: the column shows its interval"
+    );
+    let other_mean = Observed {
+        samples: Some(samples::Samples::Done(Ok(Some(Box::new(
+            crate::samples::Collected {
+                samples: crate::crd::samples::SamplesStatus { mean: 0.5, ..stats },
+                comparison: None,
+            },
+        ))))),
+        ..with_pods(stopped.clone())
+    };
+    assert_eq!(
+        run(&ev, &other_mean).status.shown_score.as_deref(),
+        Some("1"),
+        "a reported score that is not the samples' mean has no interval"
+    );
+    assert_eq!(p.delete, [(ChildKind::Pod, name.clone())]);
+
+    let refused = Observed {
+        samples: Some(samples::Samples::Done(Err(
+            "samples line 1: id is missing".into()
+        ))),
+        ..with_pods(stopped)
+    };
+    let p = run(&ev, &refused);
+    assert_eq!(p.status.phase, Some(Phase::Failed));
+    assert_eq!(p.status.reason.as_deref(), Some("InvalidResult"));
+    assert_eq!(p.status.result, None);
 }
 
 mod models {

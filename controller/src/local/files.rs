@@ -8,6 +8,8 @@ use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
+pub use crate::files::open_regular;
+
 /// Creates `path`, which must not exist (a symlink there is an error too: `mkdir` does not
 /// follow it), with exactly `mode` (the umask does not apply).
 ///
@@ -36,25 +38,6 @@ pub fn create_file(path: &Path, mode: u32, bytes: &[u8]) -> Result<File, String>
     file.set_permissions(Permissions::from_mode(mode))
         .map_err(error)?;
     file.write_all(bytes).map_err(error)?;
-    Ok(file)
-}
-
-/// Opens the regular file `path` for reading without following a symlink and without blocking
-/// on a FIFO.
-///
-/// # Errors
-/// `path` is missing, a symlink or not a regular file.
-pub fn open_regular(path: &Path) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
     Ok(file)
 }
 

@@ -26,6 +26,7 @@ use crate::crd::samples::SamplesStatus;
 use crate::crd::suite::SuitePhase;
 use crate::crd::{Evaluation, EvaluationSuite};
 use crate::labels::RUN_ID_LABEL;
+use crate::lifecycle::samples::Samples;
 use crate::lifecycle::{self, Child, Observed, RuntimeClassCheck};
 use crate::local::image::ImageStore;
 use crate::local::pod_status::{self, Containers, Ended};
@@ -35,6 +36,7 @@ use crate::local::{bundle, files, rundir};
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::pod::SAMPLES_VOLUME;
 use crate::run::results::LogCapture;
+use crate::samples::Collected;
 use crate::samples::spec::SAMPLES_PATH;
 use crate::source::{GitCache, GitRequest};
 use crate::store::{BundleKey, Store};
@@ -121,11 +123,11 @@ impl Kubelet {
             head: None,
             // Local runs have no gateway yet: validation refuses runs with models.
             model_endpoints: BTreeMap::new(),
+            samples: None,
         };
         if let Some(Source::Git(git)) = &ev.spec.source {
             obs.source = Some(self.fetch(git).await);
         }
-        let mut samples = None;
         loop {
             // A slot first, so that `startTime` (set by the plan that starts a pod) and the
             // duration do not count the wait for other runs.
@@ -141,9 +143,6 @@ impl Kubelet {
             let finished = planned.status.phase.is_some_and(Phase::is_finished);
             ev.status = Some(planned.status);
             if finished {
-                if let (Some(outcome), Some(status)) = (samples, ev.status.as_mut()) {
-                    local_samples::record(status, outcome, ev.metadata.generation, &obs.now);
-                }
                 return ev;
             }
             let mut pod = None;
@@ -170,7 +169,16 @@ impl Kubelet {
                 Ok(ran) => {
                     obs.pods = vec![ran.pod];
                     obs.logs = ran.logs;
-                    samples = ran.samples;
+                    obs.samples = ran.samples.map(|outcome| {
+                        Samples::Done(outcome.map(|samples| {
+                            samples.map(|samples| {
+                                Box::new(Collected {
+                                    samples,
+                                    comparison: None,
+                                })
+                            })
+                        }))
+                    });
                 }
                 Err(e) => {
                     eprintln!("crucible: {}: {e}", ev.name_any());

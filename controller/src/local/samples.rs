@@ -1,18 +1,15 @@
 //! Samples of a local run (docs/samples.md): the reporting step's file, read from its host
 //! directory without following a symlink or blocking on a FIFO the sandbox put there, validated
-//! and stored in a local directory store, and its statistics written into the status.
+//! and stored in a local directory store; the run's plan puts the outcome on its status
+//! (`lifecycle::samples`).
 
 use std::path::Path;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-use crate::crd::EvaluationStatus;
-use crate::crd::evaluation::{EvaluationSpec, Phase};
+use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::samples::SamplesStatus;
+use crate::lifecycle;
 use crate::local::files;
-use crate::run::results::DEFAULT_PASS_THRESHOLD;
-use crate::samples::protocol::{Limits, Validator};
-use crate::samples::{spec, stats};
+use crate::samples::stats;
 use crate::store::{BundleKey, Store};
 
 /// Validates and stores the samples file at `file` (the host side of the samples volume) as run
@@ -32,13 +29,8 @@ pub async fn collect(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("the samples file is not read: {e}")),
     };
-    let validator = Validator::new(
-        Limits::default(),
-        spec::epochs(run),
-        run.pass_threshold.unwrap_or(DEFAULT_PASS_THRESHOLD),
-    );
     let stored = store
-        .put_samples(key, source, validator)
+        .put_samples(key, source, lifecycle::samples::validator(run))
         .await
         .map_err(|e| e.to_string())?;
     Ok(stats::summarize(&stored.aggregates).map(|s| SamplesStatus {
@@ -48,32 +40,9 @@ pub async fn collect(
     }))
 }
 
-/// Writes the outcome of [`collect`] into a finished run's status: its statistics, or, for
-/// samples that were refused, the run `Failed` with reason `InvalidResult` and no result.
-pub fn record(
-    status: &mut EvaluationStatus,
-    outcome: Result<Option<SamplesStatus>, String>,
-    generation: Option<i64>,
-    now: &Time,
-) {
-    match outcome {
-        Ok(samples) => status.samples = samples,
-        Err(message) => {
-            status.phase = Some(Phase::Failed);
-            status.reason = Some("InvalidResult".into());
-            status.message = Some(message);
-            status.result = None;
-            status.shown_score = None;
-            status.samples = None;
-            crate::lifecycle::set_conditions(status, generation, now);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::evaluation::EvaluationResult;
 
     const KEY: BundleKey<'static> = BundleKey {
         namespace: "default",
@@ -158,34 +127,11 @@ mod tests {
             "{\"id\":\"a\",\"epoch\":0,\"score\":1}\n{\"id\":\"a\",\"score\":1}\n",
         )
         .expect("write");
-        let outcome = collect(&file, &run(), &store(&dir), &KEY).await;
-        let mut status = EvaluationStatus {
-            phase: Some(Phase::Succeeded),
-            result: Some(EvaluationResult {
-                score: 1.0,
-                passed: true,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        record(
-            &mut status,
-            outcome,
-            Some(1),
-            &Time(jiff::Timestamp::UNIX_EPOCH),
-        );
-        assert_eq!(status.phase, Some(Phase::Failed));
-        assert_eq!(status.reason.as_deref(), Some("InvalidResult"));
+        let refused = collect(&file, &run(), &store(&dir), &KEY).await;
         assert_eq!(
-            status.message.as_deref(),
-            Some("samples line 2: epoch is missing (the run has 2 epochs)")
+            refused,
+            Err("samples line 2: epoch is missing (the run has 2 epochs)".to_string())
         );
-        assert!(status.result.is_none());
-        let ready = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Ready")
-            .expect("Ready");
-        assert_eq!(ready.status, "False");
+        assert!(!dir.path().join("store/default").exists(), "nothing stored");
     }
 }

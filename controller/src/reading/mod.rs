@@ -162,6 +162,41 @@ pub fn bundle_of(ev: &Evaluation, store: Option<&str>) -> Result<Bundle, String>
     })
 }
 
+/// The bundle `uri` names (a status' or a history entry's, with its `digest`) at the same
+/// `<namespace>/<evaluation>/<runId>/<file>` path in `store`, which must be in `namespace`: a
+/// URI naming another namespace's bundle (a status written by hand) is refused.
+///
+/// # Errors
+/// The URI is not a bundle's, or names another namespace's.
+pub fn bundle_in(
+    store: &str,
+    namespace: &str,
+    label: String,
+    uri: &str,
+    digest: &str,
+    pass_threshold: f64,
+) -> Result<Bundle, String> {
+    let (_, object) = split_last(uri, BUNDLE_SEGMENTS)
+        .ok_or_else(|| format!("{label}: {uri} is not a samples bundle's URI"))?;
+    if object.split('/').next() != Some(namespace) {
+        return Err(format!(
+            "{label}: {uri} is not a bundle of namespace {namespace}"
+        ));
+    }
+    Ok(Bundle {
+        label,
+        store: store.trim_end_matches('/').to_string(),
+        object,
+        digest: Some(digest.to_string()),
+        pass_threshold,
+    })
+}
+
+/// The run id in a bundle's path (`<namespace>/<evaluation>/<runId>/<file>`).
+pub fn run_id_of(bundle: &Bundle) -> Option<&str> {
+    bundle.object.split('/').nth(2)
+}
+
 /// Streams `bundle`, validating it and handing each sample line to `on_line`, and checks the
 /// stored bytes' digest against the status'. Returns the samples reduced and the digest.
 ///

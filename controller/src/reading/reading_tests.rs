@@ -365,3 +365,44 @@ fn the_commands_take_a_name_or_a_bundle() {
             .is_err()
     );
 }
+
+/// A baseline's bundle is read at its path in the controller's own store, and only within the
+/// run's namespace: a status written by hand to name another namespace's bundle is refused.
+#[test]
+fn a_baseline_bundle_is_taken_from_the_store_and_only_in_the_namespace() {
+    let uri = "s3://elsewhere/prefix/team-a/arith/run-1/samples.jsonl.zst";
+    let bundle = super::bundle_in(
+        "file:///results/",
+        "team-a",
+        "b".into(),
+        uri,
+        "sha256:d",
+        0.5,
+    )
+    .expect("a bundle of team-a");
+    assert_eq!(bundle.store, "file:///results");
+    assert_eq!(bundle.object, "team-a/arith/run-1/samples.jsonl.zst");
+    assert_eq!(bundle.digest.as_deref(), Some("sha256:d"));
+    assert_eq!(super::run_id_of(&bundle), Some("run-1"));
+    let other = "file:///results/team-b/arith/run-1/samples.jsonl.zst";
+    let refused = super::bundle_in(
+        "file:///results",
+        "team-a",
+        "b".into(),
+        other,
+        "sha256:d",
+        0.5,
+    );
+    assert!(refused.is_err_and(|e| e.contains("not a bundle of namespace team-a")));
+    assert!(
+        super::bundle_in(
+            "file:///results",
+            "team-a",
+            "b".into(),
+            "file:///x.zst",
+            "d",
+            0.5
+        )
+        .is_err()
+    );
+}

@@ -22,7 +22,8 @@ pub const DELETION_SLACK: Duration = Duration::from_secs(30);
 /// Extended resource name of NVIDIA GPUs.
 pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
 
-fn phase(pod: &Pod) -> Option<&str> {
+/// The pod's phase, as the kubelet reports it.
+pub fn phase(pod: &Pod) -> Option<&str> {
     pod.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
@@ -56,8 +57,9 @@ pub fn run_of(pod: &Pod) -> Option<String> {
         .cloned()
 }
 
-/// What a pod holds: the largest limit of any of its containers, per resource (the
-/// evaluation and the scorer run one after the other with the same limits).
+/// What a pod holds: the largest limit of any of its run's steps, per resource (the
+/// evaluation and the scorer run one after the other with the same limits). The samples
+/// container is the controller's, small and fixed: no quota counts it.
 pub fn request_of(pod: &Pod) -> Request {
     let Some(spec) = &pod.spec else {
         return Request::default();
@@ -66,7 +68,8 @@ pub fn request_of(pod: &Pod) -> Request {
         .init_containers
         .iter()
         .flatten()
-        .chain(spec.containers.iter());
+        .chain(spec.containers.iter())
+        .filter(|c| c.name != crate::samples::spec::SAMPLES_CONTAINER);
     containers.fold(Request::default(), |acc, c| {
         let limit = |name: &str| {
             c.resources

@@ -333,29 +333,39 @@ fn terminated_outcome(
     match results::select(last.message.as_deref(), logs.get(result_name)) {
         Ok((reported, _channel)) => {
             let digest = reported.digest.clone();
-            let result = reported.into_result(threshold);
-            let message = format!(
-                "score {} {} (threshold {threshold})",
-                result.score,
-                if result.passed {
-                    "passed"
-                } else {
-                    "did not pass"
-                }
-            );
-            Outcome {
-                phase: Some(Phase::Succeeded),
-                reason: Some(if result.passed { "Passed" } else { NOT_PASSED }.into()),
-                message: Some(message),
-                exit_code: Some(0),
-                result: Some(result),
-                result_digest: Some(digest),
-            }
+            scored(reported.into_result(threshold), Some(digest), threshold, "")
         }
         Err(why) => Outcome {
             exit_code: Some(0),
             ..Outcome::new(Phase::Failed, "InvalidResult", why)
         },
+    }
+}
+
+/// The outcome of a run that produced `result` (its JSON's digest `result_digest`); `how` is
+/// said after the score (e.g. where a derived score came from).
+pub fn scored(
+    result: EvaluationResult,
+    result_digest: Option<String>,
+    threshold: f64,
+    how: &str,
+) -> Outcome {
+    let message = format!(
+        "score {}{how} {} (threshold {threshold})",
+        result.score,
+        if result.passed {
+            "passed"
+        } else {
+            "did not pass"
+        }
+    );
+    Outcome {
+        phase: Some(Phase::Succeeded),
+        reason: Some(if result.passed { "Passed" } else { NOT_PASSED }.into()),
+        message: Some(message),
+        exit_code: Some(0),
+        result: Some(result),
+        result_digest,
     }
 }
 

@@ -18,8 +18,8 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::config::Config;
 use crate::config::cidr::{self, Cidr};
+use crate::config::{Config, SamplesContainer};
 use crate::crd::evaluation::EvaluationSpec;
 use crate::labels::{RUN_ID_LABEL, RUN_LABEL};
 use crate::run::liveness::GPU_RESOURCE;
@@ -48,6 +48,11 @@ const TMP_VOLUME: &str = "tmp";
 const SCORER_TMP_VOLUME: &str = "scorer-tmp";
 /// Where the reporting step (the scorer when there is one) writes its samples.
 pub const SAMPLES_VOLUME: &str = "samples";
+pub use crate::samples::spec::SAMPLES_CONTAINER;
+/// CPU of the samples container (request and limit).
+const SAMPLES_CPU: &str = "20m";
+/// Memory of the samples container (request and limit): our binary and a zstd stream.
+const SAMPLES_MEMORY: &str = "64Mi";
 
 /// One attempt's pod: what it is called and how it is sandboxed.
 #[derive(Clone, Debug)]
@@ -185,6 +190,15 @@ pub fn desired_pod(
             (Some(vec![evaluation]), vec![scorer])
         }
     };
+    // First, as a native sidecar: it runs beside the steps and is stopped after them.
+    let init_containers = match &config.samples {
+        Some(sidecar) => Some(
+            std::iter::once(samples_container(sidecar))
+                .chain(init_containers.into_iter().flatten())
+                .collect(),
+        ),
+        None => init_containers,
+    };
     Pod {
         metadata: owner.meta(
             attempt.pod_name,
@@ -310,6 +324,40 @@ fn resources(spec: &EvaluationSpec, config: &Config) -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(amounts.clone()),
         limits: Some(amounts),
+        ..Default::default()
+    }
+}
+
+/// The pod's `samples` container: our binary from the controller's image, the samples volume
+/// read-only, no token, no network (the pod has none), small fixed resources that no quota
+/// counts (the run's admission counts its own steps). The kubelet stops it once the steps have
+/// ended; it then prints the samples file on its log (`transfer::emit`).
+fn samples_container(sidecar: &SamplesContainer) -> Container {
+    let amounts = |cpu: &str, memory: &str| {
+        BTreeMap::from([
+            ("cpu".to_string(), Quantity(cpu.into())),
+            ("memory".to_string(), Quantity(memory.into())),
+        ])
+    };
+    Container {
+        name: SAMPLES_CONTAINER.into(),
+        image: Some(sidecar.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            "samples-emit".into(),
+            format!("--max-output={}", sidecar.max_output),
+        ]),
+        restart_policy: Some("Always".into()),
+        // Requests = limits, as every container of the pod: the pod stays Guaranteed (its
+        // cgroup where the steps' is). gVisor runs the pod in one sandbox cgroup, so once the
+        // steps have ended the sidecar has the pod's CPU for its work.
+        resources: Some(ResourceRequirements {
+            requests: Some(amounts(SAMPLES_CPU, SAMPLES_MEMORY)),
+            limits: Some(amounts(SAMPLES_CPU, SAMPLES_MEMORY)),
+            ..Default::default()
+        }),
+        security_context: Some(container_security()),
+        volume_mounts: Some(vec![read_only(SAMPLES_VOLUME, samples::spec::SAMPLES_DIR)]),
         ..Default::default()
     }
 }

@@ -7,6 +7,10 @@ use crate::run::owner::owner;
 use crate::run::workspace::desired_workspace;
 
 fn build(spec: &EvaluationSpec, runtime_class: Option<&str>) -> Pod {
+    build_with(spec, runtime_class, &Config::default())
+}
+
+fn build_with(spec: &EvaluationSpec, runtime_class: Option<&str>, config: &Config) -> Pod {
     let ev = Evaluation::test();
     let owner = owner(&ev).expect("owner");
     let workspace = desired_workspace(spec, &owner, None);
@@ -21,7 +25,7 @@ fn build(spec: &EvaluationSpec, runtime_class: Option<&str>) -> Pod {
             timeout_seconds: 600,
             workspace: workspace.as_ref(),
         },
-        &Config::default(),
+        config,
     )
 }
 
@@ -482,4 +486,66 @@ fn only_the_reporting_step_can_write_samples_and_every_step_knows_epochs_and_see
         crate::samples::spec::SAMPLES_PATH
     );
     assert_eq!(env_of(scorer)["CRUCIBLE_SEED"], "42");
+}
+
+/// With a results store, the pod's first init container is the samples container: a native
+/// sidecar (stopped by the kubelet after the steps) running our binary, hardened like the
+/// steps, reading the samples volume only, with no environment at all; the run's admission
+/// does not count it. Without a store there is none.
+#[test]
+fn with_a_results_store_the_pod_carries_a_hardened_samples_sidecar() {
+    let config = Config {
+        samples: Some(SamplesContainer {
+            image: "localhost/crucible/controller:dev".into(),
+            max_output: 1234,
+        }),
+        ..Config::default()
+    };
+    for spec in [
+        Evaluation::test().spec,
+        Evaluation::test()
+            .with_spec(|s| {
+                s.scorer = Some(Scorer {
+                    image: "scorer:1".into(),
+                    ..Default::default()
+                })
+            })
+            .spec,
+    ] {
+        let pod = build_with(&spec, Some("gvisor"), &config);
+        let inits = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.clone())
+            .expect("init containers");
+        let sidecar = &inits[0];
+        assert_eq!(sidecar.name, SAMPLES_CONTAINER);
+        assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            sidecar.image.as_deref(),
+            Some("localhost/crucible/controller:dev")
+        );
+        assert_eq!(
+            sidecar.args,
+            Some(vec!["samples-emit".into(), "--max-output=1234".into()])
+        );
+        assert_eq!(sidecar.env, None, "nothing of the run, no secret");
+        let resources = sidecar.resources.clone().expect("resources");
+        assert_eq!(
+            resources.requests, resources.limits,
+            "requests = limits: the pod stays Guaranteed"
+        );
+        assert_eq!(sidecar.security_context, Some(container_security()));
+        let mounts = sidecar.volume_mounts.clone().expect("mounts");
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].name, SAMPLES_VOLUME);
+        assert_eq!(mounts[0].read_only, Some(true));
+        assert_eq!(
+            crate::run::liveness::request_of(&pod),
+            crate::run::liveness::request_of(&build(&spec, Some("gvisor"))),
+            "the run's admission does not count it"
+        );
+    }
+    let without = build(&Evaluation::test().spec, Some("gvisor"));
+    assert!(without.spec.expect("spec").init_containers.is_none());
 }

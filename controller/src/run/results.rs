@@ -172,6 +172,10 @@ pub enum Channel {
     Stdout,
 }
 
+/// How the message of a run that wrote no result starts (a result may then be derived from its
+/// samples).
+pub const NO_RESULT: &str = "no result: ";
+
 /// Picks and parses the result of a container that exited: the termination message when it
 /// is not empty, else the last `CRUCIBLE_RESULT ` line of the log.
 ///
@@ -197,7 +201,7 @@ pub fn select(
         )),
         Some(ResultLine::Json(bytes)) => parse(bytes).map(|r| (r, Channel::Stdout)),
         None => Err(format!(
-            "no result: nothing was written to $CRUCIBLE_RESULT_PATH and no stdout line starts with `CRUCIBLE_RESULT `{}",
+            "{NO_RESULT}nothing was written to $CRUCIBLE_RESULT_PATH and no stdout line starts with `CRUCIBLE_RESULT `{}",
             log.map(LogCapture::window).unwrap_or_default()
         )),
     }

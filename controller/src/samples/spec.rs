@@ -7,6 +7,8 @@ use crate::digest::sha256_hex;
 
 /// The directory of [`SAMPLES_PATH`]: a volume only the reporting step mounts.
 pub const SAMPLES_DIR: &str = "/crucible-samples";
+/// Name of the sandbox pod's trusted container that carries the samples file out on its log.
+pub const SAMPLES_CONTAINER: &str = "samples";
 /// Where the step that reports (the evaluation, or the scorer when there is one) writes its
 /// samples in the sandbox: `$CRUCIBLE_SAMPLES_PATH`.
 pub const SAMPLES_PATH: &str = "/crucible-samples/samples.jsonl";

@@ -111,10 +111,7 @@ pub fn estimate(mut values: Vec<f64>) -> Option<Estimate> {
         n,
         mean,
         stderr: Some(stderr),
-        ci95: Some(Interval {
-            low: mean - half,
-            high: mean + half,
-        }),
+        ci95: Some(Interval::around(mean, half)),
     })
 }
 
@@ -172,10 +169,7 @@ pub fn unpaired(this: &Estimate, baseline: &Estimate) -> Option<Estimate> {
         n: this.n + baseline.n,
         mean: delta,
         stderr: Some(stderr),
-        ci95: Some(Interval {
-            low: delta - half,
-            high: delta + half,
-        }),
+        ci95: Some(Interval::around(delta, half)),
     })
 }
 

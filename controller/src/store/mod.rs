@@ -124,6 +124,11 @@ impl Store {
         Self::open_with(url, false)
     }
 
+    /// The URL it was opened from (bundles' URIs start with it).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     fn open_with(url: &str, create: bool) -> Result<Store, StoreError> {
         let bad = |reason: String| StoreError::Url {
             url: url.to_string(),

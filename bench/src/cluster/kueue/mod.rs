@@ -19,8 +19,9 @@ use kube::api::DynamicObject;
 pub use self::install::Crds;
 use super::api::{self, Mark, Watch, apply};
 use super::b3::{COLUMNS, SETTLE_AFTER_BURST, burst};
+use super::steps::Steps;
 use super::{Error, Session, kube_err, say};
-use crate::stats::{mib, table};
+use crate::stats::mib;
 
 /// Most queued workloads of one step.
 pub const MAX_COUNT: u32 = 10_000;
@@ -61,15 +62,24 @@ pub async fn run(
     let (client, run) = (s.client.clone(), s.run.clone());
     install::install(&client, &tool.crds, &run, &mut s.kueue).await?;
     let within = Duration::from_secs(within_secs);
-    let mut rows = Vec::new();
+    let mut steps = Steps::new("Kueue");
     for count in counts.iter().map(|c| *c as usize) {
-        let row = step(s, tool, count, within).await?;
-        say(format!("Kueue: {}", row.join(" | ")));
-        rows.push(row);
+        step(s, tool, count, within, &mut steps).await?;
+        if steps.failed() {
+            break;
+        }
     }
     if let Some(crds) = s.kueue.take() {
-        release(s, &crds).await?;
-        uninstall(s, &crds).await?;
+        let removed = async {
+            release(s, &crds).await?;
+            uninstall(s, &crds).await
+        }
+        .await;
+        if removed.is_err() {
+            // The session's cleanup tries again.
+            s.kueue = Some(crds);
+        }
+        steps.cleaned("removing Kueue's CRDs", removed);
     }
     let mut out = format!(
         "B3 Kueue baseline: Kueue v0.17 as a host process (no leader election, no client-side \
@@ -83,7 +93,7 @@ pub async fn run(
     );
     let mut header = COLUMNS.to_vec();
     header.push("kueue CPU");
-    out.push_str(&table(&header, &rows));
+    out.push_str(&steps.section(&header, counts));
     Ok(out)
 }
 
@@ -111,13 +121,14 @@ fn queued(obj: &DynamicObject) -> bool {
     objects::quota_not_reserved(&obj.data)
 }
 
-/// One step: `count` Jobs queued in Kueue; the table row.
+/// One step: `count` Jobs queued in Kueue; its row goes to `steps` before the cleanup.
 async fn step(
     s: &mut Session,
     tool: &Tool,
     count: usize,
     within: Duration,
-) -> Result<Vec<String>, Error> {
+    steps: &mut Steps,
+) -> Result<(), Error> {
     let ns = s.namespace(&format!("kueue-{count}")).await?;
     // The cluster-scoped ResourceFlavor and ClusterQueue are named after the namespace.
     let name = ns.clone();
@@ -182,16 +193,21 @@ async fn step(
     .await?;
     let cpu = kueue.cpu()?.saturating_sub(cpu_before);
     drop(kueue);
-    // Kueue's finalizers on the Workloads and queues would keep the namespace forever.
-    if let Some(crds) = &s.kueue {
-        release(s, crds).await?;
-    }
-    install::delete(&s.client, &objects::cluster_queues(), &[&name]).await?;
-    install::delete(&s.client, &objects::resource_flavors(), &[&name]).await?;
-    s.drop_namespaces(&[ns]).await?;
     let mut row = vec![count.to_string(), mib(idle)];
     row.extend(burst.cells(cpu));
-    Ok(row)
+    steps.measured(row);
+    let cleanup = async {
+        // Kueue's finalizers on the Workloads and queues would keep the namespace forever.
+        if let Some(crds) = &s.kueue {
+            release(s, crds).await?;
+        }
+        install::delete(&s.client, &objects::cluster_queues(), &[&name]).await?;
+        install::delete(&s.client, &objects::resource_flavors(), &[&name]).await?;
+        s.drop_namespaces(&[ns]).await
+    }
+    .await;
+    steps.cleaned(&format!("deleting the {count} step's objects"), cleanup);
+    Ok(())
 }
 
 #[cfg(test)]

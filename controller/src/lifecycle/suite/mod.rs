@@ -9,12 +9,13 @@ use kube::{Resource, ResourceExt};
 
 use crate::crd::conditions::{self, Status};
 use crate::crd::evaluation::{Evaluation, EvaluationSpec, EvaluationStatus, Phase, Source};
-use crate::crd::shown_number;
 use crate::crd::suite::{CaseStatus, EvaluationSuite, EvaluationSuiteStatus, SuitePhase};
+use crate::crd::{shown_estimate, shown_number};
 use crate::events::{Note, Severity};
 use crate::labels::{GO_AHEAD_ANNOTATION, RERUN_ANNOTATION, SUITE_LABEL, SUITE_RERUN_ANNOTATION};
 use crate::run::state;
 use crate::run::workspace::shared_inline_name;
+use crate::samples::stats;
 pub mod fanout;
 pub mod given;
 
@@ -319,11 +320,12 @@ fn aggregate(
     if status.succeeded + status.failed > 0 {
         status.pass_rate = Some(f64::from(status.succeeded) / f64::from(status.total));
     }
-    if !scores.is_empty() {
-        status.mean_score = Some(scores.iter().sum::<f64>() / scores.len() as f64);
+    if let Some(estimate) = stats::over_cases(&scores) {
+        status.mean_score = Some(estimate.mean);
+        status.ci95 = estimate.ci95;
+        status.shown_mean_score = Some(shown_estimate(estimate.mean, estimate.ci95.as_ref()));
     }
     status.shown_pass_rate = status.pass_rate.map(shown_number);
-    status.shown_mean_score = status.mean_score.map(shown_number);
     let threshold = suite
         .spec
         .pass_threshold

@@ -107,6 +107,11 @@ fn every_case_finished_gives_the_pass_rate_and_phase() {
     assert_eq!(p.status.phase, Some(SuitePhase::Succeeded));
     assert_eq!(p.status.pass_rate, Some(0.75));
     assert_eq!(p.status.mean_score, Some(0.75));
+    // Scores 1, 1, 1, 0: sd 0.5, stderr 0.25, t(0.975, 3) = 3.182446: half-width 0.795612.
+    let ci95 = p.status.ci95.expect("an interval over the cases");
+    assert!((ci95.low - (0.75 - 0.795612)).abs() < 1e-6, "{ci95:?}");
+    assert!((ci95.high - (0.75 + 0.795612)).abs() < 1e-6, "{ci95:?}");
+    assert_eq!(p.status.shown_mean_score.as_deref(), Some("0.75 ±0.796"));
     assert_eq!(p.status.shown_pass_rate.as_deref(), Some("0.75"));
     assert_eq!((p.status.succeeded, p.status.failed), (3, 1));
     let ready = conditions::find(&p.status.conditions, conditions::READY).expect("Ready");
