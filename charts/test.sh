@@ -259,6 +259,7 @@ offline_checks() {
     check "gateway: its own restricted Deployment, endpoints file" chart_test Gateway.test_gateway_deployment_is_restricted
     check "gateway: Service selects the gateway pods by a numeric port" chart_test Gateway.test_service_selects_the_gateway_by_a_numeric_port
     check "gateway: token key in controller and gateway only, provider key in the gateway only" chart_test Gateway.test_keys_go_where_they_are_used_only
+    check "gateway: the controller's NetworkPolicy lets it send revocations to the gateway" chart_test Gateway.test_controller_may_send_revocations_to_the_gateway
     check "gateway: RBAC for ModelEndpoints and the gateway's Service only" chart_test Gateway.test_controller_may_read_endpoints_and_the_gateway_service_only
   else
     fail "helm template (gateway)"

@@ -393,6 +393,14 @@ class Gateway(Rendered):
         assert e['CRUCIBLE_GATEWAY_TOKEN_KEY_FILE'] == '/var/run/secrets/crucible/token/token-key'
         assert 'CRUCIBLE_GATEWAY_SERVICE' not in env(self.deployment('gateway'))
 
+    def test_controller_may_send_revocations_to_the_gateway(self):
+        np = self.one('NetworkPolicy')
+        pod_labels = self.deployment('gateway')['spec']['template']['metadata']['labels']
+        to_gateway = [r for r in np['spec']['egress']
+                      if any('podSelector' in p and p['podSelector']['matchLabels'].items() <= pod_labels.items()
+                             for p in r.get('to', []))]
+        assert [[p['port'] for p in r['ports']] for r in to_gateway] == [[8080]], np['spec']['egress']
+
     def test_controller_may_read_endpoints_and_the_gateway_service_only(self):
         rules = [[r['apiGroups'], r['resources'], r['verbs']] for r in self.one('ClusterRole')['rules']]
         assert rules == EXPECTED_CLUSTER_RULES[:7] + [[['crucible.dev'], ['modelendpoints'], ['get']]] + EXPECTED_CLUSTER_RULES[7:], rules
