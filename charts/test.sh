@@ -248,6 +248,27 @@ offline_checks() {
     fail "helm template (release off, namespace yes)"
   fi
 
+  # the model gateway with one endpoint
+  if render gateway --set gateway.enabled=true --set 'gateway.endpoints[0].name=stand-in' \
+       --set 'gateway.endpoints[0].api=openai' --set 'gateway.endpoints[0].baseURL=http://10.88.0.1:8090/v1' \
+       --set 'gateway.endpoints[0].secretRef.name=stand-in-key' --set 'gateway.endpoints[0].secretRef.key=apiKey' \
+       --set 'gateway.endpoints[0].models={stand-in-small}' \
+       --set 'gateway.endpoints[0].pricing.stand-in-small.inputPerMTok=1' \
+       --set 'gateway.endpoints[0].pricing.stand-in-small.outputPerMTok=2'; then
+    check "gateway: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/gateway.yaml"
+    check "gateway: its own restricted Deployment, endpoints file" chart_test Gateway.test_gateway_deployment_is_restricted
+    check "gateway: Service selects the gateway pods by a numeric port" chart_test Gateway.test_service_selects_the_gateway_by_a_numeric_port
+    check "gateway: token key in controller and gateway only, provider key in the gateway only" chart_test Gateway.test_keys_go_where_they_are_used_only
+    check "gateway: the controller's NetworkPolicy lets it send revocations to the gateway" chart_test Gateway.test_controller_may_send_revocations_to_the_gateway
+    check "gateway: RBAC for ModelEndpoints and the gateway's Service only" chart_test Gateway.test_controller_may_read_endpoints_and_the_gateway_service_only
+  else
+    fail "helm template (gateway)"
+  fi
+  check_fails "schema rejects gateway.endpoints[0].api: grpc" 'api' \
+    "$HELM" template crucible "$CHART" --set gateway.enabled=true --set 'gateway.endpoints[0].name=x' \
+      --set 'gateway.endpoints[0].api=grpc' --set 'gateway.endpoints[0].baseURL=http://x' \
+      --set 'gateway.endpoints[0].secretRef.name=k' --set 'gateway.endpoints[0].secretRef.key=k' --set 'gateway.endpoints[0].models={m}'
+
   # the local cluster's values
   if render local -f "$CHART/values-local.yaml"; then
     check "values-local.yaml: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/local.yaml"

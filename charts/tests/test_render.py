@@ -335,5 +335,80 @@ class Dashboard(unittest.TestCase):
         print(len(found), "queries parsed")
 
 
+class Gateway(Rendered):
+    """gateway.enabled with one endpoint: its own hardened Deployment and Service, the token key
+    in the controller and the gateway only, the provider key in the gateway only."""
+
+    rendered = "gateway"
+
+    def deployment(self, component):
+        found = [d for d in self.objs('Deployment')
+                 if d['spec']['template']['metadata']['labels'].get('app.kubernetes.io/component') == component]
+        assert len(found) == 1, [d['metadata']['name'] for d in self.objs('Deployment')]
+        return found[0]
+
+    @staticmethod
+    def secrets_mounted(dep):
+        return {v['secret']['secretName'] for v in dep['spec']['template']['spec']['volumes'] if 'secret' in v}
+
+    def test_gateway_deployment_is_restricted(self):
+        dep = self.deployment('gateway')
+        spec = dep['spec']['template']['spec']
+        c = spec['containers'][0]
+        assert dep['spec']['replicas'] == 1 and dep['spec']['strategy']['type'] == 'Recreate'
+        assert c['args'] == ['gateway']
+        assert spec['automountServiceAccountToken'] is False
+        assert spec['securityContext']['runAsNonRoot'] is True
+        sc = c['securityContext']
+        assert sc['readOnlyRootFilesystem'] is True and sc['allowPrivilegeEscalation'] is False
+        assert sc['capabilities'] == {'drop': ['ALL']} and sc['seccompProfile']['type'] == 'RuntimeDefault'
+        e = env(dep)
+        assert e['CRUCIBLE_GATEWAY_LISTEN'] == '0.0.0.0:8080' and e['CRUCIBLE_GATEWAY_METRICS_LISTEN'] == '0.0.0.0:9090'
+        cm = self.one('ConfigMap', '-gateway-endpoints')
+        endpoints = yaml.safe_load(cm['data']['endpoints.yaml'])['endpoints']
+        assert endpoints == [{'name': 'stand-in', 'api': 'openai', 'baseURL': 'http://10.88.0.1:8090/v1',
+                              'keyFile': '/var/run/secrets/crucible/endpoints/stand-in/apiKey',
+                              'models': ['stand-in-small'],
+                              'pricing': {'stand-in-small': {'inputPerMTok': 1, 'outputPerMTok': 2}}}], endpoints
+        mounts = {m['mountPath'] for m in c['volumeMounts']}
+        assert '/var/run/secrets/crucible/endpoints/stand-in' in mounts, mounts
+
+    def test_service_selects_the_gateway_by_a_numeric_port(self):
+        svc = self.one('Service', '-gateway')
+        pod_labels = self.deployment('gateway')['spec']['template']['metadata']['labels']
+        assert svc['spec']['selector'].items() <= pod_labels.items(), svc['spec']['selector']
+        assert svc['spec']['selector']['app.kubernetes.io/component'] == 'gateway'
+        assert [(p['port'], p['targetPort']) for p in svc['spec']['ports']] == [(8080, 8080)]
+        controller = self.deployment('controller')
+        assert not svc['spec']['selector'].items() <= controller['spec']['template']['metadata']['labels'].items()
+
+    def test_keys_go_where_they_are_used_only(self):
+        controller, gateway = self.deployment('controller'), self.deployment('gateway')
+        key = self.one('Secret', '-gateway-token-key')
+        assert len(key['data']['token-key']) >= 44, 'at least 32 bytes'
+        assert self.secrets_mounted(controller) == {key['metadata']['name']}
+        assert self.secrets_mounted(gateway) == {key['metadata']['name'], 'stand-in-key'}
+        e = env(controller)
+        assert e['CRUCIBLE_GATEWAY_SERVICE'] == 'chart-validate/crucible-gateway'
+        assert e['CRUCIBLE_GATEWAY_TOKEN_KEY_FILE'] == '/var/run/secrets/crucible/token/token-key'
+        assert 'CRUCIBLE_GATEWAY_SERVICE' not in env(self.deployment('gateway'))
+
+    def test_controller_may_send_revocations_to_the_gateway(self):
+        np = self.one('NetworkPolicy')
+        pod_labels = self.deployment('gateway')['spec']['template']['metadata']['labels']
+        to_gateway = [r for r in np['spec']['egress']
+                      if any('podSelector' in p and p['podSelector']['matchLabels'].items() <= pod_labels.items()
+                             for p in r.get('to', []))]
+        assert [[p['port'] for p in r['ports']] for r in to_gateway] == [[8080]], np['spec']['egress']
+
+    def test_controller_may_read_endpoints_and_the_gateway_service_only(self):
+        rules = [[r['apiGroups'], r['resources'], r['verbs']] for r in self.one('ClusterRole')['rules']]
+        assert rules == EXPECTED_CLUSTER_RULES[:7] + [[['crucible.dev'], ['modelendpoints'], ['get']]] + EXPECTED_CLUSTER_RULES[7:], rules
+        role = self.one('Role', '-gateway')
+        assert role['rules'] == [{'apiGroups': [''], 'resources': ['services'], 'resourceNames': ['crucible-gateway'], 'verbs': ['get']}]
+        binding = self.one('RoleBinding', '-gateway')
+        assert binding['roleRef']['name'] == 'crucible-gateway'
+
+
 if __name__ == "__main__":
     unittest.main()

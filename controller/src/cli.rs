@@ -337,6 +337,23 @@ pub struct ControllerArgs {
     /// IP of this controller's pod (downward API `status.podIP`).
     #[arg(long, env = "POD_IP")]
     pub pod_ip: Option<IpAddr>,
+    /// The model gateway's Service, `NAMESPACE/NAME` (or `NAME` in the system namespace): runs
+    /// with `spec.models` get its cluster IP and may reach its pods only. Unset: such runs are
+    /// refused.
+    #[arg(
+        long,
+        env = "CRUCIBLE_GATEWAY_SERVICE",
+        requires = "gateway_token_key_file"
+    )]
+    pub gateway_service: Option<String>,
+    /// File holding the key the gateway's capability tokens are signed with (the gateway's
+    /// `--token-key-file`, at least 32 bytes).
+    #[arg(
+        long,
+        env = "CRUCIBLE_GATEWAY_TOKEN_KEY_FILE",
+        requires = "gateway_service"
+    )]
+    pub gateway_token_key_file: Option<std::path::PathBuf>,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -409,6 +426,8 @@ impl ControllerArgs {
             samples_max_ids,
             canary_listen_address,
             pod_ip,
+            gateway_service,
+            gateway_token_key_file,
             log,
         } = self;
         let samples = results_store
@@ -443,6 +462,8 @@ impl ControllerArgs {
                     .into_iter()
                     .chain(cluster_cidrs)
                     .collect(),
+                // Filled by the operator once it has read the Service and the key.
+                gateway: None,
                 samples,
                 sample_limits: SampleLimits {
                     max_lines: samples_max_lines,
@@ -483,6 +504,12 @@ impl ControllerArgs {
                     image: canary_image,
                     listen: canary_listen_address.or(pod_ip).unwrap_or(LOCAL_BRIDGE),
                 },
+                gateway: gateway_service
+                    .zip(gateway_token_key_file)
+                    .map(|(service, key)| crate::config::GatewayFlags {
+                        service,
+                        token_key_file: key,
+                    }),
             },
         )
     }

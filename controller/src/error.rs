@@ -10,6 +10,15 @@ pub enum Error {
     /// Reading an EvaluationSuite failed.
     #[error("failed to read the EvaluationSuite: {0}")]
     GetSuite(#[source] kube::Error),
+    /// Reading a ModelEndpoint a run names failed.
+    #[error("failed to read ModelEndpoint {name}: {source}")]
+    GetModelEndpoint {
+        /// Its name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
     /// Reading the pod log failed.
     #[error("failed to read the log of pod {pod}: {source}")]
     ReadLog {
@@ -82,6 +91,7 @@ impl Error {
         match self {
             Error::GetEvaluation(_) => "GetEvaluationFailed",
             Error::GetSuite(_) => "GetSuiteFailed",
+            Error::GetModelEndpoint { .. } => "GetModelEndpointFailed",
             Error::ReadLog { .. } => "ReadLogFailed",
             Error::ReconcileTimeout(_) => "ReconcileTimeout",
             Error::ReadLogTimeout { .. } => "ReadLogTimeout",

@@ -96,6 +96,27 @@ impl Evaluation {
     }
 }
 
+impl crate::config::Config {
+    /// The default settings with a model gateway at `http://10.96.0.40:80`, pods labelled
+    /// `app.kubernetes.io/name=crucible-gateway` in `crucible-system` on port 8080.
+    pub fn with_gateway() -> Self {
+        Self {
+            gateway: Some(crate::config::GatewaySettings {
+                base_url: "http://10.96.0.40:80".into(),
+                namespace: "crucible-system".into(),
+                pod_labels: [(
+                    "app.kubernetes.io/name".to_string(),
+                    "crucible-gateway".to_string(),
+                )]
+                .into(),
+                port: 8080,
+                token_key: crate::config::TokenKey(vec![7; 32].into()),
+            }),
+            ..Self::default()
+        }
+    }
+}
+
 impl Observed {
     /// Nothing in the cluster yet, the RuntimeClass present, admitted, at time `at(0)`.
     pub fn empty() -> Self {
@@ -107,6 +128,7 @@ impl Observed {
             stop: None,
             source: None,
             head: None,
+            model_endpoints: Default::default(),
             samples: None,
         }
     }

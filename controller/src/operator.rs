@@ -51,7 +51,7 @@ pub fn bounded(mut config: kube::Config) -> kube::Config {
 ///
 /// # Errors
 /// A sentence for the operator: API server unreachable, address in use, ledger not restorable.
-pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
+pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
     // A results store that cannot be used stops the start with its reason, before any run.
     let store = match runtime.results_store.as_deref() {
         Some(url) => Some(Arc::new(Store::open(url).map_err(|e| e.to_string())?)),
@@ -59,6 +59,13 @@ pub async fn run(config: Config, runtime: Runtime) -> Result<(), String> {
     };
     let clients = connect().await?;
     ensure_system_namespace(&clients.requests, &runtime.system_namespace).await?;
+    if let Some(flags) = &runtime.gateway {
+        let gateway =
+            crate::gateway::discovery::resolve(&clients.requests, &runtime.system_namespace, flags)
+                .await?;
+        tracing::info!(url = %gateway.base_url, "runs with models call the model gateway");
+        config.gateway = Some(gateway);
+    }
     let mut registry = Registry::with_prefix("crucible");
     let metrics = Arc::new(Metrics::new(runtime.score_series_limit).register(&mut registry));
     let ready = serve_endpoints(&runtime, registry).await?;

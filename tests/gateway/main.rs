@@ -474,3 +474,52 @@ async fn a_restarted_gateway_resumes_the_runs_spend_and_chain_from_its_ledger() 
     let records = h.ledger("run-restart", 2).await;
     assert_eq!(ledger::verify(&records).map(|head| head.next), Ok(2));
 }
+
+/// The controller's notice (`gateway::notice::revoke`, over HTTP as on the cluster) revokes a
+/// run; a notice signed with another key, or a capability token posted as one, revokes nothing.
+#[tokio::test]
+async fn the_controllers_notice_revokes_a_run_and_nothing_else_does() {
+    use crucible::config::{GatewaySettings, TokenKey};
+    let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
+    let run = claims("run-noticed", Budget::default());
+    let token = token(&run);
+    let base = h.url.trim_end_matches(&format!("/ns/{NS}")).to_string();
+    let settings = |key: [u8; 32]| GatewaySettings {
+        base_url: base.clone(),
+        namespace: "crucible".into(),
+        pod_labels: Default::default(),
+        port: 8080,
+        token_key: TokenKey(key.to_vec().into()),
+    };
+    let forged = crucible::gateway::notice::revoke(&settings([8; 32]), &run.run, run.expires).await;
+    assert!(
+        forged.is_err_and(|e| e.contains("401")),
+        "a notice under another key"
+    );
+    let as_notice = h
+        .client
+        .request(
+            http::Request::post(format!("{base}/revocations"))
+                .body(Full::new(Bytes::from(token.clone())))
+                .expect("request"),
+        )
+        .await
+        .expect("answer");
+    assert_eq!(
+        as_notice.status(),
+        401,
+        "a capability token is not a notice"
+    );
+    let still = h
+        .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
+        .await;
+    assert_eq!(still.status, 200, "{}", still.text());
+    crucible::gateway::notice::revoke(&settings(TOKEN_KEY), &run.run, run.expires)
+        .await
+        .expect("the gateway takes the controller's notice");
+    let replayed = h
+        .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
+        .await;
+    assert_eq!(replayed.status, 401);
+    assert!(replayed.text().contains("revoked"), "{}", replayed.text());
+}

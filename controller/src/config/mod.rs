@@ -48,6 +48,9 @@ pub struct Config {
     pub samples: Option<SamplesContainer>,
     /// Bounds of one run's samples file.
     pub sample_limits: SampleLimits,
+    /// The model gateway runs with `spec.models` are connected to; `None`: such runs are
+    /// refused.
+    pub gateway: Option<GatewaySettings>,
 }
 
 /// Bounds of one run's samples file (`--samples-max-*`; docs/samples.md lists the defaults).
@@ -85,6 +88,41 @@ impl Default for SampleLimits {
             max_ids: Self::IDS,
         }
     }
+}
+
+/// Where the model gateway is and the key its capability tokens are signed with, as the
+/// controller found them at its start (`--gateway-service`, `--gateway-token-key-file`).
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// Base URL sandboxes call, an address (sandboxes have no DNS), e.g. `http://10.96.0.40:8080`.
+    pub base_url: String,
+    /// Namespace of the gateway's pods.
+    pub namespace: String,
+    /// Labels selecting the gateway's pods (the Service's selector).
+    pub pod_labels: std::collections::BTreeMap<String, String>,
+    /// Port of the gateway's pods that serves calls (what a NetworkPolicy sees).
+    pub port: i32,
+    /// The tokens' signing key, shared with the gateway only.
+    pub token_key: TokenKey,
+}
+
+/// Secret bytes that never show in a `Debug` print of the settings.
+#[derive(Clone)]
+pub struct TokenKey(pub std::sync::Arc<[u8]>);
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenKey(…)")
+    }
+}
+
+/// Flags naming the model gateway, resolved by the operator at its start.
+#[derive(Clone, Debug)]
+pub struct GatewayFlags {
+    /// The gateway's Service: `NAMESPACE/NAME`, or `NAME` in the system namespace.
+    pub service: String,
+    /// File holding the tokens' signing key.
+    pub token_key_file: std::path::PathBuf,
 }
 
 /// The pod's trusted `samples` container (`crucible samples-emit`), which carries the samples
@@ -132,6 +170,8 @@ pub struct Runtime {
     pub allow_file_git_urls: bool,
     /// The sandbox canary.
     pub canary: CanarySettings,
+    /// The model gateway to connect runs with models to, when configured.
+    pub gateway: Option<GatewayFlags>,
 }
 
 /// Settings of the canary (`crucible controller --sandbox-canary …`).

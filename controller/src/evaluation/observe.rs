@@ -14,9 +14,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, LogParams};
 use kube::{Resource, ResourceExt};
 
-use crate::crd::Evaluation;
 use crate::crd::evaluation::{GitSource, Source};
+use crate::crd::model::ModelEndpointSpec;
 use crate::crd::samples::BaselineRef;
+use crate::crd::{Evaluation, ModelEndpoint};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
@@ -99,12 +100,15 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     };
     // A run that has started reads its pinned source only to start another attempt; a new
     // one once admitted.
-    let source = if state::awaits_admission(&ev, head.as_deref())
+    let (source, model_endpoints) = if state::awaits_admission(&ev, head.as_deref())
         || !lifecycle::started_run_needs_source(&ev, &pods)
     {
-        None
+        (None, BTreeMap::new())
     } else {
-        source(&ev, ctx, head.as_deref()).await
+        (
+            source(&ev, ctx, head.as_deref()).await,
+            model_endpoints(&ev, ctx).await?,
+        )
     };
     let mut logs = BTreeMap::new();
     if let Some(LogsNeeded {
@@ -139,9 +143,43 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         stop,
         source,
         head,
+        model_endpoints,
         samples,
     };
     Ok(Some((ev, observed)))
+}
+
+/// The ModelEndpoints `ev`'s models name, read when an attempt may start (a few GETs, one per
+/// distinct endpoint, at most `MAX_RUN_MODELS`): the run learns each model's protocol and
+/// whether its namespace's endpoint serves it.
+///
+/// # Errors
+/// API errors other than "not found".
+pub async fn model_endpoints(
+    ev: &Evaluation,
+    ctx: &Context,
+) -> Result<BTreeMap<String, Option<ModelEndpointSpec>>> {
+    let mut found = BTreeMap::new();
+    let models = crate::run::models::models(&ev.spec);
+    if models.is_empty() || ctx.config.gateway.is_none() {
+        return Ok(found);
+    }
+    let namespace = ev.namespace().unwrap_or_default();
+    let api: Api<ModelEndpoint> = Api::namespaced(ctx.client.clone(), &namespace);
+    for m in models {
+        if found.contains_key(&m.endpoint) {
+            continue;
+        }
+        let endpoint =
+            api.get_opt(&m.endpoint)
+                .await
+                .map_err(|source| Error::GetModelEndpoint {
+                    name: m.endpoint.clone(),
+                    source,
+                })?;
+        found.insert(m.endpoint.clone(), endpoint.map(|e| e.spec));
+    }
+    Ok(found)
 }
 
 /// The samples of a pod whose steps succeeded: waiting for its samples container to stop,

@@ -70,6 +70,7 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     if answer.starts_run {
         // Git is read only once the run may start: a queued run costs no fetch.
         observed.source = observe::source(&ev, &ctx, observed.head.as_deref()).await;
+        observed.model_endpoints = observe::model_endpoints(&ev, &ctx).await?;
     }
     let decision = answer.decision;
     let mut plan = lifecycle::plan(&ev, &observed, &decision, &ctx.config)?; // no client required
@@ -84,6 +85,15 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     ctx.admission
         .settle(&namespace, &uid, &plan.holds(), plan.in_queue); // no client required
     report::report(&ev, &plan, &ctx).await?; // client required
+    if let (Some(gateway), Some((run, expires))) = (
+        &ctx.config.gateway,
+        lifecycle::ended_model_run(&ev, &plan, &ctx.config),
+    ) {
+        // After the status holds the end; best effort, the token expires at `expires` anyway.
+        if let Err(why) = crate::gateway::notice::revoke(gateway, &run, expires).await {
+            tracing::warn!(%run, %why, "the model gateway was not told that the run ended");
+        }
+    }
     if let Some(waited) = lifecycle::queue_wait(&ev, &plan, &observed.now) {
         ctx.metrics.admitted_after(waited.as_secs_f64());
     }

@@ -12,12 +12,14 @@
 pub mod budget;
 pub mod call;
 pub mod catalog;
+pub mod discovery;
 pub mod endpoint;
 pub mod expiring;
 pub mod grant;
 pub mod ledger;
 pub mod listing;
 pub mod metrics;
+pub mod notice;
 pub mod proxy;
 pub mod refusal;
 pub mod token;
@@ -156,14 +158,23 @@ pub fn mint(args: &TokenArgs) -> Result<String, String> {
 }
 
 fn signing_key(path: &std::path::Path) -> Result<token::SigningKey, String> {
+    let secret = key_bytes(path)?;
+    token::SigningKey::new(&secret).ok_or_else(|| format!("{} is unusable", path.display()))
+}
+
+/// The signing key in `path` (surrounding whitespace dropped), at least
+/// [`token::MIN_KEY_BYTES`] long; the controller and the gateway read the same file.
+pub fn key_bytes(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let secret = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    token::SigningKey::new(secret.trim_ascii()).ok_or_else(|| {
-        format!(
+    let secret = secret.trim_ascii();
+    if secret.len() < token::MIN_KEY_BYTES {
+        return Err(format!(
             "{} holds fewer than {} bytes",
             path.display(),
             token::MIN_KEY_BYTES
-        )
-    })
+        ));
+    }
+    Ok(secret.to_vec())
 }
 
 /// Builds the gateway from its flags' files; errors name the file, never a key.

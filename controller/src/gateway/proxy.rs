@@ -160,8 +160,23 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/ns/{namespace}/v1/messages",
             post(|s, p, h, b| forward(s, p, h, b, Route::Messages)),
         )
+        .route("/revocations", post(revocation))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(gateway)
+}
+
+/// The controller's notice that a run has ended (`SigningKey::sign_revocation`): from now on
+/// its tokens are refused. Sandboxes may reach this route but cannot sign a notice.
+async fn revocation(State(gateway): State<Arc<Gateway>>, body: Bytes) -> axum::http::StatusCode {
+    let notice = std::str::from_utf8(&body).unwrap_or_default().trim();
+    match gateway.key.verify_revocation(notice) {
+        Ok(revoked) => {
+            gateway.revoke(&revoked.run, revoked.expires);
+            tracing::info!(run = %revoked.run, "run revoked");
+            axum::http::StatusCode::NO_CONTENT
+        }
+        Err(_) => axum::http::StatusCode::UNAUTHORIZED,
+    }
 }
 
 async fn forward(

@@ -18,6 +18,8 @@ use super::expiring::ExpiringMap;
 use super::ledger::RecordCalls;
 
 const PREFIX: &str = "crt1.";
+/// Prefix of a revocation notice (signed like a token, never accepted as one).
+const REVOCATION_PREFIX: &str = "crr1.";
 pub use crate::crd::bounds::MAX_TOKEN_BYTES;
 /// Shortest signing key accepted: the HMAC's own block of security.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -78,38 +80,71 @@ impl SigningKey {
 
     /// The token granting `claims`.
     pub fn mint(&self, claims: &Claims) -> String {
-        // Serialising a struct of strings, numbers and sequences cannot fail.
-        let json = serde_json::to_vec(claims).unwrap_or_default();
-        let signed = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(json));
-        let tag = hmac::sign(&self.0, signed.as_bytes());
-        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+        self.seal(PREFIX, claims)
     }
 
     /// The claims of an authentic, unexpired token (`now` in Unix seconds). The signature is
     /// checked (in constant time) before the claims are parsed.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, TokenError> {
-        if token.len() > MAX_TOKEN_BYTES {
+        let claims: Claims = self.open(PREFIX, token)?;
+        if now >= claims.expires {
+            return Err(TokenError::Expired(claims.run));
+        }
+        Ok(claims)
+    }
+
+    /// The controller's notice that `revocation`'s run has ended. Its own prefix is signed too,
+    /// so a capability token is never taken for a notice (a sandbox cannot end its own run).
+    pub fn sign_revocation(&self, revocation: &Revocation) -> String {
+        self.seal(REVOCATION_PREFIX, revocation)
+    }
+
+    /// The revocation in an authentic notice.
+    pub fn verify_revocation(&self, notice: &str) -> Result<Revocation, TokenError> {
+        self.open(REVOCATION_PREFIX, notice)
+    }
+
+    fn seal(&self, prefix: &str, content: &impl Serialize) -> String {
+        // Serialising a struct of strings, numbers and sequences cannot fail.
+        let json = serde_json::to_vec(content).unwrap_or_default();
+        let signed = format!("{prefix}{}", URL_SAFE_NO_PAD.encode(json));
+        let tag = hmac::sign(&self.0, signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    fn open<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &str,
+        sealed: &str,
+    ) -> Result<T, TokenError> {
+        if sealed.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::Malformed);
         }
-        let (body, tag) = token
-            .strip_prefix(PREFIX)
+        let (body, tag) = sealed
+            .strip_prefix(prefix)
             .and_then(|rest| rest.split_once('.'))
             .filter(|(body, tag)| !body.is_empty() && !tag.is_empty())
             .ok_or(TokenError::Malformed)?;
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
             .map_err(|_| TokenError::Malformed)?;
-        let signed = &token[..PREFIX.len() + body.len()];
+        let signed = &sealed[..prefix.len() + body.len()];
         hmac::verify(&self.0, signed.as_bytes(), &tag).map_err(|_| TokenError::BadSignature)?;
         let json = URL_SAFE_NO_PAD
             .decode(body)
             .map_err(|_| TokenError::Malformed)?;
-        let claims: Claims = serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)?;
-        if now >= claims.expires {
-            return Err(TokenError::Expired(claims.run));
-        }
-        Ok(claims)
+        serde_json::from_slice(&json).map_err(|_| TokenError::Malformed)
     }
+}
+
+/// A run that has ended, as the controller tells the gateway: its tokens are refused from then
+/// on (they would expire at `expires` anyway).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Revocation {
+    /// Id of the run.
+    pub run: String,
+    /// Unix seconds at which its tokens expire by themselves.
+    pub expires: i64,
 }
 
 impl Claims {
@@ -250,6 +285,31 @@ mod tests {
         revocations.revoke("run-2", 2_000, 1_000);
         assert!(!revocations.is_revoked("run-1"));
         assert!(revocations.is_revoked("run-2"));
+    }
+
+    #[test]
+    fn a_revocation_notice_is_not_a_token_and_a_token_is_not_a_notice() {
+        let notice = key(1).sign_revocation(&Revocation {
+            run: "run-1".into(),
+            expires: 1_000,
+        });
+        assert_eq!(
+            key(1).verify_revocation(&notice).map(|r| r.run),
+            Ok("run-1".into())
+        );
+        assert_eq!(
+            key(2).verify_revocation(&notice),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(key(1).verify(&notice, 0), Err(TokenError::Malformed));
+        let token = key(1).mint(&claims());
+        assert_eq!(key(1).verify_revocation(&token), Err(TokenError::Malformed));
+        // Re-labelled with the other prefix, the signature no longer holds.
+        let relabelled = token.replacen(PREFIX, REVOCATION_PREFIX, 1);
+        assert_eq!(
+            key(1).verify_revocation(&relabelled),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]

@@ -127,6 +127,28 @@ pub struct Plan {
     pub in_queue: bool,
 }
 
+/// A run with models that this plan ends (finished, or replaced by a new run while it was
+/// pending or running): its id and when its token expires by itself (its start, timeout and
+/// [`DEADLINE_GRACE`]), so the gateway can refuse the token from now on.
+pub fn ended_model_run(ev: &Evaluation, plan: &Plan, config: &Config) -> Option<(String, i64)> {
+    let before = ev.status.as_ref()?;
+    if !matches!(before.phase, Some(Phase::Pending | Phase::Running))
+        || crate::run::models::models(&ev.spec).is_empty()
+    {
+        return None;
+    }
+    let run = before.run_id.clone()?;
+    let ended = plan.status.phase.is_some_and(Phase::is_finished)
+        || plan.status.run_id.as_deref() != Some(run.as_str());
+    if !ended {
+        return None;
+    }
+    let start = before.start_time.as_ref()?.0.as_second();
+    let lifetime = predicates::timeout(ev, config).saturating_add(DEADLINE_GRACE);
+    let expires = start.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
+    Some((run, expires))
+}
+
 impl Plan {
     /// The runs whose admissions this Evaluation holds after the plan: those with a live pod,
     /// and the current run once its pod is being created or runs.

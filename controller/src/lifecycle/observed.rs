@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::crd::model::ModelEndpointSpec;
 use crate::error::Result;
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::results::LogCapture;
@@ -36,6 +37,9 @@ pub struct Observed {
     pub source: Option<Result<FetchedSource, SourceProblem>>,
     /// For a finished run with `follow: true`: the commit the followed ref points to now.
     pub head: Option<String>,
+    /// The ModelEndpoints `spec.models` names, by name (`None`: it does not exist in the
+    /// namespace). Read only when an attempt of a run with models may start.
+    pub model_endpoints: BTreeMap<String, Option<ModelEndpointSpec>>,
     /// For a pod whose steps succeeded: its samples ([`samples_needed`](super::samples_needed)).
     pub samples: Option<super::samples::Samples>,
 }

@@ -1,6 +1,7 @@
 //! Starting an attempt of a run: the sandbox checked (fail closed when it is missing), the git
-//! source pinned, and the children built in the order they are created — the run's
-//! NetworkPolicy, its workspace ConfigMap, then its pod. Pure.
+//! source pinned, a run with models connected to the gateway (its token minted, its endpoints
+//! checked), and the children built in the order they are created — the run's NetworkPolicy,
+//! its workspace ConfigMap, then its pod. Pure.
 
 use crate::crd::evaluation::{
     EvaluationStatus, NetworkMode, Phase, Provenance, SandboxStatus, Source,
@@ -10,6 +11,14 @@ use crate::run::identity::{child_name, pod_name};
 use crate::run::phase::Outcome;
 use crate::run::pod::{Attempt, desired_network_policy, desired_pod};
 use crate::run::validate;
+use k8s_openapi::api::core::v1::EnvVar;
+
+use crate::crd::bounds::shown;
+use crate::gateway::grant::{self, RunGrant};
+use crate::gateway::token::SigningKey;
+use crate::run::models::{
+    Gateway, RunModel, add_model_env, gateway_network_policy, model_env, models,
+};
 use crate::run::workspace::{desired_workspace, workspace_name};
 
 use super::predicates::*;
@@ -84,7 +93,14 @@ impl Planner<'_> {
         let timeout_seconds = i64::try_from(timeout(self.ev, self.config).as_secs())
             .unwrap_or(i64::MAX)
             .max(1);
-        let pod = desired_pod(
+        let run_id = self.status.run_id.as_deref().unwrap_or_default();
+        let models = match self.connect_models(run_id, timeout_seconds) {
+            Ok(models) => models,
+            Err(why) => {
+                return self.finish(Outcome::new(Phase::Failed, "ModelEndpointUnavailable", why));
+            }
+        };
+        let mut pod = desired_pod(
             &self.ev.spec,
             &self.owner,
             &Attempt {
@@ -97,7 +113,6 @@ impl Planner<'_> {
             },
             self.config,
         );
-        let run_id = self.status.run_id.as_deref().unwrap_or_default();
         self.plan_create
             .push(match validate::network_mode(&self.ev.spec) {
                 NetworkMode::None => Child::SandboxPolicy,
@@ -109,6 +124,17 @@ impl Planner<'_> {
                     &self.config.forbidden_egress,
                 ))),
             });
+        if let (Some(vars), Some(gateway)) = (models, &self.config.gateway) {
+            add_model_env(&mut pod, &vars);
+            // Beside the namespace's deny-all (policies add up): the gateway and nothing else.
+            self.plan_create
+                .push(Child::NetworkPolicy(Box::new(gateway_network_policy(
+                    &self.owner,
+                    &policy_name,
+                    run_id,
+                    &Gateway::from(gateway),
+                ))));
+        }
         if let Some(workspace) = workspace {
             self.plan_create
                 .push(Child::ConfigMap(Box::new(workspace.config_map)));
@@ -126,6 +152,76 @@ impl Planner<'_> {
             sandboxed,
         });
         self.requeue = Requeue::After(timeout(self.ev, self.config).min(MAX_RESYNC));
+    }
+
+    /// For a run with models: the sandbox's variables (the gateway's URLs and the run's token,
+    /// valid until the run's deadline). `None` without models; why not when a model's endpoint
+    /// cannot serve it.
+    fn connect_models(
+        &self,
+        run_id: &str,
+        timeout_seconds: i64,
+    ) -> Result<Option<Vec<EnvVar>>, String> {
+        let listed = models(&self.ev.spec);
+        if listed.is_empty() {
+            return Ok(None);
+        }
+        // Validation refuses models without a gateway; this is the same refusal, kept closed.
+        let gateway = self
+            .config
+            .gateway
+            .as_ref()
+            .ok_or("this controller is not connected to a model gateway")?;
+        let mut run_models = Vec::with_capacity(listed.len());
+        for m in listed {
+            let Some(Some(endpoint)) = self.obs.model_endpoints.get(&m.endpoint) else {
+                return Err(format!(
+                    "spec.models {}: ModelEndpoint {} does not exist in this namespace",
+                    shown(&m.name),
+                    shown(&m.endpoint)
+                ));
+            };
+            // The namespace's endpoint must list the model: the gateway serves every namespace,
+            // so this keeps a namespace to the models its platform team gave it.
+            if !endpoint.models.contains(&m.model) {
+                return Err(format!(
+                    "spec.models {}: ModelEndpoint {} does not list model {}",
+                    shown(&m.name),
+                    shown(&m.endpoint),
+                    shown(&m.model)
+                ));
+            }
+            run_models.push(RunModel {
+                model: m,
+                api: endpoint.api,
+            });
+        }
+        let key = SigningKey::new(&gateway.token_key.0)
+            .ok_or("the controller's token key is too short")?;
+        // Valid while the controller may still let the pod run (its deadline and grace).
+        let expires = self
+            .obs
+            .now
+            .0
+            .as_second()
+            .saturating_add(timeout_seconds)
+            .saturating_add(i64::try_from(DEADLINE_GRACE.as_secs()).unwrap_or(0));
+        let token = grant::mint(
+            &key,
+            &self.ev.spec,
+            &RunGrant {
+                namespace: &self.owner.namespace,
+                evaluation: &self.owner.name,
+                run_id,
+                expires,
+            },
+        );
+        Ok(Some(model_env(
+            &run_models,
+            &Gateway::from(gateway),
+            &self.owner.namespace,
+            &token,
+        )))
     }
 
     /// The workspace ConfigMap the run of `status` used, when this Evaluation owns it (not a

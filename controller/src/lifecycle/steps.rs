@@ -396,7 +396,10 @@ impl Planner<'_> {
                 // namespace's deny-all policy and a suite's shared workspace are not the run's.
                 if self.status.children_removed != Some(true) {
                     self.status.children_removed = Some(true);
-                    if validate::network_mode(&self.ev.spec) == NetworkMode::Allowlist {
+                    // Both an Allowlist run and a run with models have a policy of their own.
+                    if validate::network_mode(&self.ev.spec) == NetworkMode::Allowlist
+                        || !crate::run::models::models(&self.ev.spec).is_empty()
+                    {
                         self.plan_delete.push((
                             ChildKind::NetworkPolicy,
                             child_name(&self.owner.name, POLICY_SUFFIX),

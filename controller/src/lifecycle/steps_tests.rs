@@ -648,3 +648,247 @@ fn a_run_waits_for_its_samples_keeping_its_pod_then_finishes_with_them() {
     assert_eq!(p.status.reason.as_deref(), Some("InvalidResult"));
     assert_eq!(p.status.result, None);
 }
+
+mod models {
+    use super::*;
+    use crate::crd::model::{KeySecretRef, ModelApi, ModelEndpointSpec, ModelRef};
+    use crate::gateway::token::SigningKey;
+    use crate::run::pod::EVALUATION_CONTAINER;
+    use std::collections::BTreeMap;
+
+    fn with_models() -> Evaluation {
+        Evaluation::test().with_spec(|s| {
+            s.models = Some(vec![ModelRef {
+                name: "target".into(),
+                endpoint: "stand-in".into(),
+                model: "stand-in-small".into(),
+            }]);
+        })
+    }
+
+    fn endpoint(models: &[&str]) -> Observed {
+        let spec = ModelEndpointSpec {
+            api: ModelApi::Openai,
+            base_url: "http://10.88.0.1:8090/v1".into(),
+            secret_ref: KeySecretRef {
+                name: "stand-in-key".into(),
+                key: "apiKey".into(),
+            },
+            models: models.iter().map(|m| m.to_string()).collect(),
+            pricing: Default::default(),
+        };
+        Observed {
+            model_endpoints: [("stand-in".to_string(), Some(spec))].into(),
+            ..Observed::empty()
+        }
+    }
+
+    fn env(p: &Plan) -> BTreeMap<String, String> {
+        let pod = pod_of(p);
+        let spec = pod.spec.as_ref().expect("spec");
+        let container = spec
+            .containers
+            .iter()
+            .find(|c| c.name == EVALUATION_CONTAINER)
+            .expect("evaluation container");
+        container
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+            .collect()
+    }
+
+    #[test]
+    fn a_run_with_models_gets_the_gateway_its_token_and_a_policy_to_the_gateway_only() {
+        let config = Config::with_gateway();
+        let ev = with_models();
+        let p = plan(
+            &ev,
+            &endpoint(&["stand-in-small"]),
+            &Decision::Admit,
+            &config,
+        )
+        .expect("plan");
+        assert_eq!(
+            kinds(&p),
+            ["SandboxPolicy", "NetworkPolicy", "ConfigMap", "Pod"]
+        );
+        let env = env(&p);
+        assert_eq!(
+            env.get("OPENAI_BASE_URL").map(String::as_str),
+            Some("http://10.96.0.40:80/ns/team-a/v1")
+        );
+        let token = env.get("OPENAI_API_KEY").expect("the token");
+        assert_eq!(env.get("CRUCIBLE_MODEL_TARGET_TOKEN"), Some(token));
+        let key = SigningKey::new(&[7; 32]).expect("key");
+        let claims = key
+            .verify(token, at(0).0.as_second())
+            .expect("a valid token");
+        assert_eq!(claims.namespace, "team-a");
+        assert_eq!(claims.evaluation, "arith");
+        assert_eq!(Some(claims.run.as_str()), p.status.run_id.as_deref());
+        assert_eq!(claims.models, ["stand-in-small"]);
+        // It expires when the controller stops the pod at the latest.
+        let timeout = i64::try_from(config.default_timeout.as_secs()).expect("secs");
+        let grace = i64::try_from(DEADLINE_GRACE.as_secs()).expect("secs");
+        assert_eq!(claims.expires, at(0).0.as_second() + timeout + grace);
+        // The token is in the pod only: neither status nor Events carry it.
+        let status = serde_json::to_string(&p.status).expect("json");
+        assert!(!status.contains(token.as_str()));
+        assert!(p.notes.iter().all(|n| !n.message.contains(token.as_str())));
+        // Its policy allows TCP to the gateway's pods on their port and nothing else.
+        let Some(Child::NetworkPolicy(np)) = p
+            .create
+            .iter()
+            .find(|c| matches!(c, Child::NetworkPolicy(_)))
+        else {
+            panic!("no NetworkPolicy");
+        };
+        let spec = np.spec.as_ref().expect("spec");
+        let egress = spec.egress.as_ref().expect("egress");
+        assert_eq!(egress.len(), 1);
+        let to = egress[0].to.as_ref().expect("to");
+        let gateway = config.gateway.as_ref().expect("gateway");
+        assert_eq!(
+            to[0]
+                .pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref()),
+            Some(&gateway.pod_labels)
+        );
+        assert_eq!(
+            egress[0].ports.as_ref().and_then(|p| p[0].port.clone()),
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+        );
+        assert_eq!(spec.ingress.as_deref(), Some(&[][..]));
+        // And it runs in the sandbox with a network.
+        assert_eq!(
+            pod_of(&p)
+                .spec
+                .as_ref()
+                .and_then(|s| s.runtime_class_name.as_deref()),
+            Some(config.allowlist_runtime_class.as_str())
+        );
+    }
+
+    #[test]
+    fn a_model_its_namespace_has_no_endpoint_for_fails_without_children() {
+        let config = Config::with_gateway();
+        for (obs, says) in [
+            (
+                Observed::empty(),
+                "ModelEndpoint \"stand-in\" does not exist",
+            ),
+            (
+                endpoint(&["other"]),
+                "does not list model \"stand-in-small\"",
+            ),
+        ] {
+            let p = plan(&with_models(), &obs, &Decision::Admit, &config).expect("plan");
+            assert!(p.create.is_empty(), "{:?}", kinds(&p));
+            assert_eq!(p.status.phase, Some(Phase::Failed));
+            assert_eq!(p.status.reason.as_deref(), Some("ModelEndpointUnavailable"));
+            let message = p.status.message.clone().unwrap_or_default();
+            assert!(message.contains(says), "{message}");
+        }
+    }
+
+    #[test]
+    fn without_a_gateway_a_run_with_models_is_refused_as_before() {
+        let p = plan(
+            &with_models(),
+            &endpoint(&["stand-in-small"]),
+            &Decision::Admit,
+            &Config::default(),
+        )
+        .expect("plan");
+        assert!(p.create.is_empty());
+        assert_eq!(p.status.reason.as_deref(), Some("InvalidSpec"));
+        assert!(
+            p.status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("not connected to a model gateway"))
+        );
+    }
+}
+
+mod revocation {
+    use super::*;
+    use crate::crd::model::{KeySecretRef, ModelApi, ModelEndpointSpec, ModelRef};
+
+    /// A run with models whose first attempt started under a gateway, and its pod's name.
+    fn started_with_models(config: &Config) -> (Evaluation, String) {
+        let ev = Evaluation::test().with_spec(|s| {
+            s.models = Some(vec![ModelRef {
+                name: "target".into(),
+                endpoint: "stand-in".into(),
+                model: "m".into(),
+            }]);
+        });
+        let endpoint = ModelEndpointSpec {
+            api: ModelApi::Openai,
+            base_url: "http://10.88.0.1:8090/v1".into(),
+            secret_ref: KeySecretRef {
+                name: "k".into(),
+                key: "apiKey".into(),
+            },
+            models: vec!["m".into()],
+            pricing: Default::default(),
+        };
+        let obs = Observed {
+            model_endpoints: [("stand-in".to_string(), Some(endpoint))].into(),
+            ..Observed::empty()
+        };
+        let p = plan(&ev, &obs, &Decision::Admit, config).expect("plan");
+        let pod = p.status.pod_name.clone().expect("started");
+        (after(&ev, &p), pod)
+    }
+
+    #[test]
+    fn a_run_with_models_that_ends_is_named_for_revocation_once() {
+        let config = Config::with_gateway();
+        let (ev, pod) = started_with_models(&config);
+        let status = ev.status.clone().expect("status");
+        let finishing = Observed {
+            now: at(10),
+            ..with_pods(vec![succeeded_pod(&pod, r#"{"score": 1}"#)])
+        };
+        let done = plan(&ev, &finishing, &Decision::Admit, &config).expect("plan");
+        assert_eq!(done.status.phase, Some(Phase::Succeeded));
+        let timeout = i64::try_from(config.default_timeout.as_secs()).expect("secs");
+        let grace = i64::try_from(DEADLINE_GRACE.as_secs()).expect("secs");
+        assert_eq!(
+            ended_model_run(&ev, &done, &config),
+            Some((
+                status.run_id.clone().expect("run"),
+                at(0).0.as_second() + timeout + grace
+            ))
+        );
+        // Once: the finished run's next reconcile names nothing.
+        let finished = after(&ev, &done);
+        let again = plan(&finished, &finishing, &Decision::Admit, &config).expect("plan");
+        assert_eq!(ended_model_run(&finished, &again, &config), None);
+        // A run still running names nothing.
+        let running = with_pods(vec![mk_pod(
+            &pod,
+            "Running",
+            vec![mk_container("evaluation", running())],
+        )]);
+        let still = plan(&ev, &running, &Decision::Admit, &config).expect("plan");
+        assert_eq!(still.status.phase, Some(Phase::Running));
+        assert_eq!(ended_model_run(&ev, &still, &config), None);
+        // Nor does a run without models.
+        let (plain, plain_pod) = started();
+        let plain_done = plan(
+            &plain,
+            &with_pods(vec![succeeded_pod(&plain_pod, r#"{"score": 1}"#)]),
+            &Decision::Admit,
+            &config,
+        )
+        .expect("plan");
+        assert_eq!(plain_done.status.phase, Some(Phase::Succeeded));
+        assert_eq!(ended_model_run(&plain, &plain_done, &config), None);
+    }
+}

@@ -121,6 +121,8 @@ impl Kubelet {
             stop: None,
             source: None,
             head: None,
+            // Local runs have no gateway yet: validation refuses runs with models.
+            model_endpoints: BTreeMap::new(),
             samples: None,
         };
         if let Some(Source::Git(git)) = &ev.spec.source {

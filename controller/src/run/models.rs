@@ -12,6 +12,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::config::GatewaySettings;
 use crate::crd::bounds::{
     MAX_MODEL_ID_LEN, MAX_MODEL_NAME_LEN, MAX_NAME_LEN, MAX_RUN_MODELS, MAX_TOKEN_BYTES,
     MAX_URL_LEN, shown,
@@ -73,8 +74,9 @@ pub fn size_problems(spec: &EvaluationSpec, problems: &mut Vec<String>) {
     }
 }
 
-/// Every problem of the model fields of `spec` beyond their sizes.
-pub fn problems(spec: &EvaluationSpec, problems: &mut Vec<String>) {
+/// Every problem of the model fields of `spec` beyond their sizes; `connected`: the controller
+/// was given a model gateway.
+pub fn problems(spec: &EvaluationSpec, connected: bool, problems: &mut Vec<String>) {
     let models = models(spec);
     let mut names = BTreeSet::new();
     for (i, m) in models.iter().enumerate() {
@@ -120,13 +122,16 @@ pub fn problems(spec: &EvaluationSpec, problems: &mut Vec<String>) {
         }
         return;
     }
-    // Until the Evaluation controller mints tokens and applies the gateway's NetworkPolicy, a
-    // run with models would start without its models: refuse it where the user looks instead.
-    problems.push(
-        "spec.models: this controller does not connect runs to the model gateway yet \
-         (docs/models.md, \"What is wired\"); remove spec.models, spec.budget and spec.recordCalls"
-            .into(),
-    );
+    // Without a gateway a run with models would start without its models: refuse it where the
+    // user looks instead.
+    if !connected {
+        problems.push(
+            "spec.models: this controller is not connected to a model gateway (its operator \
+             sets --gateway-service and --gateway-token-key-file, docs/models.md); remove \
+             spec.models, spec.budget and spec.recordCalls"
+                .into(),
+        );
+    }
 }
 
 fn is_model_name(name: &str) -> bool {
@@ -151,6 +156,17 @@ pub struct Gateway<'a> {
     /// Port of the gateway's pods that serves calls (the pods', not the Service's: a
     /// NetworkPolicy sees traffic after the Service's translation).
     pub port: i32,
+}
+
+impl<'a> From<&'a GatewaySettings> for Gateway<'a> {
+    fn from(settings: &'a GatewaySettings) -> Self {
+        Gateway {
+            base_url: &settings.base_url,
+            namespace: &settings.namespace,
+            pod_labels: &settings.pod_labels,
+            port: settings.port,
+        }
+    }
 }
 
 /// A model of the run with the wire protocol of its endpoint.

@@ -308,10 +308,10 @@ fn models_cannot_be_combined_with_an_allowlist() {
     );
 }
 
-/// Until the controller wires the gateway, a run with models is refused (no pod) rather than
-/// started without its models.
+/// Without a gateway a run with models is refused (no pod) rather than started without its
+/// models; with one it is valid and runs in the sandbox that has a network.
 #[test]
-fn a_valid_run_with_models_is_refused_until_the_gateway_is_wired() {
+fn a_run_with_models_needs_a_gateway_and_the_networked_sandbox() {
     let spec = with_models(|s| {
         s.budget = Some(ModelBudget {
             calls: Some(10),
@@ -320,10 +320,29 @@ fn a_valid_run_with_models_is_refused_until_the_gateway_is_wired() {
     });
     let problems = problems_of(&spec);
     assert_eq!(problems.len(), 1, "{problems:?}");
-    assert!(problems[0].contains("does not connect runs to the model gateway yet"));
+    assert!(problems[0].contains("not connected to a model gateway"));
+    let config = Config::with_gateway();
+    assert_eq!(validate(&spec, &config), Ok(()));
     assert_eq!(
-        validate(&Evaluation::test().spec, &Config::default()),
-        Ok(())
+        crate::run::validate::runtime_class(&spec, &config),
+        config.allowlist_runtime_class
+    );
+    assert_eq!(
+        crate::run::validate::runtime_class(&Evaluation::test().spec, &config),
+        config.runtime_class
+    );
+    let gpu = with_models(|s| {
+        s.resources = Some(crate::crd::evaluation::Resources {
+            gpu: Some(1),
+            ..Default::default()
+        })
+    });
+    let problems = validate(&gpu, &config).expect_err("models with a GPU");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("spec.models is not available with spec.resources.gpu")),
+        "{problems:?}"
     );
 }
 

@@ -87,7 +87,14 @@ pub fn validate(spec: &EvaluationSpec, config: &Config) -> Result<(), Vec<String
         check_env("spec.scorer.env", scorer.env.as_deref(), &mut problems);
     }
     check_sandbox(spec, config, &mut problems);
-    models::problems(spec, &mut problems);
+    if requests_gpu(spec) && !models::models(spec).is_empty() {
+        problems.push(format!(
+            "spec.models is not available with spec.resources.gpu (GPU evaluations run in {:?}, \
+             without network, so they cannot reach the model gateway)",
+            config.gpu_runtime_class
+        ));
+    }
+    models::problems(spec, config.gateway.is_some(), &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -225,9 +232,10 @@ pub fn runtime_class<'a>(spec: &EvaluationSpec, config: &'a Config) -> &'a str {
     if requests_gpu(spec) {
         return &config.gpu_runtime_class;
     }
+    // A run with models reaches the gateway: it needs the sandbox with a network.
     match network_mode(spec) {
-        NetworkMode::None => &config.runtime_class,
-        NetworkMode::Allowlist => &config.allowlist_runtime_class,
+        NetworkMode::None if models::models(spec).is_empty() => &config.runtime_class,
+        NetworkMode::None | NetworkMode::Allowlist => &config.allowlist_runtime_class,
     }
 }
 

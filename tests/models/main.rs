@@ -1,0 +1,246 @@
+//! Models on a real cluster: an agent-style run calls its model through the gateway and can
+//! reach nothing else. The stand-in provider runs in this test process on the node's address
+//! 10.88.0.1; the gateway runs as a pod (`crucible gateway` from
+//! `localhost/crucible/controller:dev`) in a namespace of its own whose ledger directory is a
+//! host directory this test reads; the test starts its own controller (`CRUCIBLE_BIN`) connected
+//! to that gateway (`--gateway-service`, `--gateway-token-key-file`), so `scripts/test.sh` runs
+//! it while no other controller runs.
+//!
+//! The run's Python loop calls `OPENAI_BASE_URL` with `OPENAI_API_KEY` (the run's token, never
+//! the provider key) three times, then tries the provider directly, which its NetworkPolicy
+//! must refuse (the local cluster's kube-router enforces NetworkPolicy). The loop speaks the
+//! OpenAI wire protocol with the standard library: the local images have no `openai` package.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use crucible::crd::evaluation::Phase;
+use crucible::crd::{Evaluation, ModelEndpoint};
+use crucible_e2e::provider::{Behaviour, spawn};
+use crucible_e2e::{
+    OwnController, TEST_LABEL, apply_evaluation, apply_typed, parse_evaluation, poll_until,
+    wait_finished, with_temp_ns,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use kube::Api;
+use kube::api::{DeleteParams, PostParams};
+use serde_json::json;
+
+const LOG: &str = "crucible-models-e2e.log";
+const NODE: &str = "10.88.0.1";
+const PROVIDER_KEY: &str = "sk-stand-in-e2e-provider-key";
+const MODEL: &str = "stand-in-small";
+const CALLS: usize = 3;
+const GATEWAY: &str = "crucible-gateway";
+const GATEWAY_LABELS: &str = "crucible-e2e-gateway";
+
+/// The agent: `CALLS` chat completions through the gateway, then a direct connection to the
+/// provider, which must fail. Reports both as metrics.
+const AGENT: &str = r#"
+import json, os, socket, urllib.request, urllib.parse
+base, token = os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"]
+answers = 0
+for i in range(int(os.environ["CALLS"])):
+    req = urllib.request.Request(base + "/chat/completions", method="POST",
+        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+        data=json.dumps({"model": os.environ["CRUCIBLE_MODEL_TARGET_MODEL"],
+                         "messages": [{"role": "user", "content": "step %d" % i}]}).encode())
+    with urllib.request.urlopen(req, timeout=30) as r:
+        reply = json.load(r)
+    if reply["choices"][0]["message"]["content"].startswith("stand-in reply to: step"):
+        answers += 1
+direct = 1
+try:
+    socket.create_connection((os.environ["PROVIDER_HOST"], int(os.environ["PROVIDER_PORT"])), timeout=5).close()
+except OSError as e:
+    print("direct connection refused:", e)
+    direct = 0
+print("CRUCIBLE_RESULT " + json.dumps({"score": 1 if answers == int(os.environ["CALLS"]) and direct == 0 else 0,
+                                       "metrics": {"answers": answers, "direct": direct}}))
+"#;
+
+#[tokio::test]
+async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else() {
+    let (provider, seen) = spawn(
+        format!("{NODE}:0").parse().expect("address"),
+        Behaviour::new(PROVIDER_KEY),
+    )
+    .await
+    .expect("the stand-in provider listens on the node's address");
+    with_temp_ns("models", |client, ns| async move {
+        let gateway_ns = format!("{ns}-gw");
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let manifest = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": gateway_ns, "labels": {TEST_LABEL: "true"}}});
+        namespaces
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(manifest).expect("namespace"),
+            )
+            .await
+            .expect("create the gateway's namespace");
+        let ledger = std::env::temp_dir().join(format!("crucible-e2e-ledger-{ns}"));
+        std::fs::create_dir_all(&ledger).expect("ledger directory");
+        // The gateway runs as 65532.
+        std::fs::set_permissions(&ledger, std::fs::Permissions::from_mode(0o777))
+            .expect("ledger directory mode");
+        let token_key = format!("e2e-token-key-{ns}-0123456789abcdef0123456789abcdef");
+        let key_file = std::env::temp_dir().join(format!("crucible-e2e-token-key-{ns}"));
+        std::fs::write(&key_file, &token_key).expect("token key file");
+        start_gateway(&client, &gateway_ns, &token_key, provider.port(), &ledger).await;
+
+        let endpoint = json!({"apiVersion": "crucible.dev/v1alpha1", "kind": "ModelEndpoint",
+            "metadata": {"name": "stand-in"},
+            "spec": {"api": "openai", "baseURL": format!("http://{provider}/v1"),
+                     "secretRef": {"name": "stand-in-key", "key": "apiKey"}, "models": [MODEL]}});
+        let _: ModelEndpoint = apply_typed(&client, &ns, &endpoint).await;
+        let service = format!("{gateway_ns}/{GATEWAY}");
+        let _controller = OwnController::start(
+            LOG,
+            &ns,
+            &std::env::var("CRUCIBLE_SYSTEM_NAMESPACE")
+                .unwrap_or_else(|_| "crucible-system".into()),
+            &[
+                "--metrics-addr",
+                "127.0.0.1:18095",
+                "--gateway-service",
+                &service,
+                "--gateway-token-key-file",
+                key_file.to_str().expect("utf-8 path"),
+            ],
+        );
+
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        apply_evaluation(&client, &ns, &agent(provider)).await;
+        let done = wait_finished(&api, "agent", Duration::from_secs(240)).await;
+        let status = done.status.expect("status");
+        assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        let metrics = status.result.expect("result").metrics;
+        assert_eq!(metrics["answers"], CALLS as f64, "every call answered");
+        assert_eq!(
+            metrics["direct"], 0.0,
+            "the provider is not reachable directly"
+        );
+        assert!(
+            seen.calls.load(std::sync::atomic::Ordering::SeqCst) >= CALLS,
+            "the calls reached the provider through the gateway"
+        );
+        // The gateway recorded each call in the run's ledger, hash-chained.
+        let run = status.run_id.expect("run id");
+        let file = ledger.join(&ns).join(format!("{run}.jsonl"));
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("ledger {}: {e}", file.display()));
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a ledger record"))
+            .collect();
+        assert_eq!(records.len(), CALLS, "{text}");
+        for pair in records.windows(2) {
+            assert_eq!(pair[1]["prev"], pair[0]["hash"], "the chain links");
+        }
+        assert!(records.iter().all(|r| r["model"] == MODEL), "{text}");
+        // Neither the provider key nor the token is in the run's status.
+        let shown = serde_json::to_string(&api.get("agent").await.expect("get")).expect("json");
+        assert!(!shown.contains(PROVIDER_KEY) && !shown.contains("crt1."));
+
+        let _ = namespaces
+            .delete(&gateway_ns, &DeleteParams::background())
+            .await;
+        let _ = std::fs::remove_file(&key_file);
+    })
+    .await;
+}
+
+fn agent(provider: std::net::SocketAddr) -> Evaluation {
+    parse_evaluation(&format!(
+        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: agent}}\nspec:\n  \
+         image: localhost/crucible/python:3.11\n  command: [python3, -c, {}]\n  timeout: 2m\n  \
+         env: [{{name: CALLS, value: \"{CALLS}\"}}, {{name: PROVIDER_HOST, value: \"{}\"}}, \
+         {{name: PROVIDER_PORT, value: \"{}\"}}]\n  \
+         models: [{{name: target, endpoint: stand-in, model: {MODEL}}}]\n  budget: {{calls: 10}}\n",
+        serde_json::to_string(AGENT).expect("json string"),
+        provider.ip(),
+        provider.port()
+    ))
+}
+
+/// The gateway as the chart deploys it (restricted, read-only root), in `ns`, with its ledger
+/// in the host directory `ledger`; returns once its pod is ready.
+async fn start_gateway(
+    client: &kube::Client,
+    ns: &str,
+    token_key: &str,
+    provider_port: u16,
+    ledger: &std::path::Path,
+) {
+    let secret = |name: &str, key: &str, value: &str| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+               "stringData": {key: value}})
+    };
+    let _: Secret = apply_typed(client, ns, &secret("token-key", "token-key", token_key)).await;
+    let _: Secret = apply_typed(client, ns, &secret("stand-in-key", "apiKey", PROVIDER_KEY)).await;
+    let endpoints = format!(
+        "endpoints:\n  - name: stand-in\n    api: openai\n    baseURL: http://{NODE}:{provider_port}/v1\n    \
+         keyFile: /var/run/secrets/crucible/endpoints/stand-in/apiKey\n    models: [{MODEL}]\n"
+    );
+    let _: ConfigMap = apply_typed(
+        client,
+        ns,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "endpoints"},
+                "data": {"endpoints.yaml": endpoints}}),
+    )
+    .await;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": GATEWAY, "labels": {"app": GATEWAY_LABELS}},
+        "spec": {
+            "automountServiceAccountToken": false,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 65532, "runAsGroup": 65532,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "gateway", "image": "localhost/crucible/controller:dev",
+                "imagePullPolicy": "Never", "args": ["gateway"],
+                "env": [
+                    {"name": "CRUCIBLE_GATEWAY_LISTEN", "value": "0.0.0.0:8080"},
+                    {"name": "CRUCIBLE_GATEWAY_METRICS_LISTEN", "value": "0.0.0.0:9090"},
+                    {"name": "CRUCIBLE_GATEWAY_ENDPOINTS", "value": "/etc/crucible/gateway/endpoints.yaml"},
+                    {"name": "CRUCIBLE_GATEWAY_TOKEN_KEY_FILE", "value": "/var/run/secrets/crucible/token/token-key"},
+                    {"name": "CRUCIBLE_GATEWAY_LEDGER_DIR", "value": "/var/lib/crucible/ledger"}],
+                "ports": [{"name": "calls", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}],
+                "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9090}, "periodSeconds": 1},
+                "securityContext": {"readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+                                    "capabilities": {"drop": ["ALL"]}},
+                "volumeMounts": [
+                    {"name": "endpoints", "mountPath": "/etc/crucible/gateway", "readOnly": true},
+                    {"name": "token-key", "mountPath": "/var/run/secrets/crucible/token", "readOnly": true},
+                    {"name": "provider-key", "mountPath": "/var/run/secrets/crucible/endpoints/stand-in", "readOnly": true},
+                    {"name": "ledger", "mountPath": "/var/lib/crucible/ledger"}]}],
+            "volumes": [
+                {"name": "endpoints", "configMap": {"name": "endpoints"}},
+                {"name": "token-key", "secret": {"secretName": "token-key"}},
+                {"name": "provider-key", "secret": {"secretName": "stand-in-key"}},
+                {"name": "ledger", "hostPath": {"path": ledger.to_str().expect("utf-8 path"),
+                                                "type": "Directory"}}]}});
+    let _: Pod = apply_typed(client, ns, &pod).await;
+    let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": GATEWAY},
+        "spec": {"selector": {"app": GATEWAY_LABELS},
+                 "ports": [{"name": "calls", "port": 8080, "targetPort": 8080}]}});
+    let _: Service = apply_typed(client, ns, &service).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    poll_until(
+        Duration::from_secs(120),
+        "the gateway pod to be ready",
+        || {
+            let pods = pods.clone();
+            async move {
+                let pod = pods.get_opt(GATEWAY).await.ok().flatten()?;
+                let ready = pod
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(())
+            }
+        },
+    )
+    .await;
+}
