@@ -60,10 +60,15 @@ async fn the_standby_takes_over_within_the_lease_and_the_run_in_flight_finishes_
         let before = holder(&leases).await.expect("the leader holds the Lease");
         assert_ne!(before, STANDBY);
         let log = std::fs::File::create(std::env::temp_dir().join("crucible-standby.log")).expect("log file");
+        // Configured as the leader is: the same results store (scripts/test.sh's).
+        let store: Vec<String> = std::env::var("CRUCIBLE_E2E_RESULTS_STORE")
+            .map(|url| vec!["--results-store".to_string(), url])
+            .unwrap_or_default();
         let _standby = Standby(
             Command::new(&bin)
                 .args(["controller", "--leader-election", "--system-namespace", &system])
                 .args(["--metrics-addr", "127.0.0.1:18091", "--identity", STANDBY])
+                .args(&store)
                 .stdout(Stdio::from(log.try_clone().expect("log")))
                 .stderr(Stdio::from(log))
                 .spawn()

@@ -18,6 +18,9 @@ pub enum Samples {
     Pending,
     /// Stored (`None`: the reporting step wrote none), or why not.
     Done(Result<Option<Box<Collected>>, String>),
+    /// Not looked at, for the reason given (a controller without a results store): the run
+    /// finishes on its result, and its status says its samples were not stored.
+    Skipped(String),
 }
 
 /// The validator of a run's samples file: the controller's bounds, the run's epochs and pass

@@ -220,6 +220,12 @@ impl Planner<'_> {
                             self.status.comparison = comparison;
                         }
                     }
+                    Some(Samples::Skipped(why)) => {
+                        let said = outcome.message.take().unwrap_or_default();
+                        outcome.message =
+                            Some(format!("{said}; its samples were not stored: {why}"));
+                        self.finish(outcome);
+                    }
                     None => self.finish(outcome),
                 }
             }

@@ -637,6 +637,26 @@ fn a_run_waits_for_its_samples_keeping_its_pod_then_finishes_with_them() {
     );
     assert_eq!(p.delete, [(ChildKind::Pod, name.clone())]);
 
+    let skipped = Observed {
+        samples: Some(samples::Samples::Skipped("no results store".into())),
+        ..with_pods(stopped.clone())
+    };
+    let p = run(&ev, &skipped);
+    assert_eq!(
+        p.status.phase,
+        Some(Phase::Succeeded),
+        "the run keeps its result"
+    );
+    assert_eq!(p.status.samples, None);
+    assert!(
+        p.status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.ends_with("its samples were not stored: no results store")),
+        "{:?}",
+        p.status.message
+    );
+
     let refused = Observed {
         samples: Some(samples::Samples::Done(Err(
             "samples line 1: id is missing".into()
