@@ -60,9 +60,6 @@ cargo build -q -p crucible --bin crucible; CRUCIBLE_BIN=$ROOT/target/debug/cruci
 log "sandbox canary with its own controller (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible \
   cargo test -p crucible-e2e --features e2e --test canary
-log "models through the gateway, with a controller, a gateway and a stand-in provider of its own"
-KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
-  cargo test -p crucible-e2e --features e2e --test models
 log "restarts while a retry is pending and while samples wait, with controllers of its own (no other controller may run meanwhile)"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   cargo test -p crucible-e2e --features e2e --test restart -- --test-threads=1
