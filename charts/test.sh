@@ -204,12 +204,15 @@ offline_checks() {
   # a results store on a claim, with a Secret for the environment
   if render results --set controller.resultsStore.url=file:///var/lib/crucible/results \
        --set controller.resultsStore.existingClaim=crucible-results \
-       --set controller.resultsStore.envFromSecret=crucible-s3 --set controller.samplesLogMaxBytes=8388608; then
+       --set controller.resultsStore.envFromSecret=crucible-s3 --set controller.samplesLogMaxBytes=8388608 \
+       --set controller.resultsStore.retention=2160h; then
     check "resultsStore: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/results.yaml"
     check "resultsStore: URL, log budget, claim mounted, Secret as environment; none by default" chart_test ResultsStore.test_results_store
   else
     fail "helm template (resultsStore)"
   fi
+  check_fails "schema rejects controller.resultsStore.retention: 90d" 'retention' \
+    "$HELM" template crucible "$CHART" --set controller.resultsStore.retention=90d
   check_fails "schema rejects controller.resultsStore.url: http://x" 'url' \
     "$HELM" template crucible "$CHART" --set controller.resultsStore.url=http://x
 

@@ -218,6 +218,7 @@ class ResultsStore(Rendered):
         e = env(dep)
         assert e['CRUCIBLE_RESULTS_STORE'] == 'file:///var/lib/crucible/results', e
         assert e['CRUCIBLE_SAMPLES_LOG_MAX_BYTES'] == '8388608', e
+        assert e['CRUCIBLE_RESULTS_RETENTION'] == '2160h', e
         pod = dep['spec']['template']['spec']
         c = pod['containers'][0]
         assert {'name': 'results', 'mountPath': '/var/lib/crucible/results'} in c['volumeMounts'], c
@@ -225,7 +226,7 @@ class ResultsStore(Rendered):
         assert c['envFrom'] == [{'secretRef': {'name': 'crucible-s3'}}], c
         defaults = load('defaults')
         dep = [d for d in defaults if d['kind'] == 'Deployment'][0]
-        assert 'CRUCIBLE_RESULTS_STORE' not in env(dep)
+        assert 'CRUCIBLE_RESULTS_STORE' not in env(dep) and 'CRUCIBLE_RESULTS_RETENTION' not in env(dep)
         assert 'envFrom' not in dep['spec']['template']['spec']['containers'][0]
         assert not [v for v in dep['spec']['template']['spec']['volumes'] if v['name'] == 'results']
 

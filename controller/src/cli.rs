@@ -313,6 +313,10 @@ pub struct ControllerArgs {
     /// environment). Unset: sandbox pods get no samples container and samples stay in the pod.
     #[arg(long, env = "CRUCIBLE_RESULTS_STORE")]
     pub results_store: Option<String>,
+    /// Delete samples bundles this long after they were stored, a Go duration (90 days:
+    /// `2160h`); the leader sweeps the store at its start and hourly. Unset: keep them.
+    #[arg(long, env = "CRUCIBLE_RESULTS_RETENTION", value_parser = parse_duration)]
+    pub results_retention: Option<Duration>,
     /// Most bytes the samples container prints on its log: keep it under the kubelet's
     /// `containerLogMaxSize` (default 10Mi), past which the start of the log is rotated away.
     #[arg(long, env = "CRUCIBLE_SAMPLES_LOG_MAX_BYTES", default_value_t = crate::transfer::emit::DEFAULT_MAX_OUTPUT)]
@@ -419,6 +423,7 @@ impl ControllerArgs {
             canary_schedule_grace,
             canary_image,
             results_store,
+            results_retention,
             samples_log_max_bytes,
             samples_max_lines,
             samples_max_bytes,
@@ -495,6 +500,7 @@ impl ControllerArgs {
                 pod_uid,
                 pod_namespace,
                 results_store,
+                results_retention,
                 canary: crate::config::CanarySettings {
                     enabled: sandbox_canary,
                     allowlist: canary_allowlist,
@@ -729,6 +735,18 @@ mod tests {
         let defaults = config(&[]);
         assert_eq!(defaults.sample_limits, SampleLimits::default());
         assert_eq!(defaults.samples, None, "no store, no sidecar");
+        let retention = |args: &[&str]| {
+            let cli = Cli::parse_from(["crucible", "controller"].iter().chain(args));
+            let Command::Controller(args) = cli.command else {
+                panic!("controller subcommand expected")
+            };
+            args.into_parts().1.results_retention
+        };
+        assert_eq!(retention(&[]), None, "kept forever by default");
+        assert_eq!(
+            retention(&["--results-retention=2160h"]),
+            Some(std::time::Duration::from_secs(2160 * 3600))
+        );
         let set = config(&[
             "--samples-max-lines=10",
             "--samples-max-bytes=2048",

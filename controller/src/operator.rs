@@ -112,6 +112,13 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
     let (suite_trigger, suite_triggers) = runner::channel();
     admission.connect(evaluation_trigger.clone());
     let git = start_git(&runtime, &config, &evaluation_trigger);
+    // After leadership: only the leader sweeps.
+    if let (Some(store), Some(retention)) = (&store, runtime.results_retention) {
+        tokio::spawn(crate::store::retention::keep_pruning(
+            store.clone(),
+            retention,
+        ));
+    }
     let transfers = store.map(|store| Transfers::new(store, evaluation_trigger.clone()));
     watches::spawn(
         &clients.watches,

@@ -162,6 +162,8 @@ pub struct Runtime {
     pub pod_namespace: Option<String>,
     /// The results store of samples (`--results-store`), when one is configured.
     pub results_store: Option<String>,
+    /// How long bundles are kept (`--results-retention`); `None`: forever.
+    pub results_retention: Option<Duration>,
     /// Git cache directory.
     pub git_cache_dir: std::path::PathBuf,
     /// Git cache budget in bytes.

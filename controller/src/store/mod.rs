@@ -372,6 +372,8 @@ impl Store {
     }
 }
 
+pub mod retention;
+
 #[cfg(test)]
 #[path = "store_tests.rs"]
 mod tests;

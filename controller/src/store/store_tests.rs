@@ -265,3 +265,50 @@ async fn bundles_go_through_a_real_s3_server_in_one_put_or_in_parts() {
         Err(object_store::Error::NotFound { .. })
     ));
 }
+
+/// Retention deletes the bundles last written before the cutoff and nothing else: a newer
+/// bundle and a file that is not a bundle stay.
+#[tokio::test]
+async fn retention_deletes_only_bundles_older_than_the_cutoff() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = store(&dir);
+    store
+        .put_samples(&KEY, samples(10).as_bytes(), validator())
+        .await
+        .expect("old bundle");
+    let newer = BundleKey {
+        run_id: "fedcba9876543210",
+        ..KEY
+    };
+    store
+        .put_samples(&newer, samples(10).as_bytes(), validator())
+        .await
+        .expect("new bundle");
+    let day = std::time::Duration::from_secs(86_400);
+    let long_ago = std::time::SystemTime::now() - 10 * day;
+    for file in [bundle_file(&dir), dir.path().join("team-a/notes.txt")] {
+        if !file.exists() {
+            std::fs::write(&file, "not a bundle").expect("write");
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .and_then(|f| f.set_modified(long_ago))
+            .expect("backdate");
+    }
+    let cutoff = std::time::SystemTime::now() - day;
+    assert_eq!(store.prune(cutoff).await.expect("pruned"), 1);
+    assert!(!bundle_file(&dir).exists(), "the old bundle is gone");
+    assert!(
+        dir.path()
+            .join("team-a/arith/fedcba9876543210")
+            .join(BUNDLE_NAME)
+            .exists(),
+        "the newer bundle stays"
+    );
+    assert!(
+        dir.path().join("team-a/notes.txt").exists(),
+        "not a bundle: kept"
+    );
+    assert_eq!(store.prune(cutoff).await.expect("pruned"), 0);
+}
