@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::crd::bounds::MAX_NAME_LEN;
-use crate::crd::shown_number;
+use crate::crd::shown_estimate;
 
 /// Most epochs (`spec.epochs`): each sample runs this many times.
 pub const MAX_EPOCHS: i32 = 100;
@@ -75,11 +75,11 @@ impl SamplesStatus {
     /// `0.81 ±0.02 (400 ids)`: the mean over ids and the half-width of its 95% interval, as
     /// tables show them.
     pub fn shown(&self) -> String {
-        let half = self
-            .ci95
-            .map(|ci| format!(" ±{}", shown_number((ci.high - ci.low) / 2.0)))
-            .unwrap_or_default();
-        format!("{}{half} ({} ids)", shown_number(self.mean), self.ids)
+        format!(
+            "{} ({} ids)",
+            shown_estimate(self.mean, self.ci95.as_ref()),
+            self.ids
+        )
     }
 }
 

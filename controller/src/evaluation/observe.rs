@@ -134,7 +134,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
             }
         }
     }
-    let samples = samples(&ev, &pods, &pod_api, ctx).await;
+    let samples = samples(&ev, &pods, &pod_api, ctx);
     let observed = Observed {
         now,
         pods,
@@ -185,12 +185,7 @@ pub async fn model_endpoints(
 /// The samples of a pod whose steps succeeded: waiting for its samples container to stop,
 /// then carried to the store outside the reconcile ([`Transfers`]), whose end reconciles the
 /// Evaluation again.
-async fn samples(
-    ev: &Evaluation,
-    pods: &[Pod],
-    pod_api: &Api<Pod>,
-    ctx: &Context,
-) -> Option<Samples> {
+fn samples(ev: &Evaluation, pods: &[Pod], pod_api: &Api<Pod>, ctx: &Context) -> Option<Samples> {
     let needed = lifecycle::samples_needed(ev, pods)?;
     if !needed.ready {
         return Some(Samples::Pending);
@@ -209,15 +204,19 @@ async fn samples(
         .as_ref()
         .map_or(crate::transfer::emit::DEFAULT_MAX_OUTPUT, |s| s.max_output)
         .saturating_add(FRAME_SLACK);
-    let job = carry(
+    // The baseline is looked up inside the transfer: only when one starts, never in a reconcile.
+    let (pods, store, client, of) = (
         pod_api.clone(),
-        needed.pod,
         transfers.store.clone(),
-        (namespace.clone(), ev.name_any(), needed.run_id.clone()),
-        lifecycle::samples::validator(&ev.spec, ctx.config.sample_limits),
-        max_log,
-        baseline(ev, ctx, transfers.store.url()).await,
+        ctx.client.clone(),
+        ev.clone(),
     );
+    let key = (namespace.clone(), ev.name_any(), needed.run_id.clone());
+    let validator = lifecycle::samples::validator(&ev.spec, ctx.config.sample_limits);
+    let job = async move {
+        let baseline = baseline(&of, client, store.url()).await;
+        carry(pods, needed.pod, store, key, validator, max_log, baseline).await
+    };
     Some(
         match transfers.poll(Key::new(namespace, ev.name_any()), &needed.run_id, job) {
             transfer::Answer::Ready(outcome) => Samples::Done(outcome),
@@ -229,7 +228,7 @@ async fn samples(
 /// The baseline run of `spec.compareTo`: the newest history entry with samples (`previous`),
 /// or the named Evaluation's latest samples, as bundles of this namespace in `store`. `None`
 /// (logged) when there is none yet or it cannot be used: the run is not failed for it.
-async fn baseline(ev: &Evaluation, ctx: &Context, store: &str) -> Option<Baseline> {
+async fn baseline(ev: &Evaluation, client: kube::Client, store: &str) -> Option<Baseline> {
     let compare = ev.spec.compare_to.as_ref()?;
     let namespace = ev.namespace()?;
     let (name, samples) = if compare.previous == Some(true) {
@@ -242,7 +241,7 @@ async fn baseline(ev: &Evaluation, ctx: &Context, store: &str) -> Option<Baselin
         (ev.name_any(), (samples.uri?, samples.digest?))
     } else {
         let name = compare.evaluation.clone()?;
-        let api: Api<Evaluation> = Api::namespaced(ctx.client.clone(), &namespace);
+        let api: Api<Evaluation> = Api::namespaced(client, &namespace);
         let other = api.get_opt(&name).await.ok().flatten()?;
         let samples = other.status?.samples?;
         (name, (samples.uri?, samples.digest?))
