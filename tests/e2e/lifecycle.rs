@@ -285,14 +285,14 @@ async fn a_result_followed_by_1500_lines_is_found_and_a_missing_one_names_the_wi
 }
 
 /// Issue 22: a scorer that fails leaves its own log in status; the evaluated code's stays in
-/// `logTail`, and the pod is gone. The scorer writes to stdout: on the local cluster a sandboxed
-/// container's stderr does not reach the kubelet's log (infrastructure/local/README.md).
+/// `logTail`, and the pod is gone. The scorer writes its message to stderr: the local
+/// cluster's gVisor wrapper once lost a sandboxed container's stderr (infrastructure/local/README.md).
 #[tokio::test]
 async fn a_failed_scorer_leaves_its_log_in_status() {
     with_temp_ns("scorer-log", |client, ns| async move {
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
         let ev = parse_evaluation(
-            "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: bad-scorer}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"print('answer written')\"]\n  timeout: 1m\n  scorer:\n    image: localhost/crucible/python:3.11\n    command: [python3, -c, \"import sys; print('scorer: no expected.json'); sys.exit(3)\"]\n",
+            "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {name: bad-scorer}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"print('answer written')\"]\n  timeout: 1m\n  scorer:\n    image: localhost/crucible/python:3.11\n    command: [python3, -c, \"import sys; print('scorer: no expected.json', file=sys.stderr); sys.exit(3)\"]\n",
         );
         apply_evaluation(&client, &ns, &ev).await;
         let done = wait_finished(&api, "bad-scorer", Duration::from_secs(120)).await;
