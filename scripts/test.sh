@@ -17,6 +17,32 @@ cd "$ROOT"
 
 ensure_toolchain
 
+started_cluster=0
+cleanup() {
+  local rc=$?
+  stop_controller
+  stop_prometheus
+  if [ -n "${S3_DIR:-}" ]; then
+    kill -- -"$s3_up" 2>/dev/null || true   # a build still running
+    bash infrastructure/local/s3.sh down || rc=1
+    rm -rf "$S3_DIR"
+  fi
+  if [ "$started_cluster" = 1 ] && [ -z "${CRUCIBLE_KEEP_CLUSTER:-}" ]; then
+    log "stopping the local cluster"
+    "$CLUSTER" down || rc=1
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+
+# The S3-compatible server the e2e tier stores samples in (SeaweedFS, infrastructure/local/s3.sh;
+# bound to 127.0.0.1, data in a directory of this run). Its first build takes minutes, so it
+# builds while the Rust checks run.
+S3_DIR=$(mktemp -d /tmp/crucible-s3.XXXXXX)
+export CRUCIBLE_S3_DIR=$S3_DIR
+setsid bash infrastructure/local/s3.sh up >"$S3_DIR/up.log" 2>&1 &
+s3_up=$!
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "import layers (scripts/imports.py)"
@@ -30,18 +56,6 @@ bash infrastructure/local/selftest.sh
 log "Argo CD health check cases (gopher-lua, as Argo CD runs them)"
 bash infrastructure/gitops/test.sh
 
-started_cluster=0
-cleanup() {
-  local rc=$?
-  stop_controller
-  stop_prometheus
-  if [ "$started_cluster" = 1 ] && [ -z "${CRUCIBLE_KEEP_CLUSTER:-}" ]; then
-    log "stopping the local cluster"
-    "$CLUSTER" down || rc=1
-  fi
-  exit $rc
-}
-trap cleanup EXIT
 if ! "$CLUSTER" status >/dev/null 2>&1; then
   started_cluster=1
   log "starting the local cluster (a cold start builds Kubernetes: ~10-15 min)"
@@ -66,12 +80,16 @@ KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRU
 log "a node lost under a deleted run's pod: the kubelet stops, the slot is freed at the pod's release time"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   CRUCIBLE_CLUSTER=$CLUSTER cargo test -p crucible-e2e --features e2e --test lostnode
+log "the results store's S3 server (SeaweedFS)"
+wait "$s3_up" || { cat "$S3_DIR/up.log" >&2; die "infrastructure/local/s3.sh up failed"; }
+eval "$(bash infrastructure/local/s3.sh env)"   # AWS_* for the controller, the tests and the store
+cargo test -p crucible --lib store:: -- --ignored
 start_controller --leader-election --system-namespace crucible-system --follow-interval 3s \
-  --results-store "file://$LAB/results"
+  --results-store s3://crucible-results/e2e
 start_prometheus
 log "end-to-end tests (Prometheus scrapes the controller for the dashboard test)"
 export KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_E2E_CONTROLLER_LOG=$CONTROLLER_LOG
-export CRUCIBLE_E2E_PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT CRUCIBLE_E2E_RESULTS_STORE=file://$LAB/results
+export CRUCIBLE_E2E_PROMETHEUS=127.0.0.1:$PROMETHEUS_PORT CRUCIBLE_E2E_RESULTS_STORE=s3://crucible-results/e2e
 CRUCIBLE_E2E_CONTROLLER_PID=$(cat "$CONTROLLER_PID")
 export CRUCIBLE_E2E_CONTROLLER_PID
 cargo test -p crucible-e2e --features e2e --test e2e -- --test-threads=3 --skip battery::every_attack
