@@ -4,8 +4,8 @@
 //! `localhost/crucible/controller:dev`) in a namespace of its own whose ledger directory is a
 //! host directory this test reads; the test starts its own controller (`CRUCIBLE_BIN`) connected
 //! to that gateway (`--gateway-service`, `--gateway-token-key-file`), so `scripts/test.sh` runs
-//! it while no other controller runs. It does not pass yet and is not in scripts/test.sh; run it
-//! by hand with `-- --ignored` (docs/models.md, "Status").
+//! it while no other controller runs. The sandbox reaches the gateway through its Service's
+//! cluster IP (the local cluster's kube-proxy).
 //!
 //! The run's Python loop calls `OPENAI_BASE_URL` with `OPENAI_API_KEY` (the run's token, never
 //! the provider key) three times, then tries the provider directly, which its NetworkPolicy
@@ -61,7 +61,6 @@ print("CRUCIBLE_RESULT " + json.dumps({"score": 1 if answers == int(os.environ["
 "#;
 
 #[tokio::test]
-#[ignore = "does not pass yet: on the local cluster the agent exits 1 with an empty log (docs/models.md, 'Status'); not in scripts/test.sh"]
 async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else() {
     let (provider, seen) = spawn(
         format!("{NODE}:0").parse().expect("address"),

@@ -5,7 +5,8 @@
 //!
 //! And a restart while a run's samples wait to be carried out (issue 19, item 2): the controller
 //! is killed while the run's pod runs; the pod finishes with no controller; the next controller
-//! carries the samples from the pod's log to the store, once.
+//! carries the samples from the pod's log to the store, once. And the controller killed in the
+//! middle of such a transfer: the next one stores the samples once, complete.
 //!
 //! Starts its own controllers (`CRUCIBLE_BIN`), scoped with `--namespace` to the test's
 //! namespace, with `CRUCIBLE_SYSTEM_NAMESPACE`: `scripts/test.sh` runs it while no other
@@ -16,6 +17,8 @@ use std::time::Duration;
 
 use crucible::crd::evaluation::Phase;
 use crucible::crd::{Evaluation, EvaluationQuota};
+use crucible::samples::protocol::{Limits, Validator};
+use crucible::store::Store;
 use crucible_e2e::{
     OwnController, apply_evaluation, apply_typed, parse_evaluation, poll_until, quota_manifest,
     wait_finished, wait_phase, watch_peak, with_temp_ns,
@@ -150,6 +153,85 @@ async fn samples_of_a_pod_that_finished_without_a_controller_are_stored_once() {
             Some(format!("sha256:{}", crucible::digest::sha256_hex(&bytes))),
             "the stored bundle is the one the status names"
         );
+    })
+    .await;
+}
+
+/// Issue 19, item 2: the controller is killed in the middle of a transfer (its log says it began
+/// storing the run's samples, and the store has no bundle for the run yet); the next controller
+/// carries them again from the pod's log, which the run kept: the store holds one bundle,
+/// complete (every sample reads back) and the one the status's digest names.
+#[tokio::test]
+async fn a_controller_killed_in_the_middle_of_a_transfer_leaves_one_complete_bundle() {
+    // About 46 MB of JSON Lines: a transfer of seconds, so the kill lands inside it.
+    const SAMPLES: u64 = 200_000;
+    with_temp_ns("restart-transfer", |client, ns| async move {
+        let store_dir = tempfile::tempdir().expect("temp dir");
+        let store = format!("file://{}", store_dir.path().display());
+        let args = ["--results-store", store.as_str()];
+        let first = controller_with(&ns, &args);
+        let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
+        let ev = parse_evaluation(&format!(
+            "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: t}}\nspec:\n  image: localhost/crucible/python:3.11\n  command: [python3, -c, \"import json, os; f = open(os.environ['CRUCIBLE_SAMPLES_PATH'], 'w'); [f.write(json.dumps({{'id': 'q%d' % i, 'score': i % 3 / 2, 'output': 'answer %d ' % i * 20}}) + '\\\\n') for i in range({SAMPLES})]\"]\n  timeout: 3m\n  resources: {{cpu: 500m, memory: 256Mi}}\n"
+        ));
+        apply_evaluation(&client, &ns, &ev).await;
+        let running = wait_phase(&api, "t", Phase::Running, Duration::from_secs(120)).await;
+        let run = running
+            .status
+            .and_then(|s| s.run_id)
+            .expect("the run's id");
+        let log = first.log().to_path_buf();
+        poll_until(
+            Duration::from_secs(120),
+            "the controller to begin storing the run's samples",
+            || {
+                let (log, run) = (log.clone(), run.clone());
+                async move {
+                    let text = std::fs::read_to_string(&log).ok()?;
+                    text.lines()
+                        .any(|l| l.contains("storing the samples") && l.contains(&run))
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        drop(first); // SIGKILL, mid-transfer
+        let bundle = store_dir
+            .path()
+            .join(&ns)
+            .join("t")
+            .join(&run)
+            .join("samples.jsonl.zst");
+        assert!(
+            !bundle.exists(),
+            "the transfer was not under way when the controller was killed (the bundle exists)"
+        );
+        let _second = controller_with(&ns, &args);
+        let done = wait_finished(&api, "t", Duration::from_secs(240)).await;
+        let status = done.status.expect("status");
+        let samples = status.samples.expect("the samples, carried by the second controller");
+        assert_eq!(samples.count, SAMPLES as i64, "every sample counted");
+        let runs: Vec<_> = std::fs::read_dir(store_dir.path().join(&ns).join("t"))
+            .expect("the evaluation's directory")
+            .collect();
+        assert_eq!(runs.len(), 1, "one run directory");
+        let uri = samples.uri.expect("uri");
+        let bytes = std::fs::read(uri.strip_prefix("file://").expect("a file URI")).expect("bundle");
+        assert_eq!(
+            samples.digest,
+            Some(format!("sha256:{}", crucible::digest::sha256_hex(&bytes))),
+            "the stored bundle is the one the status names"
+        );
+        let reader = Store::open_existing(&store).expect("the store");
+        let mut lines = 0u64;
+        let object = uri
+            .strip_prefix(&format!("{store}/"))
+            .expect("the bundle is in the store");
+        reader
+            .read(object, Validator::reading(Limits::default(), 0.5), &mut |_| lines += 1)
+            .await
+            .expect("the bundle reads back, complete");
+        assert_eq!(lines, SAMPLES, "every sample is in the bundle");
     })
     .await;
 }

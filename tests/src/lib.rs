@@ -521,6 +521,12 @@ impl OwnController {
             .expect("start the controller");
         OwnController { child, log: path }
     }
+
+    /// Its log file (shared by every controller started with the same name: append-only).
+    #[must_use]
+    pub fn log(&self) -> &std::path::Path {
+        &self.log
+    }
 }
 
 impl Drop for OwnController {

@@ -54,11 +54,13 @@ pub async fn carry(
     if !unframe.begin().await.map_err(|e| e.to_string())? {
         return Ok(None);
     }
+    let (namespace, evaluation, run_id) = &key;
+    // Operators (and the restart test) see when a transfer is under way.
+    tracing::info!(%namespace, %evaluation, run = %run_id, "storing the samples of a finished run");
     let chunks = futures::stream::try_unfold(unframe, |mut u| async move {
         Ok::<_, std::io::Error>(u.next().await?.map(|chunk| (chunk, u)))
     });
     let reader = tokio_util::io::StreamReader::new(Box::pin(chunks));
-    let (namespace, evaluation, run_id) = &key;
     let bundle = BundleKey {
         namespace,
         evaluation,

@@ -109,18 +109,20 @@ missing_in() {   # missing_in DIR NAME...: true when any NAME is not an executab
 # up, step 3: the binaries
 ensure_binaries() {
   local k=k8s.io/kubernetes/cmd
-  missing_in "$BIN" kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl \
-    || missing_in "$ETCD_BIN" etcd || missing_in "$CTRD_BIN" containerd containerd-shim-runc-v2 ctr \
-    || return 0
+  local c missing=()
+  for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy; do
+    [ -x "$BIN/$c" ] || missing+=("$k/$c")   # only what is missing (a cache from before kube-proxy)
+  done
+  [ ${#missing[@]} -gt 0 ] || missing_in "$ETCD_BIN" etcd \
+    || missing_in "$CTRD_BIN" containerd containerd-shim-runc-v2 ctr || return 0
   ensure_go
-  if missing_in "$BIN" kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl; then
+  if [ ${#missing[@]} -gt 0 ]; then
     local minor v ld=""
     minor=${K8S_VERSION#*.}; minor=${minor%%.*}
     for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
       ld+=" -X $v.gitVersion=v$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=archive"
     done
-    go_build kubernetes "$BIN" "$ld" $k/kube-apiserver $k/kube-controller-manager $k/kube-scheduler \
-      $k/kubelet $k/kubectl
+    go_build kubernetes "$BIN" "$ld" "${missing[@]}"
   fi
   if missing_in "$ETCD_BIN" etcd; then
     go_build etcd "$ETCD_BIN" "" go.etcd.io/etcd/server/v3

@@ -45,7 +45,7 @@ CTRD_SOCK=$CTRD_STATE/containerd.sock
 PAUSE_IMAGE=localhost/crucible/pause:k8s-$K8S_VERSION   # build/pause/linux/pause.c of that release
 PY_IMAGE=localhost/crucible/python:3.11
 
-COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-router)
+COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-router kube-proxy)
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

@@ -104,8 +104,9 @@ state = "$CTRD_STATE"
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "$LAB/cni/net.d"
 EOF
-  # bridge CNI: no masquerade and no default route in the pods, so pods reach only 10.88.0.0/24.
-  # NetworkPolicy is kube-router's firewall (daemons.sh), not the CNI's.
+  # bridge CNI: no masquerade and no default route in the pods, so pods reach only 10.88.0.0/24
+  # and, through the node (kube-proxy's DNAT, daemons.sh), Services' cluster IPs, which lead
+  # back to pods. NetworkPolicy is kube-router's firewall (daemons.sh), not the CNI's.
   cat >"$LAB/cni/net.d/10-crucible.conflist" <<EOF
 {
   "cniVersion": "1.0.0",
@@ -116,11 +117,29 @@ EOF
       "ipam": {
         "type": "host-local",
         "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_IP"}]],
+        "routes": [{"dst": "$SVC_CIDR"}],
         "dataDir": "$LAB/cni/ipam"
       }
     }
   ]
 }
+EOF
+  # kube-proxy: Services' dataplane (iptables mode; no IPVS in this kernel). It changes no host
+  # setting: conntrack limits and timeouts at 0 leave the kernel's, no localhost NodePorts (which
+  # would set route_localnet), NodePorts only on the bridge address. Its chains go with `down`.
+  cat >"$LAB/etc/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection: {kubeconfig: "$KUBECONFIG_PATH"}
+hostnameOverride: $NODE
+mode: iptables
+clusterCIDR: $POD_CIDR
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+nodePortAddresses: ["$NODE_IP/32"]
+iptables: {localhostNodePorts: false}
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s, udpTimeout: 0s, udpStreamTimeout: 0s}
 EOF
   cat >"$LAB/etc/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1

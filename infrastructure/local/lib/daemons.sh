@@ -105,6 +105,9 @@ cmd_up() {
   start_daemon kube-router --run-firewall=true --run-router=false --run-service-proxy=false \
     --kubeconfig="$KUBECONFIG_PATH" --hostname-override="$NODE" --health-port=0 --v=1
   wait_for "kube-router's firewall chains" 60 iptables -w 5 -n -L KUBE-ROUTER-FORWARD
+  # Services: kube-proxy (iptables mode) as a host process with the admin kubeconfig, as above
+  start_daemon kube-proxy --config="$LAB/etc/kube-proxy.yaml" --v=1
+  wait_for "kube-proxy's service chains" 60 iptables -w 5 -t nat -n -L KUBE-SERVICES
   kc apply -f "$INFRA_DIR/runtimeclasses.yaml" >/dev/null
   wait_for "service account default/default" 60 kc -n default get serviceaccount default
   log "cluster up in $((SECONDS - t0))s. Use: eval \"\$($0 env)\"; kubectl get nodes"
@@ -150,6 +153,7 @@ cmd_down() {
     log "nothing to stop ($LAB has no recorded cluster)"
     return 0
   fi
+  stop_daemon kube-proxy    # its iptables chains go with restore_host
   stop_daemon kube-router   # its iptables chains and ipsets go with restore_host
   stop_daemon kubelet
   stop_pods
