@@ -40,7 +40,10 @@ impl Ledger {
         global_limits: &Limits,
         hold: Option<&str>,
     ) -> Decision {
-        if self.limits.get(&candidate.namespace) != Some(namespace_limits) {
+        // What the quota watch reported wins over a reconcile's snapshot, which may be older.
+        if !self.reported.contains_key(&candidate.namespace)
+            && self.limits.get(&candidate.namespace) != Some(namespace_limits)
+        {
             self.limits
                 .insert(candidate.namespace.clone(), namespace_limits.clone());
         }

@@ -110,6 +110,11 @@ pub struct Ledger {
     total: Usage,
     /// The limits each namespace was last decided with, and the controller-wide ones.
     limits: HashMap<String, Limits>,
+    /// The limits the quota watch last reported for each namespace ([`Ledger::set_limits`]),
+    /// what a change is told by. Not `limits`: a reconcile that read the quota cache just
+    /// after the watch updated it may decide with the new limits before the watch reports
+    /// them, and a change that looked like none would refresh no queued run's reason.
+    reported: HashMap<String, Limits>,
     global: Limits,
     /// Queued runs to look at again (namespace, name), collected until taken.
     wakes: Vec<(String, String)>,
@@ -151,7 +156,8 @@ impl Ledger {
     /// now and, when they differ, its whole queue batch by batch, since every reason may name
     /// them ([`Ledger::refresh_reasons`]).
     pub fn set_limits(&mut self, namespace: &str, limits: Limits) {
-        let changed = self.limits.get(namespace) != Some(&limits);
+        let changed = self.reported.get(namespace) != Some(&limits);
+        self.reported.insert(namespace.to_string(), limits.clone());
         self.limits.insert(namespace.to_string(), limits);
         self.touch(namespace);
         if changed {

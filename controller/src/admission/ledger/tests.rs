@@ -803,6 +803,44 @@ fn a_refresh_goes_on_past_a_run_that_left_and_unchanged_limits_start_none() {
     );
 }
 
+/// The race CI met: a reconcile read the quota cache just after the watch updated it and
+/// decided one run with the new (paused) limits before the watch reported them. The report
+/// is still a change: every queued run's reason is looked at again, not only that one's.
+/// And a reconcile's older snapshot, decided after the report, does not undo it.
+#[test]
+fn limits_a_decision_saw_first_still_refresh_every_queued_reason() {
+    let mut l = Ledger::default();
+    let none = Limits::default();
+    let full = max_running(0);
+    l.set_limits("a", full.clone());
+    for i in 0..4 {
+        let c = candidate("a", &format!("e{i}"), 0, i, 1.0);
+        l.decide(&c, &full, &none, None);
+    }
+    l.take_wakes();
+    let paused = Limits {
+        paused: true,
+        ..full.clone()
+    };
+    let first = candidate("a", "e0", 0, 0, 1.0);
+    assert!(matches!(
+        l.decide(&first, &paused, &none, None),
+        Decision::Wait { reason, .. } if reason.starts_with("Paused: ")
+    ));
+    l.set_limits("a", paused.clone());
+    let woken: Vec<String> = l.take_wakes().into_iter().map(|(_, n)| n).collect();
+    assert_eq!(
+        woken,
+        ["e0", "e1", "e2", "e3"],
+        "every queued run looked at again"
+    );
+    // A reconcile still holding the old snapshot decides afterwards: the ledger keeps the
+    // reported limits, so the same report again is no change.
+    l.decide(&candidate("a", "e1", 0, 1, 1.0), &full, &none, None);
+    l.set_limits("a", paused);
+    assert!(l.take_wakes().is_empty(), "the reported limits were kept");
+}
+
 #[test]
 fn a_run_behind_others_starts_when_there_is_room_for_all_of_them() {
     let mut l = Ledger::default();
