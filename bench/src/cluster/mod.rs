@@ -62,7 +62,8 @@ pub enum Bench {
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Benchmarks to run (comma-separated); when absent all but `samples`, which takes
-    /// about 15 minutes and runs only when named.
+    /// about 10 minutes (4 of them waiting for the runs to end together) and runs only
+    /// when named.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Bench>,
     /// B1: Evaluations, and Jobs, created.
