@@ -945,6 +945,16 @@ mod tests {
         }
     }
 
+    /// The baseline uploads every byte, in more than one part.
+    #[tokio::test]
+    async fn the_raw_upload_stores_every_byte() {
+        let count = 25_000; // 12.5 MB: three parts
+        let raw = raw_upload(count).await.unwrap();
+        assert_eq!(raw.bytes, u64::from(count) * LINE_LEN as u64);
+        assert!(raw.bytes > 2 * PART_SIZE as u64);
+        assert!(!raw.took.is_zero());
+    }
+
     #[test]
     fn memory_growth_is_from_the_higher_of_the_two_peaks() {
         let memory = Memory {
