@@ -104,7 +104,7 @@ pub async fn run(s: &mut Session, o: &Options) -> Result<String, Error> {
         )
         .await?;
     }
-    let namespaces = vec![one.clone(), many.clone(), idle.clone(), busy.clone()];
+    let namespaces = [one.clone(), many.clone(), idle.clone(), busy.clone()];
     let extra = [
         "--results-store".to_string(),
         format!("file://{}", store.path().display()),
@@ -133,14 +133,16 @@ pub async fn run(s: &mut Session, o: &Options) -> Result<String, Error> {
     ));
     let quiet = Admissions::watch(s, &idle).await?;
     let quiet = quiet.measure(s, o.admissions).await?;
+    // Their pods never schedule; gone, they leave the scheduler and the API server quiet.
+    s.drop_namespaces(std::slice::from_ref(&idle)).await?;
     say(format!(
         "samples: {fit} runs ending together in {} s, then {} trivial runs",
         o.finish_after, o.admissions
     ));
-    let many = many_runs(s, &many, &busy, pid, fit, o).await?;
+    let together = many_runs(s, &many, &busy, pid, fit, o).await?;
     drop(controller);
-    s.drop_namespaces(&namespaces).await?;
-    Ok(report(o, &single, &raw, &quiet, &many, fit, &room))
+    s.drop_namespaces(&[one, many, busy]).await?;
+    Ok(report(o, &single, &raw, &quiet, &together, fit, &room))
 }
 
 /// What one of the many runs asks of the node (its own resources and the sidecar's).
