@@ -5,7 +5,7 @@
 //!   in one invocation so the figures share the machine's state.
 //! - `cluster`: the controller on the local cluster against the built-in Job controller (and
 //!   Kueue for queue memory): fan-out, queue memory, writes per run, slot refill and apply →
-//!   result latency.
+//!   result latency; and (named with `--only samples`) sample ingestion into the results store.
 //! - `gateway`: calls through the model gateway vs the same calls straight to the stand-in
 //!   provider: overhead p50/p99, throughput, the gateway's memory.
 
@@ -31,7 +31,7 @@ enum Command {
     /// `crucible run` of a trivial evaluation vs `runsc do` vs plain python.
     Local(local::Args),
     /// The controller vs the Job controller and Kueue on the local cluster (B1, B3, Kueue, B4,
-    /// B5, B6).
+    /// B5, B6), and sample ingestion (samples, only when named).
     Cluster(cluster::Args),
     /// The model gateway vs direct calls to the stand-in provider.
     Gateway(gateway::Args),

@@ -1,6 +1,7 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text). Labels are bounded: kinds, phases,
-//! namespaces and fixed error reasons; the one per-object family (`evaluation_score`) has a
-//! configurable cap on its number of series.
+//! namespaces and fixed error reasons; the per-object families (`evaluation_score` and its
+//! interval, `evaluation_score_ci95_low`/`_high`) share a configurable cap on their number of
+//! series.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -117,6 +118,9 @@ pub struct Metrics {
     quota_limit: Family<QuotaLabels, FloatGauge>,
     evaluation_duration: Family<OutcomeLabels, Histogram>,
     evaluation_score: Family<ScoreLabels, FloatGauge>,
+    /// The bounds of the 95% interval of the score's samples, series for series with the score.
+    score_low: Family<ScoreLabels, FloatGauge>,
+    score_high: Family<ScoreLabels, FloatGauge>,
     suite_mean_score: Family<SuiteLabels, FloatGauge>,
     suite_pass_rate: Family<SuiteLabels, FloatGauge>,
     canary_failures: Family<CanaryLabels, Counter>,
@@ -151,6 +155,8 @@ impl Metrics {
             quota_limit: Family::default(),
             evaluation_duration: Family::new_with_constructor(run_buckets),
             evaluation_score: Family::default(),
+            score_low: Family::default(),
+            score_high: Family::default(),
             suite_mean_score: Family::default(),
             suite_pass_rate: Family::default(),
             canary_failures: Family::default(),
@@ -212,6 +218,16 @@ impl Metrics {
             "evaluation_score",
             "Score of the last finished run of an Evaluation (capped number of series)",
             self.evaluation_score.clone(),
+        );
+        registry.register(
+            "evaluation_score_ci95_low",
+            "Lower bound of the 95% interval of the last scored run's samples mean (series as evaluation_score)",
+            self.score_low.clone(),
+        );
+        registry.register(
+            "evaluation_score_ci95_high",
+            "Upper bound of the 95% interval of the last scored run's samples mean (series as evaluation_score)",
+            self.score_high.clone(),
         );
         registry.register(
             "suite_mean_score",
@@ -286,7 +302,9 @@ impl Metrics {
         }
     }
 
-    /// Records a finished run's duration and score.
+    /// Records a finished run's duration and score, with the 95% interval of its samples
+    /// (`(low, high)`) when it has one. A scored run without an interval removes the previous
+    /// run's, so a band never belongs to another run than the score.
     pub fn finished(
         &self,
         namespace: &str,
@@ -294,6 +312,7 @@ impl Metrics {
         outcome: &str,
         seconds: f64,
         score: Option<f64>,
+        ci95: Option<(f64, f64)>,
     ) {
         self.evaluation_duration
             .get_or_create(&OutcomeLabels {
@@ -309,6 +328,16 @@ impl Metrics {
         if scores.contains(&labels) || scores.len() < self.score_limit {
             scores.insert(labels.clone());
             self.evaluation_score.get_or_create(&labels).set(score);
+            match ci95 {
+                Some((low, high)) => {
+                    self.score_low.get_or_create(&labels).set(low);
+                    self.score_high.get_or_create(&labels).set(high);
+                }
+                None => {
+                    self.score_low.remove(&labels);
+                    self.score_high.remove(&labels);
+                }
+            }
         }
     }
 
@@ -322,6 +351,8 @@ impl Metrics {
         let mut scores = self.scores.lock().unwrap_or_else(|e| e.into_inner());
         if scores.remove(&labels) {
             self.evaluation_score.remove(&labels);
+            self.score_low.remove(&labels);
+            self.score_high.remove(&labels);
         }
     }
 
@@ -493,9 +524,9 @@ mod tests {
     fn score_series_are_capped() {
         let m = Metrics::new(2);
         for name in ["a", "b", "c"] {
-            m.finished("ns", name, "Succeeded", 3.0, Some(0.5));
+            m.finished("ns", name, "Succeeded", 3.0, Some(0.5), None);
         }
-        m.finished("ns", "a", "Succeeded", 3.0, Some(0.9));
+        m.finished("ns", "a", "Succeeded", 3.0, Some(0.9), None);
         let (_, text) = render(m);
         assert!(text.contains("crucible_evaluation_score{namespace=\"ns\",evaluation=\"a\"} 0.9"));
         assert!(text.contains("evaluation=\"b\""));
@@ -508,6 +539,49 @@ mod tests {
         );
         let (_, off) = render(Metrics::new(0));
         assert!(!off.contains("evaluation=\""));
+    }
+
+    #[test]
+    fn score_intervals_follow_their_score_series_and_its_cap() {
+        let low = |e: &str| {
+            format!("crucible_evaluation_score_ci95_low{{namespace=\"ns\",evaluation=\"{e}\"}}")
+        };
+        let high = |e: &str| {
+            format!("crucible_evaluation_score_ci95_high{{namespace=\"ns\",evaluation=\"{e}\"}}")
+        };
+        let m = Metrics::new(2);
+        m.finished("ns", "a", "Succeeded", 3.0, Some(0.8), Some((0.7, 0.9)));
+        m.finished("ns", "b", "Succeeded", 3.0, Some(0.5), None);
+        m.finished("ns", "c", "Succeeded", 3.0, Some(0.5), Some((0.4, 0.6)));
+        let (m, text) = render(m);
+        assert!(text.contains(&format!("{} 0.7", low("a"))), "{text}");
+        assert!(text.contains(&format!("{} 0.9", high("a"))), "{text}");
+        assert!(
+            !text.contains(&low("b")),
+            "a run without samples has no band: {text}"
+        );
+        assert!(
+            !text.contains(&high("c")),
+            "over the cap like its score: {text}"
+        );
+        // A failed run without a score leaves the last score and its band as they were.
+        m.finished("ns", "a", "Failed", 3.0, None, None);
+        let (m, text) = render(m);
+        assert!(text.contains(&format!("{} 0.7", low("a"))), "{text}");
+        // The next scored run without samples removes the previous run's band.
+        m.finished("ns", "a", "Succeeded", 3.0, Some(0.6), None);
+        let (m, text) = render(m);
+        assert!(
+            !text.contains(&low("a")) && !text.contains(&high("a")),
+            "{text}"
+        );
+        m.finished("ns", "a", "Succeeded", 3.0, Some(0.8), Some((0.75, 0.85)));
+        m.forget_evaluation("u", "ns", "a");
+        let (_, text) = render(m);
+        assert!(
+            !text.contains("evaluation=\"a\""),
+            "removed with the score: {text}"
+        );
     }
 
     #[test]

@@ -42,7 +42,14 @@ fn exported_series() -> BTreeSet<String> {
     metrics.set_queue_depth("ns", 1);
     metrics.admitted_after(1.0);
     metrics.set_quota("ns", "running", 1.0, Some(5.0));
-    metrics.finished("ns", "eval", "Succeeded", 3.0, Some(0.9));
+    metrics.finished(
+        "ns",
+        "eval",
+        "Succeeded",
+        3.0,
+        Some(0.9),
+        Some((0.85, 0.95)),
+    );
     metrics.set_suite("ns", "suite", Some(0.9), 1.0);
     let mut text = String::new();
     encode(&mut text, &registry).expect("the registry encodes");

@@ -17,6 +17,14 @@ use kube::Api;
 /// checked against the controller's registry by `controller/tests/dashboard_metrics.rs`.
 const ONLY_AFTER_FAILURES: &[&str] = &["crucible_reconcile_failures_total"];
 
+/// The suite's case: 20 samples, 15 of them passing (mean 0.75, so its score's interval has
+/// two bounds: `crucible_evaluation_score_ci95_*` get series), and the same score as result.
+const SAMPLES_AND_RESULT: &str = "import json, os
+with open(os.environ['CRUCIBLE_SAMPLES_PATH'], 'w') as f:
+    for i in range(20):
+        f.write(json.dumps({'id': f'q{i}', 'score': float(i % 4 != 0)}) + '\\n')
+print('CRUCIBLE_RESULT {\"score\": 0.75}')";
+
 /// How long the scraped series may take to show every panel (scrape interval 1 s; a rate needs
 /// two samples of a new series).
 const SERIES_DEADLINE: Duration = Duration::from_secs(60);
@@ -44,8 +52,9 @@ async fn every_dashboard_query_evaluates_and_the_runs_panels_have_series() {
     let dashboard = serde_json::from_str(&text).expect("the dashboard is JSON");
     let all = queries(&dashboard).expect("the dashboard's expressions");
     with_temp_ns("dashboard", |client, ns| async move {
-        // A quota and a suite of one case: the namespace then has every kind of series the
-        // dashboard shows (queue, quota, evaluation, score, suite).
+        // A quota and a suite of one case that writes samples: the namespace then has every
+        // kind of series the dashboard shows (queue, quota, evaluation, score and its
+        // interval, suite).
         let quota = quota_manifest("team", serde_json::json!({"maxRunning": 2}));
         apply_typed::<crucible::crd::EvaluationQuota>(&client, &ns, &quota).await;
         let suite = serde_json::json!({
@@ -57,7 +66,7 @@ async fn every_dashboard_query_evaluates_and_the_runs_panels_have_series() {
                 "matrix": {"n": ["1"]},
                 "template": {
                     "image": "localhost/crucible/python:3.11",
-                    "command": ["python3", "-c", "print('CRUCIBLE_RESULT {\"score\": 0.75}')"],
+                    "command": ["python3", "-c", SAMPLES_AND_RESULT],
                     "timeout": "2m",
                     "resources": {"cpu": "100m", "memory": "64Mi"},
                 }

@@ -231,6 +231,14 @@ impl Seens {
         self.objects.get(name)?.marks.get(i).copied().flatten()
     }
 
+    /// When mark `i` held, for each object where it did.
+    pub fn times(&self, i: usize) -> Vec<Instant> {
+        self.objects
+            .values()
+            .filter_map(|s| s.marks.get(i).copied().flatten())
+            .collect()
+    }
+
     /// First-seen times, earliest first.
     pub fn added_sorted(&self) -> Vec<Instant> {
         let mut times: Vec<Instant> = self.objects.values().map(|s| s.added).collect();
@@ -309,6 +317,26 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// As [`Watch::wait`], with a timeout an error saying what did not happen (`what`, told
+    /// what the watch has seen by then).
+    pub async fn expect(
+        &self,
+        within: Duration,
+        done: impl Fn(&Seens) -> bool,
+        what: impl FnOnce(&Seens) -> String,
+    ) -> Result<(), Error> {
+        if self.wait(within, done).await {
+            Ok(())
+        } else {
+            Err(Error::Timeout {
+                what: what(&self.seen()),
+                secs: within.as_secs(),
+            })
+        }
+    }
+}
+
 impl Drop for Watch {
     fn drop(&mut self) {
         self.task.abort();
@@ -375,6 +403,7 @@ mod tests {
         assert_eq!(seen.owner.as_deref(), Some("ev-1"));
         assert_eq!(seens.mark("p1", 0), Some(t1));
         assert_eq!(seens.marked(0), 1);
+        assert_eq!(seens.times(0), [t1]);
         assert_eq!(seens.added_sorted(), [t0]);
         assert_eq!(
             seens.first.as_ref().unwrap().data["status"]["phase"],

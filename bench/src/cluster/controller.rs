@@ -26,6 +26,8 @@ pub struct Options<'a> {
     pub max_running: usize,
     /// Where its log and git cache go.
     pub dir: &'a Path,
+    /// Flags after the common ones (e.g. the results store of the samples step).
+    pub extra: &'a [String],
 }
 
 /// A running controller; killed on drop.
@@ -51,6 +53,7 @@ impl Controller {
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .arg("--git-cache-dir")
             .arg(opts.dir.join("git-cache"))
+            .args(opts.extra)
             .env("KUBECONFIG", opts.kubeconfig);
         let daemon = Daemon::start("the controller", command, port, log).await?;
         let deadline = Instant::now() + READY_WITHIN;

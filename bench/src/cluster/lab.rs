@@ -28,9 +28,24 @@ impl Lab {
 
 /// VmRSS of a process in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64, Error> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// VmHWM (peak VmRSS since the start or the last [`reset_hwm`]) of a process in KiB.
+pub fn hwm_kib(pid: u32) -> Result<u64, Error> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Resets a process's VmHWM to its VmRSS now (`clear_refs` value 5, Linux 4.0 and later).
+pub fn reset_hwm(pid: u32) -> Result<(), Error> {
+    let path = format!("/proc/{pid}/clear_refs");
+    std::fs::write(&path, "5").map_err(io_err(&path))
+}
+
+fn status_kib(pid: u32, field: &str) -> Result<u64, Error> {
     let path = format!("/proc/{pid}/status");
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    vm_rss(&text).ok_or_else(|| Error::Setup(format!("{path} has no VmRSS line")))
+    status_field(&text, field).ok_or_else(|| Error::Setup(format!("{path} has no {field} line")))
 }
 
 /// CPU time (user + system, all threads) a process has used so far.
@@ -41,8 +56,8 @@ pub fn cpu_time(pid: u32) -> Result<Duration, Error> {
     Ok(Duration::from_millis(ticks * 1000 / TICKS_PER_SECOND))
 }
 
-fn vm_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+fn status_field(status: &str, field: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -316,9 +331,10 @@ mod tests {
 
     #[test]
     fn reads_rss_and_cpu_from_proc_text() {
-        let status = "Name:\tcrucible\nVmPeak:\t  90000 kB\nVmRSS:\t   19046 kB\nThreads:\t9\n";
-        assert_eq!(vm_rss(status), Some(19_046));
-        assert_eq!(vm_rss("Name:\tx\n"), None);
+        let status = "Name:\tcrucible\nVmPeak:\t  90000 kB\nVmHWM:\t   20480 kB\nVmRSS:\t   19046 kB\nThreads:\t9\n";
+        assert_eq!(status_field(status, "VmRSS:"), Some(19_046));
+        assert_eq!(status_field(status, "VmHWM:"), Some(20_480));
+        assert_eq!(status_field("Name:\tx\n", "VmRSS:"), None);
         // comm with a space and a parenthesis; utime 250, stime 410 ticks.
         let stat = "4242 (my (proc) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 410 0 0 20 0 9";
         assert_eq!(cpu_ticks(stat), Some(660));
@@ -366,6 +382,17 @@ mod tests {
     fn this_process_is_readable_and_running() {
         let me = std::process::id();
         assert!(rss_kib(me).unwrap() > 0);
+        // A peak 64 MiB above the current RSS comes back down to it when reset (by more than
+        // half of that: the kernel's RSS counters lag a little).
+        let big = vec![1u8; 64 << 20];
+        let peak = hwm_kib(me).unwrap();
+        drop(std::hint::black_box(big));
+        reset_hwm(me).unwrap();
+        let after = hwm_kib(me).unwrap();
+        assert!(
+            after + (32 << 10) < peak,
+            "VmHWM {after} KiB not reset from {peak} KiB"
+        );
         assert!(cpu_time(me).is_ok());
         assert!(!exited(me));
         assert!(Invocation::of(me).unwrap().argv[0].contains("crucible_bench"));

@@ -8,7 +8,10 @@
 //!   queued one has a status; and its baseline Kueue (`kueue`): the same under Kueue v0.17;
 //! - B4 writes: API writes per Evaluation and per Job, by resource and verb;
 //! - B5 slot refill: a run ends → the next queued run's pod, with one slot;
-//! - B6 latency: apply → result on status, vs a bare pod of the controller's pod spec.
+//! - B6 latency: apply → result on status, vs a bare pod of the controller's pod spec;
+//! - samples (opt-in: `--only samples`): a run's samples from pod end to the results store vs
+//!   the store's raw upload of the same bytes, the controller's memory meanwhile, and other
+//!   namespaces' admissions while many runs store theirs.
 //!
 //! It starts the controller itself for each benchmark, scoped to fresh namespaces, and cleans
 //! up (namespaces, controller, controller-manager flags) also on error and on Ctrl-C.
@@ -24,6 +27,7 @@ mod kueue;
 mod lab;
 mod metrics;
 pub mod objects;
+mod samples;
 mod steps;
 
 use std::fmt::Display;
@@ -50,12 +54,16 @@ pub enum Bench {
     B4,
     B5,
     B6,
+    /// Sample ingestion (issue 19 item 7); opt-in: only with `--only samples`.
+    Samples,
 }
 
 /// Flags of `crucible-bench cluster`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Benchmarks to run (comma-separated); all when absent.
+    /// Benchmarks to run (comma-separated); when absent all but `samples`, which takes
+    /// about 10 minutes (4 of them waiting for the runs to end together) and runs only
+    /// when named.
     #[arg(long, value_enum, value_delimiter = ',')]
     only: Vec<Bench>,
     /// B1: Evaluations, and Jobs, created.
@@ -81,6 +89,29 @@ pub struct Args {
     /// B6: timed rounds (after one warm-up), one evaluation and one bare pod each.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
     b6_rounds: u32,
+    /// samples: samples each run writes (500 bytes each: 100,000 are 50 MB).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    samples_count: u32,
+    /// samples: runs ending together (as many as the node's free CPU and memory hold).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    samples_runs: u32,
+    /// samples: CPU of each of those runs (a Kubernetes quantity; each also has the 20m
+    /// samples container). The samples container compresses and prints the file with the
+    /// pod's CPU within the pod's 5 s grace period: much less than 150m cuts it off, and the
+    /// runs end InvalidResult (the output counts how runs ended).
+    #[arg(long, default_value = "150m")]
+    samples_runs_cpu: String,
+    /// samples: memory of each of those runs (a Kubernetes quantity).
+    #[arg(long, default_value = "256Mi")]
+    samples_runs_memory: String,
+    /// samples: seconds from their creation at which those runs end together (they have
+    /// written their samples and wait until then).
+    #[arg(long, default_value_t = 240, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    samples_finish_after: u64,
+    /// samples: trivial runs whose admission is timed, with nothing else running and while
+    /// those runs' samples are stored.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    samples_admissions: u32,
     /// The controller binary (default: `crucible` next to this one, e.g. target/release).
     #[arg(long)]
     controller_bin: Option<PathBuf>,
@@ -94,8 +125,19 @@ pub struct Args {
 }
 
 impl Args {
+    fn samples(&self) -> samples::Options {
+        samples::Options {
+            count: self.samples_count,
+            runs: self.samples_runs as usize,
+            admissions: self.samples_admissions as usize,
+            cpu: self.samples_runs_cpu.clone(),
+            memory: self.samples_runs_memory.clone(),
+            finish_after: self.samples_finish_after,
+        }
+    }
+
     fn selected(&self, bench: Bench) -> bool {
-        self.only.is_empty() || self.only.contains(&bench)
+        self.only.contains(&bench) || (self.only.is_empty() && bench != Bench::Samples)
     }
 }
 
@@ -204,6 +246,16 @@ impl Session {
         namespaces: &[String],
         max_running: usize,
     ) -> Result<Controller, Error> {
+        self.controller_with(namespaces, max_running, &[]).await
+    }
+
+    /// Starts the controller for `namespaces` with `extra` flags.
+    async fn controller_with(
+        &self,
+        namespaces: &[String],
+        max_running: usize,
+        extra: &[String],
+    ) -> Result<Controller, Error> {
         Controller::start(&controller::Options {
             binary: &self.controller_bin,
             kubeconfig: &self.kubeconfig,
@@ -211,6 +263,7 @@ impl Session {
             system_namespace: &self.system_namespace,
             max_running,
             dir: &self.dir,
+            extra,
         })
         .await
     }
@@ -377,13 +430,14 @@ fn run_id() -> String {
 }
 
 async fn run_benches(session: &mut Session, args: &Args) -> Result<(), Error> {
-    let benches: [(Bench, &str); 6] = [
+    let benches: [(Bench, &str); 7] = [
         (Bench::B1, "B1 fan-out"),
         (Bench::B3, "B3 queue memory"),
         (Bench::Kueue, "B3 Kueue baseline"),
         (Bench::B4, "B4 writes"),
         (Bench::B5, "B5 slot refill"),
         (Bench::B6, "B6 latency"),
+        (Bench::Samples, "samples ingestion"),
     ];
     for (bench, title) in benches.into_iter().filter(|(b, _)| args.selected(*b)) {
         say(format!("{title}: starting"));
@@ -401,6 +455,7 @@ async fn run_benches(session: &mut Session, args: &Args) -> Result<(), Error> {
             Bench::B4 => b4::run(session, args.m as usize).await?,
             Bench::B5 => b5::run(session, args.k as usize).await?,
             Bench::B6 => b6::run(session, args.b6_rounds as usize).await?,
+            Bench::Samples => samples::run(session, &args.samples()).await?,
         };
         println!(
             "{section}(load average over 1 min: {load_before} at the start, {} at the end)\n",

@@ -142,11 +142,19 @@ pub fn pod(name: &str, spec: &Value, pod_label: &str) -> Value {
 
 /// Whole CPUs of a Kubernetes CPU quantity (`2`, `1500m`), rounded up; `None` if unreadable.
 pub fn whole_cpus(quantity: &str) -> Option<u32> {
-    let millis = match quantity.strip_suffix('m') {
-        Some(m) => m.parse::<u64>().ok()?,
-        None => quantity.parse::<u64>().ok()?.checked_mul(1000)?,
-    };
-    u32::try_from(millis.div_ceil(1000)).ok()
+    u32::try_from(millicpus(quantity)?.div_ceil(1000)).ok()
+}
+
+/// Millicores of a Kubernetes CPU quantity (`2`, `1500m`, `0.5`), rounded up; `None` if
+/// unreadable.
+pub fn millicpus(quantity: &str) -> Option<u64> {
+    match quantity.strip_suffix('m') {
+        Some(m) => m.parse().ok(),
+        None => {
+            let cores: f64 = quantity.parse().ok()?;
+            (cores.is_finite() && cores >= 0.0).then(|| (cores * 1000.0).ceil() as u64)
+        }
+    }
 }
 
 fn status(obj: &DynamicObject) -> &Value {
@@ -197,6 +205,8 @@ mod tests {
         assert_eq!(whole_cpus("1500m"), Some(2));
         assert_eq!(whole_cpus("2000m"), Some(2));
         assert_eq!(whole_cpus("lots"), None);
+        assert_eq!(millicpus("0.05"), Some(50));
+        assert_eq!(millicpus("1500m"), Some(1500));
     }
 
     #[test]

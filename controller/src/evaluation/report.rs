@@ -67,7 +67,19 @@ fn record_metrics(ev: &Evaluation, plan: &Plan, ctx: &Context) {
             _ => 0.0,
         };
         let score = plan.status.result.as_ref().map(|r| r.score);
-        ctx.metrics
-            .finished(&namespace, &ev.name_any(), phase.as_str(), seconds, score);
+        let ci95 = plan
+            .status
+            .samples
+            .as_ref()
+            .and_then(|s| s.ci95)
+            .map(|i| (i.low, i.high));
+        ctx.metrics.finished(
+            &namespace,
+            &ev.name_any(),
+            phase.as_str(),
+            seconds,
+            score,
+            ci95,
+        );
     }
 }
