@@ -49,22 +49,8 @@ pub fn with_usage(outcome: Outcome, usage: Option<&Result<RunUsage, String>>) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::evaluation::EvaluationResult;
     use crate::gateway::budget::{Exceeded, Spent};
-    use crate::run::phase;
-
-    fn passed() -> Outcome {
-        phase::scored(
-            EvaluationResult {
-                score: 1.0,
-                passed: true,
-                ..Default::default()
-            },
-            Some("sha256:r".into()),
-            0.5,
-            "",
-        )
-    }
+    use crate::lifecycle::test_support::passed_outcome as passed;
 
     fn used(refused: Option<Exceeded>) -> Result<RunUsage, String> {
         Ok(RunUsage {
