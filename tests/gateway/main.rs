@@ -475,22 +475,26 @@ async fn a_restarted_gateway_resumes_the_runs_spend_and_chain_from_its_ledger() 
     assert_eq!(ledger::verify(&records).map(|head| head.next), Ok(2));
 }
 
+/// How a controller whose token key is `key` reaches the gateway serving `url`.
+fn controller_settings(url: &str, key: [u8; 32]) -> crucible::config::GatewaySettings {
+    crucible::config::GatewaySettings {
+        base_url: url.trim_end_matches(&format!("/ns/{NS}")).to_string(),
+        namespace: "crucible".into(),
+        pod_labels: Default::default(),
+        port: 8080,
+        token_key: crucible::config::TokenKey(key.to_vec().into()),
+    }
+}
+
 /// The controller's notice (`gateway::notice::revoke`, over HTTP as on the cluster) revokes a
 /// run; a notice signed with another key, or a capability token posted as one, revokes nothing.
 #[tokio::test]
 async fn the_controllers_notice_revokes_a_run_and_nothing_else_does() {
-    use crucible::config::{GatewaySettings, TokenKey};
     let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
     let run = claims("run-noticed", Budget::default());
     let token = token(&run);
     let base = h.url.trim_end_matches(&format!("/ns/{NS}")).to_string();
-    let settings = |key: [u8; 32]| GatewaySettings {
-        base_url: base.clone(),
-        namespace: "crucible".into(),
-        pod_labels: Default::default(),
-        port: 8080,
-        token_key: TokenKey(key.to_vec().into()),
-    };
+    let settings = |key: [u8; 32]| controller_settings(&h.url, key);
     let forged = crucible::gateway::notice::revoke(&settings([8; 32]), &run.run, run.expires).await;
     assert!(
         forged.is_err_and(|e| e.contains("401")),
@@ -530,7 +534,6 @@ async fn the_controllers_notice_revokes_a_run_and_nothing_else_does() {
 /// question under another key or for another run is refused.
 #[tokio::test]
 async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot() {
-    use crucible::config::{GatewaySettings, TokenKey};
     use crucible::gateway::budget::Exceeded;
     use crucible::gateway::notice::usage;
     let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
@@ -540,13 +543,7 @@ async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot
     };
     let run = claims("run-usage", budget);
     let token = token(&run);
-    let settings = |url: &str, key: [u8; 32]| GatewaySettings {
-        base_url: url.trim_end_matches(&format!("/ns/{NS}")).to_string(),
-        namespace: "crucible".into(),
-        pod_labels: Default::default(),
-        port: 8080,
-        token_key: TokenKey(key.to_vec().into()),
-    };
+    let settings = controller_settings;
     for _ in 0..2 {
         let answer = h
             .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
