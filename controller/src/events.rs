@@ -161,7 +161,7 @@ pub async fn publish(recorder: &Recorder, reference: &ObjectReference, notes: &[
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
-fn truncate(text: &str, max: usize) -> String {
+pub fn truncate(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;

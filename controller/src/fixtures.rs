@@ -130,6 +130,7 @@ impl Observed {
             head: None,
             model_endpoints: Default::default(),
             samples: None,
+            usage: None,
         }
     }
 }

@@ -475,22 +475,26 @@ async fn a_restarted_gateway_resumes_the_runs_spend_and_chain_from_its_ledger() 
     assert_eq!(ledger::verify(&records).map(|head| head.next), Ok(2));
 }
 
+/// How a controller whose token key is `key` reaches the gateway serving `url`.
+fn controller_settings(url: &str, key: [u8; 32]) -> crucible::config::GatewaySettings {
+    crucible::config::GatewaySettings {
+        base_url: url.trim_end_matches(&format!("/ns/{NS}")).to_string(),
+        namespace: "crucible".into(),
+        pod_labels: Default::default(),
+        port: 8080,
+        token_key: crucible::config::TokenKey(key.to_vec().into()),
+    }
+}
+
 /// The controller's notice (`gateway::notice::revoke`, over HTTP as on the cluster) revokes a
 /// run; a notice signed with another key, or a capability token posted as one, revokes nothing.
 #[tokio::test]
 async fn the_controllers_notice_revokes_a_run_and_nothing_else_does() {
-    use crucible::config::{GatewaySettings, TokenKey};
     let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
     let run = claims("run-noticed", Budget::default());
     let token = token(&run);
     let base = h.url.trim_end_matches(&format!("/ns/{NS}")).to_string();
-    let settings = |key: [u8; 32]| GatewaySettings {
-        base_url: base.clone(),
-        namespace: "crucible".into(),
-        pod_labels: Default::default(),
-        port: 8080,
-        token_key: TokenKey(key.to_vec().into()),
-    };
+    let settings = |key: [u8; 32]| controller_settings(&h.url, key);
     let forged = crucible::gateway::notice::revoke(&settings([8; 32]), &run.run, run.expires).await;
     assert!(
         forged.is_err_and(|e| e.contains("401")),
@@ -522,4 +526,102 @@ async fn the_controllers_notice_revokes_a_run_and_nothing_else_does() {
         .await;
     assert_eq!(replayed.status, 401);
     assert!(replayed.text().contains("revoked"), "{}", replayed.text());
+}
+
+/// The controller's question for a run's usage (`gateway::notice::usage`, over HTTP as on the
+/// cluster): the ledger's totals, the same from a restarted gateway before any new call, the
+/// budget still allowing exactly N calls in all, and the refusal reported; a sandbox's token, a
+/// question under another key or for another run is refused.
+#[tokio::test]
+async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot() {
+    use crucible::gateway::budget::Exceeded;
+    use crucible::gateway::notice::usage;
+    let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
+    let budget = Budget {
+        calls: Some(3),
+        ..Budget::default()
+    };
+    let run = claims("run-usage", budget);
+    let token = token(&run);
+    let settings = controller_settings;
+    for _ in 0..2 {
+        let answer = h
+            .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    h.ledger("run-usage", 2).await;
+    let before = usage(&settings(&h.url, TOKEN_KEY), NS, &run.run, run.expires)
+        .await
+        .expect("usage");
+    assert_eq!(
+        (
+            before.spent.calls,
+            before.spent.input_tokens,
+            before.refused
+        ),
+        (2, 6, None)
+    );
+    let by_model: Vec<(&str, u64)> = before
+        .by_model
+        .iter()
+        .map(|m| (m.model.as_str(), m.spent.calls))
+        .collect();
+    assert_eq!(by_model, [("gpt-standin", 2)]);
+    assert!(before.by_model[0].served_model.is_some(), "{before:?}");
+
+    // Another process on the same ledger answers the same, and allows one call more, not three.
+    let endpoints = h.files.path().join("endpoints.yaml");
+    let (_restarted, url) = serve(&endpoints, h.ledgers.path(), Duration::from_secs(10)).await;
+    let after = usage(&settings(&url, TOKEN_KEY), NS, &run.run, run.expires)
+        .await
+        .expect("usage after the restart");
+    assert_eq!(after, before);
+    let key = ("authorization", format!("Bearer {token}"));
+    let body = chat("gpt-standin", false);
+    let third = h
+        .post(&url, "/v1/chat/completions", (key.0, &key.1), &body)
+        .await;
+    let fourth = h
+        .post(&url, "/v1/chat/completions", (key.0, &key.1), &body)
+        .await;
+    assert_eq!((third.status, fourth.status), (200, 429));
+    h.ledger("run-usage", 3).await;
+    let spent = usage(&settings(&url, TOKEN_KEY), NS, &run.run, run.expires)
+        .await
+        .expect("usage");
+    assert_eq!(
+        (spent.spent.calls, spent.refused),
+        (3, Some(Exceeded::Calls(3)))
+    );
+
+    // Nobody else may ask.
+    let forged = usage(&settings(&url, [8; 32]), NS, &run.run, run.expires).await;
+    assert!(forged.is_err_and(|e| e.contains("401")), "another key");
+    let base = settings(&url, TOKEN_KEY).base_url;
+    for (path, credential) in [
+        (format!("/runs/{}/usage", run.run), token.clone()),
+        (
+            "/runs/another-run/usage".to_string(),
+            SigningKey::new(&TOKEN_KEY).expect("key").sign_usage_query(
+                &crucible::gateway::token::UsageQuery {
+                    namespace: NS.into(),
+                    run: run.run.clone(),
+                    expires: run.expires,
+                },
+            ),
+        ),
+    ] {
+        let asked = h
+            .client
+            .request(
+                http::Request::get(format!("{base}{path}"))
+                    .header("authorization", format!("Bearer {credential}"))
+                    .body(Full::default())
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(asked.status(), 401, "{path}");
+    }
 }

@@ -9,8 +9,11 @@
 //!
 //! The run's Python loop calls `OPENAI_BASE_URL` with `OPENAI_API_KEY` (the run's token, never
 //! the provider key) three times, then tries the provider directly, which its NetworkPolicy
-//! must refuse (the local cluster's kube-router enforces NetworkPolicy). The loop speaks the
-//! OpenAI wire protocol with the standard library: the local images have no `openai` package.
+//! must refuse (the local cluster's kube-router enforces NetworkPolicy); the controller puts
+//! what it used, asked of the gateway, on `status.usage`. A second run with a budget of two
+//! calls makes three: the third is refused, and the run ends `BudgetExceeded` with its result.
+//! The loop speaks the OpenAI wire protocol with the standard library: the local images have no
+//! `openai` package.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -35,19 +38,25 @@ const CALLS: usize = 3;
 const GATEWAY: &str = "crucible-gateway";
 const GATEWAY_LABELS: &str = "crucible-e2e-gateway";
 
-/// The agent: `CALLS` chat completions through the gateway, then a direct connection to the
-/// provider, which must fail. Reports both as metrics.
+/// The agent: `CALLS` chat completions through the gateway (a refused one is counted and the
+/// loop goes on, as an agent catching the SDK's error would), then a direct connection to the
+/// provider, which must fail. Reports all three as metrics.
 const AGENT: &str = r#"
-import json, os, socket, urllib.request, urllib.parse
+import json, os, socket, urllib.error, urllib.request, urllib.parse
 base, token = os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"]
-answers = 0
+answers = refused = 0
 for i in range(int(os.environ["CALLS"])):
     req = urllib.request.Request(base + "/chat/completions", method="POST",
         headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
         data=json.dumps({"model": os.environ["CRUCIBLE_MODEL_TARGET_MODEL"],
                          "messages": [{"role": "user", "content": "step %d" % i}]}).encode())
-    with urllib.request.urlopen(req, timeout=30) as r:
-        reply = json.load(r)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            reply = json.load(r)
+    except urllib.error.HTTPError as e:
+        print("call refused:", e.code, e.read().decode())
+        refused += e.code == 429
+        continue
     if reply["choices"][0]["message"]["content"].startswith("stand-in reply to: step"):
         answers += 1
 direct = 1
@@ -57,7 +66,7 @@ except OSError as e:
     print("direct connection refused:", e)
     direct = 0
 print("CRUCIBLE_RESULT " + json.dumps({"score": 1 if answers == int(os.environ["CALLS"]) and direct == 0 else 0,
-                                       "metrics": {"answers": answers, "direct": direct}}))
+                                       "metrics": {"answers": answers, "refused": refused, "direct": direct}}))
 "#;
 
 #[tokio::test]
@@ -112,10 +121,25 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         );
 
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
-        apply_evaluation(&client, &ns, &agent(provider)).await;
+        apply_evaluation(&client, &ns, &agent(provider, "agent", 10)).await;
         let done = wait_finished(&api, "agent", Duration::from_secs(240)).await;
         let status = done.status.expect("status");
         assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        // The controller asked the gateway what the run used.
+        let usage = status.usage.clone().expect("status.usage");
+        assert_eq!(usage.calls, CALLS as i64, "{usage:?}");
+        assert!(
+            usage.input_tokens > 0 && usage.output_tokens > 0,
+            "{usage:?}"
+        );
+        assert_eq!(
+            usage
+                .by_model
+                .iter()
+                .map(|m| (m.name.as_str(), m.model.as_str(), m.calls))
+                .collect::<Vec<_>>(),
+            [("target", MODEL, CALLS as i64)]
+        );
         let metrics = status.result.expect("result").metrics;
         assert_eq!(metrics["answers"], CALLS as f64, "every call answered");
         assert_eq!(
@@ -144,6 +168,48 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         let shown = serde_json::to_string(&api.get("agent").await.expect("get")).expect("json");
         assert!(!shown.contains(PROVIDER_KEY) && !shown.contains("crt1."));
 
+        // A budget of two calls for three: the third is refused, the run ends BudgetExceeded
+        // with the two calls on its usage and its result kept.
+        apply_evaluation(&client, &ns, &agent(provider, "over-budget", 2)).await;
+        let over = wait_finished(&api, "over-budget", Duration::from_secs(240)).await;
+        let status = over.status.expect("status");
+        assert_eq!(
+            (status.phase, status.reason.as_deref()),
+            (Some(Phase::Failed), Some("BudgetExceeded")),
+            "{status:?}"
+        );
+        assert!(
+            status
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("budget of 2 calls")),
+            "{status:?}"
+        );
+        assert_eq!(
+            status.usage.as_ref().map(|u| u.calls),
+            Some(2),
+            "{status:?}"
+        );
+        let metrics = status
+            .result
+            .as_ref()
+            .expect("the result is kept")
+            .metrics
+            .clone();
+        assert_eq!(
+            (metrics["answers"], metrics["refused"]),
+            (2.0, 1.0),
+            "{status:?}"
+        );
+        let run = status.run_id.expect("run id");
+        let text = std::fs::read_to_string(ledger.join(&ns).join(format!("{run}.jsonl")))
+            .expect("the over-budget run's ledger");
+        assert_eq!(
+            text.lines().count(),
+            2,
+            "only forwarded calls are recorded: {text}"
+        );
+
         let _ = namespaces
             .delete(&gateway_ns, &DeleteParams::background())
             .await;
@@ -152,13 +218,14 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
     .await;
 }
 
-fn agent(provider: std::net::SocketAddr) -> Evaluation {
+/// The agent as Evaluation `name`, with a budget of `calls` calls.
+fn agent(provider: std::net::SocketAddr, name: &str, calls: u32) -> Evaluation {
     parse_evaluation(&format!(
-        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: agent}}\nspec:\n  \
+        "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  \
          image: localhost/crucible/python:3.11\n  command: [python3, -c, {}]\n  timeout: 2m\n  \
          env: [{{name: CALLS, value: \"{CALLS}\"}}, {{name: PROVIDER_HOST, value: \"{}\"}}, \
          {{name: PROVIDER_PORT, value: \"{}\"}}]\n  \
-         models: [{{name: target, endpoint: stand-in, model: {MODEL}}}]\n  budget: {{calls: 10}}\n",
+         models: [{{name: target, endpoint: stand-in, model: {MODEL}}}]\n  budget: {{calls: {calls}}}\n",
         serde_json::to_string(AGENT).expect("json string"),
         provider.ip(),
         provider.port()

@@ -377,9 +377,10 @@ pub enum Phase {
 }
 
 impl EvaluationStatus {
-    /// Whether the run reported a result that passed (only a Succeeded run has a result).
+    /// Whether the run succeeded with a result that passed (a run that ended
+    /// `BudgetExceeded` keeps its result, passed or not, and did not pass).
     pub fn passed(&self) -> bool {
-        self.result.as_ref().is_some_and(|r| r.passed)
+        self.phase == Some(Phase::Succeeded) && self.result.as_ref().is_some_and(|r| r.passed)
     }
 }
 

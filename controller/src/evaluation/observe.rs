@@ -135,6 +135,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         }
     }
     let samples = samples(&ev, &pods, &pod_api, ctx);
+    let usage = usage(&ev, ctx).await;
     let observed = Observed {
         now,
         pods,
@@ -145,6 +146,7 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         head,
         model_endpoints,
         samples,
+        usage,
     };
     Ok(Some((ev, observed)))
 }
@@ -180,6 +182,24 @@ pub async fn model_endpoints(
         found.insert(m.endpoint.clone(), endpoint.map(|e| e.spec));
     }
     Ok(found)
+}
+
+/// What the current run with models has used, from the gateway: one bounded question
+/// ([`crate::gateway::notice::usage`], 5 s at most) on each look at a run that has started,
+/// so also in the reconcile that ends it. A failure is an answer too: the plan keeps the last
+/// usage and says so if the run ends now, rather than holding the run.
+async fn usage(
+    ev: &Evaluation,
+    ctx: &Context,
+) -> Option<std::result::Result<crate::gateway::tally::RunUsage, String>> {
+    let gateway = ctx.config.gateway.as_ref()?;
+    let (run, expires) = lifecycle::usage_needed(ev, &ctx.config)?;
+    let namespace = ev.namespace().unwrap_or_default();
+    let answer = crate::gateway::notice::usage(gateway, &namespace, &run, expires).await;
+    if let Err(why) = &answer {
+        tracing::warn!(%run, %why, "the model gateway did not say what the run used");
+    }
+    Some(answer)
 }
 
 /// The samples of a pod whose steps succeeded: waiting for its samples container to stop,

@@ -52,8 +52,10 @@ impl Price {
     }
 }
 
-/// The limit a call would cross.
-#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+/// The limit a call would cross (on the wire to the controller: `{"calls": 2}`, `{"tokens": N}`
+/// or `{"costUSD": X}`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, thiserror::Error)]
+#[serde(rename_all = "camelCase")]
 pub enum Exceeded {
     /// All calls are spent or in flight.
     #[error("the run's budget of {0} calls is spent")]
@@ -63,6 +65,7 @@ pub enum Exceeded {
     Tokens(u64),
     /// The money is spent.
     #[error("the run's budget of {0} USD is spent")]
+    #[serde(rename = "costUSD")]
     Cost(f64),
 }
 
@@ -99,6 +102,8 @@ pub struct Account {
     pub spent: Spent,
     /// Calls reserved and not yet settled.
     pub in_flight: u64,
+    /// The first limit a call of the run was refused for: the run then ends `BudgetExceeded`.
+    pub refused: Option<Exceeded>,
 }
 
 impl Account {
@@ -106,12 +111,21 @@ impl Account {
     pub fn resume(spent: Spent) -> Self {
         Self {
             spent,
-            in_flight: 0,
+            ..Self::default()
         }
     }
 
-    /// Reserves one call under `budget`, or names the limit it would cross.
+    /// Reserves one call under `budget`, or names the limit it would cross (and remembers the
+    /// first such refusal).
     pub fn reserve(&mut self, budget: &Budget) -> Result<(), Exceeded> {
+        let reserved = self.try_reserve(budget);
+        if let Err(exceeded) = reserved {
+            self.refused.get_or_insert(exceeded);
+        }
+        reserved
+    }
+
+    fn try_reserve(&mut self, budget: &Budget) -> Result<(), Exceeded> {
         let spent = &self.spent;
         if let Some(limit) = budget.calls
             && spent.calls + self.in_flight >= limit
@@ -165,6 +179,30 @@ mod tests {
         }
         assert_eq!(allowed, 3);
         assert_eq!(account.reserve(&budget), Err(Exceeded::Calls(3)));
+        assert_eq!(account.refused, Some(Exceeded::Calls(3)));
+    }
+
+    #[test]
+    fn an_account_remembers_its_first_refusal_only_once_refused() {
+        let mut account = Account::default();
+        let calls = Budget {
+            calls: Some(1),
+            ..Budget::default()
+        };
+        account.reserve(&calls).expect("the first call");
+        account.settle(&Usage::default(), &FREE);
+        assert_eq!(account.refused, None, "a budget used up is not a refusal");
+        assert!(account.reserve(&calls).is_err());
+        let cost = Budget {
+            cost_usd: Some(0.0),
+            ..Budget::default()
+        };
+        assert!(account.reserve(&cost).is_err());
+        assert_eq!(account.refused, Some(Exceeded::Calls(1)));
+        // On the wire to the controller, each limit under the spec's name.
+        let wire = |e: Exceeded| serde_json::to_string(&e).expect("json");
+        assert_eq!(wire(Exceeded::Calls(2)), r#"{"calls":2}"#);
+        assert_eq!(wire(Exceeded::Cost(1.5)), r#"{"costUSD":1.5}"#);
     }
 
     #[test]

@@ -143,6 +143,7 @@ impl Call {
                 .take()
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
             spent: Spent::default(),
+            by_model: Vec::new(),
             prev: String::new(),
             hash: String::new(),
         };

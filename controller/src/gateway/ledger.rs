@@ -71,6 +71,9 @@ pub struct Record {
     pub response_body: Option<String>,
     /// What the run has spent with this call included: a restarted gateway resumes from it.
     pub spent: Spent,
+    /// The same per model id, sorted by id: the run's usage by model resumes from it too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub by_model: Vec<ModelSpent>,
     /// `hash` of the previous record, [`GENESIS`] for the first.
     pub prev: String,
     /// `sha256:` over this record with `hash` empty.
@@ -89,6 +92,23 @@ impl Record {
     }
 }
 
+/// What one run has spent on one model id.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpent {
+    /// Model id requested.
+    pub model: String,
+    /// The model the provider last said answered, cut at [`MAX_SERVED_MODEL_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served_model: Option<String>,
+    /// Its calls, tokens and cost.
+    #[serde(flatten)]
+    pub spent: Spent,
+}
+
+/// Longest served model name carried in the running totals (it comes from the provider).
+pub const MAX_SERVED_MODEL_BYTES: usize = crate::crd::bounds::MAX_MODEL_ID_LEN;
+
 /// The end of one run's chain.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Head {
@@ -98,6 +118,8 @@ pub struct Head {
     pub hash: String,
     /// `spent` of the last record.
     pub spent: Spent,
+    /// `byModel` of the last record. One entry per model id the run's token lists at most.
+    pub by_model: Vec<ModelSpent>,
 }
 
 impl Head {
@@ -110,7 +132,27 @@ impl Head {
             output_tokens: record.output_tokens,
         };
         self.spent.add(&usage, record.cost_usd);
+        let at = match self
+            .by_model
+            .binary_search_by(|m| m.model.as_str().cmp(&record.model))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                let model = ModelSpent {
+                    model: record.model.clone(),
+                    ..ModelSpent::default()
+                };
+                self.by_model.insert(at, model);
+                at
+            }
+        };
+        let entry = &mut self.by_model[at];
+        entry.spent.add(&usage, record.cost_usd);
+        if let Some(served) = &record.served_model {
+            entry.served_model = Some(crate::events::truncate(served, MAX_SERVED_MODEL_BYTES));
+        }
         record.spent = self.spent;
+        record.by_model = self.by_model.clone();
         record.hash = record.digest();
         self.next += 1;
         self.hash = record.hash.clone();
@@ -155,7 +197,8 @@ impl Head {
             return Err(broken("its content does not match its hash"));
         }
         let mut expected = self.clone();
-        if expected.seal(record.clone()).spent != record.spent {
+        let sealed = expected.seal(record.clone());
+        if sealed.spent != record.spent || sealed.by_model != record.by_model {
             return Err(broken("its running totals do not add up"));
         }
         *self = expected;
@@ -279,6 +322,12 @@ impl Ledger {
         Ok(self.head(&mut heads, namespace, run, expires)?.spent)
     }
 
+    /// The end of `run`'s chain: what it has spent, in all and per model, by its ledger.
+    pub fn head_of(&self, namespace: &str, run: &str, expires: i64) -> std::io::Result<Head> {
+        let mut heads = self.lock()?;
+        Ok(self.head(&mut heads, namespace, run, expires)?.clone())
+    }
+
     /// Forgets the head of a run that has ended (its file stays).
     pub fn forget(&self, run: &str) {
         if let Ok(mut heads) = self.heads.lock() {
@@ -332,6 +381,7 @@ impl Ledger {
             next: last.seq + 1,
             hash: last.hash,
             spent: last.spent,
+            by_model: last.by_model,
         })
     }
 }
@@ -362,6 +412,7 @@ pub(crate) mod tests {
             request_body: None,
             response_body: None,
             spent: Spent::default(),
+            by_model: Vec::new(),
             prev: String::new(),
             hash: String::new(),
         }
@@ -393,6 +444,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_totals_per_model_run_along_the_chain() {
+        let mut head = Head::default();
+        let mut served = record("b");
+        served.served_model = Some(format!("b-{}", "9".repeat(2 * MAX_SERVED_MODEL_BYTES)));
+        let records: Vec<Record> = [record("b"), record("a"), served]
+            .into_iter()
+            .map(|r| head.seal(r))
+            .collect();
+        let last = &records[2].by_model;
+        let models: Vec<(&str, u64, u64)> = last
+            .iter()
+            .map(|m| (m.model.as_str(), m.spent.calls, m.spent.output_tokens))
+            .collect();
+        assert_eq!(models, [("a", 1, 5), ("b", 2, 10)], "sorted by id");
+        let kept = last[1].served_model.as_deref().unwrap_or_default();
+        assert_eq!(
+            kept.len(),
+            MAX_SERVED_MODEL_BYTES,
+            "the provider's name is cut"
+        );
+        assert_eq!(records[0].by_model.len(), 1);
+        // Totals per model that do not add up break the chain like the run's own.
+        let mut forged = records.clone();
+        forged[2].by_model[0].spent.calls = 0;
+        forged[2].hash = forged[2].digest();
+        assert_eq!(verify(&forged).map_err(|e| e.seq), Err(2));
+    }
+
+    #[test]
     fn totals_that_do_not_add_up_break_the_chain() {
         let mut records = chain(2);
         records[1].spent.calls = 1;
@@ -407,7 +487,7 @@ pub(crate) mod tests {
         assert_eq!(verify(&records).map_err(|e| e.seq), Err(1));
         // Rewriting a record and resealing it alone still breaks the link to the next one.
         let mut records = chain(3);
-        records[1].model = "other".into();
+        records[1].request_digest = "sha256:other".into();
         records[1].hash = records[1].digest();
         assert_eq!(verify(&records).map_err(|e| e.seq), Err(2));
     }
@@ -441,9 +521,14 @@ pub(crate) mod tests {
         assert_eq!(verify(&records).map(|h| h.next), Ok(2));
         // A new ledger on the same directory (a restarted gateway) continues the chain and the
         // totals.
+        let before = ledger.head_of("team-a", "run-1", i64::MAX).expect("head");
         let restarted = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
         let spent = restarted.spent("team-a", "run-1", i64::MAX).expect("spent");
         assert_eq!((spent.calls, spent.output_tokens), (2, 10));
+        let after = restarted
+            .head_of("team-a", "run-1", i64::MAX)
+            .expect("head");
+        assert_eq!(after, before, "per model too, from the last line alone");
         restarted.append(record("c"), i64::MAX).expect("append");
         let records = written(dir.path());
         let head = verify(&records).expect("one chain across the restart");

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod notice;
 pub mod proxy;
 pub mod refusal;
+pub mod tally;
 pub mod token;
 pub mod usage;
 

@@ -32,7 +32,8 @@ use super::ledger::Ledger;
 use super::metrics::Metrics;
 use super::now;
 use super::refusal::Refusal;
-use super::token::{Claims, Revocations, SigningKey};
+use super::tally::RunUsage;
+use super::token::{Claims, Revocations, SigningKey, UsageQuery};
 use super::usage::Route;
 
 /// Request headers passed on to the provider; everything else (the caller's token above all)
@@ -125,6 +126,16 @@ impl Gateway {
     pub fn account(&self, run: &str) -> Option<Account> {
         self.accounts.lock().ok()?.get_mut(run).copied()
     }
+
+    /// What `query`'s run has used by its ledger (read back from its file the first time, so a
+    /// restarted gateway answers as before), and the budget a call of it was refused for.
+    pub fn usage(&self, query: &UsageQuery) -> std::io::Result<RunUsage> {
+        let head = self
+            .ledger
+            .head_of(&query.namespace, &query.run, query.expires)?;
+        let refused = self.account(&query.run).and_then(|a| a.refused);
+        Ok(RunUsage::new(head, refused))
+    }
 }
 
 /// Serves the gateway's routes on `listener` until `stop` completes. Every connection is
@@ -161,6 +172,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             post(|s, p, h, b| forward(s, p, h, b, Route::Messages)),
         )
         .route("/revocations", post(revocation))
+        .route("/runs/{run}/usage", get(usage))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(gateway)
 }
@@ -176,6 +188,40 @@ async fn revocation(State(gateway): State<Arc<Gateway>>, body: Bytes) -> axum::h
             axum::http::StatusCode::NO_CONTENT
         }
         Err(_) => axum::http::StatusCode::UNAUTHORIZED,
+    }
+}
+
+/// The controller's question for a run's usage, signed with the tokens' key
+/// (`SigningKey::sign_usage_query`) and sent as the bearer credential: a sandbox may reach
+/// this route but cannot sign a question, so it reads no run's usage. The ledger is read off
+/// the async workers.
+async fn usage(
+    State(gateway): State<Arc<Gateway>>,
+    Path(run): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let query = presented_token(&headers)
+        .ok()
+        .and_then(|sealed| gateway.key.verify_usage_query(sealed).ok())
+        .filter(|query| query.run == run);
+    let Some(query) = query else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let read = tokio::task::spawn_blocking(move || gateway.usage(&query)).await;
+    match read {
+        Ok(Ok(usage)) => {
+            // A struct of numbers and strings always serialises.
+            let body = serde_json::to_vec(&usage).unwrap_or_default();
+            let json = HeaderValue::from_static("application/json");
+            ([(header::CONTENT_TYPE, json)], body).into_response()
+        }
+        Ok(Err(e)) => {
+            tracing::error!(%run, error = %e, "cannot read the call ledger for its usage");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 

@@ -20,6 +20,8 @@ use super::ledger::RecordCalls;
 const PREFIX: &str = "crt1.";
 /// Prefix of a revocation notice (signed like a token, never accepted as one).
 const REVOCATION_PREFIX: &str = "crr1.";
+/// Prefix of the controller's question for a run's usage (likewise).
+const USAGE_PREFIX: &str = "cru1.";
 pub use crate::crd::bounds::MAX_TOKEN_BYTES;
 /// Shortest signing key accepted: the HMAC's own block of security.
 pub const MIN_KEY_BYTES: usize = 32;
@@ -104,6 +106,17 @@ impl SigningKey {
         self.open(REVOCATION_PREFIX, notice)
     }
 
+    /// The controller's question for `query`'s run's usage: only the holder of the key may ask,
+    /// so a sandbox, which reaches the gateway, cannot read its own or another run's usage.
+    pub fn sign_usage_query(&self, query: &UsageQuery) -> String {
+        self.seal(USAGE_PREFIX, query)
+    }
+
+    /// The question in an authentic usage query.
+    pub fn verify_usage_query(&self, sealed: &str) -> Result<UsageQuery, TokenError> {
+        self.open(USAGE_PREFIX, sealed)
+    }
+
     fn seal(&self, prefix: &str, content: &impl Serialize) -> String {
         // Serialising a struct of strings, numbers and sequences cannot fail.
         let json = serde_json::to_vec(content).unwrap_or_default();
@@ -144,6 +157,17 @@ pub struct Revocation {
     /// Id of the run.
     pub run: String,
     /// Unix seconds at which its tokens expire by themselves.
+    pub expires: i64,
+}
+
+/// The controller asking for one run's usage (`GET /runs/{run}/usage`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct UsageQuery {
+    /// Namespace of the run (its ledger's directory).
+    pub namespace: String,
+    /// Id of the run.
+    pub run: String,
+    /// Unix seconds at which its tokens expire (how long the gateway keeps its ledger's head).
     pub expires: i64,
 }
 
@@ -309,6 +333,29 @@ mod tests {
         assert_eq!(
             key(1).verify_revocation(&relabelled),
             Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn a_usage_query_is_neither_a_token_nor_a_notice() {
+        let query = UsageQuery {
+            namespace: "team-a".into(),
+            run: "run-1".into(),
+            expires: 1_000,
+        };
+        let sealed = key(1).sign_usage_query(&query);
+        assert_eq!(key(1).verify_usage_query(&sealed), Ok(query));
+        assert_eq!(
+            key(2).verify_usage_query(&sealed),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(key(1).verify(&sealed, 0), Err(TokenError::Malformed));
+        assert!(key(1).verify_revocation(&sealed).is_err());
+        // A run's own token cannot ask for usage.
+        let token = key(1).mint(&claims());
+        assert_eq!(
+            key(1).verify_usage_query(&token),
+            Err(TokenError::Malformed)
         );
     }
 

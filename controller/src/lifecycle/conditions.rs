@@ -26,7 +26,8 @@ pub(crate) fn set_conditions(status: &mut EvaluationStatus, generation: Option<i
         .unwrap_or_else(|| format!("the run is {}", phase.as_str()));
     let passed = status.result.as_ref().map(|r| r.passed);
     let finished = phase.is_finished();
-    let ready = finished && passed == Some(true);
+    // A run that passed but ended otherwise (BudgetExceeded keeps its result) is not Ready.
+    let ready = phase == Phase::Succeeded && passed == Some(true);
     let stalled = finished && !ready;
     // Admitted only if an attempt was started: a run that ended while queued (queueTimeout,
     // cancelled, emergency stop, over a controller-wide limit) never was.

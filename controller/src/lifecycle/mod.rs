@@ -23,6 +23,7 @@ pub mod samples;
 mod start;
 mod steps;
 pub mod suite;
+pub mod usage;
 
 use crate::lifecycle::predicates::elapsed;
 use crate::run::liveness;
@@ -143,10 +144,29 @@ pub fn ended_model_run(ev: &Evaluation, plan: &Plan, config: &Config) -> Option<
     if !ended {
         return None;
     }
-    let start = before.start_time.as_ref()?.0.as_second();
+    Some((run, token_expiry(ev, before, config)?))
+}
+
+/// When the token of `status`'s run expires by itself: its start, timeout and
+/// [`DEADLINE_GRACE`].
+fn token_expiry(ev: &Evaluation, status: &EvaluationStatus, config: &Config) -> Option<i64> {
+    let start = status.start_time.as_ref()?.0.as_second();
     let lifetime = predicates::timeout(ev, config).saturating_add(DEADLINE_GRACE);
-    let expires = start.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
-    Some((run, expires))
+    Some(start.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX)))
+}
+
+/// The run with models whose usage `observe` asks the gateway for: the current run while it is
+/// pending or running, on every look at it (its pod's changes, and at least every
+/// [`MAX_RESYNC`]); so also in the reconcile that ends it. Its id and token expiry.
+pub fn usage_needed(ev: &Evaluation, config: &Config) -> Option<(String, i64)> {
+    let status = ev.status.as_ref()?;
+    if !matches!(status.phase, Some(Phase::Pending | Phase::Running))
+        || !is_current_run(status, &RunKey::of(ev))
+        || crate::run::models::models(&ev.spec).is_empty()
+    {
+        return None;
+    }
+    Some((status.run_id.clone()?, token_expiry(ev, status, config)?))
 }
 
 impl Plan {

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::model::ModelEndpointSpec;
 use crate::error::Result;
+use crate::gateway::tally::RunUsage;
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::results::LogCapture;
 
@@ -42,4 +43,7 @@ pub struct Observed {
     pub model_endpoints: BTreeMap<String, Option<ModelEndpointSpec>>,
     /// For a pod whose steps succeeded: its samples ([`samples_needed`](super::samples_needed)).
     pub samples: Option<super::samples::Samples>,
+    /// For a run with models that has started: what the gateway says it used, or why it could
+    /// not be asked ([`usage_needed`](super::usage_needed)).
+    pub usage: Option<std::result::Result<RunUsage, String>>,
 }

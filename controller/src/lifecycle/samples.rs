@@ -80,6 +80,7 @@ fn wrote_no_result(outcome: &Outcome) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lifecycle::test_support::passed_outcome as passed;
 
     fn stats(mean: f64) -> Box<Collected> {
         Box::new(Collected {
@@ -103,19 +104,6 @@ mod tests {
                 format!("{NO_RESULT}nothing was written to $CRUCIBLE_RESULT_PATH"),
             )
         }
-    }
-
-    fn passed() -> Outcome {
-        phase::scored(
-            EvaluationResult {
-                score: 1.0,
-                passed: true,
-                ..Default::default()
-            },
-            Some("sha256:r".into()),
-            0.5,
-            "",
-        )
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::samples::Collected;
 
 use super::predicates::*;
 use super::samples::{self, Samples};
+use super::usage;
 use super::*;
 
 /// The status message of a run whose samples are being stored.
@@ -60,6 +61,9 @@ impl Planner<'_> {
 
     /// Advances a run that has not finished.
     pub(super) fn step(&mut self) {
+        if let Some(Ok(usage)) = &self.obs.usage {
+            self.status.usage = Some(usage.status(&self.ev.spec));
+        }
         if let Err(problems) = validate::validate(&self.ev.spec, self.config) {
             return self.finish(Outcome::new(
                 Phase::Failed,
@@ -209,7 +213,7 @@ impl Planner<'_> {
                     Some(Samples::Done(samples)) => {
                         let (outcome, samples) =
                             samples::with_samples(outcome, samples, self.threshold());
-                        self.finish(outcome);
+                        self.finish_pod(outcome);
                         if let Some(collected) = samples {
                             let Collected {
                                 samples,
@@ -224,9 +228,9 @@ impl Planner<'_> {
                         let said = outcome.message.take().unwrap_or_default();
                         outcome.message =
                             Some(format!("{said}; its samples were not stored: {why}"));
-                        self.finish(outcome);
+                        self.finish_pod(outcome);
                     }
-                    None => self.finish(outcome),
+                    None => self.finish_pod(outcome),
                 }
             }
             PodState::InfraFailure { reason, message } => self.infra_failure(&reason, message),
@@ -266,6 +270,11 @@ impl Planner<'_> {
                 self.requeue = Requeue::After(wait.max(Duration::from_secs(1)));
             }
         }
+    }
+
+    /// Ends the run with its finished pod's `outcome`, its model usage considered.
+    fn finish_pod(&mut self, outcome: Outcome) {
+        self.finish(usage::with_usage(outcome, self.obs.usage.as_ref()));
     }
 
     /// The pod's steps succeeded and its samples are on their way to the store: the run stays

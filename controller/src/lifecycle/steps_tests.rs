@@ -911,4 +911,85 @@ mod revocation {
         assert_eq!(plain_done.status.phase, Some(Phase::Succeeded));
         assert_eq!(ended_model_run(&plain, &plain_done, &config), None);
     }
+
+    fn used(refused: Option<crate::gateway::budget::Exceeded>) -> crate::gateway::tally::RunUsage {
+        use crate::gateway::budget::Spent;
+        use crate::gateway::ledger::ModelSpent;
+        let spent = Spent {
+            calls: 2,
+            input_tokens: 6,
+            output_tokens: 9,
+            cost_usd: 0.5,
+        };
+        crate::gateway::tally::RunUsage {
+            spent,
+            by_model: vec![ModelSpent {
+                model: "m".into(),
+                served_model: Some("m-2026".into()),
+                spent,
+            }],
+            refused,
+        }
+    }
+
+    #[test]
+    fn a_run_refused_for_its_budget_ends_budget_exceeded_with_its_result_and_usage() {
+        use crate::crd::conditions::{READY, STALLED, find};
+        use crate::gateway::budget::Exceeded;
+        let config = Config::with_gateway();
+        let (ev, pod) = started_with_models(&config);
+        let (run, expires) = usage_needed(&ev, &config).expect("a started run is asked");
+        assert_eq!(Some(run), ev.status.as_ref().and_then(|s| s.run_id.clone()));
+        assert!(expires > at(0).0.as_second());
+        // While it runs, its usage shows.
+        let running = Observed {
+            usage: Some(Ok(used(None))),
+            ..with_pods(vec![mk_pod(
+                &pod,
+                "Running",
+                vec![mk_container("evaluation", running())],
+            )])
+        };
+        let still = plan(&ev, &running, &Decision::Admit, &config).expect("plan");
+        let shown = still.status.usage.clone().expect("usage while running");
+        assert_eq!(
+            (shown.calls, shown.by_model[0].name.as_str()),
+            (2, "target")
+        );
+        // It ends: a call was refused, so BudgetExceeded, its passing result kept, not Ready.
+        let finishing = Observed {
+            now: at(10),
+            usage: Some(Ok(used(Some(Exceeded::Calls(2))))),
+            ..with_pods(vec![succeeded_pod(&pod, r#"{"score": 1}"#)])
+        };
+        let done = plan(&after(&ev, &still), &finishing, &Decision::Admit, &config).expect("plan");
+        let status = &done.status;
+        assert_eq!(
+            (status.phase, status.reason.as_deref()),
+            (Some(Phase::Failed), Some("BudgetExceeded"))
+        );
+        assert_eq!(
+            status.result.as_ref().map(|r| (r.score, r.passed)),
+            Some((1.0, true))
+        );
+        assert_eq!(status.usage.as_ref().map(|u| u.calls), Some(2));
+        assert!(!status.passed());
+        let ready = find(&status.conditions, READY).expect("Ready");
+        let stalled = find(&status.conditions, STALLED).expect("Stalled");
+        assert_eq!(
+            (ready.status.as_str(), stalled.reason.as_str()),
+            ("False", "BudgetExceeded")
+        );
+        // Without a refusal the same pod succeeds; a finished run is asked no more.
+        let fine = Observed {
+            usage: Some(Ok(used(None))),
+            ..finishing.clone()
+        };
+        let ok = plan(&after(&ev, &still), &fine, &Decision::Admit, &config).expect("plan");
+        assert_eq!(ok.status.phase, Some(Phase::Succeeded));
+        assert_eq!(usage_needed(&after(&ev, &ok), &config), None);
+        // A run without models is never asked.
+        let (plain, _) = started();
+        assert_eq!(usage_needed(&plain, &config), None);
+    }
 }

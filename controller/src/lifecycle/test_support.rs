@@ -11,6 +11,20 @@ use crate::run::results::LogCapture;
 use crate::run::results::LogScanner;
 use std::collections::BTreeMap;
 
+/// The outcome of a pod that reported score 1, passing at threshold 0.5.
+pub(super) fn passed_outcome() -> crate::run::phase::Outcome {
+    crate::run::phase::scored(
+        crate::crd::evaluation::EvaluationResult {
+            score: 1.0,
+            passed: true,
+            ..Default::default()
+        },
+        Some("sha256:r".into()),
+        0.5,
+        "",
+    )
+}
+
 pub(super) fn run(ev: &Evaluation, obs: &Observed) -> Plan {
     run_with(ev, obs, &Decision::Admit)
 }

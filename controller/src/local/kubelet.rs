@@ -124,6 +124,7 @@ impl Kubelet {
             // Local runs have no gateway yet: validation refuses runs with models.
             model_endpoints: BTreeMap::new(),
             samples: None,
+            usage: None,
         };
         if let Some(Source::Git(git)) = &ev.spec.source {
             obs.source = Some(self.fetch(git).await);
