@@ -144,11 +144,75 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         let shown = serde_json::to_string(&api.get("agent").await.expect("get")).expect("json");
         assert!(!shown.contains(PROVIDER_KEY) && !shown.contains("crt1."));
 
+        endpoints_are_ready_only_with_a_bound_secret(&client, &ns, provider).await;
+
         let _ = namespaces
             .delete(&gateway_ns, &DeleteParams::background())
             .await;
         let _ = std::fs::remove_file(&key_file);
     })
+    .await;
+}
+
+/// The same controller's ModelEndpoint conditions: `stand-in` names a Secret of its namespace
+/// that does not exist yet, then exists unlabelled, then is labelled and names the provider's
+/// host (Ready); an endpoint pointing the same Secret at another host is never Ready. The key
+/// appears in no endpoint's status.
+async fn endpoints_are_ready_only_with_a_bound_secret(
+    client: &kube::Client,
+    ns: &str,
+    provider: std::net::SocketAddr,
+) {
+    let endpoints: Api<ModelEndpoint> = Api::namespaced(client.clone(), ns);
+    wait_ready(&endpoints, "stand-in", "False", "SecretNotFound").await;
+    let secret = |metadata: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": metadata,
+               "stringData": {"apiKey": PROVIDER_KEY}})
+    };
+    let _: Secret = apply_typed(client, ns, &secret(json!({"name": "stand-in-key"}))).await;
+    wait_ready(&endpoints, "stand-in", "False", "SecretNotLabelled").await;
+    let bound = json!({"name": "stand-in-key",
+        "labels": {"crucible.dev/model-credentials": "true"},
+        "annotations": {"crucible.dev/model-host": provider.ip().to_string()}});
+    let _: Secret = apply_typed(client, ns, &secret(bound)).await;
+    wait_ready(&endpoints, "stand-in", "True", "Ready").await;
+    let elsewhere = json!({"apiVersion": "crucible.dev/v1alpha1", "kind": "ModelEndpoint",
+        "metadata": {"name": "elsewhere"},
+        "spec": {"api": "openai", "baseURL": "https://attacker.example/v1",
+                 "secretRef": {"name": "stand-in-key", "key": "apiKey"}, "models": [MODEL]}});
+    let _: ModelEndpoint = apply_typed(client, ns, &elsewhere).await;
+    wait_ready(&endpoints, "elsewhere", "False", "HostNotAllowed").await;
+    let listed = endpoints
+        .list(&Default::default())
+        .await
+        .expect("list endpoints");
+    let shown = serde_json::to_string(&listed).expect("json");
+    assert!(!shown.contains(PROVIDER_KEY), "{shown}");
+}
+
+/// Waits until endpoint `name`'s `Ready` condition has `status` and `reason` for its current
+/// generation.
+async fn wait_ready(endpoints: &Api<ModelEndpoint>, name: &str, status: &str, reason: &str) {
+    poll_until(
+        Duration::from_secs(60),
+        &format!("ModelEndpoint {name} Ready={status} ({reason})"),
+        || {
+            let endpoints = endpoints.clone();
+            async move {
+                let e = endpoints.get_opt(name).await.ok().flatten()?;
+                let generation = e.metadata.generation;
+                let ready = e
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready")?;
+                (ready.status == status
+                    && ready.reason == reason
+                    && ready.observed_generation == generation)
+                    .then_some(())
+            }
+        },
+    )
     .await;
 }
 
