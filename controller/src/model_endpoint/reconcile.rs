@@ -181,28 +181,36 @@ mod tests {
         (s(&c["status"]), s(&c["reason"]), s(&c["message"]))
     }
 
+    /// Reconciles `team-a/openai` whose cached Secret metadata qualifies: the Secret is read
+    /// (answered with `secret`) and the status written; returns the `Ready` condition.
+    async fn reconcile_reading(
+        secret: &Secret,
+        ctx: Arc<Context>,
+        api: &mut ApiServerVerifier,
+    ) -> (String, String, String) {
+        let e = Arc::new(endpoint("team-a", "openai", "key"));
+        let reconciled = tokio::spawn(reconcile(e, ctx));
+        let answer = serde_json::to_value(secret).expect("json");
+        api.expect(
+            Method::GET,
+            "/api/v1/namespaces/team-a/secrets/key",
+            200,
+            answer,
+        )
+        .await;
+        let ready = ready_of(&expect_status(api).await);
+        let requeue = reconciled.await.expect("joined").expect("ok");
+        assert_eq!(requeue, Requeue::AwaitChange);
+        ready
+    }
+
     #[tokio::test]
     async fn a_qualified_secret_is_read_for_its_key_and_the_endpoint_becomes_ready() {
         let (client, mut api) = ApiServerVerifier::client();
         let secret = marked_secret("apiKey");
         let ctx = context(client, Some(&secret));
-        let run = tokio::spawn(reconcile(
-            Arc::new(endpoint("team-a", "openai", "key")),
-            ctx,
-        ));
-        api.expect(
-            Method::GET,
-            "/api/v1/namespaces/team-a/secrets/key",
-            200,
-            serde_json::to_value(&secret).expect("json"),
-        )
-        .await;
-        let (ready, reason, _) = ready_of(&expect_status(&mut api).await);
+        let (ready, reason, _) = reconcile_reading(&secret, ctx, &mut api).await;
         assert_eq!((ready.as_str(), reason.as_str()), ("True", "Ready"));
-        assert_eq!(
-            run.await.expect("joined").expect("ok"),
-            Requeue::AwaitChange
-        );
     }
 
     #[tokio::test]
@@ -212,31 +220,13 @@ mod tests {
         let secret = marked_secret("apiKey");
         let (ctx, mut woken) = context_waking(client, Some(&secret));
         let run = Key::new("team-a", "agent");
-        ctx.caches
-            .waiters
-            .wait(&endpoint_key("team-a", "openai"), &run);
-        ctx.caches
-            .waiters
-            .wait(&endpoint_key("team-a", "other"), &Key::new("team-a", "b"));
-        let e = Arc::new(endpoint("team-a", "openai", "key"));
-        let reconciled = tokio::spawn(reconcile(e, ctx.clone()));
-        let answer = serde_json::to_value(&secret).expect("json");
-        api.expect(
-            Method::GET,
-            "/api/v1/namespaces/team-a/secrets/key",
-            200,
-            answer,
-        )
-        .await;
-        expect_status(&mut api).await;
-        reconciled.await.expect("joined").expect("ok");
+        let waiters = &ctx.caches.waiters;
+        waiters.wait(&endpoint_key("team-a", "openai"), &run);
+        waiters.wait(&endpoint_key("team-a", "other"), &Key::new("team-a", "b"));
+        reconcile_reading(&secret, ctx.clone(), &mut api).await;
         assert_eq!(woken.try_recv().ok(), Some(run));
         assert!(woken.try_recv().is_err(), "only the runs of this endpoint");
-        assert_eq!(
-            ctx.caches.waiters.len(),
-            1,
-            "the other endpoint's run still waits"
-        );
+        assert_eq!(waiters.len(), 1, "the other endpoint's run still waits");
     }
 
     #[tokio::test]
@@ -244,21 +234,9 @@ mod tests {
         let (client, mut api) = ApiServerVerifier::client();
         let secret = marked_secret("other");
         let ctx = context(client, Some(&secret));
-        let run = tokio::spawn(reconcile(
-            Arc::new(endpoint("team-a", "openai", "key")),
-            ctx,
-        ));
-        api.expect(
-            Method::GET,
-            "/api/v1/namespaces/team-a/secrets/key",
-            200,
-            serde_json::to_value(&secret).expect("json"),
-        )
-        .await;
-        let (ready, reason, message) = ready_of(&expect_status(&mut api).await);
+        let (ready, reason, message) = reconcile_reading(&secret, ctx, &mut api).await;
         assert_eq!((ready.as_str(), reason.as_str()), ("False", "KeyNotFound"));
         assert!(message.contains("apiKey"), "{message}");
-        run.await.expect("joined").expect("ok");
     }
 
     #[tokio::test]
