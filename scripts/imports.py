@@ -32,7 +32,7 @@ LAYERS = [
     ("admission", "admission"),
     ("lifecycle", "lifecycle"),
     ("watches", "watches"),
-    ("drivers", "evaluation suite local"),
+    ("drivers", "evaluation suite local model_endpoint"),
     ("composition", "cli apiref operator crate"),
 ]
 LAYER = {m: i for i, (_, ms) in enumerate(LAYERS) for m in ms.split()}

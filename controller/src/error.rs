@@ -19,6 +19,15 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Reading the Secret a ModelEndpoint names failed.
+    #[error("failed to read Secret {name}: {source}")]
+    GetSecret {
+        /// Its name.
+        name: String,
+        /// Cause.
+        #[source]
+        source: kube::Error,
+    },
     /// Reading the pod log failed.
     #[error("failed to read the log of pod {pod}: {source}")]
     ReadLog {
@@ -92,6 +101,7 @@ impl Error {
             Error::GetEvaluation(_) => "GetEvaluationFailed",
             Error::GetSuite(_) => "GetSuiteFailed",
             Error::GetModelEndpoint { .. } => "GetModelEndpointFailed",
+            Error::GetSecret { .. } => "GetSecretFailed",
             Error::ReadLog { .. } => "ReadLogFailed",
             Error::ReconcileTimeout(_) => "ReconcileTimeout",
             Error::ReadLogTimeout { .. } => "ReadLogTimeout",

@@ -12,8 +12,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::client::Body;
 use kube::{Client, Resource};
 
-use crate::crd::Evaluation;
 use crate::crd::evaluation::{EvaluationSpec, EvaluationStatus, InlineSource, Source};
+use crate::crd::model::{KeySecretRef, ModelApi, ModelEndpointSpec, ModelEndpointStatus};
+use crate::crd::{Evaluation, ModelEndpoint};
 use crate::lifecycle::{Observed, RuntimeClassCheck};
 
 /// A fixed "now" (2026-01-01T00:00:00Z) plus `secs`.
@@ -223,6 +224,48 @@ pub fn terminated(exit_code: i32, reason: &str, message: Option<&str>) -> Contai
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+impl ModelEndpoint {
+    /// `team-a/stand-in` (generation 1) serving `models` from the stand-in provider, Ready.
+    pub fn ready_test(models: &[&str]) -> Self {
+        let mut e = ModelEndpoint::new(
+            "stand-in",
+            ModelEndpointSpec {
+                api: ModelApi::Openai,
+                base_url: "http://10.88.0.1:8090/v1".into(),
+                secret_ref: KeySecretRef {
+                    name: "stand-in-key".into(),
+                    key: "apiKey".into(),
+                },
+                models: models.iter().map(|m| m.to_string()).collect(),
+                pricing: Default::default(),
+            },
+        );
+        e.metadata.namespace = Some("team-a".into());
+        e.metadata.generation = Some(1);
+        e.with_ready("True", "Ready", Some(1))
+    }
+
+    /// Sets its `Ready` condition.
+    pub fn with_ready(mut self, status: &str, reason: &str, generation: Option<i64>) -> Self {
+        let mut conditions = Vec::new();
+        crate::crd::conditions::set_condition(
+            &mut conditions,
+            crate::crd::conditions::READY,
+            if status == "True" {
+                crate::crd::conditions::Status::True
+            } else {
+                crate::crd::conditions::Status::False
+            },
+            reason,
+            &format!("{reason} (test)"),
+            generation,
+            &at(0),
+        );
+        self.status = Some(ModelEndpointStatus { conditions });
+        self
     }
 }
 

@@ -26,6 +26,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod local;
 pub mod metrics;
+pub mod model_endpoint;
 pub mod operator;
 pub mod ownership;
 pub mod quantity;

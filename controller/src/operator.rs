@@ -1,7 +1,8 @@
 //! Starts the operator: caches (quotas, the emergency-stop switch, RuntimeClasses, and the
 //! shared watches of Evaluations, suites and pods), the sandbox canary, the admission ledger
 //! rebuilt from the synced caches, the quota status writer, the HTTP endpoints, and the
-//! Evaluation and EvaluationSuite controllers. Talks to the API server.
+//! Evaluation and EvaluationSuite controllers (and, with a model gateway, the ModelEndpoint
+//! controller). Talks to the API server.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,7 @@ use crate::store::Store;
 use crate::suite;
 use crate::transfer::Transfers;
 use crate::watches;
-use crate::{events, http, leader, runner, system_namespace};
+use crate::{events, http, leader, model_endpoint, runner, system_namespace};
 
 /// Longest wait for the next bytes of an API response (watches excepted): a slow or silent
 /// API server fails a request instead of holding a worker.
@@ -146,6 +147,16 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
         config.clone(),
         metrics.clone(),
     ));
+    // With a gateway: the ModelEndpoints' Ready condition.
+    let endpoints = config.gateway.is_some().then(|| {
+        Arc::new(model_endpoint::Context::new(
+            clients.requests.clone(),
+            metrics.clone(),
+            caches.clone(),
+            evaluation_trigger.clone(),
+            scopes.len(),
+        ))
+    });
     rereconcile_on_stop(stop_changed, evaluation_trigger, caches.clone());
 
     let suite_ctx = Arc::new(suite::Context::new(
@@ -173,14 +184,33 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
     ready.store(true, Ordering::SeqCst);
     let shutdown = runner::shutdown_signal().shared();
-    futures::future::join(
+    let endpoints = async {
+        if let Some(endpoints) = endpoints {
+            let concurrency = runtime.concurrency;
+            model_endpoint::run(
+                endpoints,
+                &clients.watches,
+                &scopes,
+                concurrency,
+                shutdown.clone(),
+            )
+            .await;
+        }
+    };
+    futures::future::join3(
         evaluation::run(
             ctx.clone(),
             evaluation_triggers,
             runtime.concurrency,
             shutdown.clone(),
         ),
-        suite::run(suite_ctx, suite_triggers, runtime.concurrency, shutdown),
+        suite::run(
+            suite_ctx,
+            suite_triggers,
+            runtime.concurrency,
+            shutdown.clone(),
+        ),
+        endpoints,
     )
     .await;
     if let Some(lease) = &runtime.leader_lease {

@@ -23,6 +23,8 @@ pub const STATUS_MANAGER: &str = "crucible-status";
 pub const SUITE_MANAGER: &str = "crucible-suite";
 /// Field manager of `EvaluationQuota.status`.
 pub const QUOTA_STATUS_MANAGER: &str = "crucible-quota-status";
+/// Field manager of `ModelEndpoint.status`.
+pub const ENDPOINT_STATUS_MANAGER: &str = "crucible-endpoint-status";
 /// Field manager of the emergency-stop switch (`crucible stop` / `resume`).
 pub const STOP_MANAGER: &str = "crucible-stop";
 /// Field manager of the sandbox canary's pods, policies and its ConfigMap `crucible-sandbox`.

@@ -142,6 +142,7 @@ impl Routes {
         self.admission.withdraw(&uid);
         self.caches.expected.forget(&uid);
         self.caches.statuses.forget(&uid);
+        self.caches.waiters.forget(&key_of(ev));
         self.free_gone(&ns, &uid);
     }
 

@@ -138,3 +138,72 @@ fn every_manifest_in_the_docs_is_an_example_or_marked_a_fragment() {
         }
     }
 }
+
+/// The RBAC split of docs/models.md parses into Roles and RoleBindings as the API server reads
+/// them, binds only the Roles it defines, and keeps researchers to reading ModelEndpoints and off
+/// Secrets while the platform team manages both.
+#[test]
+fn the_model_docs_rbac_split_keeps_researchers_off_secrets_and_endpoint_writes() {
+    use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding};
+    let block = doc_yaml_blocks()
+        .into_iter()
+        .find(|(page, _, body)| page.ends_with("models.md") && body.contains("kind: RoleBinding"))
+        .map(|(_, _, body)| body)
+        .expect("docs/models.md has the RBAC split");
+    let (mut roles, mut bindings) = (Vec::new(), Vec::new());
+    for doc in block.split("\n---\n") {
+        let value: serde_json::Value = serde_saphyr::from_str(doc).expect("YAML");
+        match value["kind"].as_str() {
+            Some("Role") => roles.push(serde_json::from_value::<Role>(value).expect("a Role")),
+            Some("RoleBinding") => {
+                bindings.push(serde_json::from_value::<RoleBinding>(value).expect("a RoleBinding"))
+            }
+            other => panic!("unexpected kind {other:?}"),
+        }
+    }
+    let rules = |name: &str| -> Vec<PolicyRule> {
+        roles
+            .iter()
+            .find(|r| r.metadata.name.as_deref() == Some(name))
+            .and_then(|r| r.rules.clone())
+            .unwrap_or_else(|| panic!("Role {name}"))
+    };
+    let verbs = |rules: &[PolicyRule], resource: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| {
+                r.resources
+                    .iter()
+                    .flatten()
+                    .any(|x| x == resource || x == "*")
+            })
+            .flat_map(|r| r.verbs.clone())
+            .collect()
+    };
+    let researcher = rules("model-researcher");
+    assert!(verbs(&researcher, "secrets").is_empty(), "{researcher:?}");
+    let on_endpoints = verbs(&researcher, "modelendpoints");
+    assert!(
+        on_endpoints
+            .iter()
+            .all(|v| ["get", "list", "watch"].contains(&v.as_str())),
+        "{on_endpoints:?}"
+    );
+    assert!(verbs(&researcher, "evaluations").contains(&"create".to_string()));
+    let platform = rules("model-platform");
+    for resource in ["secrets", "modelendpoints"] {
+        assert!(
+            verbs(&platform, resource).contains(&"create".to_string()),
+            "{resource}"
+        );
+    }
+    assert_eq!(bindings.len(), roles.len(), "each Role is bound");
+    for binding in &bindings {
+        assert!(
+            roles
+                .iter()
+                .any(|r| r.metadata.name.as_deref() == Some(binding.role_ref.name.as_str())),
+            "{binding:?} binds a Role the block does not define"
+        );
+    }
+}

@@ -7,6 +7,10 @@
 //! it while no other controller runs. The sandbox reaches the gateway through its Service's
 //! cluster IP (the local cluster's kube-proxy).
 //!
+//! The run waits queued (`ModelEndpointNotReady`) while its ModelEndpoint's Secret is missing,
+//! unlabelled, or not bound to the provider's host, and starts once the endpoint is Ready; an
+//! endpoint pointing the same Secret at another host stays not Ready.
+//!
 //! The run's Python loop calls `OPENAI_BASE_URL` with `OPENAI_API_KEY` (the run's token, never
 //! the provider key) three times, then tries the provider directly, which its NetworkPolicy
 //! must refuse (the local cluster's kube-router enforces NetworkPolicy); the controller puts
@@ -122,6 +126,8 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
 
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
         apply_evaluation(&client, &ns, &agent(provider, "agent", 10)).await;
+        // The run waits while its endpoint is not Ready, and starts once it is.
+        endpoint_becomes_ready_and_its_run_starts(&client, &ns, provider, &api).await;
         let done = wait_finished(&api, "agent", Duration::from_secs(240)).await;
         let status = done.status.expect("status");
         assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
@@ -210,11 +216,96 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
             "only forwarded calls are recorded: {text}"
         );
 
+        endpoint_on_another_host_is_never_ready(&client, &ns).await;
+
         let _ = namespaces
             .delete(&gateway_ns, &DeleteParams::background())
             .await;
         let _ = std::fs::remove_file(&key_file);
     })
+    .await;
+}
+
+/// Endpoint `stand-in` names a Secret of its namespace that does not exist yet, then exists
+/// unlabelled, then is labelled and names the provider's host: Ready. Meanwhile the agent run
+/// waits queued, reason `ModelEndpointNotReady`, with no pod.
+async fn endpoint_becomes_ready_and_its_run_starts(
+    client: &kube::Client,
+    ns: &str,
+    provider: std::net::SocketAddr,
+    runs: &Api<Evaluation>,
+) {
+    let endpoints: Api<ModelEndpoint> = Api::namespaced(client.clone(), ns);
+    wait_ready(&endpoints, "stand-in", "False", "SecretNotFound").await;
+    poll_until(
+        Duration::from_secs(120),
+        "the agent run to wait for its endpoint",
+        || {
+            let runs = runs.clone();
+            async move {
+                let status = runs.get_opt("agent").await.ok().flatten()?.status?;
+                (status.phase == Some(Phase::Queued)
+                    && status.reason.as_deref() == Some("ModelEndpointNotReady")
+                    && status.pod_name.is_none())
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    let secret = |metadata: serde_json::Value| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": metadata,
+               "stringData": {"apiKey": PROVIDER_KEY}})
+    };
+    let _: Secret = apply_typed(client, ns, &secret(json!({"name": "stand-in-key"}))).await;
+    wait_ready(&endpoints, "stand-in", "False", "SecretNotLabelled").await;
+    let bound = json!({"name": "stand-in-key",
+        "labels": {"crucible.dev/model-credentials": "true"},
+        "annotations": {"crucible.dev/model-host": provider.ip().to_string()}});
+    let _: Secret = apply_typed(client, ns, &secret(bound)).await;
+    wait_ready(&endpoints, "stand-in", "True", "Ready").await;
+}
+
+/// An endpoint pointing the same Secret at another host is never Ready, and no endpoint's
+/// status shows the key.
+async fn endpoint_on_another_host_is_never_ready(client: &kube::Client, ns: &str) {
+    let endpoints: Api<ModelEndpoint> = Api::namespaced(client.clone(), ns);
+    let elsewhere = json!({"apiVersion": "crucible.dev/v1alpha1", "kind": "ModelEndpoint",
+        "metadata": {"name": "elsewhere"},
+        "spec": {"api": "openai", "baseURL": "https://attacker.example/v1",
+                 "secretRef": {"name": "stand-in-key", "key": "apiKey"}, "models": [MODEL]}});
+    let _: ModelEndpoint = apply_typed(client, ns, &elsewhere).await;
+    wait_ready(&endpoints, "elsewhere", "False", "HostNotAllowed").await;
+    let listed = endpoints
+        .list(&Default::default())
+        .await
+        .expect("list endpoints");
+    let shown = serde_json::to_string(&listed).expect("json");
+    assert!(!shown.contains(PROVIDER_KEY), "{shown}");
+}
+
+/// Waits until endpoint `name`'s `Ready` condition has `status` and `reason` for its current
+/// generation.
+async fn wait_ready(endpoints: &Api<ModelEndpoint>, name: &str, status: &str, reason: &str) {
+    poll_until(
+        Duration::from_secs(60),
+        &format!("ModelEndpoint {name} Ready={status} ({reason})"),
+        || {
+            let endpoints = endpoints.clone();
+            async move {
+                let e = endpoints.get_opt(name).await.ok().flatten()?;
+                let generation = e.metadata.generation;
+                let ready = e
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Ready")?;
+                (ready.status == status
+                    && ready.reason == reason
+                    && ready.observed_generation == generation)
+                    .then_some(())
+            }
+        },
+    )
     .await;
 }
 

@@ -7,6 +7,7 @@ use kube::ResourceExt;
 
 use crate::cache::expectations::Expectations;
 use crate::cache::seen_statuses::SeenStatuses;
+use crate::cache::waiters::Waiters;
 use crate::cache::{Indexed, key_of};
 use crate::crd::evaluation::Phase;
 use crate::crd::{Evaluation, EvaluationSuite};
@@ -26,6 +27,8 @@ pub struct Caches {
     pub expected: Expectations,
     /// When a cached Evaluation is as good as a fresh read.
     pub statuses: SeenStatuses,
+    /// Runs waiting for a ModelEndpoint to become Ready.
+    pub waiters: Waiters,
 }
 
 impl Caches {
@@ -37,6 +40,7 @@ impl Caches {
             pods: Indexed::new(scopes, ownership::pod_index),
             expected: Expectations::default(),
             statuses: SeenStatuses::default(),
+            waiters: Waiters::default(),
         }
     }
 

@@ -7,11 +7,13 @@
 //!   history.
 //! - [`expectations`]: pods this controller created that the cache has not shown yet.
 //! - [`seen_statuses`]: when a cached (new) Evaluation can stand in for a fresh read.
+//! - [`waiters`]: runs waiting for a ModelEndpoint to become Ready.
 
 pub mod caches;
 pub mod expectations;
 pub mod lean;
 pub mod seen_statuses;
+pub mod waiters;
 
 pub use caches::Caches;
 

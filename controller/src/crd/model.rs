@@ -32,6 +32,8 @@ const MODEL_NAME_PATTERN: &str = r"^[a-z]([a-z0-9-]*[a-z0-9])?$";
     doc = "A model provider endpoint that Evaluations of this namespace call through the gateway.",
     printcolumn = r#"{"name":"API","type":"string","jsonPath":".spec.api"}"#,
     printcolumn = r#"{"name":"BaseURL","type":"string","jsonPath":".spec.baseURL"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -94,8 +96,10 @@ pub struct ModelPrice {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ModelEndpointStatus {
-    /// `Ready` once the Secret exists, is labelled for model credentials and names this
-    /// endpoint's host.
+    /// `Ready` once the Secret exists, is labelled for model credentials, names this
+    /// endpoint's host and holds the key; otherwise its reason says which is missing
+    /// (`InvalidEndpoint`, `SecretNotFound`, `SecretNotLabelled`, `HostNotAllowed`,
+    /// `KeyNotFound`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

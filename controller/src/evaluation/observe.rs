@@ -3,7 +3,7 @@
 //! that finished or is about to be stopped; from the controller's caches its pods (the
 //! reconcile waits while a pod it created is not in the cache yet), the RuntimeClass and the
 //! emergency-stop switch; and, once admitted, the git source from the fetch pool (never waiting
-//! for a git server: a fetch under way is an answer too). Only reads: admission is decided by
+//! for a git server: a fetch under way is an answer too) and the ModelEndpoints of its models. Only reads: admission is decided by
 //! the gate, in `reconcile`.
 
 use std::collections::BTreeMap;
@@ -14,13 +14,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, LogParams};
 use kube::{Resource, ResourceExt};
 
+use crate::cache::{key_of, waiters};
 use crate::crd::evaluation::{GitSource, Source};
-use crate::crd::model::ModelEndpointSpec;
 use crate::crd::samples::BaselineRef;
 use crate::crd::{Evaluation, ModelEndpoint};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
+use crate::gateway;
 use crate::lifecycle::samples::Samples;
 use crate::lifecycle::{self, LogsNeeded, Observed, RuntimeClassCheck};
 use crate::reading;
@@ -152,15 +153,18 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
 }
 
 /// The ModelEndpoints `ev`'s models name, read when an attempt may start (a few GETs, one per
-/// distinct endpoint, at most `MAX_RUN_MODELS`): the run learns each model's protocol and
-/// whether its namespace's endpoint serves it.
+/// distinct endpoint, at most `MAX_RUN_MODELS`): the run learns each model's protocol, whether
+/// its namespace's endpoint serves it, and whether that endpoint is Ready. A run that finds an
+/// endpoint not Ready is recorded as waiting for it (the ModelEndpoint controller sends it back
+/// when the endpoint becomes Ready), then reads it once more: it may have become Ready between
+/// the first read and the record, and then no wake-up would come.
 ///
 /// # Errors
 /// API errors other than "not found".
 pub async fn model_endpoints(
     ev: &Evaluation,
     ctx: &Context,
-) -> Result<BTreeMap<String, Option<ModelEndpointSpec>>> {
+) -> Result<BTreeMap<String, Option<ModelEndpoint>>> {
     let mut found = BTreeMap::new();
     let models = crate::run::models::models(&ev.spec);
     if models.is_empty() || ctx.config.gateway.is_none() {
@@ -168,18 +172,28 @@ pub async fn model_endpoints(
     }
     let namespace = ev.namespace().unwrap_or_default();
     let api: Api<ModelEndpoint> = Api::namespaced(ctx.client.clone(), &namespace);
+    let get = |name: String| {
+        let api = api.clone();
+        async move {
+            api.get_opt(&name)
+                .await
+                .map_err(|source| Error::GetModelEndpoint { name, source })
+        }
+    };
     for m in models {
         if found.contains_key(&m.endpoint) {
             continue;
         }
-        let endpoint =
-            api.get_opt(&m.endpoint)
-                .await
-                .map_err(|source| Error::GetModelEndpoint {
-                    name: m.endpoint.clone(),
-                    source,
-                })?;
-        found.insert(m.endpoint.clone(), endpoint.map(|e| e.spec));
+        let mut endpoint = get(m.endpoint.clone()).await?;
+        if endpoint
+            .as_ref()
+            .is_some_and(|e| !gateway::endpoint::is_ready(e))
+        {
+            let waiting = waiters::endpoint_key(&namespace, &m.endpoint);
+            ctx.caches.waiters.wait(&waiting, &key_of(ev));
+            endpoint = get(m.endpoint.clone()).await?;
+        }
+        found.insert(m.endpoint.clone(), endpoint);
     }
     Ok(found)
 }

@@ -668,3 +668,70 @@ async fn a_suite_child_rerun_by_hand_waits_for_the_suites_go_ahead() {
     })
     .await;
 }
+
+mod model_endpoints {
+    use super::*;
+    use crate::cache::waiters::endpoint_key;
+    use crate::crd::ModelEndpoint;
+    use crate::crd::model::ModelRef;
+    use crate::evaluation::observe;
+
+    const ENDPOINT: &str = "/apis/crucible.dev/v1alpha1/namespaces/team-a/modelendpoints/stand-in";
+
+    /// A run with one model, under a controller connected to a gateway.
+    fn with_gateway() -> (Arc<Context>, ApiServerVerifier, Evaluation) {
+        let (ctx, api) = Context::test();
+        let Ok(mut ctx) = Arc::try_unwrap(ctx) else {
+            panic!("the test context is not shared yet");
+        };
+        ctx.config = Config::with_gateway();
+        let ev = Evaluation::test().with_spec(|s| {
+            s.models = Some(vec![ModelRef {
+                name: "target".into(),
+                endpoint: "stand-in".into(),
+                model: "stand-in-small".into(),
+            }]);
+        });
+        (Arc::new(ctx), api, ev)
+    }
+
+    /// The endpoint became Ready between the first read and the record of the wait: the second
+    /// read sees it, so the run starts rather than waiting for a wake-up that already went by.
+    #[tokio::test]
+    async fn a_run_that_finds_its_endpoint_not_ready_waits_for_it_then_reads_it_again() {
+        let (ctx, mut api, ev) = with_gateway();
+        let ready = ModelEndpoint::ready_test(&["stand-in-small"]);
+        let not_ready = ready.clone().with_ready("False", "SecretNotFound", Some(1));
+        let read = tokio::spawn({
+            let (ctx, ev) = (ctx.clone(), ev.clone());
+            async move { observe::model_endpoints(&ev, &ctx).await }
+        });
+        let json = |e: &ModelEndpoint| serde_json::to_value(e).expect("json");
+        api.expect(Method::GET, ENDPOINT, 200, json(&not_ready))
+            .await;
+        api.expect(Method::GET, ENDPOINT, 200, json(&ready)).await;
+        let found = read.await.expect("joined").expect("read");
+        let seen = found.get("stand-in").and_then(Option::as_ref);
+        assert!(seen.is_some_and(crate::gateway::endpoint::is_ready));
+        // Recorded as waiting: the endpoint's controller would send it back.
+        let woken = ctx.caches.waiters.take(&endpoint_key("team-a", "stand-in"));
+        assert!(woken.contains(&crate::runner::Key::new("team-a", "arith")));
+    }
+
+    #[tokio::test]
+    async fn a_ready_endpoint_is_read_once_and_nothing_waits() {
+        let (ctx, mut api, ev) = with_gateway();
+        let ready = ModelEndpoint::ready_test(&["stand-in-small"]);
+        let read = tokio::spawn({
+            let (ctx, ev) = (ctx.clone(), ev.clone());
+            async move { observe::model_endpoints(&ev, &ctx).await }
+        });
+        let answer = serde_json::to_value(&ready).expect("json");
+        api.expect(Method::GET, ENDPOINT, 200, answer).await;
+        let found = read.await.expect("joined").expect("read");
+        let seen = found.get("stand-in").and_then(Option::as_ref);
+        assert!(seen.is_some_and(crate::gateway::endpoint::is_ready));
+        assert!(ctx.caches.waiters.is_empty());
+        api.expect_silence().await;
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::crd::model::ModelEndpointSpec;
+use crate::crd::ModelEndpoint;
 use crate::error::Result;
 use crate::gateway::tally::RunUsage;
 use crate::run::fetched::{FetchedSource, SourceProblem};
@@ -39,8 +39,9 @@ pub struct Observed {
     /// For a finished run with `follow: true`: the commit the followed ref points to now.
     pub head: Option<String>,
     /// The ModelEndpoints `spec.models` names, by name (`None`: it does not exist in the
-    /// namespace). Read only when an attempt of a run with models may start.
-    pub model_endpoints: BTreeMap<String, Option<ModelEndpointSpec>>,
+    /// namespace), with their status (whether they are Ready). Read only when an attempt of a
+    /// run with models may start.
+    pub model_endpoints: BTreeMap<String, Option<ModelEndpoint>>,
     /// For a pod whose steps succeeded: its samples ([`samples_needed`](super::samples_needed)).
     pub samples: Option<super::samples::Samples>,
     /// For a run with models that has started: what the gateway says it used, or why it could

@@ -183,7 +183,7 @@ impl Planner<'_> {
             };
             // The namespace's endpoint must list the model: the gateway serves every namespace,
             // so this keeps a namespace to the models its platform team gave it.
-            if !endpoint.models.contains(&m.model) {
+            if !endpoint.spec.models.contains(&m.model) {
                 return Err(format!(
                     "spec.models {}: ModelEndpoint {} does not list model {}",
                     shown(&m.name),
@@ -193,7 +193,7 @@ impl Planner<'_> {
             }
             run_models.push(RunModel {
                 model: m,
-                api: endpoint.api,
+                api: endpoint.spec.api,
             });
         }
         let key = SigningKey::new(&gateway.token_key.0)

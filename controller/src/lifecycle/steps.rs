@@ -9,11 +9,14 @@ use kube::{Resource, ResourceExt};
 use crate::admission::Decision;
 use crate::admission::ledger::reported_position;
 use crate::config::Config;
+use crate::crd::bounds::shown;
+use crate::crd::conditions;
 use crate::crd::evaluation::NetworkMode;
 use crate::crd::evaluation::{Evaluation, EvaluationStatus, Phase, Provenance, QueueStatus};
 use crate::crd::samples::SamplesStatus;
 use crate::crd::shown_estimate;
 use crate::duration;
+use crate::gateway::endpoint;
 use crate::requeue::Requeue;
 use crate::run::identity::{RunKey, child_name};
 use crate::run::phase::{self, Outcome, PodState};
@@ -28,6 +31,10 @@ use super::*;
 
 /// The status message of a run whose samples are being stored.
 const STORING_SAMPLES: &str = "the evaluation finished; storing its samples";
+/// Status reason of a run waiting for a ModelEndpoint to become Ready.
+pub const ENDPOINT_NOT_READY: &str = "ModelEndpointNotReady";
+/// Most characters of a ModelEndpoint's reason and message a waiting run's status repeats.
+const MAX_ENDPOINT_MESSAGE: usize = 256;
 /// Prefix of the status message of a run whose pod the scheduler cannot place.
 const WAITING_FOR_NODE: &str = "waiting for a node: ";
 
@@ -83,6 +90,15 @@ impl Planner<'_> {
         {
             return self.source_problem(problem);
         }
+        if matches!(self.status.phase, None | Some(Phase::Queued))
+            && let Some(why) = self.endpoint_not_ready()
+        {
+            self.wait_in_queue(0, why);
+            // Not in the admission queue: it must not hold up the runs behind it; the endpoint
+            // becoming Ready brings it back to the gate.
+            self.in_queue = false;
+            return;
+        }
         match self.status.phase {
             None | Some(Phase::Queued) => match self.admission {
                 // A retry that waited for admission goes on counting its attempts.
@@ -125,6 +141,41 @@ impl Planner<'_> {
         // the runs behind it.
         self.in_queue = false;
         self.requeue = Requeue::After(SOURCE_RETRY);
+    }
+
+    /// Why a run with models may not start yet: a ModelEndpoint it names exists but is not
+    /// Ready (its Secret is missing, unmarked or bound to another host: the platform team's
+    /// to fix, so the run waits as for any missing dependency). One that does not exist at all
+    /// is the run's own mistake and ends it when the attempt starts.
+    fn endpoint_not_ready(&self) -> Option<String> {
+        self.obs
+            .model_endpoints
+            .iter()
+            .find_map(|(name, endpoint)| {
+                let endpoint = endpoint.as_ref()?;
+                if endpoint::is_ready(endpoint) {
+                    return None;
+                }
+                let ready = endpoint
+                    .status
+                    .as_ref()
+                    .and_then(|s| conditions::find(&s.conditions, conditions::READY))
+                    .filter(|c| c.observed_generation == endpoint.metadata.generation);
+                // The endpoint's status is text of the cluster's, not of this run: cut to size.
+                let cut = |text: &str| text.chars().take(MAX_ENDPOINT_MESSAGE).collect::<String>();
+                Some(match ready {
+                    Some(c) => format!(
+                        "{ENDPOINT_NOT_READY}: ModelEndpoint {} is not Ready: {}: {}",
+                        shown(name),
+                        cut(&c.reason),
+                        cut(&c.message)
+                    ),
+                    None => format!(
+                        "{ENDPOINT_NOT_READY}: ModelEndpoint {} has not been checked yet",
+                        shown(name)
+                    ),
+                })
+            })
     }
 
     /// Keeps a run queued, or ends it when it waited longer than `queueTimeout`.

@@ -671,7 +671,8 @@ fn a_run_waits_for_its_samples_keeping_its_pod_then_finishes_with_them() {
 
 mod models {
     use super::*;
-    use crate::crd::model::{KeySecretRef, ModelApi, ModelEndpointSpec, ModelRef};
+    use crate::crd::ModelEndpoint;
+    use crate::crd::model::ModelRef;
     use crate::gateway::token::SigningKey;
     use crate::run::pod::EVALUATION_CONTAINER;
     use std::collections::BTreeMap;
@@ -687,18 +688,12 @@ mod models {
     }
 
     fn endpoint(models: &[&str]) -> Observed {
-        let spec = ModelEndpointSpec {
-            api: ModelApi::Openai,
-            base_url: "http://10.88.0.1:8090/v1".into(),
-            secret_ref: KeySecretRef {
-                name: "stand-in-key".into(),
-                key: "apiKey".into(),
-            },
-            models: models.iter().map(|m| m.to_string()).collect(),
-            pricing: Default::default(),
-        };
+        with_endpoint(ModelEndpoint::ready_test(models))
+    }
+
+    fn with_endpoint(endpoint: ModelEndpoint) -> Observed {
         Observed {
-            model_endpoints: [("stand-in".to_string(), Some(spec))].into(),
+            model_endpoints: [("stand-in".to_string(), Some(endpoint))].into(),
             ..Observed::empty()
         }
     }
@@ -815,6 +810,54 @@ mod models {
     }
 
     #[test]
+    fn a_run_whose_endpoint_is_not_ready_waits_queued_without_children_or_a_slot() {
+        let config = Config::with_gateway();
+        let not_ready = ModelEndpoint::ready_test(&["stand-in-small"]);
+        // Not Ready, Ready for an older spec, not looked at yet: the run waits for each.
+        for (endpoint, says) in [
+            (
+                not_ready
+                    .clone()
+                    .with_ready("False", "HostNotAllowed", Some(1)),
+                "ModelEndpoint \"stand-in\" is not Ready: HostNotAllowed",
+            ),
+            (
+                not_ready.clone().with_ready("True", "Ready", Some(0)),
+                "has not been checked yet",
+            ),
+            (
+                ModelEndpoint {
+                    status: None,
+                    ..not_ready.clone()
+                },
+                "has not been checked yet",
+            ),
+        ] {
+            let p = plan(
+                &with_models(),
+                &with_endpoint(endpoint),
+                &Decision::Admit,
+                &config,
+            )
+            .expect("plan");
+            assert!(p.create.is_empty(), "{:?}", kinds(&p));
+            assert!(!p.in_queue, "a run waiting for its endpoint holds no place");
+            assert_eq!(p.status.phase, Some(Phase::Queued));
+            assert_eq!(p.status.reason.as_deref(), Some("ModelEndpointNotReady"));
+            let queue = p.status.queue.as_ref().and_then(|q| q.reason.clone());
+            assert!(
+                queue.as_deref().is_some_and(|r| r.contains(says)),
+                "{queue:?}"
+            );
+            assert_eq!(
+                p.requeue,
+                Requeue::AwaitChange,
+                "the endpoint's change wakes it"
+            );
+        }
+    }
+
+    #[test]
     fn without_a_gateway_a_run_with_models_is_refused_as_before() {
         let p = plan(
             &with_models(),
@@ -836,7 +879,8 @@ mod models {
 
 mod revocation {
     use super::*;
-    use crate::crd::model::{KeySecretRef, ModelApi, ModelEndpointSpec, ModelRef};
+    use crate::crd::ModelEndpoint;
+    use crate::crd::model::ModelRef;
 
     /// A run with models whose first attempt started under a gateway, and its pod's name.
     fn started_with_models(config: &Config) -> (Evaluation, String) {
@@ -847,18 +891,12 @@ mod revocation {
                 model: "m".into(),
             }]);
         });
-        let endpoint = ModelEndpointSpec {
-            api: ModelApi::Openai,
-            base_url: "http://10.88.0.1:8090/v1".into(),
-            secret_ref: KeySecretRef {
-                name: "k".into(),
-                key: "apiKey".into(),
-            },
-            models: vec!["m".into()],
-            pricing: Default::default(),
-        };
         let obs = Observed {
-            model_endpoints: [("stand-in".to_string(), Some(endpoint))].into(),
+            model_endpoints: [(
+                "stand-in".to_string(),
+                Some(ModelEndpoint::ready_test(&["m"])),
+            )]
+            .into(),
             ..Observed::empty()
         };
         let p = plan(&ev, &obs, &Decision::Admit, config).expect("plan");
