@@ -8,7 +8,8 @@ set -euo pipefail
 
 # litellm[proxy], pinned: figures are compared across runs. The newest whose `proxy` extra
 # installs from the registry this project uses: 1.110 needs a `litellm-proxy` package it does
-# not carry, 1.108.1 to 1.109 pin `litellm-proxy-extras` builds newer than it has.
+# not carry, and later 1.108 and 1.109 releases (1.108.14 and 1.109.3 checked) pin
+# `litellm-proxy-extras` builds newer than it has.
 VERSION=1.108.0
 CACHE=${CRUCIBLE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/crucible}
 VENV=$CACHE/tools/litellm-$VERSION

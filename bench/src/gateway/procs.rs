@@ -134,6 +134,34 @@ fn children(pid: u32) -> Vec<u32> {
         .collect()
 }
 
+/// CPU time `pid` has used (user and system), in clock ticks; `None` when it is gone.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command (which may hold spaces) start after its closing `)`.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    Some(field(11)? + field(12)?)
+}
+
+/// Waits, at most `within`, until `pid` is quiet (under a tenth of a CPU over a fifth of a
+/// second): a subject that fell behind its load works off what it had queued before the next
+/// subject is measured, instead of during it. Whether it got quiet.
+pub async fn settle(pid: u32, within: Duration) -> bool {
+    const WINDOW: Duration = Duration::from_millis(200);
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let Some(before) = cpu_ticks(pid) else {
+            return false;
+        };
+        tokio::time::sleep(WINDOW).await;
+        // 100 ticks a second on Linux: 2 ticks in 200 ms is a tenth of a CPU.
+        if cpu_ticks(pid).is_some_and(|after| after.saturating_sub(before) <= 2) {
+            return true;
+        }
+    }
+    false
+}
+
 /// Writes `text` to `dir/name`; the path.
 pub fn write(dir: &Path, name: &str, text: &str) -> Result<PathBuf, String> {
     let path = dir.join(name);
@@ -150,6 +178,20 @@ mod tests {
         let status = "Name:\tgw\nVmPeak:\t  9000 kB\nVmRSS:\t    12345 kB\nThreads:\t3\n";
         assert_eq!(vm_rss(status), Some(12_345));
         assert_eq!(vm_rss("Name:\tgw\n"), None);
+    }
+
+    #[tokio::test]
+    async fn a_busy_process_is_not_quiet_and_an_idle_one_is() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut busy = Command::new("/bin/sh");
+        busy.args(["-c", "while :; do :; done"]);
+        let busy = Process::spawn("busy", &mut busy, dir.path().join("busy")).expect("spawn");
+        assert!(!settle(busy.id(), Duration::from_millis(600)).await);
+        let mut idle = Command::new("sleep");
+        idle.arg("30");
+        let idle = Process::spawn("idle", &mut idle, dir.path().join("idle")).expect("spawn");
+        assert!(settle(idle.id(), Duration::from_secs(5)).await);
+        assert!(cpu_ticks(idle.id()).is_some());
     }
 
     #[test]

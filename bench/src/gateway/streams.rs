@@ -20,7 +20,7 @@ pub const STREAM_PARTS: u32 = 10;
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 
 /// A subject's memory in one wave, in KiB.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Wave {
     /// Before the first stream.
     pub before: u64,
@@ -35,6 +35,8 @@ pub struct Wave {
     pub most_open: usize,
     /// Streams that failed.
     pub failed: usize,
+    /// The first failure, to show.
+    pub first_error: Option<String>,
 }
 
 /// `streams` streamed calls to `target` at once; the memory of process `pid` around them.
@@ -83,10 +85,15 @@ pub async fn wave(target: &Arc<Target>, streams: usize, pid: u32) -> Result<Wave
     };
     wave.after = rss()?;
     wave.most_open = most.load(Ordering::SeqCst);
-    wave.failed = results
-        .into_iter()
-        .filter(|r| !matches!(r, Ok(Ok(()))))
-        .count();
+    for result in results {
+        let error = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => e.to_string(),
+        };
+        wave.failed += 1;
+        wave.first_error.get_or_insert(error);
+    }
     Ok(wave)
 }
 
