@@ -217,8 +217,23 @@ pub async fn open(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// `app` served on a free port of 127.0.0.1; calls to it (named `name`).
+    pub(in crate::gateway) async fn serve(
+        app: axum::Router,
+        name: &str,
+        stream: bool,
+    ) -> Arc<Target> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let base = format!("http://{addr}/v1");
+        Arc::new(Target::new(name.into(), &base, "k", "m", stream))
+    }
 
     #[test]
     fn the_schedule_spaces_calls_evenly() {
@@ -251,10 +266,6 @@ mod tests {
     /// for room, because each call is timed from its schedule, not from when it could start.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_open_loop_times_calls_from_their_schedule() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         // Answers after 20 ms each, one at a time (one connection allowed by `in_flight`).
         let app = axum::Router::new().route(
             "/v1/chat/completions",
@@ -263,14 +274,7 @@ mod tests {
                 "{}"
             }),
         );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let target = Arc::new(Target::new(
-            "slow".into(),
-            &format!("http://{addr}/v1"),
-            "k",
-            "m",
-            false,
-        ));
+        let target = serve(app, "slow", false).await;
         // 100 calls/s for 0.2 s: 20 calls, 10 ms apart, served one by one in 20 ms each.
         let run = open(
             &target,
@@ -296,22 +300,11 @@ mod tests {
     /// stretch the benchmark past its window by more than that.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_open_loop_ends_at_its_grace() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let app = axum::Router::new().route(
             "/v1/chat/completions",
             axum::routing::post(std::future::pending::<&'static str>),
         );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let target = Arc::new(Target::new(
-            "silent".into(),
-            &format!("http://{addr}/v1"),
-            "k",
-            "m",
-            false,
-        ));
+        let target = serve(app, "silent", false).await;
         let started = Instant::now();
         let run = open(
             &target,

@@ -102,15 +102,12 @@ mod tests {
     use futures::StreamExt as _;
 
     use super::*;
+    use crate::gateway::load::tests::serve;
 
     /// The step against a server that holds each answer 300 ms: every stream is counted open
     /// at once, and the figures come from the process named.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_stream_is_open_at_once_and_the_memory_is_sampled() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let app = axum::Router::new().route(
             "/v1/chat/completions",
             axum::routing::post(|| async {
@@ -121,14 +118,7 @@ mod tests {
                 axum::body::Body::from_stream(parts)
             }),
         );
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        let target = Arc::new(Target::new(
-            "held".into(),
-            &format!("http://{addr}/v1"),
-            "k",
-            "m",
-            true,
-        ));
+        let target = serve(app, "held", true).await;
         let wave = wave(&target, 50, std::process::id()).await.expect("wave");
         assert_eq!((wave.most_open, wave.failed), (50, 0));
         assert!(wave.before > 0 && wave.all_open > 0 && wave.after > 0);
