@@ -7,11 +7,13 @@
 //!   Kueue for queue memory): fan-out, queue memory, writes per run, slot refill and apply →
 //!   result latency; and (named with `--only samples`) sample ingestion into the results store.
 //! - `gateway`: calls through the model gateway vs the same calls straight to the stand-in
-//!   provider: overhead p50/p99, throughput, the gateway's memory.
+//!   provider and through LiteLLM's proxy: overhead p50/p99 at a fixed rate, throughput, the
+//!   gateway's memory with many streams open.
 
 mod cluster;
 mod gateway;
 mod local;
+mod machine;
 mod stats;
 
 use std::path::PathBuf;
@@ -33,7 +35,7 @@ enum Command {
     /// The controller vs the Job controller and Kueue on the local cluster (B1, B3, Kueue, B4,
     /// B5, B6), and sample ingestion (samples, only when named).
     Cluster(cluster::Args),
-    /// The model gateway vs direct calls to the stand-in provider.
+    /// The model gateway vs direct calls to the stand-in provider and LiteLLM's proxy.
     Gateway(gateway::Args),
 }
 

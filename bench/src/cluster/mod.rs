@@ -42,6 +42,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use self::controller::Controller;
 use self::lab::{ControllerManager, Lab};
+use crate::machine::{interrupted, load_average};
 use crate::stats;
 
 /// The benchmarks, in the order they run.
@@ -463,31 +464,6 @@ async fn run_benches(session: &mut Session, args: &Args) -> Result<(), Error> {
         );
     }
     Ok(())
-}
-
-/// The machine's 1-minute load average: the figures are only comparable at similar loads.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_string))
-        .unwrap_or_else(|| "?".into())
-}
-
-/// Resolves on the first SIGINT, SIGTERM or SIGHUP. Tokio keeps handling them afterwards, so
-/// a second Ctrl-C cannot cut the cleanup short.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = hup.recv() => "SIGHUP",
-    }
 }
 
 /// Puts the cluster back: the controller-manager's original command line, every namespace of
