@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crucible::crd::evaluation::Phase;
+use crucible::crd::samples::SamplesStatus;
 use crucible::crd::{Evaluation, EvaluationQuota};
 use crucible::samples::protocol::{Limits, Validator};
 use crucible::store::Store;
@@ -41,6 +42,35 @@ fn controller_with(ns: &str, args: &[&str]) -> OwnController {
     let mut all = vec!["--metrics-addr", "127.0.0.1:18094"];
     all.extend_from_slice(args);
     OwnController::start(LOG, ns, &system, &all)
+}
+
+/// A `file://` results store in a temporary directory (removed when the guard drops).
+fn file_store() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("file://{}", dir.path().display());
+    (dir, url)
+}
+
+/// The `file://` store in `store_dir` holds one run directory of Evaluation `name` of `ns`, and
+/// its bundle is the one `samples` names (its digest); returns the bundle's URI.
+fn the_one_bundle(
+    store_dir: &std::path::Path,
+    ns: &str,
+    name: &str,
+    samples: &SamplesStatus,
+) -> String {
+    let runs = std::fs::read_dir(store_dir.join(ns).join(name))
+        .expect("the evaluation's directory")
+        .count();
+    assert_eq!(runs, 1, "one run directory");
+    let uri = samples.uri.clone().expect("uri");
+    let bytes = std::fs::read(uri.strip_prefix("file://").expect("a file URI")).expect("bundle");
+    assert_eq!(
+        samples.digest,
+        Some(format!("sha256:{}", crucible::digest::sha256_hex(&bytes))),
+        "the stored bundle is the one the status names"
+    );
+    uri
 }
 
 fn sleeper(name: &str, retries: u32) -> Evaluation {
@@ -102,8 +132,7 @@ async fn a_restart_while_a_retry_is_pending_never_runs_more_pods_than_max_runnin
 #[tokio::test]
 async fn samples_of_a_pod_that_finished_without_a_controller_are_stored_once() {
     with_temp_ns("restart-samples", |client, ns| async move {
-        let store_dir = tempfile::tempdir().expect("temp dir");
-        let store = format!("file://{}", store_dir.path().display());
+        let (store_dir, store) = file_store();
         let args = ["--results-store", store.as_str()];
         let first = controller_with(&ns, &args);
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
@@ -141,18 +170,7 @@ async fn samples_of_a_pod_that_finished_without_a_controller_are_stored_once() {
         let status = done.status.expect("status");
         let samples = status.samples.expect("the samples, carried by the second controller");
         assert_eq!((samples.count, samples.mean), (30, 0.5));
-        let run_dirs: Vec<_> = std::fs::read_dir(store_dir.path().join(&ns).join("s"))
-            .expect("the run's directory")
-            .collect();
-        assert_eq!(run_dirs.len(), 1, "one bundle for the run");
-        let uri = samples.uri.expect("uri");
-        let path = uri.strip_prefix("file://").expect("a file URI");
-        let bytes = std::fs::read(path).expect("the bundle");
-        assert_eq!(
-            samples.digest,
-            Some(format!("sha256:{}", crucible::digest::sha256_hex(&bytes))),
-            "the stored bundle is the one the status names"
-        );
+        the_one_bundle(store_dir.path(), &ns, "s", &samples);
     })
     .await;
 }
@@ -166,8 +184,7 @@ async fn a_controller_killed_in_the_middle_of_a_transfer_leaves_one_complete_bun
     // About 46 MB of JSON Lines: a transfer of seconds, so the kill lands inside it.
     const SAMPLES: u64 = 200_000;
     with_temp_ns("restart-transfer", |client, ns| async move {
-        let store_dir = tempfile::tempdir().expect("temp dir");
-        let store = format!("file://{}", store_dir.path().display());
+        let (store_dir, store) = file_store();
         let args = ["--results-store", store.as_str()];
         let first = controller_with(&ns, &args);
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
@@ -211,17 +228,7 @@ async fn a_controller_killed_in_the_middle_of_a_transfer_leaves_one_complete_bun
         let status = done.status.expect("status");
         let samples = status.samples.expect("the samples, carried by the second controller");
         assert_eq!(samples.count, SAMPLES as i64, "every sample counted");
-        let runs: Vec<_> = std::fs::read_dir(store_dir.path().join(&ns).join("t"))
-            .expect("the evaluation's directory")
-            .collect();
-        assert_eq!(runs.len(), 1, "one run directory");
-        let uri = samples.uri.expect("uri");
-        let bytes = std::fs::read(uri.strip_prefix("file://").expect("a file URI")).expect("bundle");
-        assert_eq!(
-            samples.digest,
-            Some(format!("sha256:{}", crucible::digest::sha256_hex(&bytes))),
-            "the stored bundle is the one the status names"
-        );
+        let uri = the_one_bundle(store_dir.path(), &ns, "t", &samples);
         let reader = Store::open_existing(&store).expect("the store");
         let mut lines = 0u64;
         let object = uri
