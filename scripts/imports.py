@@ -26,7 +26,7 @@ GROUP = re.compile(r"crate::((?:[a-z_][a-z0-9_]*::)*)\{([^}]*)\}", re.S)
 # Bottom to top; docs/development.md explains each layer.
 LAYERS = [
     ("foundation", "crd config quantity duration digest labels error metrics events ssa http "
-                   "telemetry ownership requeue runner table files"),
+                   "telemetry ownership requeue runner table files network_gate"),
     ("run model", "run samples"),
     ("services", "cache source store stop canary leader system_namespace selftest gateway reading transfer"),
     ("admission", "admission"),

@@ -72,6 +72,10 @@ pub enum Command {
     /// (the controller runs it; see docs/sandbox.md).
     #[command(hide = true)]
     CanaryProbe,
+    /// Inside a sandbox pod with a network interface, first: wait until the pod's
+    /// NetworkPolicy is in force (see docs/sandbox.md).
+    #[command(hide = true)]
+    NetworkGate(crate::network_gate::GateArgs),
 }
 
 /// Flags of `crucible stop` and `crucible resume`.
@@ -288,6 +292,11 @@ pub struct ControllerArgs {
     /// enforces NetworkPolicy; `false` admits Allowlist runs without a canary.
     #[arg(long, env = "CRUCIBLE_CANARY_ALLOWLIST", default_value_t = true, action = clap::ArgAction::Set)]
     pub canary_allowlist: bool,
+    /// How long a sandbox pod with a network interface waits, first, for its NetworkPolicy to
+    /// be in force before it fails (`crucible network-gate`, docs/sandbox.md); `0s`, or
+    /// `--canary-allowlist=false` (no engine to wait for), turns the gate off.
+    #[arg(long, env = "CRUCIBLE_NETWORK_GATE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
+    pub network_gate_timeout: Duration,
     /// How often a verified sandbox is proven again (one that failed: every minute).
     #[arg(long, env = "CRUCIBLE_CANARY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub canary_interval: Duration,
@@ -418,6 +427,7 @@ impl ControllerArgs {
             cluster_cidrs,
             sandbox_canary,
             canary_allowlist,
+            network_gate_timeout,
             canary_interval,
             canary_timeout,
             canary_schedule_grace,
@@ -476,6 +486,8 @@ impl ControllerArgs {
                     max_line_len: samples_max_line_length,
                     max_ids: samples_max_ids,
                 },
+                // Filled by the operator once its listener is open.
+                network_gate: None,
             },
             Runtime {
                 // One watcher per namespace: the caches are ready when every distinct
@@ -501,6 +513,8 @@ impl ControllerArgs {
                 pod_namespace,
                 results_store,
                 results_retention,
+                network_gate_timeout: (canary_allowlist && !network_gate_timeout.is_zero())
+                    .then_some(network_gate_timeout),
                 canary: crate::config::CanarySettings {
                     enabled: sandbox_canary,
                     allowlist: canary_allowlist,

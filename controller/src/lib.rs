@@ -27,6 +27,7 @@ pub mod lifecycle;
 pub mod local;
 pub mod metrics;
 pub mod model_endpoint;
+pub mod network_gate;
 pub mod operator;
 pub mod ownership;
 pub mod quantity;

@@ -1,19 +1,26 @@
 //! The `crucible` binary: `controller` runs the operator, `crds` renders the CRDs, `stop` /
 //! `resume` flip the emergency stop, `selftest` checks an installation, `run` runs manifests
 //! locally under gVisor, `samples` / `compare` read runs' samples, `gateway` serves the model
-//! gateway, `calls` lists a run's model calls, `canary-probe` runs inside a sandbox canary pod, `samples-emit` in a sandbox pod's samples
+//! gateway, `calls` lists a run's model calls, `canary-probe` runs inside a sandbox canary pod, `network-gate` first in a sandbox pod with a
+//! network, `samples-emit` in a sandbox pod's samples
 //! container.
 //! Wiring only.
 
 use clap::Parser;
 use crucible::cli::{Cli, Command, CrdsArgs, DocsArgs, ScopeArgs, SelftestArgs, StopArgs};
-use crucible::{apiref, canary, crd, local, operator, reading, source, stop, telemetry};
+use crucible::{
+    apiref, canary, crd, local, network_gate, operator, reading, source, stop, telemetry,
+};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The canary's probe needs neither git nor an async runtime: it runs in 128Mi in a sandbox.
     if let Command::CanaryProbe = cli.command {
         return canary::report::main();
+    }
+    // So does the network gate, before anything else in its pod.
+    if let Command::NetworkGate(args) = &cli.command {
+        return network_gate::main(args);
     }
     // The samples container waits in a sandbox for its SIGTERM: one thread is plenty.
     if let Command::SamplesEmit(args) = cli.command {
@@ -81,6 +88,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         // Its own exit codes: 1 = an evaluation did not pass, 2 = nothing could run.
         Command::Run(args) => return local::main(args).await,
         Command::CanaryProbe => return canary::report::main(),
+        Command::NetworkGate(args) => return network_gate::main(&args),
         Command::SamplesEmit(args) => return samples_emit(args),
     };
     match outcome {

@@ -67,6 +67,22 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
         tracing::info!(url = %gateway.base_url, "runs with models call the model gateway");
         config.gateway = Some(gateway);
     }
+    if let Some(timeout) = runtime.network_gate_timeout {
+        let target = crate::network_gate::listen(runtime.canary.listen)
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot open the network gate's listener on {}: {e}",
+                    runtime.canary.listen
+                )
+            })?;
+        tracing::info!(%target, "sandbox pods with a network wait for their NetworkPolicy");
+        config.network_gate = Some(crate::config::NetworkGate {
+            image: runtime.canary.image.clone(),
+            target,
+            timeout,
+        });
+    }
     let mut registry = Registry::with_prefix("crucible");
     let metrics = Arc::new(Metrics::new(runtime.score_series_limit).register(&mut registry));
     let ready = serve_endpoints(&runtime, registry).await?;

@@ -48,6 +48,9 @@ pub struct Config {
     pub samples: Option<SamplesContainer>,
     /// Bounds of one run's samples file.
     pub sample_limits: SampleLimits,
+    /// The init container every sandbox pod with a network interface starts with; `None`:
+    /// pods start without waiting for their NetworkPolicy.
+    pub network_gate: Option<NetworkGate>,
     /// The model gateway runs with `spec.models` are connected to; `None`: such runs are
     /// refused.
     pub gateway: Option<GatewaySettings>,
@@ -135,6 +138,18 @@ pub struct SamplesContainer {
     pub max_output: u64,
 }
 
+/// The pods' network gate (`crucible network-gate`): filled by the operator once its listener
+/// is open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkGate {
+    /// Its image: the controller's own.
+    pub image: String,
+    /// The controller's gate listener.
+    pub target: SocketAddr,
+    /// How long it waits for the policy.
+    pub timeout: Duration,
+}
+
 /// Settings of the running process (not needed by pure planning).
 #[derive(Clone, Debug)]
 pub struct Runtime {
@@ -172,6 +187,8 @@ pub struct Runtime {
     pub allow_file_git_urls: bool,
     /// The sandbox canary.
     pub canary: CanarySettings,
+    /// How long pods wait for their NetworkPolicy; `None`: no gate.
+    pub network_gate_timeout: Option<Duration>,
     /// The model gateway to connect runs with models to, when configured.
     pub gateway: Option<GatewayFlags>,
 }

@@ -59,7 +59,7 @@ pub fn run_of(pod: &Pod) -> Option<String> {
 
 /// What a pod holds: the largest limit of any of its run's steps, per resource (the
 /// evaluation and the scorer run one after the other with the same limits). The samples
-/// container is the controller's, small and fixed: no quota counts it.
+/// and network-gate containers are the controller's, small and fixed: no quota counts them.
 pub fn request_of(pod: &Pod) -> Request {
     let Some(spec) = &pod.spec else {
         return Request::default();
@@ -69,7 +69,10 @@ pub fn request_of(pod: &Pod) -> Request {
         .iter()
         .flatten()
         .chain(spec.containers.iter())
-        .filter(|c| c.name != crate::samples::spec::SAMPLES_CONTAINER);
+        .filter(|c| {
+            c.name != crate::samples::spec::SAMPLES_CONTAINER
+                && c.name != crate::network_gate::CONTAINER
+        });
     containers.fold(Request::default(), |acc, c| {
         let limit = |name: &str| {
             c.resources

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::{ContainerStateTerminated, ContainerStatus, Pod}
 
 use crate::crd::conditions::NOT_PASSED;
 use crate::crd::evaluation::{EvaluationResult, EvaluationSpec, Phase};
+use crate::network_gate;
 use crate::run::liveness;
 use crate::run::pod::{EVALUATION_CONTAINER, SCORER_CONTAINER};
 use crate::run::request::Request;
@@ -260,6 +261,24 @@ pub fn unschedulable(pod: &Pod) -> Option<String> {
     )
 }
 
+/// Why the pod's network gate failed, when it did: the policy was not in force in time, so
+/// nothing else ran.
+pub fn gate_failure(pod: &Pod) -> Option<String> {
+    let gate = container_status(pod, network_gate::CONTAINER)?;
+    let terminated = gate.state.as_ref()?.terminated.as_ref()?;
+    (terminated.exit_code != 0).then(|| {
+        terminated
+            .message
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map_or_else(
+                || format!("the network gate exited with code {}", terminated.exit_code),
+                str::to_string,
+            )
+    })
+}
+
 /// The outcome of a pod that stopped: the evaluated code's exit code first, then (with a
 /// scorer) the scorer's, then the result.
 fn terminated_outcome(
@@ -273,6 +292,9 @@ fn terminated_outcome(
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.terminated.clone())
     };
+    if let Some(why) = gate_failure(pod) {
+        return Outcome::new(Phase::Failed, "NetworkPolicyNotEnforced", why);
+    }
     let Some(evaluation) = terminated(EVALUATION_CONTAINER) else {
         let message = pod
             .status

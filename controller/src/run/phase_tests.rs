@@ -366,3 +366,34 @@ fn other_exit_codes_under_gvisor_stay_errors() {
     assert_eq!(o.reason.as_deref(), Some("Error"));
     assert_eq!(o.exit_code, Some(137));
 }
+
+#[test]
+fn a_failed_network_gate_fails_the_run_with_its_message() {
+    let spec = Evaluation::test().spec;
+    let message = "the pod's NetworkPolicy was not in force 60s after it started";
+    let mut pod = mk_pod(
+        "p",
+        "Failed",
+        vec![mk_container("evaluation", waiting("PodInitializing"))],
+    );
+    pod.status.as_mut().expect("status").init_container_statuses = Some(vec![mk_container(
+        crate::network_gate::CONTAINER,
+        terminated(1, "Error", Some(message)),
+    )]);
+    let o = finished(examine(&pod, &spec, &BTreeMap::new(), 0.5));
+    assert_eq!(o.phase, Some(Phase::Failed));
+    assert_eq!(o.reason.as_deref(), Some("NetworkPolicyNotEnforced"));
+    assert_eq!(o.message.as_deref(), Some(message));
+    // A gate that opened is not a failure: the evaluation's own exit decides.
+    pod.status.as_mut().expect("status").init_container_statuses = Some(vec![mk_container(
+        crate::network_gate::CONTAINER,
+        terminated(0, "Completed", None),
+    )]);
+    pod.status.as_mut().expect("status").container_statuses = Some(vec![mk_container(
+        "evaluation",
+        terminated(3, "Error", None),
+    )]);
+    let o = finished(examine(&pod, &spec, &BTreeMap::new(), 0.5));
+    assert_eq!(o.exit_code, Some(3));
+    assert_ne!(o.reason.as_deref(), Some("NetworkPolicyNotEnforced"));
+}

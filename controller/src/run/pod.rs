@@ -19,11 +19,13 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::cidr::{self, Cidr};
-use crate::config::{Config, SamplesContainer};
+use crate::config::{Config, NetworkGate, SamplesContainer};
 use crate::crd::evaluation::EvaluationSpec;
 use crate::labels::{RUN_ID_LABEL, RUN_LABEL};
+use crate::network_gate;
 use crate::run::liveness::GPU_RESOURCE;
 use crate::run::owner::Owner;
+use crate::run::validate;
 use crate::run::workspace::Workspace;
 use crate::samples;
 
@@ -51,6 +53,10 @@ pub const SAMPLES_VOLUME: &str = "samples";
 pub use crate::samples::spec::SAMPLES_CONTAINER;
 /// CPU of the samples container (request and limit).
 const SAMPLES_CPU: &str = "20m";
+/// CPU of the network gate (request and limit): a connect every 100 ms.
+const GATE_CPU: &str = "20m";
+/// Memory of the network gate (request and limit): our binary, no async runtime.
+const GATE_MEMORY: &str = "32Mi";
 /// Memory of the samples container (request and limit): our binary and a zstd stream.
 const SAMPLES_MEMORY: &str = "64Mi";
 
@@ -190,15 +196,24 @@ pub fn desired_pod(
             (Some(vec![evaluation]), vec![scorer])
         }
     };
-    // First, as a native sidecar: it runs beside the steps and is stopped after them.
-    let init_containers = match &config.samples {
-        Some(sidecar) => Some(
-            std::iter::once(samples_container(sidecar, config.sample_limits.max_bytes))
-                .chain(init_containers.into_iter().flatten())
-                .collect(),
-        ),
-        None => init_containers,
-    };
+    // The samples container comes first among the steps, as a native sidecar: it runs beside
+    // them and is stopped after them. Before everything, the network gate: no container of
+    // ours or the user's starts before the pod's NetworkPolicy is in force.
+    let gate = config
+        .network_gate
+        .as_ref()
+        .filter(|_| validate::has_network(spec))
+        .map(gate_container);
+    let sidecar = config
+        .samples
+        .as_ref()
+        .map(|sidecar| samples_container(sidecar, config.sample_limits.max_bytes));
+    let init_containers: Vec<Container> = gate
+        .into_iter()
+        .chain(sidecar)
+        .chain(init_containers.into_iter().flatten())
+        .collect();
+    let init_containers = (!init_containers.is_empty()).then_some(init_containers);
     Pod {
         metadata: owner.meta(
             attempt.pod_name,
@@ -332,13 +347,39 @@ fn resources(spec: &EvaluationSpec, config: &Config) -> ResourceRequirements {
 /// read-only, no token, no network (the pod has none), small fixed resources that no quota
 /// counts (the run's admission counts its own steps). The kubelet stops it once the steps have
 /// ended; it then prints the samples file on its log (`transfer::emit`).
+/// Requests = limits, as every container of the pod: the pod stays Guaranteed.
+fn fixed_resources(cpu: &str, memory: &str) -> ResourceRequirements {
+    let amounts = BTreeMap::from([
+        ("cpu".to_string(), Quantity(cpu.into())),
+        ("memory".to_string(), Quantity(memory.into())),
+    ]);
+    ResourceRequirements {
+        requests: Some(amounts.clone()),
+        limits: Some(amounts),
+        ..Default::default()
+    }
+}
+
+/// The trusted `network-gate` init container ([`crate::network_gate`]): its failure message
+/// is its termination message.
+fn gate_container(gate: &NetworkGate) -> Container {
+    Container {
+        name: network_gate::CONTAINER.into(),
+        image: Some(gate.image.clone()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        args: Some(vec![
+            network_gate::CONTAINER.into(),
+            format!("--target={}", gate.target),
+            format!("--timeout={}s", gate.timeout.as_secs().max(1)),
+        ]),
+        resources: Some(fixed_resources(GATE_CPU, GATE_MEMORY)),
+        security_context: Some(container_security()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
+}
+
 fn samples_container(sidecar: &SamplesContainer, max_bytes: u64) -> Container {
-    let amounts = |cpu: &str, memory: &str| {
-        BTreeMap::from([
-            ("cpu".to_string(), Quantity(cpu.into())),
-            ("memory".to_string(), Quantity(memory.into())),
-        ])
-    };
     Container {
         name: SAMPLES_CONTAINER.into(),
         image: Some(sidecar.image.clone()),
@@ -349,14 +390,9 @@ fn samples_container(sidecar: &SamplesContainer, max_bytes: u64) -> Container {
             format!("--max-bytes={max_bytes}"),
         ]),
         restart_policy: Some("Always".into()),
-        // Requests = limits, as every container of the pod: the pod stays Guaranteed (its
-        // cgroup where the steps' is). gVisor runs the pod in one sandbox cgroup, so once the
-        // steps have ended the sidecar has the pod's CPU for its work.
-        resources: Some(ResourceRequirements {
-            requests: Some(amounts(SAMPLES_CPU, SAMPLES_MEMORY)),
-            limits: Some(amounts(SAMPLES_CPU, SAMPLES_MEMORY)),
-            ..Default::default()
-        }),
+        // gVisor runs the pod in one sandbox cgroup, so once the steps have ended the sidecar
+        // has the pod's CPU for its work.
+        resources: Some(fixed_resources(SAMPLES_CPU, SAMPLES_MEMORY)),
         security_context: Some(container_security()),
         volume_mounts: Some(vec![read_only(SAMPLES_VOLUME, samples::spec::SAMPLES_DIR)]),
         ..Default::default()

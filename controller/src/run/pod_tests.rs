@@ -553,3 +553,96 @@ fn with_a_results_store_the_pod_carries_a_hardened_samples_sidecar() {
     let without = build(&Evaluation::test().spec, Some("gvisor"));
     assert!(without.spec.expect("spec").init_containers.is_none());
 }
+
+#[test]
+fn a_pod_with_a_network_starts_with_the_network_gate_and_only_then_the_rest() {
+    let gate = NetworkGate {
+        image: "localhost/crucible/controller:dev".into(),
+        target: "10.88.0.1:40123".parse().expect("addr"),
+        timeout: std::time::Duration::from_secs(60),
+    };
+    let config = Config {
+        network_gate: Some(gate.clone()),
+        samples: Some(SamplesContainer {
+            image: gate.image.clone(),
+            max_output: 1234,
+        }),
+        ..Config::default()
+    };
+    let allowlist = Evaluation::test()
+        .with_spec(|s| {
+            s.sandbox = Some(Sandbox {
+                network: Some(NetworkMode::Allowlist),
+                ..Default::default()
+            });
+            s.scorer = Some(Scorer {
+                image: "scorer:1".into(),
+                ..Default::default()
+            });
+        })
+        .spec;
+    let models = Evaluation::test()
+        .with_spec(|s| {
+            s.models = Some(vec![crate::crd::model::ModelRef {
+                name: "target".into(),
+                endpoint: "openai".into(),
+                model: "gpt-4.1-mini".into(),
+            }])
+        })
+        .spec;
+    for spec in [&allowlist, &models] {
+        let pod = build_with(spec, Some("gvisor-net"), &config);
+        let inits = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.init_containers.clone())
+            .expect("init containers");
+        let names: Vec<&str> = inits.iter().map(|c| c.name.as_str()).collect();
+        let expected: &[&str] = if spec.scorer.is_some() {
+            &[
+                network_gate::CONTAINER,
+                SAMPLES_CONTAINER,
+                EVALUATION_CONTAINER,
+            ]
+        } else {
+            &[network_gate::CONTAINER, SAMPLES_CONTAINER]
+        };
+        assert_eq!(
+            names, expected,
+            "the gate first, then the sidecar and the steps"
+        );
+        let first = &inits[0];
+        assert_eq!(
+            first.restart_policy, None,
+            "an init container that must end"
+        );
+        assert_eq!(first.image.as_deref(), Some(gate.image.as_str()));
+        assert_eq!(
+            first.args,
+            Some(vec![
+                "network-gate".into(),
+                "--target=10.88.0.1:40123".into(),
+                "--timeout=60s".into(),
+            ])
+        );
+        assert_eq!(first.env, None, "nothing of the run, no secret");
+        assert_eq!(first.security_context, Some(container_security()));
+        let resources = first.resources.clone().expect("resources");
+        assert_eq!(resources.requests, resources.limits);
+        assert_eq!(
+            crate::run::liveness::request_of(&pod),
+            crate::run::liveness::request_of(&build(spec, Some("gvisor-net"))),
+            "the run's admission does not count it"
+        );
+    }
+    // No network interface, nothing to wait for; no gate configured, no gate.
+    let none = build_with(&Evaluation::test().spec, Some("gvisor"), &config);
+    let inits = none.spec.and_then(|s| s.init_containers).expect("sidecar");
+    assert!(inits.iter().all(|c| c.name != network_gate::CONTAINER));
+    let ungated = build(&allowlist, Some("gvisor-net"));
+    let inits = ungated
+        .spec
+        .and_then(|s| s.init_containers)
+        .expect("scorer's");
+    assert!(inits.iter().all(|c| c.name != network_gate::CONTAINER));
+}

@@ -232,11 +232,17 @@ pub fn runtime_class<'a>(spec: &EvaluationSpec, config: &'a Config) -> &'a str {
     if requests_gpu(spec) {
         return &config.gpu_runtime_class;
     }
-    // A run with models reaches the gateway: it needs the sandbox with a network.
-    match network_mode(spec) {
-        NetworkMode::None if models::models(spec).is_empty() => &config.runtime_class,
-        NetworkMode::None | NetworkMode::Allowlist => &config.allowlist_runtime_class,
+    if has_network(spec) {
+        &config.allowlist_runtime_class
+    } else {
+        &config.runtime_class
     }
+}
+
+/// Whether the pod of `spec` has a network interface: `Allowlist`, or models (a run with models
+/// reaches the gateway).
+pub fn has_network(spec: &EvaluationSpec) -> bool {
+    network_mode(spec) == NetworkMode::Allowlist || !models::models(spec).is_empty()
 }
 
 /// Whether `spec` asks for at least one GPU.

@@ -98,6 +98,9 @@ impl Scheduler {
                 ));
             }
         };
+        if let Some(why) = crate::run::phase::gate_failure(&pod) {
+            return failed(why);
+        }
         match pod_problem(&pod, true) {
             Some(PodProblem::Fatal(problem)) => return failed(problem),
             Some(PodProblem::Transient(problem)) => return Err(problem),
