@@ -20,12 +20,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::config::cidr::{self, Cidr};
 use crate::config::{Config, NetworkGate, SamplesContainer};
-use crate::crd::evaluation::EvaluationSpec;
+use crate::crd::evaluation::{EvaluationSpec, NetworkMode};
 use crate::labels::{RUN_ID_LABEL, RUN_LABEL};
 use crate::network_gate;
 use crate::run::liveness::GPU_RESOURCE;
 use crate::run::owner::Owner;
-use crate::run::validate;
 use crate::run::workspace::Workspace;
 use crate::samples;
 
@@ -202,7 +201,7 @@ pub fn desired_pod(
     let gate = config
         .network_gate
         .as_ref()
-        .filter(|_| validate::has_network(spec))
+        .filter(|_| has_network(spec))
         .map(gate_container);
     let sidecar = config
         .samples
@@ -246,6 +245,13 @@ pub fn desired_pod(
         }),
         status: None,
     }
+}
+
+/// Whether the pod of `spec` has a network interface: `Allowlist`, or models (a run with models
+/// reaches the gateway).
+pub fn has_network(spec: &EvaluationSpec) -> bool {
+    let allowlist = spec.sandbox.as_ref().and_then(|s| s.network) == Some(NetworkMode::Allowlist);
+    allowlist || spec.models.as_ref().is_some_and(|m| !m.is_empty())
 }
 
 /// A run's own NetworkPolicy (an `Allowlist` run's, and the sandbox canary's): no ingress,

@@ -13,7 +13,7 @@ use crate::crd::bounds::{
     shown,
 };
 use crate::crd::evaluation::{EvaluationSpec, NetworkMode, Source};
-use crate::run::models;
+use crate::run::{models, pod};
 use crate::{duration, quantity};
 
 /// JSON bytes a source file adds to the pod spec beyond its path twice (key and path of its
@@ -232,17 +232,11 @@ pub fn runtime_class<'a>(spec: &EvaluationSpec, config: &'a Config) -> &'a str {
     if requests_gpu(spec) {
         return &config.gpu_runtime_class;
     }
-    if has_network(spec) {
+    if pod::has_network(spec) {
         &config.allowlist_runtime_class
     } else {
         &config.runtime_class
     }
-}
-
-/// Whether the pod of `spec` has a network interface: `Allowlist`, or models (a run with models
-/// reaches the gateway).
-pub fn has_network(spec: &EvaluationSpec) -> bool {
-    network_mode(spec) == NetworkMode::Allowlist || !models::models(spec).is_empty()
 }
 
 /// Whether `spec` asks for at least one GPU.
