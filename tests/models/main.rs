@@ -16,8 +16,8 @@
 //! must refuse (the local cluster's kube-router enforces NetworkPolicy); the controller puts
 //! what it used, asked of the gateway, on `status.usage`. A second run with a budget of two
 //! calls makes three: the third is refused, and the run ends `BudgetExceeded` with its result.
-//! The loop speaks the OpenAI wire protocol with the standard library: the local images have no
-//! `openai` package.
+//! The loop is the official `openai` SDK from the local cluster's agent image
+//! (`localhost/crucible/python-openai:3.11`: the Python image plus `openai` from PyPI).
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -42,26 +42,26 @@ const CALLS: usize = 3;
 const GATEWAY: &str = "crucible-gateway";
 const GATEWAY_LABELS: &str = "crucible-e2e-gateway";
 
-/// The agent: `CALLS` chat completions through the gateway (a refused one is counted and the
-/// loop goes on, as an agent catching the SDK's error would), then a direct connection to the
-/// provider, which must fail. Reports all three as metrics.
+/// The agent: `CALLS` chat completions through the gateway with the official `openai` SDK,
+/// unmodified and at its defaults (it reads `OPENAI_BASE_URL` and `OPENAI_API_KEY`, which the
+/// sandbox gets; a refused call is counted and the loop goes on, as an agent catching the SDK's
+/// error would), then a direct connection to the provider, which must fail. Reports all three
+/// as metrics.
 const AGENT: &str = r#"
-import json, os, socket, urllib.error, urllib.request, urllib.parse
-base, token = os.environ["OPENAI_BASE_URL"], os.environ["OPENAI_API_KEY"]
+import json, os, socket
+import openai
+client = openai.OpenAI()
 answers = refused = 0
 for i in range(int(os.environ["CALLS"])):
-    req = urllib.request.Request(base + "/chat/completions", method="POST",
-        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
-        data=json.dumps({"model": os.environ["CRUCIBLE_MODEL_TARGET_MODEL"],
-                         "messages": [{"role": "user", "content": "step %d" % i}]}).encode())
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            reply = json.load(r)
-    except urllib.error.HTTPError as e:
-        print("call refused:", e.code, e.read().decode())
-        refused += e.code == 429
+        reply = client.chat.completions.create(
+            model=os.environ["CRUCIBLE_MODEL_TARGET_MODEL"],
+            messages=[{"role": "user", "content": "step %d" % i}])
+    except openai.APIStatusError as e:
+        print("call refused:", e.status_code, e.message)
+        refused += e.status_code == 429
         continue
-    if reply["choices"][0]["message"]["content"].startswith("stand-in reply to: step"):
+    if reply.choices[0].message.content.startswith("stand-in reply to: step"):
         answers += 1
 direct = 1
 try:
@@ -313,7 +313,7 @@ async fn wait_ready(endpoints: &Api<ModelEndpoint>, name: &str, status: &str, re
 fn agent(provider: std::net::SocketAddr, name: &str, calls: u32) -> Evaluation {
     parse_evaluation(&format!(
         "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  \
-         image: localhost/crucible/python:3.11\n  command: [python3, -c, {}]\n  timeout: 2m\n  \
+         image: localhost/crucible/python-openai:3.11\n  command: [python3, -c, {}]\n  timeout: 2m\n  \
          env: [{{name: CALLS, value: \"{CALLS}\"}}, {{name: PROVIDER_HOST, value: \"{}\"}}, \
          {{name: PROVIDER_PORT, value: \"{}\"}}]\n  \
          models: [{{name: target, endpoint: stand-in, model: {MODEL}}}]\n  budget: {{calls: {calls}}}\n",

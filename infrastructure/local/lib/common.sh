@@ -44,6 +44,10 @@ CTRD_STATE=/run/containerd
 CTRD_SOCK=$CTRD_STATE/containerd.sock
 PAUSE_IMAGE=localhost/crucible/pause:k8s-$K8S_VERSION   # build/pause/linux/pause.c of that release
 PY_IMAGE=localhost/crucible/python:3.11
+# the agent image: PY_IMAGE plus the official `openai` SDK (and its dependencies) from PyPI, one
+# layer more; what runs with models use in the examples and the models e2e test
+OPENAI_VERSION=3.51.0
+AGENT_IMAGE=localhost/crucible/python-openai:3.11
 
 COMPONENTS=(etcd containerd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-router kube-proxy)
 

@@ -67,9 +67,10 @@ cmd_up() {
     --kubelet-client-certificate="$LAB/pki/apiserver-kubelet-client.crt" \
     --kubelet-client-key="$LAB/pki/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types=InternalIP,Hostname --v=1
-  # pause + python images: needed before kubelet creates pods (imagePullPolicy Never)
+  # pause, python and agent images: needed before kubelet creates pods (imagePullPolicy Never)
   import_if_missing "$PAUSE_IMAGE" "$IMAGES/pause-k8s-$K8S_VERSION.tar"
   import_if_missing "$PY_IMAGE" "$IMAGES/python.tar"
+  import_if_missing "$AGENT_IMAGE" "$IMAGES/python-openai-$OPENAI_VERSION.tar"
   wait_for kube-apiserver 120 kc get --raw /readyz
 
   start_daemon kube-controller-manager \

@@ -18,7 +18,7 @@ mkimage() {   # mkimage ROOTFS REF OUT.tar [umoci config args...]
   rm -rf "$t"
 }
 
-ensure_images() { ensure_pause_image; ensure_eval_image; }
+ensure_images() { ensure_pause_image; ensure_eval_image; ensure_agent_image; }
 
 ensure_pause_image() {
   mkdir -p "$IMAGES"
@@ -61,6 +61,35 @@ ensure_eval_image() {
     rm -rf "$rootfs"
     log "built $PY_IMAGE in $((SECONDS - t0))s"
   fi
+}
+
+# the agent image: the evaluation image and one layer more, the `openai` SDK's wheels for the
+# image's Python (bookworm's 3.11) installed by the host's pip into /usr/local/lib/python3.11/
+# dist-packages (on Python's path there); no pip, no compiler in the image
+ensure_agent_image() {
+  local tar=$IMAGES/python-openai-$OPENAI_VERSION.tar
+  [ -f "$tar" ] && return 0
+  ensure_eval_image
+  local t t0=$SECONDS
+  t=$(mktemp -d "$IMAGES/.agent.XXXXXX")
+  python3 -m pip --version >/dev/null 2>&1 || {
+    [ "$(id -u)" = 0 ] || die "python3 -m pip is missing (Debian: python3-pip)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  }
+  log "the agent image: openai==$OPENAI_VERSION for Python 3.11 from PyPI"
+  python3 -m pip install -q --disable-pip-version-check --no-warn-conflicts --no-compile \
+    --target "$t/site" --only-binary=:all: --platform manylinux_2_17_x86_64 \
+    --python-version 3.11 --implementation cp "openai==$OPENAI_VERSION" >"$t/pip.log" 2>&1 \
+    || { cat "$t/pip.log" >&2; rm -rf "$t"; die "pip could not fetch openai==$OPENAI_VERSION"; }
+  rm -rf "$t/site/bin"
+  local had_containers=0; [ -e /var/lib/containers ] && had_containers=1
+  skopeo copy --quiet "docker-archive:$IMAGES/python.tar" "oci:$t/oci:latest"
+  umoci insert --image "$t/oci:latest" "$t/site" /usr/local/lib/python3.11/dist-packages
+  skopeo copy --quiet "oci:$t/oci:latest" "docker-archive:$tar.tmp:$AGENT_IMAGE"
+  mv "$tar.tmp" "$tar"
+  [ "$had_containers" = 1 ] || rm -rf /var/lib/containers
+  rm -rf "$t"
+  log "built $AGENT_IMAGE in $((SECONDS - t0))s"
 }
 
 import_if_missing() {   # import_if_missing REF TAR
