@@ -11,9 +11,10 @@
 //! unlabelled, or not bound to the provider's host, and starts once the endpoint is Ready; an
 //! endpoint pointing the same Secret at another host stays not Ready.
 //!
-//! The run's Python loop calls `OPENAI_BASE_URL` with `OPENAI_API_KEY` (the run's token, never
-//! the provider key) three times, then tries the provider directly, which its NetworkPolicy
-//! must refuse (the local cluster's kube-router enforces NetworkPolicy); the controller puts
+//! The run's Python loop first hunts for the provider key (it is nowhere the sandbox can read)
+//! and calls a model its token does not list (refused), then calls `OPENAI_BASE_URL` with
+//! `OPENAI_API_KEY` (the run's token, never the provider key) three times, then tries the
+//! provider directly, which its NetworkPolicy must refuse (the local cluster's kube-router enforces NetworkPolicy); the controller puts
 //! what it used, asked of the gateway, on `status.usage`. A second run with a budget of two
 //! calls makes three: the third is refused, and the run ends `BudgetExceeded` with its result.
 //! The loop is the official `openai` SDK from the local cluster's agent image
@@ -22,6 +23,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use clap::Parser;
 use crucible::crd::evaluation::Phase;
 use crucible::crd::{Evaluation, ModelEndpoint};
 use crucible_e2e::provider::{Behaviour, spawn};
@@ -37,6 +39,8 @@ use serde_json::json;
 const LOG: &str = "crucible-models-e2e.log";
 const NODE: &str = "10.88.0.1";
 const PROVIDER_KEY: &str = "sk-stand-in-e2e-provider-key";
+/// Key-shaped, in the hunting agent's own environment: its hunt must find it.
+const DECOY: &str = "sk-decoy-e2e-not-a-provider-key";
 const MODEL: &str = "stand-in-small";
 const CALLS: usize = 3;
 const GATEWAY: &str = "crucible-gateway";
@@ -46,12 +50,54 @@ const GATEWAY_LABELS: &str = "crucible-e2e-gateway";
 /// unmodified and at its defaults (it reads `OPENAI_BASE_URL` and `OPENAI_API_KEY`, which the
 /// sandbox gets; a refused call is counted and the loop goes on, as an agent catching the SDK's
 /// error would), then a direct connection to the provider, which must fail. Reports all three
-/// as metrics.
+/// as metrics. With `HUNT` set, it first attacks as a hostile agent would: it looks for the
+/// provider's key (every `sk-…` string in its environment, every process's environment and
+/// command line, and the first MiB of every file outside /proc, /sys and /dev, compared by
+/// SHA-256 with `KEY_SHA256`; `DECOY`, a key-shaped string in its own environment, must be
+/// found, or the hunt proves nothing), and calls a model its token does not list.
 const AGENT: &str = r#"
-import json, os, socket
+import hashlib, json, os, re, socket
 import openai
 client = openai.OpenAI()
 answers = refused = 0
+hunt = {}
+if os.environ.get("HUNT"):
+    shaped = re.compile(rb"sk-[A-Za-z0-9_-]{8,}")
+    digests = {os.environ["KEY_SHA256"]: "key", hashlib.sha256(os.environ["DECOY"].encode()).hexdigest(): "decoy"}
+    found = {"key": 0, "decoy": 0, "blobs": 0}
+    def look(blob):
+        found["blobs"] += 1
+        for m in shaped.finditer(blob):
+            what = digests.get(hashlib.sha256(m.group()).hexdigest())
+            if what:
+                found[what] += 1
+    for name, value in os.environ.items():
+        look((name + "=" + value).encode())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for part in ("environ", "cmdline"):
+            try:
+                with open("/proc/%s/%s" % (pid, part), "rb") as f:
+                    look(f.read())
+            except OSError:
+                pass
+    for top in set(os.listdir("/")) - {"proc", "sys", "dev"}:
+        for root, dirs, files in os.walk("/" + top):
+            for name in files:
+                path = os.path.join(root, name)
+                try:
+                    if os.path.isfile(path) and not os.path.islink(path):
+                        with open(path, "rb") as f:
+                            look(f.read(1 << 20))
+                except OSError:
+                    pass
+    print("key hunt:", found, flush=True)
+    try:
+        client.chat.completions.create(model="not-listed-model", messages=[{"role": "user", "content": "hi"}])
+        other = 200
+    except openai.APIStatusError as e:
+        print("other model refused:", e.status_code, e.message)
+        other = e.status_code
+    hunt = {"keyFound": found["key"], "decoyFound": found["decoy"], "blobsRead": found["blobs"], "otherModel": other}
 for i in range(int(os.environ["CALLS"])):
     try:
         reply = client.chat.completions.create(
@@ -70,7 +116,7 @@ except OSError as e:
     print("direct connection refused:", e)
     direct = 0
 print("CRUCIBLE_RESULT " + json.dumps({"score": 1 if answers == int(os.environ["CALLS"]) and direct == 0 else 0,
-                                       "metrics": {"answers": answers, "refused": refused, "direct": direct}}))
+                                       "metrics": dict(hunt, answers=answers, refused=refused, direct=direct)}))
 "#;
 
 #[tokio::test]
@@ -125,7 +171,7 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         );
 
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
-        apply_evaluation(&client, &ns, &agent(provider, "agent", 10)).await;
+        apply_evaluation(&client, &ns, &agent(provider, "agent", 10, true)).await;
         // The run waits while its endpoint is not Ready, and starts once it is.
         endpoint_becomes_ready_and_its_run_starts(&client, &ns, provider, &api).await;
         let done = wait_finished(&api, "agent", Duration::from_secs(240)).await;
@@ -156,6 +202,16 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
             seen.calls.load(std::sync::atomic::Ordering::SeqCst) >= CALLS,
             "the calls reached the provider through the gateway"
         );
+        // The hostile part of the agent: the key is nowhere it can read (the decoy it hid in
+        // its own environment was found, so the hunt ran), and a model its token does not list
+        // is refused (and not counted: usage above has the CALLS calls only).
+        assert!(metrics["blobsRead"] > 1000.0, "{metrics:?}");
+        assert!(metrics["decoyFound"] >= 1.0, "{metrics:?}");
+        assert_eq!(
+            metrics["keyFound"], 0.0,
+            "the provider key was found in the sandbox"
+        );
+        assert_eq!(metrics["otherModel"], 403.0, "{metrics:?}");
         // The gateway recorded each call in the run's ledger, hash-chained.
         let run = status.run_id.expect("run id");
         let file = ledger.join(&ns).join(format!("{run}.jsonl"));
@@ -173,10 +229,21 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         // Neither the provider key nor the token is in the run's status.
         let shown = serde_json::to_string(&api.get("agent").await.expect("get")).expect("json");
         assert!(!shown.contains(PROVIDER_KEY) && !shown.contains("crt1."));
+        // The run's token, replayed after the run ended, is refused; a token of a run that
+        // never ended is not (so the refusal is the revocation's).
+        let base = gateway_base(&client, &gateway_ns, &ns).await;
+        let replayed = mint_token(&key_file, &ns, &run);
+        assert_eq!(
+            call_model(&base, &replayed).await,
+            401,
+            "a finished run's token"
+        );
+        let live = mint_token(&key_file, &ns, "e2e-live-run");
+        assert_eq!(call_model(&base, &live).await, 200, "a live run's token");
 
         // A budget of two calls for three: the third is refused, the run ends BudgetExceeded
         // with the two calls on its usage and its result kept.
-        apply_evaluation(&client, &ns, &agent(provider, "over-budget", 2)).await;
+        apply_evaluation(&client, &ns, &agent(provider, "over-budget", 2, false)).await;
         let over = wait_finished(&api, "over-budget", Duration::from_secs(240)).await;
         let status = over.status.expect("status");
         assert_eq!(
@@ -310,12 +377,21 @@ async fn wait_ready(endpoints: &Api<ModelEndpoint>, name: &str, status: &str, re
 }
 
 /// The agent as Evaluation `name`, with a budget of `calls` calls.
-fn agent(provider: std::net::SocketAddr, name: &str, calls: u32) -> Evaluation {
+fn agent(provider: std::net::SocketAddr, name: &str, calls: u32, hunt: bool) -> Evaluation {
+    let hunting = if hunt {
+        format!(
+            ", {{name: HUNT, value: \"1\"}}, {{name: KEY_SHA256, value: \"{}\"}}, \
+             {{name: DECOY, value: \"{DECOY}\"}}",
+            crucible::digest::sha256_hex(PROVIDER_KEY.as_bytes())
+        )
+    } else {
+        String::new()
+    };
     parse_evaluation(&format!(
         "apiVersion: crucible.dev/v1alpha1\nkind: Evaluation\nmetadata: {{name: {name}}}\nspec:\n  \
          image: localhost/crucible/python-openai:3.11\n  command: [python3, -c, {}]\n  timeout: 2m\n  \
          env: [{{name: CALLS, value: \"{CALLS}\"}}, {{name: PROVIDER_HOST, value: \"{}\"}}, \
-         {{name: PROVIDER_PORT, value: \"{}\"}}]\n  \
+         {{name: PROVIDER_PORT, value: \"{}\"}}{hunting}]\n  \
          models: [{{name: target, endpoint: stand-in, model: {MODEL}}}]\n  budget: {{calls: {calls}}}\n",
         serde_json::to_string(AGENT).expect("json string"),
         provider.ip(),
@@ -402,4 +478,69 @@ async fn start_gateway(
         },
     )
     .await;
+}
+
+/// The gateway's OpenAI base URL for runs of `ns`, by its Service's cluster IP (the host
+/// reaches it through the local cluster's kube-proxy).
+async fn gateway_base(client: &kube::Client, gateway_ns: &str, ns: &str) -> String {
+    let services: Api<Service> = Api::namespaced(client.clone(), gateway_ns);
+    let spec = services
+        .get(GATEWAY)
+        .await
+        .expect("the gateway's Service")
+        .spec
+        .expect("spec");
+    let ip = spec.cluster_ip.expect("cluster IP");
+    let port = spec.ports.expect("ports")[0].port;
+    format!("{ip}:{port}/ns/{ns}/v1")
+}
+
+/// A capability token for run `run` of `ns`, signed with the controller's key, as
+/// `crucible gateway-token` mints it.
+fn mint_token(key_file: &std::path::Path, ns: &str, run: &str) -> String {
+    let cli = crucible::cli::Cli::parse_from([
+        "crucible",
+        "gateway-token",
+        "--token-key-file",
+        key_file.to_str().expect("utf-8 path"),
+        "--namespace",
+        ns,
+        "--run",
+        run,
+        "--model",
+        MODEL,
+    ]);
+    let crucible::cli::Command::GatewayToken(args) = cli.command else {
+        panic!("gateway-token parses as gateway-token")
+    };
+    crucible::gateway::mint(&args).expect("mint")
+}
+
+/// One chat completion with `token` at `base` (`IP:PORT/PATH`), over plain HTTP/1.1: the status.
+async fn call_model(base: &str, token: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (addr, path) = base.split_once('/').expect("IP:PORT/PATH");
+    let body =
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "replay"}]}).to_string();
+    let request = format!(
+        "POST /{path}/chat/completions HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        Ok::<_, std::io::Error>(answer)
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .expect("the gateway answers within 30 s")
+        .expect("an HTTP exchange with the gateway");
+    let head = String::from_utf8_lossy(&answer[..answer.len().min(64)]).to_string();
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {head:?}"))
 }
