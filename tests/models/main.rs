@@ -14,8 +14,9 @@
 //! The run's Python loop first hunts for the provider key (it is nowhere the sandbox can read)
 //! and calls a model its token does not list (refused), then calls `OPENAI_BASE_URL` with
 //! `OPENAI_API_KEY` (the run's token, never the provider key) three times, then tries the
-//! provider directly, which its NetworkPolicy must refuse (the local cluster's kube-router enforces NetworkPolicy); the controller puts
-//! what it used, asked of the gateway, on `status.usage`. A second run with a budget of two
+//! provider directly, which its NetworkPolicy must refuse (the local cluster's kube-router
+//! enforces NetworkPolicy); the controller puts what it used, asked of the gateway, on
+//! `status.usage`. A second run with a budget of two
 //! calls makes three: the third is refused, and the run ends `BudgetExceeded` with its result.
 //! The loop is the official `openai` SDK from the local cluster's agent image
 //! (`localhost/crucible/python-openai:3.11`: the Python image plus `openai` from PyPI).
