@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use crate::config::Config;
 use crate::crd::evaluation::{EgressRule, EvaluationSpec, NetworkMode, Resources, Sandbox};
 use crate::labels::CANARY_LABEL;
+use crate::run::models::{Gateway, gateway_network_policy};
 use crate::run::owner::Owner;
 use crate::run::pod::{Attempt, desired_network_policy, desired_pod};
 
@@ -46,6 +47,9 @@ pub struct Run<'a> {
     pub listener: SocketAddr,
     /// A listener port no rule allows (`Allowlist` only).
     pub unlisted: SocketAddr,
+    /// The model gateway (`Allowlist` only, when the controller has one), and its address: the
+    /// pod gets the NetworkPolicy of runs with models too, and connects to it.
+    pub gateway: Option<(Gateway<'a>, SocketAddr)>,
     /// Probe image: one whose entrypoint is this version's `crucible` binary (the controller's
     /// own image).
     pub image: &'a str,
@@ -58,7 +62,10 @@ impl Run<'_> {
     pub fn targets(&self) -> Vec<SocketAddr> {
         match self.network {
             NetworkMode::None => vec![self.listener],
-            NetworkMode::Allowlist => vec![self.listener, self.unlisted],
+            NetworkMode::Allowlist => [self.listener, self.unlisted]
+                .into_iter()
+                .chain(self.gateway.as_ref().map(|(_, addr)| *addr))
+                .collect(),
         }
     }
 
@@ -153,9 +160,31 @@ impl Run<'_> {
     /// allow egress to the listener port only.
     pub fn network_policy(&self) -> NetworkPolicy {
         // The controller's own listener is the one destination (nothing is forbidden to it).
-        let mut policy =
-            desired_network_policy(&self.spec(), &self.owner(), self.name, self.id, &[]);
-        policy.metadata = self.meta();
+        let policy = desired_network_policy(&self.spec(), &self.owner(), self.name, self.id, &[]);
+        self.canary_policy(policy, self.name.to_string())
+    }
+
+    /// With a gateway, the second policy of the canary's pod: the one every run with models
+    /// gets (egress to the gateway's pods only). Policies add up, so the pod may reach the
+    /// listener port and the gateway, and nothing else.
+    pub fn gateway_policy(&self) -> Option<NetworkPolicy> {
+        let (gateway, _) = self.gateway.as_ref()?;
+        let name = self.gateway_policy_name();
+        let policy = gateway_network_policy(&self.owner(), &name, self.id, gateway);
+        Some(self.canary_policy(policy, name))
+    }
+
+    /// Name of [`Self::gateway_policy`].
+    pub fn gateway_policy_name(&self) -> String {
+        format!("{}-gateway", self.name)
+    }
+
+    /// `policy` with canary metadata, named `name`, selecting this run's pod by its label.
+    fn canary_policy(&self, mut policy: NetworkPolicy, name: String) -> NetworkPolicy {
+        policy.metadata = ObjectMeta {
+            name: Some(name),
+            ..self.meta()
+        };
         if let Some(spec) = policy.spec.as_mut() {
             spec.pod_selector = Some(LabelSelector {
                 match_labels: Some(BTreeMap::from([(CANARY_LABEL.into(), self.id.into())])),
@@ -164,6 +193,15 @@ impl Run<'_> {
         }
         policy
     }
+}
+
+/// The `IP:PORT` of a gateway's base URL (`http://IP:PORT`, as the controller resolves it).
+pub fn gateway_address(base_url: &str) -> Option<SocketAddr> {
+    base_url
+        .strip_prefix("http://")?
+        .trim_end_matches('/')
+        .parse()
+        .ok()
 }
 
 /// What the listener writes to every connection in the run with `nonce`.
@@ -187,6 +225,7 @@ mod tests {
             network,
             listener: "10.88.0.1:40001".parse().expect("addr"),
             unlisted: "10.88.0.1:40002".parse().expect("addr"),
+            gateway: None,
             image: "localhost/crucible/controller:dev",
             timeout_seconds: 120,
         }
@@ -289,6 +328,55 @@ mod tests {
         assert_eq!(
             ports[0].port,
             Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(40001))
+        );
+        assert!(run(NetworkMode::Allowlist).gateway_policy().is_none());
+    }
+
+    #[test]
+    fn with_a_gateway_the_canary_also_has_the_policy_of_runs_with_models_and_calls_it() {
+        let labels = BTreeMap::from([("app.kubernetes.io/name".into(), "crucible-gateway".into())]);
+        let base_url = "http://10.96.0.40:8080";
+        let address = gateway_address(base_url).expect("an address");
+        assert_eq!(address.to_string(), "10.96.0.40:8080");
+        assert_eq!(gateway_address("https://gateway.example/"), None);
+        let canary = Run {
+            gateway: Some((
+                Gateway {
+                    base_url,
+                    namespace: "crucible-system",
+                    pod_labels: &labels,
+                    port: 8080,
+                },
+                address,
+            )),
+            ..run(NetworkMode::Allowlist)
+        };
+        assert_eq!(
+            canary.targets(),
+            [canary.listener, canary.unlisted, address],
+            "the probe connects to the gateway too"
+        );
+        let policy = canary.gateway_policy().expect("a second policy");
+        assert_eq!(
+            policy.metadata.name.as_deref(),
+            Some("crucible-canary-0123456789-gateway")
+        );
+        let spec = policy.spec.expect("spec");
+        assert_eq!(
+            spec.pod_selector.expect("selector").match_labels,
+            Some(BTreeMap::from([(CANARY_LABEL.into(), "0123456789".into())]))
+        );
+        let egress = spec.egress.expect("egress");
+        let peer = &egress[0].to.as_ref().expect("to")[0];
+        assert_eq!(
+            peer.pod_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.clone()),
+            Some(labels.clone())
+        );
+        assert!(
+            peer.ip_block.is_none(),
+            "the gateway's pods, not an address range"
         );
     }
 }

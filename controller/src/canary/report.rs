@@ -309,6 +309,7 @@ Inter-|   Receive                                                |  Transmit
             network: NetworkMode::None,
             listener,
             unlisted: "10.88.0.1:40002",
+            gateway: None,
             nonce: "0123",
             host_kernel: None,
         };

@@ -29,6 +29,7 @@ use crate::crd::evaluation::NetworkMode;
 use crate::digest::sha256_hex;
 use crate::events::{self, Note, Severity};
 use crate::metrics::Metrics;
+use crate::run::models::Gateway;
 use crate::ssa;
 
 mod attempt;
@@ -151,6 +152,14 @@ impl Scheduler {
     async fn run_once(&self, class: &str, network: NetworkMode) -> (Seen, Result<Verdict, String>) {
         let classes: Api<RuntimeClass> = Api::all(self.client.clone());
         let not_run = |step, message: String| Observation::NotRun { step, message };
+        // Runs with models use the Allowlist class: its canary proves their path as well.
+        let gateway = self
+            .config
+            .gateway
+            .as_ref()
+            .filter(|_| network == NetworkMode::Allowlist)
+            .and_then(|g| Some((Gateway::from(g), probe::gateway_address(&g.base_url)?)));
+        let gateway_target = gateway.as_ref().map(|(_, addr)| addr.to_string());
         let nonce = nonce(class);
         let id = &nonce[..12];
         let read = tokio::time::timeout(API_SLACK, classes.get_opt(class))
@@ -188,6 +197,7 @@ impl Scheduler {
                     ),
                     Ok(listeners) => {
                         let name = format!("crucible-canary-{id}");
+                        let gateway = gateway.clone();
                         let run = Run {
                             name: &name,
                             id,
@@ -197,6 +207,7 @@ impl Scheduler {
                             network,
                             listener: listeners.listed,
                             unlisted: listeners.unlisted,
+                            gateway,
                             image: &self.settings.image,
                             timeout_seconds: i64::try_from(self.settings.timeout.as_secs())
                                 .unwrap_or(i64::MAX)
@@ -223,6 +234,7 @@ impl Scheduler {
             network,
             listener: &listener,
             unlisted: &unlisted,
+            gateway: gateway_target.as_deref(),
             nonce: &nonce,
             host_kernel: self.host_kernel.as_deref(),
         };

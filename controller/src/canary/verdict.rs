@@ -42,6 +42,9 @@ pub enum Check {
     EgressAllowed,
     /// `Allowlist`: a listener port the NetworkPolicy does not allow is unreachable.
     EgressBlocked,
+    /// With a model gateway: the gateway is reachable under the NetworkPolicy of runs with
+    /// models (the unlisted port staying unreachable meanwhile).
+    Gateway,
     /// No service-account token is mounted.
     ServiceAccountToken,
     /// uid and gid 65534.
@@ -54,7 +57,7 @@ pub enum Check {
 
 impl Check {
     /// Every check, in order.
-    pub const ALL: [Check; 13] = [
+    pub const ALL: [Check; 14] = [
         Check::RuntimeClass,
         Check::Listener,
         Check::Pod,
@@ -64,6 +67,7 @@ impl Check {
         Check::Egress,
         Check::EgressAllowed,
         Check::EgressBlocked,
+        Check::Gateway,
         Check::ServiceAccountToken,
         Check::Uid,
         Check::ReadOnlyRoot,
@@ -82,6 +86,7 @@ impl Check {
             Check::Egress => "egress",
             Check::EgressAllowed => "egress-allowed",
             Check::EgressBlocked => "egress-blocked",
+            Check::Gateway => "gateway",
             Check::ServiceAccountToken => "service-account-token",
             Check::Uid => "uid",
             Check::ReadOnlyRoot => "read-only-root",
@@ -101,6 +106,7 @@ impl Check {
             Check::Egress => "Egress",
             Check::EgressAllowed => "EgressAllowed",
             Check::EgressBlocked => "EgressBlocked",
+            Check::Gateway => "Gateway",
             Check::ServiceAccountToken => "ServiceAccountToken",
             Check::Uid => "Uid",
             Check::ReadOnlyRoot => "ReadOnlyRoot",
@@ -182,6 +188,9 @@ pub struct Expectation<'a> {
     pub listener: &'a str,
     /// `host:port` of a second listener port that no NetworkPolicy rule allows (`Allowlist`).
     pub unlisted: &'a str,
+    /// `host:port` of the model gateway (`Allowlist`, with a gateway): the canary's pod has the
+    /// NetworkPolicy of runs with models too, so it must reach it.
+    pub gateway: Option<&'a str>,
     /// The nonce the listener greets with in this run.
     pub nonce: &'a str,
     /// The controller's own `/proc/version`, if readable: a sandbox must not show it.
@@ -314,6 +323,20 @@ fn check_report(expect: &Expectation<'_>, r: &Report) -> Result<String, Verdict>
                 "egress to {} (allowed) but not to {}",
                 expect.listener, expect.unlisted
             ));
+            if let Some(gateway) = expect.gateway {
+                let reached = attempt(r, gateway)?;
+                if !reached.connected {
+                    let why = reached.error.as_deref().unwrap_or("no error given");
+                    return Err(Verdict::failed(
+                        Check::Gateway,
+                        format!(
+                            "cannot connect to the model gateway at {gateway}, which the NetworkPolicy of runs with models allows: {}",
+                            quote(why)
+                        ),
+                    ));
+                }
+                proven.push(format!("the model gateway at {gateway} answers"));
+            }
         }
     }
     if r.token {

@@ -16,6 +16,7 @@ fn expect(network: NetworkMode) -> Expectation<'static> {
         network,
         listener: LISTENER,
         unlisted: UNLISTED,
+        gateway: None,
         nonce: NONCE,
         host_kernel: Some(HOST),
     }
@@ -244,7 +245,10 @@ fn a_run_that_could_not_start_fails_its_step() {
 fn check_names_are_distinct() {
     let names: std::collections::BTreeSet<&str> = Check::ALL.iter().map(|c| c.name()).collect();
     let reasons: std::collections::BTreeSet<&str> = Check::ALL.iter().map(|c| c.reason()).collect();
-    assert_eq!((names.len(), reasons.len()), (13, 13));
+    assert_eq!(
+        (names.len(), reasons.len()),
+        (Check::ALL.len(), Check::ALL.len())
+    );
 }
 
 fn pod_with(status: PodStatus) -> Pod {
@@ -349,4 +353,49 @@ fn inconclusive_runs_keep_the_last_verdict() {
         Some(kernel),
         "a conclusive run is recorded as it is"
     );
+}
+
+#[test]
+fn with_a_gateway_the_allowlist_canary_proves_the_path_of_runs_with_models() {
+    const GATEWAY: &str = "10.96.0.40:8080";
+    let with_gateway = Expectation {
+        gateway: Some(GATEWAY),
+        ..expect(NetworkMode::Allowlist)
+    };
+    let judged = |connect: Value| {
+        let mut report = good(NetworkMode::Allowlist);
+        report["connect"][GATEWAY] = connect;
+        judge(
+            &with_gateway,
+            &Observation::Ran {
+                log: log_of(&report),
+                exit_code: Some(0),
+            },
+        )
+    };
+    let Verdict::Verified(proven) = judged(json!({"connected": true, "read": ""})) else {
+        panic!("a reachable gateway proves the path")
+    };
+    assert!(
+        proven.contains(GATEWAY) && proven.contains(UNLISTED),
+        "{proven}"
+    );
+    let (check, message) = failure(judged(
+        json!({"connected": false, "error": "TimeoutError: timed out"}),
+    ));
+    assert_eq!(check, Check::Gateway);
+    assert!(
+        message.contains(GATEWAY) && message.contains("timed out"),
+        "{message}"
+    );
+    // A report without the gateway's attempt proves nothing.
+    let report = good(NetworkMode::Allowlist);
+    let (check, _) = failure(judge(
+        &with_gateway,
+        &Observation::Ran {
+            log: log_of(&report),
+            exit_code: Some(0),
+        },
+    ));
+    assert_eq!(check, Check::Output);
 }

@@ -43,6 +43,9 @@ impl Scheduler {
             });
         remove(&pods, run.name).await;
         remove(&policies, run.name).await;
+        if run.gateway.is_some() {
+            remove(&policies, &run.gateway_policy_name()).await;
+        }
         outcome
     }
 
@@ -72,6 +75,11 @@ impl Scheduler {
         if let Err(error) = ssa::create(policies, ssa::CANARY_MANAGER, &run.network_policy()).await
         {
             return refused("the canary's NetworkPolicy", error);
+        }
+        if let Some(policy) = run.gateway_policy()
+            && let Err(error) = ssa::create(policies, ssa::CANARY_MANAGER, &policy).await
+        {
+            return refused("the canary's NetworkPolicy to the model gateway", error);
         }
         if let Err(error) = ssa::create(pods, ssa::CANARY_MANAGER, &run.pod(&self.config)).await {
             return refused("the canary pod", error);
