@@ -160,6 +160,7 @@ offline_checks() {
     check "defaults: namespaced Roles for the stop ConfigMap, the Lease and the self-test" chart_test Defaults.test_namespaced_roles
     check "defaults: Deployment (2 replicas, leader election, hardened, probes, downward API, canary in its image)" chart_test Defaults.test_deployment
     check "defaults: the controller's NetworkPolicy admits sandbox canaries" chart_test Defaults.test_network_policy_admits_canaries
+    check "defaults: the controller's NetworkPolicy admits sandbox pods' network gate" chart_test Defaults.test_network_policy_admits_the_network_gate_of_sandbox_pods
     check "defaults: PodDisruptionBudget is policy/v1beta1 on Kubernetes 1.20" chart_test Defaults.test_pdb_v1beta1
     check "defaults: no ServiceMonitor, RuntimeClass or dashboard ConfigMap" chart_test Defaults.test_no_optional_objects
   else

@@ -142,6 +142,15 @@ class Defaults(Rendered):
         ingress = self.one('NetworkPolicy')['spec']['ingress']
         assert ingress[1] == {'from': [{'podSelector': {'matchLabels': {'app.kubernetes.io/component': 'sandbox-canary'}}}]}, ingress
 
+    def test_network_policy_admits_the_network_gate_of_sandbox_pods(self):
+        e = env(self.one('Deployment'))
+        assert (e['CRUCIBLE_NETWORK_GATE_PORT'], e['CRUCIBLE_NETWORK_GATE_TIMEOUT']) == ('9444', '1m'), e
+        ingress = self.one('NetworkPolicy')['spec']['ingress']
+        gate = {'ports': [{'port': 9444, 'protocol': 'TCP'}],
+                'from': [{'podSelector': {'matchExpressions': [{'key': 'crucible.dev/run-id', 'operator': 'Exists'}]},
+                          'namespaceSelector': {}}]}
+        assert gate in ingress, ingress
+
     def test_pdb_v1beta1(self):
         pdb = self.one('PodDisruptionBudget')
         assert pdb['apiVersion'] == 'policy/v1beta1' and pdb['spec']['minAvailable'] == 1, pdb
@@ -256,7 +265,8 @@ class Canary(Rendered):
 
     def test_disabled(self):
         assert env(self.one('Deployment'))['CRUCIBLE_SANDBOX_CANARY'] == 'false'
-        assert len(self.one('NetworkPolicy')['spec']['ingress']) == 1, 'no ingress for canaries'
+        ingress = self.one('NetworkPolicy')['spec']['ingress']
+        assert not any('sandbox-canary' in str(rule) for rule in ingress), 'no ingress for canaries'
 
     def test_elsewhere(self):
         with open(os.path.join(os.environ["CHART_RENDERED"], "canary-elsewhere.yaml")) as f:

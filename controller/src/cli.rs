@@ -297,6 +297,10 @@ pub struct ControllerArgs {
     /// `--canary-allowlist=false` (no engine to wait for), turns the gate off.
     #[arg(long, env = "CRUCIBLE_NETWORK_GATE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
     pub network_gate_timeout: Duration,
+    /// Port of the controller's network-gate listener, on `--canary-listen-address`; 0: any
+    /// free port (a NetworkPolicy in front of the controller must let sandbox pods reach it).
+    #[arg(long, env = "CRUCIBLE_NETWORK_GATE_PORT", default_value_t = 0)]
+    pub network_gate_port: u16,
     /// How often a verified sandbox is proven again (one that failed: every minute).
     #[arg(long, env = "CRUCIBLE_CANARY_INTERVAL", default_value = "10m", value_parser = parse_duration)]
     pub canary_interval: Duration,
@@ -428,6 +432,7 @@ impl ControllerArgs {
             sandbox_canary,
             canary_allowlist,
             network_gate_timeout,
+            network_gate_port,
             canary_interval,
             canary_timeout,
             canary_schedule_grace,
@@ -513,8 +518,12 @@ impl ControllerArgs {
                 pod_namespace,
                 results_store,
                 results_retention,
-                network_gate_timeout: (canary_allowlist && !network_gate_timeout.is_zero())
-                    .then_some(network_gate_timeout),
+                network_gate: (canary_allowlist && !network_gate_timeout.is_zero()).then_some(
+                    crate::config::GateFlags {
+                        timeout: network_gate_timeout,
+                        port: network_gate_port,
+                    },
+                ),
                 canary: crate::config::CanarySettings {
                     enabled: sandbox_canary,
                     allowlist: canary_allowlist,

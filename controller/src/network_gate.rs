@@ -9,7 +9,7 @@
 //! [`NotInForce`].
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use clap::Args;
@@ -105,10 +105,10 @@ pub fn main(args: &GateArgs) -> std::process::ExitCode {
     }
 }
 
-/// Opens the controller's gate listener on `ip` (an ephemeral port): it accepts and closes
+/// Opens the controller's gate listener on `at` (port 0: any free one): it accepts and closes
 /// every connection, and lives as long as the process.
-pub async fn listen(ip: IpAddr) -> io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
+pub async fn listen(at: SocketAddr) -> io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(at).await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
@@ -128,7 +128,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_listener_answers_so_the_gate_waits_until_its_timeout() {
-        let addr = listen("127.0.0.1".parse().expect("ip"))
+        let addr = listen("127.0.0.1:0".parse().expect("address"))
             .await
             .expect("listen on loopback");
         let timeout = Duration::from_millis(300);

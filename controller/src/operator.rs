@@ -67,8 +67,8 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
         tracing::info!(url = %gateway.base_url, "runs with models call the model gateway");
         config.gateway = Some(gateway);
     }
-    if let Some(timeout) = runtime.network_gate_timeout {
-        let target = crate::network_gate::listen(runtime.canary.listen)
+    if let Some(gate) = runtime.network_gate {
+        let target = crate::network_gate::listen((runtime.canary.listen, gate.port).into())
             .await
             .map_err(|e| {
                 format!(
@@ -80,7 +80,7 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
         config.network_gate = Some(crate::config::NetworkGate {
             image: runtime.canary.image.clone(),
             target,
-            timeout,
+            timeout: gate.timeout,
         });
     }
     let mut registry = Registry::with_prefix("crucible");

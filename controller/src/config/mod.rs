@@ -150,6 +150,15 @@ pub struct NetworkGate {
     pub timeout: Duration,
 }
 
+/// `--network-gate-timeout` and `--network-gate-port`.
+#[derive(Clone, Copy, Debug)]
+pub struct GateFlags {
+    /// How long pods wait for their NetworkPolicy.
+    pub timeout: Duration,
+    /// The listener's port (0: any).
+    pub port: u16,
+}
+
 /// Settings of the running process (not needed by pure planning).
 #[derive(Clone, Debug)]
 pub struct Runtime {
@@ -187,8 +196,8 @@ pub struct Runtime {
     pub allow_file_git_urls: bool,
     /// The sandbox canary.
     pub canary: CanarySettings,
-    /// How long pods wait for their NetworkPolicy; `None`: no gate.
-    pub network_gate_timeout: Option<Duration>,
+    /// The network gate's listener and timeout; `None`: no gate.
+    pub network_gate: Option<GateFlags>,
     /// The model gateway to connect runs with models to, when configured.
     pub gateway: Option<GatewayFlags>,
 }
