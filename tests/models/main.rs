@@ -159,8 +159,7 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         let _controller = OwnController::start(
             LOG,
             &ns,
-            &std::env::var("CRUCIBLE_SYSTEM_NAMESPACE")
-                .unwrap_or_else(|_| "crucible-system".into()),
+            &system_namespace(),
             &[
                 "--metrics-addr",
                 "127.0.0.1:18095",
@@ -178,6 +177,21 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         let done = wait_finished(&api, "agent", Duration::from_secs(240)).await;
         let status = done.status.expect("status");
         assert_eq!(status.phase, Some(Phase::Succeeded), "{status:?}");
+        // The run waited for the canary of its class, which proved the path of runs with
+        // models: the gateway answers under their NetworkPolicy.
+        let verdicts: Api<ConfigMap> = Api::namespaced(client.clone(), &system_namespace());
+        let sandbox = verdicts
+            .get("crucible-sandbox")
+            .await
+            .expect("the canary's ConfigMap");
+        let net = sandbox
+            .data
+            .and_then(|d| d.get("gvisor-net").cloned())
+            .unwrap_or_default();
+        assert!(
+            net.contains("\"Verified\"") && net.contains("the model gateway at"),
+            "{net}"
+        );
         // The controller asked the gateway what the run used.
         let usage = status.usage.clone().expect("status.usage");
         assert_eq!(usage.calls, CALLS as i64, "{usage:?}");
@@ -544,4 +558,9 @@ async fn call_model(base: &str, token: &str) -> u16 {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {head:?}"))
+}
+
+/// The controller's system namespace (`CRUCIBLE_SYSTEM_NAMESPACE`, as scripts/test.sh sets it).
+fn system_namespace() -> String {
+    std::env::var("CRUCIBLE_SYSTEM_NAMESPACE").unwrap_or_else(|_| "crucible-system".into())
 }
