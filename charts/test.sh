@@ -253,7 +253,7 @@ offline_checks() {
   fi
 
   # the model gateway with one endpoint
-  if render gateway --set gateway.enabled=true --set 'gateway.endpoints[0].name=stand-in' \
+  if render gateway --set gateway.enabled=true --set serviceMonitor.enabled=true --set 'gateway.endpoints[0].name=stand-in' \
        --set 'gateway.endpoints[0].api=openai' --set 'gateway.endpoints[0].baseURL=http://10.88.0.1:8090/v1' \
        --set 'gateway.endpoints[0].secretRef.name=stand-in-key' --set 'gateway.endpoints[0].secretRef.key=apiKey' \
        --set 'gateway.endpoints[0].models={stand-in-small}' \
@@ -263,6 +263,7 @@ offline_checks() {
     check "gateway: its own restricted Deployment, endpoints file" chart_test Gateway.test_gateway_deployment_is_restricted
     check "gateway: Service selects the gateway pods by a numeric port" chart_test Gateway.test_service_selects_the_gateway_by_a_numeric_port
     check "gateway: token key in controller and gateway only, provider key in the gateway only" chart_test Gateway.test_keys_go_where_they_are_used_only
+    check "gateway: Prometheus scrapes its metrics port through a Service of its own" chart_test Gateway.test_prometheus_scrapes_the_gateway_apart_from_the_sandboxes_service
     check "gateway: the controller's NetworkPolicy lets it send revocations to the gateway" chart_test Gateway.test_controller_may_send_revocations_to_the_gateway
     check "gateway: RBAC for ModelEndpoints and the gateway's Service only" chart_test Gateway.test_controller_may_read_endpoints_and_the_gateway_service_only
   else
@@ -276,7 +277,7 @@ offline_checks() {
   # the local cluster's values
   if render local -f "$CHART/values-local.yaml"; then
     check "values-local.yaml: kubernetes-validate $VALIDATE_VERSION --strict" validate "$WORK/local.yaml"
-    check "values-local.yaml: hostNetwork, API server env, image Never, canary in it, no Allowlist canary" chart_test Local.test_local_cluster
+    check "values-local.yaml: hostNetwork, API server env, image Never, canary in it, Allowlist canary on" chart_test Local.test_local_cluster
   else
     fail "helm template (values-local.yaml)"
   fi

@@ -80,9 +80,9 @@ KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRU
 log "a node lost under a deleted run's pod: the kubelet stops, the slot is freed at the pod's release time"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
   CRUCIBLE_CLUSTER=$CLUSTER cargo test -p crucible-e2e --features e2e --test lostnode
-log "models: an agent calls its model through the gateway (a pod behind its Service) and reaches nothing else"
+log "models: an agent calls its model through the gateway (a pod behind its Service) and reaches nothing else; the dashboard's usage panels against a Prometheus of its own"
 KUBECONFIG=$("$CLUSTER" kubeconfig) CRUCIBLE_BIN=$ROOT/target/debug/crucible CRUCIBLE_SYSTEM_NAMESPACE=crucible-system \
-  cargo test -p crucible-e2e --features e2e --test models
+  CRUCIBLE_PROMETHEUS_BIN=$("$CLUSTER" tool prometheus) cargo test -p crucible-e2e --features e2e --test models
 log "the results store's S3 server (SeaweedFS)"
 wait "$s3_up" || { cat "$S3_DIR/up.log" >&2; die "infrastructure/local/s3.sh up failed"; }
 eval "$(bash infrastructure/local/s3.sh env)"   # AWS_* for the controller, the tests and the store

@@ -301,7 +301,7 @@ class Local(Rendered):
         assert spec['hostNetwork'] is True and spec['dnsPolicy'] == 'ClusterFirstWithHostNet'
         e = env(dep)
         assert e['KUBERNETES_SERVICE_HOST'] == '127.0.0.1' and e['KUBERNETES_SERVICE_PORT'] == '6443'
-        assert (e['CRUCIBLE_SANDBOX_CANARY'], e['CRUCIBLE_CANARY_ALLOWLIST']) == ('true', 'false'), 'the local CNI does not enforce NetworkPolicy'
+        assert (e['CRUCIBLE_SANDBOX_CANARY'], e['CRUCIBLE_CANARY_ALLOWLIST']) == ('true', 'true'), 'kube-router enforces NetworkPolicy there'
         c = spec['containers'][0]
         assert c['image'] == 'localhost/crucible/controller:dev' and c['imagePullPolicy'] == 'Never'
         assert e['CRUCIBLE_CANARY_IMAGE'] == 'localhost/crucible/controller:dev', 'the image build.sh --import puts on the node'
@@ -336,7 +336,7 @@ class Dashboard(unittest.TestCase):
         assert len(found) >= 10, found
         bad = []
         for e in found:
-            s = e.replace("$__rate_interval", "5m")
+            s = e.replace("$__rate_interval", "5m").replace("$__range", "6h")
             s = re.sub(r"\$\{?\w+\}?", ".*", s)   # $namespace etc. only appear inside label matchers
             try:
                 promql_parser.parse(s)
@@ -403,6 +403,23 @@ class Gateway(Rendered):
         assert e['CRUCIBLE_GATEWAY_SERVICE'] == 'chart-validate/crucible-gateway'
         assert e['CRUCIBLE_GATEWAY_TOKEN_KEY_FILE'] == '/var/run/secrets/crucible/token/token-key'
         assert 'CRUCIBLE_GATEWAY_SERVICE' not in env(self.deployment('gateway'))
+
+    def test_prometheus_scrapes_the_gateway_apart_from_the_sandboxes_service(self):
+        monitors = {m['metadata']['name']: m for m in self.objs('ServiceMonitor')}
+        assert sorted(monitors) == ['crucible', 'crucible-gateway'], sorted(monitors)
+        monitor = monitors['crucible-gateway']
+        svc = self.one('Service', '-gateway-metrics')
+        selected = [s['metadata']['name'] for s in self.objs('Service')
+                    if monitor['spec']['selector']['matchLabels'].items() <= s['metadata']['labels'].items()]
+        assert selected == [svc['metadata']['name']], selected
+        assert [e['port'] for e in monitor['spec']['endpoints']] == ['metrics']
+        assert [(p['name'], p['port'], p['targetPort']) for p in svc['spec']['ports']] == [('metrics', 9090, 'metrics')]
+        gateway = self.deployment('gateway')
+        assert svc['spec']['selector'].items() <= gateway['spec']['template']['metadata']['labels'].items()
+        # the controller's ServiceMonitor still selects the controller's Service alone
+        controller_selected = [s['metadata']['name'] for s in self.objs('Service')
+                               if monitors['crucible']['spec']['selector']['matchLabels'].items() <= s['metadata']['labels'].items()]
+        assert controller_selected == ['crucible-metrics'], controller_selected
 
     def test_controller_may_send_revocations_to_the_gateway(self):
         np = self.one('NetworkPolicy')

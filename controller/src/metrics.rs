@@ -1,7 +1,8 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text). Labels are bounded: kinds, phases,
 //! namespaces and fixed error reasons; the per-object families (`evaluation_score` and its
 //! interval, `evaluation_score_ci95_low`/`_high`) share a configurable cap on their number of
-//! series.
+//! series. `budget_exceeded` counts runs per namespace; the model calls, tokens and cost are the
+//! gateway's families (`gateway::metrics`), counted per call where the call is made.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -125,6 +126,8 @@ pub struct Metrics {
     suite_pass_rate: Family<SuiteLabels, FloatGauge>,
     canary_failures: Family<CanaryLabels, Counter>,
     sandbox_verified: Family<RuntimeClassLabels, Gauge>,
+    /// Runs that ended `BudgetExceeded`, counted in the reconcile that ends them.
+    budget_exceeded: Family<NamespaceLabels, Counter>,
     score_limit: usize,
     /// Last phase counted per Evaluation uid, so the phase gauge moves instead of growing.
     phases: Mutex<HashMap<String, PhaseLabels>>,
@@ -161,6 +164,7 @@ impl Metrics {
             suite_pass_rate: Family::default(),
             canary_failures: Family::default(),
             sandbox_verified: Family::default(),
+            budget_exceeded: Family::default(),
             score_limit,
             phases: Mutex::default(),
             scores: Mutex::default(),
@@ -248,6 +252,11 @@ impl Metrics {
             "sandbox_verified",
             "1 while the sandbox canary has verified the RuntimeClass, else 0 (runs of it are held)",
             self.sandbox_verified.clone(),
+        );
+        registry.register(
+            "budget_exceeded",
+            "Runs that ended BudgetExceeded (a model call refused for the run's budget), by namespace",
+            self.budget_exceeded.clone(),
         );
         self
     }
@@ -339,6 +348,27 @@ impl Metrics {
                 }
             }
         }
+    }
+
+    /// Counts a run of `namespace` that ended `BudgetExceeded`. The caller counts each run once:
+    /// in the reconcile whose status ends it (`evaluation::report`). Kept when the namespace's
+    /// other series go (a counter that restarted at 0 would read as a reset), so at most one
+    /// series per namespace that had such a run since this process started.
+    pub fn budget_exceeded(&self, namespace: &str) {
+        self.budget_exceeded
+            .get_or_create(&NamespaceLabels {
+                namespace: namespace.to_string(),
+            })
+            .inc();
+    }
+
+    /// Gives `namespace` its `budget_exceeded` series at 0 once a run with models is seen there:
+    /// Prometheus' `increase()` starts from a series' first sample, so a series born at 1 would
+    /// hide the namespace's first BudgetExceeded run from the dashboard.
+    pub fn models_used_in(&self, namespace: &str) {
+        self.budget_exceeded.get_or_create(&NamespaceLabels {
+            namespace: namespace.to_string(),
+        });
     }
 
     /// Drops the per-object series of a deleted Evaluation.
@@ -581,6 +611,28 @@ mod tests {
         assert!(
             !text.contains("evaluation=\"a\""),
             "removed with the score: {text}"
+        );
+    }
+
+    #[test]
+    fn budget_exceeded_runs_are_counted_per_namespace_and_outlive_its_other_series() {
+        let m = Metrics::default();
+        m.models_used_in("c");
+        m.models_used_in("a");
+        m.budget_exceeded("a");
+        m.models_used_in("a");
+        m.budget_exceeded("a");
+        m.budget_exceeded("b");
+        m.forget_namespace("a");
+        let (_, text) = render(m);
+        assert!(
+            text.contains(r#"crucible_budget_exceeded_total{namespace="a"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"crucible_budget_exceeded_total{namespace="b"} 1"#));
+        assert!(
+            text.contains(r#"crucible_budget_exceeded_total{namespace="c"} 0"#),
+            "a namespace with model runs has its series before its first BudgetExceeded: {text}"
         );
     }
 

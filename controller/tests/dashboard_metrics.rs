@@ -1,8 +1,10 @@
 //! The Grafana dashboard (`charts/crucible/dashboards/crucible.json`) queries only series that the
-//! controller really exports, and the chart's ConfigMap template embeds that very file.
+//! controller and the model gateway really export, and the chart's ConfigMap template embeds
+//! that very file.
 //!
-//! No I/O beyond reading the chart's files: the exported names come from encoding a freshly
-//! registered `crucible::metrics::Metrics` registry, as `/metrics` does.
+//! No I/O beyond reading the chart's files: the exported names come from encoding freshly
+//! registered `crucible::metrics::Metrics` and `crucible::gateway::metrics::Metrics` registries,
+//! as their `/metrics` do.
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -25,7 +27,7 @@ fn dashboard() -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
-/// Series names in the exposition of the controller's registry. The `# TYPE` line names the
+/// Series names in the expositions of the controller's and the gateway's registries. The `# TYPE` line names the
 /// family; the series a query can select depend on the type: a counter `x` is stored as
 /// `x_total`, a histogram `x` as `x_bucket`, `x_sum` and `x_count`.
 ///
@@ -51,6 +53,22 @@ fn exported_series() -> BTreeSet<String> {
         Some((0.85, 0.95)),
     );
     metrics.set_suite("ns", "suite", Some(0.9), 1.0);
+    metrics.budget_exceeded("ns");
+    // The model usage panels read the gateway's families (its own process and port).
+    let gateway = crucible::gateway::metrics::Metrics::default();
+    gateway.register(&mut registry);
+    gateway.call(
+        crucible::gateway::metrics::CallLabels {
+            namespace: "ns".into(),
+            model: "m".into(),
+            outcome: "ok",
+        },
+        1,
+        1,
+        0.1,
+        0.1,
+    );
+    gateway.refusal("budget_exceeded");
     let mut text = String::new();
     encode(&mut text, &registry).expect("the registry encodes");
     let mut series = BTreeSet::new();
@@ -417,7 +435,7 @@ fn every_dashboard_query_uses_only_series_the_controller_exports() {
                         problems.push(format!("{path}: {name} is not a crucible metric: {expr}"));
                     } else if !exported.contains(&name) {
                         problems.push(format!(
-                            "{path}: {name} is not exported by the controller: {expr}"
+                            "{path}: {name} is exported by neither the controller nor the gateway: {expr}"
                         ));
                     }
                     used.insert(name);

@@ -5,16 +5,21 @@
 //! The expressions are read from the chart's file, so a metric renamed on either side fails here.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crucible::crd::EvaluationSuite;
 use crucible::crd::suite::SuitePhase;
-use crucible_e2e::dashboard::{Answer, Query, dashboard_path, instant_query, queries, substitute};
+use crucible_e2e::dashboard::{
+    Answer, dashboard_path, every_query_has_series, families, instant_query, is_model_usage,
+    queries,
+};
 use crucible_e2e::{apply_typed, poll_until, quota_manifest, wait_for, with_temp_ns};
 use kube::Api;
 
 /// The one family a healthy run does not produce: it counts failed reconciles. Its name is
-/// checked against the controller's registry by `controller/tests/dashboard_metrics.rs`.
+/// checked against the controller's registry by `controller/tests/dashboard_metrics.rs`. The
+/// model usage families are not produced here either (this controller has no gateway):
+/// `tests/models` requires their series instead.
 const ONLY_AFTER_FAILURES: &[&str] = &["crucible_reconcile_failures_total"];
 
 /// The suite's case: 20 samples, 15 of them passing (mean 0.75, so its score's interval has
@@ -36,13 +41,14 @@ fn prometheus() -> String {
     )
 }
 
-/// True when the expression reads only families a healthy run may leave without series.
+/// True when the expression reads only families a healthy run without models may leave
+/// without series.
 fn may_be_empty(expr: &str) -> bool {
-    let families: Vec<&str> = expr
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("crucible_"))
-        .collect();
-    !families.is_empty() && families.iter().all(|f| ONLY_AFTER_FAILURES.contains(f))
+    let read = families(expr);
+    !read.is_empty()
+        && read
+            .into_iter()
+            .all(|f| ONLY_AFTER_FAILURES.contains(&f) || is_model_usage(f))
 }
 
 #[tokio::test]
@@ -88,6 +94,7 @@ async fn every_dashboard_query_evaluates_and_the_runs_panels_have_series() {
             ("suite", "panel".to_string()),
             ("resource", ".*".to_string()),
             ("__rate_interval", "1m".to_string()),
+            ("__range", "1h".to_string()),
         ]);
         // First the run's score reaches Prometheus (the scrape after the finish) ...
         let score = format!("crucible_evaluation_score{{namespace=\"{ns}\",evaluation=\"{evaluation}\"}}");
@@ -99,34 +106,8 @@ async fn every_dashboard_query_evaluates_and_the_runs_panels_have_series() {
             }
         })
         .await;
-        // ... then every expression: an error fails at once; an empty answer may still fill
-        // (a rate needs a second sample), until the deadline.
-        let deadline = Instant::now() + SERIES_DEADLINE;
-        loop {
-            let mut empty: Vec<&Query> = Vec::new();
-            for query in &all {
-                let promql = substitute(&query.expr, &vars)
-                    .unwrap_or_else(|e| panic!("panel {:?}: {e}", query.origin));
-                match instant_query(&addr, &promql, Duration::from_secs(10)).await {
-                    Answer::Error(e) => panic!("panel {:?}: {promql}\n  failed: {e}", query.origin),
-                    Answer::Series(0) if !may_be_empty(&query.expr) => empty.push(query),
-                    Answer::Series(_) => {}
-                }
-            }
-            if empty.is_empty() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no series after {SERIES_DEADLINE:?} for (a metric renamed?):\n{}",
-                empty
-                    .iter()
-                    .map(|q| format!("  {}: {}", q.origin, q.expr))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+        // ... then every expression.
+        every_query_has_series(&addr, &all, &vars, may_be_empty, SERIES_DEADLINE).await;
     })
     .await;
 }
@@ -140,4 +121,10 @@ fn only_the_failure_counter_may_be_empty() {
         "sum(crucible_reconcile_failures_total) / sum(crucible_reconcile_runs_total)"
     ));
     assert!(!may_be_empty("vector(1)"));
+    assert!(may_be_empty(
+        "sum by (namespace) (increase(crucible_budget_exceeded_total[$__range]))"
+    ));
+    assert!(!may_be_empty(
+        "sum(crucible_gateway_calls_total) / sum(crucible_evaluations)"
+    ));
 }

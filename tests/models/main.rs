@@ -20,6 +20,11 @@
 //! calls makes three: the third is refused, and the run ends `BudgetExceeded` with its result.
 //! The loop is the official `openai` SDK from the local cluster's agent image
 //! (`localhost/crucible/python-openai:3.11`: the Python image plus `openai` from PyPI).
+//!
+//! A Prometheus of the test's own (`CRUCIBLE_PROMETHEUS_BIN`) scrapes the gateway and the
+//! controller meanwhile; afterwards every model usage panel of the shipped Grafana dashboard
+//! returns series for the test's namespace, and the controller has counted the BudgetExceeded
+//! run exactly once.
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
@@ -27,6 +32,9 @@ use std::time::Duration;
 use clap::Parser;
 use crucible::crd::evaluation::Phase;
 use crucible::crd::{Evaluation, ModelEndpoint};
+use crucible_e2e::dashboard::{
+    Prometheus, dashboard_path, every_query_has_series, get, queries, reads_model_usage,
+};
 use crucible_e2e::provider::{Behaviour, spawn};
 use crucible_e2e::{
     OwnController, TEST_LABEL, apply_evaluation, apply_typed, parse_evaluation, poll_until,
@@ -46,6 +54,8 @@ const MODEL: &str = "stand-in-small";
 const CALLS: usize = 3;
 const GATEWAY: &str = "crucible-gateway";
 const GATEWAY_LABELS: &str = "crucible-e2e-gateway";
+/// The test's controller's `/metrics`.
+const CONTROLLER_METRICS: &str = "127.0.0.1:18095";
 
 /// The agent: `CALLS` chat completions through the gateway with the official `openai` SDK,
 /// unmodified and at its defaults (it reads `OPENAI_BASE_URL` and `OPENAI_API_KEY`, which the
@@ -122,6 +132,9 @@ print("CRUCIBLE_RESULT " + json.dumps({"score": 1 if answers == int(os.environ["
 
 #[tokio::test]
 async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else() {
+    let prometheus_bin = std::env::var("CRUCIBLE_PROMETHEUS_BIN").expect(
+        "CRUCIBLE_PROMETHEUS_BIN=the Prometheus binary (scripts/test.sh: cluster.sh tool prometheus)",
+    );
     let (provider, seen) = spawn(
         format!("{NODE}:0").parse().expect("address"),
         Behaviour::new(PROVIDER_KEY),
@@ -148,7 +161,9 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         let token_key = format!("e2e-token-key-{ns}-0123456789abcdef0123456789abcdef");
         let key_file = std::env::temp_dir().join(format!("crucible-e2e-token-key-{ns}"));
         std::fs::write(&key_file, &token_key).expect("token key file");
-        start_gateway(&client, &gateway_ns, &token_key, provider.port(), &ledger).await;
+        let gateway_ip =
+            start_gateway(&client, &gateway_ns, &token_key, provider.port(), &ledger).await;
+        let gateway_metrics = format!("{gateway_ip}:9090");
 
         let endpoint = json!({"apiVersion": "crucible.dev/v1alpha1", "kind": "ModelEndpoint",
             "metadata": {"name": "stand-in"},
@@ -162,13 +177,20 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
             &system_namespace(),
             &[
                 "--metrics-addr",
-                "127.0.0.1:18095",
+                CONTROLLER_METRICS,
                 "--gateway-service",
                 &service,
                 "--gateway-token-key-file",
                 key_file.to_str().expect("utf-8 path"),
             ],
         );
+
+        // Scraping from before the first call, so the panels see the usage grow.
+        let prometheus = Prometheus::start(
+            &prometheus_bin,
+            &[CONTROLLER_METRICS.to_string(), gateway_metrics.clone()],
+        )
+        .await;
 
         let api: Api<Evaluation> = Api::namespaced(client.clone(), &ns);
         apply_evaluation(&client, &ns, &agent(provider, "agent", 10, true)).await;
@@ -298,6 +320,8 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
             "only forwarded calls are recorded: {text}"
         );
 
+        usage_panels_and_counts(&prometheus, &ns, &gateway_metrics).await;
+
         endpoint_on_another_host_is_never_ready(&client, &ns).await;
 
         let _ = namespaces
@@ -306,6 +330,78 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         let _ = std::fs::remove_file(&key_file);
     })
     .await;
+}
+
+/// After both runs: the gateway counted the six calls it forwarded for `ns` (the agent's
+/// `CALLS`, the one with a live run's token, the over-budget run's two) and one budget refusal, the
+/// controller the BudgetExceeded run once (the run has been reconciled again since it ended),
+/// and every model usage panel of the dashboard has series for `ns`.
+async fn usage_panels_and_counts(prometheus: &Prometheus, ns: &str, gateway_metrics: &str) {
+    // The count follows the status write by an instant.
+    let first = poll_until(
+        Duration::from_secs(10),
+        "the controller to count the BudgetExceeded run",
+        || async move { budget_exceeded_of(ns).await.filter(|v| v != "0") },
+    )
+    .await;
+    assert_eq!(first, "1", "one run ended BudgetExceeded");
+    let gateway = metrics_of(gateway_metrics).await;
+    for series in [
+        format!(
+            "crucible_gateway_calls_total{{namespace=\"{ns}\",model=\"{MODEL}\",outcome=\"ok\"}} {}",
+            CALLS + 1 + 2
+        ),
+        r#"crucible_gateway_refusals_total{reason="budget_exceeded"} 1"#.to_string(),
+    ] {
+        assert!(gateway.contains(&series), "{series} not in\n{gateway}");
+    }
+
+    let text = std::fs::read_to_string(dashboard_path()).expect("read the chart's dashboard");
+    let dashboard = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let usage: Vec<_> = queries(&dashboard)
+        .expect("the dashboard's expressions")
+        .into_iter()
+        .filter(|q| reads_model_usage(&q.expr))
+        .collect();
+    // calls, input and output tokens, cost per hour, cost in the range, runs ended
+    // BudgetExceeded, calls refused for a budget
+    assert!(usage.len() >= 7, "the model usage panels: {usage:?}");
+    let vars = std::collections::BTreeMap::from([
+        ("namespace", ns.to_string()),
+        ("__rate_interval", "1m".to_string()),
+        ("__range", "1h".to_string()),
+    ]);
+    every_query_has_series(
+        &prometheus.addr,
+        &usage,
+        &vars,
+        |_| false,
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(
+        budget_exceeded_of(ns).await.as_deref(),
+        Some("1"),
+        "the BudgetExceeded run is counted once, however often it is reconciled"
+    );
+}
+
+/// The value of `crucible_budget_exceeded_total` of `ns` at the test's controller, as written.
+async fn budget_exceeded_of(ns: &str) -> Option<String> {
+    let series = format!("crucible_budget_exceeded_total{{namespace=\"{ns}\"}} ");
+    metrics_of(CONTROLLER_METRICS)
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map(str::to_string)
+}
+
+/// The metrics text served at `addr`, 5 s at most.
+async fn metrics_of(addr: &str) -> String {
+    tokio::time::timeout(Duration::from_secs(5), get(addr, "/metrics"))
+        .await
+        .unwrap_or_else(|_| panic!("no /metrics from {addr} within 5 s"))
+        .unwrap_or_else(|e| panic!("GET {addr}/metrics: {e}"))
 }
 
 /// Endpoint `stand-in` names a Secret of its namespace that does not exist yet, then exists
@@ -415,14 +511,14 @@ fn agent(provider: std::net::SocketAddr, name: &str, calls: u32, hunt: bool) -> 
 }
 
 /// The gateway as the chart deploys it (restricted, read-only root), in `ns`, with its ledger
-/// in the host directory `ledger`; returns once its pod is ready.
+/// in the host directory `ledger`; returns its pod's IP once the pod is ready.
 async fn start_gateway(
     client: &kube::Client,
     ns: &str,
     token_key: &str,
     provider_port: u16,
     ledger: &std::path::Path,
-) {
+) -> String {
     let secret = |name: &str, key: &str, value: &str| {
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
                "stringData": {key: value}})
@@ -482,17 +578,16 @@ async fn start_gateway(
         || {
             let pods = pods.clone();
             async move {
-                let pod = pods.get_opt(GATEWAY).await.ok().flatten()?;
-                let ready = pod
-                    .status?
+                let status = pods.get_opt(GATEWAY).await.ok().flatten()?.status?;
+                let ready = status
                     .conditions?
                     .iter()
                     .any(|c| c.type_ == "Ready" && c.status == "True");
-                ready.then_some(())
+                ready.then_some(status.pod_ip).flatten()
             }
         },
     )
-    .await;
+    .await
 }
 
 /// The gateway's OpenAI base URL for runs of `ns`, by its Service's cluster IP (the host

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -163,8 +163,12 @@ pub async fn instant_query(addr: &str, promql: &str, timeout: Duration) -> Answe
     }
 }
 
-/// HTTP/1.0 GET (no chunked encoding; the server closes the connection after the body).
-async fn get(addr: &str, path: &str) -> std::io::Result<String> {
+/// HTTP/1.0 GET of `path` from `addr` (no chunked encoding; the server closes the connection
+/// after the body), its body only; at most 4 MiB are read. Callers bound it in time.
+///
+/// # Errors
+/// Connecting, writing or reading failed.
+pub async fn get(addr: &str, path: &str) -> std::io::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -175,6 +179,153 @@ async fn get(addr: &str, path: &str) -> std::io::Result<String> {
     Ok(text
         .split_once("\r\n\r\n")
         .map_or_else(String::new, |(_, body)| body.to_string()))
+}
+
+/// The `crucible_…` families an expression reads (the dashboard's label values and legends
+/// hold no such word).
+pub fn families(expr: &str) -> Vec<&str> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("crucible_"))
+        .collect()
+}
+
+/// Whether only runs with models produce `family`: the model gateway's families (its own
+/// process and port) and the controller's count of runs ended `BudgetExceeded`. The dashboard
+/// test's controller has no gateway; `tests/models` evaluates these panels instead, against a
+/// Prometheus scraping its gateway and its controller.
+pub fn is_model_usage(family: &str) -> bool {
+    family.starts_with("crucible_gateway_") || family == "crucible_budget_exceeded_total"
+}
+
+/// Whether `expr` reads model usage only (at least one family, all of them model usage).
+pub fn reads_model_usage(expr: &str) -> bool {
+    let read = families(expr);
+    !read.is_empty() && read.into_iter().all(is_model_usage)
+}
+
+/// Sends every query (variables filled from `vars`) to Prometheus at `addr` until each returns
+/// series, except those `may_be_empty` lets go. An error fails at once; an empty answer may
+/// still fill (a rate needs a second sample of a new series) until `within` has passed.
+///
+/// # Panics
+/// On an error answer, an unknown variable, or a query still empty after `within`.
+pub async fn every_query_has_series(
+    addr: &str,
+    queries: &[Query],
+    vars: &BTreeMap<&str, String>,
+    may_be_empty: impl Fn(&str) -> bool,
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut empty: Vec<&Query> = Vec::new();
+        for query in queries {
+            let promql = substitute(&query.expr, vars)
+                .unwrap_or_else(|e| panic!("panel {:?}: {e}", query.origin));
+            match instant_query(addr, &promql, Duration::from_secs(10)).await {
+                Answer::Error(e) => panic!("panel {:?}: {promql}\n  failed: {e}", query.origin),
+                Answer::Series(0) if !may_be_empty(&query.expr) => empty.push(query),
+                Answer::Series(_) => {}
+            }
+        }
+        if empty.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no series after {within:?} for (a metric renamed?):\n{}",
+            empty
+                .iter()
+                .map(|q| format!("  {}: {}", q.origin, q.expr))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// A Prometheus of a test's own (the binary `infrastructure/local/cluster.sh tool prometheus`
+/// builds), scraping `targets` every second, its TSDB in a temporary directory; stopped when
+/// dropped.
+pub struct Prometheus {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT` of its HTTP API.
+    pub addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// Starts `bin` and waits (60 s at most) until it has scraped every target once.
+    ///
+    /// # Panics
+    /// When it cannot start, exits, or has not scraped every target within 60 s.
+    pub async fn start(bin: &str, targets: &[String]) -> Self {
+        let dir = tempfile::tempdir().expect("a directory for Prometheus");
+        // A port the system just gave out and took back: free unless taken in between.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.path().join("prometheus.yml");
+        let targets = serde_json::to_string(targets).expect("targets");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\n\
+                 scrape_configs:\n  - job_name: crucible\n    static_configs: [{{targets: {targets}}}]\n"
+            ),
+        )
+        .expect("write prometheus.yml");
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+        let child = std::process::Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start Prometheus {bin}: {e}"));
+        let mut prometheus = Prometheus {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            dir,
+        };
+        let wanted = serde_json::from_str::<Vec<String>>(&targets).map_or(0, |t| t.len());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = prometheus.child.try_wait() {
+                panic!("Prometheus exited ({status}): {}", prometheus.log_tail());
+            }
+            if instant_query(&prometheus.addr, "up == 1", Duration::from_secs(5)).await
+                == Answer::Series(wanted)
+            {
+                return prometheus;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus has not scraped every target after 60 s: {}",
+                prometheus.log_tail()
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().rev().take(20).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +387,24 @@ mod tests {
             substitute("m{a=\"$suite\"}", &vars)
                 .unwrap_err()
                 .contains("$suite")
+        );
+    }
+
+    #[test]
+    fn model_usage_expressions_are_told_from_the_others() {
+        assert!(reads_model_usage(
+            "sum by (namespace) (rate(crucible_gateway_calls_total{namespace=~\"$namespace\"}[$__rate_interval]))"
+        ));
+        assert!(reads_model_usage(
+            "sum(increase(crucible_gateway_refusals_total{reason=\"budget_exceeded\"}[1h])) + sum(crucible_budget_exceeded_total)"
+        ));
+        assert!(!reads_model_usage(
+            "sum(crucible_budget_exceeded_total) / sum(crucible_evaluations)"
+        ));
+        assert!(!reads_model_usage("vector(1)"));
+        assert_eq!(
+            families("rate(crucible_a_total{reason=\"budget_exceeded\"}[1m]) / crucible_b"),
+            ["crucible_a_total", "crucible_b"]
         );
     }
 
