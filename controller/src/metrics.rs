@@ -366,7 +366,8 @@ impl Metrics {
     /// Prometheus' `increase()` starts from a series' first sample, so a series born at 1 would
     /// hide the namespace's first BudgetExceeded run from the dashboard.
     pub fn models_used_in(&self, namespace: &str) {
-        self.budget_exceeded.get_or_create(&NamespaceLabels {
+        // The guard is dropped at once: creating the series is all that is wanted.
+        let _series = self.budget_exceeded.get_or_create(&NamespaceLabels {
             namespace: namespace.to_string(),
         });
     }

@@ -267,6 +267,7 @@ impl Prometheus {
             .expect("a free port")
             .port();
         let config = dir.path().join("prometheus.yml");
+        let wanted = targets.len();
         let targets = serde_json::to_string(targets).expect("targets");
         std::fs::write(
             &config,
@@ -293,7 +294,6 @@ impl Prometheus {
             addr: format!("127.0.0.1:{port}"),
             dir,
         };
-        let wanted = serde_json::from_str::<Vec<String>>(&targets).map_or(0, |t| t.len());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Ok(Some(status)) = prometheus.child.try_wait() {
