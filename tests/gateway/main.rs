@@ -638,7 +638,8 @@ async fn a_namespaces_daily_tokens_are_shared_by_its_runs_and_survive_a_restart(
     use crucible::gateway::notice::usage;
     let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
     let body = chat("gpt-standin", false);
-    let in_namespace = |url: &str, namespace: &str| url.replace(&format!("/ns/{NS}"), &format!("/ns/{namespace}"));
+    let in_namespace =
+        |url: &str, namespace: &str| url.replace(&format!("/ns/{NS}"), &format!("/ns/{namespace}"));
     let call = |url: String, claims: &Claims| {
         let key = format!("Bearer {}", token(claims));
         let (h, body) = (&h, &body);
@@ -654,7 +655,9 @@ async fn a_namespaces_daily_tokens_are_shared_by_its_runs_and_survive_a_restart(
     assert_eq!(measured.status, 200, "{}", measured.text());
     let usage_of = &measured.json()["usage"];
     let per_call = usage_of["prompt_tokens"].as_u64().expect("prompt tokens")
-        + usage_of["completion_tokens"].as_u64().expect("completion tokens");
+        + usage_of["completion_tokens"]
+            .as_u64()
+            .expect("completion tokens");
     let daily = DailyBudget {
         tokens_per_day: Some(2 * per_call),
         cost_usd_per_day: None,
@@ -673,11 +676,20 @@ async fn a_namespaces_daily_tokens_are_shared_by_its_runs_and_survive_a_restart(
     let refused = call(h.url.clone(), &second).await;
     assert_eq!(refused.status, 429, "{}", refused.text());
     assert_eq!(refused.json()["error"]["code"], "budget_exceeded");
-    let message = refused.json()["error"]["message"].as_str().unwrap_or_default().to_string();
-    assert!(message.contains("namespace's budget") && message.contains("tokensPerDay"), "{message}");
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("namespace's budget") && message.contains("tokensPerDay"),
+        "{message}"
+    );
     assert_eq!(call(h.url.clone(), &first).await.status, 429);
     // Another namespace with the same daily budget has its own day.
-    assert_eq!(call(in_namespace(&h.url, "team-b"), &other).await.status, 200);
+    assert_eq!(
+        call(in_namespace(&h.url, "team-b"), &other).await.status,
+        200
+    );
     // The refused run is told to the controller as over its namespace's budget.
     h.ledger("run-b", 1).await;
     let settings = controller_settings(&h.url, TOKEN_KEY);

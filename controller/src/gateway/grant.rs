@@ -69,7 +69,11 @@ pub fn daily_budget(quotas: &[&EvaluationQuota]) -> DailyBudget {
 }
 
 fn dollars(limit: f64) -> f64 {
-    if limit.is_finite() { limit.max(0.0) } else { 0.0 }
+    if limit.is_finite() {
+        limit.max(0.0)
+    } else {
+        0.0
+    }
 }
 
 /// The gateway's budget for `spec`'s; a negative limit (which validation refuses) allows

@@ -635,7 +635,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_namespaces_window_is_rebuilt_from_its_ledgers_once_each_call() {
+    fn a_namespaces_window_is_rebuilt_from_its_ledgers() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
         let now: jiff::Timestamp = "2026-12-07T12:00:00Z".parse().expect("time");
@@ -664,9 +664,7 @@ pub(crate) mod tests {
         file.write_all(br#"{"seq":1,"time":"2026-12-07T11:59"#)
             .expect("write");
         let restarted = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
-        let mut window = restarted
-            .window("team-a", now.as_second())
-            .expect("window");
+        let mut window = restarted.window("team-a", now.as_second()).expect("window");
         // Each call: 3 input and 5 output tokens, 0.5 USD; the day-old one left the window.
         assert_eq!(window.used(now.as_second()), (16, 1.0));
         let mut empty = restarted

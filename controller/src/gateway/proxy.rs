@@ -420,9 +420,7 @@ fn reserve(gateway: &Gateway, claims: &Claims) -> Result<(), Refusal> {
     }
     let now = now();
     let mut accounts = gateway.accounts.lock().map_err(|_| Refusal::Upstream)?;
-    let account = accounts.entry(&claims.run, claims.expires, now, || {
-        Account::resume(spent)
-    });
+    let account = accounts.entry(&claims.run, claims.expires, now, || Account::resume(spent));
     if !daily.is_unlimited() {
         let mut windows = gateway.windows.lock().map_err(|_| Refusal::Upstream)?;
         let window = windows.get_mut(&claims.namespace).ok_or(Refusal::Ledger)?;

@@ -164,7 +164,10 @@ mod tests {
             "exactly 10 of 10 used"
         );
         // Admitted again once that usage has left the window.
-        assert_eq!(window.admit(&tokens(10), 100 + DAY + BUCKET_SECONDS), Ok(()));
+        assert_eq!(
+            window.admit(&tokens(10), 100 + DAY + BUCKET_SECONDS),
+            Ok(())
+        );
         let dollars = DailyBudget {
             cost_usd_per_day: Some(2.0),
             ..DailyBudget::default()
