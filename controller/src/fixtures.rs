@@ -130,6 +130,7 @@ impl Observed {
             source: None,
             head: None,
             model_endpoints: Default::default(),
+            daily_budget: Default::default(),
             samples: None,
             usage: None,
         }

@@ -1,7 +1,8 @@
 //! The model gateway, served on 127.0.0.1 in front of the stand-in provider: the provider's key
 //! reaches the provider only through the gateway, streams pass through as they come, usage is
 //! taken from the provider and recorded, and tokens are refused when revoked, expired, for
-//! another model or another namespace, or past their budget. No cluster needed:
+//! another model or another namespace, or past their run's or their namespace's budget. No
+//! cluster needed:
 //! `cargo test -p crucible-e2e --test gateway`.
 
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crucible::gateway::budget::Budget;
+use crucible::gateway::budget::{Budget, DailyBudget};
 use crucible::gateway::catalog::Catalog;
 use crucible::gateway::ledger::{self, DirSink, Ledger, Record, RecordCalls};
 use crucible::gateway::listing;
@@ -106,6 +107,7 @@ fn claims(run: &str, budget: Budget) -> Claims {
         run: run.into(),
         models: vec!["gpt-standin".into(), "claude-standin".into()],
         budget,
+        daily_budget: DailyBudget::default(),
         record_calls: RecordCalls::Digests,
         expires: now() + 600,
     }
@@ -624,4 +626,87 @@ async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot
             .expect("answer");
         assert_eq!(asked.status(), 401, "{path}");
     }
+}
+
+/// A namespace's daily budget of N tokens, carried by two runs' tokens: the calls of both
+/// count, the call that would start with N used is refused (for the run that made it, which
+/// then ends `BudgetExceeded`), another namespace is not affected, and a restarted gateway
+/// rebuilds the namespace's day from the ledgers: still refused, nothing counted twice.
+#[tokio::test]
+async fn a_namespaces_daily_tokens_are_shared_by_its_runs_and_survive_a_restart() {
+    use crucible::gateway::budget::Exceeded;
+    use crucible::gateway::notice::usage;
+    let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
+    let body = chat("gpt-standin", false);
+    let in_namespace =
+        |url: &str, namespace: &str| url.replace(&format!("/ns/{NS}"), &format!("/ns/{namespace}"));
+    let call = |url: String, claims: &Claims| {
+        let key = format!("Bearer {}", token(claims));
+        let (h, body) = (&h, &body);
+        async move {
+            h.post(&url, "/v1/chat/completions", ("authorization", &key), body)
+                .await
+        }
+    };
+    // What one call uses, measured by an unlimited run of a third namespace.
+    let mut probe = claims("run-probe", Budget::default());
+    probe.namespace = "team-z".into();
+    let measured = call(in_namespace(&h.url, "team-z"), &probe).await;
+    assert_eq!(measured.status, 200, "{}", measured.text());
+    let usage_of = &measured.json()["usage"];
+    let per_call = usage_of["prompt_tokens"].as_u64().expect("prompt tokens")
+        + usage_of["completion_tokens"]
+            .as_u64()
+            .expect("completion tokens");
+    let daily = DailyBudget {
+        tokens_per_day: Some(2 * per_call),
+        cost_usd_per_day: None,
+    };
+    let run = |name: &str, namespace: &str| {
+        let mut run = claims(name, Budget::default());
+        run.namespace = namespace.into();
+        run.daily_budget = daily;
+        run
+    };
+    let (first, second, other) = (run("run-a", NS), run("run-b", NS), run("run-c", "team-b"));
+    assert_eq!(call(h.url.clone(), &first).await.status, 200);
+    assert_eq!(call(h.url.clone(), &second).await.status, 200);
+    assert_eq!(h.gateway.daily_usage(NS).map(|u| u.0), Some(2 * per_call));
+    // N used: the next call of either run is refused, naming the namespace's budget.
+    let refused = call(h.url.clone(), &second).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert_eq!(refused.json()["error"]["code"], "budget_exceeded");
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("namespace's budget") && message.contains("tokensPerDay"),
+        "{message}"
+    );
+    assert_eq!(call(h.url.clone(), &first).await.status, 429);
+    // Another namespace with the same daily budget has its own day.
+    assert_eq!(
+        call(in_namespace(&h.url, "team-b"), &other).await.status,
+        200
+    );
+    // The refused run is told to the controller as over its namespace's budget.
+    h.ledger("run-b", 1).await;
+    let settings = controller_settings(&h.url, TOKEN_KEY);
+    let used = usage(&settings, NS, &second.run, second.expires)
+        .await
+        .expect("usage");
+    assert_eq!(
+        (used.spent.calls, used.refused),
+        (1, Some(Exceeded::TokensPerDay(2 * per_call)))
+    );
+
+    // Another process on the same ledgers: the namespace's day is rebuilt, once.
+    h.ledger("run-a", 1).await;
+    let endpoints = h.files.path().join("endpoints.yaml");
+    let (restarted, url) = serve(&endpoints, h.ledgers.path(), Duration::from_secs(10)).await;
+    assert_eq!(call(url.clone(), &first).await.status, 429);
+    assert_eq!(restarted.daily_usage(NS).map(|u| u.0), Some(2 * per_call));
+    assert_eq!(call(in_namespace(&url, "team-b"), &other).await.status, 200);
+    assert_eq!(h.seen.calls.load(Ordering::Relaxed), 5);
 }

@@ -18,6 +18,8 @@
 //! enforces NetworkPolicy); the controller puts what it used, asked of the gateway, on
 //! `status.usage`. A second run with a budget of two
 //! calls makes three: the third is refused, and the run ends `BudgetExceeded` with its result.
+//! Then an EvaluationQuota with `tokensPerDay: 1`, less than the namespace has used today: the
+//! next run's calls are refused and it ends `BudgetExceeded`, naming the namespace's budget.
 //! The loop is the official `openai` SDK from the local cluster's agent image
 //! (`localhost/crucible/python-openai:3.11`: the Python image plus `openai` from PyPI).
 //!
@@ -31,7 +33,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use crucible::crd::evaluation::Phase;
-use crucible::crd::{Evaluation, ModelEndpoint};
+use crucible::crd::{Evaluation, EvaluationQuota, ModelEndpoint};
 use crucible_e2e::dashboard::{
     Prometheus, dashboard_path, every_query_has_series, get, queries, reads_model_usage,
 };
@@ -321,7 +323,8 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         );
 
         usage_panels_and_counts(&prometheus, &ns, &gateway_metrics).await;
-
+        // After the panels' counts: this run adds a refusal.
+        namespace_budget_refuses_a_new_run(&client, &ns, provider).await;
         endpoint_on_another_host_is_never_ready(&client, &ns).await;
 
         let _ = namespaces
@@ -485,6 +488,52 @@ async fn wait_ready(endpoints: &Api<ModelEndpoint>, name: &str, status: &str, re
         },
     )
     .await;
+}
+
+/// With an EvaluationQuota of `tokensPerDay: 1` in `ns`, whose runs have used more today, a
+/// new run's token carries that limit: the gateway refuses its calls and the run ends
+/// `BudgetExceeded`, its message naming the namespace's budget.
+async fn namespace_budget_refuses_a_new_run(
+    client: &kube::Client,
+    ns: &str,
+    provider: std::net::SocketAddr,
+) {
+    let manifest = json!({"apiVersion": "crucible.dev/v1alpha1", "kind": "EvaluationQuota",
+                          "metadata": {"name": "daily-tokens"},
+                          "spec": {"hard": {"tokensPerDay": 1}}});
+    apply_typed::<EvaluationQuota>(client, ns, &manifest).await;
+    // As a user would apply the quota first: the controller has seen it once it wrote its status.
+    let quotas: Api<EvaluationQuota> = Api::namespaced(client.clone(), ns);
+    poll_until(Duration::from_secs(30), "the daily quota's status", || {
+        let quotas = quotas.clone();
+        async move { quotas.get("daily-tokens").await.ok().and_then(|q| q.status) }
+    })
+    .await;
+    let api: Api<Evaluation> = Api::namespaced(client.clone(), ns);
+    apply_evaluation(client, ns, &agent(provider, "over-daily", 10, false)).await;
+    let over = wait_finished(&api, "over-daily", Duration::from_secs(240)).await;
+    let status = over.status.expect("status");
+    assert_eq!(
+        (status.phase, status.reason.as_deref()),
+        (Some(Phase::Failed), Some("BudgetExceeded")),
+        "{status:?}"
+    );
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("namespace's budget of 1 tokens per day")),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.usage.as_ref().map_or(0, |u| u.calls),
+        0,
+        "no call was forwarded: {status:?}"
+    );
+    quotas
+        .delete("daily-tokens", &DeleteParams::default())
+        .await
+        .expect("delete the daily quota");
 }
 
 /// The agent as Evaluation `name`, with a budget of `calls` calls.

@@ -87,6 +87,17 @@ pub fn namespace_limits(quotas: &[&EvaluationQuota], config: &Config) -> Limits 
         };
         let cpu = figure("cpu", hard.cpu.as_ref());
         let memory = figure("memory", hard.memory.as_ref());
+        // The schema refuses these; a quota stored without it admits nothing (fail closed).
+        let daily = hard.tokens_per_day.is_some_and(|t| t < 0)
+            || hard
+                .cost_usd_per_day
+                .is_some_and(|c| !c.is_finite() || c < 0.0);
+        if daily && invalid.is_none() {
+            invalid = Some(format!(
+                "EvaluationQuota {}: spec.hard.tokensPerDay and costUSDPerDay must not be negative",
+                q.name_any()
+            ));
+        }
         Limits {
             max_running: match (acc.max_running, q.spec.max_running) {
                 (Some(a), Some(b)) => Some(a.min(u32::try_from(b).unwrap_or(0))),
@@ -155,6 +166,29 @@ mod tests {
             ledger.decide(&c, &limits, &Limits::default(), None),
             crate::admission::Decision::Wait { reason, .. } if reason.starts_with("QuotaInvalid: ")
         ));
+    }
+
+    #[test]
+    fn a_negative_daily_model_budget_admits_nothing_and_a_valid_one_is_no_admission_limit() {
+        let mut q = quota(None, None, false);
+        q.spec.hard = Some(QuotaHard {
+            tokens_per_day: Some(1_000),
+            cost_usd_per_day: Some(5.0),
+            ..Default::default()
+        });
+        assert_eq!(namespace_limits(&[&q], &Config::default()).invalid, None);
+        for (tokens, cost) in [(Some(-1), None), (None, Some(-0.5)), (None, Some(f64::NAN))] {
+            q.spec.hard = Some(QuotaHard {
+                tokens_per_day: tokens,
+                cost_usd_per_day: cost,
+                ..Default::default()
+            });
+            let why = namespace_limits(&[&q], &Config::default()).invalid;
+            assert!(
+                why.as_deref().is_some_and(|w| w.contains("tokensPerDay")),
+                "{why:?}"
+            );
+        }
     }
 
     #[test]

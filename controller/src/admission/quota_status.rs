@@ -133,7 +133,7 @@ mod tests {
                 hard: Some(QuotaHard {
                     cpu: Some(Quantity("4".into())),
                     memory: Some(Quantity("16Gi".into())),
-                    gpu: None,
+                    ..Default::default()
                 }),
                 ..Default::default()
             },

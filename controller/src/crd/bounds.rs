@@ -79,6 +79,11 @@ pub const MAX_MODEL_NAME_LEN: usize = 32;
 pub const MAX_MODEL_ID_LEN: usize = 256;
 /// Most model ids (and prices) one ModelEndpoint lists.
 pub const MAX_ENDPOINT_MODELS: usize = 256;
+/// Largest `EvaluationQuota.spec.hard.tokensPerDay`: a quadrillion tokens, far above any
+/// namespace's day, so a limit never wraps when counted.
+pub const MAX_TOKENS_PER_DAY: i64 = 1_000_000_000_000_000;
+/// Largest `EvaluationQuota.spec.hard.costUSDPerDay`: a billion dollars.
+pub const MAX_COST_USD_PER_DAY: f64 = 1_000_000_000.0;
 
 /// Bytes of `value` serialized as JSON, counted without building the JSON.
 ///

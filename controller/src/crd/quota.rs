@@ -6,6 +6,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::crd::bounds::{MAX_COST_USD_PER_DAY, MAX_TOKENS_PER_DAY};
+
 /// Limits of one namespace. An Evaluation is admitted only if admitting it keeps every figure
 /// within these limits (and within the controller-wide ones).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -55,6 +57,22 @@ pub struct QuotaHard {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub gpu: Option<i32>,
+    /// Most model tokens (input and output together) the namespace's runs may use in any 24
+    /// hours, counted by the model gateway; a call that would start with the last day's usage
+    /// at or above it is refused and its run ends `BudgetExceeded`. Applies to runs started
+    /// after it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_TOKENS_PER_DAY))]
+    pub tokens_per_day: Option<i64>,
+    /// Most cost in US dollars (at the endpoints' prices) of the namespace's model calls in any
+    /// 24 hours; as `tokensPerDay`.
+    #[serde(
+        default,
+        rename = "costUSDPerDay",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 0, max = MAX_COST_USD_PER_DAY))]
+    pub cost_usd_per_day: Option<f64>,
 }
 
 /// What the namespace uses now.

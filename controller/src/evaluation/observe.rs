@@ -17,11 +17,12 @@ use kube::{Resource, ResourceExt};
 use crate::cache::{key_of, waiters};
 use crate::crd::evaluation::{GitSource, Source};
 use crate::crd::samples::BaselineRef;
-use crate::crd::{Evaluation, ModelEndpoint};
+use crate::crd::{Evaluation, EvaluationQuota, ModelEndpoint};
 use crate::error::{Error, Result};
 use crate::evaluation::Context;
 use crate::evaluation::credentials;
 use crate::gateway;
+use crate::gateway::budget::DailyBudget;
 use crate::lifecycle::samples::Samples;
 use crate::lifecycle::{self, LogsNeeded, Observed, RuntimeClassCheck};
 use crate::reading;
@@ -101,14 +102,15 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
     };
     // A run that has started reads its pinned source only to start another attempt; a new
     // one once admitted.
-    let (source, model_endpoints) = if state::awaits_admission(&ev, head.as_deref())
+    let (source, model_endpoints, daily_budget) = if state::awaits_admission(&ev, head.as_deref())
         || !lifecycle::started_run_needs_source(&ev, &pods)
     {
-        (None, BTreeMap::new())
+        (None, BTreeMap::new(), DailyBudget::default())
     } else {
         (
             source(&ev, ctx, head.as_deref()).await,
             model_endpoints(&ev, ctx).await?,
+            daily_budget(&ev, ctx),
         )
     };
     let mut logs = BTreeMap::new();
@@ -146,10 +148,19 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
         source,
         head,
         model_endpoints,
+        daily_budget,
         samples,
         usage,
     };
     Ok(Some((ev, observed)))
+}
+
+/// The daily model budget of `ev`'s namespace, from its EvaluationQuotas in the cache: what
+/// the token of a run starting now carries.
+pub fn daily_budget(ev: &Evaluation, ctx: &Context) -> DailyBudget {
+    let quotas = ctx.quotas_of(&ev.namespace().unwrap_or_default());
+    let quotas: Vec<&EvaluationQuota> = quotas.iter().map(AsRef::as_ref).collect();
+    crate::gateway::grant::daily_budget(&quotas)
 }
 
 /// The ModelEndpoints `ev`'s models name, read when an attempt may start (a few GETs, one per

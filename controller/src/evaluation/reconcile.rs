@@ -71,6 +71,7 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
         // Git is read only once the run may start: a queued run costs no fetch.
         observed.source = observe::source(&ev, &ctx, observed.head.as_deref()).await;
         observed.model_endpoints = observe::model_endpoints(&ev, &ctx).await?;
+        observed.daily_budget = observe::daily_budget(&ev, &ctx);
     }
     let decision = answer.decision;
     let mut plan = lifecycle::plan(&ev, &observed, &decision, &ctx.config)?; // no client required

@@ -23,6 +23,31 @@ pub struct Budget {
     pub cost_usd: Option<f64>,
 }
 
+/// A namespace's limits per rolling 24 hours (`EvaluationQuota.spec.hard.tokensPerDay` and
+/// `costUSDPerDay`, the strictest of its quotas when its run started); an absent limit does not
+/// apply. Carried in each run's token, so the gateway needs no API call to know them.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DailyBudget {
+    /// Most tokens, input and output together, of the namespace's calls in any 24 hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_day: Option<u64>,
+    /// Most cost of the namespace's calls in any 24 hours, in US dollars.
+    #[serde(
+        default,
+        rename = "costUSDPerDay",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cost_usd_per_day: Option<f64>,
+}
+
+impl DailyBudget {
+    /// Whether no limit applies (then the gateway keeps no window for it).
+    pub fn is_unlimited(&self) -> bool {
+        self.tokens_per_day.is_none() && self.cost_usd_per_day.is_none()
+    }
+}
+
 /// Tokens a provider reported for one call.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -67,6 +92,17 @@ pub enum Exceeded {
     #[error("the run's budget of {0} USD is spent")]
     #[serde(rename = "costUSD")]
     Cost(f64),
+    /// The namespace's tokens of the last 24 hours are spent.
+    #[error(
+        "the namespace's budget of {0} tokens per day (EvaluationQuota spec.hard.tokensPerDay) is spent"
+    )]
+    TokensPerDay(u64),
+    /// The namespace's money of the last 24 hours is spent.
+    #[error(
+        "the namespace's budget of {0} USD per day (EvaluationQuota spec.hard.costUSDPerDay) is spent"
+    )]
+    #[serde(rename = "costUSDPerDay")]
+    CostPerDay(f64),
 }
 
 /// What one run has spent, settled calls only; the ledger carries it on every record, so a
@@ -120,9 +156,14 @@ impl Account {
     pub fn reserve(&mut self, budget: &Budget) -> Result<(), Exceeded> {
         let reserved = self.try_reserve(budget);
         if let Err(exceeded) = reserved {
-            self.refused.get_or_insert(exceeded);
+            self.refuse(exceeded);
         }
         reserved
+    }
+
+    /// Remembers that a call of the run was refused for `exceeded`, unless one was before.
+    pub fn refuse(&mut self, exceeded: Exceeded) {
+        self.refused.get_or_insert(exceeded);
     }
 
     fn try_reserve(&mut self, budget: &Budget) -> Result<(), Exceeded> {

@@ -27,6 +27,8 @@ pub struct Call {
     route: Route,
     started: Instant,
     time: String,
+    /// Unix second the call started (as `time` says): the bucket of its namespace's window.
+    started_at: i64,
     status: u16,
     request_digest: String,
     request_body: Option<String>,
@@ -49,13 +51,15 @@ impl Call {
         body: &[u8],
     ) -> Self {
         let full = claims.record_calls == RecordCalls::Full;
+        let now = jiff::Timestamp::now();
         Self {
             gateway,
             model,
             endpoint,
             route,
             started: Instant::now(),
-            time: jiff::Timestamp::now().to_string(),
+            time: now.to_string(),
+            started_at: now.as_second(),
             status: 0,
             request_digest: format!("sha256:{}", sha256_hex(body)),
             request_body: full.then(|| String::from_utf8_lossy(body).into_owned()),
@@ -117,6 +121,14 @@ impl Call {
             && let Some(account) = accounts.get_mut(&self.claims.run)
         {
             account.settle(&usage, &price);
+        }
+        // Only namespaces with a daily budget have a window; it counts the call before its
+        // record is written, so a window built from the ledger meanwhile never holds it twice.
+        if let Ok(mut windows) = self.gateway.windows.lock()
+            && let Some(window) = windows.get_mut(&self.claims.namespace)
+        {
+            let tokens = usage.input_tokens.saturating_add(usage.output_tokens);
+            window.add(self.started_at, tokens, price.cost(&usage), super::now());
         }
         let response_hash = std::mem::take(&mut self.response_hash).finalize();
         let latency_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);

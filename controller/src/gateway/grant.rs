@@ -2,9 +2,10 @@
 //! the token itself. Pure (the deadline is passed in); the controller mints with the key it
 //! shares with the gateway, and the pod gets the token through `run::models::model_env`.
 
-use super::budget::Budget;
+use super::budget::{Budget, DailyBudget};
 use super::ledger::RecordCalls;
 use super::token::{Claims, SigningKey};
+use crate::crd::EvaluationQuota;
 use crate::crd::evaluation::EvaluationSpec;
 use crate::crd::model::{ModelBudget, RecordCalls as SpecRecordCalls};
 use crate::run::models::models;
@@ -20,6 +21,8 @@ pub struct RunGrant<'a> {
     pub run_id: &'a str,
     /// Unix seconds after which the token is refused: the run's own deadline.
     pub expires: i64,
+    /// Its namespace's daily budget ([`daily_budget`] of its quotas).
+    pub daily_budget: DailyBudget,
 }
 
 /// The claims of the run's token: its identity, the model ids of `spec.models` (each once), its
@@ -34,6 +37,7 @@ pub fn claims(spec: &EvaluationSpec, run: &RunGrant<'_>) -> Claims {
         run: run.run_id.to_string(),
         models: ids,
         budget: spec.budget.map(budget).unwrap_or_default(),
+        daily_budget: run.daily_budget,
         record_calls: match spec.record_calls.unwrap_or_default() {
             SpecRecordCalls::Digests => RecordCalls::Digests,
             SpecRecordCalls::Full => RecordCalls::Full,
@@ -47,6 +51,31 @@ pub fn mint(key: &SigningKey, spec: &EvaluationSpec, run: &RunGrant<'_>) -> Stri
     key.mint(&claims(spec, run))
 }
 
+/// The daily budget of a namespace with `quotas`: the strictest `tokensPerDay` and
+/// `costUSDPerDay` among them. A negative or non-finite figure (which the schema refuses)
+/// allows nothing rather than everything.
+pub fn daily_budget(quotas: &[&EvaluationQuota]) -> DailyBudget {
+    let hards = || quotas.iter().filter_map(|q| q.spec.hard.as_ref());
+    DailyBudget {
+        tokens_per_day: hards()
+            .filter_map(|h| h.tokens_per_day)
+            .map(|t| u64::try_from(t).unwrap_or(0))
+            .min(),
+        cost_usd_per_day: hards()
+            .filter_map(|h| h.cost_usd_per_day)
+            .map(dollars)
+            .reduce(f64::min),
+    }
+}
+
+fn dollars(limit: f64) -> f64 {
+    if limit.is_finite() {
+        limit.max(0.0)
+    } else {
+        0.0
+    }
+}
+
 /// The gateway's budget for `spec`'s; a negative limit (which validation refuses) allows
 /// nothing rather than everything.
 fn budget(spec: ModelBudget) -> Budget {
@@ -54,9 +83,7 @@ fn budget(spec: ModelBudget) -> Budget {
     Budget {
         calls: spec.calls.map(limit),
         tokens: spec.tokens.map(limit),
-        cost_usd: spec
-            .cost_usd
-            .map(|c| if c.is_finite() { c.max(0.0) } else { 0.0 }),
+        cost_usd: spec.cost_usd.map(dollars),
     }
 }
 
@@ -102,6 +129,10 @@ mod tests {
         evaluation: "agent",
         run_id: "run-1",
         expires: 5_000,
+        daily_budget: DailyBudget {
+            tokens_per_day: Some(1_000_000),
+            cost_usd_per_day: None,
+        },
     };
 
     #[test]
@@ -121,6 +152,10 @@ mod tests {
                     calls: Some(20),
                     tokens: Some(5_000),
                     cost_usd: Some(1.5)
+                },
+                daily_budget: DailyBudget {
+                    tokens_per_day: Some(1_000_000),
+                    cost_usd_per_day: None,
                 },
                 record_calls: RecordCalls::Full,
                 expires: 5_000,
@@ -195,6 +230,10 @@ mod tests {
             evaluation: &long,
             run_id: &long,
             expires: i64::MAX,
+            daily_budget: DailyBudget {
+                tokens_per_day: Some(u64::MAX),
+                cost_usd_per_day: Some(f64::MAX),
+            },
         };
         let token = mint(&key(), &spec, &run);
         assert!(
@@ -205,6 +244,49 @@ mod tests {
         assert_eq!(
             key().verify(&token, 0).map(|c| c.models.len()),
             Ok(MAX_RUN_MODELS)
+        );
+    }
+
+    fn quota(tokens_per_day: Option<i64>, cost_usd_per_day: Option<f64>) -> EvaluationQuota {
+        use crate::crd::quota::{EvaluationQuotaSpec, QuotaHard};
+        EvaluationQuota::new(
+            "q",
+            EvaluationQuotaSpec {
+                hard: Some(QuotaHard {
+                    tokens_per_day,
+                    cost_usd_per_day,
+                    ..QuotaHard::default()
+                }),
+                ..EvaluationQuotaSpec::default()
+            },
+        )
+    }
+
+    #[test]
+    fn the_daily_budget_is_the_strictest_of_the_namespaces_quotas() {
+        let (a, b, c) = (
+            quota(Some(500), None),
+            quota(Some(200), Some(9.5)),
+            quota(None, Some(3.0)),
+        );
+        assert_eq!(
+            daily_budget(&[&a, &b, &c]),
+            DailyBudget {
+                tokens_per_day: Some(200),
+                cost_usd_per_day: Some(3.0),
+            }
+        );
+        assert!(daily_budget(&[]).is_unlimited());
+        let cpu_only = EvaluationQuota::new("q", Default::default());
+        assert!(daily_budget(&[&cpu_only]).is_unlimited());
+        // Figures the schema refuses allow nothing.
+        let bad = quota(Some(-1), Some(f64::NAN));
+        assert_eq!(
+            daily_budget(&[&bad]),
+            DailyBudget {
+                tokens_per_day: Some(0),
+                cost_usd_per_day: Some(0.0),
+            }
         );
     }
 }

@@ -2,7 +2,7 @@
 //! record changed, removed or inserted afterwards breaks the chain. The chain is pure; where
 //! the lines go is a [`Sink`] (a directory of JSON Lines files for now; the results store later).
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::budget::{Spent, Usage};
 use super::expiring::ExpiringMap;
+use super::window::{BUCKET_SECONDS, WINDOW_SECONDS, Window};
 use crate::digest::sha256_hex;
 
 /// What the ledger keeps of each call (`spec.recordCalls`).
@@ -212,6 +213,14 @@ pub trait Sink: Send + Sync {
     fn append(&self, namespace: &str, run: &str, line: &[u8]) -> std::io::Result<()>;
     /// The last line of that ledger (without its `\n`), `None` when it has none.
     fn last_line(&self, namespace: &str, run: &str) -> std::io::Result<Option<Vec<u8>>>;
+    /// Hands each complete line (without its `\n`) of `namespace`'s ledgers written to at or
+    /// after `since` (Unix seconds) to `each`: the ledgers that may hold calls of a window.
+    fn recent_lines(
+        &self,
+        namespace: &str,
+        since: i64,
+        each: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()>;
 }
 
 /// Longest ledger line read back: a record with both bodies at their recording bound, escaped.
@@ -231,12 +240,21 @@ impl DirSink {
     /// The file of one run's ledger. Namespace and run ids are Kubernetes names and UIDs; a
     /// `/` or `..` in them could not come from the API server, but is refused all the same.
     pub fn path(&self, namespace: &str, run: &str) -> std::io::Result<PathBuf> {
-        let safe = |s: &str| !s.is_empty() && !s.contains(['/', '\\']) && !s.starts_with('.');
-        if !safe(namespace) || !safe(run) {
-            return Err(std::io::Error::other("unsafe namespace or run id"));
-        }
-        Ok(self.root.join(namespace).join(format!("{run}.jsonl")))
+        Ok(self.dir(namespace)?.join(format!("{}.jsonl", safe(run)?)))
     }
+
+    /// The directory of a namespace's ledgers.
+    fn dir(&self, namespace: &str) -> std::io::Result<PathBuf> {
+        Ok(self.root.join(safe(namespace)?))
+    }
+}
+
+/// `id` when it can only name a file directly under its directory.
+fn safe(id: &str) -> std::io::Result<&str> {
+    if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+        return Err(std::io::Error::other("unsafe namespace or run id"));
+    }
+    Ok(id)
 }
 
 impl Sink for DirSink {
@@ -282,6 +300,64 @@ impl Sink for DirSink {
         let line = tail.strip_suffix(b"\n").unwrap_or(&tail);
         Ok((!line.is_empty()).then(|| line.to_vec()))
     }
+
+    fn recent_lines(
+        &self,
+        namespace: &str,
+        since: i64,
+        each: &mut dyn FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let dir = self.dir(namespace)?;
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            listed => listed?,
+        };
+        let since = std::time::UNIX_EPOCH
+            + std::time::Duration::from_secs(u64::try_from(since).unwrap_or(0));
+        for entry in entries {
+            let entry = entry?;
+            // Only the gateway's own files: regular, named `<run>.jsonl`, written lately.
+            let meta = entry.metadata()?;
+            let ours = meta.is_file() && entry.path().extension().is_some_and(|e| e == "jsonl");
+            if !ours || meta.modified()? < since {
+                continue;
+            }
+            let mut reader = BufReader::new(crate::files::open_regular(&entry.path())?);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                let limit = u64::try_from(MAX_LINE_BYTES).unwrap_or(u64::MAX) + 1;
+                if (&mut reader).take(limit).read_until(b'\n', &mut line)? == 0 {
+                    break;
+                }
+                match line.strip_suffix(b"\n") {
+                    Some(text) => each(text)?,
+                    None if line.len() > MAX_LINE_BYTES => {
+                        return Err(std::io::Error::other(format!(
+                            "a line of {} is too long",
+                            entry.path().display()
+                        )));
+                    }
+                    // A last line cut short: a gateway stopped mid-write; that call was not
+                    // recorded, so it is not counted (as its run's usage does not count it).
+                    None => break,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The fields of a ledger record a window needs (the rest of the line is skipped, bodies
+/// included, without being kept).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Counted {
+    time: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    #[serde(rename = "costUSD")]
+    cost_usd: f64,
 }
 
 /// The gateway's ledger: per-run heads (each kept while its run's tokens are valid), and the
@@ -326,6 +402,23 @@ impl Ledger {
     pub fn head_of(&self, namespace: &str, run: &str, expires: i64) -> std::io::Result<Head> {
         let mut heads = self.lock()?;
         Ok(self.head(&mut heads, namespace, run, expires)?.clone())
+    }
+
+    /// What `namespace`'s calls used over the window at `now`, rebuilt from its ledgers: every
+    /// record whose call started within it, read from the files written to since. A restarted
+    /// gateway builds a namespace's window once, on its first call that has a daily budget;
+    /// this costs a read of the namespace's last day of records, once per process.
+    pub fn window(&self, namespace: &str, now: i64) -> std::io::Result<Window> {
+        let mut window = Window::default();
+        let since = now.saturating_sub(WINDOW_SECONDS + BUCKET_SECONDS);
+        self.sink.recent_lines(namespace, since, &mut |line| {
+            let call: Counted = serde_json::from_slice(line).map_err(std::io::Error::other)?;
+            let started: jiff::Timestamp = call.time.parse().map_err(std::io::Error::other)?;
+            let tokens = call.input_tokens.saturating_add(call.output_tokens);
+            window.add(started.as_second(), tokens, call.cost_usd, now);
+            Ok(())
+        })?;
+        Ok(window)
     }
 
     /// Forgets the head of a run that has ended (its file stays).
@@ -539,5 +632,47 @@ pub(crate) mod tests {
         let mut escape = record("a");
         escape.run = "../x".into();
         assert!(ledger.append(escape, i64::MAX).is_err());
+    }
+
+    #[test]
+    fn a_namespaces_window_is_rebuilt_from_its_ledgers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
+        let now: jiff::Timestamp = "2026-12-07T12:00:00Z".parse().expect("time");
+        let at = |ago: i64, run: &str, namespace: &str| {
+            let mut call = record("m");
+            call.time = (now - jiff::SignedDuration::from_secs(ago)).to_string();
+            call.run = run.into();
+            call.namespace = namespace.into();
+            call
+        };
+        // Two runs of team-a within the day, one call of team-a older than a day, and team-b.
+        for call in [
+            at(25 * 3600, "run-1", "team-a"),
+            at(3600, "run-1", "team-a"),
+            at(60, "run-2", "team-a"),
+            at(60, "run-3", "team-b"),
+        ] {
+            ledger.append(call, i64::MAX).expect("append");
+        }
+        // A gateway stopped mid-write: the cut line's call was not recorded, nor is counted.
+        let torn = dir.path().join("team-a/run-2.jsonl");
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&torn)
+            .expect("open");
+        file.write_all(br#"{"seq":1,"time":"2026-12-07T11:59"#)
+            .expect("write");
+        let restarted = Ledger::new(Box::new(DirSink::new(dir.path().to_path_buf())));
+        let mut window = restarted.window("team-a", now.as_second()).expect("window");
+        // Each call: 3 input and 5 output tokens, 0.5 USD; the day-old one left the window.
+        assert_eq!(window.used(now.as_second()), (16, 1.0));
+        let mut empty = restarted
+            .window("team-c", now.as_second())
+            .expect("no ledgers yet");
+        assert_eq!(empty.used(now.as_second()), (0, 0.0));
+        // A line that is not a record stops the rebuild rather than undercounting.
+        std::fs::write(dir.path().join("team-b/run-9.jsonl"), "not json\n").expect("write");
+        assert!(restarted.window("team-b", now.as_second()).is_err());
     }
 }

@@ -25,6 +25,7 @@ pub mod refusal;
 pub mod tally;
 pub mod token;
 pub mod usage;
+pub mod window;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -130,6 +131,12 @@ pub struct TokenArgs {
     /// Most cost, in US dollars.
     #[arg(long)]
     pub cost_usd: Option<f64>,
+    /// Most tokens of the namespace's calls in any 24 hours (its quota's `tokensPerDay`).
+    #[arg(long)]
+    pub tokens_per_day: Option<u64>,
+    /// Most cost of the namespace's calls in any 24 hours, in US dollars (`costUSDPerDay`).
+    #[arg(long)]
+    pub cost_usd_per_day: Option<f64>,
     /// Keep request and response bodies in the ledger.
     #[arg(long)]
     pub record_full: bool,
@@ -147,6 +154,10 @@ pub fn mint(args: &TokenArgs) -> Result<String, String> {
             calls: args.calls,
             tokens: args.tokens,
             cost_usd: args.cost_usd,
+        },
+        daily_budget: budget::DailyBudget {
+            tokens_per_day: args.tokens_per_day,
+            cost_usd_per_day: args.cost_usd_per_day,
         },
         record_calls: if args.record_full {
             ledger::RecordCalls::Full

@@ -5,6 +5,7 @@
 //! Routes are `/ns/{namespace}/v1/{chat/completions,responses,messages}`: the controller gives
 //! each sandbox the URL of its own namespace, and a token only works under its namespace's URL.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -35,6 +36,7 @@ use super::refusal::Refusal;
 use super::tally::RunUsage;
 use super::token::{Claims, Revocations, SigningKey, UsageQuery};
 use super::usage::Route;
+use super::window::Window;
 
 /// Request headers passed on to the provider; everything else (the caller's token above all)
 /// stays behind. Not `accept-encoding`: the gateway asks for `identity`, so the meter can read
@@ -70,6 +72,9 @@ pub struct Gateway {
     pub(super) revocations: RwLock<Revocations>,
     pub(super) catalog: Catalog,
     pub(super) accounts: Mutex<ExpiringMap<Account>>,
+    /// Per namespace whose runs have a daily budget: its calls of the last 24 hours. At most a
+    /// day of buckets each; only namespaces with a daily budget have one.
+    pub(super) windows: Mutex<HashMap<String, Window>>,
     pub(super) ledger: Ledger,
     pub(super) upstream: Upstream,
     pub(super) limits: Limits,
@@ -98,6 +103,7 @@ impl Gateway {
             revocations: RwLock::new(Revocations::default()),
             catalog,
             accounts: Mutex::new(ExpiringMap::default()),
+            windows: Mutex::new(HashMap::new()),
             ledger,
             upstream: Client::builder(TokioExecutor::new()).build(https),
             limits,
@@ -125,6 +131,13 @@ impl Gateway {
     /// What `run` has spent so far, if it has called.
     pub fn account(&self, run: &str) -> Option<Account> {
         self.accounts.lock().ok()?.get_mut(run).copied()
+    }
+
+    /// Tokens and cost of `namespace`'s calls over the last 24 hours, if a call of it with a
+    /// daily budget has been seen.
+    pub fn daily_usage(&self, namespace: &str) -> Option<(u64, f64)> {
+        let mut windows = self.windows.lock().ok()?;
+        Some(windows.get_mut(namespace)?.used(now()))
     }
 
     /// What `query`'s run has used by its ledger (read back from its file the first time, so a
@@ -401,12 +414,46 @@ fn reserve(gateway: &Gateway, claims: &Claims) -> Result<(), Refusal> {
                 Refusal::Ledger
             })?
     };
+    let daily = &claims.daily_budget;
+    if !daily.is_unlimited() {
+        load_window(gateway, &claims.namespace)?;
+    }
+    let now = now();
     let mut accounts = gateway.accounts.lock().map_err(|_| Refusal::Upstream)?;
-    accounts
-        .entry(&claims.run, claims.expires, now(), || {
-            Account::resume(spent)
-        })
-        .reserve(&claims.budget)?;
+    let account = accounts.entry(&claims.run, claims.expires, now, || Account::resume(spent));
+    if !daily.is_unlimited() {
+        let mut windows = gateway.windows.lock().map_err(|_| Refusal::Upstream)?;
+        let window = windows.get_mut(&claims.namespace).ok_or(Refusal::Ledger)?;
+        if let Err(exceeded) = window.admit(daily, now) {
+            // The run ends BudgetExceeded like one over its own budget.
+            account.refuse(exceeded);
+            return Err(exceeded.into());
+        }
+    }
+    account.reserve(&claims.budget)?;
+    Ok(())
+}
+
+/// Builds `namespace`'s window from its ledgers, the first time a call with a daily budget
+/// comes (after a start or a restart). Calls settled from then on are added as they settle and
+/// written to the ledger after, so none is counted twice; a call settled just before and
+/// written just after the read is missed, which the bound of calls in flight covers.
+fn load_window(gateway: &Gateway, namespace: &str) -> Result<(), Refusal> {
+    let known = gateway
+        .windows
+        .lock()
+        .map_err(|_| Refusal::Upstream)?
+        .contains_key(namespace);
+    if known {
+        return Ok(());
+    }
+    let window = gateway.ledger.window(namespace, now()).map_err(|e| {
+        tracing::error!(%namespace, error = %e, "cannot read the call ledgers for the namespace's daily usage");
+        Refusal::Ledger
+    })?;
+    // A call that loaded it meanwhile wins: calls may have settled into it since.
+    let mut windows = gateway.windows.lock().map_err(|_| Refusal::Upstream)?;
+    windows.entry(namespace.to_string()).or_insert(window);
     Ok(())
 }
 

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::hmac;
 use serde::{Deserialize, Serialize};
 
-use super::budget::Budget;
+use super::budget::{Budget, DailyBudget};
 use super::expiring::ExpiringMap;
 use super::ledger::RecordCalls;
 
@@ -41,6 +41,9 @@ pub struct Claims {
     /// The run's budget.
     #[serde(default)]
     pub budget: Budget,
+    /// Its namespace's budget per rolling 24 hours, as its quotas said when the run started.
+    #[serde(default, skip_serializing_if = "DailyBudget::is_unlimited")]
+    pub daily_budget: DailyBudget,
     /// What the ledger keeps of each call.
     #[serde(default)]
     pub record_calls: RecordCalls,
@@ -224,6 +227,7 @@ mod tests {
             run: "run-1".into(),
             models: vec!["gpt-4.1-mini".into()],
             budget: Budget::default(),
+            daily_budget: DailyBudget::default(),
             record_calls: RecordCalls::Digests,
             expires: 1_000,
         }

@@ -7,6 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::crd::ModelEndpoint;
 use crate::error::Result;
+use crate::gateway::budget::DailyBudget;
 use crate::gateway::tally::RunUsage;
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::results::LogCapture;
@@ -42,6 +43,9 @@ pub struct Observed {
     /// namespace), with their status (whether they are Ready). Read only when an attempt of a
     /// run with models may start.
     pub model_endpoints: BTreeMap<String, Option<ModelEndpoint>>,
+    /// The namespace's daily model budget (its EvaluationQuotas'), carried in the token of a
+    /// run with models that starts now. Read with the endpoints.
+    pub daily_budget: DailyBudget,
     /// For a pod whose steps succeeded: its samples ([`samples_needed`](super::samples_needed)).
     pub samples: Option<super::samples::Samples>,
     /// For a run with models that has started: what the gateway says it used, or why it could

@@ -214,6 +214,7 @@ impl Planner<'_> {
                 evaluation: &self.owner.name,
                 run_id,
                 expires,
+                daily_budget: self.obs.daily_budget,
             },
         );
         Ok(Some(model_env(

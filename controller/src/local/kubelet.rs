@@ -123,6 +123,7 @@ impl Kubelet {
             head: None,
             // Local runs have no gateway yet: validation refuses runs with models.
             model_endpoints: BTreeMap::new(),
+            daily_budget: Default::default(),
             samples: None,
             usage: None,
         };
