@@ -35,6 +35,7 @@ use super::refusal::Refusal;
 use super::tally::RunUsage;
 use super::token::{Claims, Revocations, SigningKey, UsageQuery};
 use super::usage::Route;
+use super::writer::Writer;
 
 /// Request headers passed on to the provider; everything else (the caller's token above all)
 /// stays behind. Not `accept-encoding`: the gateway asks for `identity`, so the meter can read
@@ -70,7 +71,9 @@ pub struct Gateway {
     pub(super) revocations: RwLock<Revocations>,
     pub(super) catalog: Catalog,
     pub(super) accounts: Mutex<ExpiringMap<Account>>,
-    pub(super) ledger: Ledger,
+    pub(super) ledger: Arc<Ledger>,
+    /// Appends the settled calls' records to `ledger`, off the calls' path.
+    pub(super) writer: Writer,
     pub(super) upstream: Upstream,
     pub(super) limits: Limits,
     pub(super) metrics: Metrics,
@@ -84,6 +87,8 @@ impl Gateway {
         ledger: Ledger,
         limits: Limits,
     ) -> std::io::Result<Self> {
+        let ledger = Arc::new(ledger);
+        let writer = Writer::start(ledger.clone())?;
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(limits.connect));
         http.set_nodelay(true);
@@ -99,6 +104,7 @@ impl Gateway {
             catalog,
             accounts: Mutex::new(ExpiringMap::default()),
             ledger,
+            writer,
             upstream: Client::builder(TokioExecutor::new()).build(https),
             limits,
             metrics: Metrics::default(),
@@ -130,6 +136,8 @@ impl Gateway {
     /// What `query`'s run has used by its ledger (read back from its file the first time, so a
     /// restarted gateway answers as before), and the budget a call of it was refused for.
     pub fn usage(&self, query: &UsageQuery) -> std::io::Result<RunUsage> {
+        // The calls settled before the question count: their records are written first.
+        self.writer.flush();
         let head = self
             .ledger
             .head_of(&query.namespace, &query.run, query.expires)?;
