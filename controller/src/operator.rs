@@ -26,6 +26,7 @@ use crate::config::{Config, Runtime};
 use crate::crd::EvaluationQuota;
 use crate::evaluation::sandbox_policy::SandboxPolicies;
 use crate::evaluation::{self, Context};
+use crate::gateway::notice::{GatewayClient, Notices};
 use crate::metrics::Metrics;
 use crate::source::{FetchPool, GitCache};
 use crate::stop::STOP_CONFIGMAP;
@@ -137,6 +138,10 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
         ));
     }
     let transfers = store.map(|store| Transfers::new(store, evaluation_trigger.clone()));
+    let notices = config
+        .gateway
+        .clone()
+        .map(|gateway| Notices::new(GatewayClient::new(gateway), evaluation_trigger.clone()));
     watches::spawn(
         &clients.watches,
         &scopes,
@@ -196,6 +201,7 @@ pub async fn run(mut config: Config, runtime: Runtime) -> Result<(), String> {
         runtime_classes,
         sandbox_policies,
         transfers,
+        notices,
     });
     tracing::info!(namespaces = ?runtime.namespaces, runtime_class = %ctx.config.runtime_class, "crucible controller starting");
     ready.store(true, Ordering::SeqCst);

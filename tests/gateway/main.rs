@@ -16,6 +16,7 @@ use crucible::gateway::budget::{Budget, DailyBudget};
 use crucible::gateway::catalog::Catalog;
 use crucible::gateway::ledger::{self, DirSink, Ledger, Record, RecordCalls};
 use crucible::gateway::listing;
+use crucible::gateway::notice::GatewayClient;
 use crucible::gateway::proxy::{self, Gateway, Limits};
 use crucible::gateway::token::{Claims, SigningKey};
 use crucible_e2e::provider::{self, Behaviour, Seen};
@@ -488,7 +489,7 @@ fn controller_settings(url: &str, key: [u8; 32]) -> crucible::config::GatewaySet
     }
 }
 
-/// The controller's notice (`gateway::notice::revoke`, over HTTP as on the cluster) revokes a
+/// The controller's notice (`GatewayClient::revoke`, over HTTP as on the cluster) revokes a
 /// run; a notice signed with another key, or a capability token posted as one, revokes nothing.
 #[tokio::test]
 async fn the_controllers_notice_revokes_a_run_and_nothing_else_does() {
@@ -497,7 +498,9 @@ async fn the_controllers_notice_revokes_a_run_and_nothing_else_does() {
     let token = token(&run);
     let base = h.url.trim_end_matches(&format!("/ns/{NS}")).to_string();
     let settings = |key: [u8; 32]| controller_settings(&h.url, key);
-    let forged = crucible::gateway::notice::revoke(&settings([8; 32]), &run.run, run.expires).await;
+    let forged = GatewayClient::new(settings([8; 32]))
+        .revoke(&run.run, run.expires)
+        .await;
     assert!(
         forged.is_err_and(|e| e.contains("401")),
         "a notice under another key"
@@ -520,7 +523,8 @@ async fn the_controllers_notice_revokes_a_run_and_nothing_else_does() {
         .openai(&token, "/v1/chat/completions", &chat("gpt-standin", false))
         .await;
     assert_eq!(still.status, 200, "{}", still.text());
-    crucible::gateway::notice::revoke(&settings(TOKEN_KEY), &run.run, run.expires)
+    GatewayClient::new(settings(TOKEN_KEY))
+        .revoke(&run.run, run.expires)
         .await
         .expect("the gateway takes the controller's notice");
     let replayed = h
@@ -530,14 +534,21 @@ async fn the_controllers_notice_revokes_a_run_and_nothing_else_does() {
     assert!(replayed.text().contains("revoked"), "{}", replayed.text());
 }
 
-/// The controller's question for a run's usage (`gateway::notice::usage`, over HTTP as on the
+/// The controller's question for a run's usage (`GatewayClient::usage`, over HTTP as on the
 /// cluster): the ledger's totals, the same from a restarted gateway before any new call, the
 /// budget still allowing exactly N calls in all, and the refusal reported; a sandbox's token, a
 /// question under another key or for another run is refused.
 #[tokio::test]
 async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot() {
     use crucible::gateway::budget::Exceeded;
-    use crucible::gateway::notice::usage;
+    let usage = |settings, namespace: &'static str, run: &str, expires| {
+        let run = run.to_string();
+        async move {
+            GatewayClient::new(settings)
+                .usage(namespace, &run, expires)
+                .await
+        }
+    };
     let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
     let budget = Budget {
         calls: Some(3),
@@ -553,7 +564,7 @@ async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
     h.ledger("run-usage", 2).await;
-    let before = usage(&settings(&h.url, TOKEN_KEY), NS, &run.run, run.expires)
+    let before = usage(settings(&h.url, TOKEN_KEY), NS, &run.run, run.expires)
         .await
         .expect("usage");
     assert_eq!(
@@ -575,7 +586,7 @@ async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot
     // Another process on the same ledger answers the same, and allows one call more, not three.
     let endpoints = h.files.path().join("endpoints.yaml");
     let (_restarted, url) = serve(&endpoints, h.ledgers.path(), Duration::from_secs(10)).await;
-    let after = usage(&settings(&url, TOKEN_KEY), NS, &run.run, run.expires)
+    let after = usage(settings(&url, TOKEN_KEY), NS, &run.run, run.expires)
         .await
         .expect("usage after the restart");
     assert_eq!(after, before);
@@ -589,7 +600,7 @@ async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot
         .await;
     assert_eq!((third.status, fourth.status), (200, 429));
     h.ledger("run-usage", 3).await;
-    let spent = usage(&settings(&url, TOKEN_KEY), NS, &run.run, run.expires)
+    let spent = usage(settings(&url, TOKEN_KEY), NS, &run.run, run.expires)
         .await
         .expect("usage");
     assert_eq!(
@@ -598,7 +609,7 @@ async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot
     );
 
     // Nobody else may ask.
-    let forged = usage(&settings(&url, [8; 32]), NS, &run.run, run.expires).await;
+    let forged = usage(settings(&url, [8; 32]), NS, &run.run, run.expires).await;
     assert!(forged.is_err_and(|e| e.contains("401")), "another key");
     let base = settings(&url, TOKEN_KEY).base_url;
     for (path, credential) in [
@@ -635,7 +646,6 @@ async fn the_controller_reads_a_runs_usage_across_a_restart_and_a_sandbox_cannot
 #[tokio::test]
 async fn a_namespaces_daily_tokens_are_shared_by_its_runs_and_survive_a_restart() {
     use crucible::gateway::budget::Exceeded;
-    use crucible::gateway::notice::usage;
     let h = harness(Behaviour::new(PROVIDER_KEY), Duration::from_secs(10)).await;
     let body = chat("gpt-standin", false);
     let in_namespace =
@@ -693,7 +703,8 @@ async fn a_namespaces_daily_tokens_are_shared_by_its_runs_and_survive_a_restart(
     // The refused run is told to the controller as over its namespace's budget.
     h.ledger("run-b", 1).await;
     let settings = controller_settings(&h.url, TOKEN_KEY);
-    let used = usage(&settings, NS, &second.run, second.expires)
+    let used = GatewayClient::new(settings)
+        .usage(NS, &second.run, second.expires)
         .await
         .expect("usage");
     assert_eq!(

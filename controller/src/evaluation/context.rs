@@ -15,6 +15,7 @@ use crate::canary::SandboxVerdicts;
 use crate::config::Config;
 use crate::crd::EvaluationQuota;
 use crate::evaluation::sandbox_policy::SandboxPolicies;
+use crate::gateway::notice::Notices;
 use crate::metrics::Metrics;
 use crate::source::FetchPool;
 use crate::stop::{STOP_CONFIGMAP, Switch};
@@ -51,6 +52,9 @@ pub struct Context {
     pub sandbox_policies: Arc<SandboxPolicies>,
     /// Samples transfers from finished pods to the results store (`None`: no store).
     pub transfers: Option<Arc<Transfers>>,
+    /// Questions and notices to the model gateway, outside the reconciles (`None`: no
+    /// gateway).
+    pub notices: Option<Arc<Notices>>,
 }
 
 impl Context {
@@ -124,6 +128,7 @@ impl Context {
             runtime_classes,
             sandbox_policies: Arc::default(),
             transfers: None,
+            notices: None,
         };
         (Arc::new(ctx), verifier)
     }

@@ -137,8 +137,16 @@ pub async fn observe(cached: &Evaluation, ctx: &Context) -> Result<Option<(Evalu
             }
         }
     }
-    let samples = samples(&ev, &pods, &pod_api, ctx);
-    let usage = usage(&ev, ctx).await;
+    let usage = usage(&ev, &pods, ctx);
+    // A run whose end waits for its usage takes its samples' outcome on the look that ends
+    // it: one taken now would be dropped by the plan (and the transfer done again).
+    let samples = if matches!(usage, Some(gateway::notice::UsageAnswer::Latest(_)))
+        && lifecycle::pod_ended(&ev, &pods)
+    {
+        None
+    } else {
+        samples(&ev, &pods, &pod_api, ctx)
+    };
     let observed = Observed {
         now,
         pods,
@@ -209,19 +217,21 @@ pub async fn model_endpoints(
     Ok(found)
 }
 
-/// What the current run with models has used, from the gateway: one bounded question
-/// ([`crate::gateway::notice::usage`], 5 s at most) on each look at a run that has started,
-/// so also in the reconcile that ends it. A failure is an answer too: the plan keeps the last
-/// usage and says so if the run ends now, rather than holding the run.
-async fn usage(
-    ev: &Evaluation,
-    ctx: &Context,
-) -> Option<std::result::Result<crate::gateway::tally::RunUsage, String>> {
-    let gateway = ctx.config.gateway.as_ref()?;
+/// What the current run with models has used, from the gateway, never waiting for it: each
+/// look at a run that has started asks again ([`gateway::notice::Notices`], outside the
+/// reconcile, 5 s at most) and reads the newest answer; once its pod has ended, the answer
+/// to a question asked from then on, which reconciles the run when it comes. A failure is an
+/// answer too: the plan keeps the last usage and says so if the run ends, rather than
+/// holding the run.
+fn usage(ev: &Evaluation, pods: &[Pod], ctx: &Context) -> Option<gateway::notice::UsageAnswer> {
+    let notices = ctx.notices.as_ref()?;
     let (run, expires) = lifecycle::usage_needed(ev, &ctx.config)?;
     let namespace = ev.namespace().unwrap_or_default();
-    let answer = crate::gateway::notice::usage(gateway, &namespace, &run, expires).await;
-    if let Err(why) = &answer {
+    let ended = lifecycle::pod_ended(ev, pods);
+    let answer = notices.usage(key_of(ev), &namespace, &run, expires, ended);
+    if let gateway::notice::UsageAnswer::Latest(Some(Err(why)))
+    | gateway::notice::UsageAnswer::Final(Err(why)) = &answer
+    {
         tracing::warn!(%run, %why, "the model gateway did not say what the run used");
     }
     Some(answer)

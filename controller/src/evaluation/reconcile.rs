@@ -86,14 +86,13 @@ pub async fn reconcile(ev: Arc<Evaluation>, ctx: Arc<Context>) -> Result<Requeue
     ctx.admission
         .settle(&namespace, &uid, &plan.holds(), plan.in_queue); // no client required
     report::report(&ev, &plan, &ctx).await?; // client required
-    if let (Some(gateway), Some((run, expires))) = (
-        &ctx.config.gateway,
+    if let (Some(notices), Some((run, expires))) = (
+        &ctx.notices,
         lifecycle::ended_model_run(&ev, &plan, &ctx.config),
     ) {
-        // After the status holds the end; best effort, the token expires at `expires` anyway.
-        if let Err(why) = crate::gateway::notice::revoke(gateway, &run, expires).await {
-            tracing::warn!(%run, %why, "the model gateway was not told that the run ended");
-        }
+        // After the status holds the end; outside the reconcile, tried a few times, and best
+        // effort: the token expires at `expires` anyway.
+        notices.revoke(&run, expires);
     }
     if let Some(waited) = lifecycle::queue_wait(&ev, &plan, &observed.now) {
         ctx.metrics.admitted_after(waited.as_secs_f64());

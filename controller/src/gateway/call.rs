@@ -169,26 +169,9 @@ impl Call {
         self.gateway
             .metrics
             .call(labels, input, output, record.cost_usd, seconds);
-        let gateway = self.gateway.clone();
-        let expires = self.claims.expires;
-        let write = move || {
-            tracing::info!(
-                namespace = %record.namespace, run = %record.run, model = %record.model,
-                status = record.status, outcome = %record.outcome,
-                input_tokens = record.input_tokens, output_tokens = record.output_tokens,
-                latency_ms = record.latency_ms, "model call"
-            );
-            let run = record.run.clone();
-            if let Err(e) = gateway.ledger.append(record, expires) {
-                tracing::error!(%run, error = %e, "cannot append to the call ledger");
-            }
-        };
-        // File I/O blocks: off the async workers, and off the response's path (the caller has
-        // its last byte before the record is written). The budget is already settled above.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(write)),
-            Err(_) => write(),
-        }
+        // The ledger's writer thread appends it: the response's last byte never waits for
+        // the disk. The budget is already settled above.
+        self.gateway.writer.append(record, self.claims.expires);
     }
 }
 

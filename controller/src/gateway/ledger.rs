@@ -2,9 +2,11 @@
 //! record changed, removed or inserted afterwards breaks the chain. The chain is pure; where
 //! the lines go is a [`Sink`] (a directory of JSON Lines files for now; the results store later).
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
@@ -226,15 +228,24 @@ pub trait Sink: Send + Sync {
 /// Longest ledger line read back: a record with both bodies at their recording bound, escaped.
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
+/// Ledger files kept open for appending; past this many the set starts over (runs that call
+/// often reopen theirs once).
+const OPEN_FILES: usize = 256;
+
 /// A directory of `<namespace>/<run>.jsonl` files.
 pub struct DirSink {
     root: PathBuf,
+    /// Files appended to lately: a call costs one write, not an open and a directory check.
+    open: Mutex<HashMap<PathBuf, std::fs::File>>,
 }
 
 impl DirSink {
     /// Ledgers under `root`.
     pub fn new(root: PathBuf) -> Self {
-        Self { root }
+        Self {
+            root,
+            open: Mutex::default(),
+        }
     }
 
     /// The file of one run's ledger. Namespace and run ids are Kubernetes names and UIDs; a
@@ -260,15 +271,27 @@ fn safe(id: &str) -> std::io::Result<&str> {
 impl Sink for DirSink {
     fn append(&self, namespace: &str, run: &str, line: &[u8]) -> std::io::Result<()> {
         let path = self.path(namespace, run)?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let file = match open.entry(path) {
+            Entry::Occupied(file) => file.into_mut(),
+            Entry::Vacant(slot) => {
+                if let Some(dir) = slot.key().parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(slot.key())?;
+                slot.insert(file)
+            }
+        };
         // One write per line: concurrent appenders never interleave within a record.
-        file.write_all(line)
+        let written = file.write_all(line);
+        if open.len() >= OPEN_FILES || written.is_err() {
+            // Bounded; and a failed file is opened afresh next time.
+            open.clear();
+        }
+        written
     }
 
     fn last_line(&self, namespace: &str, run: &str) -> std::io::Result<Option<Vec<u8>>> {
@@ -585,7 +608,8 @@ pub(crate) mod tests {
         assert_eq!(verify(&records).map_err(|e| e.seq), Err(2));
     }
 
-    fn written(root: &std::path::Path) -> Vec<Record> {
+    /// The records of `team-a/run-1` under `root`, as written.
+    pub(crate) fn written(root: &std::path::Path) -> Vec<Record> {
         let text = std::fs::read_to_string(root.join("team-a/run-1.jsonl")).expect("file");
         text.lines()
             .map(|l| serde_json::from_str(l).expect("json"))

@@ -26,6 +26,7 @@ pub mod tally;
 pub mod token;
 pub mod usage;
 pub mod window;
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -195,7 +196,7 @@ pub fn build(args: &GatewayArgs) -> Result<proxy::Gateway, String> {
     let catalog = catalog::Catalog::load(&args.endpoints).map_err(|e| e.to_string())?;
     let ledger = ledger::Ledger::new(Box::new(ledger::DirSink::new(args.ledger_dir.clone())));
     proxy::Gateway::new(key, catalog, ledger, args.limits())
-        .map_err(|e| format!("cannot load the TLS roots: {e}"))
+        .map_err(|e| format!("cannot start the gateway (TLS roots, ledger writer): {e}"))
 }
 
 /// `crucible gateway`: serves until interrupted.
@@ -220,10 +221,12 @@ pub async fn main(args: GatewayArgs) -> Result<(), String> {
     let stop = || async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let calls = proxy::serve(listener, gateway, stop());
+    let calls = proxy::serve(listener, gateway.clone(), stop());
     let metrics =
         axum::serve(metrics, crate::http::router(endpoints)).with_graceful_shutdown(stop());
     let (calls, metrics) = tokio::join!(calls, metrics);
+    // The records of the calls that ended last are written before the process ends.
+    let _ = tokio::task::spawn_blocking(move || gateway.writer.flush()).await;
     calls
         .and(metrics)
         .map_err(|e| format!("the gateway stopped: {e}"))

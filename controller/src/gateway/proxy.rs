@@ -37,6 +37,7 @@ use super::tally::RunUsage;
 use super::token::{Claims, Revocations, SigningKey, UsageQuery};
 use super::usage::Route;
 use super::window::Window;
+use super::writer::Writer;
 
 /// Request headers passed on to the provider; everything else (the caller's token above all)
 /// stays behind. Not `accept-encoding`: the gateway asks for `identity`, so the meter can read
@@ -75,7 +76,9 @@ pub struct Gateway {
     /// Per namespace whose runs have a daily budget: its calls of the last 24 hours. At most a
     /// day of buckets each; only namespaces with a daily budget have one.
     pub(super) windows: Mutex<HashMap<String, Window>>,
-    pub(super) ledger: Ledger,
+    pub(super) ledger: Arc<Ledger>,
+    /// Appends the settled calls' records to `ledger`, off the calls' path.
+    pub(super) writer: Writer,
     pub(super) upstream: Upstream,
     pub(super) limits: Limits,
     pub(super) metrics: Metrics,
@@ -89,6 +92,8 @@ impl Gateway {
         ledger: Ledger,
         limits: Limits,
     ) -> std::io::Result<Self> {
+        let ledger = Arc::new(ledger);
+        let writer = Writer::start(ledger.clone())?;
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(limits.connect));
         http.set_nodelay(true);
@@ -105,6 +110,7 @@ impl Gateway {
             accounts: Mutex::new(ExpiringMap::default()),
             windows: Mutex::new(HashMap::new()),
             ledger,
+            writer,
             upstream: Client::builder(TokioExecutor::new()).build(https),
             limits,
             metrics: Metrics::default(),
@@ -143,6 +149,8 @@ impl Gateway {
     /// What `query`'s run has used by its ledger (read back from its file the first time, so a
     /// restarted gateway answers as before), and the budget a call of it was refused for.
     pub fn usage(&self, query: &UsageQuery) -> std::io::Result<RunUsage> {
+        // The calls settled before the question count: their records are written first.
+        self.writer.flush();
         let head = self
             .ledger
             .head_of(&query.namespace, &query.run, query.expires)?;
@@ -447,6 +455,9 @@ fn load_window(gateway: &Gateway, namespace: &str) -> Result<(), Refusal> {
     if known {
         return Ok(());
     }
+    // The calls settled before (of runs without a daily budget) count: their records are
+    // written first. Once per namespace and process.
+    gateway.writer.flush();
     let window = gateway.ledger.window(namespace, now()).map_err(|e| {
         tracing::error!(%namespace, error = %e, "cannot read the call ledgers for the namespace's daily usage");
         Refusal::Ledger

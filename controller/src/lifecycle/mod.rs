@@ -169,6 +169,28 @@ pub fn usage_needed(ev: &Evaluation, config: &Config) -> Option<(String, i64)> {
     Some((status.run_id.clone()?, token_expiry(ev, status, config)?))
 }
 
+/// Whether the current run's pod has ended (the plan reads it as finished): a question for
+/// its usage asked from then on counts every call it made, and the run's end waits for one.
+pub fn pod_ended(ev: &Evaluation, pods: &[Pod]) -> bool {
+    let Some(pod) = ev
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_name.as_ref())
+        .and_then(|name| pods.iter().find(|p| &p.name_any() == name))
+    else {
+        return false;
+    };
+    matches!(
+        crate::run::phase::examine(
+            pod,
+            &ev.spec,
+            &std::collections::BTreeMap::new(),
+            DEFAULT_PASS_THRESHOLD
+        ),
+        crate::run::phase::PodState::Finished(_)
+    )
+}
+
 impl Plan {
     /// The runs whose admissions this Evaluation holds after the plan: those with a live pod,
     /// and the current run once its pod is being created or runs.

@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::crd::ModelEndpoint;
 use crate::error::Result;
 use crate::gateway::budget::DailyBudget;
-use crate::gateway::tally::RunUsage;
+use crate::gateway::notice::UsageAnswer;
 use crate::run::fetched::{FetchedSource, SourceProblem};
 use crate::run::results::LogCapture;
 
@@ -48,7 +48,8 @@ pub struct Observed {
     pub daily_budget: DailyBudget,
     /// For a pod whose steps succeeded: its samples ([`samples_needed`](super::samples_needed)).
     pub samples: Option<super::samples::Samples>,
-    /// For a run with models that has started: what the gateway says it used, or why it could
-    /// not be asked ([`usage_needed`](super::usage_needed)).
-    pub usage: Option<std::result::Result<RunUsage, String>>,
+    /// For a run with models that has started: what the gateway said it used, or why it could
+    /// not be asked ([`usage_needed`](super::usage_needed)); final once asked after its pod
+    /// was seen ended ([`pod_ended`](super::pod_ended)).
+    pub usage: Option<UsageAnswer>,
 }

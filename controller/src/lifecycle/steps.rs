@@ -17,6 +17,7 @@ use crate::crd::samples::SamplesStatus;
 use crate::crd::shown_estimate;
 use crate::duration;
 use crate::gateway::endpoint;
+use crate::gateway::notice::UsageAnswer;
 use crate::requeue::Requeue;
 use crate::run::identity::{RunKey, child_name};
 use crate::run::phase::{self, Outcome, PodState};
@@ -68,7 +69,9 @@ impl Planner<'_> {
 
     /// Advances a run that has not finished.
     pub(super) fn step(&mut self) {
-        if let Some(Ok(usage)) = &self.obs.usage {
+        if let Some(UsageAnswer::Latest(Some(Ok(usage))) | UsageAnswer::Final(Ok(usage))) =
+            &self.obs.usage
+        {
             self.status.usage = Some(usage.status(&self.ev.spec));
         }
         if let Err(problems) = validate::validate(&self.ev.spec, self.config) {
@@ -249,6 +252,11 @@ impl Planner<'_> {
         let state = phase::examine(&pod, &self.ev.spec, &self.obs.logs, self.threshold());
         let left = time_to_deadline(self.ev, &self.status, &self.obs.now, self.config);
         match state {
+            // The run's end waits for its usage asked after the pod ended (a refusal of
+            // its last calls counts); the answer, or the question's timeout, wakes it.
+            PodState::Finished(_) if matches!(self.obs.usage, Some(UsageAnswer::Latest(_))) => {
+                self.requeue = Requeue::AwaitChange;
+            }
             PodState::Finished(mut outcome) => {
                 if let Some(capture) = self.obs.logs.values().find(|c| c.unread) {
                     let said = outcome.message.take().unwrap_or_default();
@@ -325,7 +333,11 @@ impl Planner<'_> {
 
     /// Ends the run with its finished pod's `outcome`, its model usage considered.
     fn finish_pod(&mut self, outcome: Outcome) {
-        self.finish(usage::with_usage(outcome, self.obs.usage.as_ref()));
+        let usage = match &self.obs.usage {
+            Some(UsageAnswer::Final(answer)) => Some(answer),
+            _ => None,
+        };
+        self.finish(usage::with_usage(outcome, usage));
     }
 
     /// The pod's steps succeeded and its samples are on their way to the store: the run stays

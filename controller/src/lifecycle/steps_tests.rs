@@ -974,6 +974,7 @@ mod revocation {
     fn a_run_refused_for_its_budget_ends_budget_exceeded_with_its_result_and_usage() {
         use crate::crd::conditions::{READY, STALLED, find};
         use crate::gateway::budget::Exceeded;
+        use crate::gateway::notice::UsageAnswer;
         let config = Config::with_gateway();
         let (ev, pod) = started_with_models(&config);
         let (run, expires) = usage_needed(&ev, &config).expect("a started run is asked");
@@ -981,7 +982,7 @@ mod revocation {
         assert!(expires > at(0).0.as_second());
         // While it runs, its usage shows.
         let running = Observed {
-            usage: Some(Ok(used(None))),
+            usage: Some(UsageAnswer::Latest(Some(Ok(used(None))))),
             ..with_pods(vec![mk_pod(
                 &pod,
                 "Running",
@@ -994,11 +995,25 @@ mod revocation {
             (shown.calls, shown.by_model[0].name.as_str()),
             (2, "target")
         );
+        // Its pod ends: the run waits for usage asked from then on (an earlier answer may
+        // miss the refusal of its last call), woken by the answer.
+        let ended = with_pods(vec![succeeded_pod(&pod, r#"{"score": 1}"#)]);
+        assert!(pod_ended(&after(&ev, &still), &ended.pods));
+        assert!(!pod_ended(&after(&ev, &still), &running.pods));
+        let waiting = Observed {
+            now: at(10),
+            usage: Some(UsageAnswer::Latest(Some(Ok(used(None))))),
+            ..ended.clone()
+        };
+        let waits = plan(&after(&ev, &still), &waiting, &Decision::Admit, &config).expect("plan");
+        assert!(!waits.status.phase.is_some_and(Phase::is_finished));
+        assert_eq!(waits.requeue, Requeue::AwaitChange);
+        assert!(waits.delete.is_empty(), "its pod is kept");
         // It ends: a call was refused, so BudgetExceeded, its passing result kept, not Ready.
         let finishing = Observed {
             now: at(10),
-            usage: Some(Ok(used(Some(Exceeded::Calls(2))))),
-            ..with_pods(vec![succeeded_pod(&pod, r#"{"score": 1}"#)])
+            usage: Some(UsageAnswer::Final(Ok(used(Some(Exceeded::Calls(2)))))),
+            ..ended
         };
         let done = plan(&after(&ev, &still), &finishing, &Decision::Admit, &config).expect("plan");
         let status = &done.status;
@@ -1020,7 +1035,7 @@ mod revocation {
         );
         // Without a refusal the same pod succeeds; a finished run is asked no more.
         let fine = Observed {
-            usage: Some(Ok(used(None))),
+            usage: Some(UsageAnswer::Final(Ok(used(None)))),
             ..finishing.clone()
         };
         let ok = plan(&after(&ev, &still), &fine, &Decision::Admit, &config).expect("plan");
