@@ -39,7 +39,7 @@ use kube::api::Api;
 use kube::client::Body;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStoreExt, WriteMultipart};
 
 use crucible::samples::protocol::{Limits, Validator};
 use crucible::store::{BUNDLE_NAME, Store};
@@ -47,7 +47,7 @@ use crucible::transfer::carry::carry;
 use crucible::transfer::emit::{DEFAULT_MAX_OUTPUT, emit};
 
 // The cluster benchmark's generator: the same bytes on both benches.
-#[allow(dead_code)]
+#[allow(dead_code, unused_imports)]
 #[path = "../../bench/src/cluster/samples/generate.rs"]
 mod generate;
 
@@ -261,7 +261,13 @@ async fn run(o: &Options) {
     let file = dir.path().join("samples.jsonl");
     std::fs::write(&file, &plain).expect("the samples file");
     let mut log = Vec::new();
-    emit(&file, Limits::default().max_bytes, DEFAULT_MAX_OUTPUT, &mut log).expect("emitted");
+    emit(
+        &file,
+        Limits::default().max_bytes,
+        DEFAULT_MAX_OUTPUT,
+        &mut log,
+    )
+    .expect("emitted");
     std::fs::remove_file(&file).expect("removed");
     assert!(
         log.starts_with(b"crucible-samples/v1 begin\n"),
@@ -278,9 +284,17 @@ async fn run(o: &Options) {
 
     // Warm-up: the first transfer's one-off allocations (the runtime's blocking pool, the
     // client's buffers) are not a transfer's.
-    carry(pods.clone(), "p".into(), store.clone(), key("warm".into()), validator(), max_log, None)
-        .await
-        .expect("the warm-up transfer");
+    carry(
+        pods.clone(),
+        "p".into(),
+        store.clone(),
+        key("warm".into()),
+        validator(),
+        max_log,
+        None,
+    )
+    .await
+    .expect("the warm-up transfer");
 
     let mut rounds = Vec::new();
     let mut digest = String::new();
@@ -317,8 +331,8 @@ async fn run(o: &Options) {
     .await;
     let again = again.expect("read back").expect("samples");
 
-    let compressed = std::fs::read(root.join("bench/ingest/run-0").join(BUNDLE_NAME))
-        .expect("the bundle");
+    let compressed =
+        std::fs::read(root.join("bench/ingest/run-0").join(BUNDLE_NAME)).expect("the bundle");
     let raw_store = LocalFileSystem::new_with_prefix(&root).expect("the same directory");
     let (mut raw_plain, mut raw_compressed, mut validate) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..o.rounds {
@@ -355,11 +369,31 @@ async fn run(o: &Options) {
         "{:<52} {:>11} {:>12} {:>14} {:>10}",
         "", "bytes", "time", "throughput", "heap"
     );
-    row("ingestion: log → validated bundle in the store", plain_len, &ingest);
-    row("the same run again (stored: read back, not stored)", plain_len, &read_back);
-    row("raw upload of the JSON Lines (multipart)", plain_len, &raw_plain);
-    row("raw upload of the bundle's bytes (multipart)", stored, &raw_compressed);
-    row("validator alone, JSON Lines in memory", plain_len, &validate);
+    row(
+        "ingestion: log → validated bundle in the store",
+        plain_len,
+        &ingest,
+    );
+    row(
+        "the same run again (stored: read back, not stored)",
+        plain_len,
+        &read_back,
+    );
+    row(
+        "raw upload of the JSON Lines (multipart)",
+        plain_len,
+        &raw_plain,
+    );
+    row(
+        "raw upload of the bundle's bytes (multipart)",
+        stored,
+        &raw_compressed,
+    );
+    row(
+        "validator alone, JSON Lines in memory",
+        plain_len,
+        &validate,
+    );
     let ratio = |m: &Measured| raw_plain.took.as_secs_f64() / m.took.as_secs_f64();
     println!(
         "ingestion / raw upload of the same bytes: {:.2} (goal ≥ 0.5); heap growth {} (goal ≤ 16 MiB); digest {digest} ({})",
