@@ -335,7 +335,7 @@ fn lines(bytes: &[u8]) -> impl futures::Stream<Item = std::io::Result<Bytes>> + 
 async fn compressed_samples_are_stored_as_given_and_validated() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Over a local part, so it goes up in parts.
-    let text = noisy(40_000);
+    let text = noisy(60_000);
     let bytes = compressed(&text, ZSTD_WINDOW_LOG);
     assert!(bytes.len() > LOCAL_PART_SIZE, "{}", bytes.len());
     let stored = store(&dir)
