@@ -51,23 +51,59 @@ pub fn id_key(id: &str) -> IdKey {
     key
 }
 
-/// What the statistics need of one sample id.
+/// What the statistics need of one sample id, in 24 bytes: with its key and the map's own
+/// byte, 41 bytes an id (the most ids a run may have are kept in memory at once).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct IdAggregate {
     /// Sum of the scores over its epochs.
     pub sum: f64,
-    /// Records (epochs seen).
-    pub count: u32,
-    /// Records that passed.
-    pub passed: u32,
-    /// Bit `e` set once epoch `e` was seen (epochs are at most 100).
-    epochs_seen: u128,
+    /// Bits 0–99: bit `e` set once epoch `e` was seen (epochs are at most 100, so the count
+    /// of records is how many are set); bits 100–127: how many of them passed. Two words, not
+    /// a `u128`, whose alignment would pad the aggregate to 32 bytes.
+    seen: [u64; 2],
 }
 
+/// Bits of [`IdAggregate`]'s epochs; the bits above count the records that passed.
+const EPOCH_BITS: u32 = 100;
+const _: () = assert!(MAX_EPOCHS as u32 <= EPOCH_BITS);
+
 impl IdAggregate {
+    fn bits(&self) -> u128 {
+        u128::from(self.seen[0]) | (u128::from(self.seen[1]) << 64)
+    }
+
+    fn epochs(&self) -> u128 {
+        self.bits() & ((1u128 << EPOCH_BITS) - 1)
+    }
+
+    /// Records (epochs seen).
+    pub fn count(&self) -> u32 {
+        self.epochs().count_ones()
+    }
+
+    /// Records that passed.
+    pub fn passed(&self) -> u32 {
+        // At most 100: fits.
+        u32::try_from(self.bits() >> EPOCH_BITS).unwrap_or(u32::MAX)
+    }
+
     /// The id's mean score over its epochs.
     pub fn mean(&self) -> f64 {
-        self.sum / f64::from(self.count.max(1))
+        self.sum / f64::from(self.count().max(1))
+    }
+
+    /// Adds the record of `epoch` (below [`EPOCH_BITS`]); false when that epoch was seen.
+    fn add(&mut self, epoch: u32, score: f64, passed: bool) -> bool {
+        let bit = 1u128 << epoch;
+        if self.epochs() & bit != 0 {
+            return false;
+        }
+        let bits = self.bits() | bit;
+        let bits = bits + (u128::from(passed) << EPOCH_BITS);
+        // Truncation is the split into the two words.
+        self.seen = [bits as u64, (bits >> 64) as u64];
+        self.sum += score;
+        true
     }
 }
 
@@ -186,7 +222,7 @@ impl Validator {
                 format!("the file is over {} bytes", self.limits.max_bytes),
             ));
         }
-        while let Some(end) = chunk.iter().position(|&b| b == b'\n') {
+        while let Some(end) = memchr::memchr(b'\n', chunk) {
             self.check_line_len(end)?;
             if self.pending.is_empty() {
                 self.line(&chunk[..end], on_line)?;
@@ -272,18 +308,13 @@ impl Validator {
             }
             None => self.aggregates.ids.entry(key).or_default(),
         };
-        let bit = 1u128 << epoch;
-        if entry.epochs_seen & bit != 0 {
+        if !entry.add(epoch, score, passed) {
             let id = record.id.as_deref().unwrap_or_default();
             return Err(self.error(
                 n,
                 format!("sample {} epoch {epoch} appears twice", shown(id)),
             ));
         }
-        entry.epochs_seen |= bit;
-        entry.sum += score;
-        entry.count += 1;
-        entry.passed += u32::from(passed);
         self.aggregates.records += 1;
         self.aggregates.passed += u64::from(passed);
         on_line(Line {

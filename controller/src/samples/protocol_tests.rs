@@ -41,7 +41,7 @@ fn a_valid_file_is_reduced_per_id_whatever_the_chunking() {
     // a: 1 passes by threshold, 0 by its own `passed`; b: 0.25 < 0.5.
     assert_eq!(whole.passed, 2);
     let a = whole.ids[&id_key("a")];
-    assert_eq!((a.sum, a.count, a.passed, a.mean()), (1.0, 2, 2, 0.5));
+    assert_eq!((a.sum, a.count(), a.passed(), a.mean()), (1.0, 2, 2, 0.5));
     assert_eq!(whole.ids[&id_key("b")].mean(), 0.25);
 }
 

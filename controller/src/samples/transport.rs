@@ -23,6 +23,11 @@ const ERROR: &str = "crucible-samples/v1 error ";
 pub const LINE_BYTES: usize = 3072;
 /// Longest line a well-formed frame has (a data line, or an error line's bounded message).
 pub const MAX_LINE: usize = 4096;
+/// Largest zstd window of a frame's (and so a bundle's) compressed bytes, as a power of two:
+/// 2 MiB, what zstd's level 3 uses for input of unknown size. The compressors set it and every
+/// decompressor refuses more, so no frame or bundle can make a reader hold more than that
+/// (zstd's own limit is 128 MiB).
+pub const ZSTD_WINDOW_LOG: u32 = 21;
 /// Longest message on an error line.
 const MAX_ERROR_MESSAGE: usize = 1024;
 

@@ -312,3 +312,97 @@ async fn retention_deletes_only_bundles_older_than_the_cutoff() {
     );
     assert_eq!(store.prune(cutoff).await.expect("pruned"), 0);
 }
+
+/// `text` as a zstd stream made otherwise than the store makes its own (level 1), so that a
+/// bundle stored as given is told from one compressed again.
+fn compressed(text: &str, window_log: u32) -> Vec<u8> {
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("encoder");
+    encoder.window_log(window_log).expect("window");
+    std::io::Write::write_all(&mut encoder, text.as_bytes()).expect("compressed");
+    encoder.finish().expect("finished")
+}
+
+/// `bytes` in the chunks a frame's data lines carry.
+fn lines(bytes: &[u8]) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Unpin {
+    let chunks: Vec<_> = bytes
+        .chunks(crate::samples::transport::LINE_BYTES)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(chunks)
+}
+
+#[tokio::test]
+async fn compressed_samples_are_stored_as_given_and_validated() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Over a local part, so it goes up in parts.
+    let text = noisy(60_000);
+    let bytes = compressed(&text, ZSTD_WINDOW_LOG);
+    assert!(bytes.len() > LOCAL_PART_SIZE, "{}", bytes.len());
+    let stored = store(&dir)
+        .put_compressed(&KEY, lines(&bytes), validator())
+        .await
+        .expect("stored");
+    assert!(stored.written);
+    assert!(
+        std::fs::read(bundle_file(&dir)).expect("bundle on disk") == bytes,
+        "stored byte for byte"
+    );
+    assert_eq!(
+        stored.digest,
+        format!("sha256:{}", crate::digest::sha256_hex(&bytes))
+    );
+    let other = tempfile::tempdir().expect("temp dir");
+    let plain = store(&other)
+        .put_samples(&KEY, text.as_bytes(), validator())
+        .await
+        .expect("stored");
+    assert_eq!(stored.aggregates, plain.aggregates);
+    let again = store(&dir)
+        .put_compressed(&KEY, lines(&[]), validator())
+        .await
+        .expect("read back");
+    assert_eq!((again.written, again.digest), (false, stored.digest));
+}
+
+/// A stream cut inside its zstd frame, one asking for a larger window than the compressors
+/// use (memory the reader would hold), bytes that are not zstd, and samples that break the
+/// protocol: each is refused, and nothing is stored.
+#[tokio::test]
+async fn compressed_samples_that_are_cut_too_wide_or_invalid_store_nothing() {
+    let text = noisy(40_000);
+    let whole = compressed(&text, ZSTD_WINDOW_LOG);
+    let mut bad = text.clone();
+    bad.push_str("{\"id\":\"bad\",\"score\":NaN}\n");
+    let cases = [
+        (
+            "cut",
+            whole[..whole.len() - 7].to_vec(),
+            "ends inside a frame",
+        ),
+        (
+            "wide",
+            compressed(&text, ZSTD_WINDOW_LOG + 1),
+            "not valid zstd",
+        ),
+        (
+            "foreign",
+            b"{\"id\":\"a\",\"score\":1}\n".to_vec(),
+            "not valid zstd",
+        ),
+        (
+            "protocol",
+            compressed(&bad, ZSTD_WINDOW_LOG),
+            "samples line 40001",
+        ),
+    ];
+    for (name, bytes, why) in cases {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = store(&dir)
+            .put_compressed(&KEY, lines(&bytes), validator())
+            .await
+            .expect_err(name);
+        assert!(e.to_string().contains(why), "{name}: {e}");
+        let left = walk(dir.path());
+        assert!(left.is_empty(), "{name}: nothing stored: {left:?}");
+    }
+}

@@ -1,6 +1,7 @@
 //! One transfer: the `samples` container's log, read through the API server, unframed
-//! ([`transport`]), decompressed and handed to the results store, which validates the samples
-//! while it uploads them. Memory: one log line, one decompressed chunk and the store's part.
+//! ([`transport`]) and handed to the results store as the compressed bytes the container made,
+//! which the store keeps as they are while it decompresses them to validate the samples.
+//! Memory: one log line and the store's own (one part, zstd's window, the validator's).
 
 use std::pin::Pin;
 
@@ -8,7 +9,6 @@ use bytes::Bytes;
 use futures::{AsyncBufRead, AsyncBufReadExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
-use zstd::stream::raw::{Decoder as Zstd, InBuffer, Operation, OutBuffer};
 
 use crate::crd::samples::{ComparisonStatus, SamplesStatus};
 use crate::reading;
@@ -23,8 +23,6 @@ use crate::transfer::{Baseline, Outcome};
 
 /// Longest wait for the next bytes of the log.
 const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-/// Decompressed bytes handed to the store at a time.
-const CHUNK: usize = 64 * 1024;
 
 /// Carries run `key`'s samples from pod `pod`'s samples container to `store`; `max_log` bounds
 /// the bytes read (the container's own budget plus its frame lines).
@@ -50,7 +48,7 @@ pub async fn carry(
         .await
         .map_err(|_| "the samples log did not answer".to_string())?
         .map_err(|e| format!("the samples log cannot be read: {e}"))?;
-    let mut unframe = Unframe::new(Box::pin(log)).map_err(|e| format!("zstd: {e}"))?;
+    let mut unframe = Unframe::new(Box::pin(log));
     if !unframe.begin().await.map_err(|e| e.to_string())? {
         return Ok(None);
     }
@@ -60,14 +58,13 @@ pub async fn carry(
     let chunks = futures::stream::try_unfold(unframe, |mut u| async move {
         Ok::<_, std::io::Error>(u.next().await?.map(|chunk| (chunk, u)))
     });
-    let reader = tokio_util::io::StreamReader::new(Box::pin(chunks));
     let bundle = BundleKey {
         namespace,
         evaluation,
         run_id,
     };
     let stored = store
-        .put_samples(&bundle, reader, validator)
+        .put_compressed(&bundle, Box::pin(chunks), validator)
         .await
         .map_err(|e| e.to_string())?;
     let Some(samples) = stats::summarize(&stored.aggregates) else {
@@ -116,32 +113,20 @@ async fn compare(
     )
 }
 
-/// The samples log, unframed and decompressed chunk by chunk.
+/// The samples log, unframed: the compressed bytes of one data line at a time.
 struct Unframe {
     log: Pin<Box<dyn AsyncBufRead + Send>>,
     frame: Decoder,
-    zstd: Zstd<'static>,
     line: Vec<u8>,
-    /// Compressed bytes of the current line and how far zstd has read them.
-    input: Vec<u8>,
-    at: usize,
-    /// Whether zstd filled the last output chunk (it may hold more).
-    full: bool,
-    out: Vec<u8>,
 }
 
 impl Unframe {
-    fn new(log: Pin<Box<dyn AsyncBufRead + Send>>) -> std::io::Result<Self> {
-        Ok(Unframe {
+    fn new(log: Pin<Box<dyn AsyncBufRead + Send>>) -> Self {
+        Unframe {
             log,
             frame: Decoder::default(),
-            zstd: Zstd::new()?,
             line: Vec::new(),
-            input: Vec::new(),
-            at: 0,
-            full: false,
-            out: vec![0; CHUNK],
-        })
+        }
     }
 
     /// Reads the header: whether samples follow.
@@ -155,34 +140,19 @@ impl Unframe {
         Ok(self.frame.finish() != Ok(Framed::Nothing))
     }
 
-    /// The next decompressed chunk; `None` at the end of a complete frame.
+    /// The compressed bytes of the next data line; `None` at the end of a complete frame (its
+    /// trailer checked: an error otherwise, so the store keeps nothing).
     async fn next(&mut self) -> std::io::Result<Option<Bytes>> {
         loop {
-            if self.at < self.input.len() || self.full {
-                let mut src = InBuffer::around(&self.input[self.at..]);
-                let mut dst = OutBuffer::around(&mut self.out[..]);
-                self.zstd
-                    .run(&mut src, &mut dst)
-                    .map_err(|e| invalid(format!("the samples are not valid zstd: {e}")))?;
-                let produced = dst.pos();
-                self.at += src.pos();
-                self.full = produced == CHUNK;
-                if produced > 0 {
-                    return Ok(Some(Bytes::copy_from_slice(&self.out[..produced])));
-                }
-                continue;
-            }
-            match self.read_line().await? {
-                None => {
-                    return match self.frame.finish() {
-                        Ok(_) => Ok(None),
-                        Err(e) => Err(invalid(e.to_string())),
-                    };
-                }
-                Some(line) => {
-                    self.input = self.frame.line(&line).map_err(|e| invalid(e.to_string()))?;
-                    self.at = 0;
-                }
+            let Some(line) = self.read_line().await? else {
+                return match self.frame.finish() {
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(invalid(e.to_string())),
+                };
+            };
+            let bytes = self.frame.line(&line).map_err(|e| invalid(e.to_string()))?;
+            if !bytes.is_empty() {
+                return Ok(Some(Bytes::from(bytes)));
             }
         }
     }
@@ -197,7 +167,7 @@ impl Unframe {
             if chunk.is_empty() {
                 return Ok((!self.line.is_empty()).then(|| std::mem::take(&mut self.line)));
             }
-            let (take, end) = match chunk.iter().position(|b| *b == b'\n') {
+            let (take, end) = match memchr::memchr(b'\n', chunk) {
                 Some(i) => (i, true),
                 None => (chunk.len(), false),
             };
@@ -215,4 +185,87 @@ impl Unframe {
 
 fn invalid(message: String) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::ApiServerVerifier;
+    use crate::samples::protocol::Limits;
+    use crate::samples::transport::{BEGIN, LINE_BYTES, data_line, end_line};
+    use http::Method;
+    use sha2::{Digest, Sha256};
+
+    /// A samples log as the samples container prints it, of `compressed` bytes.
+    fn log(compressed: &[u8]) -> String {
+        let mut lines = vec![BEGIN.to_string()];
+        lines.extend(compressed.chunks(LINE_BYTES).map(data_line));
+        let digest = crate::digest::hex(&Sha256::digest(compressed));
+        lines.push(end_line(compressed.len() as u64, &digest));
+        lines.join("\n") + "\n"
+    }
+
+    /// Carries run `run`'s samples from a log with `text` into a store in `dir`.
+    async fn transfer(dir: &std::path::Path, run: &str, text: String) -> Outcome {
+        let (client, mut server) = ApiServerVerifier::client();
+        let url = url::Url::from_directory_path(dir).expect("absolute");
+        let store = std::sync::Arc::new(Store::open(url.as_str()).expect("store"));
+        let key = ("team-a".into(), "arith".into(), run.to_string());
+        let validator = Validator::new(Limits::default(), 1, 0.5);
+        let carried = tokio::spawn(carry(
+            Api::namespaced(client, "team-a"),
+            "p".into(),
+            store,
+            key,
+            validator,
+            1 << 20,
+            None,
+        ));
+        let asked = server
+            .expect(
+                Method::GET,
+                "/api/v1/namespaces/team-a/pods/p/log",
+                200,
+                serde_json::Value::String(text),
+            )
+            .await;
+        assert!(asked.uri.contains("container=samples"), "{}", asked.uri);
+        carried.await.expect("the transfer ends")
+    }
+
+    /// The bundle is the compressed bytes the samples container printed, byte for byte (not
+    /// compressed again), with the trailer's digest; a log cut before its trailer stores
+    /// nothing.
+    #[tokio::test]
+    async fn the_bundle_is_what_the_samples_container_compressed_and_a_cut_log_stores_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let text: String = (0..5000)
+            .map(|i| format!("{{\"id\":\"q{i}\",\"score\":{}}}\n", i % 2))
+            .collect();
+        // Level 1: not what the store would make of the samples at its own level.
+        let compressed = zstd::stream::encode_all(text.as_bytes(), 1).expect("zstd");
+        let collected = transfer(dir.path(), "r1", log(&compressed))
+            .await
+            .expect("stored")
+            .expect("samples");
+        let bundle = dir
+            .path()
+            .join("team-a/arith/r1")
+            .join(crate::store::BUNDLE_NAME);
+        assert!(std::fs::read(&bundle).expect("the bundle") == compressed);
+        assert_eq!(
+            collected.samples.digest,
+            Some(format!("sha256:{}", crate::digest::sha256_hex(&compressed)))
+        );
+        assert_eq!(
+            (collected.samples.count, collected.samples.passed),
+            (5000, 2500)
+        );
+
+        let whole = log(&compressed);
+        let cut = whole[..whole.rfind("crucible-samples/v1 end").expect("trailer")].to_string();
+        let e = transfer(dir.path(), "r2", cut).await.expect_err("refused");
+        assert!(e.contains("ends before its trailer"), "{e}");
+        assert!(!dir.path().join("team-a/arith/r2").exists());
+    }
 }

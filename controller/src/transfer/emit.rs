@@ -119,6 +119,10 @@ fn compress(
 ) -> Result<(), Problem> {
     let mut encoder =
         zstd::stream::write::Encoder::new(frame, ZSTD_LEVEL).map_err(Problem::Output)?;
+    // The store keeps these bytes as they are: their window is what every reader accepts.
+    encoder
+        .window_log(transport::ZSTD_WINDOW_LOG)
+        .map_err(Problem::Output)?;
     let mut input = file.take(max_bytes.saturating_add(1));
     let mut chunk = vec![0u8; 64 * 1024];
     let mut read = 0u64;
