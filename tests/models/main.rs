@@ -285,18 +285,7 @@ async fn an_agent_calls_its_model_through_the_gateway_and_reaches_nothing_else()
         apply_evaluation(&client, &ns, &agent(provider, "over-budget", 2, false)).await;
         let over = wait_finished(&api, "over-budget", Duration::from_secs(240)).await;
         let status = over.status.expect("status");
-        assert_eq!(
-            (status.phase, status.reason.as_deref()),
-            (Some(Phase::Failed), Some("BudgetExceeded")),
-            "{status:?}"
-        );
-        assert!(
-            status
-                .message
-                .as_deref()
-                .is_some_and(|m| m.contains("budget of 2 calls")),
-            "{status:?}"
-        );
+        ended_budget_exceeded(&status, "budget of 2 calls");
         assert_eq!(
             status.usage.as_ref().map(|u| u.calls),
             Some(2),
@@ -513,18 +502,7 @@ async fn namespace_budget_refuses_a_new_run(
     apply_evaluation(client, ns, &agent(provider, "over-daily", 10, false)).await;
     let over = wait_finished(&api, "over-daily", Duration::from_secs(240)).await;
     let status = over.status.expect("status");
-    assert_eq!(
-        (status.phase, status.reason.as_deref()),
-        (Some(Phase::Failed), Some("BudgetExceeded")),
-        "{status:?}"
-    );
-    assert!(
-        status
-            .message
-            .as_deref()
-            .is_some_and(|m| m.contains("namespace's budget of 1 tokens per day")),
-        "{status:?}"
-    );
+    ended_budget_exceeded(&status, "namespace's budget of 1 tokens per day");
     assert_eq!(
         status.usage.as_ref().map_or(0, |u| u.calls),
         0,
@@ -707,4 +685,20 @@ async fn call_model(base: &str, token: &str) -> u16 {
 /// The controller's system namespace (`CRUCIBLE_SYSTEM_NAMESPACE`, as scripts/test.sh sets it).
 fn system_namespace() -> String {
     std::env::var("CRUCIBLE_SYSTEM_NAMESPACE").unwrap_or_else(|_| "crucible-system".into())
+}
+
+/// Asserts that a run ended `Failed`, reason `BudgetExceeded`, its message naming `budget`.
+fn ended_budget_exceeded(status: &crucible::crd::evaluation::EvaluationStatus, budget: &str) {
+    assert_eq!(
+        (status.phase, status.reason.as_deref()),
+        (Some(Phase::Failed), Some("BudgetExceeded")),
+        "{status:?}"
+    );
+    assert!(
+        status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(budget)),
+        "{status:?}"
+    );
 }
